@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+// The README's test command (`npm test`). Does every set-up step the tests need on a fresh
+// Debian 12 machine, then runs typecheck, lint and the whole suite:
+//  1. system packages (TESTBED.md): installed with apt when running as root; otherwise listed,
+//     with the tests that are left out without them;
+//  2. native bindings (pcsclite, pkcs11js) rebuilt if they could not be built before step 1;
+//  3. build (the e2e tests run the compiled CLI in child processes), typecheck, lint;
+//  4. vitest, closing with one plain "N passed, N failed, N skipped" line.
+// Under CI=true a missing package or a skipped test is a failure: CI must run everything.
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const SYSTEM_PACKAGES = [
+  { pkg: "openssl", for: "openssl cross-checks of certificates, CRLs and CMS" },
+  { pkg: "build-essential", for: "building the native pcsclite and pkcs11js bindings" },
+  { pkg: "python3", for: "building the native bindings (node-gyp)" },
+  { pkg: "libpcsclite-dev", for: "the pcsclite binding (PC/SC tests)" },
+  { pkg: "pcscd", for: "end-to-end tests over a real PC/SC stack" },
+  { pkg: "vsmartcard-vpcd", for: "the virtual reader the virtual card is inserted into" },
+  { pkg: "pcsc-tools", for: "independent PC/SC checks" },
+  { pkg: "opensc", for: "OpenSC pkcs11-tool/opensc-tool interoperability tests" },
+  { pkg: "yubico-piv-tool", for: "yubico-piv-tool interoperability tests" },
+  { pkg: "softhsm2", for: "PKCS#11 tests against SoftHSM2" },
+  { pkg: "iproute2", for: "network tests in namespaces" },
+];
+
+const isCi = process.env.CI === "true";
+const isRoot = process.getuid?.() === 0;
+
+function log(line) {
+  process.stdout.write(`[test] ${line}\n`);
+}
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { stdio: "inherit", ...opts });
+  if (r.status !== 0) {
+    log(`${cmd} ${args.join(" ")} failed (exit ${r.status ?? r.signal})`);
+    process.exit(r.status || 1);
+  }
+}
+
+function installed(pkg) {
+  try {
+    const out = execFileSync("dpkg-query", ["-W", "-f=${Status}", pkg], { stdio: ["ignore", "pipe", "ignore"] });
+    return out.toString().includes("install ok installed");
+  } catch {
+    return false;
+  }
+}
+
+function ensureSystemPackages() {
+  let missing = SYSTEM_PACKAGES.filter((p) => !installed(p.pkg));
+  if (missing.length > 0 && isRoot) {
+    log(`installing system packages: ${missing.map((p) => p.pkg).join(" ")}`);
+    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    run("apt-get", ["update", "-qq"], { env });
+    run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing.map((p) => p.pkg)], { env });
+    missing = SYSTEM_PACKAGES.filter((p) => !installed(p.pkg));
+  }
+  if (missing.length > 0) {
+    log("missing system packages (run the tests as root to install them):");
+    for (const p of missing) log(`  ${p.pkg}: needed for ${p.for}; those tests are skipped`);
+    if (isCi) {
+      log("CI=true: every test must run; failing.");
+      process.exit(1);
+    }
+  }
+}
+
+async function ensureNativeBindings() {
+  for (const name of ["pcsclite", "pkcs11js"]) {
+    try {
+      await import(name);
+    } catch {
+      log(`rebuilding native binding ${name}`);
+      spawnSync("npm", ["rebuild", name], { stdio: "inherit" });
+    }
+  }
+}
+
+ensureSystemPackages();
+await ensureNativeBindings();
+log("build");
+run("npm", ["run", "--silent", "build"]);
+log("typecheck");
+run("npm", ["run", "--silent", "typecheck"]);
+log("lint");
+run("npx", ["biome", "check", "."]);
+
+const outDir = mkdtempSync(join(tmpdir(), "hsm-onboard-test-"));
+const jsonReport = join(outDir, "vitest.json");
+const vitest = spawnSync(
+  "npx",
+  ["vitest", "run", "--reporter=default", "--reporter=json", `--outputFile.json=${jsonReport}`, ...process.argv.slice(2)],
+  { stdio: "inherit", env: { ...process.env, HSM_ONBOARD_REQUIRE_ALL: isCi ? "1" : "" } },
+);
+let summary;
+try {
+  const report = JSON.parse(readFileSync(jsonReport, "utf8"));
+  summary = {
+    passed: report.numPassedTests,
+    failed: report.numFailedTests,
+    skipped: report.numPendingTests + report.numTodoTests,
+  };
+} catch {
+  summary = undefined;
+}
+rmSync(outDir, { recursive: true, force: true });
+if (!summary) {
+  log("vitest wrote no report");
+  process.exit(vitest.status || 1);
+}
+process.stdout.write(`tests: ${summary.passed} passed, ${summary.failed} failed, ${summary.skipped} skipped\n`);
+if (isCi && summary.skipped > 0) {
+  log("CI=true: a skipped test means a missing capability; failing.");
+  process.exit(1);
+}
+process.exit(vitest.status ?? 1);
