@@ -37,32 +37,32 @@ export abstract class OnboardError extends Error {
 
 /** Bad command-line use or a bad input file that is not a plan (exit 2). */
 export class UsageError extends OnboardError {
-  readonly code = "ERR_USAGE";
-  readonly exitCode = ExitCode.usage;
+  readonly code: string = "ERR_USAGE";
+  readonly exitCode: ExitCode = ExitCode.usage;
 }
 
 /** No card (or no reader) appeared in time (exit 10). */
 export class NoCardError extends OnboardError {
-  readonly code = "ERR_NO_CARD";
-  readonly exitCode = ExitCode.noCard;
+  readonly code: string = "ERR_NO_CARD";
+  readonly exitCode: ExitCode = ExitCode.noCard;
 }
 
 /** The card or a certificate in its chain is not trusted (exit 11). */
 export class CardNotTrustedError extends OnboardError {
-  readonly code = "ERR_CARD_NOT_TRUSTED";
-  readonly exitCode = ExitCode.cardNotTrusted;
+  readonly code: string = "ERR_CARD_NOT_TRUSTED";
+  readonly exitCode: ExitCode = ExitCode.cardNotTrusted;
 }
 
 /** The card's certificate (or an issuer above it) is on a CRL (exit 12). */
 export class CardRevokedError extends OnboardError {
-  readonly code = "ERR_CARD_REVOKED";
-  readonly exitCode = ExitCode.cardRevoked;
+  readonly code: string = "ERR_CARD_REVOKED";
+  readonly exitCode: ExitCode = ExitCode.cardRevoked;
 }
 
 /** Wrong PIN; the card's counter dropped (exit 13). */
 export class WrongPinError extends OnboardError {
-  readonly code = "ERR_WRONG_PIN";
-  readonly exitCode = ExitCode.wrongPin;
+  readonly code: string = "ERR_WRONG_PIN";
+  readonly exitCode: ExitCode = ExitCode.wrongPin;
   constructor(
     readonly triesLeft: number,
     message = `wrong PIN, ${triesLeft} ${triesLeft === 1 ? "try" : "tries"} left`,
@@ -73,61 +73,61 @@ export class WrongPinError extends OnboardError {
 
 /** The PIN is blocked; the PUK is needed (exit 14). */
 export class PinBlockedError extends OnboardError {
-  readonly code = "ERR_PIN_BLOCKED";
-  readonly exitCode = ExitCode.pinBlocked;
+  readonly code: string = "ERR_PIN_BLOCKED";
+  readonly exitCode: ExitCode = ExitCode.pinBlocked;
 }
 
 /** A signature, a hash or an encoding did not check out (exit 15). */
 export class IntegrityError extends OnboardError {
-  readonly code = "ERR_INTEGRITY";
-  readonly exitCode = ExitCode.integrity;
+  readonly code: string = "ERR_INTEGRITY";
+  readonly exitCode: ExitCode = ExitCode.integrity;
 }
 
 /** Malformed bytes (CBOR, COSE, DER, TLV): an integrity failure with its own code. */
 export class MalformedError extends IntegrityError {
-  override readonly code = "ERR_MALFORMED";
+  override readonly code: string = "ERR_MALFORMED";
 }
 
 /** The configuration does not name this HSM, or comes from another owner (exit 16). */
 export class NotForThisHsmError extends OnboardError {
-  readonly code = "ERR_NOT_FOR_THIS_HSM";
-  readonly exitCode = ExitCode.notForThisHsm;
+  readonly code: string = "ERR_NOT_FOR_THIS_HSM";
+  readonly exitCode: ExitCode = ExitCode.notForThisHsm;
 }
 
 /** An older sequence number or CRL number: a replay or rollback (exit 17). */
 export class ReplayError extends OnboardError {
-  readonly code = "ERR_REPLAY";
-  readonly exitCode = ExitCode.replay;
+  readonly code: string = "ERR_REPLAY";
+  readonly exitCode: ExitCode = ExitCode.replay;
 }
 
 /** Outside the validity window: expired or not yet valid (exit 18). */
 export class ValidityError extends OnboardError {
-  readonly code = "ERR_VALIDITY";
-  readonly exitCode = ExitCode.validity;
+  readonly code: string = "ERR_VALIDITY";
+  readonly exitCode: ExitCode = ExitCode.validity;
 }
 
 /** Fewer valid signatures than the quorum the HSM demands (exit 19). */
 export class QuorumError extends OnboardError {
-  readonly code = "ERR_QUORUM";
-  readonly exitCode = ExitCode.quorum;
+  readonly code: string = "ERR_QUORUM";
+  readonly exitCode: ExitCode = ExitCode.quorum;
 }
 
 /** Applying the network failed and was rolled back (exit 20). */
 export class NetworkApplyError extends OnboardError {
-  readonly code = "ERR_NETWORK_APPLY";
-  readonly exitCode = ExitCode.networkApply;
+  readonly code: string = "ERR_NETWORK_APPLY";
+  readonly exitCode: ExitCode = ExitCode.networkApply;
 }
 
 /** An address is already in use on the link (exit 21). */
 export class AddressConflictError extends OnboardError {
-  readonly code = "ERR_ADDRESS_CONFLICT";
-  readonly exitCode = ExitCode.addressConflict;
+  readonly code: string = "ERR_ADDRESS_CONFLICT";
+  readonly exitCode: ExitCode = ExitCode.addressConflict;
 }
 
 /** The card has no room for what must be written (exit 22). */
 export class CardFullError extends OnboardError {
-  readonly code = "ERR_CARD_FULL";
-  readonly exitCode = ExitCode.cardFull;
+  readonly code: string = "ERR_CARD_FULL";
+  readonly exitCode: ExitCode = ExitCode.cardFull;
 }
 
 /** One problem found in a network plan: where it is and what is wrong. */
@@ -141,8 +141,8 @@ export interface PlanProblem {
 
 /** A network plan with one or more problems, all of them listed (exit 23). */
 export class PlanInvalidError extends OnboardError {
-  readonly code = "ERR_PLAN_INVALID";
-  readonly exitCode = ExitCode.planInvalid;
+  readonly code: string = "ERR_PLAN_INVALID";
+  readonly exitCode: ExitCode = ExitCode.planInvalid;
   constructor(readonly problems: readonly PlanProblem[]) {
     super(
       `plan invalid: ${problems.length} problem${problems.length === 1 ? "" : "s"}` +
@@ -158,4 +158,62 @@ export function formatPlanProblem(p: PlanProblem): string {
 
 export function isOnboardError(e: unknown): e is OnboardError {
   return e instanceof OnboardError;
+}
+
+/** Why a certificate chain was refused (src/pki/validate-chain.ts checks each rule on its own). */
+export type CertificateValidationReason =
+  | "malformed"
+  | "algorithm"
+  | "signature"
+  | "issuer-name"
+  | "not-ca"
+  | "path-length"
+  | "key-usage"
+  | "eku"
+  | "expired"
+  | "not-yet-valid"
+  | "untrusted-anchor"
+  | "critical-extension"
+  | "crl-signature"
+  | "crl-stale"
+  | "crl-missing"
+  | "crl-malformed";
+
+/** A certificate in the card's (or device's) chain broke one rule of RFC 5280 path validation (exit 11). */
+export class CertificateValidationError extends CardNotTrustedError {
+  constructor(
+    readonly reason: CertificateValidationReason,
+    /** Subject (RFC 4514 string) of the certificate, or issuer of the CRL, that failed. */
+    readonly subject: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`certificate not trusted (${reason}): "${subject}": ${detail}`, options);
+  }
+}
+
+/** The certificate is listed on its issuer's CRL (exit 12). */
+export class CertificateRevokedError extends CardRevokedError {
+  constructor(
+    readonly subject: string,
+    /** Hex serial number of the revoked certificate. */
+    readonly serialNumber: string,
+    readonly revokedAt: Date,
+    /** RFC 5280 reason code name, when the CRL gives one. */
+    readonly revocationReason?: string,
+  ) {
+    super(
+      `certificate revoked: "${subject}" (serial ${serialNumber}) since ${revokedAt.toISOString()}` +
+        (revocationReason ? ` (${revocationReason})` : ""),
+    );
+  }
+}
+
+/**
+ * The secure element refused an operation that needs the PIN verified first (PIV 6982 "security
+ * status not satisfied", PKCS#11 CKR_USER_NOT_LOGGED_IN): a flow asked for it out of order (exit 1).
+ */
+export class PinRequiredError extends OnboardError {
+  readonly code: string = "ERR_PIN_REQUIRED";
+  readonly exitCode: ExitCode = ExitCode.internal;
 }

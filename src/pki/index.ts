@@ -1,0 +1,69 @@
+// The pki layer's public surface (SPEC.md §3): explicit named exports only (STYLE.md).
+export {
+  CRL_REASONS,
+  type CrlReasonName,
+  crlNumberOf,
+  crlToPem,
+  DEFAULT_CRL_VALIDITY_DAYS,
+  encodeCrl,
+  type IssueCrlParams,
+  issueCrl,
+  parseCrl,
+  type RevokedCertificateEntry,
+} from "./crl.js";
+export {
+  createDeviceIdentity,
+  createPki,
+  createRootCa,
+  DEFAULT_MANUFACTURER,
+  DEVICE_KEY_CURVE,
+  type IssueCardCertificateParams,
+  type IssueDeviceCertificateParams,
+  type IssueOptions,
+  type IssuerCredentials,
+  issueCaCertificate,
+  issueCardCertificate,
+  issueDeviceCertificate,
+  type OnboardingPki,
+  randomSerialNumber,
+} from "./issue.js";
+export {
+  type CryptoKey,
+  type CryptoProvider,
+  exportPrivateKeyPem,
+  generateEcKeyPair,
+  importPrivateKeyPem,
+  type NamedCurve,
+  nodeCrypto,
+  type PublicKeyInput,
+  toSpki,
+} from "./keys.js";
+export { EKU, ONBOARDING_ARC } from "./oids.js";
+export { type CertificateOwnership, extractOfficer, extractOwner, readOwnership } from "./ownership.js";
+export {
+  DEVICE_FILES,
+  initPkiDirectory,
+  issueDeviceToDirectory,
+  type LoadedPki,
+  loadPkiDirectory,
+  PKI_FILES,
+  type PkiState,
+  readCertificateFile,
+  resignCrl,
+  revokeInPki,
+} from "./pki-store.js";
+export {
+  type CardSlot,
+  PROFILES,
+  SLOT_PROFILES,
+  VALIDATION_REQUIREMENTS,
+  type ValidityOptions,
+} from "./profiles.js";
+export {
+  type CertificateInput,
+  type CrlInput,
+  MAX_PATH_CERTIFICATES,
+  type ValidateChainOptions,
+  type ValidatedChain,
+  validateChain,
+} from "./validate-chain.js";
