@@ -1,0 +1,150 @@
+/**
+ * Opt-in, debug-level APDU trace that never shows secrets. It sits directly on the transport
+ * (`TracingTransport` wraps any CardTransport), so whatever the layers above do — chaining, GET
+ * RESPONSE, later secure messaging — what reaches the log is decided here, in one place.
+ *
+ * Redacted (only the header and a byte count are shown):
+ * - command data of VERIFY (INS 20), CHANGE REFERENCE DATA (24), RESET RETRY COUNTER (2C),
+ *   Yubico SET MANAGEMENT KEY (FF) and IMPORT KEY (FE);
+ * - command and response data of GENERAL AUTHENTICATE with the management key (87 .. 9B): the
+ *   witness, challenge and response of the mutual authentication;
+ * - response data of an ECDH key agreement (GENERAL AUTHENTICATE with tag 85): the shared secret;
+ * - the PRINTED object 5FC109 (YubiKey PIN-protected management key) in PUT and GET DATA;
+ * - every following block of a command chain, and every GET RESPONSE piece, of a redacted exchange.
+ */
+import type { CardTransport } from "../transport/card-transport.js";
+import { decodeTlv, decodeTlvs } from "./tlv.js";
+
+export interface ApduTraceSink {
+  debug(message: string): void;
+}
+
+const INS_VERIFY = 0x20;
+const INS_CHANGE_REFERENCE = 0x24;
+const INS_RESET_RETRY = 0x2c;
+const INS_GENERAL_AUTHENTICATE = 0x87;
+const INS_GET_DATA = 0xcb;
+const INS_PUT_DATA = 0xdb;
+const INS_GET_RESPONSE = 0xc0;
+const INS_YK_SET_MGMKEY = 0xff;
+const INS_YK_IMPORT = 0xfe;
+const KEY_MANAGEMENT = 0x9b;
+/** `5C 03 5F C1 09`: the PRINTED object tag list. */
+const PRINTED_TAG_LIST = [0x5c, 0x03, 0x5f, 0xc1, 0x09];
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).toUpperCase().padStart(2, "0")).join(" ");
+}
+
+function redacted(n: number): string {
+  return `[${n} byte${n === 1 ? "" : "s"} redacted]`;
+}
+
+function startsWith(data: Uint8Array, prefix: readonly number[]): boolean {
+  if (data.length < prefix.length) return false;
+  return prefix.every((b, i) => data[i] === b);
+}
+
+/** Command body without the Lc byte(s) and Le, when it parses as a short or extended case 3/4. */
+function commandData(apdu: Uint8Array): Uint8Array {
+  const body = apdu.subarray(4);
+  if (body.length < 2) return new Uint8Array(0);
+  if (body[0] !== 0) return body.subarray(1, 1 + body[0]!);
+  if (body.length < 4) return new Uint8Array(0);
+  const lc = (body[1]! << 8) | body[2]!;
+  return body.subarray(3, 3 + lc);
+}
+
+function containsEcdhPoint(data: Uint8Array): boolean {
+  try {
+    const outer = decodeTlv(data, 0x7c);
+    return decodeTlvs(outer.value).some((t) => t.tag === 0x85);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Formats APDUs for the trace, redacting secrets. Stateful (chains and GET RESPONSE sequences):
+ * use one instance per card connection, and feed it every command and response in order.
+ */
+export class ApduTraceFormatter {
+  private chain: { ins: number; redactCommand: boolean; redactResponse: boolean } | undefined;
+  private redactResponse = false;
+
+  command(apdu: Uint8Array): string {
+    if (apdu.length < 4) {
+      this.redactResponse = false;
+      return `>> ${hex(apdu)}`;
+    }
+    const cla = apdu[0]!;
+    const ins = apdu[1]!;
+    const p2 = apdu[3]!;
+    if (ins === INS_GET_RESPONSE) {
+      // Keeps redactResponse of the exchange it continues.
+      return `>> ${hex(apdu)}`;
+    }
+    const data = commandData(apdu);
+    let redactCommand =
+      ins === INS_VERIFY ||
+      ins === INS_CHANGE_REFERENCE ||
+      ins === INS_RESET_RETRY ||
+      ins === INS_YK_SET_MGMKEY ||
+      ins === INS_YK_IMPORT ||
+      (ins === INS_GENERAL_AUTHENTICATE && p2 === KEY_MANAGEMENT) ||
+      (ins === INS_PUT_DATA && startsWith(data, PRINTED_TAG_LIST));
+    let redactResponse =
+      (ins === INS_GENERAL_AUTHENTICATE && (p2 === KEY_MANAGEMENT || containsEcdhPoint(data))) ||
+      (ins === INS_GET_DATA && startsWith(data, PRINTED_TAG_LIST));
+    if (this.chain && this.chain.ins === ins) {
+      redactCommand ||= this.chain.redactCommand;
+      redactResponse ||= this.chain.redactResponse;
+    }
+    this.chain = (cla & 0x10) !== 0 ? { ins, redactCommand, redactResponse } : undefined;
+    this.redactResponse = redactResponse;
+    if (!redactCommand || apdu.length === 4) return `>> ${hex(apdu)}`;
+    return `>> ${hex(apdu.subarray(0, 4))} ${redacted(apdu.length - 4)}`;
+  }
+
+  response(apdu: Uint8Array): string {
+    const n = apdu.length;
+    if (n < 2) return `<< ${hex(apdu)}`;
+    const sw = apdu.subarray(n - 2);
+    const more = sw[0] === 0x61;
+    const redact = this.redactResponse;
+    if (!more) this.redactResponse = false;
+    if (!redact || n === 2) return `<< ${hex(apdu)}`;
+    return `<< ${redacted(n - 2)} ${hex(sw)}`;
+  }
+}
+
+/** A CardTransport that writes a redacted APDU trace to `sink.debug` and forwards everything. */
+export class TracingTransport implements CardTransport {
+  private readonly formatter = new ApduTraceFormatter();
+
+  constructor(
+    private readonly inner: CardTransport,
+    private readonly sink: ApduTraceSink,
+  ) {}
+
+  get atr(): Uint8Array {
+    return this.inner.atr;
+  }
+  get contactless(): boolean {
+    return this.inner.contactless;
+  }
+  get readerName(): string {
+    return this.inner.readerName;
+  }
+
+  async transmit(command: Uint8Array): Promise<Uint8Array> {
+    this.sink.debug(`apdu ${this.formatter.command(command)}`);
+    const response = await this.inner.transmit(command);
+    this.sink.debug(`apdu ${this.formatter.response(response)}`);
+    return response;
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
