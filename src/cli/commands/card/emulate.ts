@@ -1,0 +1,172 @@
+import { existsSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { VirtualPivCard } from "../../../card-emulator/virtual-piv-card.js";
+import {
+  parseVpcdAddress,
+  VPCD_DEFAULT_HOST,
+  VPCD_DEFAULT_PORT,
+  VpcdBridge,
+  type VpcdBridgeEvent,
+} from "../../../card-emulator/vpcd-bridge.js";
+import { UsageError } from "../../../errors.js";
+import { hex } from "../../../transport/pcsc.js";
+import { type CliContext, writeLine } from "../../context.js";
+
+const EXAMPLES = `
+The card is a TCP client of vpcd (vsmartcard's virtual reader inside pcscd): connecting inserts
+it, closing the connection removes it. State (PIN, PUK, keys, objects) is saved to the state file
+after every change; a missing file is created with factory defaults (PIN 123456, PUK 12345678,
+default management key). One line per event goes to standard error. SIGTERM or SIGINT removes the
+card and exits 0; vpcd unreachable (or lost for good) exits 10.
+
+Examples:
+  $ hsm-onboard card emulate --state card.json
+  $ hsm-onboard card emulate --state card.json --vpcd 127.0.0.1:35964 --contactless
+  $ PCSCLITE_CSOCK_NAME=... yubico-piv-tool -r "Virtual PCD" -a status    # in another shell
+`;
+
+interface CardEmulateOptions {
+  readonly state: string;
+  readonly vpcd?: string;
+  readonly contactless?: boolean;
+  readonly trace?: boolean;
+  readonly reconnect?: number;
+}
+
+export interface EmulatorOptions {
+  /** Path of the card's state file. */
+  readonly statePath: string;
+  readonly host: string;
+  readonly port: number;
+  readonly contactless: boolean;
+  /** Log each APDU: header, lengths and status word only, never data. */
+  readonly trace: boolean;
+  /** Attempts to come back after vpcd dropped the card (pcscd restarting). */
+  readonly reconnectAttempts: number;
+  /** Fires to remove the card and stop. */
+  readonly signal: AbortSignal;
+  readonly log: (line: string) => void;
+}
+
+/**
+ * Runs the virtual card against vpcd until `signal` fires (resolves) or vpcd is lost beyond the
+ * retries (rejects with VpcdConnectError, exit 10).
+ */
+export async function runEmulator(options: EmulatorOptions): Promise<void> {
+  const created = !existsSync(options.statePath);
+  const card = VirtualPivCard.fromFile(options.statePath, { contactless: options.contactless });
+  options.log(
+    `${created ? "created" : "loaded"} card ${card.serial} (${card.profile.name}, ${options.contactless ? "contactless" : "contact"}) from ${options.statePath}; ATR ${hex(card.atr)}`,
+  );
+  const bridge = new VpcdBridge({
+    responder: card,
+    host: options.host,
+    port: options.port,
+    atr: card.atr,
+    reconnectAttempts: options.reconnectAttempts,
+  });
+  bridge.on("event", (event) => {
+    const line = describeEvent(event, options.trace);
+    if (line) options.log(line);
+  });
+  if (options.signal.aborted) return;
+  const onAbort = () => void bridge.stop();
+  options.signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    await bridge.start();
+    const end = await bridge.ended;
+    if (end.reason === "lost") throw end.error;
+  } finally {
+    options.signal.removeEventListener("abort", onAbort);
+    await bridge.stop();
+  }
+}
+
+function describeEvent(event: VpcdBridgeEvent, trace: boolean): string | undefined {
+  switch (event.type) {
+    case "connecting":
+      return event.attempt > 1
+        ? `connecting to vpcd at ${event.host}:${event.port} (attempt ${event.attempt})`
+        : undefined;
+    case "connected":
+      return `inserted: connected to vpcd at ${event.host}:${event.port}`;
+    case "power-on":
+      return "power on";
+    case "power-off":
+      return "power off";
+    case "reset":
+      return "reset";
+    case "apdu":
+      return trace ? describeApdu(event.command, event.response, event.elapsedMs) : undefined;
+    case "responder-error":
+      return `card error: ${event.error instanceof Error ? event.error.message : String(event.error)}`;
+    case "disconnected":
+      return event.reason === "stopped"
+        ? "removed: connection to vpcd closed"
+        : `vpcd dropped the connection${event.error ? ` (${event.error.message})` : ""}`;
+    case "stopped":
+      return event.reason === "stopped" ? "stopped" : undefined;
+  }
+}
+
+/** `00 A4 04 00 Lc=9 -> 9000 (18 bytes) 0.1 ms`: no command or response data, ever (PINs). */
+function describeApdu(command: Uint8Array, response: Uint8Array, elapsedMs: number): string {
+  const header = hex(command.subarray(0, 4)).replace(/(..)(?=.)/g, "$1 ");
+  const sw = hex(response.subarray(response.length - 2));
+  return `apdu ${header} (${command.length} bytes) -> ${sw} (${response.length - 2} data bytes) ${elapsedMs.toFixed(1)} ms`;
+}
+
+/** `hsm-onboard card emulate --state FILE [--vpcd HOST:PORT] [--contactless]` (SPEC.md §7). */
+export function cardEmulateCommand(ctx: CliContext): Command {
+  return new Command("emulate")
+    .description("Run the virtual PIV card (YubiKey 5 compatible) in a vpcd virtual reader")
+    .requiredOption("--state <file>", "card state file (created with factory defaults if absent)")
+    .option("--vpcd <host:port>", `vpcd address (default ${VPCD_DEFAULT_HOST}:${VPCD_DEFAULT_PORT})`)
+    .option("--contactless", "present the contactless (NFC) ATR")
+    .option("--trace", "log every APDU: header, lengths and status word (never data)")
+    .option("--reconnect <n>", "attempts to reconnect after vpcd drops the card (default 10)", parseCount)
+    .addHelpText("after", EXAMPLES)
+    .action(async (options: CardEmulateOptions) => {
+      let address: { host: string; port: number };
+      try {
+        address = parseVpcdAddress(options.vpcd ?? `${VPCD_DEFAULT_HOST}:${VPCD_DEFAULT_PORT}`);
+      } catch (error) {
+        throw new UsageError(`--vpcd: ${(error as Error).message}`);
+      }
+      const statePath = resolve(ctx.cwd, options.state);
+      const dir = dirname(statePath);
+      if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+        throw new UsageError(`--state: directory ${dir} does not exist`);
+      }
+      const controller = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => {
+        writeLine(ctx.stderr, `card emulate: ${signal}: removing the card`);
+        controller.abort();
+      };
+      process.once("SIGTERM", onSignal);
+      process.once("SIGINT", onSignal);
+      try {
+        await runEmulator({
+          statePath,
+          host: address.host,
+          port: address.port,
+          contactless: options.contactless ?? false,
+          trace: options.trace ?? false,
+          reconnectAttempts: options.reconnect ?? 10,
+          signal: controller.signal,
+          log: (line) => writeLine(ctx.stderr, `card emulate: ${line}`),
+        });
+      } finally {
+        process.off("SIGTERM", onSignal);
+        process.off("SIGINT", onSignal);
+      }
+      ctx.exitCode = 0;
+    });
+}
+
+function parseCount(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 1000) throw new InvalidArgumentError("not a count from 0 to 1000");
+  return n;
+}
