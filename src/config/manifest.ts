@@ -1,0 +1,318 @@
+/**
+ * The manifest: the signed table of contents of a configuration card (SPEC.md §5). A COSE_Sign
+ * (one signature per officer card, for dual control) over a small CBOR map: who the configuration
+ * is for, which one it is, when it is valid, and for each shard its PIV object, serial range and
+ * SHA-256. The manifest is written last, so it is the commit point of a card write. CDDL in
+ * docs/FORMATS.md.
+ *
+ * Signature profile: tag 98 required; body protected header exactly {3: MANIFEST_CONTENT_TYPE}; each
+ * signature's protected header exactly {1: alg, 33: x5chain}; every unprotected header empty. So
+ * every byte of a manifest is either covered by a signature or structural, and a flipped byte
+ * anywhere is rejected.
+ */
+
+import type { EcdsaAlgorithm } from "../crypto/ecdsa.js";
+import type { Signer } from "../crypto/signer.js";
+import { MalformedError, NotForThisHsmError, UsageError, ValidityError } from "../errors.js";
+import {
+  bytesEqual,
+  CoseHeader,
+  type CoseSignerInfo,
+  cborUint,
+  decodeCborStrict,
+  encodeCbor,
+  expectArray,
+  expectBytes,
+  expectIntKeyedMap,
+  expectText,
+  expectUint,
+  leafPublicKey,
+  MAX_UNTRUSTED_INPUT_BYTES,
+  malformedUnlessTyped,
+  signCoseSign,
+  verifyCoseSign,
+  withoutSelfSignedRoot,
+} from "./cose.js";
+import { compareSerials, type ShardRef, serialFromCbor, serialToCbor } from "./shard.js";
+
+/**
+ * Where things live on the card: PIV data objects in the vendor range 0x5FFF10–0x5FFFFF (0x5FFF00
+ * and 0x5FFF01 are Yubico's and stay untouched).
+ */
+export const PivObject = {
+  manifest: 0x5fff10,
+  crl: 0x5fff11,
+  receiptsFirst: 0x5fff12,
+  receiptsLast: 0x5fff1f,
+  shardsFirst: 0x5fff20,
+  shardsLast: 0x5fffff,
+} as const;
+
+/** YubiKey limits (SPEC.md §5): bytes per data object, and in total. */
+export const MAX_PIV_OBJECT_BYTES = 3063;
+export const CARD_CAPACITY_BYTES = 50_225;
+export const MAX_SHARDS = PivObject.shardsLast - PivObject.shardsFirst + 1;
+
+export const MANIFEST_FORMAT_VERSION = 1;
+export const MANIFEST_CONTENT_TYPE = "application/vnd.hsm-onboard.manifest+cbor";
+export const CONFIGURATION_ID_BYTES = 16;
+const MAX_OWNER_BYTES = 256;
+
+export interface Manifest {
+  readonly version: number;
+  readonly owner: string;
+  /** 16 random bytes chosen by the station. */
+  readonly configurationId: Uint8Array;
+  /** Monotonic per owner; an HSM accepts only a higher one than it last applied. */
+  readonly sequence: number;
+  /** Epoch seconds. */
+  readonly issuedAt: number;
+  readonly notBefore: number;
+  readonly notAfter: number;
+  /** In serial order, with disjoint ranges and increasing object ids. */
+  readonly shards: readonly ShardRef[];
+}
+
+const Key = {
+  version: 0,
+  owner: 1,
+  configurationId: 2,
+  sequence: 3,
+  issuedAt: 4,
+  notBefore: 5,
+  notAfter: 6,
+  shards: 7,
+} as const;
+
+function checkShardOrder(shards: readonly ShardRef[], fail: (message: string) => never): void {
+  for (const [i, shard] of shards.entries()) {
+    if (shard.objectId < PivObject.shardsFirst || shard.objectId > PivObject.shardsLast) {
+      fail(`shard ${i}: object id 0x${shard.objectId.toString(16)} outside the shard range`);
+    }
+    if (compareSerials(shard.firstSerial, shard.lastSerial) > 0) fail(`shard ${i}: first serial after last`);
+    const previous = shards[i - 1];
+    if (previous !== undefined) {
+      if (shard.objectId <= previous.objectId) fail(`shard ${i}: object ids not increasing`);
+      if (compareSerials(previous.lastSerial, shard.firstSerial) >= 0)
+        fail(`shard ${i}: serial ranges overlap or are out of order`);
+    }
+  }
+}
+
+/** The manifest payload in its one canonical encoding. Throws UsageError for values it cannot hold. */
+export function encodeManifestPayload(manifest: Manifest): Uint8Array {
+  const fail = (message: string): never => {
+    throw new UsageError(`manifest: ${message}`);
+  };
+  if (manifest.version !== MANIFEST_FORMAT_VERSION) fail(`format version must be ${MANIFEST_FORMAT_VERSION}`);
+  if (manifest.configurationId.length !== CONFIGURATION_ID_BYTES)
+    fail(`configuration id must be ${CONFIGURATION_ID_BYTES} bytes`);
+  for (const [name, value] of Object.entries({
+    version: manifest.version,
+    sequence: manifest.sequence,
+    issuedAt: manifest.issuedAt,
+    notBefore: manifest.notBefore,
+    notAfter: manifest.notAfter,
+  })) {
+    if (!Number.isSafeInteger(value) || value < 0) fail(`${name} must be a non-negative integer`);
+  }
+  if (manifest.notBefore > manifest.notAfter) fail("notBefore is after notAfter");
+  const ownerBytes = Buffer.byteLength(manifest.owner, "utf8");
+  if (ownerBytes < 1 || ownerBytes > MAX_OWNER_BYTES) fail(`owner must be 1..${MAX_OWNER_BYTES} bytes`);
+  if (manifest.shards.length < 1 || manifest.shards.length > MAX_SHARDS) fail(`1..${MAX_SHARDS} shards`);
+  checkShardOrder(manifest.shards, fail);
+  return encodeCbor(
+    new Map<number, unknown>([
+      [Key.version, manifest.version],
+      [Key.owner, manifest.owner],
+      [Key.configurationId, manifest.configurationId],
+      [Key.sequence, cborUint(manifest.sequence)],
+      [Key.issuedAt, cborUint(manifest.issuedAt)],
+      [Key.notBefore, cborUint(manifest.notBefore)],
+      [Key.notAfter, cborUint(manifest.notAfter)],
+      [
+        Key.shards,
+        manifest.shards.map((s) => {
+          if (s.sha256.length !== 32) fail("a shard digest is 32 bytes");
+          return [s.objectId, serialToCbor(s.firstSerial), serialToCbor(s.lastSerial), s.sha256];
+        }),
+      ],
+    ]),
+  );
+}
+
+/** Decodes a manifest payload strictly (shape, ranges, order, canonical encoding). */
+export function decodeManifestPayload(bytes: Uint8Array): Manifest {
+  const what = "manifest payload";
+  const { value } = decodeCborStrict(bytes, { what, maxBytes: MAX_UNTRUSTED_INPUT_BYTES });
+  return malformedUnlessTyped(what, () => {
+    const map = expectIntKeyedMap(value, what, Object.values(Key));
+    const version = expectUint(map.get(Key.version), `${what} version`);
+    if (version !== MANIFEST_FORMAT_VERSION)
+      throw new MalformedError(`${what}: unsupported format version ${version}`);
+    const shards = expectArray(map.get(Key.shards), `${what} shards`, 1, MAX_SHARDS).map((v, i): ShardRef => {
+      const where = `${what} shards[${i}]`;
+      const [objectId, first, last, digest] = expectArray(v, where, 4, 4);
+      return {
+        objectId: expectUint(objectId, `${where} object id`, PivObject.shardsFirst, PivObject.shardsLast),
+        firstSerial: serialFromCbor(first, `${where} first serial`),
+        lastSerial: serialFromCbor(last, `${where} last serial`),
+        sha256: expectBytes(digest, `${where} SHA-256`, 32),
+      };
+    });
+    const manifest: Manifest = {
+      version,
+      owner: expectText(map.get(Key.owner), `${what} owner`, 1, MAX_OWNER_BYTES),
+      configurationId: expectBytes(
+        map.get(Key.configurationId),
+        `${what} configuration id`,
+        CONFIGURATION_ID_BYTES,
+      ),
+      sequence: expectUint(map.get(Key.sequence), `${what} sequence`),
+      issuedAt: expectUint(map.get(Key.issuedAt), `${what} issued-at`),
+      notBefore: expectUint(map.get(Key.notBefore), `${what} not-before`),
+      notAfter: expectUint(map.get(Key.notAfter), `${what} not-after`),
+      shards,
+    };
+    if (manifest.notBefore > manifest.notAfter)
+      throw new MalformedError(`${what}: not-before is after not-after`);
+    checkShardOrder(shards, (message) => {
+      throw new MalformedError(`${what}: ${message}`);
+    });
+    if (!bytesEqual(encodeManifestPayload(manifest), bytes))
+      throw new MalformedError(`${what}: not in canonical form`);
+    return manifest;
+  });
+}
+
+export interface SignManifestOptions {
+  /**
+   * `without-root` (default): x5chain leaves out a trailing self-signed root, which every HSM pins
+   * anyway; `full`: the signer's chain as it is.
+   */
+  readonly chain?: "without-root" | "full";
+}
+
+/** Signs the manifest with every signer (one COSE_Sign signature each, x5chain protected). */
+export async function signManifest(
+  manifest: Manifest,
+  signers: readonly Signer[],
+  options: SignManifestOptions = {},
+): Promise<Uint8Array> {
+  const chosen =
+    options.chain === "full"
+      ? signers
+      : signers.map(
+          (s): Signer => ({
+            algorithm: s.algorithm,
+            certificateChain: withoutSelfSignedRoot(s.certificateChain),
+            sign: (toBeSigned) => s.sign(toBeSigned),
+          }),
+        );
+  return signCoseSign(encodeManifestPayload(manifest), chosen, { contentType: MANIFEST_CONTENT_TYPE });
+}
+
+export interface ManifestSigner {
+  readonly algorithm: EcdsaAlgorithm;
+  /** x5chain as carried, leaf first; validated by the caller's `validateChain`. */
+  readonly certificateChain: readonly Uint8Array[];
+}
+
+export interface VerifiedManifest {
+  readonly manifest: Manifest;
+  /** Every signer, each with a verified signature and a chain `validateChain` accepted. */
+  readonly signers: readonly ManifestSigner[];
+}
+
+export interface VerifyManifestOptions {
+  /**
+   * Validates one signer's chain (leaf first) up to the trust anchor, with revocation, key usage
+   * and EKU (src/pki). Must throw a typed error to refuse; returning means the chain is trusted.
+   * Called only for signatures that verified.
+   */
+  readonly validateChain: (chain: readonly Uint8Array[], signerIndex: number) => void | Promise<void>;
+  readonly maxBytes?: number;
+}
+
+function sameLabels(header: ReadonlyMap<unknown, unknown>, labels: readonly number[]): boolean {
+  return header.size === labels.length && labels.every((l) => header.has(l));
+}
+
+function checkSignerProfile(signer: CoseSignerInfo): void {
+  const where = `manifest signature ${signer.index}`;
+  if (!sameLabels(signer.protectedHeader, [CoseHeader.alg, CoseHeader.x5chain])) {
+    throw new MalformedError(`${where}: protected header must hold exactly alg and x5chain`);
+  }
+  if (signer.unprotectedHeader.size !== 0)
+    throw new MalformedError(`${where}: unprotected header must be empty`);
+}
+
+/**
+ * Agent side: verifies every signature of a manifest with the leaf key of its protected x5chain,
+ * has `validateChain` accept each chain, and only then decodes and returns the payload. The caller
+ * still checks owner, sequence, validity window (checkManifestValidity) and quorum.
+ */
+export async function verifyManifest(
+  bytes: Uint8Array,
+  options: VerifyManifestOptions,
+): Promise<VerifiedManifest> {
+  const signerKeys = new Set<string>();
+  const verified = await verifyCoseSign(bytes, {
+    maxBytes: options.maxBytes ?? MAX_UNTRUSTED_INPUT_BYTES,
+    keyFor: (signer) => {
+      checkSignerProfile(signer);
+      const key = leafPublicKey(signer.x5chain);
+      // A quorum counts keys, not certificates: one card must not sign twice, under any certificate.
+      const spki = key.export({ format: "der", type: "spki" }).toString("base64");
+      if (signerKeys.has(spki)) {
+        throw new MalformedError(`manifest signature ${signer.index}: the same key signs twice`);
+      }
+      signerKeys.add(spki);
+      return key;
+    },
+  });
+  if (
+    !sameLabels(verified.protectedHeader, [CoseHeader.contentType]) ||
+    verified.protectedHeader.get(CoseHeader.contentType) !== MANIFEST_CONTENT_TYPE
+  ) {
+    throw new MalformedError(
+      `manifest: protected header must hold exactly content type ${MANIFEST_CONTENT_TYPE}`,
+    );
+  }
+  if (verified.unprotectedHeader.size !== 0)
+    throw new MalformedError("manifest: unprotected header must be empty");
+  for (const signer of verified.signers) await options.validateChain(signer.x5chain, signer.index);
+  return {
+    manifest: decodeManifestPayload(verified.payload),
+    signers: verified.signers.map((s) => ({ algorithm: s.algorithm, certificateChain: s.x5chain })),
+  };
+}
+
+/** The shard whose range holds `serial` (binary search), or NotForThisHsmError. */
+export function findShardFor(manifest: Manifest, serial: string): ShardRef {
+  let low = 0;
+  let high = manifest.shards.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const shard = manifest.shards[middle]!;
+    if (compareSerials(serial, shard.firstSerial) < 0) high = middle - 1;
+    else if (compareSerials(serial, shard.lastSerial) > 0) low = middle + 1;
+    else return shard;
+  }
+  throw new NotForThisHsmError(`serial ${serial} is not in this configuration`);
+}
+
+function formatEpoch(seconds: number): string {
+  const date = new Date(seconds * 1000);
+  return Number.isNaN(date.getTime()) ? `${seconds} s after the epoch` : date.toISOString();
+}
+
+/** ValidityError unless notBefore ≤ now ≤ notAfter (epoch seconds). */
+export function checkManifestValidity(manifest: Manifest, nowSeconds: number): void {
+  if (nowSeconds < manifest.notBefore) {
+    throw new ValidityError(`configuration not valid before ${formatEpoch(manifest.notBefore)}`);
+  }
+  if (nowSeconds > manifest.notAfter) {
+    throw new ValidityError(`configuration expired at ${formatEpoch(manifest.notAfter)}`);
+  }
+}

@@ -1,0 +1,132 @@
+import { generateKeyPairSync } from "node:crypto";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  ECDSA_PROFILES,
+  type EcdsaAlgorithm,
+  ecdsaAlgorithmForKey,
+  ecdsaDerToRaw,
+  ecdsaRawToDer,
+  signEcdsaRaw,
+  verifyEcdsaDer,
+  verifyEcdsaRaw,
+} from "../../src/crypto/ecdsa.js";
+import { IntegrityError, MalformedError } from "../../src/errors.js";
+
+const keys = {
+  ES256: generateKeyPairSync("ec", { namedCurve: "P-256" }),
+  ES384: generateKeyPairSync("ec", { namedCurve: "P-384" }),
+};
+const ALGORITHMS: EcdsaAlgorithm[] = ["ES256", "ES384"];
+const hex = (s: string) => new Uint8Array(Buffer.from(s.replace(/\s/g, ""), "hex"));
+const toHex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+/** A scalar in [1, n-1] as `size` big-endian bytes. */
+function scalar(algorithm: EcdsaAlgorithm) {
+  const { order, size } = ECDSA_PROFILES[algorithm];
+  return fc.bigInt({ min: 1n, max: order - 1n }).map((v) => hex(v.toString(16).padStart(size * 2, "0")));
+}
+
+describe.each(ALGORITHMS)("%s", (algorithm) => {
+  const { size, order } = ECDSA_PROFILES[algorithm];
+  const { publicKey, privateKey } = keys[algorithm];
+  const data = new TextEncoder().encode("hsm-onboard");
+
+  it("signs and verifies raw and DER; the algorithm follows the key's curve", () => {
+    expect(ecdsaAlgorithmForKey(privateKey)).toBe(algorithm);
+    const raw = signEcdsaRaw(privateKey, algorithm, data);
+    expect(raw.length).toBe(2 * size);
+    verifyEcdsaRaw(publicKey, algorithm, data, raw);
+    verifyEcdsaDer(publicKey, algorithm, data, ecdsaRawToDer(raw, algorithm));
+    expect(() => verifyEcdsaRaw(publicKey, algorithm, new Uint8Array([1]), raw)).toThrow(IntegrityError);
+  });
+
+  it("raw → DER → raw is the identity, and DER → raw → DER too (one encoding each)", () => {
+    fc.assert(
+      fc.property(scalar(algorithm), scalar(algorithm), (r, s) => {
+        const raw = new Uint8Array([...r, ...s]);
+        const der = ecdsaRawToDer(raw, algorithm);
+        expect(ecdsaDerToRaw(der, algorithm)).toEqual(raw);
+        expect(ecdsaRawToDer(ecdsaDerToRaw(der, algorithm), algorithm)).toEqual(der);
+      }),
+    );
+  });
+
+  it("refuses raw signatures of the wrong length or with r, s outside [1, n-1]", () => {
+    const one = hex("01".padStart(size * 2, "0"));
+    const zero = new Uint8Array(size);
+    const n = hex(order.toString(16).padStart(size * 2, "0"));
+    for (const bad of [
+      new Uint8Array(2 * size - 1),
+      new Uint8Array(2 * size + 1),
+      new Uint8Array([...zero, ...one]),
+    ]) {
+      expect(() => ecdsaRawToDer(bad, algorithm)).toThrow(MalformedError);
+    }
+    expect(() => ecdsaRawToDer(new Uint8Array([...one, ...n]), algorithm)).toThrow(/outside/);
+    expect(() => verifyEcdsaRaw(publicKey, algorithm, data, new Uint8Array([...n, ...one]))).toThrow(
+      MalformedError,
+    );
+  });
+
+  it("refuses a key of the other curve", () => {
+    const other = algorithm === "ES256" ? keys.ES384 : keys.ES256;
+    const raw = signEcdsaRaw(privateKey, algorithm, data);
+    expect(() => verifyEcdsaRaw(other.publicKey, algorithm, data, raw)).toThrow(IntegrityError);
+    expect(() => signEcdsaRaw(other.privateKey, algorithm, data)).toThrow(IntegrityError);
+    expect(() => verifyEcdsaRaw(privateKey, algorithm, data, raw)).toThrow(/public key/);
+  });
+});
+
+describe("strict DER", () => {
+  // r = 1, s = 2 in minimal DER: 30 06 02 01 01 02 01 02
+  const good = "3006020101020102";
+  it("accepts the minimal encoding", () => {
+    expect(toHex(ecdsaDerToRaw(hex(good), "ES256"))).toBe(
+      `${"01".padStart(64, "0")}${"02".padStart(64, "0")}`,
+    );
+  });
+
+  it.each([
+    ["long-form length where short form fits", "308106020101020102"],
+    ["indefinite length", "3080020101020102 0000"],
+    ["trailing bytes", `${good}00`],
+    ["length shorter than content", "3005020101020102"],
+    ["leading zero on a small integer", "300702020001020102"],
+    ["negative integer", "3006020181020102".replace("0181", "01ff")],
+    ["r = 0", "3006020100020102"],
+    ["empty integer", "30050200020102"],
+    ["wrong outer tag", "3106020101020102"],
+    ["wrong integer tag", "3006030101020102"],
+    ["extra element", "3009020101020102020103"],
+    ["one integer only", "3003020101"],
+    ["empty input", ""],
+  ])("refuses %s", (_name, der) => {
+    expect(() => ecdsaDerToRaw(hex(der), "ES256")).toThrow(MalformedError);
+  });
+
+  it("refuses r = n and an integer longer than the curve allows", () => {
+    const n = ECDSA_PROFILES.ES256.order.toString(16);
+    const rn = `022100${n}`;
+    expect(() => ecdsaDerToRaw(hex(`3026${rn}020101`), "ES256")).toThrow(/outside/);
+    const long = `0222 0100${"00".repeat(32)}`;
+    expect(() => ecdsaDerToRaw(hex(`3027${long}020101`), "ES256")).toThrow(MalformedError);
+  });
+
+  it("never throws anything but MalformedError on random input", () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 120 }),
+        fc.constantFrom<EcdsaAlgorithm>("ES256", "ES384"),
+        (bytes, alg) => {
+          try {
+            ecdsaDerToRaw(bytes, alg);
+          } catch (e) {
+            expect(e).toBeInstanceOf(MalformedError);
+          }
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+});
