@@ -41,9 +41,14 @@ function run(cmd, args, opts = {}) {
   }
 }
 
+// dpkg-query's own ${field} syntax, spelled so it is not mistaken for a template literal.
+const DPKG_STATUS_FORMAT = "-f=$" + "{Status}";
+
 function installed(pkg) {
   try {
-    const out = execFileSync("dpkg-query", ["-W", "-f=${Status}", pkg], { stdio: ["ignore", "pipe", "ignore"] });
+    const out = execFileSync("dpkg-query", ["-W", DPKG_STATUS_FORMAT, pkg], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
     return out.toString().includes("install ok installed");
   } catch {
     return false;
@@ -56,7 +61,9 @@ function ensureSystemPackages() {
     log(`installing system packages: ${missing.map((p) => p.pkg).join(" ")}`);
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
     run("apt-get", ["update", "-qq"], { env });
-    run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing.map((p) => p.pkg)], { env });
+    run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing.map((p) => p.pkg)], {
+      env,
+    });
     missing = SYSTEM_PACKAGES.filter((p) => !installed(p.pkg));
   }
   if (missing.length > 0) {
@@ -93,7 +100,14 @@ const outDir = mkdtempSync(join(tmpdir(), "hsm-onboard-test-"));
 const jsonReport = join(outDir, "vitest.json");
 const vitest = spawnSync(
   "npx",
-  ["vitest", "run", "--reporter=default", "--reporter=json", `--outputFile.json=${jsonReport}`, ...process.argv.slice(2)],
+  [
+    "vitest",
+    "run",
+    "--reporter=default",
+    "--reporter=json",
+    `--outputFile.json=${jsonReport}`,
+    ...process.argv.slice(2),
+  ],
   { stdio: "inherit", env: { ...process.env, HSM_ONBOARD_REQUIRE_ALL: isCi ? "1" : "" } },
 );
 let summary;
@@ -112,7 +126,9 @@ if (!summary) {
   log("vitest wrote no report");
   process.exit(vitest.status || 1);
 }
-process.stdout.write(`tests: ${summary.passed} passed, ${summary.failed} failed, ${summary.skipped} skipped\n`);
+process.stdout.write(
+  `tests: ${summary.passed} passed, ${summary.failed} failed, ${summary.skipped} skipped\n`,
+);
 if (isCi && summary.skipped > 0) {
   log("CI=true: a skipped test means a missing capability; failing.");
   process.exit(1);

@@ -1,6 +1,8 @@
 import "reflect-metadata";
 import { Command, CommanderError } from "commander";
 import { ExitCode, isOnboardError } from "../errors.js";
+import { cardCommand } from "./commands/card/index.js";
+import { pkiCommand } from "./commands/pki/index.js";
 import { planCommand } from "./commands/plan/index.js";
 import { type CliContext, processContext, writeLine } from "./context.js";
 
@@ -12,6 +14,8 @@ export function buildProgram(ctx: CliContext): Command {
     .version(VERSION)
     .showHelpAfterError("(run with --help for usage)");
   program.addCommand(planCommand(ctx));
+  program.addCommand(cardCommand(ctx));
+  program.addCommand(pkiCommand(ctx));
   applyToAll(program, (cmd) =>
     cmd.exitOverride().configureOutput({
       writeOut: (s) => ctx.stdout.write(s),

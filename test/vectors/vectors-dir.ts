@@ -7,7 +7,8 @@ import { fileURLToPath } from "node:url";
 
 const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-export const VECTORS_DIR = process.env.HSM_ONBOARD_VECTORS_DIR ?? resolve(projectRoot, "..", "shared", "vectors");
+export const VECTORS_DIR =
+  process.env.HSM_ONBOARD_VECTORS_DIR ?? resolve(projectRoot, "..", "shared", "vectors");
 
 export function requireVectorsDir(sub: string): string {
   const dir = `${VECTORS_DIR}/${sub}`;
