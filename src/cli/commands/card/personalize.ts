@@ -1,0 +1,353 @@
+import { createPrivateKey, createPublicKey } from "node:crypto";
+import { readFile, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { X509Certificate, X509Crl } from "@peculiar/x509";
+import { Command, InvalidArgumentError, Option } from "commander";
+import {
+  DEFAULT_PIN,
+  DEFAULT_PUK,
+  describeManagementKeyType,
+  PersonalizationRefusedError,
+  type PersonalizeResult,
+  personalizeCard,
+} from "../../../card-emulator/personalize.js";
+import { UsageError } from "../../../errors.js";
+import { ManagementKeyError } from "../../../piv/errors.js";
+import type { EcCurve } from "../../../piv/objects.js";
+import { encodePin } from "../../../piv/piv-session.js";
+import { parseCrl } from "../../../pki/crl.js";
+import type { IssuerCredentials } from "../../../pki/issue.js";
+import { importPrivateKeyPem } from "../../../pki/keys.js";
+import { PKI_FILES, readCertificateFile } from "../../../pki/pki-store.js";
+import { cardSubject } from "../../../pki/profiles.js";
+import { openCard, VIRTUAL_CARD_ENV } from "../../../secure-element/open-card.js";
+import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
+import { describeCertificate } from "../pki/describe.js";
+
+const EXAMPLES = `
+Waits for a card (a card already in a reader counts at once), then: generates the 9E (card
+authentication) and 9C (digital signature) keys on the card, issues their certificates from the
+token CA in --pki (O = owner, CN = officer, serialNumber = card serial), stores them with the token
+CA (item "certificates") and its current CRL (item "crl"), writes CHUID/CCC if missing, sets the
+new PIN and PUK, and switches to a random PIN-protected management key (AES-192; 3DES before
+firmware 5.4). See docs/CARD.md.
+
+Secrets are read from the terminal (echo off, each asked twice) or, with --pin-stdin / --pin-fd N,
+one per line in this order: new PIN, new PUK. With --ask-current the card's current PIN and PUK
+come first (default: the factory PIN 123456 and PUK 12345678).
+
+Examples:
+  $ hsm-onboard card personalize --pki ./pki --owner "ACME Bank" --officer "Alice Example"
+  $ printf '%s\\n' 24681357 97531864 | hsm-onboard card personalize --pki ./pki --owner "ACME Bank" --pin-stdin --json
+  $ hsm-onboard card personalize --pki ./pki --owner "ACME Bank" --algorithm P-384 --reader "Yubico"
+`;
+
+interface PersonalizeOptions {
+  readonly pki: string;
+  readonly owner: string;
+  readonly officer?: string;
+  readonly reader?: string;
+  readonly algorithm: EcCurve;
+  readonly managementKey?: Uint8Array;
+  readonly askCurrent?: boolean;
+  readonly pinStdin?: boolean;
+  readonly pinFd?: number;
+  readonly timeout: number;
+  readonly json?: boolean;
+}
+
+/** `hsm-onboard card personalize --pki DIR --owner NAME [--officer NAME] [--reader NAME]` (SPEC.md §7). */
+export function cardPersonalizeCommand(ctx: CliContext): Command {
+  return new Command("personalize")
+    .description("Make a PIV card an onboarding secure element: keys on the card, certificates, PIN, PUK")
+    .requiredOption("--pki <dir>", "PKI directory written by `pki init` (token CA with its key, root, CRL)")
+    .requiredOption("--owner <name>", "customer organisation (subject O of the card certificates)")
+    .option("--officer <name>", "security officer holding the card (subject CN)")
+    .option("--reader <name>", "use only readers whose name contains this (case-insensitive)")
+    .addOption(
+      new Option("--algorithm <curve>", "curve of the 9E and 9C keys")
+        .choices(["P-256", "P-384"])
+        .default("P-256"),
+    )
+    .option(
+      "--management-key <hex>",
+      "the card's current management key (default: its PIN-protected key, else the factory key 0102…08)",
+      parseManagementKey,
+    )
+    .option("--ask-current", "the PIN and PUK are not the factory defaults: read the current ones first")
+    .option("--pin-stdin", "read the secrets from standard input, one per line")
+    .option("--pin-fd <n>", "read the secrets from file descriptor N, one per line", parseFd)
+    .option("--timeout <seconds>", "how long to wait for a card", parseSeconds, 60)
+    .option("--json", "print the result as JSON")
+    .addHelpText("after", EXAMPLES)
+    .action(async (options: PersonalizeOptions) => {
+      cardSubject(options.owner, options.officer); // names checked before anything else
+      const dir = resolve(ctx.cwd, options.pki);
+      const pki = await loadPersonalizationPki(dir, options.owner);
+      const secrets = await readSecrets(ctx, options);
+      const say = (line: string) => writeLine(ctx.stderr, `card personalize: ${line}`);
+      const virtualCardState = ctx.env[VIRTUAL_CARD_ENV];
+      const card = await openCard({
+        ...(options.reader === undefined ? {} : { reader: options.reader }),
+        timeoutMs: options.timeout * 1000,
+        ...(virtualCardState ? { virtualCardState: resolve(ctx.cwd, virtualCardState) } : {}),
+        onPrompt: ({ readers }) =>
+          say(
+            `insert the card to personalise${options.reader ? ` into a reader matching "${options.reader}"` : ""}` +
+              ` (readers: ${readers.length > 0 ? readers.join(", ") : "none yet"})`,
+          ),
+      });
+      const started = performance.now();
+      let result: PersonalizeResult;
+      try {
+        say(`card ${card.element.info.serial ?? "(no serial)"} in ${card.readerName}`);
+        result = await personalizeCard({
+          element: card.element,
+          pki,
+          crl: pki.crl,
+          owner: options.owner,
+          ...(options.officer === undefined ? {} : { officer: options.officer }),
+          newPin: secrets.newPin,
+          newPuk: secrets.newPuk,
+          ...(secrets.currentPin === undefined ? {} : { currentPin: secrets.currentPin }),
+          ...(secrets.currentPuk === undefined ? {} : { currentPuk: secrets.currentPuk }),
+          ...(options.managementKey ? { managementKey: options.managementKey } : {}),
+          algorithm: options.algorithm,
+          onProgress: ({ message }) => say(message),
+        });
+      } catch (error) {
+        throw explain(error, options);
+      } finally {
+        await card.dispose();
+      }
+      const elapsedMs = Math.round(performance.now() - started);
+      if (options.json) {
+        writeJson(ctx.stdout, summaryJson(result, card.readerName, elapsedMs));
+      } else {
+        for (const line of summaryLines(result, card.readerName, elapsedMs)) writeLine(ctx.stdout, line);
+      }
+    });
+}
+
+// ---- inputs ---------------------------------------------------------------------------------------
+
+function parseManagementKey(value: string): Uint8Array {
+  const hex = value.replace(/[\s:]/g, "");
+  if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex) || ![32, 48, 64].includes(hex.length)) {
+    throw new InvalidArgumentError("expected 32, 48 or 64 hex digits (AES-128, 3DES/AES-192, AES-256)");
+  }
+  return new Uint8Array(Buffer.from(hex, "hex"));
+}
+
+function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (!/^\d+(?:\.\d+)?$/.test(value) || !(n > 0) || n > 3600) {
+    throw new InvalidArgumentError("expected a number of seconds from 0 to 3600");
+  }
+  return n;
+}
+
+interface Secrets {
+  readonly currentPin?: string;
+  readonly currentPuk?: string;
+  readonly newPin: string;
+  readonly newPuk: string;
+}
+
+/** Reads (current PIN, current PUK,) new PIN, new PUK — before the card is asked for. */
+async function readSecrets(ctx: CliContext, options: PersonalizeOptions): Promise<Secrets> {
+  const source = secretSource(ctx, {
+    ...(options.pinStdin ? { pinStdin: true } : {}),
+    ...(options.pinFd === undefined ? {} : { pinFd: options.pinFd }),
+  });
+  const terminal = !options.pinStdin && options.pinFd === undefined;
+  try {
+    let currentPin: string | undefined;
+    let currentPuk: string | undefined;
+    if (options.askCurrent) {
+      currentPin = checked(await source.read("current PIN"), "current PIN");
+      currentPuk = checked(await source.read("current PUK"), "current PUK");
+    }
+    const newPin = await readNew(source, "new PIN", terminal);
+    const newPuk = await readNew(source, "new PUK", terminal);
+    if (newPin === DEFAULT_PIN) throw new UsageError("the new PIN must not be the factory PIN 123456");
+    if (newPuk === DEFAULT_PUK) throw new UsageError("the new PUK must not be the factory PUK 12345678");
+    return {
+      ...(currentPin === undefined ? {} : { currentPin }),
+      ...(currentPuk === undefined ? {} : { currentPuk }),
+      newPin,
+      newPuk,
+    };
+  } finally {
+    source.close();
+  }
+}
+
+async function readNew(
+  source: SecretSource,
+  what: "new PIN" | "new PUK",
+  terminal: boolean,
+): Promise<string> {
+  const value = checked(await source.read(what), what);
+  if (terminal && (await source.read(`${what} again`)) !== value) {
+    throw new UsageError(`the two ${what}s differ`);
+  }
+  return value;
+}
+
+/** PIN and PUK: 6 to 8 bytes (YubiKey rule, PIV-NOTES §3). The value never appears in a message. */
+function checked(value: string, what: string): string {
+  try {
+    encodePin(value, what.endsWith("PUK") ? "PUK" : "PIN");
+  } catch {
+    throw new UsageError(`the ${what} must be 6 to 8 characters (bytes)`);
+  }
+  return value;
+}
+
+interface PersonalizationPkiFiles {
+  readonly tokenCa: IssuerCredentials;
+  readonly root: { readonly certificate: X509Certificate };
+  readonly crl: X509Crl;
+}
+
+/**
+ * What personalisation needs from the PKI directory: the token CA certificate and key (the key must
+ * match the certificate), the root (to check the new certificates against), the token CA's current
+ * CRL (valid now, issued by the token CA). The root and device CA keys are not needed.
+ */
+async function loadPersonalizationPki(dir: string, owner: string): Promise<PersonalizationPkiFiles> {
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw new UsageError(`--pki: ${dir} is not a directory`);
+  const file = (name: string) => join(dir, name);
+  const keyPem = await readFile(file(PKI_FILES.tokenCaKey), "utf8").catch((error: NodeJS.ErrnoException) => {
+    throw new UsageError(
+      error.code === "ENOENT"
+        ? `--pki: ${dir} has no token CA key (${PKI_FILES.tokenCaKey}): card certificates are issued with it`
+        : `cannot read ${file(PKI_FILES.tokenCaKey)}: ${error.code ?? error.message}`,
+    );
+  });
+  const certificate = await readCertificateFile(file(PKI_FILES.tokenCaCert));
+  const root = await readCertificateFile(file(PKI_FILES.rootCert));
+  const { key } = await importPrivateKeyPem(keyPem).catch((error: unknown) => {
+    throw new UsageError(`${file(PKI_FILES.tokenCaKey)}: ${(error as Error).message}`);
+  });
+  const keySpki = createPublicKey(createPrivateKey(keyPem)).export({ type: "spki", format: "der" });
+  if (!keySpki.equals(Buffer.from(certificate.publicKey.rawData))) {
+    throw new UsageError(`--pki: ${PKI_FILES.tokenCaKey} is not the key of ${PKI_FILES.tokenCaCert}`);
+  }
+  const now = new Date();
+  if (certificate.notAfter < now) {
+    throw new UsageError(`--pki: the token CA expired on ${certificate.notAfter.toISOString()}`);
+  }
+  let crl: X509Crl;
+  try {
+    crl = parseCrl(await readFile(file(PKI_FILES.crl), "utf8"));
+  } catch (error) {
+    throw new UsageError(
+      `--pki: no readable CRL ${PKI_FILES.crl} (run: hsm-onboard pki crl --pki ${dir} --out ${file(PKI_FILES.crl)})`,
+      { cause: error },
+    );
+  }
+  if (!crl.nextUpdate || crl.nextUpdate <= now) {
+    throw new UsageError(
+      `--pki: the CRL is out of date (next update ${crl.nextUpdate?.toISOString() ?? "none"}); ` +
+        `sign a fresh one: hsm-onboard pki crl --pki ${dir} --out ${file(PKI_FILES.crl)}`,
+    );
+  }
+  const pkiOwner = await readPkiOwner(file(PKI_FILES.state));
+  if (pkiOwner !== undefined && pkiOwner !== owner) {
+    throw new UsageError(`--owner "${owner}" is not the owner of this PKI ("${pkiOwner}")`);
+  }
+  return { tokenCa: { certificate, privateKey: key }, root: { certificate: root }, crl };
+}
+
+/** The owner `pki init --owner` recorded, if any (a PKI made without one serves any owner). */
+async function readPkiOwner(stateFile: string): Promise<string | undefined> {
+  try {
+    const state = JSON.parse(await readFile(stateFile, "utf8")) as { owner?: unknown };
+    return typeof state.owner === "string" ? state.owner : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A refused management key is the caller's to fix: say how. */
+function explain(error: unknown, options: PersonalizeOptions): unknown {
+  if (error instanceof ManagementKeyError && error.reason === "wrong-key") {
+    return new PersonalizationRefusedError(
+      options.managementKey
+        ? "the card refused the management key given with --management-key"
+        : "the card refused the factory management key: give the card's key with --management-key HEX",
+      { cause: error },
+    );
+  }
+  return error;
+}
+
+// ---- output ---------------------------------------------------------------------------------------
+
+/**
+ * describeCertificate with the X.520 serialNumber attribute named: @peculiar/x509 prints it as its OID
+ * (2.5.4.5), which an officer reading a card's subject should not have to decode.
+ */
+export function describeCardCertificate(
+  certificate: X509Certificate,
+): ReturnType<typeof describeCertificate> {
+  const d = describeCertificate(certificate);
+  const named = (name: string) => name.replace(/(^|, )2\.5\.4\.5=/g, "$1serialNumber=");
+  return { ...d, subject: named(d.subject), issuer: named(d.issuer) };
+}
+
+const SLOT_ROLES = { "9E": "card authentication", "9C": "digital signature" } as const;
+
+function summaryJson(result: PersonalizeResult, reader: string, elapsedMs: number) {
+  const slot = (s: "9E" | "9C") => ({
+    role: SLOT_ROLES[s],
+    algorithm: `ECC ${result.algorithm}`,
+    certificate: describeCardCertificate(result.certificates[s]),
+  });
+  return {
+    reader,
+    serial: result.serial ?? null,
+    version: result.version ?? null,
+    owner: result.owner,
+    officer: result.officer ?? null,
+    algorithm: result.algorithm,
+    slots: { "9E": slot("9E"), "9C": slot("9C") },
+    intermediates: result.intermediates.map((c) => describeCardCertificate(c)),
+    items: {
+      certificates: result.itemSizes.certificates,
+      ...(result.itemSizes.crl === undefined ? {} : { crl: result.itemSizes.crl }),
+    },
+    crlNumber: result.crlNumber === undefined ? null : Number(result.crlNumber),
+    managementKey: {
+      type: result.managementKey.type,
+      pinProtected: result.managementKey.pinProtected,
+      previous: result.authenticatedWith,
+    },
+    chuidWritten: result.wroteChuid,
+    cccWritten: result.wroteCcc,
+    elapsedMs,
+  };
+}
+
+function summaryLines(result: PersonalizeResult, reader: string, elapsedMs: number): string[] {
+  const cert = (s: "9E" | "9C") => {
+    const d = describeCardCertificate(result.certificates[s]);
+    return `  ${s} ${SLOT_ROLES[s].padEnd(19)} ECC ${result.algorithm}  ${d.subject}  SHA-256 ${d.sha256}`;
+  };
+  const crl = result.crlNumber === undefined ? "" : `, CRL number ${result.crlNumber}`;
+  return [
+    `Personalised card ${result.serial ?? "(no serial)"}${result.version ? ` (firmware ${result.version})` : ""} in ${reader} ` +
+      `for "${result.owner}"${result.officer ? `, officer "${result.officer}"` : ""} in ${elapsedMs} ms`,
+    cert("9E"),
+    cert("9C"),
+    `  issued by "${result.intermediates[0]?.subject ?? "?"}" (stored in item certificates${crl})`,
+    `  new PIN and PUK set; management key: random ${describeManagementKeyType(result.managementKey.type)}, PIN-protected`,
+  ];
+}
+
+/** For tests and tools that read the JSON summary. */
+export type PersonalizeSummary = ReturnType<typeof summaryJson>;

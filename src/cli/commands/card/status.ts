@@ -1,0 +1,279 @@
+import { resolve } from "node:path";
+import { X509Certificate } from "@peculiar/x509";
+import { Command, InvalidArgumentError } from "commander";
+import { ApduError } from "../../../apdu/status-words.js";
+import { TlvError } from "../../../apdu/tlv.js";
+import { describeManagementKeyType } from "../../../card-emulator/personalize.js";
+import { MANAGEMENT_KEY_REFERENCE } from "../../../piv/management-key.js";
+import {
+  curveFromAlgorithm,
+  ObjectId,
+  type PinPolicy,
+  PivmanFlag,
+  type PivSlot,
+  type TouchPolicy,
+} from "../../../piv/objects.js";
+import type { PivMetadata, PivSession } from "../../../piv/piv-session.js";
+import { openCard, VIRTUAL_CARD_ENV } from "../../../secure-element/open-card.js";
+import type { PivElement } from "../../../secure-element/piv-element.js";
+import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { describeCardCertificate } from "./personalize.js";
+
+const EXAMPLES = `
+Needs no PIN. Reads the card the way yubico-piv-tool -a status does, plus the Yubico metadata
+(algorithm, PIN policy, PUK tries, management key type) and every object, to list the hsm-onboard
+items and the storage used (of the YubiKey's 50,225 bytes). PIN-protected objects (PRINTED, which
+holds a PIN-protected management key) cannot be read without the PIN and are not counted.
+
+Examples:
+  $ hsm-onboard card status
+  $ hsm-onboard card status --reader "Virtual PCD" --json
+`;
+
+interface StatusOptions {
+  readonly reader?: string;
+  readonly timeout: number;
+  readonly json?: boolean;
+}
+
+const SLOTS: readonly { slot: PivSlot; role: string }[] = [
+  { slot: "9A", role: "authentication" },
+  { slot: "9C", role: "digital signature" },
+  { slot: "9D", role: "key management" },
+  { slot: "9E", role: "card authentication" },
+];
+
+/** `hsm-onboard card status [--reader NAME] [--json]` (SPEC.md §7). */
+export function cardStatusCommand(ctx: CliContext): Command {
+  return new Command("status")
+    .description("Show a PIV card: slots and certificates, PIN/PUK tries, management key, items, storage")
+    .option("--reader <name>", "use only readers whose name contains this (case-insensitive)")
+    .option("--timeout <seconds>", "how long to wait for a card", parseSeconds, 10)
+    .option("--json", "print the status as JSON")
+    .addHelpText("after", EXAMPLES)
+    .action(async (options: StatusOptions) => {
+      const virtualCardState = ctx.env[VIRTUAL_CARD_ENV];
+      const card = await openCard({
+        ...(options.reader === undefined ? {} : { reader: options.reader }),
+        timeoutMs: options.timeout * 1000,
+        ...(virtualCardState ? { virtualCardState: resolve(ctx.cwd, virtualCardState) } : {}),
+        onPrompt: () => writeLine(ctx.stderr, "card status: insert a card"),
+      });
+      let status: CardStatus;
+      try {
+        status = await readCardStatus(card.element, card.readerName);
+      } finally {
+        await card.dispose();
+      }
+      if (options.json) writeJson(ctx.stdout, status);
+      else for (const line of statusLines(status)) writeLine(ctx.stdout, line);
+    });
+}
+
+function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (!/^\d+(?:\.\d+)?$/.test(value) || !(n > 0) || n > 3600) {
+    throw new InvalidArgumentError("expected a number of seconds from 0 to 3600");
+  }
+  return n;
+}
+
+// ---- reading ----------------------------------------------------------------------------------------
+
+export interface SlotStatus {
+  readonly slot: PivSlot;
+  readonly role: string;
+  /** "ECC P-256", "RSA 2048", … or null for an empty slot. */
+  readonly algorithm: string | null;
+  readonly pinPolicy: PinPolicy | null;
+  readonly touchPolicy: TouchPolicy | null;
+  readonly origin: "generated" | "imported" | null;
+  readonly certificate: ReturnType<typeof describeCardCertificate> | null;
+  /** Why the certificate object could not be read, when it could not. */
+  readonly certificateError?: string;
+}
+
+export interface CardStatus {
+  readonly reader: string;
+  readonly serial: string | null;
+  readonly version: string | null;
+  readonly slots: readonly SlotStatus[];
+  readonly pin: {
+    readonly triesLeft: number | null;
+    readonly tries: number | null;
+    readonly isDefault: boolean | null;
+  };
+  readonly puk: {
+    readonly triesLeft: number | null;
+    readonly tries: number | null;
+    readonly isDefault: boolean | null;
+  };
+  readonly managementKey: {
+    readonly type: string;
+    readonly isDefault: boolean | null;
+    /** Yubico convention: stored on the card in PRINTED, readable after the PIN. */
+    readonly pinProtected: boolean;
+    /** Deprecated Yubico convention: derived from the PIN with the salt in ADMIN DATA. */
+    readonly pinDerived: boolean;
+  };
+  readonly chuid: boolean;
+  readonly ccc: boolean;
+  /** The hsm-onboard items on the card (manifest, certificates, crl, shard-N, receipt-N) and their sizes. */
+  readonly items: readonly { readonly name: string; readonly size: number }[];
+  readonly storage: {
+    readonly totalBytes: number;
+    readonly usedBytes: number;
+    readonly freeBytes: number;
+    readonly maxItemBytes: number;
+  };
+}
+
+/** Everything `card status` shows, without the PIN. */
+export async function readCardStatus(element: PivElement, reader: string): Promise<CardStatus> {
+  const session = element.session;
+  const slots: SlotStatus[] = [];
+  for (const { slot, role } of SLOTS) slots.push(await readSlot(session, slot, role));
+  const pinTriesLeft = await session.pinTriesLeft();
+  const pinMetadata = await metadata(session, 0x80);
+  const pukMetadata = await metadata(session, 0x81);
+  const managementMetadata = await metadata(session, MANAGEMENT_KEY_REFERENCE);
+  const type = await session.getManagementKeyType();
+  const admin = await session.getPivmanData();
+  const chuid = (await session.readObject(ObjectId.chuid)) !== undefined;
+  const ccc = (await session.readObject(ObjectId.cardCapabilityContainer)) !== undefined;
+  const items = await element.listItems();
+  const capacity = await element.capacity();
+  const v = session.version;
+  return {
+    reader,
+    serial: element.info.serial ?? null,
+    version: v ? `${v.major}.${v.minor}.${v.patch}` : null,
+    slots,
+    pin: {
+      triesLeft: pinTriesLeft ?? pinMetadata?.attemptsRemaining ?? null,
+      tries: pinMetadata?.totalAttempts ?? null,
+      isDefault: pinMetadata?.isDefault ?? null,
+    },
+    puk: {
+      triesLeft: pukMetadata?.attemptsRemaining ?? null,
+      tries: pukMetadata?.totalAttempts ?? null,
+      isDefault: pukMetadata?.isDefault ?? null,
+    },
+    managementKey: {
+      type: describeManagementKeyType(type),
+      isDefault: managementMetadata?.isDefault ?? null,
+      pinProtected: (admin.flags & PivmanFlag.managementKeyStored) !== 0,
+      pinDerived: admin.salt !== undefined,
+    },
+    chuid,
+    ccc,
+    items,
+    storage: {
+      totalBytes: capacity.totalBytes,
+      usedBytes: capacity.usedBytes,
+      freeBytes: capacity.freeBytes,
+      maxItemBytes: capacity.maxItemBytes,
+    },
+  };
+}
+
+/** Yubico metadata, or undefined on a card without it (status words, not a failure). */
+async function metadata(session: PivSession, reference: number): Promise<PivMetadata | undefined> {
+  try {
+    return await session.getMetadata(reference);
+  } catch (error) {
+    if (error instanceof ApduError) return undefined;
+    throw error;
+  }
+}
+
+async function readSlot(session: PivSession, slot: PivSlot, role: string): Promise<SlotStatus> {
+  let meta: PivMetadata | undefined;
+  try {
+    meta = await session.getSlotMetadata(slot);
+  } catch (error) {
+    if (!(error instanceof ApduError)) throw error;
+  }
+  let certificate: X509Certificate | undefined;
+  let certificateError: string | undefined;
+  try {
+    const der = await session.getCertificate(slot);
+    if (der) certificate = new X509Certificate(der);
+  } catch (error) {
+    if (error instanceof ApduError) throw error;
+    // A malformed certificate object is something to show, not a reason to stop.
+    certificateError = error instanceof TlvError ? error.message : "not a readable X.509 certificate";
+  }
+  const algorithm =
+    meta?.algorithm !== undefined
+      ? algorithmName(meta.algorithm)
+      : certificate
+        ? certificateAlgorithm(certificate)
+        : null;
+  return {
+    slot,
+    role,
+    algorithm,
+    pinPolicy: meta?.pinPolicy ?? null,
+    touchPolicy: meta?.touchPolicy ?? null,
+    origin: meta?.origin ?? null,
+    certificate: certificate ? describeCardCertificate(certificate) : null,
+    ...(certificateError ? { certificateError } : {}),
+  };
+}
+
+function algorithmName(alg: number): string {
+  const curve = curveFromAlgorithm(alg);
+  if (curve) return `ECC ${curve}`;
+  if (alg === 0x06) return "RSA 1024";
+  if (alg === 0x07) return "RSA 2048";
+  return `algorithm 0x${alg.toString(16).padStart(2, "0")}`;
+}
+
+function certificateAlgorithm(certificate: X509Certificate): string {
+  const algorithm = certificate.publicKey.algorithm as { name?: string; namedCurve?: string };
+  return algorithm.namedCurve ? `ECC ${algorithm.namedCurve}` : (algorithm.name ?? "unknown");
+}
+
+// ---- output -----------------------------------------------------------------------------------------
+
+function statusLines(s: CardStatus): string[] {
+  const lines = [
+    `Card ${s.serial ?? "(no serial)"}${s.version ? ` (firmware ${s.version})` : ""} in ${s.reader}`,
+  ];
+  for (const slot of s.slots) {
+    if (!slot.algorithm && !slot.certificate && !slot.certificateError) {
+      lines.push(`  Slot ${slot.slot} (${slot.role}): empty`);
+      continue;
+    }
+    const policy = slot.pinPolicy ? `, PIN ${slot.pinPolicy}` : "";
+    const origin = slot.origin ? `, ${slot.origin}` : "";
+    lines.push(`  Slot ${slot.slot} (${slot.role}): ${slot.algorithm ?? "no key"}${policy}${origin}`);
+    if (slot.certificate) {
+      const c = slot.certificate;
+      lines.push(`    Subject:  ${c.subject}`);
+      lines.push(`    Issuer:   ${c.issuer}`);
+      lines.push(`    Validity: ${c.notBefore} to ${c.notAfter}`);
+      lines.push(`    SHA-256:  ${c.sha256}`);
+    } else {
+      lines.push(`    Certificate: ${slot.certificateError ?? "none"}`);
+    }
+  }
+  const tries = (t: { triesLeft: number | null; tries: number | null; isDefault: boolean | null }) =>
+    `${t.triesLeft ?? "?"}${t.tries === null ? "" : ` of ${t.tries}`}${t.isDefault ? " (factory default)" : ""}`;
+  lines.push(`  PIN tries left: ${tries(s.pin)}; PUK tries left: ${tries(s.puk)}`);
+  const m = s.managementKey;
+  lines.push(
+    `  Management key: ${m.type}${m.isDefault ? " (factory default)" : ""}` +
+      (m.pinProtected ? ", PIN-protected" : m.pinDerived ? ", PIN-derived" : ", not PIN-protected"),
+  );
+  lines.push(`  CHUID: ${s.chuid ? "present" : "absent"}; CCC: ${s.ccc ? "present" : "absent"}`);
+  lines.push(
+    `  Items: ${s.items.length === 0 ? "none" : s.items.map((i) => `${i.name} (${i.size} bytes)`).join(", ")}`,
+  );
+  const n = (x: number) => x.toLocaleString("en-US");
+  lines.push(
+    `  Storage: ${n(s.storage.usedBytes)} of ${n(s.storage.totalBytes)} bytes used, ${n(s.storage.freeBytes)} free`,
+  );
+  return lines;
+}

@@ -1,0 +1,102 @@
+/**
+ * What the station commands share: the station directory option, opening the officer's card (PC/SC
+ * by default; a virtual card state file named by HSM_ONBOARD_VIRTUAL_CARD for tests and demos), and
+ * small formatting helpers.
+ */
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { InvalidArgumentError } from "commander";
+import { UsageError } from "../../../errors.js";
+import { type OpenedCard, openCard, VIRTUAL_CARD_ENV } from "../../../secure-element/open-card.js";
+import type { CrlUpdate } from "../../../station/crl-update.js";
+import { resolveStationDir } from "../../../station/station-dir.js";
+import { type CliContext, writeLine } from "../../context.js";
+
+export const STATION_DIR_HELP =
+  "station directory (default $XDG_DATA_HOME/hsm-onboard/station, else ~/.local/share/hsm-onboard/station)";
+
+export const DEFAULT_CARD_TIMEOUT_SECONDS = 60;
+
+export function stationDirOf(ctx: CliContext, option: string | undefined): string {
+  return resolveStationDir(option, ctx.env, ctx.cwd);
+}
+
+/** Commander parser for a whole number in [min, max]. */
+export function integerIn(name: string, min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+export interface StationCardOptions {
+  readonly reader?: string;
+  readonly timeoutSeconds: number;
+  /** Who is asked for the card, for the prompt. */
+  readonly whose: string;
+}
+
+/**
+ * Waits for the card and opens it. The prompt goes to stderr (stdout stays clean for --json) and
+ * only when no card is present yet.
+ */
+export function openStationCard(ctx: CliContext, options: StationCardOptions): Promise<OpenedCard> {
+  const virtual = ctx.env[VIRTUAL_CARD_ENV];
+  return openCard({
+    ...(options.reader === undefined ? {} : { reader: options.reader }),
+    timeoutMs: options.timeoutSeconds * 1000,
+    ...(virtual ? { virtualCardState: resolve(ctx.cwd, virtual) } : {}),
+    onPrompt: ({ readers }) => {
+      const where =
+        options.reader !== undefined
+          ? ` into the reader matching "${options.reader}"`
+          : readers.length === 0
+            ? " (no reader connected yet: plug in the reader or token)"
+            : "";
+      writeLine(
+        ctx.stderr,
+        `Insert or tap ${options.whose}${where}… (waiting up to ${options.timeoutSeconds} s)`,
+      );
+    },
+  });
+}
+
+export function hex(bytes: Uint8Array | ArrayBuffer): string {
+  return Buffer.from(bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : bytes).toString("hex");
+}
+
+export function plural(n: number, singular: string, pluralForm = `${singular}s`): string {
+  return `${n} ${n === 1 ? singular : pluralForm}`;
+}
+
+/** 50225 → "50,225". */
+export function bytes(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+/** One line about a CRL the station took in. */
+export function crlLine(update: CrlUpdate): string {
+  const entries = update.crl.entries.length;
+  return (
+    `CRL of "${update.issuer.subject}": number ${update.crlNumber}` +
+    (update.unchanged
+      ? " (unchanged)"
+      : update.previousNumber !== undefined
+        ? ` (was ${update.previousNumber})`
+        : "") +
+    `, ${entries} revoked, next update ${update.crl.nextUpdate?.toISOString() ?? "none"}`
+  );
+}
+
+/** The bytes of an input file (relative to the working directory); UsageError when unreadable. */
+export async function readInput(ctx: CliContext, file: string): Promise<Uint8Array> {
+  const path = resolve(ctx.cwd, file);
+  try {
+    return new Uint8Array(await readFile(path));
+  } catch (error) {
+    throw new UsageError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+}

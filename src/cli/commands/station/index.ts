@@ -1,0 +1,23 @@
+import { Command } from "commander";
+import type { CliContext } from "../../context.js";
+import { stationEnrollTotpCommand } from "./enroll-totp.js";
+import { stationInitCommand } from "./init.js";
+import { stationReceiptsCommand } from "./receipts.js";
+import { stationUpdateCrlCommand } from "./update-crl.js";
+import { stationWriteCommand } from "./write.js";
+
+/** `hsm-onboard station …`: the officer's side (SPEC.md §1, §7). One subcommand per file. */
+export function stationCommand(ctx: CliContext): Command {
+  const subcommands = [
+    stationInitCommand,
+    stationUpdateCrlCommand,
+    stationEnrollTotpCommand,
+    stationWriteCommand,
+    stationReceiptsCommand,
+  ];
+  const station = new Command("station").description(
+    "Officer's station: trust anchor and CRL, TOTP enrolment, write configurations to cards, read receipts",
+  );
+  for (const make of subcommands) station.addCommand(make(ctx));
+  return station;
+}

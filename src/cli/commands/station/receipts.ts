@@ -1,0 +1,128 @@
+import { Command } from "commander";
+import { ExitCode } from "../../../errors.js";
+import { type ReceiptReport, type ReceiptRow, readReceipts } from "../../../station/read-receipts.js";
+import { type CliContext, writeJson, writeLine } from "../../context.js";
+import {
+  DEFAULT_CARD_TIMEOUT_SECONDS,
+  integerIn,
+  openStationCard,
+  plural,
+  STATION_DIR_HELP,
+  stationDirOf,
+} from "./common.js";
+
+interface ReceiptsOptions {
+  readonly reader?: string;
+  readonly timeout: number;
+  readonly stationDir?: string;
+  readonly json?: boolean;
+}
+
+/** `hsm-onboard station receipts [--reader NAME] [--station-dir DIR] [--json]` (SPEC.md §7). */
+export function stationReceiptsCommand(ctx: CliContext): Command {
+  return new Command("receipts")
+    .description("Show, verified, which HSMs came up with which addresses (the receipts on the card)")
+    .option("--reader <name>", "use the reader whose name contains this (default: any)")
+    .option(
+      "--timeout <seconds>",
+      `how long to wait for the card (default ${DEFAULT_CARD_TIMEOUT_SECONDS})`,
+      integerIn("--timeout", 1, 3600),
+      DEFAULT_CARD_TIMEOUT_SECONDS,
+    )
+    .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option("--json", "print the report as JSON")
+    .addHelpText(
+      "after",
+      `
+No PIN is needed. A receipt is verified (✓) when its signature and device certificate chain to the
+trust anchor, the certificate names the receipt's HSM serial, it is for the configuration the card
+holds now, and the state the HSM applied is its planned entry. Otherwise ✗ and the reason.
+Exit status: 0 read (whatever the receipts say), 10 no card, 15 at least one receipt is forged or
+unreadable.
+
+Examples:
+  $ hsm-onboard station receipts
+  $ hsm-onboard station receipts --reader Yubico --json`,
+    )
+    .action(async (options: ReceiptsOptions) => {
+      const dir = stationDirOf(ctx, options.stationDir);
+      const card = await openStationCard(ctx, {
+        ...(options.reader === undefined ? {} : { reader: options.reader }),
+        timeoutSeconds: options.timeout,
+        whose: "the card with the receipts",
+      });
+      let report: ReceiptReport;
+      try {
+        report = await readReceipts({ element: card.element, stationDir: dir });
+      } finally {
+        await card.dispose();
+      }
+      if (options.json) writeJson(ctx.stdout, reportJson(report));
+      else printReport(ctx, report);
+      if (report.receipts.some((r) => !r.authentic)) ctx.exitCode = ExitCode.integrity;
+    });
+}
+
+function reportJson(report: ReceiptReport) {
+  return {
+    card: report.card,
+    configuration: report.configuration
+      ? {
+          ...report.configuration,
+          notBefore: report.configuration.notBefore.toISOString(),
+          notAfter: report.configuration.notAfter.toISOString(),
+        }
+      : null,
+    configurationProblem: report.configurationProblem ?? null,
+    receipts: report.receipts.map((r) => ({
+      location: r.location,
+      serial: r.serial ?? null,
+      hostname: r.hostname ?? null,
+      addresses: r.addresses,
+      outcome: r.outcome ?? null,
+      outcomeName: r.outcomeName ?? null,
+      time: r.time?.toISOString() ?? null,
+      configurationId: r.configurationId ?? null,
+      sequence: r.sequence ?? null,
+      authentic: r.authentic,
+      current: r.current,
+      verified: r.verified,
+      reason: r.reason ?? null,
+    })),
+  };
+}
+
+function printReport(ctx: CliContext, report: ReceiptReport): void {
+  const c = report.configuration;
+  writeLine(
+    ctx.stdout,
+    c
+      ? `Card in ${report.card.name}: configuration ${c.configurationId} of "${c.owner}", sequence ${c.sequence}, valid until ${c.notAfter.toISOString()}`
+      : `Card in ${report.card.name}: ${report.configurationProblem ?? "no configuration"}`,
+  );
+  if (report.receipts.length === 0) {
+    writeLine(ctx.stdout, "No receipts on the card yet.");
+    return;
+  }
+  const header = ["SERIAL", "HOSTNAME", "ADDRESSES APPLIED", "OUTCOME", "TIME", "VERIFIED"];
+  const rows = report.receipts.map((r: ReceiptRow) => [
+    r.serial ?? "?",
+    r.hostname ?? "-",
+    r.addresses.length > 0 ? r.addresses.join(", ") : "-",
+    r.outcomeName === undefined ? "-" : `${r.outcomeName} (${r.outcome})`,
+    r.time ? r.time.toISOString().replace(".000Z", "Z") : "-",
+    r.verified ? "✓" : `✗ ${r.reason ?? ""}`,
+  ]);
+  const widths = header.map((h, i) =>
+    Math.max(h.length, ...rows.map((row) => (i === 5 ? 0 : row[i]!.length))),
+  );
+  const format = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  writeLine(ctx.stdout, format(header));
+  for (const row of rows) writeLine(ctx.stdout, format(row));
+  const verified = report.receipts.filter((r) => r.verified).length;
+  writeLine(ctx.stdout, `${plural(report.receipts.length, "receipt")}, ${verified} verified`);
+}

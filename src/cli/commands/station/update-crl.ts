@@ -1,0 +1,90 @@
+import { X509Certificate } from "@peculiar/x509";
+import { Command } from "commander";
+import { parseCrlFile, updateStationCrl } from "../../../station/crl-update.js";
+import { parseCertificates } from "../../../station/station-dir.js";
+import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { describeCertificate, describeCrl } from "../pki/describe.js";
+import {
+  crlLine,
+  DEFAULT_CARD_TIMEOUT_SECONDS,
+  integerIn,
+  openStationCard,
+  readInput,
+  STATION_DIR_HELP,
+  stationDirOf,
+} from "./common.js";
+
+interface UpdateCrlOptions {
+  readonly crl: string;
+  readonly issuer?: string;
+  readonly fromCard?: boolean;
+  readonly reader?: string;
+  readonly timeout: number;
+  readonly stationDir?: string;
+  readonly json?: boolean;
+}
+
+/** `hsm-onboard station update-crl --crl FILE [--issuer FILE | --from-card] [--station-dir DIR]` (SPEC.md §7). */
+export function stationUpdateCrlCommand(ctx: CliContext): Command {
+  return new Command("update-crl")
+    .description("Take in the token CA's current CRL, after checking it chains to the trust anchor")
+    .requiredOption("--crl <file>", "the CRL (PEM or DER), e.g. what `pki crl` wrote")
+    .option("--issuer <file>", "the token CA certificate that signed it (else: one the station knows)")
+    .option("--from-card", "read the token CA certificate from the officer's card")
+    .option("--reader <name>", "reader for --from-card (substring of its name; implies --from-card)")
+    .option(
+      "--timeout <seconds>",
+      "how long to wait for the card with --from-card",
+      integerIn("--timeout", 1, 3600),
+      DEFAULT_CARD_TIMEOUT_SECONDS,
+    )
+    .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      `
+The CRL must be signed by a token CA that the station's trust anchor issued, be current, and carry
+a CRL number at least as high as the CRL the station holds for that token CA. The token CA
+certificate comes from --issuer, from those the station kept (every card it wrote shows its own), or
+from the card (--from-card). Exit status: 0 ok, 2 bad input or unknown issuer, 10 no card,
+15 signature wrong or token CA not under the trust anchor, 17 older CRL number, 18 CRL out of date.
+
+Examples:
+  $ hsm-onboard station update-crl --crl ./pki/token-ca.crl.pem
+  $ hsm-onboard station update-crl --crl token-ca.crl --issuer token-ca.pem --json
+  $ hsm-onboard station update-crl --crl token-ca.crl --from-card --reader "Yubico"`,
+    )
+    .action(async (options: UpdateCrlOptions) => {
+      const dir = stationDirOf(ctx, options.stationDir);
+      const crl = parseCrlFile(await readInput(ctx, options.crl), options.crl);
+      const issuers: X509Certificate[] = [];
+      if (options.issuer !== undefined) {
+        issuers.push(...parseCertificates(await readInput(ctx, options.issuer), options.issuer));
+      }
+      if (options.fromCard || options.reader !== undefined) {
+        const card = await openStationCard(ctx, {
+          ...(options.reader === undefined ? {} : { reader: options.reader }),
+          timeoutSeconds: options.timeout,
+          whose: "the officer's card",
+        });
+        try {
+          const identity = await card.element.identity();
+          issuers.push(...identity.intermediates.map((der) => new X509Certificate(der)));
+        } finally {
+          await card.dispose();
+        }
+      }
+      const update = await updateStationCrl(dir, crl, { issuers });
+      if (options.json) {
+        writeJson(ctx.stdout, {
+          stationDir: dir,
+          unchanged: update.unchanged,
+          previousCrlNumber: update.previousNumber === undefined ? null : Number(update.previousNumber),
+          crl: describeCrl(update.crl, update.path),
+          issuer: describeCertificate(update.issuer),
+        });
+        return;
+      }
+      writeLine(ctx.stdout, crlLine(update));
+    });
+}

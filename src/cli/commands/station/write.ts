@@ -1,0 +1,223 @@
+import { resolve } from "node:path";
+import { Command, Option } from "commander";
+import { loadPlanFile, PLAN_FORMATS, type PlanFormat } from "../../../config/plan.js";
+import type { NetworkPlan } from "../../../config/plan-model.js";
+import { formatPlanProblem, PlanInvalidError, UsageError } from "../../../errors.js";
+import { loadStationTrust } from "../../../station/station-dir.js";
+import {
+  DEFAULT_VALID_DAYS,
+  MAX_VALID_DAYS,
+  type WriteResult,
+  writeConfigurationToCard,
+} from "../../../station/write-card.js";
+import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
+import {
+  bytes,
+  DEFAULT_CARD_TIMEOUT_SECONDS,
+  integerIn,
+  openStationCard,
+  plural,
+  STATION_DIR_HELP,
+  stationDirOf,
+} from "./common.js";
+
+interface WriteOptions {
+  readonly plan: string;
+  readonly owner?: string;
+  readonly format?: PlanFormat;
+  readonly reader?: string;
+  readonly validDays: number;
+  readonly timeout: number;
+  readonly stationDir?: string;
+  readonly json?: boolean;
+  readonly pinStdin?: boolean;
+  readonly pinFd?: number;
+  readonly totpStdin?: boolean;
+}
+
+const HELP = `
+Steps: wait for the card, authenticate it (chain to the manufacturer root, the token CA's CRL, a
+live challenge on its 9E key), the officer's PIN (and TOTP code when the officer is enrolled at
+this station), check the plan's owner against the card's, allocate the owner's next sequence
+number, encode and sign with the card's 9C key, check that it fits, write (the manifest last),
+read everything back and verify it. Progress goes to standard error; the summary (or --json) to
+standard output.
+
+Secrets: from the terminal with echo off; with --pin-stdin one per line from standard input (PIN,
+then the TOTP code if asked); with --pin-fd N from that descriptor; --totp-stdin reads the TOTP code
+from standard input whatever the PIN source.
+
+Exit status: 0 written and verified, 2 usage, 10 no card in time, 11 card not trusted, 12 card
+revoked, 13 wrong PIN (tries left shown) or TOTP code rejected, 14 PIN blocked, 15 read-back
+mismatch, 16 plan of another owner, 22 does not fit the card (nothing written), 23 plan invalid.
+
+Examples:
+  $ hsm-onboard station write --plan examples/rack-4.yaml
+  $ hsm-onboard station write --plan rack.csv --owner "ACME Bank" --reader Yubico --valid-days 7
+  $ printf '%s\\n' "$PIN" | hsm-onboard station write --plan room-40.yaml --pin-stdin --json
+`;
+
+/** `hsm-onboard station write --plan PLAN [--reader NAME] [--valid-days N] [--station-dir DIR] [--json]` (SPEC.md §7). */
+export function stationWriteCommand(ctx: CliContext): Command {
+  return new Command("write")
+    .description("Write a signed network configuration for one HSM or a whole rack onto the officer's card")
+    .requiredOption("--plan <file>", "network plan (YAML, JSON or CSV)")
+    .option("--owner <name>", "owner of a CSV plan (must match the owner in a YAML/JSON plan)")
+    .addOption(
+      new Option("--format <format>", "plan format, when the file name does not tell").choices(PLAN_FORMATS),
+    )
+    .option("--reader <name>", "use the reader whose name contains this (default: any)")
+    .option(
+      "--valid-days <n>",
+      `days the configuration stays valid (default ${DEFAULT_VALID_DAYS})`,
+      integerIn("--valid-days", 1, MAX_VALID_DAYS),
+      DEFAULT_VALID_DAYS,
+    )
+    .option(
+      "--timeout <seconds>",
+      `how long to wait for the card (default ${DEFAULT_CARD_TIMEOUT_SECONDS})`,
+      integerIn("--timeout", 1, 3600),
+      DEFAULT_CARD_TIMEOUT_SECONDS,
+    )
+    .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option("--json", "print the summary as JSON")
+    .option("--pin-stdin", "read the PIN (then the TOTP code) from standard input, one per line")
+    .option("--pin-fd <n>", "read the PIN (then the TOTP code) from this file descriptor", parseFd)
+    .option("--totp-stdin", "read the TOTP code from standard input")
+    .addHelpText("after", HELP)
+    .action(async (options: WriteOptions) => {
+      const dir = stationDirOf(ctx, options.stationDir);
+      await loadStationTrust(dir); // not initialised: say so before asking for a card
+      const plan = await loadPlan(ctx, options);
+      if (!options.pinStdin && options.pinFd === undefined && !(ctx.stdin as { isTTY?: boolean }).isTTY) {
+        // Say it now, not after the officer has inserted the card.
+        throw new UsageError("no terminal to read the PIN from: use --pin-stdin or --pin-fd N");
+      }
+      const pinSource = secretSource(ctx, {
+        ...(options.pinStdin ? { pinStdin: true } : {}),
+        ...(options.pinFd === undefined ? {} : { pinFd: options.pinFd }),
+      });
+      let totpSource: SecretSource | undefined;
+      const card = await openStationCard(ctx, {
+        ...(options.reader === undefined ? {} : { reader: options.reader }),
+        timeoutSeconds: options.timeout,
+        whose: "the officer's card",
+      }).catch((error: unknown) => {
+        pinSource.close();
+        throw error;
+      });
+      let result: WriteResult;
+      try {
+        writeLine(ctx.stderr, `Card found in ${card.readerName}`);
+        result = await writeConfigurationToCard({
+          element: card.element,
+          plan,
+          stationDir: dir,
+          validDays: options.validDays,
+          pin: (request) =>
+            pinSource.read(
+              `PIN of ${request.officer ? `"${request.officer}"` : "the card"} (${
+                request.triesLeft < 0 ? "tries left unknown" : plural(request.triesLeft, "try", "tries")
+              } left)`,
+            ),
+          totpCode: (request) => {
+            totpSource ??=
+              options.totpStdin && !options.pinStdin ? secretSource(ctx, { pinStdin: true }) : pinSource;
+            return totpSource.read(`TOTP code of "${request.officer}"`);
+          },
+          onProgress: (progress) => {
+            const counter = progress.total ? `[${progress.done}/${progress.total}] ` : "";
+            writeLine(ctx.stderr, `  ${counter}${progress.message}`);
+          },
+        });
+      } finally {
+        pinSource.close();
+        if (totpSource !== pinSource) totpSource?.close();
+        await card.dispose();
+      }
+      if (options.json) writeJson(ctx.stdout, writeResultJson(result));
+      else printSummary(ctx, result);
+    });
+}
+
+async function loadPlan(ctx: CliContext, options: WriteOptions): Promise<NetworkPlan> {
+  try {
+    return await loadPlanFile(resolve(ctx.cwd, options.plan), {
+      ...(options.owner === undefined ? {} : { owner: options.owner }),
+      ...(options.format === undefined ? {} : { format: options.format }),
+    });
+  } catch (error) {
+    if (error instanceof PlanInvalidError) {
+      for (const problem of error.problems)
+        writeLine(ctx.stderr, `${options.plan}: ${formatPlanProblem(problem)}`);
+    }
+    throw error;
+  }
+}
+
+export function writeResultJson(result: WriteResult) {
+  return {
+    owner: result.owner,
+    officer: result.officer ?? null,
+    card: result.card,
+    configurationId: result.configurationId,
+    sequence: result.sequence,
+    issuedAt: result.issuedAt.toISOString(),
+    notBefore: result.notBefore.toISOString(),
+    notAfter: result.notAfter.toISOString(),
+    hsms: result.hsms,
+    shards: result.shards.map((s) => ({
+      ...s,
+      objectId: s.objectId.toString(16).toUpperCase(),
+    })),
+    manifestBytes: result.manifestBytes,
+    configurationBytes: result.configurationBytes,
+    crlBytes: result.crlBytes,
+    crlNumber: Number(result.crlNumber),
+    certificatesBytes: result.certificatesBytes,
+    usedBytes: result.capacity.usedBytes,
+    freeBytes: result.capacity.freeBytes,
+    totalBytes: result.capacity.totalBytes,
+    removed: result.removed,
+    archivedReceipts: result.archivedReceipts ?? null,
+    previousSequence: result.previousSequence ?? null,
+    verified: true,
+    durationMs: result.durationMs,
+  };
+}
+
+function printSummary(ctx: CliContext, r: WriteResult): void {
+  const line = (label: string, value: string) => writeLine(ctx.stdout, `  ${label.padEnd(14)}${value}`);
+  writeLine(
+    ctx.stdout,
+    `Configuration written and verified on the card in ${r.card.name}${r.card.serial ? ` (serial ${r.card.serial})` : ""}`,
+  );
+  line("owner", `"${r.owner}"${r.officer ? `, signed by officer "${r.officer}"` : ""}`);
+  line("configuration", r.configurationId);
+  line(
+    "sequence",
+    `${r.sequence}${r.previousSequence !== undefined ? ` (the card held sequence ${r.previousSequence})` : ""}`,
+  );
+  const days = Math.round((r.notAfter.getTime() - r.issuedAt.getTime()) / 86_400_000);
+  line("valid", `${r.notBefore.toISOString()} → ${r.notAfter.toISOString()} (${plural(days, "day")})`);
+  line("HSMs", `${r.hsms} in ${plural(r.shards.length, "shard")}`);
+  for (const s of r.shards) {
+    line(
+      s.item,
+      `${s.firstSerial} … ${s.lastSerial}  ${plural(s.hsms, "HSM")}  ${bytes(s.bytes)} bytes  sha256 ${s.sha256.slice(0, 16)}…`,
+    );
+  }
+  line("manifest", `${bytes(r.manifestBytes)} bytes (${bytes(r.configurationBytes)} with the shards)`);
+  line(
+    "CRL",
+    `number ${r.crlNumber}, ${bytes(r.crlBytes)} bytes; certificates ${bytes(r.certificatesBytes)} bytes`,
+  );
+  line(
+    "card",
+    `${bytes(r.capacity.usedBytes)} bytes used, ${bytes(r.capacity.freeBytes)} free of ${bytes(r.capacity.totalBytes)}`,
+  );
+  if (r.removed.length > 0) line("removed", r.removed.join(", "));
+  if (r.archivedReceipts) line("archived", `previous receipts in ${r.archivedReceipts}`);
+  line("took", `${r.durationMs} ms`);
+}

@@ -1,0 +1,120 @@
+/**
+ * Taking a token CA's CRL into the station (`station init --crl`, `station update-crl`): the CRL must
+ * be signed by a token CA that the station's trust anchor issued, be current, and be at least as new
+ * as the CRL the station holds for that token CA (an older CRL number is a rollback: ReplayError,
+ * exit 17). The station writes the CRL onto every card it configures (SPEC.md §4 Revocation), so an
+ * agent checks the same list.
+ */
+import { type X509Certificate, X509Crl } from "@peculiar/x509";
+import { ReplayError, UsageError } from "../errors.js";
+import { crlParts } from "../pki/der.js";
+import {
+  crlPath,
+  readCrlOf,
+  readIssuers,
+  readTrustAnchor,
+  storeCrl,
+  storeIssuer,
+  withStationLock,
+} from "./station-dir.js";
+import { checkTokenCa, crlIssuedUnder, verifyCrlSignedBy } from "./trust.js";
+
+export interface CrlUpdate {
+  readonly crl: X509Crl;
+  readonly crlNumber: bigint;
+  /** CRL number the station held before for this token CA. */
+  readonly previousNumber?: bigint;
+  readonly issuer: X509Certificate;
+  /** The station already held exactly this CRL. */
+  readonly unchanged: boolean;
+  readonly path: string;
+}
+
+export interface UpdateCrlOptions {
+  /** Candidate token CA certificates (from --issuer or from a card), besides those the station keeps. */
+  readonly issuers?: readonly X509Certificate[];
+  readonly now?: Date;
+}
+
+/** Parses a CRL given as PEM or DER bytes; UsageError when it is not one. */
+export function parseCrlFile(bytes: Uint8Array, shownAs: string): X509Crl {
+  try {
+    const text = Buffer.from(bytes).toString("latin1");
+    return text.includes("-----BEGIN")
+      ? new X509Crl(text)
+      : new X509Crl(new Uint8Array(bytes).slice().buffer);
+  } catch (cause) {
+    throw new UsageError(`${shownAs} is not a readable CRL (PEM or DER)`, { cause });
+  }
+}
+
+export async function updateStationCrl(
+  stationDir: string,
+  crl: X509Crl,
+  options: UpdateCrlOptions = {},
+): Promise<CrlUpdate> {
+  const now = options.now ?? new Date();
+  const anchor = await readTrustAnchor(stationDir);
+  const candidates = [...(options.issuers ?? []), ...(await readIssuers(stationDir))].filter((c) =>
+    crlIssuedUnder(crl, c),
+  );
+  if (candidates.length === 0) {
+    throw new UsageError(
+      `the CRL was issued by "${crl.issuer}", a token CA this station does not know yet: ` +
+        "give its certificate with --issuer FILE, or read it from the officer's card with --from-card",
+    );
+  }
+  let issuer: X509Certificate | undefined;
+  let crlNumber: bigint | undefined;
+  let failure: unknown;
+  for (const candidate of candidates) {
+    try {
+      await checkTokenCa(candidate, anchor, now);
+      crlNumber = await verifyCrlSignedBy(crl, candidate, now);
+      issuer = candidate;
+      break;
+    } catch (error) {
+      failure ??= error;
+    }
+  }
+  if (!issuer || crlNumber === undefined) throw failure;
+  const verifiedIssuer = issuer;
+  const verifiedNumber = crlNumber;
+
+  return withStationLock(stationDir, "crl", async () => {
+    const stored = await readCrlOf(stationDir, crlParts(crl.rawData).issuer);
+    if (stored) {
+      if (verifiedNumber < stored.crlNumber) {
+        throw new ReplayError(
+          `CRL number ${verifiedNumber} is older than the station's CRL number ${stored.crlNumber} of "${crl.issuer}": refused`,
+        );
+      }
+      if (verifiedNumber === stored.crlNumber) {
+        if (Buffer.from(stored.crl.rawData).equals(Buffer.from(crl.rawData))) {
+          await storeIssuer(stationDir, verifiedIssuer);
+          return {
+            crl,
+            crlNumber: verifiedNumber,
+            previousNumber: stored.crlNumber,
+            issuer: verifiedIssuer,
+            unchanged: true,
+            path: crlPath(stationDir, crl),
+          };
+        }
+        throw new ReplayError(
+          `a different CRL with the same CRL number ${verifiedNumber} as the station's: refused (a token CA never reuses a number)`,
+        );
+      }
+    }
+    await storeIssuer(stationDir, verifiedIssuer);
+    const path = await storeCrl(stationDir, crl);
+    return {
+      crl,
+      crlNumber: verifiedNumber,
+      ...(stored ? { previousNumber: stored.crlNumber } : {}),
+      issuer: verifiedIssuer,
+      unchanged: false,
+      path,
+    };
+  });
+}

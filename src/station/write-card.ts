@@ -1,0 +1,597 @@
+/**
+ * The station's write flow (SPEC.md §1 steps 252–262, §5): a validated network plan becomes a signed
+ * configuration on the officer's card. Independent of the CLI: `station write` and the demo call it
+ * with any open SecureElement.
+ *
+ *   1. authenticate the card (authenticate-card.ts: chain + CRL, live 9E challenge, 9C certificate)
+ *   2. the plan's owner must be the card's owner (NotForThisHsmError, exit 16) — before the PIN, so a
+ *      doomed write costs no PIN try
+ *   3. the officer's PIN (WrongPinError with tries left, exit 13; PinBlockedError, exit 14), then the
+ *      officer's TOTP code if the officer is enrolled at this station (TotpRejectedError, exit 13)
+ *   4. allocate the owner's next sequence number (persisted first: never reused, even if this fails)
+ *   5. encode, shard, sign the manifest with the card's 9C key; verify that signature against the 9C
+ *      certificate; check that everything fits (CardFullError, exit 22) — all before the first write
+ *   6. write: delete the old manifest FIRST (a half-written card then has no manifest, never one that
+ *      points at mismatching shards), delete the previous configuration's shards and receipts (the
+ *      receipts are archived in the station directory first), write the certificates and CRL items,
+ *      the shards, and the manifest LAST (the commit point)
+ *   7. read everything back and verify it: the manifest with verifyManifest, every shard's SHA-256 and
+ *      strict decoding, the CRL and certificates items byte for byte (IntegrityError, exit 15)
+ */
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { X509Certificate, X509Crl } from "@peculiar/x509";
+import { bytesEqual } from "../config/cose.js";
+import { type EncodedConfig, encodeConfig } from "../config/encode-config.js";
+import { CONFIGURATION_ID_BYTES, type Manifest, PivObject, verifyManifest } from "../config/manifest.js";
+import type { NetworkPlan } from "../config/plan-model.js";
+import { decodeShard, shardDigest } from "../config/shard.js";
+import type { Signer } from "../crypto/signer.js";
+import {
+  CardFullError,
+  CardNotTrustedError,
+  IntegrityError,
+  MalformedError,
+  NotForThisHsmError,
+  PinBlockedError,
+  UsageError,
+} from "../errors.js";
+import { crlNumberOf } from "../pki/crl.js";
+import { crlParts } from "../pki/der.js";
+import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
+import { validateChain } from "../pki/validate-chain.js";
+import {
+  encodeCertificateList,
+  MAX_SHARDS,
+  parseItemName,
+  type SecureElement,
+  type SecureElementCapacity,
+  type SecureElementInfo,
+} from "../secure-element/secure-element.js";
+import { type AuthenticatedCard, authenticateCard, type StationTrust } from "./authenticate-card.js";
+import { type CrlUpdate, updateStationCrl } from "./crl-update.js";
+import { allocateSequence } from "./sequence-store.js";
+import {
+  jsonText,
+  loadStationTrust,
+  readCrlOf,
+  STATION_FILES,
+  storeIssuer,
+  writeStationFile,
+} from "./station-dir.js";
+import { isTotpEnrolled, TotpRejectedError, verifyOfficerTotp } from "./totp.js";
+
+export const DEFAULT_VALID_DAYS = 14;
+export const MAX_VALID_DAYS = 366;
+/**
+ * notBefore lies this far before issuedAt: an HSM fresh from the factory may have a clock that runs
+ * a little behind the station's (the PKI backdates certificates the same way).
+ */
+export const NOT_BEFORE_BACKDATE_SECONDS = 3600;
+/**
+ * Room kept free for receipts (one PIV object's worth by default): a card filled to the last byte
+ * by the configuration could not carry any HSM's receipt back.
+ */
+export const DEFAULT_RECEIPT_RESERVE_BYTES = 3063;
+
+export type WriteStep =
+  | "authenticate-card"
+  | "verify-pin"
+  | "verify-totp"
+  | "allocate-sequence"
+  | "encode"
+  | "write"
+  | "verify";
+
+export interface WriteProgress {
+  readonly step: WriteStep;
+  /** One line for a human, e.g. `card authenticated: "ACME Bank", officer "Alice"`. */
+  readonly message: string;
+  /** For `write`: items written so far and in all. */
+  readonly done?: number;
+  readonly total?: number;
+}
+
+export interface PinRequest {
+  readonly owner: string;
+  readonly officer?: string;
+  /** Tries left before the PIN blocks; -1 when the card does not tell. */
+  readonly triesLeft: number;
+}
+
+export interface TotpRequest {
+  readonly officer: string;
+}
+
+/** A secret given up front, or asked for when the flow needs it (after the card is authenticated). */
+export type SecretInput<R> = string | ((request: R) => Promise<string>);
+
+export interface WriteConfigurationOptions {
+  readonly element: SecureElement;
+  /** A validated plan (src/config/plan.ts parsePlan / loadPlanFile). */
+  readonly plan: NetworkPlan;
+  readonly stationDir: string;
+  /** Days the configuration stays valid from `now` (default 14, at most 366). */
+  readonly validDays?: number;
+  readonly now?: Date;
+  readonly pin: SecretInput<PinRequest>;
+  /** Asked for only when the officer is enrolled for TOTP at this station. */
+  readonly totpCode?: SecretInput<TotpRequest>;
+  readonly onProgress?: (progress: WriteProgress) => void;
+  /** Bytes kept free for receipts (default one PIV object, 3,063). */
+  readonly receiptReserveBytes?: number;
+}
+
+export interface WrittenShard {
+  readonly item: string;
+  readonly objectId: number;
+  readonly firstSerial: string;
+  readonly lastSerial: string;
+  readonly hsms: number;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+export interface WriteResult {
+  readonly owner: string;
+  readonly officer?: string;
+  readonly card: SecureElementInfo;
+  /** 16 bytes, hex. */
+  readonly configurationId: string;
+  readonly sequence: number;
+  readonly issuedAt: Date;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly hsms: number;
+  readonly shards: readonly WrittenShard[];
+  readonly manifestBytes: number;
+  /** Manifest plus shards. */
+  readonly configurationBytes: number;
+  readonly crlBytes: number;
+  readonly crlNumber: bigint;
+  readonly certificatesBytes: number;
+  /** The card after the write. */
+  readonly capacity: SecureElementCapacity;
+  /** Items of the previous configuration that were deleted. */
+  readonly removed: readonly string[];
+  /** Where the previous receipts were archived, when there were any. */
+  readonly archivedReceipts?: string;
+  /** Sequence of the verified configuration that was on the card before, if any. */
+  readonly previousSequence?: number;
+  readonly durationMs: number;
+}
+
+/**
+ * Items a configuration write replaces or removes (manifest, certificates, crl, shards, receipts):
+ * everything else on the card (identity certificates, CHUID, CCC…) stays.
+ */
+function isConfigurationItem(name: string): boolean {
+  return parseItemName(name) !== undefined;
+}
+
+export function shardItemName(objectId: number): string {
+  const index = objectId - PivObject.shardsFirst;
+  if (!Number.isInteger(index) || index < 0 || index >= MAX_SHARDS) {
+    throw new MalformedError(`shard object 0x${objectId.toString(16)} is outside the card's shard items`);
+  }
+  return `shard-${index}`;
+}
+
+export async function writeConfigurationToCard(options: WriteConfigurationOptions): Promise<WriteResult> {
+  const started = performance.now();
+  const { element, plan, stationDir } = options;
+  const now = options.now ?? new Date();
+  const validDays = options.validDays ?? DEFAULT_VALID_DAYS;
+  if (!Number.isInteger(validDays) || validDays < 1 || validDays > MAX_VALID_DAYS) {
+    throw new UsageError(`validity must be 1..${MAX_VALID_DAYS} whole days, got ${validDays}`);
+  }
+  const reserve = options.receiptReserveBytes ?? DEFAULT_RECEIPT_RESERVE_BYTES;
+  const progress = (p: WriteProgress) => options.onProgress?.(p);
+
+  // 1. The card.
+  const adopted = await adoptNewerCrlFromCard(element, stationDir, now);
+  if (adopted) {
+    progress({
+      step: "authenticate-card",
+      message: `the card carries a newer CRL of "${adopted.issuer.subject}": the station now uses CRL ${adopted.crlNumber} (was ${adopted.previousNumber})`,
+    });
+  }
+  const trust = await loadStationTrust(stationDir);
+  if (trust.crls.length === 0) {
+    throw new UsageError(
+      `the station has no CRL: run hsm-onboard station update-crl --crl FILE (the token CA's current CRL)`,
+    );
+  }
+  const card = await authenticateCard(element, trust, { now });
+  for (const issuer of card.intermediates) await storeIssuer(stationDir, issuer);
+  progress({
+    step: "authenticate-card",
+    message:
+      `card authenticated: owner "${card.owner}"${card.officer ? `, officer "${card.officer}"` : ""}` +
+      ` (chain to "${trust.trustAnchor.subject}", CRL ${card.crlNumber}, live challenge)`,
+  });
+
+  // 2. The plan is for this card's owner.
+  if (plan.owner !== card.owner) {
+    throw new NotForThisHsmError(
+      `the plan is for owner "${plan.owner}" but the card belongs to "${card.owner}": use a card of "${plan.owner}"`,
+    );
+  }
+
+  // 3. The officer.
+  const triesLeft = await element.pinTriesLeft();
+  if (triesLeft === 0) throw new PinBlockedError("the card's PIN is blocked: unblock it with the PUK first");
+  const pin =
+    typeof options.pin === "string"
+      ? options.pin
+      : await options.pin({
+          owner: card.owner,
+          ...(card.officer ? { officer: card.officer } : {}),
+          triesLeft,
+        });
+  await element.verifyPin(pin);
+  progress({ step: "verify-pin", message: "PIN verified" });
+  if (card.officer !== undefined && (await isTotpEnrolled(stationDir, card.officer))) {
+    const input = options.totpCode;
+    if (input === undefined) {
+      throw new TotpRejectedError(
+        `officer "${card.officer}" is enrolled for TOTP at this station: a code is required`,
+      );
+    }
+    const code = typeof input === "string" ? input : await input({ officer: card.officer });
+    await verifyOfficerTotp(stationDir, card.officer, code, now);
+    progress({ step: "verify-totp", message: `TOTP code of "${card.officer}" verified` });
+  }
+
+  // What is on the card now.
+  const items = await element.listItems();
+  const capacity = await element.capacity();
+  const previous = await readPreviousConfiguration(element, trust, now);
+
+  // 4. The sequence number: persisted before it is used.
+  const sequence = await allocateSequence(stationDir, plan.owner, {
+    ...(previous && previous.owner === plan.owner ? { atLeast: previous.sequence + 1 } : {}),
+    now,
+  });
+  progress({ step: "allocate-sequence", message: `sequence ${sequence} allocated for "${plan.owner}"` });
+
+  // 5. Encode, sign, check — nothing written yet.
+  const crlBytes = new Uint8Array(card.crl.rawData);
+  const certificatesBytes = encodeCertificateList(card.intermediates.map((c) => new Uint8Array(c.rawData)));
+  for (const [name, bytes] of [
+    ["crl", crlBytes],
+    ["certificates", certificatesBytes],
+  ] as const) {
+    if (bytes.length > capacity.maxItemBytes) {
+      throw new CardFullError(
+        `the ${name} item is ${bytes.length} bytes; the card stores at most ${capacity.maxItemBytes} per item`,
+      );
+    }
+  }
+  const replacedBytes = items.filter((i) => isConfigurationItem(i.name)).reduce((sum, i) => sum + i.size, 0);
+  const keptBytes = capacity.usedBytes - replacedBytes;
+  const budget = capacity.totalBytes - keptBytes - crlBytes.length - certificatesBytes.length - reserve;
+  const budgetText =
+    `card ${capacity.totalBytes} bytes: ${keptBytes} kept (identity certificates and other objects), ` +
+    `CRL ${crlBytes.length}, certificates ${certificatesBytes.length}, receipt reserve ${reserve}`;
+  if (budget <= 0) throw new CardFullError(`no room for a configuration (${budgetText})`);
+
+  const issuedAt = Math.floor(now.getTime() / 1000);
+  const metadata = {
+    configurationId: new Uint8Array(randomBytes(CONFIGURATION_ID_BYTES)),
+    sequence,
+    issuedAt,
+    notBefore: issuedAt - NOT_BEFORE_BACKDATE_SECONDS,
+    notAfter: issuedAt + validDays * 86_400,
+  };
+  const signer = validatedSigner(await element.signer(), card);
+  let encoded: EncodedConfig;
+  try {
+    encoded = await encodeConfig(plan, metadata, signer, {
+      maxObjectBytes: capacity.maxItemBytes,
+      cardCapacityBytes: budget,
+    });
+  } catch (error) {
+    if (isSignatureFailure(error)) throw keyMismatch(error);
+    if (error instanceof CardFullError) {
+      throw new CardFullError(
+        `the plan does not fit the card: ${error.message} (${budgetText}); nothing was written`,
+        {
+          cause: error,
+        },
+      );
+    }
+    throw error;
+  }
+  if (encoded.shards.length > MAX_SHARDS) {
+    throw new CardFullError(`${encoded.shards.length} shards; the card has items for ${MAX_SHARDS}`);
+  }
+  const validator = configSigningValidator(trust, now);
+  try {
+    await verifyManifest(encoded.manifest, { validateChain: validator });
+  } catch (error) {
+    throw isSignatureFailure(error) ? keyMismatch(error) : error;
+  }
+  progress({
+    step: "encode",
+    message:
+      `${plan.hsms.length} HSMs encoded in ${encoded.shards.length} shard${encoded.shards.length === 1 ? "" : "s"}, ` +
+      `${encoded.totalBytes} bytes with the manifest, signed ${signer.algorithm} by the card`,
+  });
+
+  // 6. Write: old manifest first, new manifest last.
+  // The old manifest goes first: from then on the card holds no configuration until the new one commits.
+  const removals = items
+    .map((i) => i.name)
+    .filter((name) => {
+      const kind = parseItemName(name)?.kind;
+      return kind === "manifest" || kind === "shard" || kind === "receipt";
+    })
+    .sort((a, b) => Number(b === "manifest") - Number(a === "manifest"));
+  const receipts = removals.filter((name) => parseItemName(name)?.kind === "receipt");
+  const archivedReceipts =
+    receipts.length > 0 ? await archiveReceipts(element, receipts, stationDir, previous, now) : undefined;
+  const writeCertificates = !bytesEqualOrAbsent(await element.readItem("certificates"), certificatesBytes);
+  const writeCrl = !bytesEqualOrAbsent(await element.readItem("crl"), crlBytes);
+  const shardItems = encoded.shards.map((s) => ({ name: shardItemName(s.objectId), bytes: s.bytes }));
+  const total = removals.length + (writeCertificates ? 1 : 0) + (writeCrl ? 1 : 0) + shardItems.length + 1;
+  let done = 0;
+  const step = (message: string) => progress({ step: "write", message, done: ++done, total });
+
+  for (const name of removals) {
+    await element.deleteItem(name);
+    step(`deleted ${name}`);
+  }
+  if (writeCertificates) {
+    await element.writeItem("certificates", certificatesBytes);
+    step(`wrote certificates (${certificatesBytes.length} bytes)`);
+  }
+  if (writeCrl) {
+    await element.writeItem("crl", crlBytes);
+    step(`wrote crl (${crlBytes.length} bytes, CRL number ${card.crlNumber})`);
+  }
+  for (const shard of shardItems) {
+    await element.writeItem(shard.name, shard.bytes);
+    step(`wrote ${shard.name} (${shard.bytes.length} bytes)`);
+  }
+  await element.writeItem("manifest", encoded.manifest);
+  step(`wrote manifest (${encoded.manifest.length} bytes): committed`);
+
+  // 7. Read back and verify.
+  await verifyWrittenCard(element, encoded, shardItems, { crlBytes, certificatesBytes, validator });
+  const after = await element.capacity();
+  progress({
+    step: "verify",
+    message: `read back: manifest signature and chain, ${shardItems.length} shard hash${shardItems.length === 1 ? "" : "es"}, CRL and certificates verified`,
+  });
+
+  const content = encoded.manifestContent;
+  return {
+    owner: card.owner,
+    ...(card.officer ? { officer: card.officer } : {}),
+    card: element.info,
+    configurationId: Buffer.from(content.configurationId).toString("hex"),
+    sequence,
+    issuedAt: new Date(content.issuedAt * 1000),
+    notBefore: new Date(content.notBefore * 1000),
+    notAfter: new Date(content.notAfter * 1000),
+    hsms: plan.hsms.length,
+    shards: encoded.shards.map((s, i) => ({
+      item: shardItems[i]!.name,
+      objectId: s.objectId,
+      firstSerial: s.firstSerial,
+      lastSerial: s.lastSerial,
+      hsms: s.entries,
+      bytes: s.bytes.length,
+      sha256: Buffer.from(content.shards[i]!.sha256).toString("hex"),
+    })),
+    manifestBytes: encoded.manifest.length,
+    configurationBytes: encoded.totalBytes,
+    crlBytes: crlBytes.length,
+    crlNumber: card.crlNumber,
+    certificatesBytes: certificatesBytes.length,
+    capacity: after,
+    removed: removals.filter((name) => !shardItems.some((s) => s.name === name) && name !== "manifest"),
+    ...(archivedReceipts ? { archivedReceipts } : {}),
+    ...(previous ? { previousSequence: previous.sequence } : {}),
+    durationMs: Math.round(performance.now() - started),
+  };
+}
+
+/** A signature that does not verify (not a malformed encoding). */
+function isSignatureFailure(error: unknown): boolean {
+  return error instanceof IntegrityError && !(error instanceof MalformedError);
+}
+
+/** The card signed with a 9C key that is not the one its 9C certificate holds (a copied certificate). */
+function keyMismatch(cause: unknown): CardNotTrustedError {
+  return new CardNotTrustedError(
+    "the card's 9C key does not match its 9C certificate: its signature does not verify (nothing was written)",
+    { cause },
+  );
+}
+
+/**
+ * The card's signer, with the certificate chain the station validated (9C leaf, then the token CA)
+ * instead of whatever the card's `certificates` item holds.
+ */
+function validatedSigner(signer: Signer, card: AuthenticatedCard): Signer {
+  const leaf = new Uint8Array(card.signing.leaf.rawData);
+  if (!bytesEqual(signer.certificateChain[0] ?? new Uint8Array(), leaf)) {
+    throw new CardNotTrustedError("the card's signer is not the 9C certificate that was validated");
+  }
+  return {
+    algorithm: signer.algorithm,
+    certificateChain: [leaf, ...card.intermediates.map((c: X509Certificate) => new Uint8Array(c.rawData))],
+    sign: (toBeSigned) => signer.sign(toBeSigned),
+  };
+}
+
+/** validateChain for a manifest signer: configuration signing, the station's anchor and CRLs. */
+export function configSigningValidator(
+  trust: StationTrust,
+  now: Date,
+): (chain: readonly Uint8Array[]) => Promise<void> {
+  return async (chain) => {
+    const [leaf, ...intermediates] = chain;
+    if (!leaf) throw new MalformedError("manifest signer without a certificate");
+    await validateChain({
+      leaf,
+      intermediates,
+      trustAnchor: trust.trustAnchor,
+      crls: trust.crls,
+      now,
+      ...VALIDATION_REQUIREMENTS.configSigning,
+    });
+  };
+}
+
+/**
+ * A card written by another station of the same owner may carry a newer CRL of its token CA than this
+ * station holds. Writing the older one over it would make agents that saw the newer one refuse the
+ * card (CRL rollback), and the newer one may revoke more: so the station takes it in first — only
+ * when it already holds a CRL of that token CA (a card never bootstraps the station's revocation
+ * data) and only after the same checks as `station update-crl` (token CA under the trust anchor,
+ * signature, current, higher CRL number). Anything else on the card is ignored here.
+ */
+async function adoptNewerCrlFromCard(
+  element: SecureElement,
+  stationDir: string,
+  now: Date,
+): Promise<CrlUpdate | undefined> {
+  const bytes = await element.readItem("crl");
+  if (!bytes) return undefined;
+  let crl: X509Crl;
+  try {
+    crl = new X509Crl(bytes.slice().buffer);
+    const stored = await readCrlOf(stationDir, crlParts(crl.rawData).issuer);
+    if (!stored || (crlNumberOf(crl) ?? 0n) <= stored.crlNumber) return undefined;
+    const { intermediates } = await element.identity();
+    const update = await updateStationCrl(stationDir, crl, {
+      issuers: intermediates.map((der) => new X509Certificate(der.slice().buffer)),
+      now,
+    });
+    return update.unchanged ? undefined : update;
+  } catch {
+    return undefined;
+  }
+}
+
+interface PreviousConfiguration {
+  readonly owner: string;
+  readonly sequence: number;
+  readonly configurationId: string;
+}
+
+/** The configuration on the card before this write, when it verifies (otherwise it is ignored). */
+async function readPreviousConfiguration(
+  element: SecureElement,
+  trust: StationTrust,
+  now: Date,
+): Promise<PreviousConfiguration | undefined> {
+  const bytes = await element.readItem("manifest");
+  if (!bytes) return undefined;
+  try {
+    const { manifest } = await verifyManifest(bytes, { validateChain: configSigningValidator(trust, now) });
+    return describePrevious(manifest);
+  } catch {
+    // Not ours, expired chain, tampered: it is about to be replaced; it just does not count.
+    return undefined;
+  }
+}
+
+function describePrevious(manifest: Manifest): PreviousConfiguration {
+  return {
+    owner: manifest.owner,
+    sequence: manifest.sequence,
+    configurationId: Buffer.from(manifest.configurationId).toString("hex"),
+  };
+}
+
+/** Saves the receipt items about to be deleted (auditors want them even after a card is reused). */
+async function archiveReceipts(
+  element: SecureElement,
+  names: readonly string[],
+  stationDir: string,
+  previous: PreviousConfiguration | undefined,
+  now: Date,
+): Promise<string> {
+  const archived: Record<string, string> = {};
+  for (const name of names) {
+    const bytes = await element.readItem(name);
+    if (bytes) archived[name] = Buffer.from(bytes).toString("base64");
+  }
+  const stamp = now.toISOString().replace(/[:.]/g, "-");
+  const relative = join(
+    STATION_FILES.receiptsArchive,
+    `${stamp}-${previous?.configurationId ?? "unverified"}-${randomBytes(4).toString("hex")}.json`,
+  );
+  await writeStationFile(
+    stationDir,
+    relative,
+    jsonText({
+      format: "hsm-onboard/receipts-archive",
+      version: 1,
+      archivedAt: now.toISOString(),
+      card: element.info,
+      previousConfiguration: previous ?? null,
+      items: archived,
+    }),
+  );
+  return join(stationDir, relative);
+}
+
+function bytesEqualOrAbsent(current: Uint8Array | undefined, wanted: Uint8Array): boolean {
+  return current !== undefined && bytesEqual(current, wanted);
+}
+
+async function verifyWrittenCard(
+  element: SecureElement,
+  encoded: EncodedConfig,
+  shardItems: readonly { name: string; bytes: Uint8Array }[],
+  expected: {
+    crlBytes: Uint8Array;
+    certificatesBytes: Uint8Array;
+    validator: (chain: readonly Uint8Array[]) => Promise<void>;
+  },
+): Promise<void> {
+  const manifestBytes = await element.readItem("manifest");
+  if (!manifestBytes || !bytesEqual(manifestBytes, encoded.manifest)) {
+    throw new IntegrityError("read-back: the manifest on the card differs from the one written");
+  }
+  const { manifest } = await verifyManifest(manifestBytes, { validateChain: expected.validator });
+  if (
+    !bytesEqual(manifest.configurationId, encoded.manifestContent.configurationId) ||
+    manifest.sequence !== encoded.manifestContent.sequence ||
+    manifest.shards.length !== shardItems.length
+  ) {
+    throw new IntegrityError("read-back: the manifest does not describe the configuration written");
+  }
+  let entries = 0;
+  for (const [i, ref] of manifest.shards.entries()) {
+    const name = shardItemName(ref.objectId);
+    if (name !== shardItems[i]?.name)
+      throw new IntegrityError(`read-back: shard ${i} is not where it was written`);
+    const bytes = await element.readItem(name);
+    if (!bytes) throw new IntegrityError(`read-back: ${name} is missing`);
+    if (!bytesEqual(shardDigest(bytes), ref.sha256)) {
+      throw new IntegrityError(`read-back: ${name} does not match the SHA-256 in the manifest`);
+    }
+    const content = decodeShard(bytes, { what: name });
+    if (content.hsms[0]?.serial !== ref.firstSerial || content.hsms.at(-1)?.serial !== ref.lastSerial) {
+      throw new IntegrityError(`read-back: ${name} holds other serials than the manifest says`);
+    }
+    entries += content.hsms.length;
+  }
+  const planned = encoded.shards.reduce((sum, s) => sum + s.entries, 0);
+  if (entries !== planned)
+    throw new IntegrityError(`read-back: ${entries} HSM entries on the card, ${planned} written`);
+  for (const [name, bytes] of [
+    ["crl", expected.crlBytes],
+    ["certificates", expected.certificatesBytes],
+  ] as const) {
+    const back = await element.readItem(name);
+    if (!back || !bytesEqual(back, bytes))
+      throw new IntegrityError(`read-back: the ${name} item differs from the one written`);
+  }
+}
