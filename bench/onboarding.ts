@@ -1,0 +1,78 @@
+/**
+ * One measured agent onboarding, exactly as `agent run` does it for an in-process card. Imports only
+ * what the agent itself loads (plus the emulated card and the meter), so that the agent host
+ * benchmark's child process (agent-child.ts) measures the agent's memory, not the harness's.
+ */
+import { cp, mkdir, rm } from "node:fs/promises";
+import { runAgentOnce } from "../src/agent/agent.js";
+import type { OnboardingResult } from "../src/agent/onboarding.js";
+import { type CardState, MemoryCardStateStore } from "../src/card-emulator/card-state-store.js";
+import { ApduMeter, type LatencyProfile, type MeterTotals } from "../src/card-emulator/latency-profile.js";
+import { MeteredCard } from "../src/card-emulator/metered-card.js";
+import { VirtualPivCard } from "../src/card-emulator/virtual-piv-card.js";
+import { PivElement } from "../src/secure-element/piv-element.js";
+import { InProcessTransport } from "../src/transport/in-process.js";
+
+/** The officer card's PIN after personalisation (fixture.ts). */
+export const BENCH_PIN = "246810";
+
+let runCounter = 0;
+
+/** A fresh copy of an agent state directory template, next to it. */
+export async function freshAgentDir(template: string): Promise<string> {
+  const dir = `${template}-run-${process.pid}-${++runCounter}`;
+  await mkdir(dir, { recursive: true });
+  await cp(template, dir, { recursive: true });
+  return dir;
+}
+
+export interface MeasuredOnboarding {
+  readonly result: OnboardingResult;
+  readonly meter: ApduMeter;
+  readonly totals: MeterTotals;
+  /** Wall time from power-on to the agent's result, emulator included. */
+  readonly wallMs: number;
+  /** User + system CPU of this process (all threads) over the same span, emulator included. */
+  readonly cpuMs: number;
+}
+
+/**
+ * One onboarding: a copy of `cardState` is powered on under `profile.card` behind a MeteredCard, PIV
+ * is opened (SELECT, version, serial — what openCard does), then runAgentOnce with the dry-run
+ * network on a fresh copy of the agent state directory `agentTemplate`. The metered span is
+ * card-present → result.
+ */
+export async function measureOnboarding(
+  cardState: CardState,
+  agentTemplate: string,
+  profile: LatencyProfile,
+): Promise<MeasuredOnboarding> {
+  const stateDir = await freshAgentDir(agentTemplate);
+  const meter = new ApduMeter(profile);
+  const card = new VirtualPivCard({ store: new MemoryCardStateStore(cardState), profile: profile.card });
+  try {
+    const cpu = process.cpuUsage();
+    const started = performance.now();
+    const element = await PivElement.open(
+      new InProcessTransport(new MeteredCard(card, meter), { readerName: "bench virtual card" }),
+    );
+    const result = await runAgentOnce({
+      stateDir,
+      net: "dry-run",
+      element,
+      pinSource: { read: async () => BENCH_PIN },
+    });
+    const wallMs = performance.now() - started;
+    const used = process.cpuUsage(cpu);
+    return { result, meter, totals: meter.totals, wallMs, cpuMs: (used.user + used.system) / 1000 };
+  } finally {
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+/** Data-object bytes read: GET DATA and GET RESPONSE answers, SW included (deterministic per card). */
+export function objectBytesRead(meter: ApduMeter): number {
+  let total = 0;
+  for (const o of meter.objects().values()) total += o.bytesIn;
+  return total;
+}

@@ -1,0 +1,80 @@
+/**
+ * Metering wrappers: they pass every APDU through unchanged and show it to an ApduMeter
+ * (latency-profile.ts), which counts APDUs and bytes and adds up the MODELED card time. They never
+ * wait, so tests and benchmarks stay as fast as the emulator.
+ *
+ * Three places to put the meter, whichever the code under measurement lets you reach:
+ * - `MeteredCard`: around an ApduResponder (the virtual card), under an InProcessTransport or the
+ *   vpcd bridge;
+ * - `MeteredTransport`: around any CardTransport (PC/SC included; the meter then also sees what a
+ *   real card answers);
+ * - `meteringInterceptor`: as the VirtualPivCard `intercept` option, for code that builds the card
+ *   itself.
+ */
+import type { CardTransport } from "../transport/card-transport.js";
+import type { ApduResponder } from "./apdu-responder.js";
+import type { ApduMeter } from "./latency-profile.js";
+import type { ApduInterceptor } from "./virtual-piv-card.js";
+
+export class MeteredCard implements ApduResponder {
+  constructor(
+    readonly inner: ApduResponder,
+    readonly meter: ApduMeter,
+  ) {}
+
+  powerOn(): Uint8Array {
+    return this.inner.powerOn();
+  }
+
+  transmit(command: Uint8Array): Uint8Array {
+    const started = performance.now();
+    const response = this.inner.transmit(command);
+    this.meter.record(command, response, performance.now() - started);
+    return response;
+  }
+
+  powerOff(): void {
+    this.inner.powerOff();
+  }
+}
+
+export class MeteredTransport implements CardTransport {
+  constructor(
+    readonly inner: CardTransport,
+    readonly meter: ApduMeter,
+  ) {}
+
+  get atr(): Uint8Array {
+    return this.inner.atr;
+  }
+
+  get contactless(): boolean {
+    return this.inner.contactless;
+  }
+
+  get readerName(): string {
+    return this.inner.readerName;
+  }
+
+  async transmit(command: Uint8Array): Promise<Uint8Array> {
+    const sent = command.slice();
+    const started = performance.now();
+    const response = await this.inner.transmit(command);
+    this.meter.record(sent, response, performance.now() - started);
+    return response;
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** A VirtualPivCard `intercept` that meters and changes nothing. */
+export function meteringInterceptor(meter: ApduMeter): ApduInterceptor {
+  return (command, card) => {
+    const started = performance.now();
+    const response = card(command);
+    meter.record(command, response, performance.now() - started);
+    return response;
+  };
+}
