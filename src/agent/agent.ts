@@ -1,0 +1,243 @@
+/**
+ * The agent around the flow: opens a state directory (its lock, trust anchor, device identity, audit
+ * log, network applier), reconciles at start, and runs onboard() for each card it is given. Card
+ * acquisition is the caller's: the CLI waits for PC/SC cards (card-source.ts); tests and the demo
+ * hand in an in-process virtual card (runAgentOnce({ element })).
+ *
+ * At start:
+ * - `factory` becomes `waiting-for-card`;
+ * - an interrupted `applying` is ROLLED BACK to the snapshot persisted with it (state-store.ts says
+ *   why), recorded as the last error and in the audit log;
+ * - a configured HSM re-applies its configuration (idempotent: nothing changes when it is in place;
+ *   after a reboot it brings the network back), with the same probe, verification and rollback.
+ */
+import { NetworkApplyError, UsageError } from "../errors.js";
+import type { SecureElement } from "../secure-element/secure-element.js";
+import { AuditLog } from "./audit-log.js";
+import { type DeviceIdentity, loadDeviceIdentity } from "./device-identity.js";
+import { readTrustAnchor } from "./factory.js";
+import { DryRunBackend } from "./net/dry-run.js";
+import { Iproute2Backend } from "./net/iproute2.js";
+import {
+  applyWithRollback,
+  type InterfaceMap,
+  messageOf,
+  type NetBackend,
+  plannedAddresses,
+} from "./net/net-backend.js";
+import { type AgentTrust, type OnboardingResult, onboard, type PinSource } from "./onboarding.js";
+import { type AgentStage, AgentStateStore } from "./state-store.js";
+
+export type NetBackendChoice = "dry-run" | "iproute2";
+
+export interface OpenAgentOptions {
+  readonly stateDir: string;
+  /** A backend, or which one to make (default dry-run: the safe choice). */
+  readonly net?: NetBackend | NetBackendChoice;
+  /** For `iproute2`: run `ip` in this network namespace (`ip -n NS`). */
+  readonly netns?: string;
+  /** Plan interface name → device on this host. */
+  readonly interfaces?: InterfaceMap;
+  readonly clock?: () => Date;
+  /** One human line per step. */
+  readonly log?: (line: string) => void;
+}
+
+export interface StartReport {
+  /** The stage the agent waits in. */
+  readonly stage: AgentStage;
+  /** An interrupted apply was found and rolled back (or could not be). */
+  readonly reconciled?: "rolled-back" | "rollback-failed";
+  /** The configured network was re-applied (true) or re-applying failed (false). */
+  readonly reapplied?: boolean;
+  readonly error?: string;
+}
+
+export class Agent {
+  readonly store: AgentStateStore;
+  readonly trust: AgentTrust;
+  readonly audit: AuditLog;
+  readonly net: NetBackend;
+  readonly #interfaces: InterfaceMap;
+  readonly #clock: () => Date;
+  readonly #log: (line: string) => void;
+  readonly #unlock: () => Promise<void>;
+  #closed = false;
+
+  private constructor(parts: {
+    store: AgentStateStore;
+    trust: AgentTrust;
+    audit: AuditLog;
+    net: NetBackend;
+    interfaces: InterfaceMap;
+    clock: () => Date;
+    log: (line: string) => void;
+    unlock: () => Promise<void>;
+  }) {
+    this.store = parts.store;
+    this.trust = parts.trust;
+    this.audit = parts.audit;
+    this.net = parts.net;
+    this.#interfaces = parts.interfaces;
+    this.#clock = parts.clock;
+    this.#log = parts.log;
+    this.#unlock = parts.unlock;
+  }
+
+  /** Opens the state directory for this process (its lock is held until close()). */
+  static async open(options: OpenAgentOptions): Promise<Agent> {
+    const clock = options.clock ?? (() => new Date());
+    const store = await AgentStateStore.open(options.stateDir, { clock });
+    const unlock = await store.lock();
+    let device: DeviceIdentity | undefined;
+    try {
+      const root = await readTrustAnchor(options.stateDir);
+      device = await loadDeviceIdentity(store.state.device);
+      const audit = await AuditLog.open(store.path("audit"), {
+        clock,
+        ...(store.state.auditHead ? { expectedHead: store.state.auditHead } : {}),
+      });
+      const net =
+        typeof options.net === "object"
+          ? options.net
+          : options.net === "iproute2"
+            ? new Iproute2Backend(options.netns ? { netns: options.netns } : {})
+            : await DryRunBackend.open({ file: store.path("dryRun"), clock });
+      return new Agent({
+        store,
+        trust: { root, device },
+        audit,
+        net,
+        interfaces: options.interfaces ?? {},
+        clock,
+        log: options.log ?? (() => {}),
+        unlock,
+      });
+    } catch (error) {
+      await device?.close();
+      await unlock();
+      throw error;
+    }
+  }
+
+  /** Reconciles an interrupted apply and re-applies the configured network (see the file comment). */
+  async start(): Promise<StartReport> {
+    const state = this.store.state;
+    let reconciled: StartReport["reconciled"];
+    let reapplied: boolean | undefined;
+    let error: string | undefined;
+    if (state.applying) {
+      const applying = state.applying;
+      if (applying.backend !== this.net.name) {
+        throw new UsageError(
+          `an apply made with the ${applying.backend} applier was interrupted; run the agent with --net ${applying.backend} to roll it back`,
+        );
+      }
+      try {
+        await this.net.rollback(applying.snapshot);
+        reconciled = "rolled-back";
+        this.#log("an interrupted apply was found: the network was rolled back to its state before it");
+        await this.#record("interrupted-apply-rolled-back", {
+          sequence: applying.sequence,
+          configurationId: applying.configurationId,
+        });
+        await this.store.update((s) => {
+          const { applying: _gone, ...rest } = s;
+          return {
+            ...rest,
+            lastError: {
+              code: "ERR_INTERRUPTED_APPLY",
+              exitCode: new NetworkApplyError("").exitCode,
+              message: `applying configuration sequence ${applying.sequence} was interrupted; the network was rolled back`,
+              at: this.#clock().toISOString(),
+              stage: "applying",
+            },
+          };
+        });
+      } catch (rollbackError) {
+        reconciled = "rollback-failed";
+        error = messageOf(rollbackError);
+        this.#log(`an interrupted apply could not be rolled back: ${error}`);
+        await this.#record("interrupted-apply-rollback-failed", { message: error });
+        return { stage: "applying", reconciled, error };
+      }
+    }
+    const configured = this.store.state.configured;
+    if (configured) {
+      try {
+        const snapshot = await this.net.snapshot(configured.network);
+        await applyWithRollback(this.net, configured.network, snapshot);
+        reapplied = true;
+        this.#log(`configured network re-applied: ${plannedAddresses(configured.network).join(" ")}`);
+        await this.#record("reapplied", {
+          sequence: configured.sequence,
+          addresses: plannedAddresses(configured.network),
+        });
+      } catch (reapplyError) {
+        reapplied = false;
+        error = messageOf(reapplyError);
+        this.#log(`re-applying the configured network failed: ${error}`);
+        await this.#record("reapply-failed", { sequence: configured.sequence, message: error });
+      }
+    }
+    const stage: AgentStage = configured ? "configured" : "waiting-for-card";
+    if (this.store.state.stage !== stage) await this.store.setStage(stage);
+    return {
+      stage,
+      ...(reconciled ? { reconciled } : {}),
+      ...(reapplied !== undefined ? { reapplied } : {}),
+      ...(error ? { error } : {}),
+    };
+  }
+
+  /** Runs the onboarding flow for one open card. The caller closes the card. */
+  onboard(element: SecureElement, pinSource: PinSource): Promise<OnboardingResult> {
+    if (this.#closed) throw new UsageError("the agent is closed");
+    return onboard({
+      element,
+      state: this.store,
+      trust: this.trust,
+      pinSource,
+      net: this.net,
+      clock: this.#clock,
+      audit: this.audit,
+      log: this.#log,
+      interfaces: this.#interfaces,
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      await this.trust.device.close();
+    } finally {
+      await this.#unlock();
+    }
+  }
+
+  async #record(event: string, data: Record<string, unknown>): Promise<void> {
+    const record = await this.audit.append(event, { serial: this.store.state.serial, ...data });
+    await this.store.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
+  }
+}
+
+export interface RunAgentOnceOptions extends OpenAgentOptions {
+  /** The card, already open (e.g. a PivElement over an in-process virtual card); closed afterwards. */
+  readonly element: SecureElement;
+  readonly pinSource: PinSource;
+  /** Leave the card open (default: close it). */
+  readonly keepElementOpen?: boolean;
+}
+
+/** Opens the agent, reconciles, onboards the given card once, and closes everything. */
+export async function runAgentOnce(options: RunAgentOnceOptions): Promise<OnboardingResult> {
+  const agent = await Agent.open(options);
+  try {
+    await agent.start();
+    return await agent.onboard(options.element, options.pinSource);
+  } finally {
+    await agent.close();
+    if (!options.keepElementOpen) await options.element.close();
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Where `agent run` gets its cards: openCard (src/secure-element/open-card.ts) — PC/SC by insertion
+ * event, a card already in a reader counting at once (an HSM racked with the card inserted), or an
+ * in-process virtual card state file for the demo and the CLI tests (VIRTUAL_CARD_ENV). Between two
+ * cards the agent waits for the previous card to be taken out, again by event.
+ */
+import { type OpenedCard, openCard } from "../secure-element/open-card.js";
+import type { SecureElement } from "../secure-element/secure-element.js";
+
+export interface CardWaitOptions {
+  /** Bound on the wait (Infinity: until `signal`). */
+  readonly timeoutMs: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface CardSource {
+  /** Waits for a card and opens it; NoCardError after the timeout. */
+  nextCard(options: CardWaitOptions): Promise<SecureElement>;
+  /** Ends the session with the card last opened (PIN forgotten, card reset). */
+  release(): Promise<void>;
+  /** Resolves once the card last opened has been taken out (or `signal` fires). */
+  waitForRemoval(options: { readonly signal?: AbortSignal }): Promise<void>;
+}
+
+export interface CardSourceOptions {
+  /** Substring of the reader name (PC/SC). */
+  readonly reader?: string;
+  /** A virtual card state file, opened in-process instead of PC/SC. */
+  readonly virtualCardState?: string;
+  /** Called when no card is present and the wait begins. */
+  readonly onPrompt?: () => void;
+}
+
+export function cardSource(options: CardSourceOptions): CardSource {
+  let current: OpenedCard | undefined;
+  let lastReader: string | undefined;
+  return {
+    async nextCard({ timeoutMs, signal }) {
+      lastReader = undefined;
+      current = await openCard({
+        timeoutMs,
+        ...(options.reader !== undefined ? { reader: options.reader } : {}),
+        ...(options.virtualCardState !== undefined ? { virtualCardState: options.virtualCardState } : {}),
+        ...(signal ? { signal } : {}),
+        ...(options.onPrompt ? { onPrompt: options.onPrompt } : {}),
+      });
+      lastReader = current.readerName;
+      return current.element;
+    },
+    async release() {
+      const card = current;
+      current = undefined;
+      await card?.dispose();
+    },
+    async waitForRemoval({ signal }) {
+      if (options.virtualCardState !== undefined) {
+        // An in-process card is never pulled: the wait lasts until the agent is stopped. Nothing else
+        // keeps the event loop alive meanwhile, so a timer does (or Node would exit mid-wait).
+        await new Promise<void>((resolve) => {
+          if (!signal || signal.aborted) return resolve();
+          const keepAlive = setInterval(() => {}, 60_000);
+          signal.addEventListener(
+            "abort",
+            () => {
+              clearInterval(keepAlive);
+              resolve();
+            },
+            { once: true },
+          );
+        });
+        return;
+      }
+      const { ReaderWatcher } = await import("../transport/reader-watcher.js");
+      // The reader of the card last opened; after a card that could not be opened, any matching reader.
+      const reader = lastReader ?? options.reader;
+      const watcher = await ReaderWatcher.open();
+      try {
+        await watcher.waitForRemoval({
+          ...(reader !== undefined ? { reader } : {}),
+          timeoutMs: Number.POSITIVE_INFINITY,
+          ...(signal ? { signal } : {}),
+        });
+      } catch (error) {
+        if (!signal?.aborted) throw error;
+      } finally {
+        watcher.close();
+      }
+    },
+  };
+}

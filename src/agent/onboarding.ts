@@ -1,0 +1,605 @@
+/**
+ * The agent's onboarding flow (SPEC.md §6, claim steps 352–360 and the receipt): one straight-line
+ * function, in the manner of an SZTP bootstrap (STYLE.md). Each stage is persisted before the next
+ * begins; any failure returns the agent to `waiting-for-card` with a typed error (its exit code is
+ * SPEC.md §7's), and the network is either untouched or restored to its snapshot.
+ *
+ *   waiting-for-card → card-authenticated → user-authenticated → config-verified → applying → configured
+ *
+ * What each step trusts, and why:
+ *  1. card: the 9E certificate chains to the installed manufacturer root through the token CA the
+ *     card carries (`certificates` item), is not on the token CA's CRL (the card's `crl` item, or the
+ *     newest one stored; a CRL number below the highest seen is a replay, 17), and the card answers a
+ *     fresh challenge with the 9E key (a copied certificate fails). The owner (subject O) and token
+ *     CA must be this HSM's, if it has one (16) — checked before the PIN, so a wrong card costs no try.
+ *  2. user: the card PIN (13 with the tries left; 14 when blocked).
+ *  3. configuration: the manifest's COSE signatures, each signer's chain validated for configuration
+ *     signing, same owner and token CA as the card; this card's own 9C among the valid signers;
+ *     enough valid signers for the quorum from this HSM's state, never from the configuration (19);
+ *     a configured HSM takes only a strictly higher sequence (17); the validity window (18); only
+ *     the shard holding this serial is read (16 when none does), its SHA-256 checked against the
+ *     signed manifest (15), and this HSM's entry decoded.
+ *  4. network: a snapshot is persisted with stage `applying` before the first change; apply and
+ *     verify, rolled back to the snapshot on any failure (20, 21 for an address in use).
+ *  5. receipt: signed by the device key, appended to a receipt object on the card (a full card is
+ *     logged, not fatal), and an audit record.
+ */
+import { createHash } from "node:crypto";
+import {
+  checkManifestValidity,
+  findShardFor,
+  type Manifest,
+  PivObject,
+  verifyManifest,
+} from "../config/manifest.js";
+import { appendReceipt, type Receipt, signReceipt } from "../config/receipt.js";
+import { decodeShardEntry, networkStateDigest } from "../config/shard.js";
+import type { Signer } from "../crypto/signer.js";
+import {
+  CardFullError,
+  CardNotTrustedError,
+  ExitCode,
+  IntegrityError,
+  MalformedError,
+  NotForThisHsmError,
+  OnboardError,
+  PinBlockedError,
+  QuorumError,
+  ReplayError,
+} from "../errors.js";
+import { parseCrl } from "../pki/crl.js";
+import { certificateParts } from "../pki/der.js";
+import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
+import { type ValidatedChain, validateChain } from "../pki/validate-chain.js";
+import {
+  MAX_RECEIPTS,
+  MAX_SHARDS,
+  newChallenge,
+  type SecureElement,
+  type SecureElementIdentity,
+  verifyChallengeProof,
+  YUBIKEY_STORAGE,
+} from "../secure-element/secure-element.js";
+import type { AuditLog } from "./audit-log.js";
+import type { DeviceIdentity } from "./device-identity.js";
+import {
+  applyWithRollback,
+  hostNetworkConfig,
+  type InterfaceMap,
+  type NetBackend,
+  type NetSnapshot,
+  plannedAddresses,
+  RollbackFailedError,
+} from "./net/net-backend.js";
+import {
+  type AgentStage,
+  type AgentState,
+  type AgentStateStore,
+  type AppliedConfiguration,
+  type CardSummary,
+  crlIssuerKey,
+} from "./state-store.js";
+
+/** What the HSM was given at the factory and trusts. */
+export interface AgentTrust {
+  /** The manufacturer root (DER): the only trust anchor. */
+  readonly root: Uint8Array;
+  /** The HSM's device identity, which signs receipts. */
+  readonly device: DeviceIdentity;
+}
+
+/** Where the card PIN comes from: the HSM console (echo off), standard input or a file descriptor. */
+export interface PinSource {
+  read(prompt: string): Promise<string>;
+}
+
+export interface OnboardOptions {
+  /** The card, open and selected; the caller closes it. */
+  readonly element: SecureElement;
+  readonly state: AgentStateStore;
+  readonly trust: AgentTrust;
+  readonly pinSource: PinSource;
+  readonly net: NetBackend;
+  readonly clock: () => Date;
+  readonly audit: AuditLog;
+  /** One human line per step (the CLI prints them to stderr). Never given a secret. */
+  readonly log: (line: string) => void;
+  /** Plan interface name → device on this host (`--iface`). */
+  readonly interfaces?: InterfaceMap;
+}
+
+export interface ReceiptOutcome {
+  readonly written: boolean;
+  /** The card item it went into (`receipt-N`). */
+  readonly item?: string;
+  /** Why not, when not. */
+  readonly reason?: string;
+}
+
+export interface OnboardingResult {
+  readonly ok: boolean;
+  /** SPEC.md §7 exit code: 0 configured, else the failure's. */
+  readonly exitCode: number;
+  /** Where the agent is now: `configured`, or `waiting-for-card` after a failure (`applying` if a rollback failed). */
+  readonly stage: AgentStage;
+  /** The stage that was being worked towards when it failed. */
+  readonly failedAt?: AgentStage;
+  readonly serial: string;
+  readonly error?: { readonly code: string; readonly message: string };
+  readonly card?: CardSummary & { readonly owner?: string };
+  readonly owner?: string;
+  readonly configurationId?: string;
+  readonly sequence?: number;
+  readonly hostname?: string;
+  readonly addresses?: readonly string[];
+  readonly receipt?: ReceiptOutcome;
+  readonly durationMs: number;
+}
+
+/** Runs the whole flow for the card in `options.element`. Never throws for a card or network problem. */
+export async function onboard(options: OnboardOptions): Promise<OnboardingResult> {
+  const { element, state, trust, pinSource, net, clock, audit, log } = options;
+  const serial = state.state.serial;
+  const started = performance.now();
+  // What is known so far, for the failure path (result, failure receipt, audit record).
+  const known: {
+    target: AgentStage;
+    card?: CardSummary & { owner?: string };
+    pinVerified?: boolean;
+    manifest?: Manifest;
+    /** Set once the network was changed and verified, until `configured` is on disk. */
+    applied?: NetSnapshot;
+  } = { target: "card-authenticated" };
+
+  try {
+    // 1. The card (354): chain of trust to the manufacturer root, revocation, live challenge.
+    const identity = await element.identity();
+    const cardCrl = await element.readItem("crl");
+    const now = clock();
+    const leafIssuer = issuerOf(identity.cardAuthentication);
+    const crlFloor = state.state.crlNumbers[leafIssuer];
+    const crls = cardCrl ? [cardCrl] : await state.storedCrls();
+    const cardChain = await validateChain({
+      leaf: identity.cardAuthentication,
+      intermediates: identity.intermediates,
+      trustAnchor: trust.root,
+      crls,
+      now,
+      ...(crlFloor !== undefined ? { crlNumberFloor: BigInt(crlFloor) } : {}),
+      ...VALIDATION_REQUIREMENTS.cardAuthentication,
+    });
+    const challenge = newChallenge();
+    verifyChallengeProof(identity.cardAuthentication, challenge, await element.proveChallenge(challenge));
+    const owner = cardChain.owner;
+    if (owner === undefined) throw new CardNotTrustedError("the card certificate names no owner (subject O)");
+    const tokenCaSha256 = sha256Hex(cardChain.path[1]!.rawData);
+    known.card = { ...summarizeCard(cardChain, element), owner };
+    checkOwner(state.state, owner, tokenCaSha256);
+    const crlUpdate = await crlRatchet(state, leafIssuer, cardChain.crlNumber, cardCrl);
+    await state.setStage("card-authenticated", crlUpdate);
+    log(`card authenticated: ${owner}${cardChain.officer ? `, officer ${cardChain.officer}` : ""}`);
+
+    // 2. The user (356): the card PIN.
+    known.target = "user-authenticated";
+    if ((await element.pinTriesLeft()) === 0) {
+      throw new PinBlockedError("the card's PIN is blocked; unblock it with the PUK at the station");
+    }
+    await element.verifyPin(await pinSource.read("PIN"));
+    known.pinVerified = true;
+    await state.setStage("user-authenticated");
+    log("PIN verified");
+
+    // 3. The configuration (358): signatures, owner, quorum, sequence, validity, this HSM's shard.
+    known.target = "config-verified";
+    const manifestBytes = await element.readItem("manifest");
+    if (!manifestBytes) throw new NotForThisHsmError("the card carries no configuration (no manifest)");
+    const { manifest, validSigners } = await verifyConfiguration(manifestBytes, identity, {
+      root: trust.root,
+      crls,
+      now,
+      crlFloor,
+      owner,
+      tokenCaSha256,
+    });
+    known.manifest = manifest;
+    if (manifest.owner !== owner) {
+      throw new NotForThisHsmError(
+        `the configuration is for owner "${manifest.owner}", the card is "${owner}"`,
+      );
+    }
+    const quorum = state.state.quorum.required;
+    if (validSigners < quorum) {
+      throw new QuorumError(
+        `${validSigners} valid signature(s) on the configuration; this HSM requires ${quorum}`,
+      );
+    }
+    const configured = state.state.configured;
+    if (configured && manifest.sequence <= configured.sequence) {
+      throw new ReplayError(
+        `configuration sequence ${manifest.sequence} is not newer than the applied ${configured.sequence}`,
+      );
+    }
+    checkManifestValidity(manifest, Math.floor(now.getTime() / 1000));
+    const shardRef = findShardFor(manifest, serial);
+    const shardIndex = shardRef.objectId - PivObject.shardsFirst;
+    if (shardIndex >= MAX_SHARDS)
+      throw new MalformedError(`shard object ${shardRef.objectId.toString(16)} is out of range`);
+    const shardBytes = await element.readItem(`shard-${shardIndex}`);
+    if (!shardBytes)
+      throw new IntegrityError(`shard-${shardIndex}, named by the signed manifest, is not on the card`);
+    const config = decodeShardEntry(shardBytes, shardRef, serial);
+    const network = hostNetworkConfig(config, options.interfaces);
+    await state.setStage("config-verified");
+    log(
+      `configuration ${hex(manifest.configurationId).slice(0, 8)} sequence ${manifest.sequence} verified: ` +
+        `${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`,
+    );
+
+    // 4. The network (360): snapshot persisted first, then apply + verify, rolled back on any failure.
+    known.target = "applying";
+    const snapshot = await net.snapshot(network);
+    await state.setStage("applying", (s) => ({
+      ...s,
+      applying: {
+        startedAt: clock().toISOString(),
+        owner,
+        sequence: manifest.sequence,
+        configurationId: hex(manifest.configurationId),
+        backend: net.name,
+        network,
+        snapshot,
+      },
+    }));
+    log(`applying the network (${net.name})`);
+    await applyWithRollback(net, network, snapshot);
+    known.target = "configured";
+    known.applied = snapshot;
+    const digest = networkStateDigest(config);
+    const appliedAt = clock();
+    await state.setStage("configured", (s) => {
+      const { applying: _done, lastError: _cleared, ...rest } = s;
+      return {
+        ...rest,
+        configured: {
+          owner,
+          sequence: manifest.sequence,
+          configurationId: hex(manifest.configurationId),
+          appliedAt: appliedAt.toISOString(),
+          digest: hex(digest),
+          backend: net.name,
+          config: structuredClone(config) as AppliedConfiguration["config"],
+          network,
+          card: omitOwner(known.card!),
+        },
+        // The first onboarding pins the owner, its token CA and the quorum (SPEC.md §4).
+        owner: {
+          name: owner,
+          boundBy: s.owner?.boundBy ?? "first-onboarding",
+          tokenCaSha256,
+          pinnedAt: s.owner?.pinnedAt ?? appliedAt.toISOString(),
+        },
+        quorum: { required: s.quorum.required, pinned: true },
+      };
+    });
+    delete known.applied;
+    log(`configured: ${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`);
+
+    // 5. The receipt, signed by the device key, onto the card; then the audit record. The HSM is
+    // configured from here on: a card pulled now or a full card costs the receipt, not the result.
+    let receipt: ReceiptOutcome;
+    try {
+      receipt = await writeReceipt(element, trust.device.signer, {
+        serial,
+        configurationId: manifest.configurationId,
+        sequence: manifest.sequence,
+        stateDigest: digest,
+        time: Math.floor(appliedAt.getTime() / 1000),
+        outcome: ExitCode.ok,
+      });
+    } catch (receiptError) {
+      receipt = { written: false, reason: (receiptError as Error).message };
+    }
+    log(receipt.written ? `receipt written to ${receipt.item}` : `receipt not written: ${receipt.reason}`);
+    try {
+      const record = await audit.append("configured", {
+        serial,
+        card: known.card,
+        configurationId: hex(manifest.configurationId),
+        sequence: manifest.sequence,
+        signers: validSigners,
+        hostname: config.hsm.hostname,
+        addresses: plannedAddresses(network),
+        digest: hex(digest),
+        backend: net.name,
+        receipt,
+      });
+      await state.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
+    } catch (auditError) {
+      log(`could not write the audit record: ${(auditError as Error).message}`);
+    }
+    return {
+      ok: true,
+      exitCode: ExitCode.ok,
+      stage: "configured",
+      serial,
+      card: known.card,
+      owner,
+      configurationId: hex(manifest.configurationId),
+      sequence: manifest.sequence,
+      hostname: config.hsm.hostname,
+      addresses: plannedAddresses(network),
+      receipt,
+      durationMs: performance.now() - started,
+    };
+  } catch (caught) {
+    return failed(options, caught, known, started);
+  }
+}
+
+// ---- the failure path ---------------------------------------------------------------------------------
+
+async function failed(
+  options: OnboardOptions,
+  caught: unknown,
+  known: {
+    target: AgentStage;
+    card?: CardSummary & { owner?: string };
+    pinVerified?: boolean;
+    manifest?: Manifest;
+    applied?: NetSnapshot;
+  },
+  started: number,
+): Promise<OnboardingResult> {
+  const { state, clock, audit, log, element, trust, net } = options;
+  const serial = state.state.serial;
+  const error =
+    caught instanceof OnboardError
+      ? caught
+      : Object.assign(new Error(caught instanceof Error ? caught.message : String(caught)), {
+          code: "ERR_INTERNAL",
+          exitCode: ExitCode.internal as number,
+        });
+  const exitCode = (error as { exitCode: number }).exitCode;
+  const code = (error as { code: string }).code;
+  // Applied and verified, but `configured` could not be recorded: the network goes back too, so that
+  // state and network agree. If that fails, `applying` stays on disk and the next start reconciles.
+  let rollbackFailed = error instanceof RollbackFailedError;
+  if (known.applied) {
+    try {
+      await net.rollback(known.applied);
+    } catch (rollbackError) {
+      rollbackFailed = true;
+      log(`rolling the network back failed: ${(rollbackError as Error).message}`);
+    }
+  }
+  // A failed rollback keeps `applying` (and its snapshot): the next start reconciles it again.
+  const stage: AgentStage = rollbackFailed ? "applying" : "waiting-for-card";
+  log(`failed (${exitCode}): ${error.message}`);
+  const at = clock().toISOString();
+  try {
+    await state.setStage(stage, (s) => {
+      const next = { ...s, lastError: { code, exitCode, message: error.message, at, stage: known.target } };
+      if (stage !== "applying") delete next.applying;
+      return next;
+    });
+  } catch (persistError) {
+    log(`could not record the failure in the state file: ${(persistError as Error).message}`);
+  }
+  // A failure receipt when the card is known to be this owner's and its user authenticated — except
+  // for the configuration this HSM already applied (its success receipt stands; a card shown twice
+  // must not fill up with replays).
+  let receipt: ReceiptOutcome | undefined;
+  const alreadyApplied =
+    known.manifest !== undefined &&
+    state.state.configured?.configurationId === hex(known.manifest.configurationId);
+  if (known.pinVerified && known.manifest && !alreadyApplied) {
+    const kept = state.state.configured?.digest;
+    try {
+      receipt = await writeReceipt(element, trust.device.signer, {
+        serial,
+        configurationId: known.manifest.configurationId,
+        sequence: known.manifest.sequence,
+        stateDigest: kept ? Buffer.from(kept, "hex") : createHash("sha256").digest(),
+        time: Math.floor(clock().getTime() / 1000),
+        outcome: exitCode as ExitCode,
+      });
+    } catch (receiptError) {
+      receipt = { written: false, reason: (receiptError as Error).message };
+    }
+    log(
+      receipt.written
+        ? `failure receipt written to ${receipt.item}`
+        : `receipt not written: ${receipt.reason}`,
+    );
+  }
+  try {
+    const record = await audit.append("onboarding-failed", {
+      serial,
+      stage: known.target,
+      code,
+      exitCode,
+      message: error.message,
+      ...(known.card ? { card: known.card } : {}),
+      ...(known.manifest
+        ? { configurationId: hex(known.manifest.configurationId), sequence: known.manifest.sequence }
+        : {}),
+      ...(receipt ? { receipt } : {}),
+    });
+    await state.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
+  } catch (auditError) {
+    log(`could not write the audit record: ${(auditError as Error).message}`);
+  }
+  return {
+    ok: false,
+    exitCode,
+    stage,
+    failedAt: known.target,
+    serial,
+    error: { code, message: error.message },
+    ...(known.card ? { card: known.card } : {}),
+    ...(known.manifest
+      ? {
+          owner: known.manifest.owner,
+          configurationId: hex(known.manifest.configurationId),
+          sequence: known.manifest.sequence,
+        }
+      : {}),
+    ...(receipt ? { receipt } : {}),
+    durationMs: performance.now() - started,
+  };
+}
+
+// ---- steps ------------------------------------------------------------------------------------------
+
+/** Another owner's card, or the same owner name under another token CA: not for this HSM (16). */
+function checkOwner(state: Readonly<AgentState>, owner: string, tokenCaSha256: string): void {
+  const bound = state.owner;
+  if (!bound) return;
+  if (bound.name !== owner) {
+    throw new NotForThisHsmError(`this HSM belongs to "${bound.name}"; the card is "${owner}"'s`);
+  }
+  if (bound.tokenCaSha256 !== undefined && bound.tokenCaSha256 !== tokenCaSha256) {
+    throw new NotForThisHsmError(`the card of "${owner}" comes from a token CA this HSM was not pinned to`);
+  }
+}
+
+/**
+ * Remembers the highest CRL number seen for the card's issuer, and the CRL itself, once the chain
+ * (and with it the CRL's signature) validated. Returns the state change to persist with the stage.
+ */
+async function crlRatchet(
+  state: AgentStateStore,
+  issuer: string,
+  crlNumber: bigint | undefined,
+  cardCrl: Uint8Array | undefined,
+): Promise<(s: AgentState) => AgentState> {
+  const floor = state.state.crlNumbers[issuer];
+  if (crlNumber === undefined || (floor !== undefined && crlNumber <= BigInt(floor))) return (s) => s;
+  if (cardCrl) await state.storeCrl(issuer, new Uint8Array(parseCrl(cardCrl).rawData));
+  return (s) => ({ ...s, crlNumbers: { ...s.crlNumbers, [issuer]: crlNumber.toString() } });
+}
+
+interface ConfigurationContext {
+  readonly root: Uint8Array;
+  readonly crls: readonly Uint8Array[];
+  readonly now: Date;
+  readonly crlFloor: string | undefined;
+  readonly owner: string;
+  readonly tokenCaSha256: string;
+}
+
+/**
+ * Verifies the manifest's signatures and every signer's chain (configuration-signing EKU, same owner,
+ * same token CA, not revoked). A co-signer that fails does not count towards the quorum; this card's
+ * own signing key must be among the valid signers (the PIN just verified is what vouches for the
+ * configuration). Returns the manifest and the number of valid signers.
+ */
+async function verifyConfiguration(
+  bytes: Uint8Array,
+  identity: SecureElementIdentity,
+  ctx: ConfigurationContext,
+): Promise<{ manifest: Manifest; validSigners: number }> {
+  const valid: Uint8Array[] = [];
+  const refused = new Map<string, OnboardError>();
+  const { manifest } = await verifyManifest(bytes, {
+    validateChain: async (chain) => {
+      const leaf = chain[0];
+      if (!leaf) throw new MalformedError("a manifest signature carries no certificate");
+      try {
+        const validated = await validateChain({
+          leaf,
+          intermediates: chain.slice(1),
+          trustAnchor: ctx.root,
+          crls: ctx.crls,
+          now: ctx.now,
+          ...(ctx.crlFloor !== undefined ? { crlNumberFloor: BigInt(ctx.crlFloor) } : {}),
+          ...VALIDATION_REQUIREMENTS.configSigning,
+        });
+        if (validated.owner !== ctx.owner) {
+          throw new NotForThisHsmError(
+            `a signer belongs to "${validated.owner ?? "(no owner)"}", not "${ctx.owner}"`,
+          );
+        }
+        if (sha256Hex(validated.path[1]!.rawData) !== ctx.tokenCaSha256) {
+          throw new NotForThisHsmError("a signer's certificate comes from another token CA than the card's");
+        }
+        valid.push(leaf);
+      } catch (error) {
+        if (!(error instanceof OnboardError)) throw error;
+        refused.set(hex(leaf), error);
+      }
+    },
+  });
+  const own = hex(identity.signing);
+  const ownRefusal = refused.get(own);
+  if (ownRefusal) throw ownRefusal;
+  if (!valid.some((leaf) => hex(leaf) === own)) {
+    throw new IntegrityError("the configuration is not signed by this card's signing key (9C)");
+  }
+  return { manifest, validSigners: valid.length };
+}
+
+/**
+ * Appends a signed receipt to the first receipt object with room (receipt-0, receipt-1, …). A full
+ * card is reported, not thrown; a damaged receipt object is skipped, never overwritten.
+ */
+export async function writeReceipt(
+  element: SecureElement,
+  signer: Signer,
+  receipt: Receipt,
+): Promise<ReceiptOutcome> {
+  const signed = await signReceipt(receipt, signer);
+  for (let index = 0; index < MAX_RECEIPTS; index++) {
+    const item = `receipt-${index}`;
+    const current = await element.readItem(item);
+    let next: Uint8Array;
+    try {
+      next = appendReceipt(current, signed, YUBIKEY_STORAGE.maxItemBytes);
+    } catch (error) {
+      if (error instanceof CardFullError || error instanceof IntegrityError) continue;
+      throw error;
+    }
+    try {
+      await element.writeItem(item, next);
+    } catch (error) {
+      if (error instanceof CardFullError)
+        return { written: false, reason: `the card is full (${error.message})` };
+      throw error;
+    }
+    return { written: true, item };
+  }
+  return { written: false, reason: `all ${MAX_RECEIPTS} receipt objects are full` };
+}
+
+// ---- helpers ------------------------------------------------------------------------------------------
+
+function summarizeCard(chain: ValidatedChain, element: SecureElement): CardSummary {
+  return {
+    subject: chain.leaf.subject,
+    certificateSerial: chain.leaf.serialNumber.toLowerCase(),
+    ...(chain.officer !== undefined ? { officer: chain.officer } : {}),
+    ...(element.info.serial !== undefined ? { cardSerial: element.info.serial } : {}),
+  };
+}
+
+function omitOwner(card: CardSummary & { owner?: string }): CardSummary {
+  const { owner: _owner, ...rest } = card;
+  return rest;
+}
+
+/** The CRL-number ratchet's key for the issuer of `der`: SHA-256 of its issuer name (DER), see crlIssuerKey. */
+function issuerOf(der: Uint8Array): string {
+  try {
+    return crlIssuerKey(certificateParts(der).issuer);
+  } catch (cause) {
+    throw new CardNotTrustedError("the card-authentication certificate cannot be read", { cause });
+  }
+}
+
+function sha256Hex(bytes: ArrayBuffer | Uint8Array): string {
+  return createHash("sha256").update(new Uint8Array(bytes)).digest("hex");
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("hex");
+}

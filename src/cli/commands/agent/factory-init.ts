@@ -1,0 +1,89 @@
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { normalizeDeviceSpec } from "../../../agent/device-identity.js";
+import { factoryInit } from "../../../agent/factory.js";
+import { UsageError } from "../../../errors.js";
+import { type CliContext, writeJson, writeLine } from "../../context.js";
+
+interface FactoryInitCliOptions {
+  stateDir: string;
+  serial: string;
+  trust: string;
+  device: string;
+  crl?: string;
+  owner?: string;
+  quorum?: number;
+  force?: boolean;
+  json?: boolean;
+}
+
+function parseQuorum(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 16) throw new InvalidArgumentError("expected a number 1..16.");
+  return n;
+}
+
+async function readInput(path: string, what: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(path));
+  } catch (error) {
+    throw new UsageError(`cannot read ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+  }
+}
+
+export function agentFactoryInitCommand(ctx: CliContext): Command {
+  return new Command("factory-init")
+    .description("Install an HSM's trust anchor, device identity, serial, owner and quorum (factory step)")
+    .requiredOption("--state-dir <dir>", "the agent's state directory (created)")
+    .requiredOption("--serial <serial>", "this HSM's serial number (must match the device certificate)")
+    .requiredOption("--trust <root.pem>", "the manufacturer root certificate: the only trust anchor")
+    .requiredOption(
+      "--device <dir|pkcs11-uri>",
+      "device key: a `pki issue-device` directory, or pkcs11:token=…;object=…?module-path=…&pin-value=…",
+    )
+    .option("--crl <file>", "the token CA's CRL (PEM or DER); its number becomes the replay floor")
+    .option("--owner <name>", "bind the HSM to this owner now (otherwise the first onboarding pins it)")
+    .option("--quorum <m>", "valid co-signatures a configuration needs (default 1)", parseQuorum)
+    .option("--force", "replace an agent state that already exists in --state-dir")
+    .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      `
+The device certificate must chain to --trust through the device CA and name --serial; it signs
+the receipts the agent writes onto cards. The state directory (mode 0700) holds state.json,
+root.pem, the CRLs and the audit log.
+
+Examples:
+  $ hsm-onboard agent factory-init --state-dir /var/lib/hsm-onboard --serial 1234567 \\
+      --trust pki/root.pem --device hsm-1234567 --crl pki/token-ca.crl.pem
+  $ hsm-onboard agent factory-init --state-dir ./agent --serial 1234567 --trust root.pem \\
+      --device 'pkcs11:token=hsm;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234' \\
+      --owner "ACME Bank" --quorum 2`,
+    )
+    .action(async (options: FactoryInitCliOptions) => {
+      const result = await factoryInit({
+        stateDir: resolve(ctx.cwd, options.stateDir),
+        serial: options.serial,
+        root: await readInput(resolve(ctx.cwd, options.trust), "the trust anchor"),
+        device: normalizeDeviceSpec(options.device, ctx.cwd),
+        ...(options.crl !== undefined
+          ? { crl: await readInput(resolve(ctx.cwd, options.crl), "the CRL") }
+          : {}),
+        ...(options.owner !== undefined ? { owner: options.owner } : {}),
+        ...(options.quorum !== undefined ? { quorum: options.quorum } : {}),
+        ...(options.force ? { force: true } : {}),
+      });
+      if (options.json) {
+        writeJson(ctx.stdout, result);
+        return;
+      }
+      writeLine(
+        ctx.stdout,
+        `HSM ${result.serial} initialised in ${result.stateDir}: trust anchor "${result.rootSubject}" ` +
+          `(SHA-256 ${result.rootSha256.slice(0, 16)}…), device "${result.deviceSubject}", ` +
+          `${result.owner !== undefined ? `owner "${result.owner}"` : "owner pinned at first onboarding"}, quorum ${result.quorum}` +
+          (result.crlNumber !== undefined ? `, CRL number ${result.crlNumber}` : ""),
+      );
+    });
+}

@@ -1,0 +1,164 @@
+import { resolve } from "node:path";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { Agent } from "../../../agent/agent.js";
+import { cardSource } from "../../../agent/card-source.js";
+import type { InterfaceMap } from "../../../agent/net/net-backend.js";
+import type { OnboardingResult } from "../../../agent/onboarding.js";
+import { isOnboardError } from "../../../errors.js";
+import { VIRTUAL_CARD_ENV } from "../../../secure-element/open-card.js";
+import type { SecureElement } from "../../../secure-element/secure-element.js";
+import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { parseFd, secretSource } from "../../secrets.js";
+
+interface RunOptions {
+  stateDir: string;
+  reader?: string;
+  net: "iproute2" | "dry-run";
+  iface: string[];
+  once?: boolean;
+  json?: boolean;
+  pinStdin?: boolean;
+  pinFd?: number;
+  timeout?: number;
+}
+
+/** `--iface DEV` (the plan's eth0 is DEV) or `--iface PLAN=DEV`, repeatable. */
+export function parseInterfaceMap(values: readonly string[]): InterfaceMap {
+  const map: Record<string, string> = {};
+  for (const value of values) {
+    const [plan, device] = value.includes("=") ? value.split("=", 2) : ["eth0", value];
+    if (!plan || !device || !/^[A-Za-z0-9_.:-]{1,15}$/.test(device)) {
+      throw new InvalidArgumentError(`expected DEV or PLAN-NAME=DEV, got "${value}".`);
+    }
+    if (map[plan] !== undefined) throw new InvalidArgumentError(`interface ${plan} mapped twice.`);
+    map[plan] = device;
+  }
+  return map;
+}
+
+function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (!(n > 0) || !Number.isFinite(n))
+    throw new InvalidArgumentError("expected a positive number of seconds.");
+  return n;
+}
+
+/** One line for a technician at the HSM console. */
+export function describeResult(result: OnboardingResult): string {
+  if (result.ok) {
+    return (
+      `HSM ${result.serial} configured: ${result.hostname} ${result.addresses?.join(" ")} ` +
+      `(owner "${result.owner}", sequence ${result.sequence})` +
+      (result.receipt?.written ? `; receipt on the card` : `; no receipt: ${result.receipt?.reason}`)
+    );
+  }
+  return `HSM ${result.serial} not configured (exit ${result.exitCode}): ${result.error?.message}; network unchanged`;
+}
+
+export function agentRunCommand(ctx: CliContext): Command {
+  return new Command("run")
+    .description("Wait for a configuration card, verify it, apply this HSM's network, write a receipt")
+    .requiredOption("--state-dir <dir>", "the agent's state directory (agent factory-init)")
+    .option("--reader <name>", "only cards in a reader whose name contains this")
+    .addOption(
+      new Option("--net <applier>", "network applier: iproute2 (live) or dry-run (records only)")
+        .choices(["iproute2", "dry-run"])
+        .default("dry-run"),
+    )
+    .option(
+      "--iface <map>",
+      "device for a plan interface: DEV (for eth0) or NAME=DEV; repeatable",
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    )
+    .option("--once", "process one card and exit with its result's exit code")
+    .option("--json", "print each result as a JSON object on standard output")
+    .option("--pin-stdin", "read the card PIN from standard input (one line per card)")
+    .option("--pin-fd <n>", "read the card PIN from this file descriptor", parseFd)
+    .option("--timeout <seconds>", "give up waiting for a card after this long (exit 10)", parseSeconds)
+    .addHelpText(
+      "after",
+      `
+At start the agent rolls back an apply that was interrupted and re-applies the configured network
+(nothing changes when it is in place). Then it waits for a card (one already inserted counts),
+asks for the PIN on the console with echo off (or --pin-stdin / --pin-fd), and prints one status
+line per step on standard error. Without --once it then waits for the card to be removed and for
+the next one, until SIGINT or SIGTERM. Exit codes with --once: SPEC.md §7 (0 configured, 11 card
+not trusted, 13 wrong PIN, 15 integrity, 16 not for this HSM, 17 replay, 21 address conflict, …).
+The default applier is dry-run; an HSM runs with --net iproute2. For the demo and tests,
+${VIRTUAL_CARD_ENV}=FILE opens that virtual card state file in-process instead of PC/SC.
+
+Examples:
+  $ hsm-onboard agent run --state-dir /var/lib/hsm-onboard --net iproute2
+  $ hsm-onboard agent run --state-dir ./agent --once --json --pin-stdin <<< 123456
+  $ hsm-onboard agent run --state-dir ./agent --net iproute2 --iface eth0=ens3 --iface eth1=ens4`,
+    )
+    .action(async (options: RunOptions) => {
+      const interfaces = parseInterfaceMap(options.iface);
+      const log = (line: string) => writeLine(ctx.stderr, `agent: ${line}`);
+      const controller = new AbortController();
+      const onSignal = () => controller.abort();
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
+      const pins = secretSource(ctx, {
+        ...(options.pinStdin ? { pinStdin: true } : {}),
+        ...(options.pinFd !== undefined ? { pinFd: options.pinFd } : {}),
+      });
+      const source = cardSource({
+        ...(options.reader !== undefined ? { reader: options.reader } : {}),
+        ...(ctx.env[VIRTUAL_CARD_ENV]
+          ? { virtualCardState: resolve(ctx.cwd, ctx.env[VIRTUAL_CARD_ENV]) }
+          : {}),
+        onPrompt: () => writeLine(ctx.stderr, "agent: insert or tap the configuration card"),
+      });
+      let agent: Agent | undefined;
+      try {
+        agent = await Agent.open({
+          stateDir: resolve(ctx.cwd, options.stateDir),
+          net: options.net,
+          interfaces,
+          log,
+        });
+        await agent.start();
+        const timeoutMs = options.timeout !== undefined ? options.timeout * 1000 : Number.POSITIVE_INFINITY;
+        while (!controller.signal.aborted) {
+          log(`HSM ${agent.store.state.serial} waiting for a card`);
+          let element: SecureElement;
+          try {
+            element = await source.nextCard({ timeoutMs, signal: controller.signal });
+          } catch (error) {
+            if (controller.signal.aborted) break;
+            if (options.once || !isOnboardError(error) || error.exitCode === 10) throw error;
+            log(`cannot use this card: ${error.message}; remove it`);
+            await source.release().catch(() => undefined);
+            await source.waitForRemoval({ signal: controller.signal });
+            continue;
+          }
+          let result: OnboardingResult;
+          try {
+            result = await agent.onboard(element, pins);
+          } finally {
+            await source.release().catch(() => undefined);
+          }
+          if (options.json) {
+            if (options.once) writeJson(ctx.stdout, result);
+            else writeLine(ctx.stdout, JSON.stringify(result));
+          } else {
+            writeLine(ctx.stderr, describeResult(result));
+          }
+          if (options.once) {
+            ctx.exitCode = result.exitCode;
+            break;
+          }
+          log("remove the card");
+          await source.waitForRemoval({ signal: controller.signal });
+        }
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+        pins.close();
+        await source.release().catch(() => undefined);
+        await agent?.close();
+      }
+    });
+}

@@ -1,0 +1,153 @@
+/**
+ * The HSM's device identity: a `pki issue-device` directory or a PKCS#11 token (SoftHSM2) behind an
+ * RFC 7512 URI; either signs receipts that verify with its certificate, and factory-init checks it
+ * against the manufacturer root and the serial.
+ */
+import { X509Certificate } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import {
+  describeDevice,
+  loadDeviceIdentity,
+  parsePkcs11Uri,
+  validateDeviceIdentity,
+} from "../../src/agent/device-identity.js";
+import { factoryInit } from "../../src/agent/factory.js";
+import { signReceipt, verifyReceipt } from "../../src/config/receipt.js";
+import { UsageError } from "../../src/errors.js";
+import { Pkcs11Token } from "../../src/pkcs11/pkcs11-token.js";
+import { issueDeviceCertificate } from "../../src/pki/issue.js";
+import { issueDeviceToDirectory } from "../../src/pki/pki-store.js";
+import { requireOrSkip } from "../helpers/pcsc-env.js";
+import { createSoftHsmToken, softHsmUnavailableReason } from "../helpers/softhsm.js";
+import { createTestPki, type TestPki, tempDir } from "./fixtures.js";
+
+let base: { dir: string; cleanup: () => Promise<void> };
+let testPki: TestPki;
+let rootDer: Uint8Array;
+beforeAll(async () => {
+  base = await tempDir();
+  testPki = await createTestPki(base.dir);
+  rootDer = new Uint8Array(new X509Certificate(Buffer.from(testPki.rootPem)).raw);
+});
+afterAll(async () => {
+  await base.cleanup();
+});
+
+const RECEIPT = {
+  serial: "1234567",
+  configurationId: new Uint8Array(16).fill(7),
+  sequence: 3,
+  stateDigest: new Uint8Array(32).fill(1),
+  time: 1_900_000_000,
+  outcome: 0 as const,
+};
+
+describe("PKCS#11 URIs", () => {
+  test("parses the attributes the agent uses, percent-decoded", () => {
+    expect(
+      parsePkcs11Uri(
+        "pkcs11:token=hsm%20one;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=12%2634",
+      ),
+    ).toEqual({
+      token: "hsm one",
+      object: "device",
+      modulePath: "/usr/lib/softhsm/libsofthsm2.so",
+      pinValue: "12&34",
+    });
+  });
+  test.each(["pkcs11:token=a;colour=red", "pkcs11:token=a;token=b", "pkcs11:token=a?pin-value=%zz"])(
+    "refuses %s",
+    (uri) => {
+      expect(() => parsePkcs11Uri(uri)).toThrow(UsageError);
+    },
+  );
+  test("messages never show the PIN", () => {
+    expect(describeDevice("pkcs11:token=t;object=o?module-path=/m.so&pin-value=secret")).toBe(
+      "pkcs11:token=t;object=o?module-path=/m.so&pin-value=REDACTED",
+    );
+  });
+});
+
+describe("device key directory", () => {
+  test("signs receipts that verify with the device certificate; validated against the root and serial", async () => {
+    const dir = join(base.dir, "device-1234567");
+    await issueDeviceToDirectory(testPki.dir, dir, "1234567");
+    const identity = await loadDeviceIdentity(dir);
+    await validateDeviceIdentity(identity, rootDer, "1234567", new Date());
+    await expect(validateDeviceIdentity(identity, rootDer, "7654321", new Date())).rejects.toThrow(
+      /not 7654321/,
+    );
+    const signed = await signReceipt(RECEIPT, identity.signer);
+    const verified = await verifyReceipt(signed, { validateDevice: () => {} });
+    expect(Buffer.from(verified.certificateChain[0]!)).toEqual(Buffer.from(identity.certificate));
+    await identity.close();
+  });
+
+  test("factory-init refuses a device certificate from another manufacturer", async () => {
+    const other = await createTestPki(join(base.dir, "other"));
+    const dir = join(base.dir, "foreign-device");
+    await issueDeviceToDirectory(other.dir, dir, "1234567");
+    await expect(
+      factoryInit({
+        stateDir: join(base.dir, "foreign-state"),
+        serial: "1234567",
+        root: testPki.rootPem,
+        device: dir,
+      }),
+    ).rejects.toThrow(/does not chain to the manufacturer root/);
+  });
+});
+
+const softhsm = requireOrSkip(
+  softHsmUnavailableReason() === undefined
+    ? { ok: true, reason: "" }
+    : { ok: false, reason: softHsmUnavailableReason()! },
+);
+describe.skipIf(!softhsm.ok)("device key in a PKCS#11 token (SoftHSM2)", () => {
+  test("factory-init and receipt signing through pkcs11:token=…;object=…?module-path=…&pin-value=…", async () => {
+    const token = await createSoftHsmToken({ userPin: "4321" });
+    try {
+      const session = await Pkcs11Token.open({ modulePath: token.modulePath, tokenLabel: token.label });
+      try {
+        session.login(token.userPin);
+        const { spki } = session.generateEcKeyPair({ label: "device", curve: "P-256", id: Uint8Array.of(1) });
+        const certificate = await issueDeviceCertificate({
+          deviceCa: testPki.pki.deviceCa,
+          publicKey: spki,
+          serial: "1234567",
+        });
+        session.importCertificate({
+          label: "device",
+          der: new Uint8Array(certificate.rawData),
+          id: Uint8Array.of(1),
+        });
+        session.importCertificate({
+          label: "device-ca",
+          der: new Uint8Array(testPki.pki.deviceCa.certificate.rawData),
+          authority: true,
+        });
+      } finally {
+        session.close();
+      }
+      const uri = `pkcs11:token=${encodeURIComponent(token.label)};object=device?module-path=${token.modulePath}&pin-value=${token.userPin}`;
+      const stateDir = join(base.dir, "pkcs11-state");
+      const result = await factoryInit({ stateDir, serial: "1234567", root: testPki.rootPem, device: uri });
+      expect(result.device).toContain("pin-value=REDACTED");
+      expect(await readFile(join(stateDir, "audit.log"), "utf8")).not.toContain("pin-value=4321");
+
+      const identity = await loadDeviceIdentity(uri);
+      try {
+        expect(identity.signer.certificateChain).toHaveLength(2); // device certificate, device CA
+        const signed = await signReceipt(RECEIPT, identity.signer);
+        const verified = await verifyReceipt(signed, { validateDevice: () => {} });
+        expect(verified.receipt.serial).toBe("1234567");
+      } finally {
+        await identity.close();
+      }
+    } finally {
+      await token.dispose();
+    }
+  });
+});

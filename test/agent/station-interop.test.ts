@@ -1,0 +1,87 @@
+/**
+ * The loop closed end to end, in-process: the station writes a configuration with its own flow
+ * (src/station/write-card.ts), four agents of rack-4 onboard from the same card, and the station
+ * reads their receipts back and verifies each against the plan (src/station/read-receipts.ts).
+ */
+import { join } from "node:path";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { DryRunBackend } from "../../src/agent/net/dry-run.js";
+import { parseCrlFile, updateStationCrl } from "../../src/station/crl-update.js";
+import { initStation } from "../../src/station/init-station.js";
+import { readReceipts } from "../../src/station/read-receipts.js";
+import { writeConfigurationToCard } from "../../src/station/write-card.js";
+import {
+  createTestPki,
+  examplePlan,
+  initAgent,
+  openElement,
+  PIN,
+  personalizeCard,
+  pins,
+  startAgent,
+  type TestPki,
+  tempDir,
+} from "./fixtures.js";
+
+let base: { dir: string; cleanup: () => Promise<void> };
+let testPki: TestPki;
+beforeAll(async () => {
+  base = await tempDir();
+  testPki = await createTestPki(base.dir);
+});
+afterAll(async () => {
+  await base.cleanup();
+});
+
+test("station writes rack-4, four HSMs onboard from one card, the station verifies every receipt", async () => {
+  const stationDir = join(base.dir, "station");
+  const crl = await testPki.crl(1);
+  await initStation(stationDir, testPki.pki.root.certificate);
+  await updateStationCrl(stationDir, parseCrlFile(crl, "crl"), {
+    issuers: [testPki.pki.tokenCa.certificate],
+  });
+
+  const { card } = await personalizeCard(testPki.pki.tokenCa);
+  const plan = await examplePlan("rack-4.yaml");
+  const station = await openElement(card);
+  try {
+    const written = await writeConfigurationToCard({ element: station, plan, stationDir, pin: PIN });
+    expect(written.hsms).toBe(4);
+  } finally {
+    await station.close();
+  }
+
+  for (const hsm of plan.hsms) {
+    const { stateDir } = await initAgent(base.dir, testPki, { serial: hsm.serial, crl });
+    const agent = await startAgent(stateDir, await DryRunBackend.open({}));
+    const element = await openElement(card);
+    try {
+      const result = await agent.onboard(element, pins(PIN));
+      expect(result, result.error?.message).toMatchObject({
+        ok: true,
+        hostname: hsm.hostname,
+        receipt: { written: true },
+      });
+    } finally {
+      await element.close();
+      await agent.close();
+    }
+  }
+
+  const reader = await openElement(card);
+  try {
+    const report = await readReceipts({ element: reader, stationDir });
+    expect(report.receipts).toHaveLength(4);
+    for (const row of report.receipts) {
+      expect(row, row.reason).toMatchObject({ authentic: true, current: true, verified: true, outcome: 0 });
+    }
+    expect(report.receipts.flatMap((r) => r.addresses).sort()).toEqual([
+      "eth0 198.51.100.11/24",
+      "eth0 198.51.100.12/24",
+      "eth0 198.51.100.13/24",
+      "eth0 198.51.100.14/24",
+    ]);
+  } finally {
+    await reader.close();
+  }
+});

@@ -1,0 +1,219 @@
+/**
+ * `hsm-onboard agent …` in-process: factory-init, run (one card, an in-process virtual card given by
+ * HSM_ONBOARD_VIRTUAL_CARD, the dry-run applier), status and audit, with their exit codes.
+ */
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { VIRTUAL_CARD_ENV } from "../../src/secure-element/open-card.js";
+import {
+  createTestPki,
+  examplePlan,
+  PIN,
+  personalizeCard,
+  type TestPki,
+  tempDir,
+  WRONG_PIN,
+  writeConfig,
+} from "../agent/fixtures.js";
+import { outputLines, runCliInProcess } from "../helpers/cli.js";
+
+let base: { dir: string; cleanup: () => Promise<void> };
+let testPki: TestPki;
+let crlFile: string;
+let deviceDir: string;
+let stateDir: string;
+let cardFile: string;
+
+beforeAll(async () => {
+  base = await tempDir("hsm-cli-agent-");
+  testPki = await createTestPki(base.dir);
+  const crl = await testPki.crl(1);
+  crlFile = join(base.dir, "token-ca.crl");
+  await writeFile(crlFile, crl);
+  deviceDir = join(base.dir, "hsm-1234567");
+  stateDir = join(base.dir, "agent");
+  cardFile = join(base.dir, "card.json");
+  const issued = await runCliInProcess([
+    "pki",
+    "issue-device",
+    "--pki",
+    testPki.dir,
+    "--serial",
+    "1234567",
+    "--out",
+    deviceDir,
+  ]);
+  expect(issued.exitCode, issued.stderr).toBe(0);
+  const { card } = await personalizeCard(testPki.pki.tokenCa, { path: cardFile });
+  await writeConfig(card, await examplePlan("rack-4.yaml"), { sequence: 7, crl });
+});
+afterAll(async () => {
+  await base.cleanup();
+});
+
+const agentEnv = () => ({ [VIRTUAL_CARD_ENV]: cardFile });
+
+describe("agent CLI", () => {
+  test("factory-init installs the trust anchor and device identity", async () => {
+    const result = await runCliInProcess([
+      "agent",
+      "factory-init",
+      "--state-dir",
+      stateDir,
+      "--serial",
+      "1234567",
+      "--trust",
+      join(testPki.dir, "root.pem"),
+      "--device",
+      deviceDir,
+      "--crl",
+      crlFile,
+    ]);
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/HSM 1234567 initialised .* quorum 1, CRL number 1/);
+    const again = await runCliInProcess([
+      "agent",
+      "factory-init",
+      "--state-dir",
+      stateDir,
+      "--serial",
+      "1234567",
+      "--trust",
+      join(testPki.dir, "root.pem"),
+      "--device",
+      deviceDir,
+    ]);
+    expect(again.exitCode).toBe(2);
+    expect(again.stderr).toMatch(/already holds an agent state/);
+  });
+
+  test("factory-init refuses a device certificate for another serial (exit 2)", async () => {
+    const result = await runCliInProcess([
+      "agent",
+      "factory-init",
+      "--state-dir",
+      join(base.dir, "wrong"),
+      "--serial",
+      "7654321",
+      "--trust",
+      join(testPki.dir, "root.pem"),
+      "--device",
+      deviceDir,
+      "--json",
+    ]);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/not 7654321/);
+  });
+
+  test("status before any card: waiting for the factory stage to end", async () => {
+    const result = await runCliInProcess(["agent", "status", "--state-dir", stateDir, "--json"]);
+    expect(result.exitCode).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ stage: "factory", serial: "1234567", addresses: [] });
+  });
+
+  test("run --once with a wrong PIN exits 13 and leaves the network alone", async () => {
+    const result = await runCliInProcess(
+      ["agent", "run", "--state-dir", stateDir, "--once", "--json", "--pin-stdin"],
+      { stdin: `${WRONG_PIN}\n`, env: agentEnv() },
+    );
+    expect(result.exitCode).toBe(13);
+    expect(JSON.parse(result.stdout)).toMatchObject({ ok: false, exitCode: 13, stage: "waiting-for-card" });
+    await expect(readFile(join(stateDir, "network.dry-run.json"), "utf8")).rejects.toThrow();
+  });
+
+  test("run --once configures the HSM from the card: one status line per step, a JSON result", async () => {
+    const result = await runCliInProcess(
+      ["agent", "run", "--state-dir", stateDir, "--once", "--json", "--pin-stdin"],
+      { stdin: `${PIN}\n`, env: agentEnv() },
+    );
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({
+      ok: true,
+      serial: "1234567",
+      hostname: "hsm-fra1-a01",
+      addresses: ["198.51.100.11/24"],
+      sequence: 7,
+      receipt: { written: true },
+    });
+    const steps = outputLines(result.stderr);
+    expect(steps).toEqual(
+      expect.arrayContaining([
+        "agent: card authenticated: ACME Bank, officer Alice Officer",
+        "agent: PIN verified",
+        "agent: configured: hsm-fra1-a01 198.51.100.11/24",
+      ]),
+    );
+    expect(result.stderr).not.toContain(PIN);
+    const record = JSON.parse(await readFile(join(stateDir, "network.dry-run.json"), "utf8"));
+    expect(record.operations[0].commands).toContainEqual([
+      "ip",
+      "addr",
+      "add",
+      "198.51.100.11/24",
+      "dev",
+      "eth0.120",
+    ]);
+  });
+
+  test("run --once again: the same card is a replay (exit 17); a human line without --json", async () => {
+    const result = await runCliInProcess(["agent", "run", "--state-dir", stateDir, "--once", "--pin-stdin"], {
+      stdin: `${PIN}\n`,
+      env: agentEnv(),
+    });
+    expect(result.exitCode).toBe(17);
+    expect(result.stderr).toMatch(
+      /HSM 1234567 not configured \(exit 17\): .*not newer than the applied 7; network unchanged/,
+    );
+    expect(result.stderr).toMatch(/agent: configured network re-applied: 198\.51\.100\.11\/24/);
+  });
+
+  test("status shows stage, owner, sequence, addresses and the last error", async () => {
+    const human = await runCliInProcess(["agent", "status", "--state-dir", stateDir]);
+    expect(human.exitCode).toBe(0);
+    expect(human.stdout).toMatch(/^HSM 1234567: waiting-for-card/);
+    expect(human.stdout).toMatch(/owner: ACME Bank \(pinned at first onboarding\); quorum 1/);
+    expect(human.stdout).toMatch(/configured: hsm-fra1-a01 198\.51\.100\.11\/24 \(sequence 7, dry-run/);
+    expect(human.stdout).toMatch(/last error: .*not newer.*exit 17/);
+    const json = JSON.parse(
+      (await runCliInProcess(["agent", "status", "--state-dir", stateDir, "--json"])).stdout,
+    );
+    expect(json).toMatchObject({
+      sequence: 7,
+      addresses: ["198.51.100.11/24"],
+      interfaces: [{ device: "eth0.120", vlan: 120 }],
+    });
+  });
+
+  test("audit prints the log; --verify checks the chain and exits 15 once a record is edited", async () => {
+    const listed = await runCliInProcess(["agent", "audit", "--state-dir", stateDir, "--verify"]);
+    expect(listed.exitCode).toBe(0);
+    expect(outputLines(listed.stdout).map((l) => l.split(" ")[2])).toEqual(
+      expect.arrayContaining(["factory-init", "onboarding-failed", "configured", "reapplied"]),
+    );
+    expect(listed.stderr).toMatch(/audit log intact/);
+    const file = join(stateDir, "audit.log");
+    const text = await readFile(file, "utf8");
+    await writeFile(file, text.replace('"sequence":7', '"sequence":8'));
+    const broken = await runCliInProcess(["agent", "audit", "--state-dir", stateDir, "--verify"]);
+    expect(broken.exitCode).toBe(15);
+    expect(broken.stderr).toMatch(/audit log broken: line \d+: content does not match its hash/);
+    await writeFile(file, text);
+  });
+
+  test("run --once without a card exits 10", async () => {
+    const result = await runCliInProcess(
+      ["agent", "run", "--state-dir", stateDir, "--once", "--timeout", "1", "--pin-stdin"],
+      {
+        env: { [VIRTUAL_CARD_ENV]: join(base.dir, "no-such-card.json") },
+      },
+    );
+    expect(result.exitCode).toBe(10);
+  });
+
+  test("a state directory that was never initialised is a usage error", async () => {
+    const result = await runCliInProcess(["agent", "status", "--state-dir", join(base.dir, "nothing")]);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/agent factory-init/);
+  });
+});
