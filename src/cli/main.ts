@@ -1,9 +1,13 @@
 import "reflect-metadata";
 import { Command, CommanderError } from "commander";
 import { ExitCode, isOnboardError } from "../errors.js";
+import { agentCommand } from "./commands/agent/index.js";
 import { cardCommand } from "./commands/card/index.js";
+import { demoCommand } from "./commands/demo.js";
 import { pkiCommand } from "./commands/pki/index.js";
 import { planCommand } from "./commands/plan/index.js";
+import { simCommand } from "./commands/sim/index.js";
+import { stationCommand } from "./commands/station/index.js";
 import { type CliContext, processContext, writeLine } from "./context.js";
 
 const PROGRAM = "hsm-onboard";
@@ -16,6 +20,10 @@ export function buildProgram(ctx: CliContext): Command {
   program.addCommand(planCommand(ctx));
   program.addCommand(cardCommand(ctx));
   program.addCommand(pkiCommand(ctx));
+  program.addCommand(agentCommand(ctx));
+  program.addCommand(stationCommand(ctx));
+  program.addCommand(demoCommand(ctx));
+  program.addCommand(simCommand(ctx));
   applyToAll(program, (cmd) =>
     cmd.exitOverride().configureOutput({
       writeOut: (s) => ctx.stdout.write(s),
