@@ -220,6 +220,70 @@ export function cborHeadSize(n: number): number {
   return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n <= 0xffffffff ? 5 : 9;
 }
 
+/**
+ * The content length of the byte (or text) string whose whole encoding, head included, is exactly
+ * `encodedSize` bytes; undefined when there is none. The head grows by a byte exactly when the
+ * content does, so some sizes have no string: 25 (1 + 23 is 24 bytes, 2 + 24 is 26), 258, 65,539…
+ */
+export function cborStringLengthFor(encodedSize: number): number | undefined {
+  for (const head of [1, 2, 3, 5, 9]) {
+    const length = encodedSize - head;
+    if (length >= 0 && cborHeadSize(length) === head) return length;
+  }
+  return undefined;
+}
+
+// Padding ----------------------------------------------------------------------------------------
+
+/**
+ * The padding item that fills a manifest payload or a shard up to a fixed size: a CBOR item of
+ * exactly `size` bytes (size ≥ 1) whose content bytes are all zero. A byte string of zeros; for the
+ * sizes no byte string has (cborStringLengthFor), a one-element array holding the byte string one
+ * byte shorter. So each size has exactly one padding, and decoders check it by re-encoding.
+ */
+export function encodeZeroPadding(size: number): Uint8Array {
+  if (!Number.isSafeInteger(size) || size < 1 || size > 0xffffffff) {
+    throw new UsageError(`padding: ${size} is not a padding size`);
+  }
+  const plain = cborStringLengthFor(size);
+  const bytes =
+    plain === undefined
+      ? encodeCbor([new Uint8Array(cborStringLengthFor(size - 1)!)])
+      : encodeCbor(new Uint8Array(plain));
+  if (bytes.length !== size) throw new Error(`internal: padding of ${size} bytes encoded in ${bytes.length}`);
+  return bytes;
+}
+
+/**
+ * Pads `encoded` — an encoding whose last item is the empty padding (an empty byte string, `40`)
+ * and whose enclosing arrays and maps count items, not bytes — to exactly `size` bytes, by
+ * replacing that last item with `encodeZeroPadding`. UsageError if `encoded` is already too long.
+ */
+export function padEncoding(encoded: Uint8Array, size: number, what: string): Uint8Array {
+  if (encoded[encoded.length - 1] !== 0x40)
+    throw new Error(`internal: ${what} does not end in empty padding`);
+  if (!Number.isSafeInteger(size) || size < encoded.length) {
+    throw new UsageError(`${what}: needs at least ${encoded.length} bytes, cannot be padded to ${size}`);
+  }
+  const padded = new Uint8Array(size);
+  padded.set(encoded.subarray(0, encoded.length - 1));
+  padded.set(encodeZeroPadding(size - encoded.length + 1), encoded.length - 1);
+  return padded;
+}
+
+/**
+ * Checks a decoded padding item: a byte string of zeros, or a one-element array holding one.
+ * Returns its number of zero bytes. (Which of the two forms, and how long, is the encoder's to
+ * decide: decoders re-encode and compare.)
+ */
+export function expectZeroPadding(value: unknown, what: string): number {
+  const bytes = Array.isArray(value)
+    ? expectBytes(expectArray(value, what, 1, 1)[0], what)
+    : expectBytes(value, what);
+  for (const b of bytes) if (b !== 0) throw new MalformedError(`${what}: padding bytes must be zero`);
+  return bytes.length;
+}
+
 // Shape checks for decoded values; each names what it checks in its error.
 
 export function expectMap(value: unknown, what: string): Map<unknown, unknown> {
@@ -725,23 +789,57 @@ async function signChecked(signer: Signer, toBeSigned: Uint8Array, where: string
   return new Uint8Array(signature);
 }
 
+/** The protected buckets signCoseSign writes: the body's, then one per signer. */
+function coseSignHeaders(
+  signers: readonly Signer[],
+  options: CoseSignOptions,
+): { body: Uint8Array; signers: Uint8Array[] } {
+  if (signers.length === 0 || signers.length > MAX_SIGNATURES) {
+    throw new UsageError(`COSE_Sign needs 1..${MAX_SIGNATURES} signers, got ${signers.length}`);
+  }
+  return {
+    body:
+      options.contentType === undefined
+        ? EMPTY
+        : encodeCbor(new Map([[CoseHeader.contentType, options.contentType]])),
+    signers: signers.map((signer) => signerProtectedHeader(signer, signer.certificateChain)),
+  };
+}
+
+/**
+ * The exact length of the COSE_Sign that signCoseSign builds for a payload of `payloadLength`
+ * bytes with these signers and options, without signing: raw r‖s signatures have a fixed length.
+ * Lets a caller pad its payload so that the signed message has a given size.
+ */
+export function coseSignLength(
+  payloadLength: number,
+  signers: readonly Signer[],
+  options: CoseSignOptions = {},
+): number {
+  const headers = coseSignHeaders(signers, options);
+  const signatures = signers.map((signer, i) => [
+    headers.signers[i]!,
+    new Map(),
+    new Uint8Array(2 * ECDSA_PROFILES[signer.algorithm].size),
+  ]);
+  const withEmptyPayload = encodeCbor(
+    new Tag([headers.body, new Map(), EMPTY, signatures], COSE_SIGN_TAG),
+  ).length;
+  return withEmptyPayload - 1 + cborHeadSize(payloadLength) + payloadLength;
+}
+
 /** Builds a COSE_Sign (tag 98) with one signature per signer, each carrying its x5chain. */
 export async function signCoseSign(
   payload: Uint8Array,
   signers: readonly Signer[],
   options: CoseSignOptions = {},
 ): Promise<Uint8Array> {
-  if (signers.length === 0 || signers.length > MAX_SIGNATURES) {
-    throw new UsageError(`COSE_Sign needs 1..${MAX_SIGNATURES} signers, got ${signers.length}`);
-  }
-  const bodyProtected =
-    options.contentType === undefined
-      ? EMPTY
-      : encodeCbor(new Map([[CoseHeader.contentType, options.contentType]]));
+  const headers = coseSignHeaders(signers, options);
+  const bodyProtected = headers.body;
   const aad = options.externalAad ?? EMPTY;
   const signatures: unknown[] = [];
   for (const [i, signer] of signers.entries()) {
-    const signerProtected = signerProtectedHeader(signer, signer.certificateChain);
+    const signerProtected = headers.signers[i]!;
     const signature = await signChecked(
       signer,
       signStructure(bodyProtected, signerProtected, aad, payload),

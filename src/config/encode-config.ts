@@ -5,12 +5,16 @@
  * Cost: one sort of the entries and constant work per entry (O(N log N)), then one signature per
  * signer.
  *
+ * Fixed sizes (SPEC.md §9): every shard is padded to the shard size (default: the object size) and
+ * the manifest to the manifest size (default: the object size too), so an agent reads the same
+ * bytes whatever the plan. A plan's configuration therefore takes (1 + shards) × object size.
+ *
  * Agent side, the same configuration is read with verifyManifest → checkManifestValidity →
  * findShardFor → (read that one object) → decodeShardEntry (src/config/manifest.ts, shard.ts).
  */
 
 import type { Signer } from "../crypto/signer.js";
-import { CardFullError, PlanInvalidError } from "../errors.js";
+import { CardFullError, PlanInvalidError, UsageError } from "../errors.js";
 import {
   CARD_CAPACITY_BYTES,
   MANIFEST_FORMAT_VERSION,
@@ -18,8 +22,8 @@ import {
   MAX_SHARDS,
   type Manifest,
   PivObject,
+  prepareManifest,
   type SignManifestOptions,
-  signManifest,
 } from "./manifest.js";
 import type { NetworkPlan } from "./plan-model.js";
 import { planShards, shardDigest } from "./shard.js";
@@ -38,7 +42,17 @@ export interface ConfigMetadata {
 export interface EncodeConfigOptions {
   /** Largest PIV data object, in bytes (default 3,063, the YubiKey's). */
   readonly maxObjectBytes?: number;
-  /** Largest signed manifest (default: maxObjectBytes; the agent reads it from one object). */
+  /**
+   * Size of every shard object, padding included (default: maxObjectBytes; at most that). Smaller
+   * shards make an agent read less (a short-APDU token) at the cost of more shards.
+   */
+  readonly shardBytes?: number;
+  /**
+   * Size of the signed manifest, padding included (default: maxObjectBytes; the agent reads it from
+   * one object): exactly this for every plan that fits, one byte less for the rare signer sets
+   * CBOR cannot pad to it exactly (signedManifestLength). CardFullError when the manifest needs
+   * more. Not finite: not padded (benchmarks and tests with raised limits).
+   */
   readonly maxManifestBytes?: number;
   /** Room on the card for manifest + shards (default 50,225; subtract what CRL and receipts need). */
   readonly cardCapacityBytes?: number;
@@ -48,6 +62,7 @@ export interface EncodeConfigOptions {
 
 export interface EncodedShard {
   readonly objectId: number;
+  /** Exactly `shardBytes` long. */
   readonly bytes: Uint8Array;
   readonly firstSerial: string;
   readonly lastSerial: string;
@@ -75,10 +90,14 @@ export async function encodeConfig(
   options: EncodeConfigOptions = {},
 ): Promise<EncodedConfig> {
   const maxObjectBytes = options.maxObjectBytes ?? MAX_PIV_OBJECT_BYTES;
+  const shardBytes = options.shardBytes ?? maxObjectBytes;
+  if (shardBytes > maxObjectBytes) {
+    throw new UsageError(`shards of ${shardBytes} bytes do not fit ${maxObjectBytes}-byte objects`);
+  }
   const cardCapacityBytes = options.cardCapacityBytes ?? CARD_CAPACITY_BYTES;
   if (plan.hsms.length === 0) throw new PlanInvalidError([{ entry: "hsms", field: "", message: "no HSMs" }]);
 
-  const planned = planShards(plan.subnets, plan.hsms, maxObjectBytes);
+  const planned = planShards(plan.subnets, plan.hsms, shardBytes);
   if (planned.length > MAX_SHARDS) {
     throw new CardFullError(`${planned.length} shards needed; the card has object ids for ${MAX_SHARDS}`);
   }
@@ -96,21 +115,25 @@ export async function encodeConfig(
       firstSerial: s.firstSerial,
       lastSerial: s.lastSerial,
       sha256: shardDigest(s.bytes),
+      size: shardBytes,
     })),
+    shardSize: shardBytes,
   };
   const signerList: readonly Signer[] = Array.isArray(signers) ? signers : [signers as Signer];
-  const manifest = await signManifest(manifestContent, signerList, { chain: options.chain });
-  const maxManifestBytes = options.maxManifestBytes ?? maxObjectBytes;
-  if (manifest.length > maxManifestBytes) {
-    throw new CardFullError(
-      `the signed manifest is ${manifest.length} bytes; its object holds at most ${maxManifestBytes}`,
-    );
-  }
-  const totalBytes = manifest.length + shards.reduce((sum, s) => sum + s.bytes.length, 0);
+  const signOptions: SignManifestOptions = {
+    chain: options.chain,
+    size: options.maxManifestBytes ?? maxObjectBytes,
+  };
+  // Sizes are known before signing: a plan that does not fit costs no signature (a card's PIN
+  // and touch), and CardFullError names the part that does not fit.
+  const prepared = prepareManifest(manifestContent, signerList, signOptions);
+  const manifestBytes = prepared.length;
+  const totalBytes = manifestBytes + shards.reduce((sum, s) => sum + s.bytes.length, 0);
   if (totalBytes > cardCapacityBytes) {
     throw new CardFullError(
-      `${plan.hsms.length} HSMs need ${totalBytes} bytes (manifest ${manifest.length}); the card has room for ${cardCapacityBytes}`,
+      `${plan.hsms.length} HSMs need ${totalBytes} bytes (manifest ${manifestBytes}, shards ${shards.length} × ${shardBytes}); the card has room for ${cardCapacityBytes}`,
     );
   }
+  const manifest = await prepared.sign();
   return { manifest, manifestContent, shards, totalBytes };
 }

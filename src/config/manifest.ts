@@ -9,16 +9,24 @@
  * signature's protected header exactly {1: alg, 33: x5chain}; every unprotected header empty. So
  * every byte of a manifest is either covered by a signature or structural, and a flipped byte
  * anywhere is rejected.
+ *
+ * Fixed sizes (SPEC.md §9: an agent reads the same bytes whatever the plan): the payload declares
+ * one size for every shard object (key 8), and ends in a padding item of zero bytes (key 9) that
+ * brings the signed manifest to a fixed size, by default the whole 3,063-byte object. The padding
+ * is inside the signed payload; unprotected headers stay empty.
  */
 
 import type { EcdsaAlgorithm } from "../crypto/ecdsa.js";
 import type { Signer } from "../crypto/signer.js";
-import { MalformedError, NotForThisHsmError, UsageError, ValidityError } from "../errors.js";
+import { CardFullError, MalformedError, NotForThisHsmError, UsageError, ValidityError } from "../errors.js";
 import {
   bytesEqual,
   CoseHeader,
   type CoseSignerInfo,
+  cborHeadSize,
+  cborStringLengthFor,
   cborUint,
+  coseSignLength,
   decodeCborStrict,
   encodeCbor,
   expectArray,
@@ -26,9 +34,11 @@ import {
   expectIntKeyedMap,
   expectText,
   expectUint,
+  expectZeroPadding,
   leafPublicKey,
   MAX_UNTRUSTED_INPUT_BYTES,
   malformedUnlessTyped,
+  padEncoding,
   signCoseSign,
   verifyCoseSign,
   withoutSelfSignedRoot,
@@ -53,7 +63,8 @@ export const MAX_PIV_OBJECT_BYTES = 3063;
 export const CARD_CAPACITY_BYTES = 50_225;
 export const MAX_SHARDS = PivObject.shardsLast - PivObject.shardsFirst + 1;
 
-export const MANIFEST_FORMAT_VERSION = 1;
+/** 2: fixed-size shards and manifest (shard size, key 8; padding, key 9). 1 had neither. */
+export const MANIFEST_FORMAT_VERSION = 2;
 export const MANIFEST_CONTENT_TYPE = "application/vnd.hsm-onboard.manifest+cbor";
 export const CONFIGURATION_ID_BYTES = 16;
 const MAX_OWNER_BYTES = 256;
@@ -69,10 +80,16 @@ export interface Manifest {
   readonly issuedAt: number;
   readonly notBefore: number;
   readonly notAfter: number;
-  /** In serial order, with disjoint ranges and increasing object ids. */
+  /**
+   * In serial order, with disjoint ranges and increasing object ids. Decoded refs carry `size` =
+   * `shardSize`; refs given to the encoder may leave it out, or must agree.
+   */
   readonly shards: readonly ShardRef[];
+  /** Every shard object is exactly this many bytes, padding included. */
+  readonly shardSize: number;
 }
 
+// The padding comes last, so that padding the payload only replaces its final item (padEncoding).
 const Key = {
   version: 0,
   owner: 1,
@@ -82,6 +99,8 @@ const Key = {
   notBefore: 5,
   notAfter: 6,
   shards: 7,
+  shardSize: 8,
+  padding: 9,
 } as const;
 
 function checkShardOrder(shards: readonly ShardRef[], fail: (message: string) => never): void {
@@ -99,8 +118,12 @@ function checkShardOrder(shards: readonly ShardRef[], fail: (message: string) =>
   }
 }
 
-/** The manifest payload in its one canonical encoding. Throws UsageError for values it cannot hold. */
-export function encodeManifestPayload(manifest: Manifest): Uint8Array {
+/**
+ * The manifest payload in its one canonical encoding for its content and size: padded to exactly
+ * `size` bytes, or by default with the empty padding only (the smallest encoding). Throws
+ * UsageError for values it cannot hold and for a size below the smallest encoding.
+ */
+export function encodeManifestPayload(manifest: Manifest, size?: number): Uint8Array {
   const fail = (message: string): never => {
     throw new UsageError(`manifest: ${message}`);
   };
@@ -121,7 +144,14 @@ export function encodeManifestPayload(manifest: Manifest): Uint8Array {
   if (ownerBytes < 1 || ownerBytes > MAX_OWNER_BYTES) fail(`owner must be 1..${MAX_OWNER_BYTES} bytes`);
   if (manifest.shards.length < 1 || manifest.shards.length > MAX_SHARDS) fail(`1..${MAX_SHARDS} shards`);
   checkShardOrder(manifest.shards, fail);
-  return encodeCbor(
+  if (
+    !Number.isSafeInteger(manifest.shardSize) ||
+    manifest.shardSize < 1 ||
+    manifest.shardSize > MAX_UNTRUSTED_INPUT_BYTES
+  ) {
+    fail(`shard size must be 1..${MAX_UNTRUSTED_INPUT_BYTES} bytes`);
+  }
+  const smallest = encodeCbor(
     new Map<number, unknown>([
       [Key.version, manifest.version],
       [Key.owner, manifest.owner],
@@ -134,11 +164,16 @@ export function encodeManifestPayload(manifest: Manifest): Uint8Array {
         Key.shards,
         manifest.shards.map((s) => {
           if (s.sha256.length !== 32) fail("a shard digest is 32 bytes");
+          if (s.size !== undefined && s.size !== manifest.shardSize)
+            fail(`a shard of ${s.size} bytes in a manifest of ${manifest.shardSize}-byte shards`);
           return [s.objectId, serialToCbor(s.firstSerial), serialToCbor(s.lastSerial), s.sha256];
         }),
       ],
+      [Key.shardSize, manifest.shardSize],
+      [Key.padding, new Uint8Array(0)],
     ]),
   );
+  return size === undefined ? smallest : padEncoding(smallest, size, "manifest payload");
 }
 
 /** Decodes a manifest payload strictly (shape, ranges, order, canonical encoding). */
@@ -146,10 +181,16 @@ export function decodeManifestPayload(bytes: Uint8Array): Manifest {
   const what = "manifest payload";
   const { value } = decodeCborStrict(bytes, { what, maxBytes: MAX_UNTRUSTED_INPUT_BYTES });
   return malformedUnlessTyped(what, () => {
-    const map = expectIntKeyedMap(value, what, Object.values(Key));
-    const version = expectUint(map.get(Key.version), `${what} version`);
+    // The version first, so that a manifest of another format version is refused as such.
+    const version = expectUint(
+      expectIntKeyedMap(value, what, Object.values(Key), [Key.version]).get(Key.version),
+      `${what} version`,
+    );
     if (version !== MANIFEST_FORMAT_VERSION)
       throw new MalformedError(`${what}: unsupported format version ${version}`);
+    const map = expectIntKeyedMap(value, what, Object.values(Key));
+    const shardSize = expectUint(map.get(Key.shardSize), `${what} shard size`, 1, MAX_UNTRUSTED_INPUT_BYTES);
+    expectZeroPadding(map.get(Key.padding), `${what} padding`);
     const shards = expectArray(map.get(Key.shards), `${what} shards`, 1, MAX_SHARDS).map((v, i): ShardRef => {
       const where = `${what} shards[${i}]`;
       const [objectId, first, last, digest] = expectArray(v, where, 4, 4);
@@ -158,6 +199,7 @@ export function decodeManifestPayload(bytes: Uint8Array): Manifest {
         firstSerial: serialFromCbor(first, `${where} first serial`),
         lastSerial: serialFromCbor(last, `${where} last serial`),
         sha256: expectBytes(digest, `${where} SHA-256`, 32),
+        size: shardSize,
       };
     });
     const manifest: Manifest = {
@@ -173,13 +215,14 @@ export function decodeManifestPayload(bytes: Uint8Array): Manifest {
       notBefore: expectUint(map.get(Key.notBefore), `${what} not-before`),
       notAfter: expectUint(map.get(Key.notAfter), `${what} not-after`),
       shards,
+      shardSize,
     };
     if (manifest.notBefore > manifest.notAfter)
       throw new MalformedError(`${what}: not-before is after not-after`);
     checkShardOrder(shards, (message) => {
       throw new MalformedError(`${what}: ${message}`);
     });
-    if (!bytesEqual(encodeManifestPayload(manifest), bytes))
+    if (!bytesEqual(encodeManifestPayload(manifest, bytes.length), bytes))
       throw new MalformedError(`${what}: not in canonical form`);
     return manifest;
   });
@@ -191,14 +234,34 @@ export interface SignManifestOptions {
    * anyway; `full`: the signer's chain as it is.
    */
   readonly chain?: "without-root" | "full";
+  /**
+   * Pad the signed manifest to this size (normally its object size, MAX_PIV_OBJECT_BYTES), so
+   * that it has the same size whatever the plan; CardFullError if it needs more. Exactly this
+   * size, except for the rare signer sets for which CBOR cannot express it (see
+   * signedManifestLength): then one byte less, for every plan. Not given or not finite: only the
+   * empty padding.
+   */
+  readonly size?: number;
 }
 
-/** Signs the manifest with every signer (one COSE_Sign signature each, x5chain protected). */
-export async function signManifest(
+/** A manifest laid out for its signers: its exact length is known before anyone signs. */
+export interface PreparedManifest {
+  /** The length of the signed manifest (signedManifestLength). */
+  readonly length: number;
+  /** Has every signer sign; gives exactly `length` bytes. */
+  sign(): Promise<Uint8Array>;
+}
+
+/**
+ * Lays the manifest out for these signers and options (x5chain choice, padding) without signing,
+ * so that a caller can check sizes before a card is asked to sign. CardFullError if the manifest
+ * does not fit `options.size`.
+ */
+export function prepareManifest(
   manifest: Manifest,
   signers: readonly Signer[],
   options: SignManifestOptions = {},
-): Promise<Uint8Array> {
+): PreparedManifest {
   const chosen =
     options.chain === "full"
       ? signers
@@ -209,7 +272,62 @@ export async function signManifest(
             sign: (toBeSigned) => s.sign(toBeSigned),
           }),
         );
-  return signCoseSign(encodeManifestPayload(manifest), chosen, { contentType: MANIFEST_CONTENT_TYPE });
+  const smallest = encodeManifestPayload(manifest);
+  const cose = { contentType: MANIFEST_CONTENT_TYPE };
+  const prepared = (payload: Uint8Array): PreparedManifest => {
+    const length = coseSignLength(payload.length, chosen, cose);
+    return {
+      length,
+      sign: async () => {
+        const signed = await signCoseSign(payload, chosen, cose);
+        if (signed.length !== length) {
+          throw new Error(`internal: the signed manifest is ${signed.length} bytes, laid out ${length}`);
+        }
+        return signed;
+      },
+    };
+  };
+  const unpadded = prepared(smallest);
+  const size = options.size;
+  if (size === undefined || !Number.isFinite(size)) return unpadded;
+  if (unpadded.length > size) {
+    throw new CardFullError(
+      `the signed manifest is ${unpadded.length} bytes before padding; its object holds at most ${size}`,
+    );
+  }
+  // Everything but the payload's byte string has a fixed length (raw signatures, headers that do
+  // not depend on the payload). The payload, head included, must fill what remains; where no byte
+  // string has that length (cborStringLengthFor), one byte less. That is still enough: the smallest
+  // payload, head included, fits what remains and cannot take exactly the missing length, so it
+  // takes at most one byte less.
+  const envelope = unpadded.length - cborHeadSize(smallest.length) - smallest.length;
+  const payloadLength = cborStringLengthFor(size - envelope) ?? cborStringLengthFor(size - envelope - 1)!;
+  return prepared(padEncoding(smallest, payloadLength, "manifest payload"));
+}
+
+/**
+ * The length of the manifest signManifest makes with these signers and options, without signing.
+ * With `size`: `size` itself, or `size − 1` when the signers' headers leave a gap that no CBOR
+ * byte string fills (the payload's head grows by a byte exactly where the payload does — e.g. a
+ * payload of 255 bytes takes 257 with its head, one of 256 takes 259). The gap depends on the
+ * signers and `size` only, so every plan signed by the same cards still gives one size.
+ * CardFullError if the manifest does not fit `size`.
+ */
+export function signedManifestLength(
+  manifest: Manifest,
+  signers: readonly Signer[],
+  options: SignManifestOptions = {},
+): number {
+  return prepareManifest(manifest, signers, options).length;
+}
+
+/** Signs the manifest with every signer (one COSE_Sign signature each, x5chain protected). */
+export async function signManifest(
+  manifest: Manifest,
+  signers: readonly Signer[],
+  options: SignManifestOptions = {},
+): Promise<Uint8Array> {
+  return prepareManifest(manifest, signers, options).sign();
 }
 
 export interface ManifestSigner {

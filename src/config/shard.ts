@@ -7,6 +7,12 @@
  * below) and tables are in order of first use, so a given set of entries has exactly one encoding;
  * the decoder enforces that by re-encoding what it read and comparing bytes.
  *
+ * Padding: a shard ends in a padding item (key 4, zero bytes) that brings it to exactly the shard
+ * object size the manifest declares, so every shard of a card has the same size and an agent reads
+ * the same number of bytes whatever the plan (SPEC.md §9). The padding is inside the CBOR map, so
+ * the SHA-256 in the manifest covers it, and it is part of the one canonical encoding: for a given
+ * content and size there is exactly one padded shard.
+ *
  * Serial order (used for sorting and for the manifest's shard ranges): serials that are canonical
  * decimals (no sign, no leading zero) up to 2^53-1 come first, by numeric value, and are stored as
  * CBOR unsigned integers; every other serial comes after them, by the bytes of its UTF-8 form
@@ -20,6 +26,7 @@ import {
   NotForThisHsmError,
   PlanInvalidError,
   type PlanProblem,
+  UsageError,
 } from "../errors.js";
 import {
   addressFromHostPart,
@@ -49,8 +56,10 @@ import {
   expectIntKeyedMap,
   expectText,
   expectUint,
+  expectZeroPadding,
   MAX_UNTRUSTED_INPUT_BYTES,
   malformedUnlessTyped,
+  padEncoding,
 } from "./cose.js";
 import type { HsmEntry, HsmInterface, Subnet } from "./plan-model.js";
 
@@ -73,17 +82,24 @@ export interface ShardRef {
   readonly lastSerial: string;
   /** SHA-256 of the shard's bytes. */
   readonly sha256: Uint8Array;
+  /**
+   * The shard object's exact length in bytes, padding included, as the manifest declares it for
+   * every shard (decodeManifestPayload fills it in). When set, decodeShardEntry refuses other lengths.
+   */
+  readonly size?: number;
 }
 
 export interface PlannedShard {
+  /** Exactly the shard size planShards was given, padding included. */
   readonly bytes: Uint8Array;
   readonly firstSerial: string;
   readonly lastSerial: string;
   readonly entries: number;
 }
 
-// Keys of the shard map and of a subnet map (docs/FORMATS.md).
-const Shard = { subnets: 0, hostnamePrefixes: 1, interfaceNames: 2, entries: 3 } as const;
+// Keys of the shard map and of a subnet map (docs/FORMATS.md). The padding comes last, so that
+// padding a shard only replaces its final item (padEncoding).
+const Shard = { subnets: 0, hostnamePrefixes: 1, interfaceNames: 2, entries: 3, padding: 4 } as const;
 const SubnetKey = {
   name: 0,
   ipv4Network: 1,
@@ -375,16 +391,18 @@ class ShardBuilder {
     this.subnets = new Table((name) => this.subnetByName.get(name)!.size);
   }
 
+  /** Encoded size with the empty padding (`04 40`): the smallest the shard can be. */
   get size(): number {
-    // map head + four one-byte keys + the four arrays
+    // map head + five one-byte keys + the four arrays + the empty padding
     return (
       1 +
-      4 +
+      5 +
       this.subnets.encodedSize +
       this.prefixes.encodedSize +
       this.interfaceNames.encodedSize +
       cborHeadSize(this.entries.length) +
-      this.entryBytes
+      this.entryBytes +
+      1
     );
   }
 
@@ -421,43 +439,67 @@ class ShardBuilder {
     return false;
   }
 
-  encode(): Uint8Array {
+  /** The shard, padded to exactly `size` bytes (default: the empty padding only). */
+  encode(size?: number): Uint8Array {
     const bytes = encodeCbor(
       new Map<number, unknown>([
         [Shard.subnets, this.subnets.keys.map((name) => this.subnetByName.get(name)!.value)],
         [Shard.hostnamePrefixes, this.prefixes.keys],
         [Shard.interfaceNames, this.interfaceNames.keys],
         [Shard.entries, this.entries],
+        [Shard.padding, new Uint8Array(0)],
       ]),
     );
     // The greedy split relies on `size` being exact.
     if (bytes.length !== this.size)
       throw new Error(`internal: shard is ${bytes.length} bytes, computed ${this.size}`);
-    return bytes;
+    return size === undefined ? bytes : padEncoding(bytes, size, "shard");
   }
 }
 
-/** Encodes entries as one shard, whatever its size. Throws PlanInvalidError for what cannot be stored. */
-export function encodeShard(content: ShardContent): Uint8Array {
+function checkShardSize(size: number): void {
+  if (!Number.isSafeInteger(size) || size < 1 || size > MAX_UNTRUSTED_INPUT_BYTES) {
+    throw new UsageError(`a shard size is 1..${MAX_UNTRUSTED_INPUT_BYTES} bytes, not ${size}`);
+  }
+}
+
+export interface EncodeShardOptions {
+  /**
+   * Pad the shard to exactly this many bytes (CardFullError if the entries need more). Default:
+   * only the empty padding, the smallest encoding (as networkStateDigest uses it).
+   */
+  readonly size?: number;
+}
+
+/** Encodes entries as one shard. Throws PlanInvalidError for what cannot be stored. */
+export function encodeShard(content: ShardContent, options: EncodeShardOptions = {}): Uint8Array {
   const builder = new ShardBuilder();
   for (const hsm of prepare(content.subnets, content.hsms)) builder.tryAdd(hsm, Number.POSITIVE_INFINITY);
-  return builder.encode();
+  if (options.size !== undefined) {
+    checkShardSize(options.size);
+    if (builder.size > options.size) {
+      throw new CardFullError(`the shard needs ${builder.size} bytes; its size is ${options.size}`);
+    }
+  }
+  return builder.encode(options.size);
 }
 
 /**
- * Sorts the entries and fills shards of at most `maxObjectBytes` greedily, in serial order.
- * O(N log N): one sort, then constant work per entry.
+ * Sorts the entries and fills shards greedily, in serial order, each padded to exactly
+ * `shardBytes` (the shard object size the manifest declares). O(N log N): one sort, then constant
+ * work per entry.
  */
 export function planShards(
   subnets: readonly Subnet[],
   hsms: readonly HsmEntry[],
-  maxObjectBytes: number,
+  shardBytes: number,
 ): PlannedShard[] {
+  checkShardSize(shardBytes);
   const shards: PlannedShard[] = [];
   let builder = new ShardBuilder();
   const flush = () => {
     shards.push({
-      bytes: builder.encode(),
+      bytes: builder.encode(shardBytes),
       firstSerial: builder.hsms[0]!.serial,
       lastSerial: builder.hsms[builder.hsms.length - 1]!.serial,
       entries: builder.hsms.length,
@@ -465,11 +507,11 @@ export function planShards(
     builder = new ShardBuilder();
   };
   for (const hsm of prepare(subnets, hsms)) {
-    if (builder.tryAdd(hsm, maxObjectBytes)) continue;
+    if (builder.tryAdd(hsm, shardBytes)) continue;
     if (builder.hsms.length > 0) flush();
-    if (!builder.tryAdd(hsm, maxObjectBytes)) {
+    if (!builder.tryAdd(hsm, shardBytes)) {
       throw new CardFullError(
-        `the entry for serial ${hsm.hsm.serial} alone exceeds the ${maxObjectBytes}-byte object size`,
+        `the entry for serial ${hsm.hsm.serial} alone exceeds the ${shardBytes}-byte shard size`,
       );
     }
   }
@@ -567,17 +609,26 @@ export interface DecodeShardOptions {
   /** Names the shard in errors, e.g. `shard 0x5FFF20`. */
   readonly what?: string;
   readonly maxBytes?: number;
+  /** The shard's expected length, padding included (the manifest's shard size): refuse any other. */
+  readonly size?: number;
 }
 
-/** Decodes a shard strictly: shape, ranges, order, and the one canonical encoding. */
+/**
+ * Decodes a shard strictly: shape, ranges, order, zero padding, and the one canonical encoding
+ * (the content padded to the shard's own length, or to `size` when given).
+ */
 export function decodeShard(bytes: Uint8Array, options: DecodeShardOptions = {}): ShardContent {
   const what = options.what ?? "shard";
+  if (options.size !== undefined && bytes instanceof Uint8Array && bytes.length !== options.size) {
+    throw new MalformedError(`${what}: ${bytes.length} bytes, expected exactly ${options.size}`);
+  }
   const { value } = decodeCborStrict(bytes, {
     what,
     maxBytes: options.maxBytes ?? MAX_UNTRUSTED_INPUT_BYTES,
   });
   return malformedUnlessTyped(what, () => {
     const top = expectIntKeyedMap(value, what, Object.values(Shard));
+    expectZeroPadding(top.get(Shard.padding), `${what} padding`);
     const subnets = expectArray(top.get(Shard.subnets), `${what} subnets`, 1).map((v, i) =>
       decodeSubnet(v, `${what} subnets[${i}]`),
     );
@@ -607,7 +658,8 @@ export function decodeShard(bytes: Uint8Array, options: DecodeShardOptions = {})
       }
     }
     const content = { subnets: subnets.map((s) => s.subnet), hsms };
-    if (!bytesEqual(encodeShard(content), bytes)) throw new MalformedError(`${what}: not in canonical form`);
+    if (!bytesEqual(encodeShard(content, { size: bytes.length }), bytes))
+      throw new MalformedError(`${what}: not in canonical form`);
     return content;
   });
 }
@@ -631,6 +683,11 @@ export function decodeShardEntry(shardBytes: Uint8Array, ref: ShardRef, serial: 
   const what = `shard 0x${ref.objectId.toString(16).toUpperCase()}`;
   if (!(shardBytes instanceof Uint8Array) || shardBytes.length > MAX_UNTRUSTED_INPUT_BYTES) {
     throw new MalformedError(`${what}: not bytes, or larger than a card can hold`);
+  }
+  if (ref.size !== undefined && shardBytes.length !== ref.size) {
+    throw new IntegrityError(
+      `${what}: ${shardBytes.length} bytes; the signed manifest declares ${ref.size}-byte shards`,
+    );
   }
   if (!bytesEqual(sha256(shardBytes), ref.sha256)) {
     throw new IntegrityError(`${what}: SHA-256 does not match the signed manifest`);
@@ -657,9 +714,10 @@ export function decodeShardEntry(shardBytes: Uint8Array, ref: ShardRef, serial: 
 }
 
 /**
- * SHA-256 over the canonical encoding of one HSM's configuration (a one-entry shard). The agent
- * puts it in its receipt; the station computes it from the plan and compares, which shows that
- * the HSM applied exactly what was planned for it.
+ * SHA-256 over the canonical encoding of one HSM's configuration (a one-entry shard with the empty
+ * padding, whatever the shard size on the card). The agent puts it in its receipt; the station
+ * computes it from the plan and compares, which shows that the HSM applied exactly what was
+ * planned for it.
  */
 export function networkStateDigest(config: HsmConfig): Uint8Array {
   return sha256(encodeShard({ subnets: config.subnets, hsms: [config.hsm] }));

@@ -185,9 +185,10 @@ describe("SPEC §9: card I/O of one onboarding does not depend on the plan size"
   it("reads the same number of bytes for 1, 40 and 1,000 HSMs (yubikey5)", async () => {
     // Data-object bytes (GET DATA and GET RESPONSE answers): the 9E challenge signature is DER and
     // varies by a byte or two from run to run, whatever the plan.
-    // Fails today, on purpose: the manifest grows by ~45 bytes per shard and the HSM's shard holds
-    // as many entries as the plan puts in it (one entry: ~85 bytes; full: 3,063). The format would
-    // have to pad shards and manifest to fixed sizes — see docs/PERFORMANCE.md, "Card I/O".
+    // Holds because the format has fixed sizes (docs/FORMATS.md, manifest format version 2): every
+    // shard is padded to the shard size the manifest declares and the signed manifest to its object
+    // size (3,063 bytes each by default), the padding inside the signed payload and the hashed shard.
+    // Without it the manifest grew by ~45 bytes per shard and the HSM's shard with its entries.
     const runs = await onboardAll();
     expect(runs.map((r) => `${r.hsms} HSMs: ${r.objectBytesRead} bytes`)).toEqual(
       sizes.map((n) => `${n} HSMs: ${runs[0]!.objectBytesRead} bytes`),

@@ -2,7 +2,14 @@ import { createPublicKey } from "node:crypto";
 import { Tag } from "cbor-x";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
-import { CoseHeader, decodeCborStrict, encodeCbor } from "../../src/config/cose.js";
+import {
+  CoseHeader,
+  cborStringLengthFor,
+  coseSignLength,
+  decodeCborStrict,
+  encodeCbor,
+  MAX_UNTRUSTED_INPUT_BYTES,
+} from "../../src/config/cose.js";
 import { encodeConfig } from "../../src/config/encode-config.js";
 import {
   CARD_CAPACITY_BYTES,
@@ -11,9 +18,11 @@ import {
   encodeManifestPayload,
   findShardFor,
   MANIFEST_CONTENT_TYPE,
+  MANIFEST_FORMAT_VERSION,
   MAX_PIV_OBJECT_BYTES,
   type Manifest,
   PivObject,
+  signedManifestLength,
   signManifest,
   verifyManifest,
 } from "../../src/config/manifest.js";
@@ -66,6 +75,10 @@ const manifestArb: fc.Arbitrary<Manifest> = fc
     serials: fc.uniqueArray(serialArb, { minLength: 2, maxLength: 40 }),
     digests: fc.array(fc.uint8Array({ minLength: 32, maxLength: 32 }), { minLength: 20, maxLength: 20 }),
     gaps: fc.array(fc.nat({ max: 3 }), { minLength: 20, maxLength: 20 }),
+    shardSize: fc.oneof(
+      fc.constant(MAX_PIV_OBJECT_BYTES),
+      fc.integer({ min: 1, max: MAX_UNTRUSTED_INPUT_BYTES }),
+    ),
   })
   .map((r) => {
     const serials = [...r.serials].sort(compareSerials);
@@ -77,11 +90,12 @@ const manifestArb: fc.Arbitrary<Manifest> = fc
         firstSerial: serials[i]!,
         lastSerial: serials[i + 1]!,
         sha256: r.digests[shards.length]!,
+        size: r.shardSize,
       });
       objectId += 1 + r.gaps[shards.length]!;
     }
     return {
-      version: 1,
+      version: MANIFEST_FORMAT_VERSION,
       owner: r.owner,
       configurationId: r.configurationId,
       sequence: r.sequence,
@@ -89,6 +103,7 @@ const manifestArb: fc.Arbitrary<Manifest> = fc
       notBefore: r.window[0]!,
       notAfter: r.window[1]!,
       shards,
+      shardSize: r.shardSize,
     };
   });
 
@@ -142,6 +157,20 @@ describe("manifest payload", () => {
     );
   });
 
+  it("decode(encode(m, size)) = m for any size at or above the smallest encoding, padded exactly", () => {
+    fc.assert(
+      fc.property(manifestArb, fc.nat({ max: 400 }), (manifest, extra) => {
+        const smallest = encodeManifestPayload(manifest);
+        const padded = encodeManifestPayload(manifest, smallest.length + extra);
+        expect(padded.length).toBe(smallest.length + extra);
+        expect(padded.subarray(0, smallest.length - 1)).toEqual(smallest.subarray(0, -1));
+        expect(padded.subarray(smallest.length + 2).every((b) => b === 0)).toBe(true);
+        expect(decodeManifestPayload(padded)).toEqual(manifest);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it("finds the shard of every serial by binary search, and no shard for others", () => {
     fc.assert(
       fc.property(manifestArb, serialArb, (manifest, probe) => {
@@ -159,7 +188,7 @@ describe("manifest payload", () => {
     const base = (
       await encodeConfig(generatePlan(40), METADATA, alice.signer, {
         maxObjectBytes: 300,
-        maxManifestBytes: 1e5,
+        maxManifestBytes: Number.POSITIVE_INFINITY,
       })
     ).manifestContent;
     const [a, b] = base.shards as [Manifest["shards"][number], Manifest["shards"][number]];
@@ -170,17 +199,45 @@ describe("manifest payload", () => {
       { ...base, shards: [] },
       { ...base, notBefore: base.notAfter + 1 },
       { ...base, configurationId: new Uint8Array(15) },
-      { ...base, version: 2 },
+      { ...base, version: 1 },
       { ...base, sequence: -1 },
+      { ...base, shardSize: 0 },
+      { ...base, shardSize: MAX_UNTRUSTED_INPUT_BYTES + 1 },
+      { ...base, shards: [a, { ...b, size: 301 }] },
     ]) {
       expect(() => encodeManifestPayload(bad)).toThrow(UsageError);
     }
+    const smallest = encodeManifestPayload(base).length;
+    expect(() => encodeManifestPayload(base, smallest - 1)).toThrow(UsageError);
+    expect(encodeManifestPayload(base, smallest)).toEqual(encodeManifestPayload(base));
+    // refs without a size take the manifest's
+    const bare = { ...base, shards: base.shards.map(({ size: _, ...ref }) => ref) };
+    expect(encodeManifestPayload(bare)).toEqual(encodeManifestPayload(base));
   });
 
   it.each([
-    ["an unknown key", (m: Map<number, unknown>) => m.set(8, 0), /unexpected key 8/],
+    ["an unknown key", (m: Map<number, unknown>) => m.set(10, 0), /unexpected key 10/],
     ["a missing key", (m: Map<number, unknown>) => m.delete(3), /missing key 3/],
-    ["another version", (m: Map<number, unknown>) => m.set(0, 2), /version 2/],
+    ["another version", (m: Map<number, unknown>) => m.set(0, 3), /version 3/],
+    [
+      "format version 1 (no shard size, no padding)",
+      (m: Map<number, unknown>) => m.set(0, 1) && m.delete(8) && m.delete(9) && m,
+      /version 1/,
+    ],
+    ["no shard size", (m: Map<number, unknown>) => m.delete(8), /missing key 8/],
+    ["a shard size of 0", (m: Map<number, unknown>) => m.set(8, 0), /shard size: 0 is outside/],
+    ["no padding", (m: Map<number, unknown>) => m.delete(9), /missing key 9/],
+    [
+      "padding that is not zero",
+      (m: Map<number, unknown>) => m.set(9, new Uint8Array([0, 0, 7, 0])),
+      /padding bytes must be zero/,
+    ],
+    ["padding of another type", (m: Map<number, unknown>) => m.set(9, 0), /padding: expected a byte string/],
+    [
+      "padding wrapped in an array where a byte string fits",
+      (m: Map<number, unknown>) => m.set(9, [new Uint8Array(40)]),
+      /canonical/,
+    ],
     [
       "a short configuration id",
       (m: Map<number, unknown>) => m.set(2, new Uint8Array(8)),
@@ -229,6 +286,11 @@ describe("encodeConfig → agent", () => {
     expect(signers).toEqual([{ algorithm: "ES256", certificateChain: alice.chain.slice(0, 2) }]);
     expect(manifest).toEqual(encoded.manifestContent);
     expect(manifest).toMatchObject({ owner: "ACME Bank", sequence: 7, notAfter: METADATA.notAfter });
+    // fixed sizes: the whole object for the manifest and for every shard, declared in the manifest
+    expect(encoded.manifest.length).toBe(MAX_PIV_OBJECT_BYTES);
+    expect(manifest.shardSize).toBe(MAX_PIV_OBJECT_BYTES);
+    for (const shard of encoded.shards) expect(shard.bytes.length).toBe(MAX_PIV_OBJECT_BYTES);
+    expect(encoded.totalBytes).toBe((1 + encoded.shards.length) * MAX_PIV_OBJECT_BYTES);
     const byId = new Map(encoded.shards.map((s) => [s.objectId, s.bytes]));
     expect(encoded.shards.map((s) => s.objectId)).toEqual(
       encoded.shards.map((_, i) => PivObject.shardsFirst + i),
@@ -257,6 +319,60 @@ describe("encodeConfig → agent", () => {
       await encodeConfig(reversed, METADATA, noSelfCheck),
     ];
     expect(d.manifest).toEqual(c.manifest);
+  });
+
+  it("gives every plan that fits the same manifest and shard sizes, for one signer or two", async () => {
+    for (const signers of [[alice.signer], [alice.signer, bob.signer]]) {
+      const sizes = new Set<number>();
+      for (const n of [1, 40, 1000]) {
+        const encoded = await encodeConfig(generatePlan(n), METADATA, signers);
+        sizes.add(encoded.manifest.length);
+        for (const shard of encoded.shards) sizes.add(shard.bytes.length);
+        const { manifest } = await verifyManifest(encoded.manifest, trustAll);
+        expect(manifest.shards.length).toBe(encoded.shards.length);
+      }
+      expect([...sizes]).toEqual([MAX_PIV_OBJECT_BYTES]);
+    }
+    // a smaller shard size (e.g. for a short-APDU token): declared, and every shard has it
+    const small = await encodeConfig(generatePlan(200), METADATA, alice.signer, { shardBytes: 1000 });
+    expect(small.shards.map((s) => s.bytes.length)).toEqual(small.shards.map(() => 1000));
+    expect(small.manifestContent.shardSize).toBe(1000);
+    expect(small.manifest.length).toBe(MAX_PIV_OBJECT_BYTES);
+    await expect(
+      encodeConfig(generatePlan(5), METADATA, alice.signer, { shardBytes: MAX_PIV_OBJECT_BYTES + 1 }),
+    ).rejects.toThrow(UsageError);
+  });
+
+  it("pads the signed manifest to exactly its size, or one byte less only where CBOR cannot", async () => {
+    // A deterministic signer without x5chain keeps the envelope small, so that the sizes below
+    // cross the payload's head boundary (255 → 256 bytes) as well as the padding item's.
+    const fake: Signer = { ...alice.signer, certificateChain: [], sign: async () => new Uint8Array(64) };
+    const manifest = (
+      await encodeConfig(generatePlan(3), METADATA, alice.signer, {
+        maxManifestBytes: Number.POSITIVE_INFINITY,
+      })
+    ).manifestContent;
+    const smallest = encodeManifestPayload(manifest).length;
+    const envelope = coseSignLength(0, [fake], { contentType: MANIFEST_CONTENT_TYPE }) - 1;
+    const first = coseSignLength(smallest, [fake], { contentType: MANIFEST_CONTENT_TYPE });
+    expect(first).toBeLessThan(envelope + 258);
+    let short = 0;
+    for (let size = first; size <= envelope + 600; size++) {
+      const signed = await signManifest(manifest, [fake], { size });
+      expect(signed.length).toBe(signedManifestLength(manifest, [fake], { size }));
+      const exact = cborStringLengthFor(size - envelope) !== undefined;
+      expect(signed.length, `size ${size}`).toBe(exact ? size : size - 1);
+      if (!exact) short++;
+      const payload = (
+        decodeCborStrict(signed, { what: "t", maxBytes: 1e5, allowTopLevelTag: true }).value as unknown[]
+      )[2] as Uint8Array;
+      expect(decodeManifestPayload(payload)).toEqual(manifest);
+    }
+    expect(short).toBe(1); // the payload of 255 or 256 bytes: 257 or 259 with its head
+    expect(() => signedManifestLength(manifest, [fake], { size: first - 1 })).toThrow(CardFullError);
+    // not finite: not padded
+    expect(signedManifestLength(manifest, [fake], { size: Number.POSITIVE_INFINITY })).toBe(first);
+    expect((await signManifest(manifest, [fake])).length).toBe(first);
   });
 
   it("carries co-signatures (dual control): each verified, each chain validated, refused if one is bad", async () => {
@@ -295,9 +411,15 @@ describe("encodeConfig → agent", () => {
     await expect(verifyManifest(sameKey, trustAll)).rejects.toThrow(/same key signs twice/);
   });
 
-  it("detects any single changed byte anywhere in the signed manifest (every position)", async () => {
+  it("detects any single changed byte anywhere in the signed manifest, padding included (every position)", async () => {
     const encoded = await encodeConfig(generatePlan(100), METADATA, alice.signer);
     const bytes = encoded.manifest;
+    expect(bytes.length).toBe(MAX_PIV_OBJECT_BYTES);
+    // most of it is padding: zero bytes at the end of the signed payload
+    const payload = (
+      decodeCborStrict(bytes, { what: "t", maxBytes: 1e5, allowTopLevelTag: true }).value as unknown[]
+    )[2] as Uint8Array;
+    expect(payload.subarray(-1000).every((b) => b === 0)).toBe(true);
     const deltas = fc.sample(fc.integer({ min: 1, max: 255 }), { numRuns: bytes.length, seed: 42 });
     const accepted: number[] = [];
     for (let at = 0; at < bytes.length; at++) {
@@ -383,6 +505,17 @@ describe("encodeConfig → agent", () => {
     await expect(
       encodeConfig(generatePlan(100), METADATA, alice.signer, { maxManifestBytes: 500 }),
     ).rejects.toThrow(/signed manifest is \d+ bytes/);
+    // with fixed sizes: one object for the manifest, one per shard, 16 objects in 50,225 bytes
+    await expect(
+      encodeConfig(generatePlan(100), METADATA, alice.signer, {
+        cardCapacityBytes: 2 * MAX_PIV_OBJECT_BYTES - 1,
+      }),
+    ).rejects.toThrow(/need 6126 bytes \(manifest 3063, shards 1 × 3063\)/);
+    await expect(
+      encodeConfig(generatePlan(100), METADATA, alice.signer, {
+        cardCapacityBytes: 2 * MAX_PIV_OBJECT_BYTES,
+      }),
+    ).resolves.toMatchObject({ totalBytes: 2 * MAX_PIV_OBJECT_BYTES });
   });
 });
 
@@ -415,22 +548,60 @@ describe("with the project's PKI (src/pki) as validateChain", () => {
 });
 
 describe("density (SPEC.md §9)", () => {
+  /** Most HSMs of generatePlan whose manifest + shards fit one 50,225-byte card (bisection). */
+  async function mostOnOneCard(signers: readonly Signer[], chain: "without-root" | "full"): Promise<number> {
+    const fits = async (n: number) =>
+      encodeConfig(generatePlan(n), METADATA, signers, { chain }).then(
+        () => true,
+        (e: unknown) => {
+          if (e instanceof CardFullError) return false;
+          throw e;
+        },
+      );
+    let [low, high] = [1000, 4000];
+    expect(await fits(low)).toBe(true);
+    expect(await fits(high)).toBe(false);
+    while (high - low > 1) {
+      const middle = (low + high) >> 1;
+      if (await fits(middle)) low = middle;
+      else high = middle;
+    }
+    return low;
+  }
+
   it.each([
     ["the default x5chain (leaf + CA)", "without-root"],
     ["the full 3-certificate x5chain", "full"],
   ] as const)(
-    "stores 1,000 HSMs in ≤ 46 bytes per entry, manifest with %s included",
+    "stores 1,000 HSMs in ≤ 46 bytes per entry and ≥ 1,000 per card, fixed-size manifest with %s included",
     async (_name, chain) => {
       const plan = generatePlan(1000);
       const encoded = await encodeConfig(plan, METADATA, alice.signer, { chain });
       const chainBytes = alice.chain.reduce((n, c) => n + c.length, 0);
       expect(chainBytes).toBeGreaterThan(1200);
-      if (chain === "full") expect(encoded.manifest.length).toBeGreaterThan(chainBytes);
-      expect(encoded.manifest.length).toBeLessThanOrEqual(MAX_PIV_OBJECT_BYTES);
-      expect(encoded.totalBytes).toBeLessThanOrEqual(CARD_CAPACITY_BYTES);
+      // padded: the whole object, whatever the chain; shards all full-size
+      expect(encoded.manifest.length).toBe(MAX_PIV_OBJECT_BYTES);
+      expect(encoded.shards.length).toBe(6);
+      expect(encoded.totalBytes).toBe(7 * MAX_PIV_OBJECT_BYTES); // 21,441
       expect(encoded.totalBytes / plan.hsms.length).toBeLessThanOrEqual(46);
       const shardBytes = encoded.shards.reduce((n, s) => n + s.bytes.length, 0);
       expect(shardBytes / plan.hsms.length).toBeLessThanOrEqual(46);
+      // one card: the manifest and 15 full shards (16 × 3,063 = 49,008 ≤ 50,225)
+      const most = await mostOnOneCard([alice.signer], chain);
+      expect(most).toBeGreaterThanOrEqual(1000);
+      const full = await encodeConfig(generatePlan(most), METADATA, alice.signer, { chain });
+      expect(full.shards.length).toBe(15);
+      expect(full.totalBytes).toBeLessThanOrEqual(CARD_CAPACITY_BYTES);
+      expect(full.totalBytes / most).toBeLessThanOrEqual(46);
     },
+    60_000,
   );
+
+  it("holds ≥ 1,000 HSMs with two co-signers (dual control) in the same fixed-size manifest", async () => {
+    const most = await mostOnOneCard([alice.signer, bob.signer], "without-root");
+    expect(most).toBeGreaterThanOrEqual(1000);
+    const full = await encodeConfig(generatePlan(most), METADATA, [alice.signer, bob.signer]);
+    expect(full.manifest.length).toBe(MAX_PIV_OBJECT_BYTES);
+    expect(full.totalBytes / most).toBeLessThanOrEqual(46);
+  }, 60_000);
 });

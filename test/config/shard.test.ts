@@ -13,7 +13,7 @@ import {
   parseIpv4,
   parseIpv6,
 } from "../../src/config/address-codec.js";
-import { encodeCbor } from "../../src/config/cose.js";
+import { cborStringLengthFor, decodeCborStrict, encodeCbor } from "../../src/config/cose.js";
 import type { HsmEntry, HsmInterface, Subnet } from "../../src/config/plan-model.js";
 import {
   compareSerials,
@@ -33,6 +33,7 @@ import {
   MalformedError,
   NotForThisHsmError,
   PlanInvalidError,
+  UsageError,
 } from "../../src/errors.js";
 import { generatePlan, TEST_SUBNET } from "./signing-fixtures.js";
 
@@ -158,8 +159,22 @@ function refFor(shard: Uint8Array, content: ShardContent) {
     firstSerial: hsms[0]!.serial,
     lastSerial: hsms[hsms.length - 1]!.serial,
     sha256: shardDigest(shard),
+    size: shard.length,
   };
 }
+
+/** The padding item of a shard: its decoded value (key 4), and where its encoding starts. */
+function paddingOf(shard: Uint8Array): { value: unknown; start: number } {
+  const map = decodeCborStrict(shard, { what: "t", maxBytes: 1e6 }).value as Map<number, unknown>;
+  const value = map.get(4);
+  const size = encodeCbor(value).length;
+  return { value, start: shard.length - size };
+}
+
+/** A content plus a shard size at or above its smallest encoding (up to 300 bytes of padding). */
+const paddedShard = fc
+  .tuple(shardContent, fc.nat({ max: 300 }))
+  .map(([content, extra]) => ({ content, size: encodeShard(content).length + extra }));
 
 // Tests -------------------------------------------------------------------------------------------
 
@@ -171,6 +186,41 @@ describe("shard encoding", () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it("decode(encode(x)) = x at any shard size, padded to exactly that size", () => {
+    fc.assert(
+      fc.property(paddedShard, ({ content, size }) => {
+        const shard = encodeShard(content, { size });
+        expect(shard.length).toBe(size);
+        expect(decodeShard(shard, { size })).toEqual(normalized(content));
+        expect(decodeShard(shard)).toEqual(normalized(content));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("pads with zero bytes, across every CBOR head-length boundary, to the exact size", () => {
+    // The padding item is a byte string of zeros; where no byte string has the size left (25 and
+    // 258 bytes: the head grows with the content), a one-element array holding one.
+    const content = generatePlan(3);
+    const smallest = encodeShard(content);
+    expect(smallest.subarray(-2)).toEqual(new Uint8Array([0x04, 0x40])); // key 4, empty padding
+    for (let size = smallest.length; size <= smallest.length + 600; size++) {
+      const shard = encodeShard(content, { size });
+      expect(shard.length).toBe(size);
+      expect(shard.subarray(0, smallest.length - 1)).toEqual(smallest.subarray(0, -1));
+      const { value, start } = paddingOf(shard);
+      const itemSize = size - start;
+      expect(itemSize).toBe(size - smallest.length + 1);
+      if (cborStringLengthFor(itemSize) === undefined) {
+        expect(value).toEqual([new Uint8Array(cborStringLengthFor(itemSize - 1)!)]);
+      } else {
+        expect(value).toEqual(new Uint8Array(cborStringLengthFor(itemSize)!));
+      }
+      expect(decodeShard(shard, { size }).hsms).toHaveLength(3);
+    }
+    expect(() => encodeShard(content, { size: smallest.length - 1 })).toThrow(CardFullError);
   });
 
   it("gives the same bytes whatever the order of HSMs and subnets", () => {
@@ -190,22 +240,59 @@ describe("shard encoding", () => {
 
   it("has the agent find every entry, and notice any single changed byte", () => {
     fc.assert(
-      fc.property(shardContent, fc.nat(), fc.integer({ min: 1, max: 255 }), (content, position, delta) => {
-        const shard = encodeShard(content);
-        const ref = refFor(shard, content);
-        for (const hsm of content.hsms) {
-          const config = decodeShardEntry(shard, ref, hsm.serial);
-          expect(config.hsm).toEqual(hsm);
-          expect(new Set(config.subnets.map((s) => s.name))).toEqual(
-            new Set(hsm.interfaces.map((i) => i.subnet)),
-          );
-        }
-        const changed = new Uint8Array(shard);
-        changed[position % shard.length] = (changed[position % shard.length]! + delta) & 0xff;
-        expect(() => decodeShardEntry(changed, ref, content.hsms[0]!.serial)).toThrow(IntegrityError);
-      }),
+      fc.property(
+        paddedShard,
+        fc.nat(),
+        fc.integer({ min: 1, max: 255 }),
+        ({ content, size }, position, delta) => {
+          const shard = encodeShard(content, { size });
+          const ref = refFor(shard, content);
+          for (const hsm of content.hsms) {
+            const config = decodeShardEntry(shard, ref, hsm.serial);
+            expect(config.hsm).toEqual(hsm);
+            expect(new Set(config.subnets.map((s) => s.name))).toEqual(
+              new Set(hsm.interfaces.map((i) => i.subnet)),
+            );
+          }
+          const changed = new Uint8Array(shard);
+          changed[position % shard.length] = (changed[position % shard.length]! + delta) & 0xff;
+          expect(() => decodeShardEntry(changed, ref, content.hsms[0]!.serial)).toThrow(IntegrityError);
+        },
+      ),
       { numRuns: 200 },
     );
+  });
+
+  it("notices a changed byte in the padding even without the manifest's hash (every position)", () => {
+    const plan = generatePlan(20);
+    const shard = planShards(plan.subnets, plan.hsms, 3063)[0]!.bytes;
+    expect(shard.length).toBe(3063);
+    const { start } = paddingOf(shard);
+    expect(3063 - start).toBeGreaterThan(2000);
+    const deltas = fc.sample(fc.integer({ min: 1, max: 255 }), { numRuns: shard.length, seed: 7 });
+    for (let at = start; at < shard.length; at++) {
+      const changed = new Uint8Array(shard);
+      changed[at] = (changed[at]! + deltas[at]!) & 0xff;
+      expect(() => decodeShard(changed), `byte ${at}`).toThrow(MalformedError);
+    }
+  });
+
+  it("refuses a shard of another length than the manifest declares, before hashing it", () => {
+    const plan = generatePlan(5);
+    const shard = encodeShard(plan, { size: 400 });
+    const ref = refFor(shard, plan);
+    expect(decodeShardEntry(shard, ref, plan.hsms[0]!.serial).hsm).toEqual(plan.hsms[0]);
+    const shorter = encodeShard(plan, { size: 399 });
+    expect(() => decodeShardEntry(shorter, { ...ref, sha256: shardDigest(shorter) }, "1")).toThrow(
+      /399 bytes; the signed manifest declares 400-byte shards/,
+    );
+    expect(() => decodeShardEntry(shorter, { ...ref, sha256: shardDigest(shorter) }, "1")).toThrow(
+      IntegrityError,
+    );
+    expect(() => decodeShard(shorter, { size: 400 })).toThrow(/399 bytes, expected exactly 400/);
+    for (const truncated of [shard.subarray(0, 399), new Uint8Array([...shard, 0])]) {
+      expect(() => decodeShard(truncated)).toThrow(MalformedError);
+    }
   });
 
   it("stores serials as integers when canonical decimals of ≤ 53 bits, else as text, in one total order", () => {
@@ -237,6 +324,13 @@ describe("shard encoding", () => {
     expect(networkStateDigest(fromCard)).toEqual(networkStateDigest({ hsm, subnets: plan.subnets }));
     const other = { hsm: { ...hsm, hostname: "other" }, subnets: plan.subnets };
     expect(networkStateDigest(other)).not.toEqual(networkStateDigest(fromCard));
+    // whatever the size the shard was padded to on the card
+    for (const size of [shard.length + 1, 1000, 3063]) {
+      const padded = encodeShard(plan, { size });
+      expect(networkStateDigest(decodeShardEntry(padded, refFor(padded, plan), hsm.serial))).toEqual(
+        networkStateDigest(fromCard),
+      );
+    }
   });
 });
 
@@ -292,7 +386,7 @@ describe("addresses in shards", () => {
 });
 
 describe("shard planning", () => {
-  it("fills shards greedily in serial order, each within the object size, ranges disjoint", () => {
+  it("fills shards greedily in serial order, each padded to exactly the shard size, ranges disjoint", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 400 }),
@@ -301,8 +395,8 @@ describe("shard planning", () => {
           const plan = generatePlan(count);
           const shards = planShards(plan.subnets, plan.hsms, maxBytes);
           const all = shards.flatMap((s) => {
-            expect(s.bytes.length).toBeLessThanOrEqual(maxBytes);
-            const { hsms } = decodeShard(s.bytes);
+            expect(s.bytes.length).toBe(maxBytes);
+            const { hsms } = decodeShard(s.bytes, { size: maxBytes });
             expect([hsms[0]!.serial, hsms[hsms.length - 1]!.serial, hsms.length]).toEqual([
               s.firstSerial,
               s.lastSerial,
@@ -327,9 +421,12 @@ describe("shard planning", () => {
     );
   });
 
-  it("refuses an entry too big for any object", () => {
+  it("refuses an entry too big for any object, and a shard size that is not one", () => {
     const plan = generatePlan(3);
     expect(() => planShards(plan.subnets, plan.hsms, 60)).toThrow(CardFullError);
+    for (const bad of [0, 1.5, Number.POSITIVE_INFINITY, 60_000]) {
+      expect(() => planShards(plan.subnets, plan.hsms, bad)).toThrow(UsageError);
+    }
   });
 
   it("names every problem that keeps a plan from being encoded", () => {
@@ -385,6 +482,7 @@ describe("shard decoding", () => {
       prefixes?: unknown[];
       names?: unknown[];
       entries?: unknown[];
+      padding?: unknown;
       extra?: boolean;
     } = {},
   ) {
@@ -409,7 +507,8 @@ describe("shard decoding", () => {
         ],
       ],
     ]);
-    if (change.extra) map.set(4, 0);
+    if (change.padding !== null) map.set(4, change.padding ?? new Uint8Array(0));
+    if (change.extra) map.set(5, 0);
     return encodeCbor(map);
   }
 
@@ -477,7 +576,18 @@ describe("shard decoding", () => {
     ["a subnet without a network", raw({ subnets: sub() }), /no network/],
     ["a VLAN out of range", raw({ subnets: sub([1, [net, 24]], [7, 4095]) }), /vlan/],
     ["an unknown subnet key", raw({ subnets: sub([1, [net, 24]], [9, 1]) }), /unexpected key 9/],
-    ["an unknown shard key", raw({ extra: true }), /unexpected key 4/],
+    ["an unknown shard key", raw({ extra: true }), /unexpected key 5/],
+    ["no padding", raw({ padding: null }), /missing key 4/],
+    ["padding that is not zero", raw({ padding: new Uint8Array([0, 0, 1]) }), /padding bytes must be zero/],
+    ["padding of another type", raw({ padding: 0 }), /padding: expected a byte string/],
+    ["padding as text", raw({ padding: "\0" }), /padding: expected a byte string/],
+    ["padding in an array of two", raw({ padding: [new Uint8Array(1), new Uint8Array(1)] }), /padding/],
+    [
+      "padding wrapped in an array where a byte string fits",
+      raw({ padding: [new Uint8Array(3)] }),
+      /canonical/,
+    ],
+    ["padding that is not zero, wrapped", raw({ padding: [new Uint8Array([1])] }), /must be zero/],
     [
       "subnets out of first-use order",
       raw({
@@ -498,6 +608,16 @@ describe("shard decoding", () => {
     expect(() => decodeShard(bytes)).toThrow(reason);
   });
 
+  it("reads the padding in either form, as long as it is the canonical one", () => {
+    const base = raw().length - 1; // without the padding item
+    // an array-wrapped padding where the padding item must take 25 bytes: [h'00' × 23]
+    const wrapped = raw({ padding: [new Uint8Array(23)] });
+    expect(wrapped.length).toBe(base + 25);
+    expect(decodeShard(wrapped, { size: base + 25 }).hsms).toHaveLength(2);
+    expect(() => decodeShard(raw({ padding: new Uint8Array(24) }))).not.toThrow(); // 26 bytes
+    expect(() => decodeShard(raw({ padding: new Uint8Array(23) }))).not.toThrow(); // 24 bytes
+  });
+
   it("tells a serial outside the shard, and a shard that does not match its manifest entry", () => {
     const shard = raw();
     const ref = { objectId: 0x5fff21, firstSerial: "1", lastSerial: "2", sha256: shardDigest(shard) };
@@ -509,7 +629,7 @@ describe("shard decoding", () => {
   });
 
   it("never throws anything but typed errors on random or mutated bytes", () => {
-    const valid = encodeShard(generatePlan(20));
+    const valid = encodeShard(generatePlan(20), { size: 500 });
     fc.assert(
       fc.property(
         fc.oneof(
