@@ -220,7 +220,7 @@ async function main(): Promise<number> {
       target: "same bytes read per onboarding for 1, 40, 1,000 HSMs",
       measured: `object bytes ${list((r) => r.objectBytesRead)}`,
       met: same((r) => r.objectBytesRead),
-      note: "manifest and the HSM's shard grow with the plan (bounded by manifest + one 3,063-byte object)",
+      note: "manifest and shards are padded to fixed 3,063-byte objects (docs/FORMATS.md)",
     });
     const ykTotal = totals.get(YUBIKEY5_LATENCY.name);
     targets.push({
