@@ -16,6 +16,7 @@ import type { SecureElement } from "../secure-element/secure-element.js";
 import { AuditLog } from "./audit-log.js";
 import { type DeviceIdentity, loadDeviceIdentity } from "./device-identity.js";
 import { readTrustAnchor } from "./factory.js";
+import { type AgentFaults, faultsFromEnv } from "./faults.js";
 import { DryRunBackend } from "./net/dry-run.js";
 import { Iproute2Backend } from "./net/iproute2.js";
 import {
@@ -41,6 +42,8 @@ export interface OpenAgentOptions {
   readonly clock?: () => Date;
   /** One human line per step. */
   readonly log?: (line: string) => void;
+  /** Crash points for the fault tests (faults.ts); default: HSM_ONBOARD_CRASH_AT, else none. */
+  readonly faults?: AgentFaults;
 }
 
 export interface StartReport {
@@ -62,6 +65,7 @@ export class Agent {
   readonly #clock: () => Date;
   readonly #log: (line: string) => void;
   readonly #unlock: () => Promise<void>;
+  readonly #faults: AgentFaults;
   #closed = false;
 
   private constructor(parts: {
@@ -73,6 +77,7 @@ export class Agent {
     clock: () => Date;
     log: (line: string) => void;
     unlock: () => Promise<void>;
+    faults: AgentFaults;
   }) {
     this.store = parts.store;
     this.trust = parts.trust;
@@ -82,11 +87,13 @@ export class Agent {
     this.#clock = parts.clock;
     this.#log = parts.log;
     this.#unlock = parts.unlock;
+    this.#faults = parts.faults;
   }
 
   /** Opens the state directory for this process (its lock is held until close()). */
   static async open(options: OpenAgentOptions): Promise<Agent> {
     const clock = options.clock ?? (() => new Date());
+    const faults = options.faults ?? faultsFromEnv();
     const store = await AgentStateStore.open(options.stateDir, { clock });
     const unlock = await store.lock();
     let device: DeviceIdentity | undefined;
@@ -101,7 +108,7 @@ export class Agent {
         typeof options.net === "object"
           ? options.net
           : options.net === "iproute2"
-            ? new Iproute2Backend(options.netns ? { netns: options.netns } : {})
+            ? new Iproute2Backend({ ...(options.netns ? { netns: options.netns } : {}), faults })
             : await DryRunBackend.open({ file: store.path("dryRun"), clock });
       return new Agent({
         store,
@@ -112,6 +119,7 @@ export class Agent {
         clock,
         log: options.log ?? (() => {}),
         unlock,
+        faults,
       });
     } catch (error) {
       await device?.close();
@@ -203,6 +211,7 @@ export class Agent {
       audit: this.audit,
       log: this.#log,
       interfaces: this.#interfaces,
+      faults: this.#faults,
     });
   }
 

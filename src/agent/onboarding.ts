@@ -62,6 +62,7 @@ import {
 } from "../secure-element/secure-element.js";
 import type { AuditLog } from "./audit-log.js";
 import type { DeviceIdentity } from "./device-identity.js";
+import type { AgentFaults } from "./faults.js";
 import {
   applyWithRollback,
   hostNetworkConfig,
@@ -106,6 +107,8 @@ export interface OnboardOptions {
   readonly log: (line: string) => void;
   /** Plan interface name → device on this host (`--iface`). */
   readonly interfaces?: InterfaceMap;
+  /** Crash points for the fault tests (faults.ts); none by default. */
+  readonly faults?: AgentFaults;
 }
 
 export interface ReceiptOutcome {
@@ -250,8 +253,10 @@ export async function onboard(options: OnboardOptions): Promise<OnboardingResult
         snapshot,
       },
     }));
+    options.faults?.reached("after-snapshot");
     log(`applying the network (${net.name})`);
-    await applyWithRollback(net, network, snapshot);
+    await applyWithRollback(net, network, snapshot, options.faults);
+    options.faults?.reached("after-verify-before-persist");
     known.target = "configured";
     known.applied = snapshot;
     const digest = networkStateDigest(config);
@@ -282,6 +287,7 @@ export async function onboard(options: OnboardOptions): Promise<OnboardingResult
       };
     });
     delete known.applied;
+    options.faults?.reached("after-persist-before-receipt");
     log(`configured: ${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`);
 
     // 5. The receipt, signed by the device key, onto the card; then the audit record. The HSM is

@@ -23,6 +23,7 @@
 import { execFile } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AddressConflictError, NetworkApplyError } from "../../errors.js";
+import { type AgentFaults, NO_FAULTS } from "../faults.js";
 import {
   addressSteps,
   compareState,
@@ -88,6 +89,8 @@ export interface Iproute2BackendOptions {
   readonly carrierTimeoutMs?: number;
   /** Poll period for probe, DAD and carrier (default 25 ms). */
   readonly pollMs?: number;
+  /** Crash points (faults.ts): `mid-apply:N` after each changing command of an apply. */
+  readonly faults?: AgentFaults;
 }
 
 interface IpJsonAddress {
@@ -139,6 +142,9 @@ export class Iproute2Backend implements NetBackend {
   readonly #dadTimeoutMs: number;
   readonly #carrierTimeoutMs: number;
   readonly #pollMs: number;
+  readonly #faults: AgentFaults;
+  /** Changing commands run by the current apply (for the `mid-apply:N` crash point). */
+  #applied = 0;
 
   constructor(options: Iproute2BackendOptions = {}) {
     this.#ip = options.runner ?? execIpRunner(options.netns ? { netns: options.netns } : {});
@@ -146,6 +152,7 @@ export class Iproute2Backend implements NetBackend {
     this.#dadTimeoutMs = options.dadTimeoutMs ?? 5000;
     this.#carrierTimeoutMs = options.carrierTimeoutMs ?? 5000;
     this.#pollMs = options.pollMs ?? 25;
+    this.#faults = options.faults ?? NO_FAULTS;
   }
 
   snapshot(config: HostNetworkConfig): Promise<NetSnapshot> {
@@ -158,6 +165,7 @@ export class Iproute2Backend implements NetBackend {
   async apply(config: HostNetworkConfig): Promise<void> {
     const before = await this.snapshot(config);
     const target = desiredState(before, config);
+    this.#applied = 0;
 
     const links = linkSteps(before, target);
     await this.#runAll([...links.remove, ...links.configure]);
@@ -237,7 +245,10 @@ export class Iproute2Backend implements NetBackend {
   // ---- internals ------------------------------------------------------------------------------------
 
   async #runAll(commands: readonly IpCommand[]): Promise<void> {
-    for (const command of commands) await this.#ip.run(command);
+    for (const command of commands) {
+      await this.#ip.run(command);
+      this.#faults.reached(`mid-apply:${++this.#applied}`);
+    }
   }
 
   /** One probe; the conflict's description, or undefined when nobody answered within the window. */

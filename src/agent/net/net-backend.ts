@@ -16,6 +16,7 @@
 import { z } from "zod";
 import type { HsmConfig } from "../../config/shard.js";
 import { NetworkApplyError, OnboardError } from "../../errors.js";
+import type { AgentFaults } from "../faults.js";
 
 // ---- the configuration an applier applies ------------------------------------------------------
 
@@ -227,9 +228,11 @@ export async function applyWithRollback(
   net: NetBackend,
   config: HostNetworkConfig,
   snapshot: NetSnapshot,
+  faults?: AgentFaults,
 ): Promise<void> {
   try {
     await net.apply(config);
+    faults?.reached("after-apply-before-verify");
     await net.verify(config);
   } catch (error) {
     const failure =

@@ -1,0 +1,356 @@
+/**
+ * Hostile card behaviour for the virtual PIV card (SPEC.md §8: "a hostile card that answers with
+ * wrong lengths, endless 61xx chaining or huge objects"). Each mode is an ApduInterceptor (the
+ * VirtualPivCard `intercept` option): it lets the genuine card answer, then lies about what it
+ * answered — or answers without asking the card at all — for the commands a matcher selects.
+ *
+ *   const hostile = hostileCard("endless-chaining", { when: getDataOf(PivObject.manifest) });
+ *   const card = new VirtualPivCard({ store, intercept: hostile.intercept });
+ *   hostile.armed = true;   // honest until armed, so a session can be opened first
+ *
+ * What a hostile card can do is only what a reader lets through: a response is at most
+ * MAX_READER_RESPONSE_BYTES (PC/SC's extended buffer, docs/TESTBED-NOTES.md), so "megabytes" come
+ * the only way a real card could send them — in pieces, with 61xx and GET RESPONSE — unless a
+ * mode says otherwise. Test-only code: nothing in the product imports it.
+ */
+import { gzipSync } from "node:zlib";
+import { decodeCommandApdu } from "../apdu/command.js";
+import { concatBytes, encodeLength, encodeTlv, readTlv } from "../apdu/tlv.js";
+import type { ApduInterceptor } from "./virtual-piv-card.js";
+
+/** Largest response APDU pcsc-lite hands to a client: 65,536 data bytes + SW (MAX_BUFFER_SIZE_EXTENDED − 10). */
+export const MAX_READER_RESPONSE_BYTES = 65_538;
+
+/** Selects the commands a hostile mode lies about. */
+export type CommandMatcher = (command: Uint8Array) => boolean;
+
+const INS_GET_DATA = 0xcb;
+const INS_PUT_DATA = 0xdb;
+const INS_GET_RESPONSE = 0xc0;
+const INS_GENERAL_AUTHENTICATE = 0x87;
+const INS_SELECT = 0xa4;
+
+function decoded(command: Uint8Array) {
+  try {
+    return decodeCommandApdu(command);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every command. */
+export const anyCommand: CommandMatcher = () => true;
+
+/**
+ * GET DATA (`00 CB 3F FF … 5C <tag>`), of the object `objectId` when given (e.g. 0x5FC101 for the
+ * 9E certificate, 0x5FFF10 for the manifest), of any object otherwise.
+ */
+export function getDataOf(objectId?: number): CommandMatcher {
+  return dataObjectCommand(INS_GET_DATA, objectId);
+}
+
+/** PUT DATA (`00 DB 3F FF … 5C <tag> 53 …`) of `objectId`, or of any object. */
+export function putDataOf(objectId?: number): CommandMatcher {
+  return dataObjectCommand(INS_PUT_DATA, objectId);
+}
+
+function dataObjectCommand(ins: number, objectId: number | undefined): CommandMatcher {
+  return (command) => {
+    if (command[1] !== ins) return false;
+    if (objectId === undefined) return true;
+    // The tag list `5C len id` opens the data field (SP 800-73-4 Part 2 §3.1.2, §3.3.2).
+    const data = decoded(command)?.data;
+    if (data?.[0] !== 0x5c) return false;
+    let id = 0;
+    for (const b of data.subarray(2, 2 + (data[1] ?? 0))) id = id * 256 + b;
+    return id === objectId;
+  };
+}
+
+/** GENERAL AUTHENTICATE with the key in `slot` (P2: 0x9E, 0x9C, …), any slot when not given. */
+export function generalAuthenticateWith(slot?: number): CommandMatcher {
+  return (command) => command[1] === INS_GENERAL_AUTHENTICATE && (slot === undefined || command[3] === slot);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response surgery
+
+const sw = (code: number) => Uint8Array.of((code >> 8) & 0xff, code & 0xff);
+const dataOf = (response: Uint8Array) => response.subarray(0, Math.max(0, response.length - 2));
+const swOf = (response: Uint8Array) => response.subarray(Math.max(0, response.length - 2));
+const isOk = (response: Uint8Array) =>
+  response.length >= 2 && response[response.length - 2] === 0x90 && response[response.length - 1] === 0x00;
+
+/** `count` bytes of a recognisable filler. */
+function filler(count: number, byte = 0x00): Uint8Array {
+  return new Uint8Array(count).fill(byte);
+}
+
+/** Header (tag + length field) and value of the first TLV of `data`, when it parses. */
+function splitTlv(data: Uint8Array): { tag: Uint8Array; value: Uint8Array } | undefined {
+  try {
+    const { tlv } = readTlv(data, 0);
+    const tagLength = tlv.tag > 0xffff ? 3 : tlv.tag > 0xff ? 2 : 1;
+    return { tag: data.subarray(0, tagLength), value: tlv.value };
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modes
+
+/** Everything a hostile mode may be told. */
+export interface HostileOptions {
+  /** Which commands to lie about (default: every GET DATA). */
+  readonly when?: CommandMatcher;
+  /** Bytes for modes that send data of their own (sizes, payloads). */
+  readonly bytes?: number;
+  /** A status word, for `bad-status-word` and `wrong-le-forever` (SW2 taken as the Le named). */
+  readonly statusWord?: number;
+  /** Replacement object content (inside 53), for `copied-certificate`. */
+  readonly content?: Uint8Array;
+  /** A command whose genuine answer is given instead, for `answer-to-other-command`. */
+  readonly otherCommand?: Uint8Array;
+  /** Signed challenge answer to replay (`7C … 82 …` ‖ 9000), for `replayed-signature`; recorded when absent. */
+  readonly recorded?: Uint8Array;
+}
+
+/** The genuine card and the command; returns what the hostile card answers instead. */
+type Lie = (
+  command: Uint8Array,
+  card: (command: Uint8Array) => Uint8Array,
+  state: LieState,
+  options: HostileOptions,
+) => Uint8Array;
+
+interface LieState {
+  /** For modes that keep going through GET RESPONSE. */
+  chaining: boolean;
+  /** INS of a command chain (CLA 10) the hostile card is lying about: its next blocks are too. */
+  commandChain?: number;
+  previous?: Uint8Array;
+  recorded?: Uint8Array;
+}
+
+export const HOSTILE_MODES = {
+  /** A response without a status word: one byte. */
+  "no-status-word": {
+    describe: "answers with a single byte (no SW1 SW2)",
+    lie: () => Uint8Array.of(0x90),
+  },
+  /** The outer TLV length says more than is sent (the value cut short after a few bytes). */
+  "truncated-tlv": {
+    describe: "the 53 object's length field announces the full object, 8 bytes of it follow",
+    lie: (command, card) => {
+      const r = card(command);
+      const split = splitTlv(dataOf(r));
+      if (!split) return r;
+      return concatBytes(split.tag, encodeLength(split.value.length), split.value.subarray(0, 8), sw(0x9000));
+    },
+  },
+  /** The outer TLV length disagrees with the bytes sent (shorter: bytes left over). */
+  "wrong-tlv-length": {
+    describe: "the 53 object's length field is 5 bytes short of what follows",
+    lie: (command, card) => {
+      const r = card(command);
+      const split = splitTlv(dataOf(r));
+      if (!split || split.value.length < 5) return r;
+      return concatBytes(split.tag, encodeLength(split.value.length - 5), split.value, sw(0x9000));
+    },
+  },
+  /** A length field of four bytes announcing 4 GiB (`53 84 FF FF FF FF`), then a few bytes. */
+  "huge-length-field": {
+    describe: "GET DATA answered `53 84 FF FF FF FF` + 16 bytes: a 4 GiB object announced",
+    lie: () => concatBytes(Uint8Array.of(0x53, 0x84, 0xff, 0xff, 0xff, 0xff), filler(16, 0x41), sw(0x9000)),
+  },
+  /** `53 83 FF FF FF` (16 MiB announced, the most three length bytes say), then a few bytes. */
+  "huge-object-declared": {
+    describe: "GET DATA answered `53 83 FF FF FF` + 16 bytes: 16 MiB announced",
+    lie: () => concatBytes(Uint8Array.of(0x53, 0x83, 0xff, 0xff, 0xff), filler(16, 0x41), sw(0x9000)),
+  },
+  /** A well-formed 53 object far larger than any PIV object, in one extended response. */
+  "oversized-object": {
+    describe: "GET DATA answered with a well-formed 53 object of `bytes` (default 60,000) in one APDU",
+    lie: (_command, _card, _state, options: HostileOptions) => {
+      const size = Math.min(options.bytes ?? 60_000, MAX_READER_RESPONSE_BYTES - 2 - 4);
+      return concatBytes(encodeTlv(0x53, filler(size, 0x41)), sw(0x9000));
+    },
+  },
+  /** The largest response a reader passes, filled with junk and 9000. */
+  "max-size-response": {
+    describe: "answers with 65,536 bytes of junk + 9000 (the most one PC/SC response holds)",
+    lie: () => concatBytes(filler(MAX_READER_RESPONSE_BYTES - 2, 0x41), sw(0x9000)),
+  },
+  /** Megabytes through response chaining: 256 bytes and 61 00, forever, GET RESPONSE included. */
+  "endless-chaining": {
+    describe: "answers 256 bytes + 61 00 forever, GET RESPONSE included: megabytes in pieces",
+    lie: (_command, _card, state) => {
+      state.chaining = true;
+      return concatBytes(filler(256, 0x41), sw(0x6100));
+    },
+  },
+  /** Tiny pieces: one byte and 61 01, forever (a round-trip bound, not a byte bound, stops it). */
+  "endless-chaining-tiny": {
+    describe: "answers 1 byte + 61 01 forever, GET RESPONSE included",
+    lie: (_command, _card, state) => {
+      state.chaining = true;
+      return concatBytes(Uint8Array.of(0x41), sw(0x6101));
+    },
+  },
+  /** 6Cxx ("wrong Le, use xx") to every retry. */
+  "wrong-le-forever": {
+    describe: "answers 6C 10 (wrong Le, use 16) to the command and to every retry",
+    lie: (_command, _card, _state, options: HostileOptions) => sw(options.statusWord ?? 0x6c10),
+  },
+  /** Nested constructed TLVs inside the object, as deep as fits. */
+  "nested-tlv": {
+    describe: "GET DATA answered 53 { 7F49 { 7F49 { … } } }, nested about 1,000 deep",
+    lie: (_command, _card, _state, options: HostileOptions) => {
+      let inner: Uint8Array = Uint8Array.of(0x86, 0x00);
+      const depth = options.bytes ?? 1000;
+      for (let i = 0; i < depth; i++) inner = encodeTlv(0x7f49, inner);
+      return concatBytes(encodeTlv(0x53, inner), sw(0x9000));
+    },
+  },
+  /** A certificate object whose 70 holds DER nested as deep as fits (SEQUENCE in SEQUENCE …). */
+  "nested-der-certificate": {
+    describe: "certificate object whose certificate is SEQUENCE { SEQUENCE { … } } nested 6,000 deep",
+    lie: (_command, _card, _state, options: HostileOptions) => {
+      // 6,000 levels: 24 KB, under the host's 32 KB response bound, so the DER parser meets it.
+      const depth = options.bytes ?? 6000;
+      const der = new Uint8Array(depth * 4);
+      for (let i = 0; i < depth; i++) der.set([0x30, 0x80], i * 2); // indefinite lengths…
+      // …closed by end-of-contents octets (already zero).
+      return concatBytes(
+        encodeTlv(0x53, concatBytes(encodeTlv(0x70, der), encodeTlv(0x71, Uint8Array.of(0)))),
+        sw(0x9000),
+      );
+    },
+  },
+  /** A certificate object marked gzip-compressed whose data inflates to 64 MiB of zeros. */
+  "gzip-bomb-certificate": {
+    describe: "certificate object `70 gzip(16 MiB of zeros) 71 01`: a decompression bomb",
+    lie: () =>
+      concatBytes(
+        encodeTlv(0x53, concatBytes(encodeTlv(0x70, GZIP_BOMB()), encodeTlv(0x71, Uint8Array.of(1)))),
+        sw(0x9000),
+      ),
+  },
+  /** The genuine answer, then junk the command never asked for. */
+  "extra-bytes": {
+    describe: "the genuine answer with 32 extra bytes after it (before the status word)",
+    lie: (command, card) => {
+      const r = card(command);
+      if (!isOk(r)) return r;
+      return concatBytes(dataOf(r), filler(32, 0xa5), swOf(r));
+    },
+  },
+  /** The genuine answer to another command (GET VERSION by default) instead of this one's. */
+  "answer-to-other-command": {
+    describe: "answers with what the card answers to another command (GET VERSION by default)",
+    lie: (_command, card, _state, options: HostileOptions) =>
+      card(options.otherCommand ?? Uint8Array.of(0x00, 0xfd, 0x00, 0x00, 0x00)),
+  },
+  /** Every answer is the one the card gave to the previous command: out of step. */
+  "stale-responses": {
+    describe: "every answer is the one the card gave to the previous command (out of step by one)",
+    lie: (command, card, state) => {
+      const now = card(command);
+      const answer = state.previous ?? sw(0x9000);
+      state.previous = now;
+      return answer;
+    },
+  },
+  /** Says 9000 to a write it never makes (a card that loses or ignores PUT DATA). */
+  "swallowed-write": {
+    describe: "answers 9000 to the command without passing it to the card (a write that never happens)",
+    lie: () => sw(0x9000),
+  },
+  /** A status word no flow expects (6F 00 by default). */
+  "bad-status-word": {
+    describe: "answers a bare status word (6F 00 by default)",
+    lie: (_command, _card, _state, options: HostileOptions) => sw(options.statusWord ?? 0x6f00),
+  },
+  /** The 9E certificate object of another card: a genuine certificate without its private key. */
+  "copied-certificate": {
+    describe: "GET DATA of the 9E certificate answered with another card's (a copied certificate)",
+    lie: (command, card, _state, options: HostileOptions) => {
+      if (!options.content) return card(command);
+      return concatBytes(encodeTlv(0x53, options.content), sw(0x9000));
+    },
+  },
+  /** Answers every card-authentication challenge with one recorded genuine signature. */
+  "replayed-signature": {
+    describe: "answers every 9E challenge with the signature recorded for an earlier one",
+    lie: (command, card, state) => {
+      if (state.recorded) return state.recorded.slice();
+      const genuine = card(command);
+      if (isOk(genuine)) state.recorded = genuine.slice();
+      return genuine;
+    },
+  },
+} satisfies Record<string, { describe: string; lie: Lie }>;
+
+export type HostileMode = keyof typeof HOSTILE_MODES;
+
+/** Default matcher of each mode: what it is most naturally aimed at. */
+const DEFAULT_TARGET: Partial<Record<HostileMode, CommandMatcher>> = {
+  "copied-certificate": getDataOf(0x5fc101),
+  "replayed-signature": generalAuthenticateWith(0x9e),
+  "nested-der-certificate": getDataOf(0x5fc101),
+  "gzip-bomb-certificate": getDataOf(0x5fc101),
+  "stale-responses": (command) => command[1] !== INS_SELECT,
+  "swallowed-write": putDataOf(),
+};
+
+let bomb: Uint8Array | undefined;
+/** 16 MiB of zeros, gzip-compressed (~16 KiB: under the host's response bound; made once). */
+function GZIP_BOMB(): Uint8Array {
+  bomb ??= new Uint8Array(gzipSync(new Uint8Array(16 * 1024 * 1024), { level: 9 }));
+  return bomb;
+}
+
+/** A hostile card: its interceptor, whether it lies yet, and how often it did. */
+export interface HostileCard {
+  readonly mode: HostileMode;
+  readonly intercept: ApduInterceptor;
+  /** Honest while false (default true): arm it once the session it should disturb is open. */
+  armed: boolean;
+  /** Commands answered with a lie so far. */
+  readonly lies: number;
+}
+
+/** Makes the interceptor of one hostile mode. */
+export function hostileCard(
+  mode: HostileMode,
+  options: HostileOptions & { armed?: boolean } = {},
+): HostileCard {
+  const when = options.when ?? DEFAULT_TARGET[mode] ?? getDataOf();
+  const lie: Lie = HOSTILE_MODES[mode].lie;
+  const state: LieState = { chaining: false, ...(options.recorded ? { recorded: options.recorded } : {}) };
+  let lies = 0;
+  const hostile: HostileCard = {
+    mode,
+    armed: options.armed ?? true,
+    get lies() {
+      return lies;
+    },
+    intercept: (command, card) => {
+      // A lie goes on through GET RESPONSE (response chaining) and through the following blocks of
+      // a command chain (ISO/IEC 7816-4 §5.1.1.1: CLA b5 set on every block but the last).
+      const continuing =
+        (state.chaining && command[1] === INS_GET_RESPONSE) ||
+        (state.commandChain !== undefined && command[1] === state.commandChain);
+      if (!hostile.armed || (!continuing && !when(command))) {
+        if (command[1] !== INS_GET_RESPONSE) state.chaining = false;
+        state.commandChain = undefined;
+        return card(command);
+      }
+      lies++;
+      state.commandChain = ((command[0] ?? 0) & 0x10) !== 0 ? command[1] : undefined;
+      return lie(command, card, state, options);
+    },
+  };
+  return hostile;
+}

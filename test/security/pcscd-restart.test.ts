@@ -1,0 +1,168 @@
+/**
+ * SPEC.md §8 "survived: pcscd restarting". The real stack, all inside a network namespace this test
+ * created: a private pcscd with vpcd (src/sim/pcscd.ts), `hsm-onboard card emulate` as the card,
+ * `hsm-onboard agent run --once` as the HSM agent (child processes: libpcsclite reads
+ * PCSCLITE_CSOCK_NAME once per process).
+ *
+ * What the agent does (and docs/SECURITY.md states): when pcscd goes away while the agent waits
+ * for a card, its reader watcher fails (PC/SC service gone) and `agent run` exits 10 — with --once
+ * and without it — having changed nothing; run again (by hand, or by the service manager that keeps
+ * the agent running), it finds the restarted pcscd and the card, and configures the HSM. When pcscd
+ * restarts in the middle of a session with the card, the card's commands fail (exit 10) before
+ * anything is applied — or, if the restart lands after the apply, only the receipt is lost.
+ */
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { AgentStateStore } from "../../src/agent/state-store.js";
+import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
+import { ExitCode } from "../../src/errors.js";
+import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
+import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { NetnsLab, netnsCapability } from "../agent/netns.js";
+import {
+  buildForChildren,
+  type PrivateBuild,
+  pcscE2eCapability,
+  requireOrSkip,
+} from "../helpers/pcsc-env.js";
+import { type LiveChild, runCliChild, startCliChild, stopChildren } from "./children.js";
+import { CardTemplate, dryRunRecord } from "./support.js";
+
+const pcsc = requireOrSkip(pcscE2eCapability());
+const netns = requireOrSkip(netnsCapability());
+const cap = pcsc.ok && netns.ok ? pcsc : { ok: false, reason: pcsc.ok ? netns.reason : pcsc.reason };
+
+describe.skipIf(!cap.ok)(
+  `pcscd restarting while the agent waits${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
+  () => {
+    let base: { dir: string; cleanup: () => Promise<void> };
+    let build: PrivateBuild;
+    let testPki: TestPki;
+    let crl: Uint8Array;
+    let template: CardTemplate;
+    let lab: NetnsLab;
+    let pcscd: PrivatePcscd | undefined;
+    const cards: LiveChild[] = [];
+
+    beforeAll(async () => {
+      base = await tempDir("hsm-security-pcscd-");
+      build = await buildForChildren(["cli/main.js", "transport/reader-watcher.js"]);
+      testPki = await createTestPki(base.dir);
+      crl = await testPki.crl(1);
+      template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
+      await template.write(LAB_PLAN, { crl, sequence: 1 });
+    }, 180_000);
+    afterEach(async () => {
+      // Children first (by PID), then pcscd, then the namespaces.
+      for (const card of cards.splice(0)) await card.stop();
+      await stopChildren();
+      await pcscd?.stop();
+      pcscd = undefined;
+      await lab?.cleanup();
+    });
+    afterAll(async () => {
+      await build?.cleanup();
+      await base?.cleanup();
+    });
+
+    async function setUp(name: string) {
+      lab = new NetnsLab();
+      const ns = lab.namespace("pcsc");
+      pcscd = await startPrivatePcscd({ netns: ns });
+      const { stateDir } = await initAgent(base.dir, testPki, { crl, name });
+      const cardFile = join(base.dir, `${name}-card.json`);
+      new FileCardStateStore(cardFile).save(template.cardState);
+      const agentArgs = [
+        "agent",
+        "run",
+        "--state-dir",
+        stateDir,
+        "--once",
+        "--net",
+        "dry-run",
+        "--pin-stdin",
+        "--json",
+      ];
+      const insertCard = async () => {
+        const card = await startCliChild(
+          build,
+          ["card", "emulate", "--state", cardFile, "--vpcd", `127.0.0.1:${pcscd!.vpcdPort}`],
+          {
+            netns: ns,
+          },
+        );
+        cards.push(card);
+        await card.waitForStderr(/inserted: connected to vpcd/, 10_000);
+        return card;
+      };
+      return { ns, stateDir, agentArgs, insertCard, env: pcscd.env };
+    }
+
+    test("no card yet: pcscd restarts under the waiting agent → exit 10, nothing changed; the next run configures the HSM", async () => {
+      const { ns, stateDir, agentArgs, insertCard, env } = await setUp("restart-waiting");
+      const agent = await startCliChild(build, [...agentArgs, "--timeout", "30"], {
+        netns: ns,
+        env,
+        stdin: `${PIN}\n`,
+      });
+      await agent.waitForStderr(/insert or tap the configuration card/, 20_000);
+      await pcscd!.restart();
+      const lost = await agent.exit(15_000);
+      expect(lost.code, lost.stderr).toBe(ExitCode.noCard);
+      expect(lost.stderr).toMatch(/PC\/SC|pcscd/i);
+      expect(lost.stderr).not.toMatch(/\n\s+at /); // one line, no stack trace
+      expect(await dryRunRecord(stateDir)).toBeUndefined();
+      expect((await AgentStateStore.open(stateDir)).state.configured).toBeUndefined();
+
+      await insertCard();
+      const next = await runCliChild(build, [...agentArgs, "--timeout", "20"], {
+        netns: ns,
+        env,
+        stdin: `${PIN}\n`,
+        timeoutMs: 40_000,
+      });
+      expect(next.code, next.stderr).toBe(ExitCode.ok);
+      expect(JSON.parse(next.stdout)).toMatchObject({
+        ok: true,
+        addresses: ["198.51.100.11/24", "2001:db8:120::11/64"],
+      });
+      expect((await AgentStateStore.open(stateDir)).state.stage).toBe("configured");
+    });
+
+    test("the card in the reader, pcscd restarts in the middle of the agent's session → exit 10 with nothing applied (or configured, if the restart came after the apply): never half-configured; the next run ends configured", async () => {
+      const { ns, stateDir, agentArgs, insertCard, env } = await setUp("restart-mid-session");
+      const card = await insertCard();
+      const agent = await startCliChild(build, [...agentArgs, "--timeout", "20"], {
+        netns: ns,
+        env,
+        stdin: `${PIN}\n`,
+      });
+      await agent.waitForStderr(/agent: card authenticated/, 20_000);
+      await pcscd!.restart();
+      const first = await agent.exit(20_000);
+      console.info(`pcscd restarted mid-session: agent exit ${first.code}`);
+      expect([ExitCode.noCard, ExitCode.ok], first.stderr).toContain(first.code);
+      const state = (await AgentStateStore.open(stateDir)).state;
+      const record = await dryRunRecord(stateDir);
+      expect(state.applying).toBeUndefined();
+      if (first.code === ExitCode.noCard) {
+        expect(state.configured).toBeUndefined();
+        expect(record === undefined || JSON.parse(record).applied === undefined).toBe(true);
+      } else {
+        expect(JSON.parse(record!).applied).toEqual(state.configured?.network);
+      }
+      // The emulator comes back by itself after the restart (bounded reconnect); run again.
+      await card.waitForStderr(/inserted: connected to vpcd[\s\S]*inserted: connected to vpcd/, 15_000);
+      const next = await runCliChild(build, [...agentArgs, "--timeout", "20"], {
+        netns: ns,
+        env,
+        stdin: `${PIN}\n`,
+        timeoutMs: 40_000,
+      });
+      expect(next.code, next.stderr).toBe(first.code === ExitCode.ok ? ExitCode.replay : ExitCode.ok);
+      const final = (await AgentStateStore.open(stateDir)).state;
+      expect(final.configured?.sequence).toBe(1);
+      expect(JSON.parse((await dryRunRecord(stateDir))!).applied).toEqual(final.configured?.network);
+    });
+  },
+);
