@@ -22,7 +22,7 @@ import {
   SHORT_MAX_DATA,
   SHORT_MAX_LE,
 } from "./command.js";
-import { BadResponseError, decodeResponseApdu, type ResponseApdu, sw1, sw2 } from "./response.js";
+import { BadResponseError, decodeResponseApdu, formatSw, type ResponseApdu, sw1, sw2 } from "./response.js";
 import { SW, statusError } from "./status-words.js";
 import { concatBytes } from "./tlv.js";
 import { type ApduTraceSink, TracingTransport } from "./trace.js";
@@ -118,7 +118,7 @@ export interface ResponseChainingLimits {
 
 /**
  * Response chaining: while SW1 = 61, GET RESPONSE (`00 C0 00 00 xx`) fetches the next piece; a 6Cxx
- * (wrong Le) is retried once with the Le the card named. Bounded in round trips and in bytes, so a
+ * (wrong Le) is retried once with the Le the card named; a second 6Cxx is a `ResponseChainingError`. Bounded in round trips and in bytes, so a
  * card answering 61xx forever yields a `ResponseChainingError` after a fixed number of APDUs.
  */
 export class ResponseChainingProcessor implements ApduProcessor {
@@ -134,6 +134,10 @@ export class ResponseChainingProcessor implements ApduProcessor {
     if (sw1(r.sw) === SW.wrongLeSw1) {
       rounds++;
       r = await this.next.process({ ...command, le: sw2(r.sw) === 0 ? SHORT_MAX_LE : sw2(r.sw) });
+      // The protocol allows one correction; a card that names a wrong Le again is broken or hostile.
+      if (sw1(r.sw) === SW.wrongLeSw1) {
+        throw new ResponseChainingError(`card answered wrong Le (${formatSw(r.sw)}) to the corrected Le`);
+      }
     }
     const parts: Uint8Array[] = [r.data];
     let total = r.data.length;

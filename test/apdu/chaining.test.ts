@@ -195,7 +195,7 @@ describe("response chaining (61xx / GET RESPONSE)", () => {
     const endless = new ScriptedTransport(() => r([], 0x6c05));
     await expect(
       new SmartCardProtocol(endless).sendApdu({ cla: 0, ins: 0xca, p1: 0, p2: 0 }),
-    ).rejects.toThrow(ApduError);
+    ).rejects.toThrow(ResponseChainingError);
     expect(endless.sent).toHaveLength(2);
   });
 

@@ -15,7 +15,11 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { runAgentOnce } from "../../src/agent/agent.js";
 import { AgentStateStore } from "../../src/agent/state-store.js";
-import { DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RESPONSE_CHUNKS } from "../../src/apdu/chaining.js";
+import {
+  DEFAULT_MAX_RESPONSE_BYTES,
+  DEFAULT_MAX_RESPONSE_CHUNKS,
+  ResponseChainingError,
+} from "../../src/apdu/chaining.js";
 import { BadResponseError } from "../../src/apdu/response.js";
 import { ApduError } from "../../src/apdu/status-words.js";
 import { TlvError } from "../../src/apdu/tlv.js";
@@ -228,12 +232,12 @@ const AGENT_CASES: Case[] = [
     reason: /after 160 GET RESPONSE/,
   },
   { mode: "endless-chaining", target: "the 9E challenge", ...malformed, reason: /exceeds 32768 bytes/ },
-  // 6Cxx after the one retry the protocol allows is a status word like any other: exit 1 (see SECURITY.md).
+  // 6Cxx again after the one retry the protocol allows: a broken card, exit 15 (see SECURITY.md).
   {
     mode: "wrong-le-forever",
     target: "the shard",
-    error: ApduError,
-    exit: ExitCode.internal,
+    error: ResponseChainingError,
+    exit: 15,
     reason: /6C10/,
   },
   { mode: "nested-tlv", target: "the 9E certificate", error: TlvError, exit: 15, reason: /without tag 70/ },
@@ -350,8 +354,8 @@ const STATION_CASES: Case[] = [
   {
     mode: "wrong-le-forever",
     target: "the 9E challenge",
-    error: ApduError,
-    exit: ExitCode.internal,
+    error: ResponseChainingError,
+    exit: 15,
     reason: /6C10/,
   },
   { mode: "nested-tlv", target: "the 9E certificate", error: TlvError, exit: 15, reason: /without tag 70/ },
