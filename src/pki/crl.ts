@@ -8,7 +8,8 @@ import {
   X509CrlReason,
 } from "@peculiar/x509";
 import { MalformedError, UsageError } from "../errors.js";
-import { decodeCrlNumber, encodeCrlNumber } from "./der.js";
+import { encodeCrlNumber } from "./der.js";
+import { crlNumberOfParsed, parseCrlDer } from "./fast-x509.js";
 import type { IssuerCredentials } from "./issue.js";
 import { signingAlgorithmFor } from "./issue.js";
 import { type CryptoProvider, nodeCrypto } from "./keys.js";
@@ -93,11 +94,12 @@ export async function issueCrl(params: IssueCrlParams): Promise<X509Crl> {
   return new X509Crl(crl.rawData);
 }
 
-/** The CRL number of a CRL, or undefined when it has none. */
-export function crlNumberOf(crl: X509Crl): bigint | undefined {
-  const extension = crl.extensions.filter((e) => e.type === EXT.crlNumber);
-  if (extension.length > 1) throw new MalformedError("CRL carries more than one CRL number");
-  return extension[0] ? decodeCrlNumber(extension[0].value) : undefined;
+/**
+ * The CRL number of a CRL (an X509Crl, or anything with its DER as `rawData`), or undefined when it
+ * has none. MalformedError when it carries two, or the CRL is not well-formed DER.
+ */
+export function crlNumberOf(crl: { readonly rawData: ArrayBuffer }): bigint | undefined {
+  return crlNumberOfParsed(parseCrlDer(new Uint8Array(crl.rawData)));
 }
 
 /** Parses a CRL given as DER bytes or PEM text. */

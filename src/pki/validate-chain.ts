@@ -1,15 +1,4 @@
-import {
-  AuthorityKeyIdentifierExtension,
-  BasicConstraintsExtension,
-  type Extension,
-  KeyUsageFlags,
-  KeyUsagesExtension,
-  SubjectKeyIdentifierExtension,
-  X509Certificate,
-  type X509Crl,
-  type X509CrlEntry,
-  X509CrlReason,
-} from "@peculiar/x509";
+import type { X509Certificate, X509Crl } from "@peculiar/x509";
 import {
   CertificateRevokedError,
   CertificateValidationError,
@@ -17,18 +6,24 @@ import {
   MalformedError,
   ReplayError,
 } from "../errors.js";
-import { crlNumberOf, parseCrl } from "./crl.js";
+import { bytesEqual, decodeExtendedKeyUsage } from "./der.js";
 import {
-  bytesEqual,
-  type CertificateParts,
-  certificateParts,
-  crlParts,
-  decodeExtendedKeyUsage,
-  serialToBigInt,
-} from "./der.js";
-import { type CryptoProvider, nodeCrypto } from "./keys.js";
-import { EKU, EXT } from "./oids.js";
-import { readOwnership } from "./ownership.js";
+  CertificateView,
+  certificateSignedBy,
+  crlEntryReason,
+  crlNumberOfParsed,
+  crlSignedBy,
+  KEY_USAGE,
+  nameValues,
+  type ParsedCertificate,
+  type ParsedCrl,
+  parseCertificate,
+  parseCrlDer,
+  selfSigned,
+} from "./fast-x509.js";
+import type { CryptoProvider } from "./keys.js";
+import { ATTR, EKU, EXT } from "./oids.js";
+import { WARM_UP_CHAIN, WARM_UP_TIME } from "./warm-up-chain.js";
 
 /**
  * Certification path validation in the manner of RFC 5280 §6.1, for the onboarding PKI.
@@ -38,6 +33,12 @@ import { readOwnership } from "./ownership.js";
  * signatures, name chaining, basicConstraints, pathLenConstraint, keyUsage, the leaf's EKU, validity
  * at `now`, the trust anchor, unknown critical extensions, and revocation by CRL (signature, issuer,
  * freshness, CRL number against a replay floor).
+ *
+ * Certificates and CRLs are read by src/pki/fast-x509.ts (a strict DER reader; OpenSSL for keys and
+ * signatures; caches of parsed objects and verified signatures), so this module loads neither
+ * @peculiar/x509 nor asn1js: `validateChainView` is what the agent calls. `validateChain` runs the
+ * same validation and returns @peculiar/x509 certificates, for the station and the CLI, which use
+ * them further (it loads @peculiar/x509 when it returns).
  */
 
 export type CertificateInput = X509Certificate | Uint8Array | ArrayBuffer | string;
@@ -56,19 +57,24 @@ export interface ValidateChainOptions {
   readonly now?: Date;
   /** The extended key usage the leaf must carry (anyExtendedKeyUsage does not count). */
   readonly requiredEku: string;
-  /** keyUsage bits the leaf must carry (default: digitalSignature). */
-  readonly requiredKeyUsage?: KeyUsageFlags;
+  /** keyUsage bits the leaf must carry (KEY_USAGE or @peculiar/x509's KeyUsageFlags; default digitalSignature). */
+  readonly requiredKeyUsage?: number;
   /** The lowest acceptable CRL number for the leaf's CRL: the highest one this verifier has seen. */
   readonly crlNumberFloor?: bigint | number;
   /** Whether the leaf's issuer must provide a CRL (default true: fail closed). */
   readonly requireCrl?: boolean;
+  /**
+   * Verifies the signatures (default: Node's WebCrypto, which runs as OpenSSL calls directly and
+   * remembers what verified; any other provider is asked for every signature).
+   */
   readonly crypto?: CryptoProvider;
 }
 
-export interface ValidatedChain {
+/** What a validation established, with the path as `C` (read-only views, or @peculiar/x509 objects). */
+export interface ValidatedPath<C> {
   /** Leaf first, trust anchor last. */
-  readonly path: readonly X509Certificate[];
-  readonly leaf: X509Certificate;
+  readonly path: readonly C[];
+  readonly leaf: C;
   /** Subject O of the leaf: the owner of a card certificate. */
   readonly owner?: string;
   /** Subject CN of the leaf: the officer of a card certificate. */
@@ -79,11 +85,16 @@ export interface ValidatedChain {
   readonly crlNumber?: bigint;
 }
 
+export type ValidatedChain = ValidatedPath<X509Certificate>;
+export type ValidatedChainView = ValidatedPath<CertificateView>;
+
 /** Longest path accepted (anchor, intermediates and leaf); the onboarding PKI needs 3. */
 export const MAX_PATH_CERTIFICATES = 6;
 /** More inputs than any honest card carries are refused before parsing them (a hostile card, SPEC.md §8). */
 export const MAX_INTERMEDIATES = 8;
 export const MAX_CRLS = 8;
+
+export { CertificateView, KEY_USAGE };
 
 /** Extensions this validator processes, and so may be critical (RFC 5280 §4.2). */
 const PROCESSED_CERT_EXTENSIONS: ReadonlySet<string> = new Set([
@@ -99,73 +110,134 @@ const PROCESSED_CRL_EXTENSIONS: ReadonlySet<string> = new Set([EXT.crlNumber, EX
 /** CRL entry extensions this validator processes (RFC 5280 §5.3); indirect CRLs are not supported. */
 const PROCESSED_CRL_ENTRY_EXTENSIONS: ReadonlySet<string> = new Set([EXT.crlReason, EXT.invalidityDate]);
 
-const ALLOWED_HASHES: ReadonlySet<string> = new Set(["SHA-256", "SHA-384", "SHA-512"]);
-const ALLOWED_CURVES: ReadonlySet<string> = new Set(["P-256", "P-384", "P-521"]);
-
-/** A parsed certificate with its raw names. */
+/** One input certificate, parsed; `source` is the caller's object when one was given. */
 interface Node {
-  readonly cert: X509Certificate;
-  readonly parts: CertificateParts;
-  readonly extensions: readonly Extension[];
+  readonly cert: ParsedCertificate;
+  readonly source?: X509Certificate;
 }
 
+/**
+ * Validates the path and returns read-only certificate views: the agent's entry point, which loads
+ * no X.509 library. Same checks, same errors as `validateChain`.
+ */
+export async function validateChainView(options: ValidateChainOptions): Promise<ValidatedChainView> {
+  const { path, ...facts } = await validatePath(options);
+  const views = path.map((n) => new CertificateView(n.cert));
+  return { path: views, leaf: views[0]!, ...facts };
+}
+
+/**
+ * Validates the path and returns @peculiar/x509 certificates (the caller's own objects when it gave
+ * some). Loads @peculiar/x509 on first use; the agent calls `validateChainView` instead.
+ */
 export async function validateChain(options: ValidateChainOptions): Promise<ValidatedChain> {
-  const crypto = options.crypto ?? nodeCrypto;
+  const { path, ...facts } = await validatePath(options);
+  const { X509Certificate: Certificate } = await import("@peculiar/x509");
+  // Built when first read: decoding with @peculiar/x509 costs milliseconds, and many callers only
+  // want to know that the chain validated, or its owner.
+  let certificates: X509Certificate[] | undefined;
+  const built = () => {
+    certificates ??= path.map((n) => n.source ?? new Certificate(n.cert.der.slice()));
+    return certificates;
+  };
+  const result = { ...facts } as ValidatedChain;
+  Object.defineProperties(result, {
+    path: { get: built, enumerable: true },
+    leaf: { get: () => built()[0]!, enumerable: true },
+  });
+  return result;
+}
+
+/**
+ * Parses and remembers the installed trust anchor, its own signature verified, so that the first
+ * onboarding does not pay for it (call it when the agent starts). MalformedError if unreadable;
+ * whether it is a valid anchor is decided, as always, by each validation.
+ */
+export function primeTrustAnchor(trustAnchor: CertificateInput): void {
+  const anchor = parseNode(trustAnchor, "trust anchor").cert;
+  void selfSigned(anchor, undefined);
+}
+
+/**
+ * One complete validation (parsing, every rule, a CRL with an entry) over a built-in chain, then
+ * primeTrustAnchor for the installed anchor if one is given: the first onboarding then does not pay
+ * for compiling this code and for OpenSSL's first use of each curve (≈ 10 ms of CPU on the reference
+ * machine, against ≈ 2.5 ms for the two chains of a new card afterwards). Call it when the agent
+ * starts, before any card is present. Throws only for an unreadable anchor (MalformedError).
+ */
+export async function warmUpValidation(trustAnchor?: CertificateInput): Promise<void> {
+  await validateChainView({
+    leaf: WARM_UP_CHAIN.leaf,
+    intermediates: [WARM_UP_CHAIN.tokenCa],
+    trustAnchor: WARM_UP_CHAIN.root,
+    crls: [WARM_UP_CHAIN.crl],
+    now: WARM_UP_TIME,
+    crlNumberFloor: 1n,
+    requiredEku: EKU.tokenAuth,
+  });
+  if (trustAnchor !== undefined) primeTrustAnchor(trustAnchor);
+}
+
+async function validatePath(
+  options: ValidateChainOptions,
+): Promise<Omit<ValidatedPath<never>, "path" | "leaf"> & { path: readonly Node[] }> {
+  const provider = options.crypto === undefined ? undefined : await otherThanNodes(options.crypto);
   const now = options.now ?? new Date();
   const anchor = parseNode(options.trustAnchor, "trust anchor");
   const leaf = parseNode(options.leaf, "leaf certificate");
   if ((options.intermediates?.length ?? 0) > MAX_INTERMEDIATES) {
-    throw new CertificateValidationError(
-      "malformed",
-      leaf.cert.subject,
-      `more than ${MAX_INTERMEDIATES} intermediates`,
-    );
+    fail("malformed", leaf, `more than ${MAX_INTERMEDIATES} intermediates`);
   }
   if ((options.crls?.length ?? 0) > MAX_CRLS) {
-    throw new CertificateValidationError("crl-malformed", leaf.cert.subject, `more than ${MAX_CRLS} CRLs`);
+    fail("crl-malformed", leaf, `more than ${MAX_CRLS} CRLs`);
   }
   const intermediates = (options.intermediates ?? []).map((c) => parseNode(c, "intermediate certificate"));
 
   const path = buildPath(leaf, intermediates, anchor);
 
   // The anchor: self-signed, in force, and able to issue.
-  if (!bytesEqual(anchor.parts.issuer, anchor.parts.subject) || !(await signedBy(anchor, anchor, crypto))) {
+  const a = anchor.cert.structure;
+  if (
+    !bytesEqual(a.issuer.encoding, a.subject.encoding) ||
+    !bytesEqual(a.innerAlgorithm.encoding, a.outerAlgorithm.encoding) ||
+    !(await selfSigned(anchor.cert, provider))
+  ) {
     fail("untrusted-anchor", anchor, "the installed trust anchor is not a valid self-signed certificate");
   }
   checkValidity(anchor, now);
   checkCriticalExtensions(anchor);
 
   // RFC 5280 §6.1.2 (k): max_path_length, here seeded with the anchor's own pathLenConstraint.
-  let maxPathLength = basicConstraints(anchor)?.pathLength ?? Number.POSITIVE_INFINITY;
+  let maxPathLength = anchor.cert.basicConstraints?.pathLength ?? Number.POSITIVE_INFINITY;
   for (let i = path.length - 2; i >= 0; i--) {
-    const cert = path[i]!;
+    const node = path[i]!;
     const issuer = path[i + 1]!;
     checkCanIssue(issuer);
-    if (!bytesEqual(cert.parts.issuer, issuer.parts.subject)) {
-      fail("issuer-name", cert, `issuer name does not match the subject of "${issuer.cert.subject}"`);
+    if (!bytesEqual(node.cert.structure.issuer.encoding, issuer.cert.structure.subject.encoding)) {
+      fail("issuer-name", node, `issuer name does not match the subject of "${issuer.cert.subject}"`);
     }
-    await checkSignature(cert, issuer, issuer === anchor, crypto);
-    checkValidity(cert, now);
-    checkCriticalExtensions(cert);
+    await checkSignature(node, issuer, issuer === anchor, provider);
+    checkValidity(node, now);
+    checkCriticalExtensions(node);
     if (i > 0) {
       // An intermediate CA: §6.1.4 (l) and (m).
-      if (!isSelfIssued(cert)) {
+      if (!isSelfIssued(node)) {
         if (maxPathLength <= 0) {
-          fail("path-length", cert, "a pathLenConstraint above it allows no further CA certificate here");
+          fail("path-length", node, "a pathLenConstraint above it allows no further CA certificate here");
         }
         maxPathLength--;
       }
-      const own = basicConstraints(cert)?.pathLength;
+      const own = node.cert.basicConstraints?.pathLength;
       if (own !== undefined && own < maxPathLength) maxPathLength = own;
     }
   }
 
-  checkLeafKeyUsage(leaf, options.requiredKeyUsage ?? KeyUsageFlags.digitalSignature);
+  checkLeafKeyUsage(leaf, options.requiredKeyUsage ?? KEY_USAGE.digitalSignature);
   checkLeafEku(leaf, options.requiredEku);
 
   const crls = (options.crls ?? []).map((c) => {
     try {
-      return parseCrl(c);
+      return parseCrlDer(crlBytes(c));
     } catch (error) {
       throw new CertificateValidationError("crl-malformed", "(unparsable CRL)", "not a readable CRL", {
         cause: error,
@@ -175,20 +247,26 @@ export async function validateChain(options: ValidateChainOptions): Promise<Vali
   let leafCrlNumber: bigint | undefined;
   for (let i = path.length - 2; i >= 0; i--) {
     const isLeaf = i === 0;
-    const crlNumber = await checkRevocation(path[i]!, path[i + 1]!, crls, now, crypto, {
+    const crlNumber = await checkRevocation(path[i]!, path[i + 1]!, crls, now, provider, {
       required: isLeaf && (options.requireCrl ?? true),
       floor: isLeaf && options.crlNumberFloor !== undefined ? BigInt(options.crlNumberFloor) : undefined,
     });
     if (isLeaf) leafCrlNumber = crlNumber;
   }
 
-  const ownership = readOwnership(leaf.cert);
+  const subject = leaf.cert.structure.subject;
+  const only = (type: string): string | undefined => {
+    const values = nameValues(subject, type);
+    return values.length === 1 ? values[0] : undefined;
+  };
+  const owner = only(ATTR.organization);
+  const officer = only(ATTR.commonName);
+  const serialNumber = only(ATTR.serialNumber);
   return {
-    path: path.map((n) => n.cert),
-    leaf: leaf.cert,
-    ...(ownership.owner !== undefined ? { owner: ownership.owner } : {}),
-    ...(ownership.officer !== undefined ? { officer: ownership.officer } : {}),
-    ...(ownership.serialNumber !== undefined ? { subjectSerialNumber: ownership.serialNumber } : {}),
+    path,
+    ...(owner !== undefined ? { owner } : {}),
+    ...(officer !== undefined ? { officer } : {}),
+    ...(serialNumber !== undefined ? { subjectSerialNumber: serialNumber } : {}),
     ...(leafCrlNumber !== undefined ? { crlNumber: leafCrlNumber } : {}),
   };
 }
@@ -205,7 +283,8 @@ function buildPath(leaf: Node, intermediates: readonly Node[], anchor: Node): No
     if (path.length >= MAX_PATH_CERTIFICATES) {
       fail("path-length", current, `chain is longer than ${MAX_PATH_CERTIFICATES} certificates`);
     }
-    if (bytesEqual(current.parts.issuer, anchor.parts.subject)) {
+    const issuerName = current.cert.structure.issuer.encoding;
+    if (bytesEqual(issuerName, anchor.cert.structure.subject.encoding)) {
       path.push(anchor);
       return path;
     }
@@ -217,7 +296,7 @@ function buildPath(leaf: Node, intermediates: readonly Node[], anchor: Node): No
       );
     }
     const candidates = intermediates.filter(
-      (n) => !path.includes(n) && bytesEqual(n.parts.subject, current.parts.issuer),
+      (n) => !path.includes(n) && bytesEqual(n.cert.structure.subject.encoding, issuerName),
     );
     if (candidates.length === 0) {
       fail(
@@ -226,9 +305,10 @@ function buildPath(leaf: Node, intermediates: readonly Node[], anchor: Node): No
         `issuer "${current.cert.issuer}" is neither a certificate of the chain nor the trust anchor "${anchor.cert.subject}"`,
       );
     }
-    const wantedKeyId = authorityKeyId(current);
+    const wantedKeyId = current.cert.authorityKeyId;
     const next =
-      candidates.find((n) => wantedKeyId !== undefined && subjectKeyId(n) === wantedKeyId) ?? candidates[0]!;
+      candidates.find((n) => wantedKeyId !== undefined && n.cert.subjectKeyId === wantedKeyId) ??
+      candidates[0]!;
     path.push(next);
     current = next;
   }
@@ -236,68 +316,54 @@ function buildPath(leaf: Node, intermediates: readonly Node[], anchor: Node): No
 
 /** basicConstraints cA and keyUsage keyCertSign on every issuer (RFC 5280 §6.1.4 (k), (n)). */
 function checkCanIssue(issuer: Node): void {
-  const bc = basicConstraints(issuer);
-  if (!bc?.ca) fail("not-ca", issuer, "issues certificates but basicConstraints does not say cA=TRUE");
-  const ku = keyUsage(issuer);
+  if (!issuer.cert.basicConstraints?.ca) {
+    fail("not-ca", issuer, "issues certificates but basicConstraints does not say cA=TRUE");
+  }
+  const ku = issuer.cert.keyUsage;
   if (ku === undefined) fail("key-usage", issuer, "issues certificates but has no keyUsage extension");
-  if ((ku & KeyUsageFlags.keyCertSign) === 0) {
+  if ((ku & KEY_USAGE.keyCertSign) === 0) {
     fail("key-usage", issuer, "issues certificates but keyUsage lacks keyCertSign");
   }
 }
 
 async function checkSignature(
-  cert: Node,
+  node: Node,
   issuer: Node,
   issuerIsAnchor: boolean,
-  crypto: CryptoProvider,
+  provider: CryptoProvider | undefined,
 ): Promise<void> {
-  if (!bytesEqual(cert.parts.innerSignatureAlgorithm, cert.parts.outerSignatureAlgorithm)) {
-    fail("malformed", cert, "signatureAlgorithm differs from tbsCertificate.signature (RFC 5280 §4.1.1.2)");
+  const s = node.cert.structure;
+  if (!bytesEqual(s.innerAlgorithm.encoding, s.outerAlgorithm.encoding)) {
+    fail("malformed", node, "signatureAlgorithm differs from tbsCertificate.signature (RFC 5280 §4.1.1.2)");
   }
-  checkAlgorithms(cert, issuer);
-  if (await signedBy(cert, issuer, crypto)) return;
+  checkAlgorithms(node, issuer);
+  if (await certificateSignedBy(node.cert, issuer.cert, provider)) return;
   if (issuerIsAnchor) {
     fail(
       "untrusted-anchor",
-      cert,
+      node,
       `names the trust anchor "${issuer.cert.subject}" as issuer but was not signed by its key`,
     );
   }
-  fail("signature", cert, `signature does not verify with the key of its issuer "${issuer.cert.subject}"`);
+  fail("signature", node, `signature does not verify with the key of its issuer "${issuer.cert.subject}"`);
 }
 
 /** ECDSA with SHA-2 over P-256/P-384/P-521 only: nothing weaker, nothing this project cannot verify. */
-function checkAlgorithms(cert: Node, issuer: Node): void {
-  let signatureAlgorithm: { name: string; hash?: { name: string } };
-  let keyAlgorithm: { name: string; namedCurve?: string };
-  try {
-    signatureAlgorithm = cert.cert.signatureAlgorithm as typeof signatureAlgorithm;
-    keyAlgorithm = issuer.cert.publicKey.algorithm as typeof keyAlgorithm;
-  } catch (error) {
-    throw new CertificateValidationError("algorithm", cert.cert.subject, "unsupported signature algorithm", {
-      cause: error,
-    });
+function checkAlgorithms(node: Node, issuer: Node): void {
+  if (!node.cert.signatureHash) {
+    const parameters = node.cert.structure.outerAlgorithm.parameters ? " (with parameters)" : "";
+    fail(
+      "algorithm",
+      node,
+      `signature algorithm ${node.cert.signatureAlgorithmName}${parameters} is not ECDSA with SHA-2`,
+    );
   }
-  const hash = signatureAlgorithm.hash?.name ?? "";
-  if (signatureAlgorithm.name !== "ECDSA" || !ALLOWED_HASHES.has(hash)) {
-    fail("algorithm", cert, `signature algorithm ${signatureAlgorithm.name} ${hash} is not ECDSA with SHA-2`);
-  }
-  if (keyAlgorithm.name !== "ECDSA" || !ALLOWED_CURVES.has(keyAlgorithm.namedCurve ?? "")) {
-    fail("algorithm", issuer, `key is not ECDSA on P-256, P-384 or P-521`);
-  }
-}
-
-async function signedBy(cert: Node, issuer: Node, crypto: CryptoProvider): Promise<boolean> {
-  try {
-    return await cert.cert.verify({ publicKey: issuer.cert.publicKey, signatureOnly: true }, crypto);
-  } catch {
-    return false;
-  }
+  if (!issuer.cert.keyCurve) fail("algorithm", issuer, "key is not ECDSA on P-256, P-384 or P-521");
 }
 
 /** notBefore ≤ now ≤ notAfter (RFC 5280 §4.1.2.5, §6.1.3 (a)(2)). */
 function checkValidity(node: Node, now: Date): void {
-  const { notBefore, notAfter } = node.cert;
+  const { notBefore, notAfter } = node.cert.structure;
   if (now.getTime() < notBefore.getTime()) {
     fail("not-yet-valid", node, `not valid before ${notBefore.toISOString()} (now ${now.toISOString()})`);
   }
@@ -308,15 +374,15 @@ function checkValidity(node: Node, now: Date): void {
 
 /** Unknown critical extensions make a certificate unusable (RFC 5280 §4.2). */
 function checkCriticalExtensions(node: Node): void {
-  for (const ext of node.extensions) {
-    if (ext.critical && !PROCESSED_CERT_EXTENSIONS.has(ext.type)) {
-      fail("critical-extension", node, `unrecognised critical extension ${ext.type}`);
+  for (const ext of node.cert.extensions) {
+    if (ext.critical && !PROCESSED_CERT_EXTENSIONS.has(ext.oid)) {
+      fail("critical-extension", node, `unrecognised critical extension ${ext.oid}`);
     }
   }
 }
 
-function checkLeafKeyUsage(leaf: Node, required: KeyUsageFlags): void {
-  const ku = keyUsage(leaf);
+function checkLeafKeyUsage(leaf: Node, required: number): void {
+  const ku = leaf.cert.keyUsage;
   if (ku === undefined) fail("key-usage", leaf, "has no keyUsage extension");
   if ((ku & required) !== required) {
     fail("key-usage", leaf, `keyUsage ${describeKeyUsage(ku)} lacks ${describeKeyUsage(required & ~ku)}`);
@@ -324,11 +390,11 @@ function checkLeafKeyUsage(leaf: Node, required: KeyUsageFlags): void {
 }
 
 function checkLeafEku(leaf: Node, required: string): void {
-  const ext = single(leaf, EXT.extKeyUsage);
+  const ext = leaf.cert.extensions.find((e) => e.oid === EXT.extKeyUsage);
   if (!ext) fail("eku", leaf, `has no extendedKeyUsage extension (needs ${required})`);
   let usages: string[];
   try {
-    usages = decodeExtendedKeyUsage(ext.value);
+    usages = decodeUsages(ext.value);
   } catch (error) {
     throw new CertificateValidationError("malformed", leaf.cert.subject, "unreadable extendedKeyUsage", {
       cause: error,
@@ -341,6 +407,18 @@ function checkLeafEku(leaf: Node, required: string): void {
   fail("eku", leaf, `extendedKeyUsage ${usages.join(", ")} lacks ${required}`);
 }
 
+/** EKU OIDs of a leaf; remembered per extension value (the same leaf is validated again and again). */
+const usagesByValue = new WeakMap<Uint8Array, string[]>();
+
+function decodeUsages(value: Uint8Array): string[] {
+  let usages = usagesByValue.get(value);
+  if (!usages) {
+    usages = decodeExtendedKeyUsage(value);
+    usagesByValue.set(value, usages);
+  }
+  return usages;
+}
+
 /**
  * Revocation of `cert` by the CRLs of `issuer` (RFC 5280 §6.3, simplified to complete, direct CRLs):
  * CRL issuer name = issuer subject, signed by the issuer's key (which must carry cRLSign), no
@@ -348,23 +426,24 @@ function checkLeafEku(leaf: Node, required: string): void {
  * Returns the CRL number used, or undefined when the issuer has no CRL and none is required.
  */
 async function checkRevocation(
-  cert: Node,
+  node: Node,
   issuer: Node,
-  crls: readonly X509Crl[],
+  crls: readonly ParsedCrl[],
   now: Date,
-  crypto: CryptoProvider,
+  provider: CryptoProvider | undefined,
   policy: { required: boolean; floor: bigint | undefined },
 ): Promise<bigint | undefined> {
-  const own = crls.filter((crl) => bytesEqual(crlIssuer(crl), issuer.parts.subject));
+  const issuerName = issuer.cert.structure.subject.encoding;
+  const own = crls.filter((crl) => bytesEqual(crl.structure.issuer.encoding, issuerName));
   if (own.length === 0) {
     if (policy.required) {
-      fail("crl-missing", cert, `no CRL from its issuer "${issuer.cert.subject}" was provided`);
+      fail("crl-missing", node, `no CRL from its issuer "${issuer.cert.subject}" was provided`);
     }
     return undefined;
   }
-  let newest: { crl: X509Crl; number: bigint } | undefined;
+  let newest: { crl: ParsedCrl; number: bigint } | undefined;
   for (const crl of own) {
-    const number = await checkCrl(crl, issuer, now, crypto);
+    const number = await checkCrl(crl, issuer, now, provider);
     if (!newest || number > newest.number) newest = { crl, number };
   }
   const { crl, number } = newest!;
@@ -373,94 +452,81 @@ async function checkRevocation(
       `CRL of "${issuer.cert.subject}" has CRL number ${number}, older than the ${policy.floor} already seen: replayed CRL`,
     );
   }
-  let entry: X509CrlEntry | null;
-  try {
-    entry = crl.findRevoked(cert.cert.serialNumber) ?? findRevokedBySerialValue(crl, cert.cert.serialNumber);
-  } catch (error) {
-    throw new CertificateValidationError(
-      "crl-malformed",
-      `CRL of ${crl.issuer}`,
-      "unreadable revoked-certificate list",
-      {
-        cause: error,
-      },
-    );
-  }
+  // Serial numbers compare as unsigned integers, whatever sign octet either side carries.
+  const wanted = magnitude(node.cert.structure.serialNumber);
+  const entry = crl.structure.entries.find((e) => bytesEqual(magnitude(e.serialNumber), wanted));
   if (entry) {
     for (const ext of entry.extensions) {
-      if (ext.critical && !PROCESSED_CRL_ENTRY_EXTENSIONS.has(ext.type)) {
+      if (ext.critical && !PROCESSED_CRL_ENTRY_EXTENSIONS.has(ext.oid)) {
         crlFail(
           "critical-extension",
           crl,
-          `entry for serial ${entry.serialNumber} has unrecognised critical extension ${ext.type}`,
+          `entry for serial ${node.cert.serialNumber} has unrecognised critical extension ${ext.oid}`,
         );
       }
     }
-    const reason = entry.reason;
+    let reason: string | undefined;
+    try {
+      reason = crlEntryReason(entry.extensions);
+    } catch {
+      reason = undefined; // listed all the same: revoked, reason unreadable
+    }
     throw new CertificateRevokedError(
-      cert.cert.subject,
-      cert.cert.serialNumber,
-      entry.revocationDate,
-      reason !== undefined ? X509CrlReason[reason] : undefined,
+      node.cert.subject,
+      node.cert.serialNumber,
+      new Date(entry.revocationDate.getTime()),
+      reason,
     );
   }
   return number;
 }
 
-async function checkCrl(crl: X509Crl, issuer: Node, now: Date, crypto: CryptoProvider): Promise<bigint> {
-  let parts: ReturnType<typeof crlParts>;
-  try {
-    parts = crlParts(crl.rawData);
-  } catch (error) {
-    throw new CertificateValidationError("crl-malformed", crl.issuer, "not a readable CRL", { cause: error });
-  }
-  if (!bytesEqual(parts.innerSignatureAlgorithm, parts.outerSignatureAlgorithm)) {
+async function checkCrl(
+  crl: ParsedCrl,
+  issuer: Node,
+  now: Date,
+  provider: CryptoProvider | undefined,
+): Promise<bigint> {
+  const s = crl.structure;
+  if (!bytesEqual(s.innerAlgorithm.encoding, s.outerAlgorithm.encoding)) {
     crlFail(
       "crl-malformed",
       crl,
       "signatureAlgorithm differs from tbsCertList.signature (RFC 5280 §5.1.1.2)",
     );
   }
-  const ku = keyUsage(issuer);
-  if (ku === undefined || (ku & KeyUsageFlags.cRLSign) === 0) {
+  const ku = issuer.cert.keyUsage;
+  if (ku === undefined || (ku & KEY_USAGE.cRLSign) === 0) {
     crlFail(
       "crl-signature",
       crl,
       `issuer "${issuer.cert.subject}" may not sign CRLs (keyUsage lacks cRLSign)`,
     );
   }
-  if (!(await crlSignedBy(crl, issuer, crypto))) {
+  if (!(await crlSignedBy(crl, issuer.cert, provider))) {
     crlFail("crl-signature", crl, `signature does not verify with the key of "${issuer.cert.subject}"`);
   }
-  if (crl.version !== 1) crlFail("crl-malformed", crl, "not a v2 CRL");
-  let extensions: Extension[];
-  try {
-    extensions = crl.extensions;
-  } catch (error) {
-    throw new CertificateValidationError("crl-malformed", crl.issuer, "unreadable CRL extensions", {
-      cause: error,
-    });
-  }
-  for (const ext of extensions) {
-    if (ext.critical && !PROCESSED_CRL_EXTENSIONS.has(ext.type)) {
-      crlFail("critical-extension", crl, `unrecognised critical CRL extension ${ext.type}`);
+  if (s.version !== 1) crlFail("crl-malformed", crl, "not a v2 CRL");
+  for (const ext of s.extensions) {
+    if (ext.critical && !PROCESSED_CRL_EXTENSIONS.has(ext.oid)) {
+      crlFail("critical-extension", crl, `unrecognised critical CRL extension ${ext.oid}`);
     }
   }
-  if (now.getTime() < crl.thisUpdate.getTime()) {
+  if (now.getTime() < s.thisUpdate.getTime()) {
     crlFail(
       "crl-stale",
       crl,
-      `issued in the future (thisUpdate ${crl.thisUpdate.toISOString()}, now ${now.toISOString()})`,
+      `issued in the future (thisUpdate ${s.thisUpdate.toISOString()}, now ${now.toISOString()})`,
     );
   }
-  const nextUpdate = crl.nextUpdate;
+  const nextUpdate = s.nextUpdate;
   if (!nextUpdate) crlFail("crl-stale", crl, "has no nextUpdate, so its freshness cannot be judged");
   if (now.getTime() >= nextUpdate.getTime()) {
     crlFail("crl-stale", crl, `out of date since ${nextUpdate.toISOString()} (now ${now.toISOString()})`);
   }
   let number: bigint | undefined;
   try {
-    number = crlNumberOf(crl);
+    number = crlNumberOfParsed(crl);
   } catch (error) {
     throw new CertificateValidationError("crl-malformed", crl.issuer, "unreadable CRL number", {
       cause: error,
@@ -470,102 +536,61 @@ async function checkCrl(crl: X509Crl, issuer: Node, now: Date, crypto: CryptoPro
   return number;
 }
 
-async function crlSignedBy(crl: X509Crl, issuer: Node, crypto: CryptoProvider): Promise<boolean> {
-  try {
-    const key = await issuer.cert.publicKey.export(
-      { ...issuer.cert.publicKey.algorithm, ...crl.signatureAlgorithm },
-      ["verify"],
-      crypto,
-    );
-    return await crl.verify({ publicKey: key }, crypto);
-  } catch {
-    return false;
-  }
-}
-
-function crlIssuer(crl: X509Crl): Uint8Array {
-  try {
-    return crlParts(crl.rawData).issuer;
-  } catch (error) {
-    throw new CertificateValidationError("crl-malformed", "(unparsable CRL)", "not a readable CRL", {
-      cause: error,
-    });
-  }
-}
-
-/** Serial numbers compare as integers: a CRL may pad a serial with a leading zero octet. */
-function findRevokedBySerialValue(crl: X509Crl, serialHex: string): X509CrlEntry | null {
-  const wanted = serialToBigInt(serialHex);
-  return crl.entries.find((e) => serialToBigInt(e.serialNumber) === wanted) ?? null;
+/**
+ * The provider, unless it is Node's own WebCrypto (which the fast path is). keys.js is loaded only
+ * here: reading node:crypto's `webcrypto` costs ≈ 5 ms of start-up the default path does not need.
+ */
+async function otherThanNodes(provider: CryptoProvider): Promise<CryptoProvider | undefined> {
+  const { nodeCrypto } = await import("./keys.js");
+  return provider === nodeCrypto ? undefined : provider;
 }
 
 function parseNode(input: CertificateInput, what: string): Node {
-  let cert: X509Certificate;
+  let cert: ParsedCertificate;
   try {
-    cert =
-      input instanceof X509Certificate
-        ? input
-        : new X509Certificate(input instanceof Uint8Array ? toArrayBuffer(input) : input);
+    cert = parseCertificate(certificateBytes(input));
   } catch (error) {
     throw new MalformedError(`${what}: not a readable X.509 certificate`, { cause: error });
   }
-  let parts: CertificateParts;
-  let extensions: Extension[];
-  try {
-    parts = certificateParts(cert.rawData);
-    extensions = cert.extensions;
-  } catch (error) {
-    throw new MalformedError(`${what} "${safeSubject(cert)}": malformed`, { cause: error });
+  if (cert.duplicateExtension !== undefined) {
+    throw new CertificateValidationError(
+      "malformed",
+      cert.subject,
+      `extension ${cert.duplicateExtension} appears twice`,
+    );
   }
-  const seen = new Set<string>();
-  for (const ext of extensions) {
-    if (seen.has(ext.type)) {
-      throw new CertificateValidationError("malformed", cert.subject, `extension ${ext.type} appears twice`);
-    }
-    seen.add(ext.type);
-  }
-  return { cert, parts, extensions };
+  return isBinaryOrText(input) ? { cert } : { cert, source: input };
+}
+
+function certificateBytes(input: CertificateInput): Uint8Array | ArrayBuffer | string {
+  return isBinaryOrText(input) ? input : input.rawData;
+}
+
+function crlBytes(input: CrlInput): Uint8Array | ArrayBuffer | string {
+  return isBinaryOrText(input) ? input : input.rawData;
+}
+
+function isBinaryOrText<T extends object>(
+  input: T | Uint8Array | ArrayBuffer | string,
+): input is Uint8Array | ArrayBuffer | string {
+  return typeof input === "string" || input instanceof Uint8Array || input instanceof ArrayBuffer;
 }
 
 function isSelfIssued(node: Node): boolean {
-  return bytesEqual(node.parts.issuer, node.parts.subject);
+  return bytesEqual(node.cert.structure.issuer.encoding, node.cert.structure.subject.encoding);
 }
 
-function single(node: Node, type: string): Extension | undefined {
-  return node.extensions.find((e) => e.type === type);
+/** An INTEGER's content without leading zero octets. */
+function magnitude(content: Uint8Array): Uint8Array {
+  let i = 0;
+  while (i < content.length - 1 && content[i] === 0) i++;
+  return content.subarray(i);
 }
 
-function basicConstraints(node: Node): BasicConstraintsExtension | undefined {
-  const ext = single(node, EXT.basicConstraints);
-  return ext instanceof BasicConstraintsExtension ? ext : undefined;
-}
-
-function keyUsage(node: Node): KeyUsageFlags | undefined {
-  const ext = single(node, EXT.keyUsage);
-  return ext instanceof KeyUsagesExtension ? ext.usages : undefined;
-}
-
-function subjectKeyId(node: Node): string | undefined {
-  const ext = single(node, EXT.subjectKeyIdentifier);
-  return ext instanceof SubjectKeyIdentifierExtension ? ext.keyId.toLowerCase() : undefined;
-}
-
-function authorityKeyId(node: Node): string | undefined {
-  const ext = single(node, EXT.authorityKeyIdentifier);
-  return ext instanceof AuthorityKeyIdentifierExtension ? ext.keyId?.toLowerCase() : undefined;
-}
-
-const KEY_USAGE_NAMES: readonly [KeyUsageFlags, string][] = [
-  [KeyUsageFlags.digitalSignature, "digitalSignature"],
-  [KeyUsageFlags.nonRepudiation, "nonRepudiation"],
-  [KeyUsageFlags.keyEncipherment, "keyEncipherment"],
-  [KeyUsageFlags.dataEncipherment, "dataEncipherment"],
-  [KeyUsageFlags.keyAgreement, "keyAgreement"],
-  [KeyUsageFlags.keyCertSign, "keyCertSign"],
-  [KeyUsageFlags.cRLSign, "cRLSign"],
-  [KeyUsageFlags.encipherOnly, "encipherOnly"],
-  [KeyUsageFlags.decipherOnly, "decipherOnly"],
-];
+const KEY_USAGE_NAMES: readonly [number, string][] = Object.entries(KEY_USAGE).map(([name, bit]) => [
+  bit,
+  name,
+]);
 
 function describeKeyUsage(flags: number): string {
   const names = KEY_USAGE_NAMES.filter(([bit]) => (flags & bit) !== 0).map(([, name]) => name);
@@ -576,18 +601,6 @@ function fail(reason: CertificateValidationReason, node: Node, detail: string): 
   throw new CertificateValidationError(reason, node.cert.subject, detail);
 }
 
-function crlFail(reason: CertificateValidationReason, crl: X509Crl, detail: string): never {
+function crlFail(reason: CertificateValidationReason, crl: ParsedCrl, detail: string): never {
   throw new CertificateValidationError(reason, `CRL of ${crl.issuer}`, detail);
-}
-
-function safeSubject(cert: X509Certificate): string {
-  try {
-    return cert.subject;
-  } catch {
-    return "(unreadable subject)";
-  }
-}
-
-function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
-  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
 }

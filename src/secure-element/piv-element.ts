@@ -111,6 +111,13 @@ export class PivElement implements SecureElement {
   /** PIN-protected objects the scan could not read (no PIN yet). */
   #unreadObjects = new Set<number>();
   #cardAuthenticationCurve: EcCurve | undefined;
+  /**
+   * The identity certificates as first read in this session: the agent needs the 9E certificate
+   * twice (identity, then the challenge's curve), and reading it again costs an APDU and 0.5 KB.
+   * Forgotten when this element writes the `certificates` item, and on close(); certificates put
+   * through `session` directly (personalisation) are seen by the next session.
+   */
+  #identity: SecureElementIdentity | undefined;
 
   private constructor(
     session: PivSession,
@@ -145,22 +152,36 @@ export class PivElement implements SecureElement {
 
   async identity(): Promise<SecureElementIdentity> {
     this.#checkOpen();
-    const cardAuthentication = await this.session.getCertificate("9E");
-    const signing = await this.session.getCertificate("9C");
-    if (!cardAuthentication || !signing) {
-      throw new CardNotTrustedError(
-        `the card in ${this.info.name} is not personalised: no ${cardAuthentication ? "9C" : "9E"} certificate`,
-      );
+    if (!this.#identity) {
+      const cardAuthentication = await this.session.getCertificate("9E");
+      const signing = await this.session.getCertificate("9C");
+      if (!cardAuthentication || !signing) {
+        throw new CardNotTrustedError(
+          `the card in ${this.info.name} is not personalised: no ${cardAuthentication ? "9C" : "9E"} certificate`,
+        );
+      }
+      const list = await this.#readObject(itemObjectId({ kind: "certificates" }));
+      this.#identity = {
+        cardAuthentication,
+        signing,
+        intermediates: list ? decodeCertificateList(list) : [],
+      };
     }
-    const list = await this.#readObject(itemObjectId({ kind: "certificates" }));
-    return { cardAuthentication, signing, intermediates: list ? decodeCertificateList(list) : [] };
+    // Copies: what a caller does with them must not change what this session remembers.
+    const { cardAuthentication, signing, intermediates } = this.#identity;
+    return {
+      cardAuthentication: cardAuthentication.slice(),
+      signing: signing.slice(),
+      intermediates: intermediates.map((c) => c.slice()),
+    };
   }
 
   async proveChallenge(challenge: Uint8Array): Promise<ChallengeProof> {
     this.#checkOpen();
     assertChallengeLength(challenge);
     if (!this.#cardAuthenticationCurve) {
-      const certificate = await this.session.getCertificate("9E");
+      // The 9E certificate identity() read (and the caller validated), else read now.
+      const certificate = this.#identity?.cardAuthentication ?? (await this.session.getCertificate("9E"));
       if (!certificate) throw new CardNotTrustedError(`the card in ${this.info.name} has no 9E certificate`);
       this.#cardAuthenticationCurve = curveOfCertificate(certificate);
     }
@@ -220,6 +241,7 @@ export class PivElement implements SecureElement {
     }
     assertItemFits(capacity, name, bytes.length, previous);
     await this.#authenticateForWrite("writing an item");
+    if (id === itemObjectId({ kind: "certificates" })) this.#identity = undefined;
     await this.session.putData(id, bytes);
     this.#objectSizes?.set(id, bytes.length);
   }
@@ -231,6 +253,7 @@ export class PivElement implements SecureElement {
     const present = (await this.#readObject(id)) !== undefined;
     if (!present) return false;
     await this.#authenticateForWrite("deleting an item");
+    if (id === itemObjectId({ kind: "certificates" })) this.#identity = undefined;
     await this.session.deleteData(id);
     this.#objectSizes?.delete(id);
     return true;
@@ -255,6 +278,7 @@ export class PivElement implements SecureElement {
     if (this.#closed) return;
     this.#closed = true;
     this.#pin = undefined;
+    this.#identity = undefined;
     this.#managementAuthenticated = false;
     if (this.#ownsTransport) {
       // Powering the card off drops its security state.
