@@ -52,6 +52,7 @@ import {
   PIN_POLICY,
   PIN_PROTECTED_OBJECTS,
   PIV_AID,
+  PIV_INS,
   slotFromReference,
   YUBICO_MANAGEMENT_AID,
   YUBICO_OTP_AID,
@@ -98,25 +99,7 @@ const PIV_APT = Uint8Array.from([
 const DEFAULT_PIN = new TextEncoder().encode("123456");
 const DEFAULT_PUK = new TextEncoder().encode("12345678");
 
-const INS = {
-  select: 0xa4,
-  getResponse: 0xc0,
-  verify: 0x20,
-  changeReference: 0x24,
-  resetRetryCounter: 0x2c,
-  generalAuthenticate: 0x87,
-  generateKeyPair: 0x47,
-  getData: 0xcb,
-  putData: 0xdb,
-  getMetadata: 0xf7,
-  getSerial: 0xf8,
-  setPinRetries: 0xfa,
-  reset: 0xfb,
-  importKey: 0xfe,
-  getVersion: 0xfd,
-  setManagementKey: 0xff,
-  otpApiRequest: 0x01,
-} as const;
+const INS = PIV_INS;
 
 /** Commands a chain (CLA 10) may carry (§7). */
 const CHAINABLE: ReadonlySet<number> = new Set([

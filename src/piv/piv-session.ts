@@ -63,6 +63,7 @@ import {
   ObjectId,
   PIN_POLICY,
   PIV_AID,
+  PIV_INS,
   type PinPolicy,
   type PivmanData,
   PivmanFlag,
@@ -77,22 +78,7 @@ import {
   YUBICO_OTP_AID,
 } from "./objects.js";
 
-const INS = {
-  verify: 0x20,
-  changeReference: 0x24,
-  resetRetryCounter: 0x2c,
-  generalAuthenticate: 0x87,
-  generateKeyPair: 0x47,
-  getData: 0xcb,
-  putData: 0xdb,
-  // Yubico extensions
-  getMetadata: 0xf7,
-  getSerial: 0xf8,
-  setPinRetries: 0xfa,
-  reset: 0xfb,
-  getVersion: 0xfd,
-  setManagementKey: 0xff,
-} as const;
+const INS = PIV_INS;
 
 const PIN_REFERENCE = 0x80;
 const PUK_REFERENCE = 0x81;
