@@ -73,6 +73,7 @@ describe.skipIf(!cap.ok)(
     let cardA: CardTemplate;
     let cardB: CardTemplate;
     const labs: NetnsLab[] = [];
+    const CRASH_BATCH = 2;
     const timings: string[] = [];
     const notes: string[] = [];
 
@@ -222,9 +223,10 @@ describe.skipIf(!cap.ok)(
 
     test("at every crash point: killed, restarted, the network is exactly the old or the new configuration, matching the state; the card then configures B", async () => {
       const outcomes: PointOutcome[] = [];
-      // Five at a time: each point has its own namespaces, state directory and card file.
-      for (let i = 0; i < CRASH_POINTS.length; i += 5) {
-        const batch = CRASH_POINTS.slice(i, i + 5);
+      // Two at a time: each point has its own namespaces, state directory and card file; more at once
+      // made a restart flaky on a loaded 2-core machine (see the closing note of the first session).
+      for (let i = 0; i < CRASH_POINTS.length; i += CRASH_BATCH) {
+        const batch = CRASH_POINTS.slice(i, i + CRASH_BATCH);
         outcomes.push(...(await Promise.all(batch.map((p, j) => crashAt(p, i + j)))));
       }
       const summary = Object.fromEntries(
