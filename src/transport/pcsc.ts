@@ -199,7 +199,9 @@ let factoryPromise: Promise<PcscBindingFactory> | undefined;
 export function loadPcscBinding(): Promise<PcscBindingFactory> {
   factoryPromise ??= (async () => {
     try {
-      const mod = (await import("pcsclite")) as unknown as { default?: unknown };
+      // A variable specifier: the build must not need the optional module's types (it may be absent).
+      const specifier = "pcsclite";
+      const mod = (await import(specifier)) as unknown as { default?: unknown };
       const factory = (mod.default ?? mod) as unknown;
       if (typeof factory !== "function") throw new TypeError("unexpected export shape");
       return factory as PcscBindingFactory;
