@@ -19,14 +19,11 @@
 import type { EcdsaAlgorithm } from "../crypto/ecdsa.js";
 import type { Signer } from "../crypto/signer.js";
 import { CardFullError, MalformedError, NotForThisHsmError, UsageError, ValidityError } from "../errors.js";
+import { bytesEqual } from "../util/bytes.js";
 import {
-  bytesEqual,
-  CoseHeader,
-  type CoseSignerInfo,
   cborHeadSize,
   cborStringLengthFor,
   cborUint,
-  coseSignLength,
   decodeCborStrict,
   encodeCbor,
   expectArray,
@@ -35,10 +32,15 @@ import {
   expectText,
   expectUint,
   expectZeroPadding,
-  leafPublicKey,
   MAX_UNTRUSTED_INPUT_BYTES,
   malformedUnlessTyped,
   padEncoding,
+} from "./cbor.js";
+import {
+  CoseHeader,
+  type CoseSignerInfo,
+  coseSignLength,
+  leafPublicKey,
   signCoseSign,
   verifyCoseSign,
   withoutSelfSignedRoot,

@@ -13,22 +13,18 @@
 import type { EcdsaAlgorithm } from "../crypto/ecdsa.js";
 import type { Signer } from "../crypto/signer.js";
 import { CardFullError, ExitCode, MalformedError, UsageError } from "../errors.js";
+import { bytesEqual } from "../util/bytes.js";
 import {
-  bytesEqual,
-  CoseHeader,
   cborUint,
   decodeCborStrict,
   encodeCbor,
   expectArray,
   expectBytes,
   expectUint,
-  leafPublicKey,
   MAX_UNTRUSTED_INPUT_BYTES,
   malformedUnlessTyped,
-  signCoseSign1,
-  verifyCoseSign1,
-  withoutSelfSignedRoot,
-} from "./cose.js";
+} from "./cbor.js";
+import { CoseHeader, leafPublicKey, signCoseSign1, verifyCoseSign1, withoutSelfSignedRoot } from "./cose.js";
 import { CONFIGURATION_ID_BYTES } from "./manifest.js";
 import { serialFromCbor, serialToCbor } from "./shard.js";
 

@@ -28,6 +28,7 @@ import {
   type PlanProblem,
   UsageError,
 } from "../errors.js";
+import { bytesEqual } from "../util/bytes.js";
 import {
   addressFromHostPart,
   formatCidr,
@@ -46,7 +47,6 @@ import {
   uint32ToIpv4,
 } from "./address-codec.js";
 import {
-  bytesEqual,
   cborHeadSize,
   cborUint,
   decodeCborStrict,
@@ -60,7 +60,7 @@ import {
   MAX_UNTRUSTED_INPUT_BYTES,
   malformedUnlessTyped,
   padEncoding,
-} from "./cose.js";
+} from "./cbor.js";
 import type { HsmEntry, HsmInterface, Subnet } from "./plan-model.js";
 
 /** What a shard holds: its entries (in serial order) and the subnets they use (in order of first use). */

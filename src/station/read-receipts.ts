@@ -15,7 +15,6 @@
  * Anything else is shown with ✗ and the reason; one bad receipt never hides the others.
  */
 
-import { bytesEqual } from "../config/cose.js";
 import { findShardFor, type Manifest, verifyManifest } from "../config/manifest.js";
 import { decodeReceiptLog, verifyReceipt } from "../config/receipt.js";
 import { decodeShardEntry, type HsmConfig, networkStateDigest } from "../config/shard.js";
@@ -27,6 +26,7 @@ import {
   type SecureElement,
   type SecureElementInfo,
 } from "../secure-element/secure-element.js";
+import { bytesEqual } from "../util/bytes.js";
 import type { StationTrust } from "./authenticate-card.js";
 import { loadStationTrust } from "./station-dir.js";
 import { configSigningValidator, shardItemName } from "./write-card.js";

@@ -21,7 +21,6 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { X509Certificate, X509Crl } from "@peculiar/x509";
-import { bytesEqual } from "../config/cose.js";
 import { type EncodedConfig, encodeConfig } from "../config/encode-config.js";
 import { CONFIGURATION_ID_BYTES, type Manifest, PivObject, verifyManifest } from "../config/manifest.js";
 import type { NetworkPlan } from "../config/plan-model.js";
@@ -48,6 +47,7 @@ import {
   type SecureElementCapacity,
   type SecureElementInfo,
 } from "../secure-element/secure-element.js";
+import { bytesEqual } from "../util/bytes.js";
 import { type AuthenticatedCard, authenticateCard, type StationTrust } from "./authenticate-card.js";
 import { type CrlUpdate, updateStationCrl } from "./crl-update.js";
 import { allocateSequence } from "./sequence-store.js";

@@ -2,13 +2,11 @@ import { createPublicKey } from "node:crypto";
 import { Tag } from "cbor-x";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
+import { cborUint, decodeCborStrict, encodeCbor } from "../../src/config/cbor.js";
 import {
   CoseHeader,
-  cborUint,
   coseSign1ToBeSigned,
   coseSignToBeSigned,
-  decodeCborStrict,
-  encodeCbor,
   leafPublicKey,
   signCoseSign,
   signCoseSign1,

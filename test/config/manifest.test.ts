@@ -3,13 +3,12 @@ import { Tag } from "cbor-x";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
-  CoseHeader,
   cborStringLengthFor,
-  coseSignLength,
   decodeCborStrict,
   encodeCbor,
   MAX_UNTRUSTED_INPUT_BYTES,
-} from "../../src/config/cose.js";
+} from "../../src/config/cbor.js";
+import { CoseHeader, coseSignLength } from "../../src/config/cose.js";
 import { encodeConfig } from "../../src/config/encode-config.js";
 import {
   CARD_CAPACITY_BYTES,

@@ -13,7 +13,7 @@ import {
   parseIpv4,
   parseIpv6,
 } from "../../src/config/address-codec.js";
-import { cborStringLengthFor, decodeCborStrict, encodeCbor } from "../../src/config/cose.js";
+import { cborStringLengthFor, decodeCborStrict, encodeCbor } from "../../src/config/cbor.js";
 import type { HsmEntry, HsmInterface, Subnet } from "../../src/config/plan-model.js";
 import {
   compareSerials,

@@ -26,11 +26,10 @@ import { decodeCommandApdu } from "../../src/apdu/command.js";
 import { decodeResponseApdu } from "../../src/apdu/response.js";
 import { decodeTlv, decodeTlvs, decodeTlvTree } from "../../src/apdu/tlv.js";
 import type { ApduResponder } from "../../src/card-emulator/apdu-responder.js";
+import { decodeCborStrict, encodeCbor } from "../../src/config/cbor.js";
 import {
   coseSign1ToBeSigned,
   coseSignToBeSigned,
-  decodeCborStrict,
-  encodeCbor,
   leafPublicKey,
   verifyCoseSign,
   verifyCoseSign1,

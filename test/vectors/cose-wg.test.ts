@@ -6,10 +6,10 @@
 import { createPublicKey, type JsonWebKey, verify } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { decodeCborStrict } from "../../src/config/cbor.js";
 import {
   coseSign1ToBeSigned,
   coseSignToBeSigned,
-  decodeCborStrict,
   verifyCoseSign,
   verifyCoseSign1,
 } from "../../src/config/cose.js";
