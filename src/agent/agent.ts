@@ -10,8 +10,12 @@
  *   why), recorded as the last error and in the audit log;
  * - a configured HSM re-applies its configuration (idempotent: nothing changes when it is in place;
  *   after a reboot it brings the network back), with the same probe, verification and rollback.
+ * Neither depends on the audit log (issue 10 finding 3): a torn last line is recovered when the log
+ * opens (audit-log.ts); any other damage leaves the log untouched, the network is still reconciled
+ * and re-applied, and then start() refuses to go on (IntegrityError, exit 15): no card is onboarded
+ * on top of a log that cannot say what happened before.
  */
-import { NetworkApplyError, UsageError } from "../errors.js";
+import { IntegrityError, NetworkApplyError, UsageError } from "../errors.js";
 import type { SecureElement } from "../secure-element/secure-element.js";
 import { AuditLog } from "./audit-log.js";
 import { type DeviceIdentity, loadDeviceIdentity } from "./device-identity.js";
@@ -102,8 +106,24 @@ export class Agent {
       device = await loadDeviceIdentity(store.state.device);
       const audit = await AuditLog.open(store.path("audit"), {
         clock,
+        recoverTornTail: true,
         ...(store.state.auditHead ? { expectedHead: store.state.auditHead } : {}),
+      }).catch((error: unknown) => {
+        if (!(error instanceof IntegrityError)) throw error;
+        return AuditLog.damaged(store.path("audit"), error.message);
       });
+      const log = options.log ?? (() => {});
+      const recovered = audit.recovered;
+      if (recovered) {
+        await store.update((s) => ({
+          ...s,
+          auditHead: { seq: recovered.record.seq, hash: recovered.record.hash },
+        }));
+        log(
+          `the audit log ended in a torn line (${recovered.bytes} bytes): kept aside in ${recovered.keptAs}, recorded as audit record ${recovered.record.seq}`,
+        );
+      }
+      if (audit.damage) log(`${audit.damage}; the network is reconciled, no card is onboarded`);
       const net =
         typeof options.net === "object"
           ? options.net
@@ -117,7 +137,7 @@ export class Agent {
         net,
         interfaces: options.interfaces ?? {},
         clock,
-        log: options.log ?? (() => {}),
+        log,
         unlock,
         faults,
       });
@@ -190,6 +210,9 @@ export class Agent {
     }
     const stage: AgentStage = configured ? "configured" : "waiting-for-card";
     if (this.store.state.stage !== stage) await this.store.setStage(stage);
+    if (this.audit.damage) {
+      throw new IntegrityError(`${this.audit.damage}; network reconciled, onboarding refused`);
+    }
     return {
       stage,
       ...(reconciled ? { reconciled } : {}),
@@ -226,6 +249,7 @@ export class Agent {
   }
 
   async #record(event: string, data: Record<string, unknown>): Promise<void> {
+    if (this.audit.damage) return; // start() refuses once the network is reconciled
     const record = await this.audit.append(event, { serial: this.store.state.serial, ...data });
     await this.store.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
   }

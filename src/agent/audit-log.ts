@@ -10,10 +10,18 @@
  * first. Every line is written with one append and fsync'd.
  *
  * Never a PIN: data whose keys look like secrets (pin, puk, password, secret, pin-value) is refused.
+ *
+ * A torn tail (issue 10 finding 3): a short write (disk full, power cut) leaves one partial line at
+ * the end. `open` with `recoverTornTail` keeps those bytes aside in `audit.log.torn-<seq>-<time>`,
+ * cuts the file back to the last whole record and appends an `audit-tail-recovered` record (size,
+ * SHA-256 and file name of what was kept aside): the chain continues and says what happened. Only a
+ * single unterminated line after an intact chain counts as torn; anything else (an edit, a deleted
+ * record, several bad lines) is damage that `open` reports, never repairs.
  */
 import { createHash } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import { open, readFile } from "node:fs/promises";
+import { open, readFile, truncate, writeFile } from "node:fs/promises";
+import { basename } from "node:path";
 import { IntegrityError } from "../errors.js";
 
 export const AUDIT_GENESIS = "0".repeat(64);
@@ -25,6 +33,14 @@ export interface AuditRecord {
   readonly data: Readonly<Record<string, unknown>>;
   readonly prev: string;
   readonly hash: string;
+}
+
+/** What `open` repaired: the torn bytes it kept aside and the record that says so. */
+export interface AuditRecovery {
+  readonly keptAs: string;
+  readonly bytes: number;
+  readonly sha256: string;
+  readonly record: AuditRecord;
 }
 
 export interface AuditHead {
@@ -75,6 +91,8 @@ export class AuditLog {
   readonly path: string;
   readonly #clock: () => Date;
   #head: AuditHead | undefined;
+  #recovered: AuditRecovery | undefined;
+  #damage: string | undefined;
 
   private constructor(path: string, head: AuditHead | undefined, clock: () => Date) {
     this.path = path;
@@ -88,19 +106,64 @@ export class AuditLog {
    */
   static async open(
     path: string,
-    options: { clock?: () => Date; expectedHead?: AuditHead } = {},
+    options: { clock?: () => Date; expectedHead?: AuditHead; recoverTornTail?: boolean } = {},
   ): Promise<AuditLog> {
-    const text = await readFile(path, "utf8").catch((error: NodeJS.ErrnoException) => {
-      if (error.code === "ENOENT") return "";
+    const bytes = await readFile(path).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return Buffer.alloc(0);
       throw error;
     });
-    const result = verifyAuditLog(text, options.expectedHead ? { expectedHead: options.expectedHead } : {});
-    if (!result.ok) {
+    const text = bytes.toString("utf8");
+    const clock = options.clock ?? (() => new Date());
+    const expected = options.expectedHead ? { expectedHead: options.expectedHead } : {};
+    const result = verifyAuditLog(text, expected);
+    if (result.ok) {
+      // A whole last record whose newline was not written: end the line before the next append.
+      if (options.recoverTornTail && bytes.length > 0 && bytes[bytes.length - 1] !== 0x0a) {
+        await writeFile(path, "\n", { flag: "a" });
+      }
+      return new AuditLog(path, result.head, clock);
+    }
+    const torn = options.recoverTornTail ? tornTail(bytes, expected) : undefined;
+    if (!torn) {
       throw new IntegrityError(
         `audit log ${path} is damaged: ${result.problems.map((p) => p.message).join("; ")}`,
       );
     }
-    return new AuditLog(path, result.head, options.clock ?? (() => new Date()));
+    // Keep the torn bytes aside first (a crash here leaves both: the next start repeats the repair).
+    const tail = bytes.subarray(torn.keepLength);
+    const sha256 = createHash("sha256").update(tail).digest("hex");
+    const keptAs = `${path}.torn-${(torn.head?.seq ?? 0) + 1}-${clock().toISOString().replace(/[:.]/g, "")}`;
+    await writeFile(keptAs, tail, { mode: 0o600, flag: "wx" });
+    await truncate(path, torn.keepLength);
+    const log = new AuditLog(path, torn.head, clock);
+    const record = await log.append("audit-tail-recovered", {
+      keptAs: basename(keptAs),
+      bytes: tail.length,
+      sha256,
+      afterSeq: torn.head?.seq ?? 0,
+    });
+    log.#recovered = { keptAs, bytes: tail.length, sha256, record };
+    return log;
+  }
+
+  /**
+   * A log that cannot be appended to: damaged beyond a torn tail. The agent still reconciles and
+   * re-applies its network (that never depends on the log) but refuses to onboard (IntegrityError).
+   */
+  static damaged(path: string, message: string): AuditLog {
+    const log = new AuditLog(path, undefined, () => new Date());
+    log.#damage = message;
+    return log;
+  }
+
+  /** Why the log cannot be appended to (AuditLog.damaged), or undefined. */
+  get damage(): string | undefined {
+    return this.#damage;
+  }
+
+  /** The repair `open` made (recoverTornTail), if any. */
+  get recovered(): AuditRecovery | undefined {
+    return this.#recovered;
   }
 
   get head(): AuditHead | undefined {
@@ -109,6 +172,7 @@ export class AuditLog {
 
   /** Appends one record (fsync'd before it returns) and returns it. */
   async append(event: string, data: Record<string, unknown> = {}): Promise<AuditRecord> {
+    if (this.#damage !== undefined) throw new IntegrityError(this.#damage);
     assertNoSecrets(data, "");
     // Round-trip through JSON so what is hashed is exactly what a reader parses back.
     const plain = JSON.parse(canonicalJson(data)) as Record<string, unknown>;
@@ -212,6 +276,21 @@ export function verifyAuditLog(text: string, options: { expectedHead?: AuditHead
     }
   }
   return { ok: problems.length === 0, records, problems, ...(head ? { head } : {}) };
+}
+
+/**
+ * The torn tail of a damaged log, if that is all the damage is: the text up to the last newline is
+ * an intact chain (reaching `expectedHead`), and what follows is one line without its newline.
+ */
+function tornTail(
+  bytes: Uint8Array,
+  options: { expectedHead?: AuditHead },
+): { keepLength: number; head: AuditHead | undefined } | undefined {
+  const cut = bytes.lastIndexOf(0x0a) + 1;
+  if (cut === bytes.length) return undefined; // the file ends with a newline: no torn line
+  const prefix = verifyAuditLog(Buffer.from(bytes.subarray(0, cut)).toString("utf8"), options);
+  if (!prefix.ok) return undefined;
+  return { keepLength: cut, head: prefix.head };
 }
 
 /** Reads and verifies the log file (a missing file is an empty, valid log). */

@@ -2,8 +2,9 @@
  * The audit log's hash chain: intact logs verify; an edit, a deletion, a reordering, a cut in the
  * middle and a cut at the end (against the head the agent remembers) are each found and located.
  */
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import {
   AUDIT_GENESIS,
@@ -123,5 +124,64 @@ describe("audit log", () => {
     await expect(log.append("x", { pin: "123456" })).rejects.toThrow(/secrets/);
     await expect(log.append("x", { card: { "pin-value": "1" } })).rejects.toThrow(/secrets/);
     expect(verifyAuditLog(await readFile(path, "utf8").catch(() => "")).records).toEqual([]);
+  });
+});
+
+describe("torn tail recovery (issue 10 finding 3)", () => {
+  test("every cut inside the last record: kept aside byte for byte, cut back, recorded, the chain continues", async () => {
+    const { lines } = await writeLog(3);
+    const whole = await readFile(path);
+    const lastStart = whole.length - Buffer.byteLength(`${lines[2]}\n`);
+    const headBefore = verifyAuditLog(lines.slice(0, 2).join("\n")).head!;
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: lastStart + 1, max: whole.length - 2 }), async (cut) => {
+        await writeFile(path, whole.subarray(0, cut));
+        for (const name of (await readdir(dir.dir)).filter((n) => n.includes(".torn-"))) {
+          await rm(join(dir.dir, name));
+        }
+        const log = await AuditLog.open(path, { recoverTornTail: true, expectedHead: headBefore });
+        const recovered = log.recovered!;
+        expect(recovered.bytes).toBe(cut - lastStart);
+        expect(await readFile(recovered.keptAs)).toEqual(whole.subarray(lastStart, cut));
+        const after = await readAuditLog(path, { expectedHead: log.head! });
+        expect(after.ok, JSON.stringify(after.problems)).toBe(true);
+        expect(after.records.map((r) => r.event)).toEqual([
+          "factory-init",
+          "configured",
+          "audit-tail-recovered",
+        ]);
+        expect(after.records[2]!.data).toMatchObject({ afterSeq: 2, bytes: cut - lastStart });
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  test("a whole last record without its newline is kept, and the next record starts on its own line", async () => {
+    await writeLog(2);
+    const whole = await readFile(path);
+    await writeFile(path, whole.subarray(0, whole.length - 1));
+    const log = await AuditLog.open(path, { recoverTornTail: true });
+    expect(log.recovered).toBeUndefined();
+    await log.append("reapplied", {});
+    const after = await readAuditLog(path);
+    expect(after.ok).toBe(true);
+    expect(after.records).toHaveLength(3);
+  });
+
+  test("damage that is not a torn tail is never repaired: edited line, two bad lines, a cut before the remembered head", async () => {
+    const { lines } = await writeLog(3);
+    const head = verifyAuditLog(lines.join("\n")).head!;
+    const cases = [
+      `${lines[0]!.replace("factory-init", "factory-inix")}\n${lines[1]}\n${lines[2]}\n`,
+      `${lines[0]}\n${lines[1]}\ngarbage\n{"torn`,
+      `${lines[0]}\n${lines[1]}\n{"torn`, // cuts record 3, which the agent remembers as written
+    ];
+    for (const text of cases) {
+      await writeFile(path, text);
+      await expect(AuditLog.open(path, { recoverTornTail: true, expectedHead: head })).rejects.toThrow(
+        IntegrityError,
+      );
+      expect(await readFile(path, "utf8")).toBe(text);
+    }
   });
 });
