@@ -61,5 +61,5 @@ export { writeConfigurationToCard } from "./station/write-card.js";
 // transport, piv, secure element
 export type { CardTransport } from "./transport/card-transport.js";
 export { InProcessTransport } from "./transport/in-process.js";
-export { PcscTransport } from "./transport/pcsc.js";
+export { PcscTransport } from "./transport/pcsc-transport.js";
 export { ReaderWatcher } from "./transport/reader-watcher.js";

@@ -24,7 +24,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { VirtualPivCard } from "../card-emulator/virtual-piv-card.js";
 import { NoCardError } from "../errors.js";
 import { InProcessTransport } from "../transport/in-process.js";
-import { CardRemovedError, type PcscContextOptions, PcscError } from "../transport/pcsc.js";
+import { CardRemovedError, PcscError } from "../transport/pcsc-binding.js";
+import type { PcscContextOptions } from "../transport/pcsc-context.js";
 import { ReaderWatcher } from "../transport/reader-watcher.js";
 import { PivElement, type PivElementOptions } from "./piv-element.js";
 

@@ -8,18 +8,17 @@
  */
 import { EventEmitter } from "node:events";
 import { ExitCode, NoCardError, OnboardError } from "../errors.js";
+import { isContactless } from "./pcsc-atr.js";
+import { ReaderState } from "./pcsc-binding.js";
 import {
   cardEventCount,
   cardPresent,
-  isContactless,
-  type PcscConnectOptions,
   PcscContext,
   type PcscContextOptions,
-  PcscTransport,
-  ReaderState,
   type ReaderStatus,
   readerMatches,
-} from "./pcsc.js";
+} from "./pcsc-context.js";
+import { type PcscConnectOptions, PcscTransport } from "./pcsc-transport.js";
 
 export interface ReaderAddedEvent {
   type: "reader-added";

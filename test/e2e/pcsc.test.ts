@@ -56,7 +56,7 @@ describe.skipIf(!cap.ok)(
     const cleanups: (() => Promise<unknown>)[] = [];
 
     beforeAll(async () => {
-      build = await buildForChildren(["transport/reader-watcher.js", "transport/pcsc.js"]);
+      build = await buildForChildren(["transport/reader-watcher.js", "transport/pcsc-transport.js"]);
       launchClient = await pcscClientLauncher(build);
     });
 

@@ -95,7 +95,7 @@ export const toolAvailable = (command: string): boolean => onPath(command);
 // ---------------------------------------------------------------------------------------------
 
 export interface PrivateBuild {
-  /** Directory holding the compiled src/ tree (e.g. `${dir}/transport/pcsc.js`). */
+  /** Directory holding the compiled src/ tree (e.g. `${dir}/transport/pcsc-transport.js`). */
   dir: string;
   /** file:// URL of a compiled module, for `import()` in a child script. */
   url(modulePath: string): string;

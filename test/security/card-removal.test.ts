@@ -24,7 +24,7 @@ import { parseCrl } from "../../src/pki/crl.js";
 import { updateStationCrl } from "../../src/station/crl-update.js";
 import { initStation } from "../../src/station/init-station.js";
 import { writeConfigurationToCard } from "../../src/station/write-card.js";
-import { CardRemovedError } from "../../src/transport/pcsc.js";
+import { CardRemovedError } from "../../src/transport/pcsc-binding.js";
 import {
   createTestPki,
   initAgent,

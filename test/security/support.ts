@@ -22,7 +22,7 @@ import type { IssuerCredentials } from "../../src/pki/issue.js";
 import { PivElement } from "../../src/secure-element/piv-element.js";
 import type { CardTransport } from "../../src/transport/card-transport.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
-import { CardRemovedError } from "../../src/transport/pcsc.js";
+import { CardRemovedError } from "../../src/transport/pcsc-binding.js";
 import { type ConfigOptions, personalizeCard, writeConfig } from "../agent/fixtures.js";
 import { ip } from "../agent/netns.js";
 

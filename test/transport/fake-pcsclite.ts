@@ -11,8 +11,8 @@ import type {
   PcscBindingFactory,
   PcscBindingReader,
   PcscBindingReaderStatus,
-} from "../../src/transport/pcsc.js";
-import { ReaderState } from "../../src/transport/pcsc.js";
+} from "../../src/transport/pcsc-binding.js";
+import { ReaderState } from "../../src/transport/pcsc-binding.js";
 
 type Cb<T> = (error: Error | null | undefined, value: T) => void;
 

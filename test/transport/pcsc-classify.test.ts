@@ -1,15 +1,7 @@
 import { describe, expect, it } from "vitest";
-import {
-  cardEventCount,
-  cardPresent,
-  classifyAtr,
-  isContactless,
-  isContactlessReaderName,
-  ReaderState,
-  readerMatches,
-  ScardCode,
-  scardCodeOf,
-} from "../../src/transport/pcsc.js";
+import { classifyAtr, isContactless, isContactlessReaderName } from "../../src/transport/pcsc-atr.js";
+import { ReaderState, ScardCode, scardCodeOf } from "../../src/transport/pcsc-binding.js";
+import { cardEventCount, cardPresent, readerMatches } from "../../src/transport/pcsc-context.js";
 
 const bytes = (h: string) => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ""), "hex"));
 

@@ -4,14 +4,14 @@ import {
   CardRemovedError,
   PCSC_MAX_BUFFER_EXTENDED,
   PcscError,
-  PcscTransport,
   SCARD_LEAVE_CARD,
   SCARD_PROTOCOL_T0,
   SCARD_PROTOCOL_T1,
   SCARD_RESET_CARD,
   SCARD_SHARE_EXCLUSIVE,
   SCARD_SHARE_SHARED,
-} from "../../src/transport/pcsc.js";
+} from "../../src/transport/pcsc-binding.js";
+import { PcscTransport } from "../../src/transport/pcsc-transport.js";
 import { ReaderWatcher } from "../../src/transport/reader-watcher.js";
 import { type FakeReader, fakeBinding } from "./fake-pcsclite.js";
 
@@ -175,7 +175,7 @@ describe("loadPcscBinding", () => {
       throw new Error("Cannot find module 'pcsclite'");
     });
     try {
-      const pcsc = await import("../../src/transport/pcsc.js");
+      const pcsc = await import("../../src/transport/pcsc-binding.js");
       const error = await pcsc.loadPcscBinding().catch((e: unknown) => e);
       expect(error).toBeInstanceOf(pcsc.PcscUnavailableError);
       expect((error as Error).message).toMatch(/pcsclite/);

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { NoCardError } from "../../src/errors.js";
-import { PcscError } from "../../src/transport/pcsc.js";
+import { PcscError } from "../../src/transport/pcsc-binding.js";
 import { type ReaderEvent, ReaderWatcher, WaitTimeoutError } from "../../src/transport/reader-watcher.js";
 import { fakeBinding } from "./fake-pcsclite.js";
 

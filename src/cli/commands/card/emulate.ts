@@ -10,7 +10,7 @@ import {
   type VpcdBridgeEvent,
 } from "../../../card-emulator/vpcd-bridge.js";
 import { UsageError } from "../../../errors.js";
-import { hex } from "../../../transport/pcsc.js";
+import { hex } from "../../../util/bytes.js";
 import { type CliContext, writeLine } from "../../context.js";
 
 const EXAMPLES = `
@@ -57,7 +57,7 @@ export async function runEmulator(options: EmulatorOptions): Promise<void> {
   const created = !existsSync(options.statePath);
   const card = VirtualPivCard.fromFile(options.statePath, { contactless: options.contactless });
   options.log(
-    `${created ? "created" : "loaded"} card ${card.serial} (${card.profile.name}, ${options.contactless ? "contactless" : "contact"}) from ${options.statePath}; ATR ${hex(card.atr)}`,
+    `${created ? "created" : "loaded"} card ${card.serial} (${card.profile.name}, ${options.contactless ? "contactless" : "contact"}) from ${options.statePath}; ATR ${hex(card.atr).toUpperCase()}`,
   );
   const bridge = new VpcdBridge({
     responder: card,
@@ -112,8 +112,10 @@ function describeEvent(event: VpcdBridgeEvent, trace: boolean): string | undefin
 
 /** `00 A4 04 00 Lc=9 -> 9000 (18 bytes) 0.1 ms`: no command or response data, ever (PINs). */
 function describeApdu(command: Uint8Array, response: Uint8Array, elapsedMs: number): string {
-  const header = hex(command.subarray(0, 4)).replace(/(..)(?=.)/g, "$1 ");
-  const sw = hex(response.subarray(response.length - 2));
+  const header = hex(command.subarray(0, 4))
+    .toUpperCase()
+    .replace(/(..)(?=.)/g, "$1 ");
+  const sw = hex(response.subarray(response.length - 2)).toUpperCase();
   return `apdu ${header} (${command.length} bytes) -> ${sw} (${response.length - 2} data bytes) ${elapsedMs.toFixed(1)} ms`;
 }
 
