@@ -1,0 +1,8 @@
+/** GlobalPlatform SCP11 (GP Card Specification 2.3 Amendment F): crypto core, both sides. */
+
+export * from "./cert-store.js";
+export { aesCbc, aesCmac, aesEcbEncrypt, macEqual } from "./cmac.js";
+export { ScpIntegrityError, ScpMalformedError } from "./errors.js";
+export * from "./handshake.js";
+export { x963KdfSha256 } from "./kdf.js";
+export * from "./secure-messaging.js";
