@@ -6,8 +6,7 @@
  */
 import type { CardState } from "../src/card-emulator/card-state-store.js";
 import type { LatencyProfile, MeterLine, MeterTotals } from "../src/card-emulator/latency-profile.js";
-import { itemObjectId } from "../src/secure-element/piv-element.js";
-import { MAX_RECEIPTS, MAX_SHARDS } from "../src/secure-element/secure-element.js";
+import { itemObjectId, MAX_RECEIPTS, MAX_SHARDS } from "../src/secure-element/card-layout.js";
 import { measureOnboarding, objectBytesRead } from "./onboarding.js";
 import { fixed, int, print, section, table } from "./report.js";
 

@@ -4,10 +4,10 @@
  */
 import { KeyObject } from "node:crypto";
 import { encodeConfig } from "../src/config/encode-config.js";
-import { CARD_CAPACITY_BYTES } from "../src/config/manifest.js";
 import { createSoftwareSigner, type Signer } from "../src/crypto/signer.js";
 import { issueCardCertificate } from "../src/pki/issue.js";
 import { generateEcKeyPair } from "../src/pki/keys.js";
+import { CARD_CAPACITY_BYTES } from "../src/secure-element/card-layout.js";
 import { DEFAULT_RECEIPT_RESERVE_BYTES, type WriteResult } from "../src/station/write-card.js";
 import type { BenchFixture } from "./fixture.js";
 import { BENCH_OWNER, benchPlan } from "./plans.js";

@@ -10,7 +10,6 @@ import {
   checkManifestValidity,
   findShardFor,
   type Manifest,
-  PivObject,
   verifyManifest,
 } from "../src/config/manifest.js";
 import { signReceipt } from "../src/config/receipt.js";
@@ -18,6 +17,7 @@ import { decodeShardEntry, networkStateDigest } from "../src/config/shard.js";
 import type { Signer } from "../src/crypto/signer.js";
 import { VALIDATION_REQUIREMENTS } from "../src/pki/profiles.js";
 import { validateChain } from "../src/pki/validate-chain.js";
+import { shardItemName } from "../src/secure-element/card-layout.js";
 import { PivElement } from "../src/secure-element/piv-element.js";
 import { newChallenge, verifyChallengeProof } from "../src/secure-element/secure-element.js";
 import { InProcessTransport } from "../src/transport/in-process.js";
@@ -75,7 +75,7 @@ export async function measureVerification(
     // The shard, found the way the agent finds it (the manifest is verified again in the timed steps).
     const { manifest: content } = await verifyManifest(manifest, { validateChain: () => {} });
     const ref = findShardFor(content, serial);
-    const shard = await element.readItem(`shard-${ref.objectId - PivObject.shardsFirst}`);
+    const shard = await element.readItem(shardItemName(ref.objectId));
     if (!shard) throw new Error("the shard named by the manifest is missing");
     const challenge = newChallenge();
     const proof = await element.proveChallenge(challenge);

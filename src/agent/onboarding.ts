@@ -25,13 +25,7 @@
  *     logged, not fatal), and an audit record.
  */
 import { createHash } from "node:crypto";
-import {
-  checkManifestValidity,
-  findShardFor,
-  type Manifest,
-  PivObject,
-  verifyManifest,
-} from "../config/manifest.js";
+import { checkManifestValidity, findShardFor, type Manifest, verifyManifest } from "../config/manifest.js";
 import { appendReceipt, type Receipt, signReceipt } from "../config/receipt.js";
 import { decodeShardEntry, networkStateDigest } from "../config/shard.js";
 import type { Signer } from "../crypto/signer.js";
@@ -51,9 +45,9 @@ import { parseCrl } from "../pki/crl.js";
 import { certificateParts } from "../pki/der.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { type ValidatedChain, validateChain } from "../pki/validate-chain.js";
+import { shardItemName } from "../secure-element/card-layout.js";
 import {
   MAX_RECEIPTS,
-  MAX_SHARDS,
   newChallenge,
   type SecureElement,
   type SecureElementIdentity,
@@ -224,12 +218,10 @@ export async function onboard(options: OnboardOptions): Promise<OnboardingResult
     }
     checkManifestValidity(manifest, Math.floor(now.getTime() / 1000));
     const shardRef = findShardFor(manifest, serial);
-    const shardIndex = shardRef.objectId - PivObject.shardsFirst;
-    if (shardIndex >= MAX_SHARDS)
-      throw new MalformedError(`shard object ${shardRef.objectId.toString(16)} is out of range`);
-    const shardBytes = await element.readItem(`shard-${shardIndex}`);
+    const shardItem = shardItemName(shardRef.objectId);
+    const shardBytes = await element.readItem(shardItem);
     if (!shardBytes)
-      throw new IntegrityError(`shard-${shardIndex}, named by the signed manifest, is not on the card`);
+      throw new IntegrityError(`${shardItem}, named by the signed manifest, is not on the card`);
     const config = decodeShardEntry(shardBytes, shardRef, serial);
     const network = hostNetworkConfig(config, options.interfaces);
     await state.setStage("config-verified");

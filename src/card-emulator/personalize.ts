@@ -55,10 +55,10 @@ import { crlNumberOf, parseCrl } from "../pki/crl.js";
 import { type IssuerCredentials, issueCardCertificate } from "../pki/issue.js";
 import { cardSubject, VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { validateChain } from "../pki/validate-chain.js";
+import { itemObjectId } from "../secure-element/card-layout.js";
 import {
   generatePivIdentityKeys,
   installPivIdentityCertificates,
-  itemObjectId,
   type PivElement,
 } from "../secure-element/piv-element.js";
 

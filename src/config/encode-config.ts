@@ -16,12 +16,14 @@
 import type { Signer } from "../crypto/signer.js";
 import { CardFullError, PlanInvalidError, UsageError } from "../errors.js";
 import {
+  assertShardCount,
   CARD_CAPACITY_BYTES,
+  MAX_ITEM_BYTES,
+  shardObjectId,
+} from "../secure-element/card-layout.js";
+import {
   MANIFEST_FORMAT_VERSION,
-  MAX_PIV_OBJECT_BYTES,
-  MAX_SHARDS,
   type Manifest,
-  PivObject,
   prepareManifest,
   type SignManifestOptions,
 } from "./manifest.js";
@@ -70,7 +72,7 @@ export interface EncodedShard {
 }
 
 export interface EncodedConfig {
-  /** The signed manifest, for object PivObject.manifest; write it after every shard. */
+  /** The signed manifest, for the `manifest` item; write it after every shard. */
   readonly manifest: Uint8Array;
   /** What the manifest says, as signed. */
   readonly manifestContent: Manifest;
@@ -89,7 +91,7 @@ export async function encodeConfig(
   signers: Signer | readonly Signer[],
   options: EncodeConfigOptions = {},
 ): Promise<EncodedConfig> {
-  const maxObjectBytes = options.maxObjectBytes ?? MAX_PIV_OBJECT_BYTES;
+  const maxObjectBytes = options.maxObjectBytes ?? MAX_ITEM_BYTES;
   const shardBytes = options.shardBytes ?? maxObjectBytes;
   if (shardBytes > maxObjectBytes) {
     throw new UsageError(`shards of ${shardBytes} bytes do not fit ${maxObjectBytes}-byte objects`);
@@ -98,10 +100,8 @@ export async function encodeConfig(
   if (plan.hsms.length === 0) throw new PlanInvalidError([{ entry: "hsms", field: "", message: "no HSMs" }]);
 
   const planned = planShards(plan.subnets, plan.hsms, shardBytes);
-  if (planned.length > MAX_SHARDS) {
-    throw new CardFullError(`${planned.length} shards needed; the card has object ids for ${MAX_SHARDS}`);
-  }
-  const shards = planned.map((s, i) => ({ objectId: PivObject.shardsFirst + i, ...s }));
+  assertShardCount(planned.length);
+  const shards = planned.map((s, i) => ({ objectId: shardObjectId(i), ...s }));
   const manifestContent: Manifest = {
     version: MANIFEST_FORMAT_VERSION,
     owner: plan.owner,

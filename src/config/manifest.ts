@@ -1,7 +1,8 @@
 /**
  * The manifest: the signed table of contents of a configuration card (SPEC.md §5). A COSE_Sign
  * (one signature per officer card, for dual control) over a small CBOR map: who the configuration
- * is for, which one it is, when it is valid, and for each shard its PIV object, serial range and
+ * is for, which one it is, when it is valid, and for each shard its PIV object (one of the card
+ * layout's shard ids, src/secure-element/card-layout.ts), serial range and
  * SHA-256. The manifest is written last, so it is the commit point of a card write. CDDL in
  * docs/FORMATS.md.
  *
@@ -19,6 +20,12 @@
 import type { EcdsaAlgorithm } from "../crypto/ecdsa.js";
 import type { Signer } from "../crypto/signer.js";
 import { CardFullError, MalformedError, NotForThisHsmError, UsageError, ValidityError } from "../errors.js";
+import {
+  isShardObjectId,
+  MAX_SHARDS,
+  SHARD_OBJECT_FIRST,
+  SHARD_OBJECT_LAST,
+} from "../secure-element/card-layout.js";
 import { bytesEqual } from "../util/bytes.js";
 import {
   cborHeadSize,
@@ -46,24 +53,6 @@ import {
   withoutSelfSignedRoot,
 } from "./cose.js";
 import { compareSerials, type ShardRef, serialFromCbor, serialToCbor } from "./shard.js";
-
-/**
- * Where things live on the card: PIV data objects in the vendor range 0x5FFF10–0x5FFFFF (0x5FFF00
- * and 0x5FFF01 are Yubico's and stay untouched).
- */
-export const PivObject = {
-  manifest: 0x5fff10,
-  crl: 0x5fff11,
-  receiptsFirst: 0x5fff12,
-  receiptsLast: 0x5fff1f,
-  shardsFirst: 0x5fff20,
-  shardsLast: 0x5fffff,
-} as const;
-
-/** YubiKey limits (SPEC.md §5): bytes per data object, and in total. */
-export const MAX_PIV_OBJECT_BYTES = 3063;
-export const CARD_CAPACITY_BYTES = 50_225;
-export const MAX_SHARDS = PivObject.shardsLast - PivObject.shardsFirst + 1;
 
 /** 2: fixed-size shards and manifest (shard size, key 8; padding, key 9). 1 had neither. */
 export const MANIFEST_FORMAT_VERSION = 2;
@@ -107,8 +96,8 @@ const Key = {
 
 function checkShardOrder(shards: readonly ShardRef[], fail: (message: string) => never): void {
   for (const [i, shard] of shards.entries()) {
-    if (shard.objectId < PivObject.shardsFirst || shard.objectId > PivObject.shardsLast) {
-      fail(`shard ${i}: object id 0x${shard.objectId.toString(16)} outside the shard range`);
+    if (!isShardObjectId(shard.objectId)) {
+      fail(`shard ${i}: object id 0x${shard.objectId.toString(16)} is not a shard object of the card layout`);
     }
     if (compareSerials(shard.firstSerial, shard.lastSerial) > 0) fail(`shard ${i}: first serial after last`);
     const previous = shards[i - 1];
@@ -197,7 +186,7 @@ export function decodeManifestPayload(bytes: Uint8Array): Manifest {
       const where = `${what} shards[${i}]`;
       const [objectId, first, last, digest] = expectArray(v, where, 4, 4);
       return {
-        objectId: expectUint(objectId, `${where} object id`, PivObject.shardsFirst, PivObject.shardsLast),
+        objectId: expectUint(objectId, `${where} object id`, SHARD_OBJECT_FIRST, SHARD_OBJECT_LAST),
         firstSerial: serialFromCbor(first, `${where} first serial`),
         lastSerial: serialFromCbor(last, `${where} last serial`),
         sha256: expectBytes(digest, `${where} SHA-256`, 32),
@@ -237,7 +226,7 @@ export interface SignManifestOptions {
    */
   readonly chain?: "without-root" | "full";
   /**
-   * Pad the signed manifest to this size (normally its object size, MAX_PIV_OBJECT_BYTES), so
+   * Pad the signed manifest to this size (normally its object size, MAX_ITEM_BYTES of the card layout), so
    * that it has the same size whatever the plan; CardFullError if it needs more. Exactly this
    * size, except for the rare signer sets for which CBOR cannot express it (see
    * signedManifestLength): then one byte less, for every plan. Not given or not finite: only the

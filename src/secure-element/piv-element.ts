@@ -4,17 +4,8 @@
  *
  * - Identity: certificates of slot 9E (card authentication, PIN policy never) and 9C (digital
  *   signature, PIN policy always); the intermediates in the `certificates` item.
- * - Items live in the vendor range SPEC.md §5 reserves (0x5FFF00 and 0x5FFF01 are Yubico's, left alone):
- *
- *   | item          | object id           |
- *   |---------------|---------------------|
- *   | manifest      | 5FFF10              |
- *   | certificates  | 5FFF11              |
- *   | crl           | 5FFF12              |
- *   | (reserved)    | 5FFF13–5FFF1F       |
- *   | shard-0..95   | 5FFF20–5FFF7F       |
- *   | receipt-0..127| 5FFF80–5FFFFF       |
- *
+ * - Items live in the vendor objects of the card layout (card-layout.ts, the one table:
+ *   manifest 5FFF10, certificates 5FFF11, crl 5FFF12, shards 5FFF20–7F, receipts 5FFF80–FF).
  *   An object holds the item's bytes as they are (inside the `53` wrapper); an empty object is an
  *   absent item (`53 00` deletes, as yubico-piv-tool does). One PUT DATA writes a whole item, so the
  *   card replaces it atomically.
@@ -43,6 +34,7 @@ import {
 } from "../piv/objects.js";
 import { PivSession, type PivSessionOptions } from "../piv/piv-session.js";
 import type { CardTransport } from "../transport/card-transport.js";
+import { allItems, itemObjectId } from "./card-layout.js";
 import {
   assertChallengeLength,
   assertItemFits,
@@ -53,9 +45,6 @@ import {
   encodeCertificateList,
   formatItemName,
   type ItemInfo,
-  type ItemName,
-  MAX_RECEIPTS,
-  MAX_SHARDS,
   requireItemName,
   type SecureElement,
   type SecureElementCapacity,
@@ -63,30 +52,6 @@ import {
   type SecureElementInfo,
   YUBIKEY_STORAGE,
 } from "./secure-element.js";
-
-/** Object id of each item (see the table above). */
-export function itemObjectId(item: ItemName): number {
-  switch (item.kind) {
-    case "manifest":
-      return 0x5fff10;
-    case "certificates":
-      return 0x5fff11;
-    case "crl":
-      return 0x5fff12;
-    case "shard":
-      return 0x5fff20 + item.index;
-    case "receipt":
-      return 0x5fff80 + item.index;
-  }
-}
-
-/** Every item an element can hold, in {@link compareItemNames} order. */
-function allItems(): ItemName[] {
-  const items: ItemName[] = [{ kind: "manifest" }, { kind: "certificates" }, { kind: "crl" }];
-  for (let index = 0; index < MAX_SHARDS; index++) items.push({ kind: "shard", index });
-  for (let index = 0; index < MAX_RECEIPTS; index++) items.push({ kind: "receipt", index });
-  return items;
-}
 
 export interface PivElementOptions extends PivSessionOptions {
   /** Close the transport in close() (default true). Otherwise close() only logs the PIN out. */

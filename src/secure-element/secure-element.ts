@@ -129,69 +129,19 @@ export interface SecureElement extends AsyncDisposable {
 
 // ---- items ------------------------------------------------------------------------------------
 
-/** Shards an element can hold: shard-0 … shard-95 (PIV objects 0x5FFF20–0x5FFF7F). */
-export const MAX_SHARDS = 96;
-/** Receipts an element can hold: receipt-0 … receipt-127 (PIV objects 0x5FFF80–0x5FFFFF). */
-export const MAX_RECEIPTS = 128;
-
-/**
- * A parsed item name (SPEC.md §5): `manifest`, `crl`, `certificates` (the intermediate CA certificates
- * written at personalisation, see {@link encodeCertificateList}), `shard-N` (0 ≤ N < 96) and
- * `receipt-N` (0 ≤ N < 128). Decimal indices without leading zeros, so each item has one name.
- */
-export type ItemName =
-  | { readonly kind: "manifest" | "crl" | "certificates" }
-  | { readonly kind: "shard" | "receipt"; readonly index: number };
-
-const ITEM_NAME = /^(?:(manifest|crl|certificates)|(shard|receipt)-(0|[1-9][0-9]{0,2}))$/;
-
-/** Parses an item name; undefined for anything else. */
-export function parseItemName(name: string): ItemName | undefined {
-  const match = ITEM_NAME.exec(name);
-  if (!match) return undefined;
-  if (match[1]) return { kind: match[1] as "manifest" | "crl" | "certificates" };
-  const kind = match[2] as "shard" | "receipt";
-  const index = Number(match[3]);
-  if (index >= (kind === "shard" ? MAX_SHARDS : MAX_RECEIPTS)) return undefined;
-  return { kind, index };
-}
-
-/** Parses an item name or throws a RangeError that lists the accepted names. */
-export function requireItemName(name: string): ItemName {
-  const parsed = parseItemName(name);
-  if (!parsed) {
-    throw new RangeError(
-      `invalid item name ${JSON.stringify(name)}: expected manifest, crl, certificates, ` +
-        `shard-0..shard-${MAX_SHARDS - 1} or receipt-0..receipt-${MAX_RECEIPTS - 1}`,
-    );
-  }
-  return parsed;
-}
-
-export function formatItemName(item: ItemName): string {
-  return "index" in item ? `${item.kind}-${item.index}` : item.kind;
-}
-
-const KIND_ORDER = { manifest: 0, certificates: 1, crl: 2, shard: 3, receipt: 4 } as const;
-
-/** Orders item names: manifest, certificates, crl, then shards and receipts by index. */
-export function compareItemNames(a: string, b: string): number {
-  const pa = parseItemName(a);
-  const pb = parseItemName(b);
-  if (!pa || !pb) return a < b ? -1 : a > b ? 1 : 0;
-  const byKind = KIND_ORDER[pa.kind] - KIND_ORDER[pb.kind];
-  if (byKind !== 0) return byKind;
-  return ("index" in pa ? pa.index : 0) - ("index" in pb ? pb.index : 0);
-}
+// The item names and where each lives: card-layout.ts, the one table.
+export {
+  compareItemNames,
+  formatItemName,
+  type ItemName,
+  MAX_RECEIPTS,
+  MAX_SHARDS,
+  parseItemName,
+  requireItemName,
+  YUBIKEY_STORAGE,
+} from "./card-layout.js";
 
 // ---- capacity ---------------------------------------------------------------------------------
-
-/**
- * The storage of a YubiKey 5 PIV applet (SPEC.md §5): 3,063 bytes per object (its 3,072-byte PUT DATA
- * buffer less the 5C/53 headers), about 50,225 bytes in all. The PKCS#11 backend applies the same
- * budget by default so that a plan that fits one backend fits the other.
- */
-export const YUBIKEY_STORAGE = { totalBytes: 50_225, maxItemBytes: 3_063 } as const;
 
 export function capacityOf(
   totalBytes: number,

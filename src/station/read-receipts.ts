@@ -21,6 +21,7 @@ import { decodeShardEntry, type HsmConfig, networkStateDigest } from "../config/
 import { CertificateValidationError, ExitCode, isOnboardError } from "../errors.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { validateChain } from "../pki/validate-chain.js";
+import { shardItemName } from "../secure-element/card-layout.js";
 import {
   MAX_RECEIPTS,
   type SecureElement,
@@ -29,7 +30,7 @@ import {
 import { bytesEqual } from "../util/bytes.js";
 import type { StationTrust } from "./authenticate-card.js";
 import { loadStationTrust } from "./station-dir.js";
-import { configSigningValidator, shardItemName } from "./write-card.js";
+import { configSigningValidator } from "./write-card.js";
 
 export interface CurrentConfiguration {
   readonly owner: string;

@@ -22,7 +22,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { X509Certificate, X509Crl } from "@peculiar/x509";
 import { type EncodedConfig, encodeConfig } from "../config/encode-config.js";
-import { CONFIGURATION_ID_BYTES, type Manifest, PivObject, verifyManifest } from "../config/manifest.js";
+import { CONFIGURATION_ID_BYTES, type Manifest, verifyManifest } from "../config/manifest.js";
 import type { NetworkPlan } from "../config/plan-model.js";
 import { decodeShard, shardDigest } from "../config/shard.js";
 import type { Signer } from "../crypto/signer.js";
@@ -39,9 +39,9 @@ import { crlNumberOf } from "../pki/crl.js";
 import { crlParts } from "../pki/der.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { validateChain } from "../pki/validate-chain.js";
+import { shardItemName } from "../secure-element/card-layout.js";
 import {
   encodeCertificateList,
-  MAX_SHARDS,
   parseItemName,
   type SecureElement,
   type SecureElementCapacity,
@@ -169,14 +169,6 @@ function isConfigurationItem(name: string): boolean {
   return parseItemName(name) !== undefined;
 }
 
-export function shardItemName(objectId: number): string {
-  const index = objectId - PivObject.shardsFirst;
-  if (!Number.isInteger(index) || index < 0 || index >= MAX_SHARDS) {
-    throw new MalformedError(`shard object 0x${objectId.toString(16)} is outside the card's shard items`);
-  }
-  return `shard-${index}`;
-}
-
 export async function writeConfigurationToCard(options: WriteConfigurationOptions): Promise<WriteResult> {
   const started = performance.now();
   const { element, plan, stationDir } = options;
@@ -302,9 +294,6 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
       );
     }
     throw error;
-  }
-  if (encoded.shards.length > MAX_SHARDS) {
-    throw new CardFullError(`${encoded.shards.length} shards; the card has items for ${MAX_SHARDS}`);
   }
   const validator = configSigningValidator(trust, now);
   try {

@@ -6,8 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { DryRunBackend } from "../../src/agent/net/dry-run.js";
-import { MAX_PIV_OBJECT_BYTES } from "../../src/config/manifest.js";
 import type { NetworkPlan } from "../../src/config/plan-model.js";
+import { MAX_ITEM_BYTES } from "../../src/secure-element/card-layout.js";
 import { generatePlan } from "../config/signing-fixtures.js";
 import {
   ApduCounter,
@@ -98,7 +98,7 @@ describe("card I/O per onboarding", () => {
     expect(results[1000]!.apdus - results[1]!.apdus).toBeLessThanOrEqual(24);
     for (const m of Object.values(results)) {
       expect(m.bytesRead - m.manifestBytes - m.shardBytes).toBeLessThan(3000);
-      expect(m.shardBytes).toBeLessThanOrEqual(MAX_PIV_OBJECT_BYTES);
+      expect(m.shardBytes).toBeLessThanOrEqual(MAX_ITEM_BYTES);
     }
   });
 

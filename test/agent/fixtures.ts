@@ -16,7 +16,6 @@ import type { NetBackend } from "../../src/agent/net/net-backend.js";
 import type { PinSource } from "../../src/agent/onboarding.js";
 import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { type EncodedConfig, encodeConfig } from "../../src/config/encode-config.js";
-import { PivObject } from "../../src/config/manifest.js";
 import { loadPlanFile } from "../../src/config/plan.js";
 import type { NetworkPlan } from "../../src/config/plan-model.js";
 import type { Signer } from "../../src/crypto/signer.js";
@@ -31,6 +30,7 @@ import {
   type LoadedPki,
   loadPkiDirectory,
 } from "../../src/pki/pki-store.js";
+import { shardItemName } from "../../src/secure-element/card-layout.js";
 import {
   generatePivIdentityKeys,
   installPivIdentityCertificates,
@@ -228,7 +228,7 @@ export async function writeConfig(
     );
     if (options.crl) await element.writeItem("crl", options.crl);
     for (const shard of encoded.shards) {
-      await element.writeItem(`shard-${shard.objectId - PivObject.shardsFirst}`, shard.bytes);
+      await element.writeItem(shardItemName(shard.objectId), shard.bytes);
     }
     await element.writeItem("manifest", encoded.manifest);
     return encoded;

@@ -25,7 +25,7 @@ import { createPki, type OnboardingPki } from "../../src/pki/issue.js";
 import { loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
 import { validateChain } from "../../src/pki/validate-chain.js";
-import { itemObjectId } from "../../src/secure-element/piv-element.js";
+import { itemObjectId } from "../../src/secure-element/card-layout.js";
 import { decodeCertificateList } from "../../src/secure-element/secure-element.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { type CliResult, outputLines, runCliInProcess } from "../helpers/cli.js";

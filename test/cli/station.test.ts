@@ -14,10 +14,11 @@ import { createSoftwareSigner } from "../../src/crypto/signer.js";
 import { createDeviceIdentity } from "../../src/pki/issue.js";
 import { exportPrivateKeyPem } from "../../src/pki/keys.js";
 import { type LoadedPki, loadPkiDirectory } from "../../src/pki/pki-store.js";
+import { shardItemName } from "../../src/secure-element/card-layout.js";
 import { openCard, VIRTUAL_CARD_ENV } from "../../src/secure-element/open-card.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
 import { base32Decode, totp } from "../../src/station/totp.js";
-import { configSigningValidator, shardItemName } from "../../src/station/write-card.js";
+import { configSigningValidator } from "../../src/station/write-card.js";
 import { runCliInProcess } from "../helpers/cli.js";
 import {
   EXAMPLES,

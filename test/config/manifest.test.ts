@@ -11,16 +11,13 @@ import {
 import { CoseHeader, coseSignLength } from "../../src/config/cose.js";
 import { encodeConfig } from "../../src/config/encode-config.js";
 import {
-  CARD_CAPACITY_BYTES,
   checkManifestValidity,
   decodeManifestPayload,
   encodeManifestPayload,
   findShardFor,
   MANIFEST_CONTENT_TYPE,
   MANIFEST_FORMAT_VERSION,
-  MAX_PIV_OBJECT_BYTES,
   type Manifest,
-  PivObject,
   signedManifestLength,
   signManifest,
   verifyManifest,
@@ -43,6 +40,17 @@ import {
 import { issueCardCertificate } from "../../src/pki/issue.js";
 import { EKU } from "../../src/pki/oids.js";
 import { validateChain } from "../../src/pki/validate-chain.js";
+import {
+  CARD_CAPACITY_BYTES,
+  CARD_LAYOUT,
+  itemObjectId,
+  MAX_ITEM_BYTES,
+  MAX_SHARDS,
+  parseItemName,
+  SHARD_OBJECT_FIRST,
+  SHARD_OBJECT_LAST,
+  shardItemName,
+} from "../../src/secure-element/card-layout.js";
 import {
   createTestIdentity,
   generatePlan,
@@ -74,15 +82,12 @@ const manifestArb: fc.Arbitrary<Manifest> = fc
     serials: fc.uniqueArray(serialArb, { minLength: 2, maxLength: 40 }),
     digests: fc.array(fc.uint8Array({ minLength: 32, maxLength: 32 }), { minLength: 20, maxLength: 20 }),
     gaps: fc.array(fc.nat({ max: 3 }), { minLength: 20, maxLength: 20 }),
-    shardSize: fc.oneof(
-      fc.constant(MAX_PIV_OBJECT_BYTES),
-      fc.integer({ min: 1, max: MAX_UNTRUSTED_INPUT_BYTES }),
-    ),
+    shardSize: fc.oneof(fc.constant(MAX_ITEM_BYTES), fc.integer({ min: 1, max: MAX_UNTRUSTED_INPUT_BYTES })),
   })
   .map((r) => {
     const serials = [...r.serials].sort(compareSerials);
     const shards: Manifest["shards"][number][] = [];
-    let objectId = PivObject.shardsFirst;
+    let objectId = SHARD_OBJECT_FIRST;
     for (let i = 0; i + 1 < serials.length && shards.length < 20; i += 2) {
       shards.push({
         objectId,
@@ -194,7 +199,7 @@ describe("manifest payload", () => {
     for (const bad of [
       { ...base, shards: [a, { ...b, firstSerial: a.lastSerial }] },
       { ...base, shards: [b, a] },
-      { ...base, shards: [{ ...a, objectId: PivObject.manifest }] },
+      { ...base, shards: [{ ...a, objectId: CARD_LAYOUT.manifest }] },
       { ...base, shards: [] },
       { ...base, notBefore: base.notAfter + 1 },
       { ...base, configurationId: new Uint8Array(15) },
@@ -259,6 +264,70 @@ describe("manifest payload", () => {
     expect(() => decodeManifestPayload(bytes)).toThrow(reason);
   });
 
+  it("accepts exactly the shard object ids of the card layout (the ids the backends can hold)", async () => {
+    const manifest = (await encodeConfig(generatePlan(3), METADATA, alice.signer)).manifestContent;
+    const withObjectId = (objectId: number): Uint8Array => {
+      const map = decodeCborStrict(encodeManifestPayload(manifest), { what: "t", maxBytes: 1e5 })
+        .value as Map<number, unknown>;
+      const [ref] = map.get(7) as unknown[][];
+      ref![0] = objectId;
+      return encodeCbor(map);
+    };
+    const accepts = (objectId: number): boolean => {
+      try {
+        return decodeManifestPayload(withObjectId(objectId)).shards[0]!.objectId === objectId;
+      } catch (error) {
+        expect(error).toBeInstanceOf(MalformedError);
+        return false;
+      }
+    };
+    // The edges, the items around the shard range (crl, reserved, receipt-0) and the old "224 shards".
+    expect(accepts(SHARD_OBJECT_FIRST)).toBe(true);
+    expect(accepts(SHARD_OBJECT_LAST)).toBe(true);
+    for (const outside of [
+      CARD_LAYOUT.crl,
+      CARD_LAYOUT.reserved.last,
+      SHARD_OBJECT_FIRST - 1,
+      SHARD_OBJECT_LAST + 1,
+      CARD_LAYOUT.receipts.first,
+      0x5fffff,
+      0,
+    ]) {
+      expect(accepts(outside), `0x${outside.toString(16)}`).toBe(false);
+      expect(() => decodeManifestPayload(withObjectId(outside))).toThrow(/object id/);
+    }
+    expect(SHARD_OBJECT_LAST - SHARD_OBJECT_FIRST + 1).toBe(MAX_SHARDS);
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffffff }), (objectId) => {
+        const inTable = objectId >= SHARD_OBJECT_FIRST && objectId <= SHARD_OBJECT_LAST;
+        expect(accepts(objectId)).toBe(inTable);
+        if (inTable) {
+          // what the decoder accepts, every backend can hold: a valid item name at that PIV object
+          const item = parseItemName(shardItemName(objectId));
+          expect(item).toBeDefined();
+          expect(itemObjectId(item!)).toBe(objectId);
+        } else {
+          expect(() => shardItemName(objectId)).toThrow(MalformedError);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("refuses to encode more shards than a card has items for, saying how many it holds", async () => {
+    const options = {
+      maxObjectBytes: 300,
+      maxManifestBytes: Number.POSITIVE_INFINITY,
+      cardCapacityBytes: Number.POSITIVE_INFINITY,
+    };
+    const fits = await encodeConfig(generatePlan(200), METADATA, alice.signer, options);
+    expect(fits.shards.length).toBeLessThanOrEqual(MAX_SHARDS);
+    expect(fits.shards.at(-1)!.objectId).toBe(SHARD_OBJECT_FIRST + fits.shards.length - 1);
+    await expect(encodeConfig(generatePlan(2000), METADATA, alice.signer, options)).rejects.toThrow(
+      new RegExp(`shards needed; a card holds at most ${MAX_SHARDS} \\(shard-0..shard-${MAX_SHARDS - 1}\\)`),
+    );
+  });
+
   it("checks the validity window", () => {
     const m = { notBefore: 100, notAfter: 200 } as Manifest;
     expect(() => checkManifestValidity(m, 99)).toThrow(ValidityError);
@@ -286,13 +355,13 @@ describe("encodeConfig → agent", () => {
     expect(manifest).toEqual(encoded.manifestContent);
     expect(manifest).toMatchObject({ owner: "ACME Bank", sequence: 7, notAfter: METADATA.notAfter });
     // fixed sizes: the whole object for the manifest and for every shard, declared in the manifest
-    expect(encoded.manifest.length).toBe(MAX_PIV_OBJECT_BYTES);
-    expect(manifest.shardSize).toBe(MAX_PIV_OBJECT_BYTES);
-    for (const shard of encoded.shards) expect(shard.bytes.length).toBe(MAX_PIV_OBJECT_BYTES);
-    expect(encoded.totalBytes).toBe((1 + encoded.shards.length) * MAX_PIV_OBJECT_BYTES);
+    expect(encoded.manifest.length).toBe(MAX_ITEM_BYTES);
+    expect(manifest.shardSize).toBe(MAX_ITEM_BYTES);
+    for (const shard of encoded.shards) expect(shard.bytes.length).toBe(MAX_ITEM_BYTES);
+    expect(encoded.totalBytes).toBe((1 + encoded.shards.length) * MAX_ITEM_BYTES);
     const byId = new Map(encoded.shards.map((s) => [s.objectId, s.bytes]));
     expect(encoded.shards.map((s) => s.objectId)).toEqual(
-      encoded.shards.map((_, i) => PivObject.shardsFirst + i),
+      encoded.shards.map((_, i) => SHARD_OBJECT_FIRST + i),
     );
     for (const hsm of plan.hsms) {
       const ref = findShardFor(manifest, hsm.serial);
@@ -330,15 +399,15 @@ describe("encodeConfig → agent", () => {
         const { manifest } = await verifyManifest(encoded.manifest, trustAll);
         expect(manifest.shards.length).toBe(encoded.shards.length);
       }
-      expect([...sizes]).toEqual([MAX_PIV_OBJECT_BYTES]);
+      expect([...sizes]).toEqual([MAX_ITEM_BYTES]);
     }
     // a smaller shard size (e.g. for a short-APDU token): declared, and every shard has it
     const small = await encodeConfig(generatePlan(200), METADATA, alice.signer, { shardBytes: 1000 });
     expect(small.shards.map((s) => s.bytes.length)).toEqual(small.shards.map(() => 1000));
     expect(small.manifestContent.shardSize).toBe(1000);
-    expect(small.manifest.length).toBe(MAX_PIV_OBJECT_BYTES);
+    expect(small.manifest.length).toBe(MAX_ITEM_BYTES);
     await expect(
-      encodeConfig(generatePlan(5), METADATA, alice.signer, { shardBytes: MAX_PIV_OBJECT_BYTES + 1 }),
+      encodeConfig(generatePlan(5), METADATA, alice.signer, { shardBytes: MAX_ITEM_BYTES + 1 }),
     ).rejects.toThrow(UsageError);
   });
 
@@ -413,7 +482,7 @@ describe("encodeConfig → agent", () => {
   it("detects any single changed byte anywhere in the signed manifest, padding included (every position)", async () => {
     const encoded = await encodeConfig(generatePlan(100), METADATA, alice.signer);
     const bytes = encoded.manifest;
-    expect(bytes.length).toBe(MAX_PIV_OBJECT_BYTES);
+    expect(bytes.length).toBe(MAX_ITEM_BYTES);
     // most of it is padding: zero bytes at the end of the signed payload
     const payload = (
       decodeCborStrict(bytes, { what: "t", maxBytes: 1e5, allowTopLevelTag: true }).value as unknown[]
@@ -507,14 +576,14 @@ describe("encodeConfig → agent", () => {
     // with fixed sizes: one object for the manifest, one per shard, 16 objects in 50,225 bytes
     await expect(
       encodeConfig(generatePlan(100), METADATA, alice.signer, {
-        cardCapacityBytes: 2 * MAX_PIV_OBJECT_BYTES - 1,
+        cardCapacityBytes: 2 * MAX_ITEM_BYTES - 1,
       }),
     ).rejects.toThrow(/need 6126 bytes \(manifest 3063, shards 1 × 3063\)/);
     await expect(
       encodeConfig(generatePlan(100), METADATA, alice.signer, {
-        cardCapacityBytes: 2 * MAX_PIV_OBJECT_BYTES,
+        cardCapacityBytes: 2 * MAX_ITEM_BYTES,
       }),
-    ).resolves.toMatchObject({ totalBytes: 2 * MAX_PIV_OBJECT_BYTES });
+    ).resolves.toMatchObject({ totalBytes: 2 * MAX_ITEM_BYTES });
   });
 });
 
@@ -579,9 +648,9 @@ describe("density (SPEC.md §9)", () => {
       const chainBytes = alice.chain.reduce((n, c) => n + c.length, 0);
       expect(chainBytes).toBeGreaterThan(1200);
       // padded: the whole object, whatever the chain; shards all full-size
-      expect(encoded.manifest.length).toBe(MAX_PIV_OBJECT_BYTES);
+      expect(encoded.manifest.length).toBe(MAX_ITEM_BYTES);
       expect(encoded.shards.length).toBe(6);
-      expect(encoded.totalBytes).toBe(7 * MAX_PIV_OBJECT_BYTES); // 21,441
+      expect(encoded.totalBytes).toBe(7 * MAX_ITEM_BYTES); // 21,441
       expect(encoded.totalBytes / plan.hsms.length).toBeLessThanOrEqual(46);
       const shardBytes = encoded.shards.reduce((n, s) => n + s.bytes.length, 0);
       expect(shardBytes / plan.hsms.length).toBeLessThanOrEqual(46);
@@ -600,7 +669,7 @@ describe("density (SPEC.md §9)", () => {
     const most = await mostOnOneCard([alice.signer, bob.signer], "without-root");
     expect(most).toBeGreaterThanOrEqual(1000);
     const full = await encodeConfig(generatePlan(most), METADATA, [alice.signer, bob.signer]);
-    expect(full.manifest.length).toBe(MAX_PIV_OBJECT_BYTES);
+    expect(full.manifest.length).toBe(MAX_ITEM_BYTES);
     expect(full.totalBytes / most).toBeLessThanOrEqual(46);
   }, 60_000);
 });

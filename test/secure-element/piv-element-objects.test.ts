@@ -10,13 +10,12 @@ import { DEFAULT_MANAGEMENT_KEY, managementKeyLength } from "../../src/piv/manag
 import { ObjectId } from "../../src/piv/objects.js";
 import { PivSession } from "../../src/piv/piv-session.js";
 import { createPki, type OnboardingPki } from "../../src/pki/issue.js";
+import { itemObjectId, parseItemName } from "../../src/secure-element/card-layout.js";
 import {
   generatePivIdentityKeys,
   installPivIdentityCertificates,
-  itemObjectId,
   PivElement,
 } from "../../src/secure-element/piv-element.js";
-import { parseItemName } from "../../src/secure-element/secure-element.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { issueIdentityCertificates } from "./identity.js";
 

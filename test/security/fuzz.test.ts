@@ -34,7 +34,7 @@ import {
   verifyCoseSign,
   verifyCoseSign1,
 } from "../../src/config/cose.js";
-import { decodeManifestPayload, findShardFor, PivObject, verifyManifest } from "../../src/config/manifest.js";
+import { decodeManifestPayload, findShardFor, verifyManifest } from "../../src/config/manifest.js";
 import { parsePlan, planToJson, planToYaml } from "../../src/config/plan.js";
 import { planToCsv } from "../../src/config/plan-csv.js";
 import {
@@ -58,6 +58,7 @@ import { crlNumberOf, parseCrl } from "../../src/pki/crl.js";
 import { certificateParts, crlParts, decodeCrlNumber, decodeExtendedKeyUsage } from "../../src/pki/der.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
 import { validateChain } from "../../src/pki/validate-chain.js";
+import { SHARD_OBJECT_FIRST } from "../../src/secure-element/card-layout.js";
 import { PivElement } from "../../src/secure-element/piv-element.js";
 import { decodeCertificateList, verifyChallengeProof } from "../../src/secure-element/secure-element.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
@@ -345,7 +346,7 @@ beforeAll(async () => {
     seeds.shards.push((await reader.readItem("shard-0"))!);
     const { manifest: content } = await verifyManifest(manifest, { validateChain: () => {} });
     seeds.manifestPayloads.push(payloadOf(manifest));
-    expect(findShardFor(content, "1234567").objectId).toBe(PivObject.shardsFirst);
+    expect(findShardFor(content, "1234567").objectId).toBe(SHARD_OBJECT_FIRST);
   } finally {
     await reader.close();
   }
@@ -473,7 +474,7 @@ const TARGETS: Target[] = [
       decodeShardEntry(
         b,
         {
-          objectId: PivObject.shardsFirst,
+          objectId: SHARD_OBJECT_FIRST,
           firstSerial: "1234567",
           lastSerial: "1234568",
           sha256: shardDigest(b),

@@ -14,11 +14,12 @@ import {
   MemoryCardStateStore,
 } from "../../src/card-emulator/card-state-store.js";
 import { type ApduInterceptor, VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
-import { PivObject, verifyManifest } from "../../src/config/manifest.js";
+import { verifyManifest } from "../../src/config/manifest.js";
 import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { decodeShard, shardDigest } from "../../src/config/shard.js";
 import { OnboardError } from "../../src/errors.js";
 import type { IssuerCredentials } from "../../src/pki/issue.js";
+import { shardItemName } from "../../src/secure-element/card-layout.js";
 import { PivElement } from "../../src/secure-element/piv-element.js";
 import type { CardTransport } from "../../src/transport/card-transport.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
@@ -167,7 +168,7 @@ export async function configurationState(
     if (!bytes) return { kind: "none" };
     const { manifest } = await verifyManifest(bytes, { validateChain: () => {} });
     for (const ref of manifest.shards) {
-      const shard = await element.readItem(`shard-${ref.objectId - PivObject.shardsFirst}`);
+      const shard = await element.readItem(shardItemName(ref.objectId));
       expect(shard, `shard ${ref.objectId.toString(16)} named by the manifest`).toBeDefined();
       expect(Buffer.from(shardDigest(shard!)).equals(Buffer.from(ref.sha256))).toBe(true);
       decodeShard(shard!);

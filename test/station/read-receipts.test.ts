@@ -11,14 +11,11 @@ import { createSoftwareSigner, type Signer } from "../../src/crypto/signer.js";
 import { ExitCode } from "../../src/errors.js";
 import { createDeviceIdentity } from "../../src/pki/issue.js";
 import { exportPrivateKeyPem } from "../../src/pki/keys.js";
+import { shardItemName } from "../../src/secure-element/card-layout.js";
 import { openInProcessCard } from "../../src/secure-element/open-card.js";
 import { readReceipts } from "../../src/station/read-receipts.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
-import {
-  configSigningValidator,
-  shardItemName,
-  writeConfigurationToCard,
-} from "../../src/station/write-card.js";
+import { configSigningValidator, writeConfigurationToCard } from "../../src/station/write-card.js";
 import {
   EXAMPLES,
   makePki,

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeCommandApdu } from "../../src/apdu/command.js";
 import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
-import { findShardFor, PivObject, verifyManifest } from "../../src/config/manifest.js";
+import { findShardFor, verifyManifest } from "../../src/config/manifest.js";
 import { loadPlanFile } from "../../src/config/plan.js";
 import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { decodeShardEntry, shardDigest } from "../../src/config/shard.js";
@@ -16,13 +16,13 @@ import {
   type OnboardError,
   WrongPinError,
 } from "../../src/errors.js";
+import { SHARD_OBJECT_FIRST, shardItemName } from "../../src/secure-element/card-layout.js";
 import { type OpenedCard, openInProcessCard } from "../../src/secure-element/open-card.js";
 import { lastSequence } from "../../src/station/sequence-store.js";
 import { loadStationTrust, readCrls } from "../../src/station/station-dir.js";
 import { base32Decode, enrollTotp, TotpRejectedError, totp } from "../../src/station/totp.js";
 import {
   configSigningValidator,
-  shardItemName,
   type WriteProgress,
   writeConfigurationToCard,
 } from "../../src/station/write-card.js";
@@ -150,7 +150,7 @@ describe("writeConfigurationToCard: happy paths", () => {
     expect(result.sequence).toBe(1);
     expect(result.hsms).toBe(4);
     expect(result.shards).toHaveLength(1);
-    expect(result.shards[0]).toMatchObject({ item: "shard-0", objectId: PivObject.shardsFirst, hsms: 4 });
+    expect(result.shards[0]).toMatchObject({ item: "shard-0", objectId: SHARD_OBJECT_FIRST, hsms: 4 });
     expect(result.configurationId).toMatch(/^[0-9a-f]{32}$/);
     expect(result.notAfter.getTime() - result.issuedAt.getTime()).toBe(14 * 86_400_000);
     expect(result.notBefore.getTime()).toBeLessThan(result.issuedAt.getTime());
