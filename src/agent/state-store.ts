@@ -26,7 +26,7 @@ import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { UsageError } from "../errors.js";
-import { atomicWriteFile } from "../pki/pki-store.js";
+import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 import { hostNetworkConfigSchema, netSnapshotSchema } from "./net/net-backend.js";
 
 export const AGENT_STAGES = [
@@ -312,28 +312,10 @@ function serialize(state: AgentState): string {
 }
 
 async function readState(dir: string): Promise<AgentState> {
-  const file = join(dir, STATE_FILES.state);
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+  return readJsonFile(join(dir, STATE_FILES.state), stateSchema, {
+    what: "agent state",
+    missing: () => {
       throw new UsageError(`${dir} holds no agent state (run agent factory-init first)`);
-    }
-    throw error;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new UsageError(`${file} is not valid JSON`);
-  }
-  const parsed = stateSchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new UsageError(
-      `${file} is not a valid agent state (${issue?.path.join(".") || "root"}: ${issue?.message})`,
-    );
-  }
-  return parsed.data;
+    },
+  });
 }

@@ -1,17 +1,7 @@
-/**
- * Persistent state of the virtual PIV card: its "EEPROM". Private keys are kept as PKCS#8 inside the
- * state: the file IS the card's secure storage (mode 0600), nothing else reads it, and no command of
- * the card returns them.
- *
- * Writes are atomic (write a temporary file, fsync, rename over the old one, fsync the directory), so
- * a process killed mid-write leaves either the old or the new state — never a torn one. The API is
- * synchronous because a card answers each APDU synchronously (ApduResponder.transmit).
- */
-import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { MalformedError } from "../errors.js";
+import { atomicWriteFileSync } from "../util/fs.js";
 
 export const CARD_STATE_FORMAT = "hsm-onboard/virtual-piv-card";
 export const CARD_STATE_VERSION = 1;
@@ -109,42 +99,6 @@ export class MemoryCardStateStore implements CardStateStore {
   }
 }
 
-/** Writes `data` to `path` atomically: temporary file in the same directory, fsync, rename, fsync dir. */
-export function writeFileAtomicSync(path: string, data: string | Uint8Array, mode = 0o600): void {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
-  let fd = openSync(tmp, "wx", mode);
-  try {
-    try {
-      const buf = typeof data === "string" ? Buffer.from(data, "utf8") : data;
-      let off = 0;
-      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // already renamed or never created
-    }
-    throw e;
-  }
-  // Make the rename itself durable.
-  try {
-    fd = openSync(dir, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // Some filesystems refuse fsync on a directory; the data file itself is already synced.
-  }
-}
-
 export class FileCardStateStore implements CardStateStore {
   constructor(readonly path: string) {}
 
@@ -166,6 +120,6 @@ export class FileCardStateStore implements CardStateStore {
   }
 
   save(state: CardState): void {
-    writeFileAtomicSync(this.path, serializeCardState(state));
+    atomicWriteFileSync(this.path, serializeCardState(state));
   }
 }

@@ -1,10 +1,10 @@
-import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
 import { X509Certificate, type X509Crl } from "@peculiar/x509";
 import { z } from "zod";
 import { UsageError } from "../errors.js";
+import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 import { CRL_REASONS, type CrlReasonName, crlToPem, DEFAULT_CRL_VALIDITY_DAYS, issueCrl } from "./crl.js";
 import { bytesEqual, certificateParts } from "./der.js";
 import {
@@ -36,7 +36,6 @@ export const DEVICE_FILES = { key: "device.key.pem", cert: "device.pem", chain: 
 
 const LOCK_FILE = ".pki.lock";
 const KEY_MODE = 0o600;
-const PUBLIC_MODE = 0o644;
 
 const revokedRecord = z.object({
   serialNumber: z.string().regex(/^[0-9a-f]+$/),
@@ -59,42 +58,6 @@ export type RevokedRecord = z.infer<typeof revokedRecord>;
 export interface LoadedPki extends OnboardingPki {
   readonly dir: string;
   readonly state: PkiState;
-}
-
-/** Writes `data` to `path` so that readers see the old or the new file, never a torn one. */
-export async function atomicWriteFile(
-  path: string,
-  data: string | Uint8Array,
-  mode = PUBLIC_MODE,
-): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
-  const handle = await open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
-  try {
-    await handle.writeFile(data);
-    await handle.chmod(mode); // the umask may have narrowed it; a key must not be wider, a certificate not narrower
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(tmp, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
-    await rename(tmp, path);
-  } catch (error) {
-    await rm(tmp, { force: true });
-    throw error;
-  }
-  await syncDirectory(dirname(path));
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, fsConstants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** Whether `dir` already holds any file of a PKI. */
@@ -293,30 +256,12 @@ export async function withPkiLock<T>(dir: string, fn: () => Promise<T>): Promise
 }
 
 async function readState(dir: string): Promise<PkiState> {
-  const file = join(dir, PKI_FILES.state);
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+  return readJsonFile(join(dir, PKI_FILES.state), pkiStateSchema, {
+    what: "PKI state",
+    missing: () => {
       throw new UsageError(`${dir} is not a PKI directory (no ${PKI_FILES.state}; run pki init)`);
-    }
-    throw error;
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new UsageError(`${file} is not valid JSON`);
-  }
-  const result = pkiStateSchema.safeParse(parsed);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    throw new UsageError(
-      `${file} is not a valid PKI state (${issue?.path.join(".") || "root"}: ${issue?.message})`,
-    );
-  }
-  return result.data;
+    },
+  });
 }
 
 async function writeCredentials(

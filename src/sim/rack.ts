@@ -40,12 +40,12 @@ import { planToYaml } from "../config/plan.js";
 import type { NetworkPlan } from "../config/plan-model.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../pki/index.js";
-import { atomicWriteFile } from "../pki/pki-store.js";
 import { openInProcessCard } from "../secure-element/open-card.js";
 import type { PivElement } from "../secure-element/piv-element.js";
 import { parseItemName } from "../secure-element/secure-element.js";
 import { updateStationCrl } from "../station/crl-update.js";
 import { initStation } from "../station/init-station.js";
+import { atomicWriteFile } from "../util/fs.js";
 import {
   type CardRoom,
   collectReceipts,

@@ -28,7 +28,7 @@ import type { z } from "zod";
 import { ExitCode, OnboardError, UsageError } from "../errors.js";
 import { crlNumberOf, crlToPem } from "../pki/crl.js";
 import { certificateParts, crlParts } from "../pki/der.js";
-import { atomicWriteFile } from "../pki/pki-store.js";
+import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 
 export const STATION_FILES = {
   marker: "station.json",
@@ -93,26 +93,10 @@ export async function readStationJson<T>(
   relative: string,
   schema: z.ZodType<T>,
 ): Promise<T | undefined> {
-  const path = join(dir, relative);
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new UsageError(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new UsageError(`${path} is not valid JSON`);
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new UsageError(`${path} is not valid (${issue?.path.join(".") || "top level"}: ${issue?.message})`);
-  }
-  return parsed.data;
+  return readJsonFile(join(dir, relative), schema, {
+    missing: () => undefined,
+    unreadable: (path, error) => new UsageError(`cannot read ${path}: ${error.code ?? String(error)}`),
+  });
 }
 
 export function jsonText(value: unknown): string {

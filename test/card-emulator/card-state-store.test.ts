@@ -6,10 +6,10 @@ import {
   FileCardStateStore,
   MemoryCardStateStore,
   parseCardState,
-  writeFileAtomicSync,
 } from "../../src/card-emulator/card-state-store.js";
 import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { MalformedError } from "../../src/errors.js";
+import { atomicWriteFileSync } from "../../src/util/fs.js";
 
 const dirs: string[] = [];
 const tmp = () => {
@@ -41,8 +41,8 @@ describe("card state store", () => {
   it("replaces the file atomically and leaves no temporary file", () => {
     const dir = tmp();
     const path = join(dir, "state.json");
-    writeFileAtomicSync(path, "one");
-    writeFileAtomicSync(path, "two");
+    atomicWriteFileSync(path, "one");
+    atomicWriteFileSync(path, "two");
     expect(readFileSync(path, "utf8")).toBe("two");
     expect(readdirSync(dir)).toEqual(["state.json"]);
   });
@@ -51,7 +51,7 @@ describe("card state store", () => {
     const dir = tmp();
     const path = join(dir, "state.json");
     mkdirSync(path); // a directory where the file should go: rename fails
-    expect(() => writeFileAtomicSync(path, "new")).toThrow();
+    expect(() => atomicWriteFileSync(path, "new")).toThrow();
     expect(readdirSync(dir)).toEqual(["state.json"]);
   });
 

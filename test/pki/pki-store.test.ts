@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { X509Crl } from "@peculiar/x509";
@@ -8,7 +8,6 @@ import { crlNumberOf } from "../../src/pki/crl.js";
 import { issueCardCertificate } from "../../src/pki/issue.js";
 import { generateEcKeyPair } from "../../src/pki/keys.js";
 import {
-  atomicWriteFile,
   initPkiDirectory,
   loadPkiDirectory,
   PKI_FILES,
@@ -23,21 +22,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await rm(work, { recursive: true, force: true });
-});
-
-describe("atomicWriteFile", () => {
-  it("replaces a file whole, with the requested mode, leaving no temporary file", async () => {
-    const dir = join(work, "atomic");
-    await mkdir(dir, { recursive: true });
-    const file = join(dir, "secret.pem");
-    await writeFile(file, "old");
-    await atomicWriteFile(file, "new", 0o600);
-    expect(await readFile(file, "utf8")).toBe("new");
-    expect((await stat(file)).mode & 0o777).toBe(0o600);
-    await atomicWriteFile(file, new Uint8Array([1, 2, 3]));
-    expect((await stat(file)).mode & 0o777).toBe(0o644);
-    expect(await readdir(dir)).toEqual(["secret.pem"]);
-  });
 });
 
 describe("PKI directory", () => {

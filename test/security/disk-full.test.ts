@@ -29,8 +29,8 @@ import { CardTemplate, openMetered } from "./support.js";
 
 // Injected ENOSPC: every atomic write of a file named `state.json` fails while `diskFull.from` says so.
 const diskFull = vi.hoisted(() => ({ writes: 0, failFrom: Number.POSITIVE_INFINITY, last: "" }));
-vi.mock("../../src/pki/pki-store.js", async (importOriginal) => {
-  const actual = await importOriginal<typeof import("../../src/pki/pki-store.js")>();
+vi.mock("../../src/util/fs.js", async (importOriginal) => {
+  const actual = await importOriginal<typeof import("../../src/util/fs.js")>();
   return {
     ...actual,
     atomicWriteFile: async (path: string, data: string | Uint8Array, mode?: number) => {

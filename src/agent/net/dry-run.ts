@@ -12,7 +12,7 @@
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { AddressConflictError, NetworkApplyError, UsageError } from "../../errors.js";
-import { atomicWriteFile } from "../../pki/pki-store.js";
+import { atomicWriteFile } from "../../util/fs.js";
 import {
   absentPhysical,
   addressSteps,

@@ -1,7 +1,8 @@
 import { extname, resolve } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { crlNumberOf, encodeCrl } from "../../../pki/crl.js";
-import { atomicWriteFile, resignCrl } from "../../../pki/pki-store.js";
+import { resignCrl } from "../../../pki/pki-store.js";
+import { atomicWriteFile } from "../../../util/fs.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { day, describeCrl } from "./describe.js";
 
