@@ -11,8 +11,9 @@
  * - `meteringInterceptor`: as the VirtualPivCard `intercept` option, for code that builds the card
  *   itself.
  */
+
+import type { ApduResponder } from "../transport/apdu-responder.js";
 import type { CardTransport } from "../transport/card-transport.js";
-import type { ApduResponder } from "./apdu-responder.js";
 import type { ApduMeter } from "./latency-profile.js";
 import type { ApduInterceptor } from "./virtual-piv-card.js";
 

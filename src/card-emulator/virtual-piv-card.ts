@@ -57,7 +57,7 @@ import {
   YUBICO_MANAGEMENT_AID,
   YUBICO_OTP_AID,
 } from "../piv/objects.js";
-import type { ApduResponder } from "./apdu-responder.js";
+import type { ApduResponder } from "../transport/apdu-responder.js";
 import {
   CARD_STATE_FORMAT,
   CARD_STATE_VERSION,

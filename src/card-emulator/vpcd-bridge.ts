@@ -13,7 +13,7 @@
 import { EventEmitter } from "node:events";
 import { connect, type Socket } from "node:net";
 import { ExitCode, OnboardError } from "../errors.js";
-import type { ApduResponder } from "./apdu-responder.js";
+import type { ApduResponder } from "../transport/apdu-responder.js";
 
 export const VPCD_DEFAULT_HOST = "127.0.0.1";
 /** First slot of the packaged /etc/reader.conf.d/vpcd entry (0x8C7B); the second is +1. */

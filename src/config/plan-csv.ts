@@ -26,7 +26,6 @@ import {
   parseIpv4Cidr,
   parseIpv6Cidr,
 } from "./ip.js";
-import type { PlanOptions } from "./plan.js";
 import type { NetworkPlan } from "./plan-model.js";
 import {
   type DraftHsm,
@@ -38,6 +37,7 @@ import {
   PLAN_ENTRY,
   PLAN_LIST_ORDER,
   type PlanDraft,
+  type PlanOptions,
   type ProblemList,
   planMessages,
   quote,

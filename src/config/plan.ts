@@ -21,6 +21,7 @@ import * as z from "zod";
 import { PlanInvalidError, type PlanProblem, UsageError } from "../errors.js";
 import { planCsvToDraft } from "./plan-csv.js";
 import type { NetworkPlan } from "./plan-model.js";
+import type { PlanOptions } from "./validate-plan.js";
 import {
   type DraftHsm,
   type DraftInterface,
@@ -41,10 +42,7 @@ import {
 export type PlanFormat = "yaml" | "json" | "csv";
 export const PLAN_FORMATS: readonly PlanFormat[] = ["yaml", "json", "csv"];
 
-export interface PlanOptions {
-  /** Owner for a CSV plan; for YAML/JSON it fills a missing `owner` and must match a present one. */
-  readonly owner?: string;
-}
+export type { PlanOptions };
 
 export interface PlanCheck {
   readonly format: PlanFormat;

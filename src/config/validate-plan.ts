@@ -114,6 +114,12 @@ export interface PlanDraft {
 }
 
 /** Problems in input order, whichever stage found them. */
+/** Options of every plan reader (YAML, JSON, CSV). */
+export interface PlanOptions {
+  /** Owner for a CSV plan; for YAML/JSON it fills a missing `owner` and must match a present one. */
+  readonly owner?: string;
+}
+
 export class ProblemList {
   readonly #found: { order: number; problem: PlanProblem }[] = [];
 

@@ -2,8 +2,9 @@
  * CardTransport over an in-process ApduResponder (the virtual PIV card): tests and the embedded demo
  * talk to the card exactly as they would over PC/SC, APDU bytes in, response bytes out.
  */
-import type { ApduResponder } from "../card-emulator/apdu-responder.js";
+
 import { NoCardError } from "../errors.js";
+import type { ApduResponder } from "./apdu-responder.js";
 import type { CardTransport } from "./card-transport.js";
 
 export interface InProcessTransportOptions {

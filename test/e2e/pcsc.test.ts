@@ -4,9 +4,9 @@
  * PCSCLITE_CSOCK_NAME once per process). pcscd's own view is checked with opensc-tool.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ApduResponder } from "../../src/card-emulator/apdu-responder.js";
 import { VpcdBridge, type VpcdBridgeEvent } from "../../src/card-emulator/vpcd-bridge.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
+import type { ApduResponder } from "../../src/transport/apdu-responder.js";
 import {
   buildForChildren,
   command,

@@ -25,7 +25,6 @@ import { loadDeviceIdentity } from "../../src/agent/device-identity.js";
 import { decodeCommandApdu } from "../../src/apdu/command.js";
 import { decodeResponseApdu } from "../../src/apdu/response.js";
 import { decodeTlv, decodeTlvs, decodeTlvTree } from "../../src/apdu/tlv.js";
-import type { ApduResponder } from "../../src/card-emulator/apdu-responder.js";
 import { decodeCborStrict, encodeCbor } from "../../src/config/cbor.js";
 import {
   coseSign1ToBeSigned,
@@ -61,6 +60,7 @@ import { validateChain } from "../../src/pki/validate-chain.js";
 import { SHARD_OBJECT_FIRST } from "../../src/secure-element/card-layout.js";
 import { PivElement } from "../../src/secure-element/piv-element.js";
 import { decodeCertificateList, verifyChallengeProof } from "../../src/secure-element/secure-element.js";
+import type { ApduResponder } from "../../src/transport/apdu-responder.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { createTestPki, EXAMPLES, initAgent, LAB_PLAN, PIN, tempDir } from "../agent/fixtures.js";
 import { CardTemplate, openMetered } from "./support.js";

@@ -5,13 +5,13 @@
 import { once } from "node:events";
 import { createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import type { ApduResponder } from "../../src/card-emulator/apdu-responder.js";
 import {
   parseVpcdAddress,
   VpcdBridge,
   type VpcdBridgeEvent,
   VpcdConnectError,
 } from "../../src/card-emulator/vpcd-bridge.js";
+import type { ApduResponder } from "../../src/transport/apdu-responder.js";
 
 const ATR = Uint8Array.from([0x3b, 0x81, 0x80, 0x01, 0x80, 0x80]);
 
