@@ -328,6 +328,8 @@ export class ApduCounter {
   bytesReceived = 0;
   /** Time spent inside the card (the emulator), to subtract from host CPU measurements. */
   cardCpuMicros = 0;
+  /** Every exchange in order: instruction byte and response data length (status word excluded). */
+  exchanges: { ins: number; received: number }[] = [];
 
   wrap(inner: CardTransport): CardTransport {
     return {
@@ -345,6 +347,7 @@ export class ApduCounter {
         const used = process.cpuUsage(before);
         this.cardCpuMicros += used.user + used.system;
         this.bytesReceived += Math.max(0, response.length - 2);
+        this.exchanges.push({ ins: command[1] ?? -1, received: Math.max(0, response.length - 2) });
         return response;
       },
       close: () => inner.close(),
@@ -356,5 +359,6 @@ export class ApduCounter {
     this.bytesSent = 0;
     this.bytesReceived = 0;
     this.cardCpuMicros = 0;
+    this.exchanges = [];
   }
 }
