@@ -88,6 +88,11 @@ export function requireOrSkip(cap: Capability): Capability {
   return cap;
 }
 
+/** `requireOrSkip` for a reason string (undefined when the capability is there). */
+export function requireOrSkipReason(reason: string | undefined): string | undefined {
+  return requireOrSkip({ ok: reason === undefined, reason: reason ?? "" }).ok ? undefined : reason;
+}
+
 export const toolAvailable = (command: string): boolean => onPath(command);
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
 import * as constants from "../../src/pkcs11/constants.js";
+import { requireOrSkipReason } from "../helpers/pcsc-env.js";
 
 function binding(): Record<string, unknown> | undefined {
   try {
@@ -11,6 +12,7 @@ function binding(): Record<string, unknown> | undefined {
 }
 
 const pkcs11js = binding();
+requireOrSkipReason(pkcs11js ? undefined : "the optional pkcs11js binding is not installed");
 
 describe.skipIf(!pkcs11js)("PKCS#11 constants", () => {
   it("match the values the pkcs11js binding exports", () => {

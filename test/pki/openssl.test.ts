@@ -20,6 +20,7 @@ import {
 } from "../../src/pki/pki-store.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
 import { validateChain } from "../../src/pki/validate-chain.js";
+import { requireOrSkipReason } from "../helpers/pcsc-env.js";
 import { forge } from "./fixtures.js";
 
 /**
@@ -50,6 +51,7 @@ const opensslVersion = await run("openssl", ["version"]).then(
   (r) => r.stdout.trim(),
   () => undefined,
 );
+requireOrSkipReason(opensslVersion ? undefined : "the openssl command is not on PATH");
 
 const DAY = 86_400_000;
 

@@ -14,6 +14,7 @@ import {
   type SecureElementIdentity,
   verifyChallengeProof,
 } from "../../src/secure-element/secure-element.js";
+import { requireOrSkipReason } from "../helpers/pcsc-env.js";
 import {
   createSoftHsmToken,
   pkcs11ToolUnavailableReason,
@@ -23,8 +24,8 @@ import {
 import { issueIdentityCertificates } from "./identity.js";
 import { describeSecureElementSuite, type SecureElementFixture } from "./suite.js";
 
-const skip = softHsmUnavailableReason();
-const noTool = pkcs11ToolUnavailableReason();
+const skip = requireOrSkipReason(softHsmUnavailableReason());
+const noTool = requireOrSkipReason(pkcs11ToolUnavailableReason());
 
 let pki: OnboardingPki;
 beforeAll(async () => {

@@ -21,6 +21,7 @@ import {
   type SecureElementIdentity,
   verifyChallengeProof,
 } from "../../src/secure-element/secure-element.js";
+import { requireOrSkipReason } from "../helpers/pcsc-env.js";
 
 export interface SecureElementFixture {
   /** The element under test; replaced by {@link reopen}. */
@@ -53,7 +54,9 @@ export function describeSecureElementSuite(
   factory: SecureElementFactory,
   options: { skip?: string } = {},
 ): void {
-  describe.skipIf(options.skip !== undefined)(`SecureElement contract: ${name}`, () => {
+  // Under CI (HSM_ONBOARD_REQUIRE_ALL=1) a backend that cannot run fails instead of skipping.
+  const skip = requireOrSkipReason(options.skip);
+  describe.skipIf(skip !== undefined)(`SecureElement contract: ${name}`, () => {
     let f: SecureElementFixture;
     beforeEach(async () => {
       f = await factory({ signingCurve: "P-256" });
@@ -370,7 +373,7 @@ export function describeSecureElementSuite(
     });
   });
 
-  describe.skipIf(options.skip !== undefined)(`SecureElement contract: ${name}, P-384 signing key`, () => {
+  describe.skipIf(skip !== undefined)(`SecureElement contract: ${name}, P-384 signing key`, () => {
     let f: SecureElementFixture;
     beforeEach(async () => {
       f = await factory({ signingCurve: "P-384" });

@@ -21,6 +21,7 @@ import {
   startTcpService,
 } from "../../src/sim/tcp-service.js";
 import { runCliInProcess } from "../helpers/cli.js";
+import { requireOrSkipReason } from "../helpers/pcsc-env.js";
 
 let scratch: string;
 beforeAll(async () => {
@@ -129,7 +130,10 @@ describe("sim rack on the command line", () => {
   });
 });
 
-describe.skipIf(process.getuid?.() !== 0)("sim rack --cleanup", () => {
+const notRoot = requireOrSkipReason(
+  process.getuid?.() === 0 ? undefined : "sim rack --cleanup needs root (network namespaces)",
+);
+describe.skipIf(notRoot !== undefined)("sim rack --cleanup", () => {
   test("removes what a dead run recorded, leaves a running one and foreign names alone", async () => {
     const stateRoot = await mkdtemp(join(scratch, "state-"));
     const workDir = await mkdtemp(join(scratch, "hsm-onboard-sim-"));
