@@ -295,6 +295,8 @@ for (const applier of appliers) {
     const refusals: {
       name: string;
       exit: number;
+      /** Why: the message must name this refusal, not merely carry its exit code. */
+      reason: RegExp;
       arrange: () => Promise<Arranged>;
       /** The flow must stop before asking for the PIN. */
       noPin?: boolean;
@@ -303,6 +305,7 @@ for (const applier of appliers) {
       {
         name: "an untrusted card (another manufacturer's PKI)",
         exit: ExitCode.cardNotTrusted,
+        reason: /certificate not trusted \(untrusted-anchor\).*not signed by its key/,
         noPin: true,
         arrange: async () => {
           const foreign = await createPki({ owner: OWNER });
@@ -314,6 +317,8 @@ for (const applier of appliers) {
       {
         name: "a copied certificate on another card (live challenge)",
         exit: ExitCode.cardNotTrusted,
+        reason:
+          /does not hold the private key of its card-authentication certificate \(challenge proof failed\)/,
         noPin: true,
         arrange: async () => {
           const genuine = await personalizeCard(testPki.pki.tokenCa);
@@ -336,6 +341,7 @@ for (const applier of appliers) {
       {
         name: "a revoked card",
         exit: ExitCode.cardRevoked,
+        reason: /certificate revoked: "O=ACME Bank, CN=Alice Officer"/,
         noPin: true,
         arrange: async () => {
           const { card, cardAuthenticationSerial } = await personalizeCard(testPki.pki.tokenCa);
@@ -349,6 +355,7 @@ for (const applier of appliers) {
       {
         name: "a wrong PIN (the card's counter drops)",
         exit: ExitCode.wrongPin,
+        reason: /^wrong PIN, 2 tries left$/,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           await writeConfig(card, LAB_PLAN, { crl: crl1 });
@@ -368,22 +375,35 @@ for (const applier of appliers) {
       {
         name: "a blocked PIN (not even asked for)",
         exit: ExitCode.pinBlocked,
+        reason: /PIN is blocked; unblock it with the PUK/,
         noPin: true,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           await writeConfig(card, LAB_PLAN, { crl: crl1 });
           const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-          const codes: number[] = [];
-          for (let i = 0; i < 3; i++)
-            codes.push((await attempt(stateDir, env.net, card, [WRONG_PIN])).exitCode);
-          expect(codes.slice(0, 2)).toEqual([ExitCode.wrongPin, ExitCode.wrongPin]);
-          expect([ExitCode.wrongPin, ExitCode.pinBlocked]).toContain(codes[2]);
+          // Each of the three wrong PINs is exit 13, the third too: the card answers it 63C0 (wrong,
+          // counter now 0), as it counts. 14 is the card that is blocked before the PIN is asked for:
+          // the attempt below, refused without a prompt.
+          const wrong: { exitCode: number; message: string | undefined }[] = [];
+          for (let i = 0; i < 3; i++) {
+            const r = await attempt(stateDir, env.net, card, [WRONG_PIN]);
+            wrong.push({ exitCode: r.exitCode, message: r.error?.message });
+          }
+          expect(wrong).toEqual([
+            { exitCode: ExitCode.wrongPin, message: expect.stringMatching(/2 tries left/) },
+            { exitCode: ExitCode.wrongPin, message: expect.stringMatching(/1 try left/) },
+            { exitCode: ExitCode.wrongPin, message: expect.stringMatching(/0 tries left/) },
+          ]);
+          const element = await openElement(card);
+          expect(await element.pinTriesLeft()).toBe(0);
+          await element.close();
           return { stateDir, card };
         },
       },
       {
         name: "a card pulled out while the configuration is read",
         exit: ExitCode.noCard,
+        reason: /the card was removed/,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           await writeConfig(card, LAB_PLAN, { crl: crl1 });
@@ -398,6 +418,7 @@ for (const applier of appliers) {
       {
         name: "a flipped byte in the manifest",
         exit: ExitCode.integrity,
+        reason: /signature does not verify/,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           const encoded = await writeConfig(card, LAB_PLAN, { crl: crl1 });
@@ -408,6 +429,7 @@ for (const applier of appliers) {
       {
         name: "a flipped byte in the shard",
         exit: ExitCode.integrity,
+        reason: /shard 0x5FFF[0-9A-F]{2}: SHA-256 does not match the signed manifest/,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           await writeConfig(card, LAB_PLAN, { crl: crl1 });
@@ -418,6 +440,7 @@ for (const applier of appliers) {
       {
         name: "a configuration not signed by this card (only by another card of the owner)",
         exit: ExitCode.integrity,
+        reason: /not signed by this card's signing key/,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           const other = await personalizeCard(testPki.pki.tokenCa);
@@ -437,6 +460,7 @@ for (const applier of appliers) {
       {
         name: "a plan without this HSM's serial",
         exit: ExitCode.notForThisHsm,
+        reason: /serial 7654321 is not in this configuration/,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           await writeConfig(card, LAB_PLAN, { crl: crl1 });
@@ -449,6 +473,7 @@ for (const applier of appliers) {
       {
         name: "another owner's card (owner bound at the factory)",
         exit: ExitCode.notForThisHsm,
+        reason: /this HSM belongs to "ACME Bank"; the card is "Globex"/,
         noPin: true,
         arrange: async () => {
           const globex = await otherOwnerTokenCa(testPki.pki, "Globex");
@@ -463,6 +488,7 @@ for (const applier of appliers) {
       {
         name: "another owner's card (owner pinned by the first onboarding)",
         exit: ExitCode.notForThisHsm,
+        reason: /this HSM belongs to "ACME Bank"; the card is "Globex"/,
         noPin: true,
         arrange: async () => {
           const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
@@ -482,6 +508,7 @@ for (const applier of appliers) {
       {
         name: "an older sequence number on a configured HSM",
         exit: ExitCode.replay,
+        reason: /sequence 6 is not newer than the applied 7/,
         arrange: async () => {
           const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
           const first = await personalizeCard(testPki.pki.tokenCa);
@@ -495,6 +522,7 @@ for (const applier of appliers) {
       {
         name: "the same sequence number again (a replayed card)",
         exit: ExitCode.replay,
+        reason: /sequence 7 is not newer than the applied 7/,
         arrange: async () => {
           const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
           const { card } = await personalizeCard(testPki.pki.tokenCa);
@@ -506,6 +534,7 @@ for (const applier of appliers) {
       {
         name: "a CRL older than the one the HSM has seen (CRL number rollback)",
         exit: ExitCode.replay,
+        reason: /CRL number 3, older than the 5 already seen/,
         noPin: true,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
@@ -517,6 +546,7 @@ for (const applier of appliers) {
       {
         name: "an expired configuration",
         exit: ExitCode.validity,
+        reason: /configuration expired at/,
         arrange: async () => {
           const now = Math.floor(Date.now() / 1000);
           const { card } = await personalizeCard(testPki.pki.tokenCa);
@@ -527,6 +557,7 @@ for (const applier of appliers) {
       {
         name: "a configuration not valid yet",
         exit: ExitCode.validity,
+        reason: /configuration not valid before/,
         arrange: async () => {
           const now = Math.floor(Date.now() / 1000);
           const { card } = await personalizeCard(testPki.pki.tokenCa);
@@ -537,6 +568,7 @@ for (const applier of appliers) {
       {
         name: "a missing co-signature (quorum 2, one signer)",
         exit: ExitCode.quorum,
+        reason: /1 valid signature\(s\) on the configuration; this HSM requires 2/,
         arrange: async () => {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           await writeConfig(card, LAB_PLAN, { crl: crl1 });
@@ -563,7 +595,7 @@ for (const applier of appliers) {
         arranged.pullAfterApdus,
       );
       expect(result, result.error?.message).toMatchObject({ ok: false, exitCode: row.exit });
-      expect(result.error?.message).toBeTruthy();
+      expect(result.error?.message).toMatch(row.reason);
       env.assertUntouched();
       if (row.noPin) expect(result.prompts).toEqual([]);
       const { state } = await AgentStateStore.open(arranged.stateDir);
