@@ -190,12 +190,15 @@ function inputs(
 // ---------------------------------------------------------------------------------------------
 // The property
 
-/** Calls `decode`; only an OnboardError (with a documented exit code) may come out, in bounded time. */
+/**
+ * Calls `decode`; only an OnboardError (with a documented exit code) may come out, in bounded time.
+ * Resolves to true when `decode` accepted the input, false when it refused it.
+ */
 async function onlyTypedErrors(
   name: string,
   bytes: Uint8Array,
   decode: (b: Uint8Array) => unknown,
-): Promise<void> {
+): Promise<boolean> {
   const started = performance.now();
   let escaped: unknown;
   try {
@@ -216,6 +219,7 @@ async function onlyTypedErrors(
     }
     expect(Object.values(ExitCode)).toContain(error.exitCode);
   }
+  return escaped === undefined;
 }
 
 interface Target {
@@ -226,7 +230,15 @@ interface Target {
   readonly weight?: number;
   /** Inputs always tried first: regressions, each an input that once made a decoder leak. */
   readonly examples?: readonly Uint8Array[];
+  /**
+   * For decoders that verify a signature over what they decode: the only inputs they may accept
+   * (the genuine signed objects). Every other input — each mutation of a signed certificate or CRL
+   * that changes a byte — must be refused with a typed error.
+   */
+  readonly onlyAccepts?: () => readonly Uint8Array[];
 }
+
+const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from(b));
 
 // Regressions found by this file in the asn1js-based src/pki/der.ts and crl.ts (plain Error,
 // RangeError and AsnSchemaValidationError escaping certificateParts, crlParts,
@@ -544,12 +556,14 @@ const TARGETS: Target[] = [
     input: () => inputs(seeds.certificates.slice(0, 2)),
     decode: (b) => validateChain({ ...chainOptions(), leaf: b, intermediates: [tokenCa] }),
     weight: 0.5,
+    onlyAccepts: () => seeds.certificates.slice(0, 2),
   },
   {
     name: "card certificate chain (validateChain, mutated intermediate)",
     input: () => inputs([tokenCa]),
     decode: (b) => validateChain({ ...chainOptions(), leaf: seeds.certificates[0]!, intermediates: [b] }),
     weight: 0.5,
+    onlyAccepts: () => [tokenCa],
   },
   {
     name: "challenge proof against a mutated certificate (verifyChallengeProof)",
@@ -559,6 +573,8 @@ const TARGETS: Target[] = [
         algorithm: "ES256",
         signature: new Uint8Array(64).fill(1),
       }),
+    // No certificate makes a signature of 0x01 bytes verify.
+    onlyAccepts: () => [],
   },
   { name: "CRL (parseCrl)", input: () => inputs(seeds.crls, { maxRandom: 600 }), decode: (b) => parseCrl(b) },
   {
@@ -579,6 +595,7 @@ const TARGETS: Target[] = [
     decode: (b) =>
       validateChain({ ...chainOptions(), crls: [b], leaf: seeds.certificates[0]!, intermediates: [tokenCa] }),
     weight: 0.5,
+    onlyAccepts: () => seeds.crls,
   },
   {
     name: "extension values (decodeExtendedKeyUsage, decodeCrlNumber)",
@@ -612,14 +629,36 @@ const TARGETS: Target[] = [
 describe(`fuzzing every decoder of untrusted input (${RUNS} runs each${SEED === undefined ? "" : `, seed ${SEED}`})`, () => {
   const runTarget = (target: Target) =>
     fc.assert(
-      fc.asyncProperty(target.input(), (bytes) => onlyTypedErrors(target.name, bytes, target.decode)),
+      fc.asyncProperty(target.input(), async (bytes) => {
+        const accepted = await onlyTypedErrors(target.name, bytes, target.decode);
+        if (accepted && target.onlyAccepts) {
+          const genuine = target.onlyAccepts().some((g) => sameBytes(g, bytes));
+          expect(genuine, `${target.name} accepted ${Buffer.from(bytes).toString("hex").slice(0, 400)}`).toBe(
+            true,
+          );
+        }
+      }),
       {
         numRuns: Math.max(1, Math.round(RUNS * (target.weight ?? 1))),
         examples: (target.examples ?? []).map((e) => [e] as [Uint8Array]),
         ...(SEED === undefined ? {} : { seed: SEED }),
       },
     );
-  for (const target of TARGETS) test(`${target.name}: only typed errors, no hang`, () => runTarget(target));
+  for (const target of TARGETS) {
+    const claim = target.onlyAccepts ? "every changed input refused, only typed errors" : "only typed errors";
+    test(`${target.name}: ${claim}, no hang`, () => runTarget(target));
+  }
+
+  // The genuine signed objects pass, so "refused" above is the signature check at work, not a
+  // validator that refuses everything.
+  test("the genuine certificates and CRLs the signed targets mutate are accepted", async () => {
+    for (const target of TARGETS.filter((t) => t.onlyAccepts && t.onlyAccepts().length > 0)) {
+      const accepted: boolean[] = [];
+      for (const genuine of target.onlyAccepts!())
+        accepted.push(await onlyTypedErrors(target.name, genuine, target.decode));
+      expect(accepted.some(Boolean), target.name).toBe(true);
+    }
+  });
 
   test("the card's answers in a whole session (a genuine transcript, responses mutated): only typed errors, bounded", async () => {
     const responses = fc.array(
