@@ -12,6 +12,7 @@
  * sits above both chaining processors, as SP 800-73-4 Part 2 §4 wants: protected commands are
  * chained and protected responses are fetched with plain GET RESPONSE.
  */
+import { ResponseChainingError } from "../errors.js";
 import type { CardTransport } from "../transport/card-transport.js";
 import {
   type ApduFormat,
@@ -22,10 +23,12 @@ import {
   SHORT_MAX_DATA,
   SHORT_MAX_LE,
 } from "./command.js";
-import { BadResponseError, decodeResponseApdu, formatSw, type ResponseApdu, sw1, sw2 } from "./response.js";
+import { decodeResponseApdu, formatSw, type ResponseApdu, sw1, sw2 } from "./response.js";
 import { SW, statusError } from "./status-words.js";
 import { concatBytes } from "./tlv.js";
 import { type ApduTraceSink, TracingTransport } from "./trace.js";
+
+export { ResponseChainingError } from "../errors.js";
 
 export interface ApduProcessor {
   process(command: CommandApdu): Promise<ResponseApdu>;
@@ -33,9 +36,6 @@ export interface ApduProcessor {
 
 /** Builds a processor on top of `next` (see `SmartCardProtocol.use`). */
 export type ApduProcessorLayer = (next: ApduProcessor) => ApduProcessor;
-
-/** The card kept answering 61xx (or 6Cxx) beyond the bounds: a broken or hostile card. */
-export class ResponseChainingError extends BadResponseError {}
 
 /** Largest extended APDU a YubiKey 5 (firmware ≥ 4.3) takes, as yubikit's MaxApduSize.YK4_3. */
 export const YUBIKEY_MAX_APDU_SIZE = 3062;

@@ -5,7 +5,9 @@
  * Le is carried as Ne, the number of response bytes expected: 1..256 in short form (256 is encoded
  * as `00`), 1..65536 in extended form (65536 is `00 00`). `le: undefined` means "no Le field".
  */
-import { MalformedError } from "../errors.js";
+import { ApduLengthError } from "../errors.js";
+
+export { ApduLengthError } from "../errors.js";
 
 export interface CommandApdu {
   readonly cla: number;
@@ -39,9 +41,6 @@ export const EXTENDED_MAX_LE = 65536;
 
 /** CLA bit b5: "command is not the last of a chain" (ISO/IEC 7816-4 §5.1.1.1). */
 export const CLA_CHAINING = 0x10;
-
-/** A command (or response) APDU whose lengths do not add up: wrong Lc/Le encoding or size. */
-export class ApduLengthError extends MalformedError {}
 
 function checkByte(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 0 || v > 0xff)

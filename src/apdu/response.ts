@@ -1,16 +1,15 @@
 /**
  * ISO/IEC 7816-4 §5.1 response APDUs: data field ‖ SW1 SW2.
  */
-import { MalformedError } from "../errors.js";
+import { BadResponseError } from "../errors.js";
+
+export { BadResponseError } from "../errors.js";
 
 export interface ResponseApdu {
   readonly data: Uint8Array;
   /** SW1 << 8 | SW2 */
   readonly sw: number;
 }
-
-/** The card's answer does not make sense (too short, wrong structure, bounds exceeded). */
-export class BadResponseError extends MalformedError {}
 
 export function decodeResponseApdu(bytes: Uint8Array): ResponseApdu {
   if (bytes.length < 2) throw new BadResponseError(`response APDU of ${bytes.length} bytes (no status word)`);

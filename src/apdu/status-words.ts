@@ -3,10 +3,42 @@
  * status word other than 9000 into a typed error: `statusError`, called only by
  * `SmartCardProtocol.sendApdu` (chaining.ts). Errors that the rest of the project already knows
  * (wrong PIN, PIN blocked, card full) are mapped to the shared classes of src/errors.ts; everything
- * else is an `ApduError` carrying the status word.
+ * else is an `ApduError` carrying the status word: one of the subclasses for the status words the
+ * protocol knows (exit 1), else `UnknownStatusError` (exit 15: a broken or hostile card).
  */
-import { CardFullError, ExitCode, OnboardError, PinBlockedError, WrongPinError } from "../errors.js";
+import {
+  CardFullError,
+  ClaNotSupportedError,
+  ConditionsNotSatisfiedError,
+  FunctionNotSupportedError,
+  IncorrectDataError,
+  IncorrectParametersError,
+  InsNotSupportedError,
+  NotFoundError,
+  type OnboardError,
+  PinBlockedError,
+  ReferenceNotFoundError,
+  SecurityStatusError,
+  UnknownStatusError,
+  WrongLengthError,
+  WrongPinError,
+} from "../errors.js";
 import { formatSw } from "./response.js";
+
+export {
+  ApduError,
+  ClaNotSupportedError,
+  ConditionsNotSatisfiedError,
+  FunctionNotSupportedError,
+  IncorrectDataError,
+  IncorrectParametersError,
+  InsNotSupportedError,
+  NotFoundError,
+  ReferenceNotFoundError,
+  SecurityStatusError,
+  UnknownStatusError,
+  WrongLengthError,
+} from "../errors.js";
 
 export const SW = {
   ok: 0x9000,
@@ -34,59 +66,6 @@ export const SW = {
   claNotSupported: 0x6e00,
   noPreciseDiagnosis: 0x6f00,
 } as const;
-
-/** The card refused a command; `sw` is its status word. */
-export class ApduError extends OnboardError {
-  readonly code: string = "ERR_APDU";
-  readonly exitCode: ExitCode = ExitCode.internal;
-  constructor(
-    readonly sw: number,
-    message?: string,
-  ) {
-    super(message ?? `card returned status ${formatSw(sw)}`);
-  }
-}
-
-/** 6982: security status not satisfied (PIN not verified, management key not authenticated, …). */
-export class SecurityStatusError extends ApduError {
-  override readonly code = "ERR_SECURITY_STATUS";
-}
-/** 6A82: file, object or application not found. */
-export class NotFoundError extends ApduError {
-  override readonly code = "ERR_NOT_FOUND";
-}
-/** 6A88: referenced data (key, PIN reference) not found. */
-export class ReferenceNotFoundError extends ApduError {
-  override readonly code = "ERR_REFERENCE_NOT_FOUND";
-}
-/** 6700: wrong length. */
-export class WrongLengthError extends ApduError {
-  override readonly code = "ERR_WRONG_LENGTH";
-}
-/** 6A80: incorrect parameters in the data field. */
-export class IncorrectDataError extends ApduError {
-  override readonly code = "ERR_INCORRECT_DATA";
-}
-/** 6A81: function not supported. */
-export class FunctionNotSupportedError extends ApduError {
-  override readonly code = "ERR_FUNCTION_NOT_SUPPORTED";
-}
-/** 6A86 / 6B00: incorrect P1-P2. */
-export class IncorrectParametersError extends ApduError {
-  override readonly code = "ERR_INCORRECT_P1P2";
-}
-/** 6985: conditions of use not satisfied. */
-export class ConditionsNotSatisfiedError extends ApduError {
-  override readonly code = "ERR_CONDITIONS_NOT_SATISFIED";
-}
-/** 6D00: instruction not supported (e.g. no Yubico extensions). */
-export class InsNotSupportedError extends ApduError {
-  override readonly code = "ERR_INS_NOT_SUPPORTED";
-}
-/** 6E00: class not supported. */
-export class ClaNotSupportedError extends ApduError {
-  override readonly code = "ERR_CLA_NOT_SUPPORTED";
-}
 
 const MESSAGES: Record<number, string> = {
   [SW.verificationFailed]: "verification failed",
@@ -140,6 +119,6 @@ export function statusError(sw: number): OnboardError {
     case SW.claNotSupported:
       return new ClaNotSupportedError(sw, describe(sw));
     default:
-      return new ApduError(sw, describe(sw));
+      return new UnknownStatusError(sw, describe(sw));
   }
 }

@@ -8,9 +8,9 @@
  * - the tree decoder descends into constructed tags only down to a maximum depth.
  * Every failure is a `TlvError` (a MalformedError). Decoded values are views into the input.
  */
-import { MalformedError } from "../errors.js";
+import { TlvError } from "../errors.js";
 
-export class TlvError extends MalformedError {}
+export { TlvError } from "../errors.js";
 
 export interface Tlv {
   /** Tag bytes as a big-endian number, e.g. 0x53, 0x7f49, 0x5fc105. */

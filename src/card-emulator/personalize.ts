@@ -36,7 +36,7 @@ import {
   ecdsaAlgorithmForKey,
   verifyEcdsaRaw,
 } from "../crypto/ecdsa.js";
-import { ExitCode, IntegrityError, OnboardError } from "../errors.js";
+import { IntegrityError, PersonalizationRefusedError } from "../errors.js";
 import { ManagementKeyError } from "../piv/errors.js";
 import {
   DEFAULT_MANAGEMENT_KEY,
@@ -62,15 +62,11 @@ import {
   type PivElement,
 } from "../secure-element/piv-element.js";
 
+export { PersonalizationRefusedError } from "../errors.js";
+
 /** YubiKey factory PIN and PUK (PIV-NOTES §3). */
 export const DEFAULT_PIN = "123456";
 export const DEFAULT_PUK = "12345678";
-
-/** The card refuses to be personalised as asked (wrong assumption about its state): exit 2. */
-export class PersonalizationRefusedError extends OnboardError {
-  readonly code = "ERR_PERSONALIZATION_REFUSED";
-  readonly exitCode = ExitCode.usage;
-}
 
 export type PersonalizeStep =
   | "check-credentials"

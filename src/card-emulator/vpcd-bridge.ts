@@ -12,8 +12,10 @@
  */
 import { EventEmitter } from "node:events";
 import { connect, type Socket } from "node:net";
-import { ExitCode, OnboardError } from "../errors.js";
+import { VpcdConnectError } from "../errors.js";
 import type { ApduResponder } from "../transport/apdu-responder.js";
+
+export { VpcdConnectError } from "../errors.js";
 
 export const VPCD_DEFAULT_HOST = "127.0.0.1";
 /** First slot of the packaged /etc/reader.conf.d/vpcd entry (0x8C7B); the second is +1. */
@@ -27,12 +29,6 @@ const CONTROL_GET_ATR = 0x04;
 const MAX_BODY = 0xffff;
 /** SW 6F00 "no precise diagnosis": the answer when the responder throws. */
 const SW_INTERNAL_ERROR = Uint8Array.of(0x6f, 0x00);
-
-/** vpcd could not be reached, or was lost and could not be reached again (exit 10). */
-export class VpcdConnectError extends OnboardError {
-  readonly code = "ERR_VPCD_CONNECT";
-  readonly exitCode = ExitCode.noCard;
-}
 
 export type VpcdBridgeEvent =
   | { type: "connecting"; host: string; port: number; attempt: number }

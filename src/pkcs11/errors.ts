@@ -1,33 +1,26 @@
-import { ExitCode, OnboardError } from "../errors.js";
+import { Pkcs11Error } from "../errors.js";
 import { CKR_NAMES } from "./constants.js";
 
-/**
- * A PKCS#11 call failed with a return value that has no domain meaning of its own (the ones that do
- * become WrongPinError, PinBlockedError, PinRequiredError, NoCardError or CardFullError). Carries the
- * function and the CK_RV; never a PIN.
- */
-export class Pkcs11Error extends OnboardError {
-  readonly code = "ERR_PKCS11";
-  readonly exitCode = ExitCode.internal;
-  constructor(
-    /** The Cryptoki function, e.g. `C_Sign`, or the operation of this layer. */
-    readonly operation: string,
-    /** CK_RV, when the module returned one. */
-    readonly rv: number | undefined,
-    detail?: string,
-    options?: { cause?: unknown },
-  ) {
-    super(
-      `${operation} failed` + (rv === undefined ? "" : `: ${rvName(rv)}`) + (detail ? ` (${detail})` : ""),
-      options,
-    );
-  }
-}
+export { Pkcs11Error, Pkcs11UnavailableError } from "../errors.js";
 
-/** The optional `pkcs11js` binding is not installed, or the PKCS#11 module could not be loaded. */
-export class Pkcs11UnavailableError extends OnboardError {
-  readonly code = "ERR_PKCS11_UNAVAILABLE";
-  readonly exitCode = ExitCode.internal;
+/**
+ * The Pkcs11Error for a failed call: `operation failed: CKR_NAME (detail)`. Carries the function
+ * and the CK_RV; never a PIN.
+ */
+export function pkcs11Failure(
+  /** The Cryptoki function, e.g. `C_Sign`, or the operation of this layer. */
+  operation: string,
+  /** CK_RV, when the module returned one. */
+  rv: number | undefined,
+  detail?: string,
+  options?: { cause?: unknown },
+): Pkcs11Error {
+  return new Pkcs11Error(
+    `${operation} failed` + (rv === undefined ? "" : `: ${rvName(rv)}`) + (detail ? ` (${detail})` : ""),
+    operation,
+    rv,
+    options,
+  );
 }
 
 export function rvName(rv: number): string {

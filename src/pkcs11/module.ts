@@ -1,6 +1,6 @@
 import { realpathSync } from "node:fs";
 import { CKR_CRYPTOKI_ALREADY_INITIALIZED, CKR_CRYPTOKI_NOT_INITIALIZED } from "./constants.js";
-import { Pkcs11Error, Pkcs11UnavailableError, returnValueOf } from "./errors.js";
+import { Pkcs11UnavailableError, pkcs11Failure, returnValueOf } from "./errors.js";
 
 /** A Cryptoki handle (slot, session or object) as the binding passes it: the CK_ULONG's bytes. */
 export type Handle = Buffer;
@@ -146,7 +146,7 @@ export class Pkcs11ModuleRegistry {
         entry.finalizeOnLastRelease = true;
       } catch (cause) {
         if (returnValueOf(cause) !== CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-          throw new Pkcs11Error("C_Initialize", returnValueOf(cause), modulePath, { cause });
+          throw pkcs11Failure("C_Initialize", returnValueOf(cause), modulePath, { cause });
         }
         entry.finalizeOnLastRelease = false;
       }

@@ -9,6 +9,7 @@ import {
   NoCardError,
   PinBlockedError,
   PinRequiredError,
+  Pkcs11Error,
   WrongPinError,
 } from "../errors.js";
 import {
@@ -71,7 +72,7 @@ import {
   CKU_USER,
 } from "./constants.js";
 import { CURVES, curveOfEcParams, type EcCurve, ecPointFromAttribute, spkiFromEcPoint } from "./ec.js";
-import { Pkcs11Error, returnValueOf } from "./errors.js";
+import { pkcs11Failure, returnValueOf } from "./errors.js";
 import {
   defaultModuleRegistry,
   type Handle,
@@ -325,8 +326,7 @@ export class Pkcs11Token implements Disposable {
       ecParams = pub && this.#optionalAttribute(pub, CKA_EC_PARAMS);
     }
     const curve = ecParams && curveOfEcParams(ecParams);
-    if (!curve)
-      throw new Pkcs11Error("find private key", undefined, `key "${label}" is not on P-256 or P-384`);
+    if (!curve) throw pkcs11Failure("find private key", undefined, `key "${label}" is not on P-256 or P-384`);
     return {
       handle,
       label,
@@ -633,7 +633,7 @@ export class Pkcs11Token implements Disposable {
   // ---- internals ---------------------------------------------------------------------------------
 
   #openSession(): Handle {
-    if (this.#session === undefined) throw new Pkcs11Error("token", undefined, "the session is closed");
+    if (this.#session === undefined) throw pkcs11Failure("token", undefined, "the session is closed");
     return this.#session;
   }
 
@@ -682,7 +682,7 @@ export class Pkcs11Token implements Disposable {
         if (batch.length === 0) return handles;
         handles.push(...batch);
         if (handles.length > MAX_SEARCH_RESULTS) {
-          throw new Pkcs11Error("C_FindObjects", undefined, `more than ${MAX_SEARCH_RESULTS} objects`);
+          throw pkcs11Failure("C_FindObjects", undefined, `more than ${MAX_SEARCH_RESULTS} objects`);
         }
       }
     } finally {
@@ -698,7 +698,7 @@ export class Pkcs11Token implements Disposable {
     const handles = this.#find(template);
     if (handles.length > 1) {
       const label = template.find((a) => a.type === CKA_LABEL)?.value;
-      throw new Pkcs11Error(
+      throw pkcs11Failure(
         "find object",
         undefined,
         `${handles.length} objects match ${what} "${String(label)}"`,
@@ -718,11 +718,7 @@ export class Pkcs11Token implements Disposable {
     );
     const value = result?.value;
     if (!Buffer.isBuffer(value)) {
-      throw new Pkcs11Error(
-        "C_GetAttributeValue",
-        undefined,
-        `attribute 0x${type.toString(16)} has no value`,
-      );
+      throw pkcs11Failure("C_GetAttributeValue", undefined, `attribute 0x${type.toString(16)} has no value`);
     }
     return value;
   }
@@ -738,8 +734,7 @@ export class Pkcs11Token implements Disposable {
 
   #spkiOf(publicKey: Handle, label: string): Uint8Array {
     const curve = curveOfEcParams(this.#attribute(publicKey, CKA_EC_PARAMS));
-    if (!curve)
-      throw new Pkcs11Error("read public key", undefined, `key "${label}" is not on P-256 or P-384`);
+    if (!curve) throw pkcs11Failure("read public key", undefined, `key "${label}" is not on P-256 or P-384`);
     return spkiFromEcPoint(ecPointFromAttribute(this.#attribute(publicKey, CKA_EC_POINT), curve), curve);
   }
 
@@ -770,7 +765,7 @@ function findSlot(api: Pkcs11Api, options: Pkcs11TokenOptions) {
     .join(" and ");
   const [first, second] = matches;
   if (!first) throw new NoCardError(`no PKCS#11 token with ${wanted} in ${options.modulePath}`);
-  if (second) throw new Pkcs11Error("find token", undefined, `${matches.length} tokens with ${wanted}`);
+  if (second) throw pkcs11Failure("find token", undefined, `${matches.length} tokens with ${wanted}`);
   return first;
 }
 
@@ -801,7 +796,7 @@ function mapError(operation: string, cause: unknown): Error {
         cause,
       });
     default:
-      return new Pkcs11Error(
+      return pkcs11Failure(
         operation,
         rv,
         rv === undefined && cause instanceof Error ? cause.message : undefined,

@@ -9,24 +9,17 @@
  * - A process is stopped only by the PID it was started with, and only while /proc says it is still
  *   the same process (its start time): a PID reused by the system after a crash is never signalled.
  */
+
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { NetnsCommandError } from "../errors.js";
+
+export { NetnsCommandError } from "../errors.js";
 
 /** Bound on one `ip` command. */
 const IP_TIMEOUT_MS = 10_000;
-
-/** Thrown when an `ip` (or `ip netns exec`) command fails; carries its standard error. */
-export class NetnsCommandError extends Error {
-  constructor(
-    message: string,
-    readonly stderr: string,
-  ) {
-    super(message);
-    this.name = "NetnsCommandError";
-  }
-}
 
 /** Runs a program (no shell) with a time bound; resolves with its standard output. */
 export function run(program: string, args: readonly string[], timeoutMs = IP_TIMEOUT_MS): Promise<string> {

@@ -10,6 +10,7 @@
  *
  * Needs root (mount namespaces, bind mounts); the caller keeps the handle and calls stop().
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
@@ -17,6 +18,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { PcscdStartError } from "../errors.js";
+
+export { PcscdStartError } from "../errors.js";
 
 /** Where distributions put vsmartcard's pcsc-lite driver. */
 const VPCD_DRIVER_CANDIDATES = [
@@ -77,16 +81,6 @@ export interface PrivatePcscd {
   stop(): Promise<void>;
   /** Stops and starts pcscd again with the same directory and ports (a "pcscd restart"). */
   restart(): Promise<void>;
-}
-
-export class PcscdStartError extends Error {
-  constructor(
-    message: string,
-    readonly log: string,
-  ) {
-    super(message);
-    this.name = "PcscdStartError";
-  }
 }
 
 /** Finds `count` consecutive TCP ports that are free on every IPv4 address (vpcd binds 0.0.0.0). */

@@ -38,7 +38,7 @@ import { personalizeCard } from "../card-emulator/personalize.js";
 import { VirtualPivCard } from "../card-emulator/virtual-piv-card.js";
 import { planToYaml } from "../config/plan.js";
 import type { NetworkPlan } from "../config/plan-model.js";
-import { ExitCode, UsageError } from "../errors.js";
+import { ExitCode, RackError, UsageError } from "../errors.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../pki/index.js";
 import { openInProcessCard } from "../secure-element/open-card.js";
 import type { PivElement } from "../secure-element/piv-element.js";
@@ -73,6 +73,8 @@ import {
 } from "./netns.js";
 import { findVpcdDriver, type PrivatePcscd, startPrivatePcscd } from "./pcscd.js";
 import { NTLS_PORT, PROBE_SCRIPT, type ProbeResult, type ProbeTarget } from "./tcp-service.js";
+
+export { RackError } from "../errors.js";
 
 export const MAX_RACK_HSMS = 100;
 export const DEFAULT_STATE_ROOT = "/run/hsm-onboard-sim";
@@ -274,17 +276,6 @@ export interface RackOptions {
   readonly tempParent?: string;
 }
 
-/** A failure of the simulation itself (not of an HSM's onboarding). */
-export class RackError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number = ExitCode.internal,
-  ) {
-    super(message);
-    this.name = "RackError";
-  }
-}
-
 /** Runs the rack simulation; see the file comment. */
 export async function runRack(options: RackOptions): Promise<RackReport> {
   const cliMain = options.cliMain ?? defaultCliMain();
@@ -390,7 +381,7 @@ class Rack {
   }
 
   #checkAbort(): void {
-    if (this.#signal?.aborted) throw new RackError("interrupted", 130);
+    if (this.#signal?.aborted) throw new RackError("interrupted", ExitCode.interrupted);
   }
 
   async run(count: number, started: number): Promise<RackReport> {
@@ -494,7 +485,7 @@ class Rack {
     if (written.code !== 0) {
       throw new RackError(
         `station write failed (exit ${written.code}): ${tail(written.stderr)}`,
-        written.code ?? 1,
+        (written.code ?? ExitCode.internal) as ExitCode, // the CLI exits only with codes of ExitCode
       );
     }
     const writeResult = parseJson<{
@@ -1214,7 +1205,7 @@ async function waitForFile(
   for (let turn = 0; turn < Math.ceil(timeoutMs / 20) + 2; turn++) {
     const text = await readFile(path, "utf8").catch(() => "");
     if (pattern.test(text)) return;
-    if (signal?.aborted) throw new RackError("interrupted", 130);
+    if (signal?.aborted) throw new RackError("interrupted", ExitCode.interrupted);
     if (!proc.running) throw new RackError(`${path}: the process ended first: ${tail(text)}`);
     if (Date.now() >= deadline) break;
     await sleep(20);

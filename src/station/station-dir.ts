@@ -25,10 +25,12 @@ import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PemConverter, X509Certificate, X509Crl } from "@peculiar/x509";
 import type { z } from "zod";
-import { ExitCode, OnboardError, UsageError } from "../errors.js";
+import { StationBusyError, UsageError } from "../errors.js";
 import { crlNumberOf, crlToPem } from "../pki/crl.js";
 import { certificateParts, crlParts } from "../pki/der.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
+
+export { StationBusyError } from "../errors.js";
 
 export const STATION_FILES = {
   marker: "station.json",
@@ -44,12 +46,6 @@ export const STATION_FORMAT = "hsm-onboard/station";
 export const STATION_VERSION = 1;
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
-
-/** Another command holds a lock of the station directory for longer than we wait (exit 1). */
-export class StationBusyError extends OnboardError {
-  readonly code = "ERR_STATION_BUSY";
-  readonly exitCode = ExitCode.internal;
-}
 
 /** `$XDG_DATA_HOME/hsm-onboard/station`, else `$HOME/.local/share/hsm-onboard/station`. */
 export function defaultStationDir(env: Readonly<Record<string, string | undefined>>): string {

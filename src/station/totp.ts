@@ -15,7 +15,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import { ExitCode, OnboardError, UsageError } from "../errors.js";
+import { TotpRejectedError, UsageError } from "../errors.js";
 import {
   jsonText,
   type LockOptions,
@@ -24,6 +24,8 @@ import {
   withStationLock,
   writeStationFile,
 } from "./station-dir.js";
+
+export { TotpRejectedError } from "../errors.js";
 
 export type TotpAlgorithm = "SHA1" | "SHA256" | "SHA512";
 
@@ -39,12 +41,6 @@ export const TOTP_PROFILE: TotpParameters = { algorithm: "SHA1", digits: 6, peri
 export const TOTP_WINDOW = 1;
 export const TOTP_SECRET_BYTES = 20;
 export const TOTP_ISSUER = "hsm-onboard";
-
-/** The officer's TOTP code was missing, wrong, or already used (exit 13: user authentication failed). */
-export class TotpRejectedError extends OnboardError {
-  readonly code = "ERR_TOTP_REJECTED";
-  readonly exitCode = ExitCode.wrongPin;
-}
 
 // ---- RFC 4226 / RFC 6238 ---------------------------------------------------------------------------
 

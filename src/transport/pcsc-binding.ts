@@ -8,7 +8,9 @@
  *
  * libpcsclite reads PCSCLITE_CSOCK_NAME once per process: one process talks to one pcscd.
  */
-import { ExitCode, OnboardError } from "../errors.js";
+import { CardRemovedError, type OnboardError, PcscError, PcscUnavailableError } from "../errors.js";
+
+export { CardRemovedError, PcscError, PcscUnavailableError } from "../errors.js";
 
 // ---------------------------------------------------------------------------------------------
 // pcsc-lite constants (pcsclite.h; stable ABI values, identical on Linux and macOS)
@@ -68,43 +70,6 @@ export const ScardCode = {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-/** The native `pcsclite` module is not installed or does not load (exit 1). */
-export class PcscUnavailableError extends OnboardError {
-  readonly code = "ERR_PCSC_UNAVAILABLE";
-  readonly exitCode = ExitCode.internal;
-}
-
-/**
- * A PC/SC call failed. `scardCode` is pcsc-lite's return code when known. A missing pcscd
- * (`SCARD_E_NO_SERVICE`) maps to exit 10: from the user's side there is no reader to use.
- */
-export class PcscError extends OnboardError {
-  readonly code = "ERR_PCSC";
-  readonly exitCode: ExitCode;
-  constructor(
-    message: string,
-    readonly operation: string,
-    readonly scardCode: number | undefined,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.exitCode = isServiceGone(scardCode) ? ExitCode.noCard : ExitCode.internal;
-  }
-}
-
-/** The card left the reader (or the reader went away) during a session (exit 10). */
-export class CardRemovedError extends OnboardError {
-  readonly code = "ERR_CARD_REMOVED";
-  readonly exitCode = ExitCode.noCard;
-  constructor(
-    message: string,
-    readonly readerName: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
 export function isServiceGone(code: number | undefined): boolean {
   return code === ScardCode.noService || code === ScardCode.serviceStopped || code === ScardCode.commError;
 }
@@ -140,7 +105,7 @@ export function toPcscError(error: unknown, operation: string, readerName?: stri
       `PC/SC service not available (is pcscd running? PCSCLITE_CSOCK_NAME=${process.env.PCSCLITE_CSOCK_NAME ?? "default"})`,
       operation,
       code,
-      { cause: error },
+      { cause: error, serviceGone: true },
     );
   }
   return new PcscError(`${operation} failed: ${detail}`, operation, code, { cause: error });

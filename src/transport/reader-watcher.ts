@@ -7,7 +7,7 @@
  * insertion or removal shows up here within that period.
  */
 import { EventEmitter } from "node:events";
-import { ExitCode, NoCardError, OnboardError } from "../errors.js";
+import { NoCardError, type OnboardError, WaitTimeoutError } from "../errors.js";
 import { isContactless } from "./pcsc-atr.js";
 import { ReaderState } from "./pcsc-binding.js";
 import {
@@ -19,6 +19,8 @@ import {
   readerMatches,
 } from "./pcsc-context.js";
 import { type PcscConnectOptions, PcscTransport } from "./pcsc-transport.js";
+
+export { WaitTimeoutError } from "../errors.js";
 
 export interface ReaderAddedEvent {
   type: "reader-added";
@@ -75,12 +77,6 @@ export interface WaitOptions {
   /** Bound on the wait; `Infinity` only together with a signal that will fire. */
   timeoutMs: number;
   signal?: AbortSignal;
-}
-
-/** A wait other than "wait for a card" ran out of time. */
-export class WaitTimeoutError extends OnboardError {
-  readonly code = "ERR_TIMEOUT";
-  readonly exitCode = ExitCode.internal;
 }
 
 export type ReaderWatcherOptions = PcscContextOptions;

@@ -19,9 +19,17 @@ import {
   ReferenceNotFoundError,
   SecurityStatusError,
   statusError,
+  UnknownStatusError,
   WrongLengthError,
 } from "../../src/apdu/status-words.js";
-import { CardFullError, ExitCode, MalformedError, PinBlockedError, WrongPinError } from "../../src/errors.js";
+import {
+  CardFullError,
+  ExitCode,
+  isOnboardError,
+  MalformedError,
+  PinBlockedError,
+  WrongPinError,
+} from "../../src/errors.js";
 import type { CardTransport } from "../../src/transport/card-transport.js";
 
 /** A transport whose card is a function; records every command APDU. */
@@ -56,7 +64,8 @@ describe("status words → typed errors", () => {
     [0x6985, ConditionsNotSatisfiedError],
     [0x6d00, InsNotSupportedError],
     [0x6e00, ClaNotSupportedError],
-    [0x6f00, ApduError],
+    [0x6f00, UnknownStatusError],
+    [0x6a83, UnknownStatusError],
   ])("%s", (sw, type) => {
     const e = statusError(sw);
     expect(e).toBeInstanceOf(type);
@@ -69,6 +78,33 @@ describe("status words → typed errors", () => {
     expect(e.exitCode).toBe(ExitCode.wrongPin);
     expect((statusError(0x6a84) as CardFullError).exitCode).toBe(ExitCode.cardFull);
     expect((statusError(0x6983) as PinBlockedError).exitCode).toBe(ExitCode.pinBlocked);
+  });
+
+  it("makes every status word it does not know an integrity failure (exit 15), never an internal one", () => {
+    const known = new Set([
+      0x6982, 0x6a82, 0x6a88, 0x6700, 0x6a80, 0x6a81, 0x6a86, 0x6b00, 0x6985, 0x6d00, 0x6e00,
+    ]);
+    let unknown = 0;
+    for (let sw = 0x0000; sw <= 0xffff; sw++) {
+      if (sw === 0x9000) continue;
+      const e = statusError(sw);
+      expect(isOnboardError(e)).toBe(true);
+      if ((sw & 0xfff0) === 0x63c0) expect(e).toBeInstanceOf(WrongPinError);
+      else if (sw === 0x6983) expect(e).toBeInstanceOf(PinBlockedError);
+      else if (sw === 0x6a84) expect(e).toBeInstanceOf(CardFullError);
+      else if (known.has(sw)) {
+        expect(e).toBeInstanceOf(ApduError);
+        expect(e).not.toBeInstanceOf(UnknownStatusError);
+        expect(e.exitCode).toBe(ExitCode.internal);
+      } else {
+        unknown++;
+        expect(e).toBeInstanceOf(UnknownStatusError);
+        expect(e.code).toBe("ERR_UNKNOWN_STATUS");
+        expect(e.exitCode).toBe(ExitCode.integrity);
+        expect((e as UnknownStatusError).sw).toBe(sw);
+      }
+    }
+    expect(unknown).toBe(0x10000 - 1 - 16 - 1 - 1 - known.size);
   });
 
   it("sendApdu is where a non-9000 becomes an error", async () => {

@@ -21,7 +21,7 @@ import {
   ResponseChainingError,
 } from "../../src/apdu/chaining.js";
 import { BadResponseError } from "../../src/apdu/response.js";
-import { ApduError } from "../../src/apdu/status-words.js";
+import { ApduError, UnknownStatusError } from "../../src/apdu/status-words.js";
 import { TlvError } from "../../src/apdu/tlv.js";
 import {
   anyCommand,
@@ -188,6 +188,7 @@ function codeOf(type: Case["error"]): string {
   const codes: [Case["error"], string][] = [
     [MalformedError, "ERR_MALFORMED"],
     [IntegrityError, "ERR_INTEGRITY"],
+    [UnknownStatusError, "ERR_UNKNOWN_STATUS"],
     [ApduError, "ERR_APDU"],
     [CardNotTrustedError, "ERR_CARD_NOT_TRUSTED"],
   ];
@@ -268,8 +269,8 @@ const AGENT_CASES: Case[] = [
   {
     mode: "bad-status-word",
     target: "the manifest",
-    error: ApduError,
-    exit: ExitCode.internal,
+    error: UnknownStatusError,
+    exit: ExitCode.integrity,
     reason: /6F00/,
   },
   {
@@ -378,8 +379,8 @@ const STATION_CASES: Case[] = [
   {
     mode: "bad-status-word",
     target: "the 9E challenge",
-    error: ApduError,
-    exit: ExitCode.internal,
+    error: UnknownStatusError,
+    exit: ExitCode.integrity,
     reason: /6F00/,
   },
   {
@@ -404,7 +405,13 @@ const STATION_CASES: Case[] = [
     exit: ExitCode.integrity,
     reason: /read-back/,
   },
-  { mode: "bad-status-word", target: "PUT DATA", error: ApduError, exit: ExitCode.internal, reason: /6F00/ },
+  {
+    mode: "bad-status-word",
+    target: "PUT DATA",
+    error: UnknownStatusError,
+    exit: ExitCode.integrity,
+    reason: /6F00/,
+  },
 ];
 
 /** Manifest and shards as they are on a card (read honestly). */

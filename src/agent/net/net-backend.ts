@@ -15,8 +15,10 @@
  */
 import { z } from "zod";
 import type { HsmConfig } from "../../config/shard.js";
-import { NetworkApplyError, OnboardError } from "../../errors.js";
+import { NetworkApplyError, OnboardError, RollbackFailedError } from "../../errors.js";
 import type { AgentFaults } from "../faults.js";
+
+export { RollbackFailedError } from "../../errors.js";
 
 // ---- the configuration an applier applies ------------------------------------------------------
 
@@ -248,17 +250,6 @@ export async function applyWithRollback(
       );
     }
     throw failure;
-  }
-}
-
-/** The network could not be restored after a failed apply: the agent keeps `applying` and retries. */
-export class RollbackFailedError extends NetworkApplyError {
-  override readonly code: string = "ERR_ROLLBACK_FAILED";
-  constructor(
-    message: string,
-    readonly original: OnboardError,
-  ) {
-    super(message, { cause: original });
   }
 }
 
