@@ -4,5 +4,7 @@ export * from "./cert-store.js";
 export { aesCbc, aesCmac, aesEcbEncrypt, macEqual } from "./cmac.js";
 export { ScpIntegrityError, ScpMalformedError } from "./errors.js";
 export * from "./handshake.js";
+export * from "./host.js";
 export { x963KdfSha256 } from "./kdf.js";
+export * from "./scp-trust.js";
 export * from "./secure-messaging.js";

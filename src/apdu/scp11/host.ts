@@ -1,0 +1,243 @@
+/**
+ * The host (station, agent) side of SCP11 as an APDU processor (chaining.ts `SmartCardProtocol.use`):
+ *
+ *   openScp11(protocol, options, selectApplication)
+ *     1. SELECT the issuer security domain (A000000151000000);
+ *     2. GET DATA BF21 for the certificate store of the SD key (KID/KVN; 13/01 on a YubiKey);
+ *     3. validate that chain to a configured SCP trust anchor (scp-trust.ts) → PK.SD;
+ *     4. select the application (PIV) — the last command sent without protection;
+ *     5. SCP11a: PERFORM SECURITY OPERATION with the OCE certificates (leaf last);
+ *     6. INTERNAL AUTHENTICATE (11b) / MUTUAL AUTHENTICATE (11a) with a fresh ephemeral key;
+ *        receipt verified → session keys;
+ *     7. puts ScpProcessor on top of the stack: from then on every command is wrapped before
+ *        command chaining, every answer reassembled (GET RESPONSE travels bare) then unwrapped.
+ *
+ * Fail-closed: a SELECT through the session, a transport failure (card reset or pulled), a card
+ * answer of 6982 (bad C-MAC, session lost) or any R-MAC/padding failure closes the channel for
+ * good and throws ScpIntegrityError (exit 15); nothing is ever re-sent in clear. A card that does
+ * not offer SCP11 at all (no SD, no such key, authenticate refused) is ScpUnavailableError (exit
+ * 11): the flows refuse it unless plaintext was explicitly allowed.
+ */
+import type { KeyObject } from "node:crypto";
+import { CardNotTrustedError, ExitCode } from "../../errors.js";
+import type { ApduProcessor, SmartCardProtocol } from "../chaining.js";
+import type { CommandApdu } from "../command.js";
+import { formatSw, type ResponseApdu } from "../response.js";
+import { encodeTlv } from "../tlv.js";
+import { decodeCertificateStore } from "./cert-store.js";
+import { ScpIntegrityError } from "./errors.js";
+import {
+  completeHostHandshake,
+  encodeAuthenticateData,
+  generateP256,
+  p256Point,
+  SCP11_KID,
+  type Scp11Session,
+  type Scp11Variant,
+} from "./handshake.js";
+import { type ScpTrust, validateScpChain } from "./scp-trust.js";
+import { ScpHostChannel } from "./secure-messaging.js";
+
+/** GlobalPlatform issuer security domain. */
+export const ISD_AID = Uint8Array.of(0xa0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00);
+export const INS_INTERNAL_AUTHENTICATE = 0x88;
+export const INS_MUTUAL_AUTHENTICATE = 0x82;
+export const INS_PERFORM_SECURITY_OPERATION = 0x2a;
+export const INS_GET_DATA = 0xca;
+const INS_SELECT = 0xa4;
+/** Key version of the YubiKey's factory SCP11b key. */
+export const DEFAULT_SCP11B_KVN = 0x01;
+/** KID under which the card keeps the OCE CA's key (GP Amendment F; YubiKey: 0x10). */
+export const DEFAULT_OCE_KID = 0x10;
+
+/** The card does not offer the secure channel (exit 11 unless plaintext is explicitly allowed). */
+export class ScpUnavailableError extends CardNotTrustedError {
+  override readonly code: string = "ERR_SCP_UNAVAILABLE";
+  override readonly exitCode: ExitCode = ExitCode.cardNotTrusted;
+}
+
+export interface OceCredentials {
+  /** The OCE certificate chain, leaf last (the leaf's key is `privateKey`). */
+  readonly certificates: readonly Uint8Array[];
+  /** SK.OCE. */
+  readonly privateKey: KeyObject;
+  /** Key reference of the OCE CA key on the card (default KID 0x10, KVN = the SD key's KVN). */
+  readonly kid?: number;
+  readonly kvn?: number;
+}
+
+export interface Scp11HostOptions {
+  /**
+   * "b": the card proves its SCP key; "a": also the host proves its OCE certificate; "c" as "a"
+   * with the SD's 11c key (GP Amendment F; offered for completeness, the flows use "a" or "b").
+   */
+  readonly variant: Scp11Variant;
+  /** SD key version (default 0x01) and id (default 0x13 for 11b, 0x11 for 11a). */
+  readonly kvn?: number;
+  readonly kid?: number;
+  /** SCP trust anchors for the card's certificate store. */
+  readonly trust: ScpTrust;
+  /** SCP11a only. */
+  readonly oce?: OceCredentials;
+  /** Known-answer tests only: pins the host's ephemeral key. */
+  readonly ephemeralKey?: KeyObject;
+}
+
+/** What an opened channel reports (for the audit log, status, receipts). */
+export interface ScpChannelInfo {
+  readonly protocol: "SCP11a" | "SCP11b" | "SCP11c";
+  readonly kid: number;
+  readonly kvn: number;
+  /** Subjects of the card's SCP chain, leaf first, anchor last. */
+  readonly chain: readonly string[];
+}
+
+/** The processor that wraps everything above command chaining once the channel is open. */
+export class ScpProcessor implements ApduProcessor {
+  constructor(
+    private readonly next: ApduProcessor,
+    readonly channel: ScpHostChannel,
+  ) {}
+
+  async process(command: CommandApdu): Promise<ResponseApdu> {
+    if (command.ins === INS_SELECT && (command.cla & 0x80) === 0) {
+      // A SELECT ends the card's session: refuse it rather than carry on in clear.
+      this.channel.close("SELECT inside the secure channel");
+      throw new ScpIntegrityError("secure channel: a SELECT would end the session; refused");
+    }
+    const wrapped = this.channel.wrap(command);
+    let response: ResponseApdu;
+    try {
+      response = await this.next.process(wrapped);
+    } catch (e) {
+      // Card pulled, reset, reader gone: the card's session is gone with it.
+      this.channel.close("the card connection failed");
+      throw e;
+    }
+    if (response.sw === 0x6982) {
+      this.channel.close("card refused a wrapped command (6982)");
+      throw new ScpIntegrityError(
+        "secure channel: the card refused a wrapped command (6982: bad MAC or session lost); nothing re-sent",
+      );
+    }
+    return this.channel.unwrap(response);
+  }
+}
+
+async function expectOk(
+  protocol: SmartCardProtocol,
+  command: CommandApdu,
+  what: string,
+): Promise<Uint8Array> {
+  const r = await protocol.transmit(command);
+  if (r.sw !== 0x9000) throw new ScpUnavailableError(`${what}: card answered ${formatSw(r.sw)}`);
+  return r.data;
+}
+
+/** Sends one OCE certificate with GP chaining (CLA 90 and P1 b8 on all blocks but the last). */
+async function performSecurityOperation(
+  protocol: SmartCardProtocol,
+  kvn: number,
+  kid: number,
+  cert: Uint8Array,
+): Promise<void> {
+  for (let o = 0; o < cert.length || o === 0; o += 255) {
+    const last = o + 255 >= cert.length;
+    await expectOk(
+      protocol,
+      {
+        cla: last ? 0x80 : 0x90,
+        ins: INS_PERFORM_SECURITY_OPERATION,
+        p1: kvn | (last ? 0 : 0x80),
+        p2: kid,
+        data: cert.subarray(o, o + 255),
+        ...(last ? { le: 256 } : {}),
+      },
+      "SCP11a: the card refused the OCE certificate",
+    );
+    if (last) break;
+  }
+}
+
+/** Reads the SD's certificate store for key KID/KVN (ISD must be selected). */
+export async function readCertificateStore(
+  protocol: SmartCardProtocol,
+  kid: number,
+  kvn: number,
+): Promise<Uint8Array[]> {
+  const query = encodeTlv(0xa6, encodeTlv(0x83, Uint8Array.of(kid, kvn)));
+  const store = await expectOk(
+    protocol,
+    { cla: 0x00, ins: INS_GET_DATA, p1: 0xbf, p2: 0x21, data: query, le: 256 },
+    `no SCP certificate store for key ${kid.toString(16)}/${kvn.toString(16)}`,
+  );
+  return decodeCertificateStore(store);
+}
+
+/**
+ * Opens SCP11 on `protocol` and installs the processor. `selectApplication` selects the target
+ * application (PIV) after the SD was read; it is the last plaintext command.
+ */
+export async function openScp11(
+  protocol: SmartCardProtocol,
+  options: Scp11HostOptions,
+  selectApplication: () => Promise<void>,
+): Promise<ScpChannelInfo & { session: Scp11Session }> {
+  const variant = options.variant;
+  const kid = options.kid ?? SCP11_KID[variant];
+  const kvn = options.kvn ?? DEFAULT_SCP11B_KVN;
+  if (variant !== "b" && !options.oce) throw new RangeError(`SCP11${variant} needs OCE credentials`);
+
+  const sd = await protocol.transmit({ cla: 0, ins: INS_SELECT, p1: 0x04, p2: 0x00, data: ISD_AID, le: 256 });
+  if (sd.sw !== 0x9000) {
+    throw new ScpUnavailableError(
+      `the card has no GlobalPlatform security domain (SELECT answered ${formatSw(sd.sw)}): no secure channel`,
+    );
+  }
+  const store = await readCertificateStore(protocol, kid, kvn);
+  const chain = await validateScpChain(store, options.trust);
+
+  await selectApplication();
+
+  if (variant !== "b") {
+    const oce = options.oce!;
+    const certs = oce.certificates;
+    for (let i = 0; i < certs.length; i++) {
+      const more = i < certs.length - 1;
+      await performSecurityOperation(
+        protocol,
+        oce.kvn ?? kvn,
+        (oce.kid ?? DEFAULT_OCE_KID) | (more ? 0x80 : 0),
+        certs[i]!,
+      );
+    }
+  }
+
+  const eSkOce = options.ephemeralKey ?? generateP256();
+  const authData = encodeAuthenticateData(variant, p256Point(eSkOce));
+  const ins = variant === "b" ? INS_INTERNAL_AUTHENTICATE : INS_MUTUAL_AUTHENTICATE;
+  const r = await protocol.transmit({
+    cla: 0x80,
+    ins,
+    p1: kvn,
+    p2: kid,
+    data: authData,
+    // As the reference hosts send it: yubikit no Le (11b), OpenSCP Le 00 (11a/c).
+    ...(variant === "b" ? {} : { le: 256 }),
+  });
+  if (r.sw !== 0x9000) {
+    throw new ScpUnavailableError(
+      `the card refused to open SCP11${variant} (authenticate answered ${formatSw(r.sw)})`,
+    );
+  }
+  const session = completeHostHandshake({
+    authData,
+    answer: r.data,
+    eSkOce,
+    ...(variant === "b" ? {} : { skOce: options.oce!.privateKey }),
+    pkSd: chain.pkSd,
+  });
+  const channel = new ScpHostChannel(session);
+  protocol.use((next) => new ScpProcessor(next, channel));
+  return { protocol: `SCP11${variant}`, kid, kvn, chain: chain.subjects, session };
+}
