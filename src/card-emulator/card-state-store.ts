@@ -30,6 +30,22 @@ const keySchema = z.object({
   origin: z.union([z.literal(1), z.literal(2)]),
 });
 
+/** An SD key for SCP11 (GP Amendment F): P-256 private key and its certificate store, leaf last. */
+const scpKeySchema = z.object({
+  kid: byte,
+  kvn: byte,
+  /** PKCS#8 DER, base64 */
+  pkcs8: base64,
+  /** DER certificates, base64, leaf last (what GET DATA BF21 returns) */
+  certificates: z.array(base64).min(1).max(6),
+});
+
+const scpSchema = z.object({
+  keys: z.array(scpKeySchema).max(4),
+  /** The OCE CA public key (SCP11a): SubjectPublicKeyInfo DER, base64, under KID/KVN */
+  oceCa: z.object({ kid: byte, kvn: byte, spki: base64 }).optional(),
+});
+
 const stateSchema = z.object({
   format: z.literal(CARD_STATE_FORMAT),
   version: z.literal(CARD_STATE_VERSION),
@@ -46,11 +62,15 @@ const stateSchema = z.object({
   keys: z.record(z.string().regex(/^[0-9A-F]{2}$/), keySchema),
   /** object contents (inside the 53 wrapper) by object id, upper-case hex ("5FC102"), base64 */
   objects: z.record(z.string().regex(/^[0-9A-F]{2,6}$/), base64),
+  /** The issuer security domain's SCP11 keys (absent: the card offers no secure channel) */
+  scp: scpSchema.optional(),
 });
 
 export type CardState = z.infer<typeof stateSchema>;
 export type CardKeyState = z.infer<typeof keySchema>;
 export type CardSecretState = z.infer<typeof secretSchema>;
+export type CardScpState = z.infer<typeof scpSchema>;
+export type CardScpKeyState = z.infer<typeof scpKeySchema>;
 
 /** Where the card keeps its state between power cycles and processes. */
 export interface CardStateStore {

@@ -23,6 +23,13 @@ export interface CardProfile {
   readonly maxChainedData: number;
   readonly pinTries: number;
   readonly pukTries: number;
+  /** Refuse VERIFY outside the SCP11 channel (6985), as YubiKey FIPS does over NFC. */
+  readonly requireSecureVerify?: boolean;
+  /**
+   * Answer SELECT of Yubico's OTP and management AIDs with 6A82 (as a card without those
+   * applications): ykman then scans for PIV instead of asking READ CONFIG (default: answer them).
+   */
+  readonly noYubicoApplets?: boolean;
 }
 
 function bytes(hex: string): Uint8Array {
@@ -60,13 +67,25 @@ export const YUBIKEY_5_PROFILE: CardProfile = {
   ...YUBIKEY_5_LIMITS,
 };
 
-/** YubiKey 5 with firmware 5.7.1: AES-192 default management key. */
+/**
+ * YubiKey 5 with firmware 5.7.1: AES-192 default management key, SCP11 (once the card's SD keys are
+ * provisioned); no OTP or management application (SELECT answers 6A82), so Yubico's tools scan
+ * for PIV.
+ */
 export const YUBIKEY_5_7_PROFILE: CardProfile = {
   name: "YubiKey 5 (5.7.1)",
   firmware: [5, 7, 1],
   atr: { contact: YUBIKEY_5_ATR_CONTACT, contactless: YUBIKEY_5_ATR_CONTACTLESS },
   defaultManagementKeyType: "aes192",
+  noYubicoApplets: true,
   ...YUBIKEY_5_LIMITS,
+};
+
+/** As YUBIKEY_5_7_PROFILE, refusing a plaintext VERIFY (YubiKey 5 FIPS over NFC). */
+export const YUBIKEY_5_7_FIPS_PROFILE: CardProfile = {
+  ...YUBIKEY_5_7_PROFILE,
+  name: "YubiKey 5 FIPS (5.7.1)",
+  requireSecureVerify: true,
 };
 
 export const DEFAULT_CARD_PROFILE = YUBIKEY_5_PROFILE;

@@ -25,6 +25,7 @@ import {
 } from "node:crypto";
 import { type DecodedCommandApdu, decodeCommandApdu } from "../apdu/command.js";
 import { encodeResponseApdu } from "../apdu/response.js";
+import { ISD_AID } from "../apdu/scp11/host.js";
 import { SW } from "../apdu/status-words.js";
 import { concatBytes, decodeTlv, decodeTlvs, encodeTlv, encodeTlvs, findTlv, type Tlv } from "../apdu/tlv.js";
 import { ECDSA_PROFILES, ecdsaRawToDer } from "../crypto/ecdsa.js";
@@ -62,6 +63,7 @@ import {
   CARD_STATE_FORMAT,
   CARD_STATE_VERSION,
   type CardKeyState,
+  type CardScpKeyState,
   type CardSecretState,
   type CardState,
   type CardStateStore,
@@ -69,6 +71,13 @@ import {
   MemoryCardStateStore,
 } from "./card-state-store.js";
 import { type CardProfile, DEFAULT_CARD_PROFILE } from "./profiles.js";
+import {
+  authenticate,
+  isdFci,
+  isdGetData,
+  performSecurityOperation,
+  type ScpVolatile,
+} from "./scp-applet.js";
 
 /** Sees every command before the card and may change, replace or drop the card's answer. */
 export type ApduInterceptor = (command: Uint8Array, card: (command: Uint8Array) => Uint8Array) => Uint8Array;
@@ -101,6 +110,15 @@ const DEFAULT_PUK = new TextEncoder().encode("12345678");
 
 const INS = PIV_INS;
 
+const INS_PERFORM_SECURITY_OPERATION = 0x2a;
+const INS_MUTUAL_AUTHENTICATE = 0x82;
+const INS_INTERNAL_AUTHENTICATE = 0x88;
+const INS_GET_DATA_GP = 0xca;
+/** CLA bit b3: secure messaging (84, 04). */
+const CLA_SM = 0x04;
+/** CLA bit b8: proprietary class (GlobalPlatform 80). */
+const CLA_PROPRIETARY = 0x80;
+
 /** Commands a chain (CLA 10) may carry (§7). */
 const CHAINABLE: ReadonlySet<number> = new Set([
   INS.putData,
@@ -111,6 +129,7 @@ const CHAINABLE: ReadonlySet<number> = new Set([
   INS.changeReference,
   INS.resetRetryCounter,
   INS.setManagementKey,
+  INS_PERFORM_SECURITY_OPERATION,
 ]);
 
 const REF_PIN = 0x80;
@@ -126,18 +145,20 @@ const sw = (code: number): Reply => ({ sw: code });
 const ok = (data?: Uint8Array): Reply => (data ? { data, sw: SW.ok } : { sw: SW.ok });
 
 interface VolatileState {
-  selected: "piv" | "otp" | "management" | undefined;
+  selected: "piv" | "otp" | "management" | "isd" | undefined;
   pinVerified: boolean;
   /** A PIN verified since the last use of a PIN-always key (SP 800-73-4 "PIN always"). */
   pinAlways: boolean;
   managementAuthenticated: boolean;
   managementChallenge?: { kind: "witness" | "challenge"; alg: number; value: Uint8Array };
-  chain?: { ins: number; p1: number; p2: number; parts: Uint8Array[]; length: number };
+  chain?: { cla: number; ins: number; p1: number; p2: number; parts: Uint8Array[]; length: number };
   pendingResponse?: Uint8Array;
+  /** SCP11 session and OCE chain of this power cycle. */
+  scp: ScpVolatile;
 }
 
 function freshVolatile(): VolatileState {
-  return { selected: "piv", pinVerified: false, pinAlways: false, managementAuthenticated: false };
+  return { selected: "piv", pinVerified: false, pinAlways: false, managementAuthenticated: false, scp: {} };
 }
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -382,7 +403,9 @@ export class VirtualPivCard implements ApduResponder {
 
   private processDecoded(cmd: DecodedCommandApdu): Uint8Array {
     const v = this.volatile;
-    if (cmd.cla !== 0x00 && cmd.cla !== 0x10) {
+    const chained = (cmd.cla & 0x10) !== 0;
+    const cla = cmd.cla & ~0x10;
+    if (cla !== 0x00 && cla !== CLA_SM && cla !== CLA_PROPRIETARY && cla !== (CLA_PROPRIETARY | CLA_SM)) {
       v.pendingResponse = undefined;
       return this.reply(sw(SW.claNotSupported), cmd);
     }
@@ -394,16 +417,20 @@ export class VirtualPivCard implements ApduResponder {
       return this.reply(sw(SW.wrongLength), cmd);
     }
 
+    // GP chaining of PERFORM SECURITY OPERATION also sets b8 of P1 on all blocks but the last.
+    const p1 = cla === CLA_PROPRIETARY && cmd.ins === INS_PERFORM_SECURITY_OPERATION ? cmd.p1 & 0x7f : cmd.p1;
+
     // Command chaining (ISO/IEC 7816-4 §5.1.1.1): collect, answer 9000 until the last block.
     let data = cmd.data;
-    if (cmd.cla === 0x10) {
+    let extended = cmd.extended;
+    if (chained) {
       if (!CHAINABLE.has(cmd.ins)) {
         v.chain = undefined;
         return this.reply(sw(SW.chainingNotSupported), cmd);
       }
       const c = v.chain;
-      if (!c || c.ins !== cmd.ins || c.p1 !== cmd.p1 || c.p2 !== cmd.p2) {
-        v.chain = { ins: cmd.ins, p1: cmd.p1, p2: cmd.p2, parts: [data], length: data.length };
+      if (!c || c.cla !== cla || c.ins !== cmd.ins || c.p1 !== p1 || c.p2 !== cmd.p2) {
+        v.chain = { cla, ins: cmd.ins, p1, p2: cmd.p2, parts: [data], length: data.length };
       } else {
         c.parts.push(data);
         c.length += data.length;
@@ -418,18 +445,84 @@ export class VirtualPivCard implements ApduResponder {
       const c = v.chain;
       v.chain = undefined;
       // Another command mid-chain aborts the chain (§7).
-      if (c.ins === cmd.ins && c.p1 === cmd.p1 && c.p2 === cmd.p2) {
+      if (c.cla === cla && c.ins === cmd.ins && c.p1 === p1 && c.p2 === cmd.p2) {
         if (c.length + data.length > this.profile.maxChainedData)
           return this.reply(sw(SW.notEnoughMemory), cmd);
         data = concatBytes(...c.parts, data);
+        extended = false; // a reassembled command's Lc′ counts in the form its length needs
       }
+    }
+
+    // SCP11: inside a session only wrapped commands (and a plain SELECT, which ends it) pass.
+    const session = v.scp.session;
+    let wrapped = false;
+    if ((cla & CLA_SM) !== 0) {
+      if (!session) return this.reply(sw(SW.securityStatusNotSatisfied), cmd);
+      try {
+        data = session.unwrapCommand({ cla, ins: cmd.ins, p1: cmd.p1, p2: cmd.p2, data, extended });
+      } catch {
+        // Bad MAC, replay, reorder, bad padding: the session is dropped with its security state.
+        this.endScpSession();
+        return this.reply(sw(SW.securityStatusNotSatisfied), cmd);
+      }
+      wrapped = true;
+    } else if (session) {
+      this.endScpSession();
+      if (cmd.ins !== INS.select) return this.reply(sw(SW.securityStatusNotSatisfied), cmd);
     }
 
     // A pending management-key challenge survives only the next GENERAL AUTHENTICATE on 9B.
     if (!(cmd.ins === INS.generalAuthenticate && cmd.p2 === REF_MANAGEMENT))
       v.managementChallenge = undefined;
 
-    return this.reply(this.dispatch({ ...cmd, data }), cmd);
+    const inner = { ...cmd, cla: cla & ~CLA_SM, p1: cmd.p1, data, extended };
+    const r = this.dispatch(inner, wrapped);
+    if (wrapped && v.scp.session) {
+      if (cmd.ins === INS.select) {
+        this.endScpSession();
+        return this.reply(r, cmd);
+      }
+      return this.reply(
+        { data: v.scp.session.wrapResponse(r.data ?? new Uint8Array(0), r.sw), sw: r.sw },
+        cmd,
+      );
+    }
+    return this.reply(r, cmd);
+  }
+
+  /** Ends the SCP11 session and, with it, everything verified inside it. */
+  private endScpSession(): void {
+    this.volatile.scp = {};
+    this.clearSecurityState();
+  }
+
+  /**
+   * Installs (or replaces) an SD key for SCP11 with its certificate store, leaf last: what a card
+   * vendor does at manufacture (scp-provision.ts). Persisted with the card state.
+   */
+  installScpKey(key: CardScpKeyState): void {
+    const scp = this.state.scp ?? { keys: [] };
+    scp.keys = [...scp.keys.filter((k) => k.kid !== key.kid), structuredClone(key)];
+    this.state.scp = scp;
+    this.save();
+  }
+
+  /** Installs the OCE CA public key (SCP11a): the owner's token CA, as SPKI DER. */
+  installOceCa(kid: number, kvn: number, spki: Uint8Array): void {
+    const scp = this.state.scp ?? { keys: [] };
+    scp.oceCa = { kid, kvn, spki: b64(spki) };
+    this.state.scp = scp;
+    this.save();
+  }
+
+  /** Key references of the SD keys this card holds (KID, KVN). */
+  get scpKeys(): readonly { kid: number; kvn: number }[] {
+    return (this.state.scp?.keys ?? []).map((k) => ({ kid: k.kid, kvn: k.kvn }));
+  }
+
+  /** True while an SCP11 session is open (tests). */
+  get scpSessionOpen(): boolean {
+    return this.volatile.scp.session !== undefined;
   }
 
   /** Sends at most 256 bytes (or Ne of an extended command) and keeps the rest for GET RESPONSE. */
@@ -458,11 +551,33 @@ export class VirtualPivCard implements ApduResponder {
     return encodeResponseApdu(chunk, 0x6100 | (Math.min(rest.length, 256) % 256));
   }
 
-  private dispatch(cmd: DecodedCommandApdu): Reply {
+  private dispatch(cmd: DecodedCommandApdu, wrapped: boolean): Reply {
     if (cmd.ins === INS.select) return this.select(cmd);
-    switch (this.volatile.selected) {
+    const v = this.volatile;
+    switch (v.selected) {
       case "piv":
+        if (cmd.cla === CLA_PROPRIETARY) {
+          const scp = this.state.scp;
+          switch (cmd.ins) {
+            case INS_PERFORM_SECURITY_OPERATION:
+              return performSecurityOperation(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
+            case INS_INTERNAL_AUTHENTICATE:
+            case INS_MUTUAL_AUTHENTICATE:
+              if (wrapped) return sw(SW.conditionsNotSatisfied);
+              this.clearSecurityState();
+              return authenticate(scp, v.scp, cmd.ins === INS_MUTUAL_AUTHENTICATE, cmd.p1, cmd.p2, cmd.data);
+            default:
+              // Only the GlobalPlatform commands above use the proprietary class in PIV.
+              return sw(SW.claNotSupported);
+          }
+        }
+        if (cmd.ins === INS.verify && this.profile.requireSecureVerify && !wrapped) {
+          return sw(SW.conditionsNotSatisfied);
+        }
         return this.dispatchPiv(cmd);
+      case "isd":
+        if (cmd.ins === INS_GET_DATA_GP) return isdGetData(this.state.scp, cmd.p1, cmd.p2, cmd.data);
+        return sw(SW.insNotSupported);
       case "otp":
         // YubiKey OTP application: only the serial request yubico-piv-tool uses (§1).
         if (cmd.ins === INS.otpApiRequest && cmd.p1 === 0x10) {
@@ -527,10 +642,12 @@ export class VirtualPivCard implements ApduResponder {
   private select(cmd: DecodedCommandApdu): Reply {
     if (cmd.p1 !== 0x04) return sw(SW.incorrectP1P2);
     const aid = cmd.data;
-    let target: "piv" | "otp" | "management" | undefined;
+    let target: "piv" | "otp" | "management" | "isd" | undefined;
+    const yubico = !this.profile.noYubicoApplets;
     if (isAidPrefix(aid, PIV_AID, 5)) target = "piv";
-    else if (isAidPrefix(aid, YUBICO_OTP_AID, 7)) target = "otp";
-    else if (isAidPrefix(aid, YUBICO_MANAGEMENT_AID, 8)) target = "management";
+    else if (yubico && isAidPrefix(aid, YUBICO_OTP_AID, 7)) target = "otp";
+    else if (yubico && isAidPrefix(aid, YUBICO_MANAGEMENT_AID, 8)) target = "management";
+    else if (this.state.scp && isAidPrefix(aid, ISD_AID, 8)) target = "isd";
     // Unknown AID: 6A82, the current application stays selected with its state (§1, §8).
     if (!target) return sw(SW.fileNotFound);
     if (cmd.p2 !== 0x00 && cmd.p2 !== 0x0c) return sw(SW.incorrectP1P2);
@@ -547,6 +664,8 @@ export class VirtualPivCard implements ApduResponder {
         return ok(Uint8Array.of(major, minor, patch, 0x01, 0x00, 0x00));
       case "management":
         return ok(new TextEncoder().encode(`Virtual PIV card - FW version ${major}.${minor}.${patch}`));
+      case "isd":
+        return ok(isdFci(ISD_AID));
     }
   }
 

@@ -13,6 +13,7 @@ import { createPublicKey, randomBytes } from "node:crypto";
 import { SmartCardProtocol, type SmartCardProtocolOptions, YUBIKEY_MAX_APDU_SIZE } from "../apdu/chaining.js";
 import { SHORT_MAX_LE } from "../apdu/command.js";
 import { BadResponseError } from "../apdu/response.js";
+import { openScp11, type Scp11HostOptions, type ScpChannelInfo } from "../apdu/scp11/host.js";
 import {
   ApduError,
   InsNotSupportedError,
@@ -121,6 +122,11 @@ export interface PivSessionOptions extends SmartCardProtocolOptions {
    * YubiKey) and firmware ≥ 4. Default true.
    */
   readonly extendedApdus?: boolean;
+  /**
+   * Open an SCP11 secure channel first (ISD, certificate store, SELECT PIV, authenticate): every
+   * command of the session is then wrapped (src/apdu/scp11/host.ts).
+   */
+  readonly scp?: Scp11HostOptions;
 }
 
 export interface SetManagementKeyOptions {
@@ -170,6 +176,8 @@ export class PivSession {
   /** Firmware version from `00 FD`, when the card answers it (YubiKeys do). */
   version: FirmwareVersion | undefined;
   private managementKeyTypeCache: ManagementKeyType | undefined;
+  /** The secure channel the session runs in; undefined for a plaintext session. */
+  secureChannel: ScpChannelInfo | undefined;
 
   constructor(readonly protocol: SmartCardProtocol) {}
 
@@ -179,7 +187,14 @@ export class PivSession {
    */
   static async open(transport: CardTransport, options: PivSessionOptions = {}): Promise<PivSession> {
     const session = new PivSession(new SmartCardProtocol(transport, options));
-    await session.select();
+    if (options.scp) {
+      const { session: _keys, ...info } = await openScp11(session.protocol, options.scp, () =>
+        session.select(),
+      );
+      session.secureChannel = info;
+    } else {
+      await session.select();
+    }
     try {
       session.version = await session.getVersion();
     } catch (e) {

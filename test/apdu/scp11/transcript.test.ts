@@ -111,13 +111,13 @@ describe.each([
       return f;
     });
     const { protocol } = await open(t);
-    await expect(protocol.transmit({ cla: 0x80, ins: 0xf2, p1: 0x20, p2: 0, data: h("4F00") })).rejects.toThrow(
-      ScpIntegrityError,
-    );
+    await expect(
+      protocol.transmit({ cla: 0x80, ins: 0xf2, p1: 0x20, p2: 0, data: h("4F00") }),
+    ).rejects.toThrow(ScpIntegrityError);
     const n = t.sent.length;
-    await expect(protocol.transmit({ cla: 0x80, ins: 0xf2, p1: 0x20, p2: 0, data: h("4F00") })).rejects.toThrow(
-      ScpIntegrityError,
-    );
+    await expect(
+      protocol.transmit({ cla: 0x80, ins: 0xf2, p1: 0x20, p2: 0, data: h("4F00") }),
+    ).rejects.toThrow(ScpIntegrityError);
     expect(t.sent.length).toBe(n);
   });
 
