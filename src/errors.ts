@@ -37,6 +37,7 @@ export type OnboardErrorCode =
   | "ERR_USAGE"
   | "ERR_NO_CARD"
   | "ERR_CARD_NOT_TRUSTED"
+  | "ERR_SCP_UNAVAILABLE"
   | "ERR_CARD_REVOKED"
   | "ERR_WRONG_PIN"
   | "ERR_PIN_BLOCKED"
@@ -90,7 +91,7 @@ export class NoCardError extends OnboardError {
 
 /** The card or a certificate in its chain is not trusted (exit 11). */
 export class CardNotTrustedError extends OnboardError {
-  readonly code: "ERR_CARD_NOT_TRUSTED" = "ERR_CARD_NOT_TRUSTED";
+  readonly code: "ERR_CARD_NOT_TRUSTED" | "ERR_SCP_UNAVAILABLE" = "ERR_CARD_NOT_TRUSTED";
   readonly exitCode: ExitCode = ExitCode.cardNotTrusted;
 }
 
@@ -556,6 +557,14 @@ export class ScpIntegrityError extends IntegrityError {
 /** Handshake bytes (authenticate data or answer, certificate store) that do not parse (exit 15). */
 export class ScpMalformedError extends MalformedError {
   override readonly code = "ERR_SCP_MALFORMED";
+}
+
+/**
+ * The card does not offer the secure channel (no security domain, no such SCP key, authenticate
+ * refused): exit 11, refused unless plaintext was explicitly allowed.
+ */
+export class ScpUnavailableError extends CardNotTrustedError {
+  override readonly code = "ERR_SCP_UNAVAILABLE";
 }
 
 // ---- simulation (src/sim) -----------------------------------------------------------------------

@@ -19,7 +19,7 @@
  * 11): the flows refuse it unless plaintext was explicitly allowed.
  */
 import type { KeyObject } from "node:crypto";
-import { CardNotTrustedError, ExitCode } from "../../errors.js";
+import { ScpUnavailableError } from "../../errors.js";
 import type { ApduProcessor, SmartCardProtocol } from "../chaining.js";
 import type { CommandApdu } from "../command.js";
 import { formatSw, type ResponseApdu } from "../response.js";
@@ -50,11 +50,7 @@ export const DEFAULT_SCP11B_KVN = 0x01;
 /** KID under which the card keeps the OCE CA's key (GP Amendment F; YubiKey: 0x10). */
 export const DEFAULT_OCE_KID = 0x10;
 
-/** The card does not offer the secure channel (exit 11 unless plaintext is explicitly allowed). */
-export class ScpUnavailableError extends CardNotTrustedError {
-  override readonly code: string = "ERR_SCP_UNAVAILABLE";
-  override readonly exitCode: ExitCode = ExitCode.cardNotTrusted;
-}
+export { ScpUnavailableError };
 
 export interface OceCredentials {
   /** The OCE certificate chain, leaf last (the leaf's key is `privateKey`). */
