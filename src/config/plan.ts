@@ -20,6 +20,15 @@ import YAML, { isMap, isScalar, isSeq } from "yaml";
 import * as z from "zod";
 import { PlanInvalidError, type PlanProblem, UsageError } from "../errors.js";
 import { planCsvToDraft } from "./plan-csv.js";
+import {
+  bytesLimitMessage,
+  csvLineCount,
+  firstDuplicateJsonKey,
+  hsmsLimitMessage,
+  jsonValueBound,
+  PLAN_LIMITS,
+  yamlWithinTokenLimit,
+} from "./plan-limits.js";
 import type { NetworkPlan } from "./plan-model.js";
 import type { PlanOptions } from "./validate-plan.js";
 import {
@@ -51,8 +60,8 @@ export interface PlanCheck {
   readonly problems: readonly PlanProblem[];
 }
 
-/** Largest plan file read: a 10,000-HSM YAML plan with two interfaces each is about 4 MiB. */
-export const MAX_PLAN_BYTES = 64 * 1024 * 1024;
+/** Largest plan file read (plan-limits.ts says why): a 20,000-HSM YAML plan is about 4.5 MB. */
+export const MAX_PLAN_BYTES = PLAN_LIMITS.bytes;
 
 // ---------------------------------------------------------------------------------------------
 // Entry points
@@ -77,11 +86,21 @@ export function checkPlan(
   if (format !== "auto" && !PLAN_FORMATS.includes(format)) {
     throw new UsageError(`unknown plan format ${quote(String(format))} (use yaml, json or csv)`);
   }
+  const size = typeof input === "string" ? input.length : input.length;
+  if (size > PLAN_LIMITS.bytes) {
+    const problems = new ProblemList();
+    problems.addRaw(PLAN_ENTRY, "", 0, bytesLimitMessage(size));
+    return { format: format === "auto" ? "yaml" : format, problems: problems.sorted() };
+  }
   const text = typeof input === "string" ? stripBom(input) : decodePlanBytes(input);
   const resolved = format === "auto" ? sniffPlanFormat(text ?? "") : format;
   const problems = new ProblemList();
   if (text === undefined) {
     problems.addRaw(PLAN_ENTRY, "", 0, "is not UTF-8 text");
+    return { format: resolved, problems: problems.sorted() };
+  }
+  if (resolved === "csv" && csvLineCount(text, PLAN_LIMITS.hsms + 1) > PLAN_LIMITS.hsms + 1) {
+    problems.addRaw(PLAN_ENTRY, "", 0, hsmsLimitMessage());
     return { format: resolved, problems: problems.sorted() };
   }
   const draft =
@@ -113,7 +132,7 @@ export async function readPlanFile(path: string, shownAs = path): Promise<Uint8A
     handle = await open(path, "r");
     const info = await handle.stat();
     if (info.isDirectory()) throw new UsageError(`cannot read plan ${shownAs}: it is a directory`);
-    if (info.size > MAX_PLAN_BYTES) throw tooLarge(shownAs);
+    if (info.size > MAX_PLAN_BYTES) throw tooLarge(shownAs, info.size);
     // Read to the end rather than trusting `size`, so pipes (`<(...)`, /dev/stdin) work too.
     const chunks: Uint8Array[] = [];
     let total = 0;
@@ -127,15 +146,16 @@ export async function readPlanFile(path: string, shownAs = path): Promise<Uint8A
     }
     return Buffer.concat(chunks, total);
   } catch (error) {
-    if (error instanceof UsageError) throw error;
+    if (error instanceof UsageError || error instanceof PlanInvalidError) throw error;
     throw new UsageError(`cannot read plan ${shownAs}: ${describeFsError(error)}`, { cause: error });
   } finally {
     await handle?.close().catch(() => undefined);
   }
 }
 
-function tooLarge(path: string): UsageError {
-  return new UsageError(`cannot read plan ${path}: larger than ${MAX_PLAN_BYTES / 1024 / 1024} MiB`);
+/** Refused before reading further: exit 23, with the limit in the message. */
+function tooLarge(path: string, size?: number): PlanInvalidError {
+  return new PlanInvalidError([{ entry: `plan ${path}`, field: "", message: bytesLimitMessage(size) }]);
 }
 
 function describeFsError(error: unknown): string {
@@ -288,8 +308,29 @@ function readDocument(
 }
 
 function readJson(text: string, problems: ProblemList): RawDocument | undefined {
+  if (jsonValueBound(text) > PLAN_LIMITS.jsonValues) {
+    problems.addRaw(
+      PLAN_ENTRY,
+      "",
+      0,
+      `holds more than ${PLAN_LIMITS.jsonValues.toLocaleString("en-US")} JSON values, the limit for a plan (${PLAN_LIMITS.hsms.toLocaleString("en-US")} HSMs need far fewer)`,
+    );
+    return undefined;
+  }
   try {
-    return { data: JSON.parse(text), serialSource: () => undefined };
+    const data: unknown = JSON.parse(text);
+    // JSON.parse keeps the last of duplicate keys; YAML refuses them, and so does a JSON plan.
+    const duplicate = firstDuplicateJsonKey(text);
+    if (duplicate) {
+      problems.addRaw(
+        PLAN_ENTRY,
+        "",
+        0,
+        `not valid JSON: key ${quote(duplicate.key)} appears twice in ${duplicate.path}`,
+      );
+      return undefined;
+    }
+    return { data, serialSource: () => undefined };
   } catch (error) {
     const raw = error instanceof Error ? error.message : String(error);
     // V8 quotes the input back (`, "..." is not valid JSON`); keep only the reason and the position.
@@ -329,6 +370,15 @@ function lineAndColumn(text: string, offset: number): string {
 }
 
 function readYaml(text: string, problems: ProblemList): RawDocument | undefined {
+  if (!yamlWithinTokenLimit(text)) {
+    problems.addRaw(
+      PLAN_ENTRY,
+      "",
+      0,
+      `holds more than ${PLAN_LIMITS.yamlTokens.toLocaleString("en-US")} YAML tokens, the limit for a plan (${PLAN_LIMITS.hsms.toLocaleString("en-US")} HSMs need fewer)`,
+    );
+    return undefined;
+  }
   try {
     const doc = YAML.parseDocument(text, { uniqueKeys: true });
     const error = doc.errors[0];
@@ -401,7 +451,7 @@ function planLocation(): Location<"owner" | "hsms" | "subnets"> {
 
 function subnetLocation(index: number, name: unknown, nameCount: Map<string, number>): Location<SubnetKey> {
   const usable =
-    typeof name === "string" && name.trim() !== "" && nameCount.get(name) === 1 && !/[\]\s]/.test(name);
+    typeof name === "string" && name.trim() !== "" && nameCount.get(name) === 1 && !/[\]\s\u0000-\u001f\u007f]/.test(name);
   return {
     entry: usable ? `subnets[${name}]` : `subnets[${index}]`,
     order: SUBNETS_ORDER + index,
@@ -439,6 +489,10 @@ function documentToDraft(
     }
   }
 
+  if (Array.isArray(doc.hsms) && doc.hsms.length > PLAN_LIMITS.hsms) {
+    problems.addRaw(PLAN_ENTRY, "hsms", PLAN_LIST_ORDER, hsmsLimitMessage(doc.hsms.length));
+    return undefined;
+  }
   const owner = readOwner(doc.owner, options, planAt, problems);
   const rawSubnets = readList(doc.subnets, "subnets", planAt, problems);
   const rawHsms = readList(doc.hsms, "hsms", planAt, problems);

@@ -10,12 +10,14 @@ import {
   readPlanFile,
   summarizePlan,
 } from "../../../config/plan.js";
-import { ExitCode, formatPlanProblem, UsageError } from "../../../errors.js";
+import { bytesLimitMessage } from "../../../config/plan-limits.js";
+import { ExitCode, formatPlanProblem, PlanInvalidError } from "../../../errors.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 
 const EXAMPLES = `
 The format comes from the file name (.yaml, .yml, .json, .csv), else from the content.
-Exit status: 0 valid, 23 invalid (every problem listed, one per line), 2 unreadable file.
+Exit status: 0 valid, 23 invalid (every problem listed, one per line; also a plan past the size
+limits: 16 MiB, 20,000 HSMs), 2 unreadable file.
 
 Examples:
   $ hsm-onboard plan check examples/rack-4.yaml
@@ -89,9 +91,9 @@ async function readStdin(stdin: Readable): Promise<Uint8Array> {
     const buffer = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer);
     total += buffer.length;
     if (total > MAX_PLAN_BYTES) {
-      throw new UsageError(
-        `cannot read plan from standard input: larger than ${MAX_PLAN_BYTES / 1024 / 1024} MiB`,
-      );
+      throw new PlanInvalidError([
+        { entry: "plan (standard input)", field: "", message: bytesLimitMessage() },
+      ]);
     }
     chunks.push(buffer);
   }
