@@ -289,7 +289,13 @@ export function subnetRole(network: IpNetwork, address: IpAddress): SubnetRole |
 // Classification
 
 /** Special-purpose ranges (RFC 6890 registry) that can never be a host's own address. */
-export type AddressClass = "unspecified" | "loopback" | "link-local" | "multicast" | "limited-broadcast";
+export type AddressClass =
+  | "unspecified"
+  | "loopback"
+  | "link-local"
+  | "multicast"
+  | "limited-broadcast"
+  | "ipv4-mapped";
 
 interface SpecialRange {
   readonly cls: AddressClass;
@@ -312,7 +318,18 @@ const SPECIAL_RANGES: readonly SpecialRange[] = [
   special("loopback", "::1/128"), // RFC 4291 §2.5.3
   special("link-local", "fe80::/10"), // RFC 4291 §2.5.6
   special("multicast", "ff00::/8"), // RFC 4291 §2.7
+  // An IPv4 address written as IPv6 (RFC 4291 §2.5.5.2): never configured on an interface, and it
+  // would escape the duplicate check against the same address written as IPv4 (issue 10 finding 5).
+  special("ipv4-mapped", "::ffff:0:0/96"),
 ];
+
+/** The special range an IPv6 network overlaps (e.g. an IPv4-mapped ipv6_cidr), or undefined. */
+export function specialRangeOverlapping(network: IpNetwork): SpecialAddress | undefined {
+  for (const r of network.address.version === 4 ? SPECIAL_V4 : SPECIAL_V6) {
+    if (networksOverlap(r.network, network)) return { cls: r.cls, range: r.network.text };
+  }
+  return undefined;
+}
 
 const SPECIAL_V4 = SPECIAL_RANGES.filter((r) => r.network.address.version === 4);
 const SPECIAL_V6 = SPECIAL_RANGES.filter((r) => r.network.address.version === 6);

@@ -34,6 +34,7 @@ import {
   parseIpv6,
   parseIpv6Cidr,
   type SubnetRole,
+  specialRangeOverlapping,
   subnetRole,
 } from "./ip.js";
 import type { HsmEntry, HsmInterface, NetworkPlan, Subnet } from "./plan-model.js";
@@ -161,6 +162,7 @@ const CLASS_TEXT = {
   "link-local": "a link-local",
   multicast: "a multicast",
   "limited-broadcast": "the limited broadcast",
+  "ipv4-mapped": "an IPv4-mapped IPv6",
 } as const;
 
 const ROLE_TEXT: Record<SubnetRole, string> = {
@@ -169,8 +171,12 @@ const ROLE_TEXT: Record<SubnetRole, string> = {
   "subnet-router-anycast": "the subnet-router anycast address (the IPv6 network address)",
 };
 
-export type AddressUse = "host" | "gateway";
-const USE_TEXT: Record<AddressUse, string> = { host: "a host address", gateway: "a gateway" };
+export type AddressUse = "host" | "gateway" | "server";
+const USE_TEXT: Record<AddressUse, string> = {
+  host: "a host address",
+  gateway: "a gateway",
+  server: "a DNS or NTP server",
+};
 
 export const planMessages = {
   required: () => "is required",
@@ -205,7 +211,9 @@ export const planMessages = {
   noInterfaceForm: () => "needs interfaces (or the shorthand: subnet with ipv4 and/or ipv6)",
   interfacesAndShorthand: () => "give either interfaces or the shorthand subnet/ipv4/ipv6, not both",
   invalidInterfaceName: (name: string) =>
-    `invalid interface name ${quote(name)}: use 1-15 letters, digits, '.', '-' or '_', starting with a letter or digit`,
+    name === LOOPBACK_INTERFACE
+      ? `invalid interface name ${quote(name)}: the loopback device never carries the HSM's network addresses`
+      : `invalid interface name ${quote(name)}: use 1-15 letters, digits, '.', '-' or '_', starting with a letter or digit`,
   duplicateInterfaceName: (name: string, first: string) =>
     `duplicate interface name ${quote(name)} on this HSM: also ${first}`,
   noAddress: () => "has neither an IPv4 nor an IPv6 address",
@@ -221,6 +229,8 @@ export const planMessages = {
       : `${quote(text)} is not an IPv${version} address`;
   },
   notAnIpAddress: (text: string) => `${quote(text)} is not an IP address`,
+  mappedNetwork: (network: string, range: string) =>
+    `${network} overlaps the IPv4-mapped IPv6 range ${range}: give the IPv4 network in cidr instead`,
   specialAddress: (address: string, cls: keyof typeof CLASS_TEXT, range: string, use: AddressUse) =>
     `${address} is ${CLASS_TEXT[cls]} address (${range}) and cannot be ${USE_TEXT[use]}`,
   reservedInSubnet: (address: string, role: SubnetRole, network: string, use: AddressUse) =>
@@ -261,6 +271,8 @@ export const MTU_MAX = 9216;
 const SERIAL = /^[\x21-\x7e]{1,32}$/;
 const HOSTNAME_LABEL_CHARS = /^[A-Za-z0-9-]+$/;
 const INTERFACE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$/;
+/** The loopback device: an address planned on it would never reach the network. */
+export const LOOPBACK_INTERFACE = "lo";
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export function isValidSerial(serial: string): boolean {
@@ -284,7 +296,7 @@ export function hostnameFault(hostname: string): string | undefined {
 }
 
 export function isValidInterfaceName(name: string): boolean {
-  return INTERFACE_NAME.test(name);
+  return INTERFACE_NAME.test(name) && name !== LOOPBACK_INTERFACE;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,6 +340,10 @@ function checkSubnets(drafts: readonly DraftSubnet[], problems: ProblemList): Ma
     const checked = checkSubnet(d, index, problems);
     if (d.name.trim().length === 0) {
       problems.add(at, "name", planMessages.empty());
+      return;
+    }
+    if (CONTROL.test(d.name)) {
+      problems.add(at, "name", planMessages.controlCharacters());
       return;
     }
     const first = byName.get(d.name);
@@ -432,6 +448,13 @@ function checkNetwork<A extends IpAddress>(
     problems.add(at, key, planMessages.hostBitsSet(text, parsed.network.text));
     return undefined;
   }
+  if (version === 6) {
+    const special = specialRangeOverlapping(parsed.network);
+    if (special?.cls === "ipv4-mapped") {
+      problems.add(at, key, planMessages.mappedNetwork(parsed.network.text, special.range));
+      return undefined;
+    }
+  }
   return parsed.network;
 }
 
@@ -465,8 +488,11 @@ function checkServerList(
   const out: string[] = [];
   list.forEach((text, i) => {
     const a = parseIp(text);
-    if (a) out.push(a.text);
-    else problems.add(at, key, planMessages.notAnIpAddress(text), i);
+    const special = a && classifyAddress(a);
+    if (!a) problems.add(at, key, planMessages.notAnIpAddress(text), i);
+    else if (special?.cls === "ipv4-mapped")
+      problems.add(at, key, planMessages.specialAddress(a.text, special.cls, special.range, "server"), i);
+    else out.push(a.text);
   });
   return out;
 }

@@ -57,6 +57,17 @@ describe("host network configuration of a shard entry", () => {
     expect(config.links.map((l) => l.device)).toEqual(["ens3.120", "ens4.130"]);
   });
 
+  test("never the loopback device: a plan interface lo, or --iface mapping one onto lo, is refused (issue 10)", async () => {
+    await expect(roomConfig("1500001", { eth0: "lo" })).rejects.toThrow(
+      new NetworkApplyError("interface eth0: refusing the loopback device lo"),
+    );
+    const plan = await examplePlan("rack-4.yaml");
+    const hsm = { ...plan.hsms[0]!, interfaces: [{ ...plan.hsms[0]!.interfaces[0]!, name: "lo" }] };
+    expect(() => hostNetworkConfig({ hsm, subnets: plan.subnets }, {})).toThrow(
+      /refusing the loopback device lo/,
+    );
+  });
+
   test("the desired state raises a parent's MTU for a jumbo VLAN and removes VLANs the plan lacks", async () => {
     const config = await roomConfig();
     const current: NetSnapshot = {

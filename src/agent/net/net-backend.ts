@@ -88,6 +88,9 @@ export function hostNetworkConfig(config: HsmConfig, map: InterfaceMap = {}): Ho
     if (!IFNAME.test(physical) || device.length > MAX_IFNAME) {
       throw new NetworkApplyError(`interface ${itf.name}: device name ${device} is not a valid Linux name`);
     }
+    // Never the loopback device (issue 10 finding 5): addresses there would never reach the LAN.
+    if (physical === "lo")
+      throw new NetworkApplyError(`interface ${itf.name}: refusing the loopback device lo`);
     if (devices.has(device)) throw new NetworkApplyError(`two planned interfaces on device ${device}`);
     devices.add(device);
     for (const s of subnet.dns) dns.add(s);
