@@ -1,10 +1,10 @@
 /**
  * Where `agent run` gets its cards: openCard (src/secure-element/open-card.ts) — PC/SC by insertion
- * event, a card already in a reader counting at once (an HSM racked with the card inserted), or an
- * in-process virtual card state file for the demo and the CLI tests (VIRTUAL_CARD_ENV). Between two
+ * event, a card already in a reader counting at once (an HSM racked with the card inserted) — or the
+ * opener the caller injects (an in-process virtual card for the demo and the CLI tests). Between two
  * cards the agent waits for the previous card to be taken out, again by event.
  */
-import { type OpenedCard, openCard } from "../secure-element/open-card.js";
+import { type CardOpener, type OpenedCard, openCard } from "../secure-element/open-card.js";
 import type { SecureElement } from "../secure-element/secure-element.js";
 
 export interface CardWaitOptions {
@@ -25,8 +25,8 @@ export interface CardSource {
 export interface CardSourceOptions {
   /** Substring of the reader name (PC/SC). */
   readonly reader?: string;
-  /** A virtual card state file, opened in-process instead of PC/SC. */
-  readonly virtualCardState?: string;
+  /** Opens the card instead of PC/SC (an in-process virtual card); PC/SC when absent. */
+  readonly openCard?: CardOpener;
   /** Called when no card is present and the wait begins. */
   readonly onPrompt?: () => void;
 }
@@ -34,17 +34,19 @@ export interface CardSourceOptions {
 export function cardSource(options: CardSourceOptions): CardSource {
   let current: OpenedCard | undefined;
   let lastReader: string | undefined;
+  let lastInProcess = false;
+  const open = options.openCard ?? openCard;
   return {
     async nextCard({ timeoutMs, signal }) {
       lastReader = undefined;
-      current = await openCard({
+      current = await open({
         timeoutMs,
         ...(options.reader !== undefined ? { reader: options.reader } : {}),
-        ...(options.virtualCardState !== undefined ? { virtualCardState: options.virtualCardState } : {}),
         ...(signal ? { signal } : {}),
         ...(options.onPrompt ? { onPrompt: options.onPrompt } : {}),
       });
       lastReader = current.readerName;
+      lastInProcess = current.inProcess;
       return current.element;
     },
     async release() {
@@ -53,7 +55,7 @@ export function cardSource(options: CardSourceOptions): CardSource {
       await card?.dispose();
     },
     async waitForRemoval({ signal }) {
-      if (options.virtualCardState !== undefined) {
+      if (lastInProcess) {
         // An in-process card is never pulled: the wait lasts until the agent is stopped. Nothing else
         // keeps the event loop alive meanwhile, so a timer does (or Node would exit mid-wait).
         await new Promise<void>((resolve) => {

@@ -1,4 +1,5 @@
 import type { Readable, Writable } from "node:stream";
+import type { CardOpener } from "../secure-element/open-card.js";
 
 /**
  * Everything a command touches of the outside world. Tests build one with in-memory streams and
@@ -10,6 +11,11 @@ export interface CliContext {
   readonly stderr: Writable;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly cwd: string;
+  /**
+   * Opens cards instead of PC/SC: injected by tests, the demo and the sim (a virtual card). When
+   * absent, HSM_ONBOARD_VIRTUAL_CARD may name a virtual card state file (src/cli/card-opener.ts).
+   */
+  readonly openCard?: CardOpener;
   /** Set by a command's action; `runCli` returns it. */
   exitCode: number;
 }

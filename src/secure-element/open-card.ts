@@ -9,32 +9,23 @@
  *   PcscTransport connects to it (SHARED, reset on disconnect so no verified PIN outlives the
  *   session) and a PIV session is opened on it. `onPrompt` is called once, only when no card is
  *   present yet, so a caller prints its prompt exactly when the user has something to do.
- * - In-process (tests and the embedded demo): `openInProcessCard(card)` opens a VirtualPivCard
- *   directly; `openCard({ virtualCardState: FILE })` does the same for a card state file, so a CLI
- *   run can be pointed at a virtual card (see VIRTUAL_CARD_ENV) with everything else unchanged.
+ * - In-process (tests and the embedded demo): `openInProcessCard(card)` opens any ApduResponder (the
+ *   virtual PIV card) directly. This layer never loads the emulator: the CLI and sim layers inject
+ *   a `CardOpener` for a virtual card (src/card-emulator/open-virtual-card.ts, src/cli/card-opener.ts).
  *
  * Failures: NoCardError (exit 10) when no card came in time or the reader service is not there;
  * ApplicationNotAvailableError (exit 11) for a card without PIV; PcscUnavailableError (exit 1)
  * when the native binding is missing. Bounded throughout: one deadline for the whole open, at most
  * MAX_CONNECT_ATTEMPTS connects (a card pulled between the event and the connect is waited for again).
  */
-import { existsSync } from "node:fs";
-import { basename } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { VirtualPivCard } from "../card-emulator/virtual-piv-card.js";
 import { NoCardError } from "../errors.js";
+import type { ApduResponder } from "../transport/apdu-responder.js";
 import { InProcessTransport } from "../transport/in-process.js";
 import { CardRemovedError, PcscError } from "../transport/pcsc-binding.js";
 import type { PcscContextOptions } from "../transport/pcsc-context.js";
 import { ReaderWatcher } from "../transport/reader-watcher.js";
 import { PivElement, type PivElementOptions } from "./piv-element.js";
-
-/**
- * Environment variable a command reads to open a virtual card state file in-process instead of
- * waiting on PC/SC: for tests and demos only. The card must still pass every check (chain to the
- * trust anchor, CRL, live challenge, PIN), so it changes where the card is, not what is trusted.
- */
-export const VIRTUAL_CARD_ENV = "HSM_ONBOARD_VIRTUAL_CARD";
 
 /** Connect attempts within one openCard before giving up (a card that keeps vanishing or is mute). */
 export const MAX_CONNECT_ATTEMPTS = 5;
@@ -54,8 +45,6 @@ export interface OpenCardOptions {
   readonly signal?: AbortSignal;
   /** Called once when no card is present and the wait begins: time to ask for the card. */
   readonly onPrompt?: (prompt: CardPrompt) => void;
-  /** Open this virtual card state file in-process instead of using PC/SC (tests, demo). */
-  readonly virtualCardState?: string;
   /** PC/SC context options: a substitute binding for tests, the ready timeout. */
   readonly pcsc?: PcscContextOptions;
   /** Options of the PIV element (storage limits). */
@@ -67,26 +56,26 @@ export interface OpenedCard extends AsyncDisposable {
   readonly element: PivElement;
   readonly readerName: string;
   readonly contactless: boolean;
+  /** True for a card opened in-process: no reader, so it is never taken out. */
+  readonly inProcess: boolean;
   dispose(): Promise<void>;
 }
 
+/**
+ * How a caller opens "the card the user presents": `openCard` (PC/SC) in the product; a virtual card
+ * injected by the CLI or sim layer for tests and demos. It changes where the card is, not what is
+ * trusted: the card must still pass every check (chain, CRL, live challenge, PIN).
+ */
+export type CardOpener = (options: OpenCardOptions) => Promise<OpenedCard>;
+
 /** Waits for a card (see the file comment) and opens its PIV application. */
 export async function openCard(options: OpenCardOptions): Promise<OpenedCard> {
-  if (options.virtualCardState !== undefined) {
-    const path = options.virtualCardState;
-    // A missing file would silently become a factory-fresh card: say what is wrong instead.
-    if (!existsSync(path)) throw new NoCardError(`no virtual card state at ${path} (${VIRTUAL_CARD_ENV})`);
-    return openInProcessCard(VirtualPivCard.fromFile(path), {
-      readerName: `Virtual card ${basename(path)}`,
-      element: options.element,
-    });
-  }
   return openPcscCard(options);
 }
 
-/** Opens a virtual card in-process (tests, the embedded demo). Each open is a fresh power-on. */
+/** Opens a card in-process (the virtual card: tests, the embedded demo). Each open is a fresh power-on. */
 export async function openInProcessCard(
-  card: VirtualPivCard,
+  card: ApduResponder,
   options: { readerName?: string; element?: OpenCardOptions["element"] } = {},
 ): Promise<OpenedCard> {
   const transport = new InProcessTransport(card, {
@@ -99,7 +88,7 @@ export async function openInProcessCard(
     await transport.close();
     throw error;
   }
-  return opened(element, transport.readerName, transport.contactless, async () => {});
+  return opened(element, transport.readerName, transport.contactless, true, async () => {});
 }
 
 async function openPcscCard(options: OpenCardOptions): Promise<OpenedCard> {
@@ -133,7 +122,9 @@ async function openPcscCard(options: OpenCardOptions): Promise<OpenedCard> {
       }
       try {
         const element = await PivElement.open(transport, { ...options.element, ownsTransport: true });
-        return opened(element, transport.readerName, transport.contactless, async () => watcher.close());
+        return opened(element, transport.readerName, transport.contactless, false, async () =>
+          watcher.close(),
+        );
       } catch (error) {
         await transport.close();
         if (!(error instanceof CardRemovedError) || Date.now() >= deadline) throw error;
@@ -159,6 +150,7 @@ function opened(
   element: PivElement,
   readerName: string,
   contactless: boolean,
+  inProcess: boolean,
   release: () => Promise<void>,
 ): OpenedCard {
   let disposed: Promise<void> | undefined;
@@ -172,5 +164,5 @@ function opened(
     })();
     return disposed;
   };
-  return { element, readerName, contactless, dispose, [Symbol.asyncDispose]: dispose };
+  return { element, readerName, contactless, inProcess, dispose, [Symbol.asyncDispose]: dispose };
 }

@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { VIRTUAL_CARD_ENV } from "../../src/secure-element/open-card.js";
+import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import {
   buildForChildren,
   cliLauncher,

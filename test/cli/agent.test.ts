@@ -5,7 +5,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { VIRTUAL_CARD_ENV } from "../../src/secure-element/open-card.js";
+import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import {
   createTestPki,
   examplePlan,

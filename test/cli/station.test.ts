@@ -1,12 +1,14 @@
 /**
  * `hsm-onboard station …` through the CLI, in-process. `station write` and `station receipts` reach
- * the card the way the real CLI does (openCard), pointed at a virtual card state file with
+ * the card the way the real CLI does (the opener HSM_ONBOARD_VIRTUAL_CARD injects), pointed at a virtual card state file with
  * HSM_ONBOARD_VIRTUAL_CARD instead of PC/SC; PC/SC itself is the default (see
  * test/station/open-card.test.ts for that path over a substitute binding).
  */
 import { copyFile, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openVirtualCardFile } from "../../src/card-emulator/open-virtual-card.js";
+import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import { findShardFor, verifyManifest } from "../../src/config/manifest.js";
 import { appendReceipt, signReceipt } from "../../src/config/receipt.js";
 import { decodeShardEntry, networkStateDigest } from "../../src/config/shard.js";
@@ -15,7 +17,6 @@ import { createDeviceIdentity } from "../../src/pki/issue.js";
 import { exportPrivateKeyPem } from "../../src/pki/keys.js";
 import { type LoadedPki, loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { shardItemName } from "../../src/secure-element/card-layout.js";
-import { openCard, VIRTUAL_CARD_ENV } from "../../src/secure-element/open-card.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
 import { base32Decode, totp } from "../../src/station/totp.js";
 import { configSigningValidator } from "../../src/station/write-card.js";
@@ -231,7 +232,7 @@ describe("station write", () => {
     expect(json.shards[0]).toMatchObject({ item: "shard-0", objectId: "5FFF20", hsms: 40 });
 
     // What is on the card verifies independently.
-    const opened = await openCard({ timeoutMs: 10, virtualCardState: card });
+    const opened = await openVirtualCardFile(card);
     try {
       const trust = await loadStationTrust(join(root, dir));
       const { manifest } = await verifyManifest((await opened.element.readItem("manifest"))!, {
@@ -368,7 +369,7 @@ describe("station receipts", () => {
     expect(empty.stdout).toContain("No receipts on the card yet.");
 
     // HSM 1234568 onboards and writes its receipt, as the agent does.
-    const opened = await openCard({ timeoutMs: 10, virtualCardState: card });
+    const opened = await openVirtualCardFile(card);
     try {
       const trust = await loadStationTrust(join(root, dir));
       const { manifest } = await verifyManifest((await opened.element.readItem("manifest"))!, {
@@ -428,7 +429,7 @@ describe("station receipts", () => {
     ]);
 
     // A forged receipt object next to it: shown with ✗, and exit 15.
-    const forged = await openCard({ timeoutMs: 10, virtualCardState: card });
+    const forged = await openVirtualCardFile(card);
     try {
       await forged.element.verifyPin(PIN);
       await forged.element.writeItem("receipt-1", appendReceipt(undefined, Uint8Array.of(0xd2, 0x84), 3063));

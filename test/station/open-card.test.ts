@@ -5,10 +5,12 @@
  */
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { virtualCardOpener } from "../../src/card-emulator/open-virtual-card.js";
 import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import { cardOpener, VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import { NoCardError } from "../../src/errors.js";
 import { ApplicationNotAvailableError } from "../../src/piv/errors.js";
-import { type CardPrompt, openCard } from "../../src/secure-element/open-card.js";
+import { type CardOpener, type CardPrompt, openCard } from "../../src/secure-element/open-card.js";
 import { type FakeCard, fakeBinding } from "../transport/fake-pcsclite.js";
 import {
   makePki,
@@ -138,19 +140,43 @@ describe("openCard over PC/SC", () => {
   });
 });
 
-describe("openCard with a virtual card state file", () => {
+describe("a virtual card state file, injected as a CardOpener", () => {
   it("opens the card in the file in-process", async () => {
     const path = join(await tempDir("card"), "card.json");
     const { card } = await personaliseCardFile(pki, path);
-    const opened = await openCard({ timeoutMs: 10, virtualCardState: path });
+    const opened = await virtualCardOpener(path)({ timeoutMs: 10 });
     expect(opened.readerName).toBe("Virtual card card.json");
+    expect(opened.inProcess).toBe(true);
     expect(opened.element.info.serial).toBe(String(card.serial));
     await opened.dispose();
   });
 
   it("does not invent a factory-fresh card for a missing file (exit 10)", async () => {
     const path = join(await tempDir("card"), "absent.json");
-    const error = await openCard({ timeoutMs: 10, virtualCardState: path }).catch((e: unknown) => e);
+    const error = await virtualCardOpener(path, VIRTUAL_CARD_ENV)({ timeoutMs: 10 }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(NoCardError);
+    expect((error as Error).message).toBe(`no virtual card state at ${path} (${VIRTUAL_CARD_ENV})`);
+  });
+
+  it("the CLI context chooses: the injected opener, else the file HSM_ONBOARD_VIRTUAL_CARD names, else PC/SC", async () => {
+    const dir = await tempDir("card");
+    const { card } = await personaliseCardFile(pki, join(dir, "env.json"));
+    const base = {
+      stdin: process.stdin,
+      stdout: process.stdout,
+      stderr: process.stderr,
+      cwd: dir,
+      exitCode: 0,
+    };
+    const fromEnv = await cardOpener({ ...base, env: { [VIRTUAL_CARD_ENV]: "env.json" } })({ timeoutMs: 10 });
+    expect(fromEnv.readerName).toBe("Virtual card env.json");
+    expect(fromEnv.element.info.serial).toBe(String(card.serial));
+    await fromEnv.dispose();
+    const injected: CardOpener = async () => {
+      throw new NoCardError("injected opener called");
+    };
+    const ctx = { ...base, env: { [VIRTUAL_CARD_ENV]: "env.json" }, openCard: injected };
+    expect(cardOpener(ctx)).toBe(injected);
+    expect(cardOpener({ ...base, env: {} })).toBe(openCard);
   });
 });

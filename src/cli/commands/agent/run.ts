@@ -5,8 +5,8 @@ import { cardSource } from "../../../agent/card-source.js";
 import type { InterfaceMap } from "../../../agent/net/net-backend.js";
 import type { OnboardingResult } from "../../../agent/onboarding.js";
 import { isOnboardError } from "../../../errors.js";
-import { VIRTUAL_CARD_ENV } from "../../../secure-element/open-card.js";
 import type { SecureElement } from "../../../secure-element/secure-element.js";
+import { cardOpener, VIRTUAL_CARD_ENV } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, secretSource } from "../../secrets.js";
 
@@ -106,9 +106,7 @@ Examples:
       });
       const source = cardSource({
         ...(options.reader !== undefined ? { reader: options.reader } : {}),
-        ...(ctx.env[VIRTUAL_CARD_ENV]
-          ? { virtualCardState: resolve(ctx.cwd, ctx.env[VIRTUAL_CARD_ENV]) }
-          : {}),
+        openCard: cardOpener(ctx),
         onPrompt: () => writeLine(ctx.stderr, "agent: insert or tap the configuration card"),
       });
       let agent: Agent | undefined;

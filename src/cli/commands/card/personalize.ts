@@ -20,7 +20,7 @@ import type { IssuerCredentials } from "../../../pki/issue.js";
 import { importPrivateKeyPem } from "../../../pki/keys.js";
 import { PKI_FILES, readCertificateFile } from "../../../pki/pki-store.js";
 import { cardSubject } from "../../../pki/profiles.js";
-import { openCard, VIRTUAL_CARD_ENV } from "../../../secure-element/open-card.js";
+import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
 import { describeCertificate } from "../pki/describe.js";
@@ -87,11 +87,9 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
       const pki = await loadPersonalizationPki(dir, options.owner);
       const secrets = await readSecrets(ctx, options);
       const say = (line: string) => writeLine(ctx.stderr, `card personalize: ${line}`);
-      const virtualCardState = ctx.env[VIRTUAL_CARD_ENV];
-      const card = await openCard({
+      const card = await cardOpener(ctx)({
         ...(options.reader === undefined ? {} : { reader: options.reader }),
         timeoutMs: options.timeout * 1000,
-        ...(virtualCardState ? { virtualCardState: resolve(ctx.cwd, virtualCardState) } : {}),
         onPrompt: ({ readers }) =>
           say(
             `insert the card to personalise${options.reader ? ` into a reader matching "${options.reader}"` : ""}` +

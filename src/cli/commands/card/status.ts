@@ -1,4 +1,3 @@
-import { resolve } from "node:path";
 import { X509Certificate } from "@peculiar/x509";
 import { Command, InvalidArgumentError } from "commander";
 import { ApduError } from "../../../apdu/status-words.js";
@@ -14,8 +13,8 @@ import {
   type TouchPolicy,
 } from "../../../piv/objects.js";
 import type { PivMetadata, PivSession } from "../../../piv/piv-session.js";
-import { openCard, VIRTUAL_CARD_ENV } from "../../../secure-element/open-card.js";
 import type { PivElement } from "../../../secure-element/piv-element.js";
+import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { describeCardCertificate } from "./personalize.js";
 
@@ -52,11 +51,9 @@ export function cardStatusCommand(ctx: CliContext): Command {
     .option("--json", "print the status as JSON")
     .addHelpText("after", EXAMPLES)
     .action(async (options: StatusOptions) => {
-      const virtualCardState = ctx.env[VIRTUAL_CARD_ENV];
-      const card = await openCard({
+      const card = await cardOpener(ctx)({
         ...(options.reader === undefined ? {} : { reader: options.reader }),
         timeoutMs: options.timeout * 1000,
-        ...(virtualCardState ? { virtualCardState: resolve(ctx.cwd, virtualCardState) } : {}),
         onPrompt: () => writeLine(ctx.stderr, "card status: insert a card"),
       });
       let status: CardStatus;

@@ -7,9 +7,10 @@ import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
 import { UsageError } from "../../../errors.js";
-import { type OpenedCard, openCard, VIRTUAL_CARD_ENV } from "../../../secure-element/open-card.js";
+import type { OpenedCard } from "../../../secure-element/open-card.js";
 import type { CrlUpdate } from "../../../station/crl-update.js";
 import { resolveStationDir } from "../../../station/station-dir.js";
+import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeLine } from "../../context.js";
 
 export const STATION_DIR_HELP =
@@ -44,11 +45,9 @@ export interface StationCardOptions {
  * only when no card is present yet.
  */
 export function openStationCard(ctx: CliContext, options: StationCardOptions): Promise<OpenedCard> {
-  const virtual = ctx.env[VIRTUAL_CARD_ENV];
-  return openCard({
+  return cardOpener(ctx)({
     ...(options.reader === undefined ? {} : { reader: options.reader }),
     timeoutMs: options.timeoutSeconds * 1000,
-    ...(virtual ? { virtualCardState: resolve(ctx.cwd, virtual) } : {}),
     onPrompt: ({ readers }) => {
       const where =
         options.reader !== undefined
