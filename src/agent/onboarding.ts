@@ -41,17 +41,16 @@ import {
   QuorumError,
   ReplayError,
 } from "../errors.js";
+import { authenticateCard, type CardOwnerFacts } from "../pki/card-authentication.js";
 import { parseCrl } from "../pki/crl.js";
 import { certificateParts } from "../pki/der.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
-import { type ValidatedChain, validateChain } from "../pki/validate-chain.js";
+import { validateChain } from "../pki/validate-chain.js";
 import { shardItemName } from "../secure-element/card-layout.js";
 import {
   MAX_RECEIPTS,
-  newChallenge,
   type SecureElement,
   type SecureElementIdentity,
-  verifyChallengeProof,
   YUBIKEY_STORAGE,
 } from "../secure-element/secure-element.js";
 import type { AuditLog } from "./audit-log.js";
@@ -150,31 +149,28 @@ export async function onboard(options: OnboardOptions): Promise<OnboardingResult
 
   try {
     // 1. The card (354): chain of trust to the manufacturer root, revocation, live challenge.
+    // The identity is read once per session (the element keeps it): here for the CRL ratchet's key.
     const identity = await element.identity();
     const cardCrl = await element.readItem("crl");
     const now = clock();
     const leafIssuer = issuerOf(identity.cardAuthentication);
     const crlFloor = state.state.crlNumbers[leafIssuer];
     const crls = cardCrl ? [cardCrl] : await state.storedCrls();
-    const cardChain = await validateChain({
-      leaf: identity.cardAuthentication,
-      intermediates: identity.intermediates,
+    const card = await authenticateCard(element, {
       trustAnchor: trust.root,
       crls,
-      now,
       ...(crlFloor !== undefined ? { crlNumberFloor: BigInt(crlFloor) } : {}),
-      ...VALIDATION_REQUIREMENTS.cardAuthentication,
+      clock: () => now,
+      // Another owner's card, or the same owner name under another token CA: 16, before the PIN.
+      checkOwner: (facts) => {
+        known.card = { ...summarizeCard(facts, element), owner: facts.owner };
+        checkOwner(state.state, facts.owner, facts.tokenCaSha256);
+      },
     });
-    const challenge = newChallenge();
-    verifyChallengeProof(identity.cardAuthentication, challenge, await element.proveChallenge(challenge));
-    const owner = cardChain.owner;
-    if (owner === undefined) throw new CardNotTrustedError("the card certificate names no owner (subject O)");
-    const tokenCaSha256 = sha256Hex(cardChain.path[1]!.rawData);
-    known.card = { ...summarizeCard(cardChain, element), owner };
-    checkOwner(state.state, owner, tokenCaSha256);
-    const crlUpdate = await crlRatchet(state, leafIssuer, cardChain.crlNumber, cardCrl);
+    const { owner, tokenCaSha256 } = card;
+    const crlUpdate = await crlRatchet(state, leafIssuer, card.crlNumber, cardCrl);
     await state.setStage("card-authenticated", crlUpdate);
-    log(`card authenticated: ${owner}${cardChain.officer ? `, officer ${cardChain.officer}` : ""}`);
+    log(`card authenticated: ${owner}${card.officer ? `, officer ${card.officer}` : ""}`);
 
     // 2. The user (356): the card PIN.
     known.target = "user-authenticated";
@@ -571,11 +567,11 @@ export async function writeReceipt(
 
 // ---- helpers ------------------------------------------------------------------------------------------
 
-function summarizeCard(chain: ValidatedChain, element: SecureElement): CardSummary {
+function summarizeCard(card: CardOwnerFacts, element: SecureElement): CardSummary {
   return {
-    subject: chain.leaf.subject,
-    certificateSerial: chain.leaf.serialNumber.toLowerCase(),
-    ...(chain.officer !== undefined ? { officer: chain.officer } : {}),
+    subject: card.certificate.subject,
+    certificateSerial: card.certificate.serialNumber.toLowerCase(),
+    ...(card.officer !== undefined ? { officer: card.officer } : {}),
     ...(element.info.serial !== undefined ? { cardSerial: element.info.serial } : {}),
   };
 }

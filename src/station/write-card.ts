@@ -35,10 +35,11 @@ import {
   PinBlockedError,
   UsageError,
 } from "../errors.js";
+import { type AuthenticatedCard, authenticateCard } from "../pki/card-authentication.js";
 import { crlNumberOf } from "../pki/crl.js";
 import { crlParts } from "../pki/der.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
-import { validateChain } from "../pki/validate-chain.js";
+import { type ValidatedChain, validateChain } from "../pki/validate-chain.js";
 import { shardItemName } from "../secure-element/card-layout.js";
 import {
   encodeCertificateList,
@@ -48,7 +49,7 @@ import {
   type SecureElementInfo,
 } from "../secure-element/secure-element.js";
 import { bytesEqual } from "../util/bytes.js";
-import { type AuthenticatedCard, authenticateCard, type StationTrust } from "./authenticate-card.js";
+import { type StationTrust, stationCardPolicy, stationCrlFor } from "./authenticate-card.js";
 import { type CrlUpdate, updateStationCrl } from "./crl-update.js";
 import { allocateSequence } from "./sequence-store.js";
 import {
@@ -194,13 +195,14 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
       `the station has no CRL: run hsm-onboard station update-crl --crl FILE (the token CA's current CRL)`,
     );
   }
-  const card = await authenticateCard(element, trust, { now });
+  const card = await authenticateCard(element, stationCardPolicy(trust, now));
+  const { crl, crlNumber } = stationCrlFor(card, trust);
   for (const issuer of card.intermediates) await storeIssuer(stationDir, issuer);
   progress({
     step: "authenticate-card",
     message:
       `card authenticated: owner "${card.owner}"${card.officer ? `, officer "${card.officer}"` : ""}` +
-      ` (chain to "${trust.trustAnchor.subject}", CRL ${card.crlNumber}, live challenge)`,
+      ` (chain to "${trust.trustAnchor.subject}", CRL ${crlNumber}, live challenge)`,
   });
 
   // 2. The plan is for this card's owner.
@@ -248,7 +250,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
   progress({ step: "allocate-sequence", message: `sequence ${sequence} allocated for "${plan.owner}"` });
 
   // 5. Encode, sign, check — nothing written yet.
-  const crlBytes = new Uint8Array(card.crl.rawData);
+  const crlBytes = new Uint8Array(crl.rawData);
   const certificatesBytes = encodeCertificateList(card.intermediates.map((c) => new Uint8Array(c.rawData)));
   for (const [name, bytes] of [
     ["crl", crlBytes],
@@ -337,7 +339,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
   }
   if (writeCrl) {
     await element.writeItem("crl", crlBytes);
-    step(`wrote crl (${crlBytes.length} bytes, CRL number ${card.crlNumber})`);
+    step(`wrote crl (${crlBytes.length} bytes, CRL number ${crlNumber})`);
   }
   for (const shard of shardItems) {
     await element.writeItem(shard.name, shard.bytes);
@@ -377,7 +379,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     manifestBytes: encoded.manifest.length,
     configurationBytes: encoded.totalBytes,
     crlBytes: crlBytes.length,
-    crlNumber: card.crlNumber,
+    crlNumber,
     certificatesBytes: certificatesBytes.length,
     capacity: after,
     removed: removals.filter((name) => !shardItems.some((s) => s.name === name) && name !== "manifest"),
@@ -404,7 +406,10 @@ function keyMismatch(cause: unknown): CardNotTrustedError {
  * The card's signer, with the certificate chain the station validated (9C leaf, then the token CA)
  * instead of whatever the card's `certificates` item holds.
  */
-function validatedSigner(signer: Signer, card: AuthenticatedCard): Signer {
+function validatedSigner(
+  signer: Signer,
+  card: AuthenticatedCard & { readonly signing: ValidatedChain },
+): Signer {
   const leaf = new Uint8Array(card.signing.leaf.rawData);
   if (!bytesEqual(signer.certificateChain[0] ?? new Uint8Array(), leaf)) {
     throw new CardNotTrustedError("the card's signer is not the 9C certificate that was validated");
