@@ -451,7 +451,10 @@ function planLocation(): Location<"owner" | "hsms" | "subnets"> {
 
 function subnetLocation(index: number, name: unknown, nameCount: Map<string, number>): Location<SubnetKey> {
   const usable =
-    typeof name === "string" && name.trim() !== "" && nameCount.get(name) === 1 && !/[\]\s\u0000-\u001f\u007f]/.test(name);
+    typeof name === "string" &&
+    name.trim() !== "" &&
+    nameCount.get(name) === 1 &&
+    !/[\]\s\u0000-\u001f\u007f]/.test(name);
   return {
     entry: usable ? `subnets[${name}]` : `subnets[${index}]`,
     order: SUBNETS_ORDER + index,
