@@ -1,6 +1,6 @@
 /**
  * Opt-in, debug-level APDU trace that never shows secrets. It sits directly on the transport
- * (`TracingTransport` wraps any CardTransport), so whatever the layers above do — chaining, GET
+ * (`TracingTransport`, an ObservedTransport, wraps any CardTransport), so whatever the layers above do — chaining, GET
  * RESPONSE, later secure messaging — what reaches the log is decided here, in one place.
  *
  * Redacted (only the header and a byte count are shown):
@@ -13,6 +13,7 @@
  * - every following block of a command chain, and every GET RESPONSE piece, of a redacted exchange.
  */
 import type { CardTransport } from "../transport/card-transport.js";
+import { ObservedTransport } from "../transport/observed-transport.js";
 import { decodeTlv, decodeTlvs } from "./tlv.js";
 
 export interface ApduTraceSink {
@@ -119,32 +120,12 @@ export class ApduTraceFormatter {
 }
 
 /** A CardTransport that writes a redacted APDU trace to `sink.debug` and forwards everything. */
-export class TracingTransport implements CardTransport {
-  private readonly formatter = new ApduTraceFormatter();
-
-  constructor(
-    private readonly inner: CardTransport,
-    private readonly sink: ApduTraceSink,
-  ) {}
-
-  get atr(): Uint8Array {
-    return this.inner.atr;
-  }
-  get contactless(): boolean {
-    return this.inner.contactless;
-  }
-  get readerName(): string {
-    return this.inner.readerName;
-  }
-
-  async transmit(command: Uint8Array): Promise<Uint8Array> {
-    this.sink.debug(`apdu ${this.formatter.command(command)}`);
-    const response = await this.inner.transmit(command);
-    this.sink.debug(`apdu ${this.formatter.response(response)}`);
-    return response;
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
+export class TracingTransport extends ObservedTransport {
+  constructor(inner: CardTransport, sink: ApduTraceSink) {
+    const formatter = new ApduTraceFormatter();
+    super(inner, {
+      command: (command) => sink.debug(`apdu ${formatter.command(command)}`),
+      response: (_command, response) => sink.debug(`apdu ${formatter.response(response)}`),
+    });
   }
 }

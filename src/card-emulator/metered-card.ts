@@ -14,6 +14,7 @@
 
 import type { ApduResponder } from "../transport/apdu-responder.js";
 import type { CardTransport } from "../transport/card-transport.js";
+import { ObservedTransport } from "../transport/observed-transport.js";
 import type { ApduMeter } from "./latency-profile.js";
 import type { ApduInterceptor } from "./virtual-piv-card.js";
 
@@ -39,34 +40,13 @@ export class MeteredCard implements ApduResponder {
   }
 }
 
-export class MeteredTransport implements CardTransport {
+/** Meters any CardTransport: the one transport decorator, with the meter as its observer. */
+export class MeteredTransport extends ObservedTransport {
   constructor(
-    readonly inner: CardTransport,
+    inner: CardTransport,
     readonly meter: ApduMeter,
-  ) {}
-
-  get atr(): Uint8Array {
-    return this.inner.atr;
-  }
-
-  get contactless(): boolean {
-    return this.inner.contactless;
-  }
-
-  get readerName(): string {
-    return this.inner.readerName;
-  }
-
-  async transmit(command: Uint8Array): Promise<Uint8Array> {
-    const sent = command.slice();
-    const started = performance.now();
-    const response = await this.inner.transmit(command);
-    this.meter.record(sent, response, performance.now() - started);
-    return response;
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
+  ) {
+    super(inner, { response: (command, response, elapsedMs) => meter.record(command, response, elapsedMs) });
   }
 }
 
