@@ -16,7 +16,6 @@ import { join } from "node:path";
 import type { X509Crl } from "@peculiar/x509";
 import { factoryInit } from "../src/agent/factory.js";
 import { type CardState, MemoryCardStateStore } from "../src/card-emulator/card-state-store.js";
-import { personalizeCard } from "../src/card-emulator/personalize.js";
 import { VirtualPivCard } from "../src/card-emulator/virtual-piv-card.js";
 import type { NetworkPlan } from "../src/config/plan-model.js";
 import type { OnboardingPki } from "../src/pki/issue.js";
@@ -24,6 +23,7 @@ import { initPkiDirectory, issueDeviceToDirectory } from "../src/pki/pki-store.j
 import { PivElement } from "../src/secure-element/piv-element.js";
 import { updateStationCrl } from "../src/station/crl-update.js";
 import { initStation } from "../src/station/init-station.js";
+import { personalizeCard } from "../src/station/personalize-card.js";
 import { type WriteResult, writeConfigurationToCard } from "../src/station/write-card.js";
 import { InProcessTransport } from "../src/transport/in-process.js";
 import { BENCH_PIN } from "./onboarding.js";

@@ -32,7 +32,6 @@ import { runAgentOnce } from "../agent/agent.js";
 import { factoryInit } from "../agent/factory.js";
 import type { OnboardingResult } from "../agent/onboarding.js";
 import { ApduMeter, type MeterTotals, YUBIKEY5_LATENCY } from "../card-emulator/latency-profile.js";
-import { personalizeCard } from "../card-emulator/personalize.js";
 import { VirtualPivCard } from "../card-emulator/virtual-piv-card.js";
 import { parsePlan, planToYaml } from "../config/plan.js";
 import type { NetworkPlan } from "../config/plan-model.js";
@@ -43,6 +42,7 @@ import type { PivElement } from "../secure-element/piv-element.js";
 import { parseItemName, type SecureElement } from "../secure-element/secure-element.js";
 import { updateStationCrl } from "../station/crl-update.js";
 import { initStation } from "../station/init-station.js";
+import { personalizeCard } from "../station/personalize-card.js";
 import { type ReceiptRow, readReceipts } from "../station/read-receipts.js";
 import { writeConfigurationToCard } from "../station/write-card.js";
 

@@ -34,7 +34,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { factoryInit } from "../agent/factory.js";
 import type { OnboardingResult } from "../agent/onboarding.js";
-import { personalizeCard } from "../card-emulator/personalize.js";
 import { VirtualPivCard } from "../card-emulator/virtual-piv-card.js";
 import { planToYaml } from "../config/plan.js";
 import type { NetworkPlan } from "../config/plan-model.js";
@@ -45,6 +44,7 @@ import type { PivElement } from "../secure-element/piv-element.js";
 import { parseItemName } from "../secure-element/secure-element.js";
 import { updateStationCrl } from "../station/crl-update.js";
 import { initStation } from "../station/init-station.js";
+import { personalizeCard } from "../station/personalize-card.js";
 import { atomicWriteFile } from "../util/fs.js";
 import {
   type CardRoom,

@@ -24,8 +24,8 @@
  * 10. Self-test: 9E signs a challenge without PIN, 9C signs after the new PIN, the stored management
  *     key reads back; then the PIN is logged out.
  *
- * This file sits with the virtual card because the card emulator is the project's own secure element,
- * but it only speaks PIV through a PivSession: nothing here depends on the card being virtual.
+ * An officer-side flow (station layer): it only speaks PIV through a PivSession, so nothing here
+ * depends on the card being virtual, and it needs the PKI (issuance, validation) above the emulator.
  */
 import { createHash, X509Certificate as NodeX509Certificate, randomBytes } from "node:crypto";
 import type { X509Certificate, X509Crl } from "@peculiar/x509";

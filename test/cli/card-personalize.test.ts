@@ -12,7 +12,6 @@ import { join } from "node:path";
 import { X509Certificate } from "@peculiar/x509";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
-import { DEFAULT_PIN, DEFAULT_PUK, personalizeCard } from "../../src/card-emulator/personalize.js";
 import { YUBIKEY_5_7_PROFILE, YUBIKEY_5_PROFILE } from "../../src/card-emulator/profiles.js";
 import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { verifyEcdsaRaw } from "../../src/crypto/ecdsa.js";
@@ -27,6 +26,7 @@ import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
 import { validateChain } from "../../src/pki/validate-chain.js";
 import { itemObjectId } from "../../src/secure-element/card-layout.js";
 import { decodeCertificateList } from "../../src/secure-element/secure-element.js";
+import { DEFAULT_PIN, DEFAULT_PUK, personalizeCard } from "../../src/station/personalize-card.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { type CliResult, outputLines, runCliInProcess } from "../helpers/cli.js";
 

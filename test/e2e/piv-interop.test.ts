@@ -169,7 +169,7 @@ describe.skipIf(!cap.ok)(
       build = await buildForChildren([
         "cli/main.js",
         "transport/reader-watcher.js",
-        "card-emulator/personalize.js",
+        "station/personalize-card.js",
         "cli/commands/card/personalize.js",
         "cli/commands/card/status.js",
       ]);

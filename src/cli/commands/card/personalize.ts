@@ -3,15 +3,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { X509Certificate, X509Crl } from "@peculiar/x509";
 import { Command, InvalidArgumentError, Option } from "commander";
-import {
-  DEFAULT_PIN,
-  DEFAULT_PUK,
-  describeManagementKeyType,
-  PersonalizationRefusedError,
-  type PersonalizeResult,
-  personalizeCard,
-} from "../../../card-emulator/personalize.js";
-import { UsageError } from "../../../errors.js";
+import { PersonalizationRefusedError, UsageError } from "../../../errors.js";
 import { ManagementKeyError } from "../../../piv/errors.js";
 import type { EcCurve } from "../../../piv/objects.js";
 import { encodePin } from "../../../piv/piv-session.js";
@@ -20,6 +12,13 @@ import type { IssuerCredentials } from "../../../pki/issue.js";
 import { importPrivateKeyPem } from "../../../pki/keys.js";
 import { PKI_FILES, readCertificateFile } from "../../../pki/pki-store.js";
 import { cardSubject } from "../../../pki/profiles.js";
+import {
+  DEFAULT_PIN,
+  DEFAULT_PUK,
+  describeManagementKeyType,
+  type PersonalizeResult,
+  personalizeCard,
+} from "../../../station/personalize-card.js";
 import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";

@@ -2,7 +2,6 @@ import { X509Certificate } from "@peculiar/x509";
 import { Command, InvalidArgumentError } from "commander";
 import { ApduError } from "../../../apdu/status-words.js";
 import { TlvError } from "../../../apdu/tlv.js";
-import { describeManagementKeyType } from "../../../card-emulator/personalize.js";
 import { MANAGEMENT_KEY_REFERENCE } from "../../../piv/management-key.js";
 import {
   curveFromAlgorithm,
@@ -14,6 +13,7 @@ import {
 } from "../../../piv/objects.js";
 import type { PivMetadata, PivSession } from "../../../piv/piv-session.js";
 import type { PivElement } from "../../../secure-element/piv-element.js";
+import { describeManagementKeyType } from "../../../station/personalize-card.js";
 import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { describeCardCertificate } from "./personalize.js";
