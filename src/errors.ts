@@ -221,6 +221,8 @@ export type CertificateValidationReason =
   | "path-length"
   | "key-usage"
   | "eku"
+  | "name-constraints"
+  | "owner-mismatch"
   | "expired"
   | "not-yet-valid"
   | "untrusted-anchor"

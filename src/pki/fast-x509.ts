@@ -7,6 +7,12 @@ import {
 } from "node:crypto";
 import { MalformedError } from "../errors.js";
 import {
+  decodeGeneralNames,
+  decodeNameConstraints,
+  type GeneralNameValue,
+  type NameConstraints,
+} from "./constraints.js";
+import {
   type AlgorithmIdentifier,
   bytesEqual,
   type CertificateStructure,
@@ -139,6 +145,12 @@ export class ParsedCertificate {
   readonly keyUsage: number | undefined;
   readonly subjectKeyId: string | undefined;
   readonly authorityKeyId: string | undefined;
+  /** The extendedKeyUsage OIDs, if the extension is present (a CA's: what it may issue for). */
+  readonly extendedKeyUsage: readonly string[] | undefined;
+  /** A CA's name constraints (RFC 5280 §4.2.1.10), if present. */
+  readonly nameConstraints: NameConstraints | undefined;
+  /** The subjectAltName entries (empty without the extension). */
+  readonly altNames: readonly GeneralNameValue[];
   #subject: string | undefined;
   #issuer: string | undefined;
   #publicKey: KeyObject | undefined;
@@ -168,9 +180,11 @@ export class ParsedCertificate {
       const aki = first(EXT.authorityKeyIdentifier);
       this.authorityKeyId = aki ? decodeAuthorityKeyId(aki) : undefined;
       const eku = first(EXT.extKeyUsage);
-      if (eku) decodeExtendedKeyUsage(eku); // readable, or the certificate is malformed
+      this.extendedKeyUsage = eku ? Object.freeze(decodeExtendedKeyUsage(eku)) : undefined;
+      const nc = first(EXT.nameConstraints);
+      this.nameConstraints = nc ? decodeNameConstraints(nc) : undefined;
       const san = first(EXT.subjectAltName);
-      if (san) checkGeneralNames(san);
+      this.altNames = san ? decodeGeneralNames(san) : [];
     } catch (error) {
       throw new MalformedError(`certificate "${this.subject}": malformed extension`, { cause: error });
     }
@@ -442,17 +456,6 @@ function decodeAuthorityKeyId(value: Uint8Array): string | undefined {
   if (serial && serial.end === serial.contentStart) throw new MalformedError(`${what}: empty serial`);
   reader.end();
   return keyId ? hex(value.subarray(keyId.contentStart, keyId.end)) : undefined;
-}
-
-/** GeneralNames ::= SEQUENCE SIZE (1..MAX) OF GeneralName: context-tagged elements, read for shape only. */
-function checkGeneralNames(value: Uint8Array): void {
-  const element = readOnly(value, "subjectAltName");
-  if (element.tag !== TAG.sequence) throw new MalformedError("subjectAltName: not a SEQUENCE");
-  const reader = DerReader.inside(value, element, "subjectAltName");
-  if (reader.done) throw new MalformedError("subjectAltName: empty");
-  while (!reader.done) {
-    if ((reader.next().tag & 0xc0) !== 0x80) throw new MalformedError("subjectAltName: not a GeneralName");
-  }
 }
 
 /** The CRL number of a parsed CRL; undefined when it has none, MalformedError when twice or unreadable. */

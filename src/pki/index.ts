@@ -1,4 +1,5 @@
 // The pki layer's public surface (SPEC.md §3): explicit named exports only (STYLE.md).
+export { type CertificateDer, isDeviceCa, isTokenCa, spkiSha256, tokenCaOwner } from "./ca-facts.js";
 export {
   CRL_REASONS,
   type CrlReasonName,
@@ -44,8 +45,11 @@ export {
   DEVICE_FILES,
   initPkiDirectory,
   issueDeviceToDirectory,
+  issueTokenCaToDirectory,
   type LoadedPki,
+  type LoadedTokenCa,
   loadPkiDirectory,
+  loadTokenCaDirectory,
   PKI_FILES,
   type PkiState,
   readCertificateFile,

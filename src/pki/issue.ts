@@ -2,7 +2,7 @@ import {
   AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,
   ExtendedKeyUsageExtension,
-  type Extension,
+  Extension,
   KeyUsagesExtension,
   Name,
   PublicKey,
@@ -11,6 +11,7 @@ import {
   X509CertificateGenerator,
 } from "@peculiar/x509";
 import { UsageError } from "../errors.js";
+import { encodeDirectoryNameConstraints } from "./constraints.js";
 import {
   type CryptoKey,
   type CryptoProvider,
@@ -21,12 +22,14 @@ import {
   type PublicKeyInput,
   toSpki,
 } from "./keys.js";
+import { ATTR, EXT } from "./oids.js";
 import {
   type CardSlot,
   type CertificateProfile,
   cardSubject,
   caSubject,
   deviceSubject,
+  distinguishedName,
   type JsonDistinguishedName,
   PROFILES,
   SLOT_PROFILES,
@@ -98,14 +101,34 @@ export async function issueCaCertificate(
 ): Promise<IssuerCredentials> {
   const crypto = params.crypto ?? nodeCrypto;
   const keys = params.keys ?? (await generateEcKeyPair("P-384", crypto));
+  const subject = caSubject(params.commonName, params.organization);
   const certificate = await signCertificate({
     profile: PROFILES[params.kind],
-    subject: caSubject(params.commonName, params.organization),
+    subject,
     spki: await toSpki(keys.publicKey, crypto),
     issuer: params.issuer,
     options: params,
+    // A token CA speaks for its owner only: permitted subtree O = owner (RFC 5280 §4.2.1.10, critical).
+    ...(params.kind === "tokenCa"
+      ? {
+          extraExtensions: [
+            new Extension(
+              EXT.nameConstraints,
+              true,
+              toArrayBuffer(encodeDirectoryNameConstraints([organizationName(params.organization)])),
+            ),
+          ],
+        }
+      : {}),
   });
   return { certificate, privateKey: keys.privateKey };
+}
+
+/** The DER of the Name "O = organization", encoded exactly as subjects encode O (UTF8String). */
+function organizationName(organization: string): Uint8Array {
+  return new Uint8Array(
+    new Name(distinguishedName([{ type: ATTR.organization, value: organization }])).toArrayBuffer(),
+  );
 }
 
 /**
@@ -224,6 +247,8 @@ async function signCertificate(args: {
   issuer?: IssuerCredentials;
   issuerName?: JsonDistinguishedName;
   signingKey?: CryptoKey;
+  /** Extensions beyond the profile's (a token CA's name constraints). */
+  extraExtensions?: readonly Extension[];
 }): Promise<X509Certificate> {
   const { profile, spki, options } = args;
   const crypto = options.crypto ?? nodeCrypto;
@@ -241,6 +266,7 @@ async function signCertificate(args: {
   if (profile.extendedKeyUsage)
     extensions.push(new ExtendedKeyUsageExtension([...profile.extendedKeyUsage], false));
   extensions.push(await SubjectKeyIdentifierExtension.create(subjectKey, false, crypto));
+  extensions.push(...(args.extraExtensions ?? []));
   if (args.issuer) {
     const issuerSki = args.issuer.certificate.getExtension(SubjectKeyIdentifierExtension);
     extensions.push(

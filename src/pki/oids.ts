@@ -36,6 +36,7 @@ export const EXT = {
   deltaCrlIndicator: "2.5.29.27",
   issuingDistributionPoint: "2.5.29.28",
   certificateIssuer: "2.5.29.29",
+  nameConstraints: "2.5.29.30",
   authorityKeyIdentifier: "2.5.29.35",
   extKeyUsage: "2.5.29.37",
 } as const;

@@ -1,6 +1,6 @@
 import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, open, readFile, realpath, rm, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { X509Certificate, type X509Crl } from "@peculiar/x509";
 import { z } from "zod";
 import { UsageError } from "../errors.js";
@@ -12,6 +12,7 @@ import {
   createPki,
   DEFAULT_MANUFACTURER,
   type IssuerCredentials,
+  issueCaCertificate,
   type OnboardingPki,
 } from "./issue.js";
 import { type CryptoProvider, exportPrivateKeyPem, importPrivateKeyPem, nodeCrypto } from "./keys.js";
@@ -111,6 +112,81 @@ export async function initPkiDirectory(
   });
 }
 
+/**
+ * `pki issue-token-ca`: the manufacturer (the PKI directory holding the root key) issues `owner` its
+ * own token CA (O = owner, name constraints O = owner, CA-level EKU token-auth + config-signing).
+ * `outDir` becomes the owner's PKI directory: the token CA certificate and key, the root
+ * certificate (no root or device CA key), an empty CRL number 1 and a state file naming the owner —
+ * what `card personalize --pki`, `pki revoke` and `pki crl` need.
+ */
+export async function issueTokenCaToDirectory(
+  manufacturerDir: string,
+  owner: string,
+  outDir: string,
+  options: { force?: boolean; now?: Date; crlValidityDays?: number; crypto?: CryptoProvider } = {},
+): Promise<{ tokenCa: IssuerCredentials; root: X509Certificate; crl: X509Crl; state: PkiState }> {
+  const crypto = options.crypto ?? nodeCrypto;
+  const manufacturerState = await readState(manufacturerDir);
+  const root = await readCredentials(manufacturerDir, PKI_FILES.rootCert, PKI_FILES.rootKey, crypto);
+  if ((await realpathOrSelf(manufacturerDir)) === (await realpathOrSelf(outDir))) {
+    throw new UsageError("--out must be a directory of its own, not the manufacturer's PKI directory");
+  }
+  await mkdir(outDir, { recursive: true, mode: 0o700 });
+  if (!options.force && (await holdsPki(outDir))) {
+    throw new UsageError(`${outDir} already holds a PKI; pass --force to replace it`);
+  }
+  return withPkiLock(outDir, async () => {
+    const tokenCa = await issueCaCertificate({
+      issuer: root,
+      kind: "tokenCa",
+      organization: owner,
+      commonName: `${owner} Token CA`,
+      ...(options.now ? { now: options.now } : {}),
+      crypto,
+    });
+    const state: PkiState = {
+      version: 1,
+      owner,
+      manufacturer: manufacturerState.manufacturer,
+      nextCrlNumber: 1,
+      crlValidityDays: options.crlValidityDays ?? DEFAULT_CRL_VALIDITY_DAYS,
+      revoked: [],
+    };
+    // An owner directory from an earlier --force must not keep another PKI's keys.
+    for (const stale of [PKI_FILES.rootKey, PKI_FILES.deviceCaKey, PKI_FILES.deviceCaCert]) {
+      await rm(join(outDir, stale), { force: true });
+    }
+    await atomicWriteFile(join(outDir, PKI_FILES.rootCert), pem(root.certificate));
+    await writeCredentials(outDir, PKI_FILES.tokenCaCert, PKI_FILES.tokenCaKey, tokenCa, crypto);
+    const { crl, state: next } = await signNextCrl(outDir, tokenCa, state, options.now, crypto);
+    return { tokenCa, root: root.certificate, crl, state: next };
+  });
+}
+
+/** A PKI directory as far as its token CA goes: the state, the root certificate, the token CA and key. */
+export interface LoadedTokenCa {
+  readonly dir: string;
+  readonly state: PkiState;
+  readonly root: { readonly certificate: X509Certificate };
+  readonly tokenCa: IssuerCredentials;
+}
+
+/**
+ * Reads what revoking and CRL signing need: a manufacturer's directory (`pki init`) or an owner's
+ * (`pki issue-token-ca`), which holds no root or device CA key.
+ */
+export async function loadTokenCaDirectory(
+  dir: string,
+  crypto: CryptoProvider = nodeCrypto,
+): Promise<LoadedTokenCa> {
+  const state = await readState(dir);
+  const [root, tokenCa] = await Promise.all([
+    readCertificateFile(join(dir, PKI_FILES.rootCert)),
+    readCredentials(dir, PKI_FILES.tokenCaCert, PKI_FILES.tokenCaKey, crypto),
+  ]);
+  return { dir, state, root: { certificate: root }, tokenCa };
+}
+
 /** Reads a PKI directory written by `pki init`. */
 export async function loadPkiDirectory(dir: string, crypto: CryptoProvider = nodeCrypto): Promise<LoadedPki> {
   const state = await readState(dir);
@@ -169,7 +245,7 @@ export async function revokeInPki(
   const crypto = options.crypto ?? nodeCrypto;
   const certificate = await readCertificateFile(certificateFile);
   return withPkiLock(dir, async () => {
-    const pki = await loadPkiDirectory(dir, crypto);
+    const pki = await loadTokenCaDirectory(dir, crypto);
     await assertIssuedBy(certificate, pki.tokenCa, certificateFile, crypto);
     const serialNumber = certificate.serialNumber.toLowerCase();
     const previous = pki.state.revoked.find((r) => r.serialNumber === serialNumber);
@@ -193,7 +269,7 @@ export async function resignCrl(
 ): Promise<{ crl: X509Crl; state: PkiState }> {
   const crypto = options.crypto ?? nodeCrypto;
   return withPkiLock(dir, async () => {
-    const pki = await loadPkiDirectory(dir, crypto);
+    const pki = await loadTokenCaDirectory(dir, crypto);
     const state =
       options.validityDays !== undefined
         ? { ...pki.state, crlValidityDays: options.validityDays }
@@ -345,6 +421,10 @@ async function readText(path: string): Promise<string> {
       cause: error,
     });
   }
+}
+
+async function realpathOrSelf(path: string): Promise<string> {
+  return realpath(path).catch(() => resolve(path));
 }
 
 async function exists(path: string): Promise<boolean> {

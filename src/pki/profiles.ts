@@ -22,10 +22,26 @@ const CA_KEY_USAGE = KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign;
 export const PROFILES = {
   /** Manufacturer root, self-signed. pathLen 1: root → (token | device) CA → end entity, nothing deeper. */
   root: { ca: true, pathLength: 1, keyUsage: CA_KEY_USAGE, lifetimeYears: 20 },
-  /** Issues secure-element certificates and signs the token CRL. */
-  tokenCa: { ca: true, pathLength: 0, keyUsage: CA_KEY_USAGE, lifetimeYears: 10 },
-  /** Issues HSM device certificates. */
-  deviceCa: { ca: true, pathLength: 0, keyUsage: CA_KEY_USAGE, lifetimeYears: 10 },
+  /**
+   * An owner's token CA: issues secure-element certificates and signs the token CRL. CA-level EKU:
+   * token-auth and config-signing (and id-PIV-cardAuth, which 9E certificates carry beside
+   * token-auth); name constraints: permitted subtree O = its owner (added at issuance).
+   */
+  tokenCa: {
+    ca: true,
+    pathLength: 0,
+    keyUsage: CA_KEY_USAGE,
+    extendedKeyUsage: [EKU.tokenAuth, EKU.configSigning, EKU.pivCardAuth],
+    lifetimeYears: 10,
+  },
+  /** Issues HSM device certificates. CA-level EKU: device only. */
+  deviceCa: {
+    ca: true,
+    pathLength: 0,
+    keyUsage: CA_KEY_USAGE,
+    extendedKeyUsage: [EKU.deviceReceipt],
+    lifetimeYears: 10,
+  },
   /** PIV slot 9E, card authentication: answers challenges, PIN-free (SP 800-73-4 §3.1). */
   cardAuthentication: {
     ca: false,
@@ -55,10 +71,21 @@ export type ProfileName = keyof typeof PROFILES;
 export const SLOT_PROFILES = { "9E": "cardAuthentication", "9C": "configSigning" } as const;
 export type CardSlot = keyof typeof SLOT_PROFILES;
 
-/** What a verifier passes to validateChain for each use of an end-entity certificate. */
+/**
+ * What a verifier passes to validateChain for each use of an end-entity certificate. A card
+ * certificate's O must be its token CA's O (SPEC.md §4, "Many owners, one root").
+ */
 export const VALIDATION_REQUIREMENTS = {
-  cardAuthentication: { requiredEku: EKU.tokenAuth, requiredKeyUsage: KeyUsageFlags.digitalSignature },
-  configSigning: { requiredEku: EKU.configSigning, requiredKeyUsage: KeyUsageFlags.digitalSignature },
+  cardAuthentication: {
+    requiredEku: EKU.tokenAuth,
+    requiredKeyUsage: KeyUsageFlags.digitalSignature,
+    requireIssuerOrganization: true,
+  },
+  configSigning: {
+    requiredEku: EKU.configSigning,
+    requiredKeyUsage: KeyUsageFlags.digitalSignature,
+    requireIssuerOrganization: true,
+  },
   deviceReceipt: { requiredEku: EKU.deviceReceipt, requiredKeyUsage: KeyUsageFlags.digitalSignature },
 } as const;
 

@@ -6,6 +6,7 @@ import {
   MalformedError,
   ReplayError,
 } from "../errors.js";
+import { nameConstraintViolation } from "./constraints.js";
 import { bytesEqual, decodeExtendedKeyUsage } from "./der.js";
 import {
   CertificateView,
@@ -64,6 +65,11 @@ export interface ValidateChainOptions {
   /** Whether the leaf's issuer must provide a CRL (default true: fail closed). */
   readonly requireCrl?: boolean;
   /**
+   * The leaf's subject O must be its issuer's subject O, exactly one each, equal as DER (card
+   * certificates: a token CA speaks only for its own owner, SPEC.md §4). Default false.
+   */
+  readonly requireIssuerOrganization?: boolean;
+  /**
    * Verifies the signatures (default: Node's WebCrypto, which runs as OpenSSL calls directly and
    * remembers what verified; any other provider is asked for every signature).
    */
@@ -104,6 +110,7 @@ const PROCESSED_CERT_EXTENSIONS: ReadonlySet<string> = new Set([
   EXT.subjectAltName,
   EXT.subjectKeyIdentifier,
   EXT.authorityKeyIdentifier,
+  EXT.nameConstraints,
 ]);
 /** CRL extensions this validator processes (RFC 5280 §5.2); delta CRLs and distribution points are not supported. */
 const PROCESSED_CRL_EXTENSIONS: ReadonlySet<string> = new Set([EXT.crlNumber, EXT.authorityKeyIdentifier]);
@@ -232,8 +239,11 @@ async function validatePath(
     }
   }
 
+  checkNameConstraints(path);
   checkLeafKeyUsage(leaf, options.requiredKeyUsage ?? KEY_USAGE.digitalSignature);
   checkLeafEku(leaf, options.requiredEku);
+  checkIssuerEku(path);
+  if (options.requireIssuerOrganization) checkIssuerOrganization(leaf, path[1]!);
 
   const crls = (options.crls ?? []).map((c) => {
     try {
@@ -405,6 +415,71 @@ function checkLeafEku(leaf: Node, required: string): void {
     fail("eku", leaf, `carries only anyExtendedKeyUsage, which does not stand in for ${required}`);
   }
   fail("eku", leaf, `extendedKeyUsage ${usages.join(", ")} lacks ${required}`);
+}
+
+/**
+ * Name constraints (RFC 5280 §6.1.3 (b), (c); §6.1.4 (g)) of every CA of the path, the anchor
+ * included, over each certificate below it that is the leaf or not self-issued (src/pki/constraints.ts
+ * says which name forms are evaluated).
+ */
+function checkNameConstraints(path: readonly Node[]): void {
+  for (let k = path.length - 1; k >= 1; k--) {
+    const constraints = path[k]!.cert.nameConstraints;
+    if (!constraints) continue;
+    for (let i = k - 1; i >= 0; i--) {
+      const node = path[i]!;
+      if (i > 0 && isSelfIssued(node)) continue;
+      const violation = nameConstraintViolation(constraints, node.cert.structure.subject, node.cert.altNames);
+      if (violation) {
+        fail("name-constraints", node, `${violation} (name constraints of "${path[k]!.cert.subject}")`);
+      }
+    }
+  }
+}
+
+/**
+ * CA-level extended key usage: a CA that carries extendedKeyUsage may only issue for those usages, so
+ * every usage of the leaf must be listed by every such CA above it (anyExtendedKeyUsage in a CA
+ * stands for nothing but itself). A token CA (token-auth, config-signing) cannot make a device
+ * certificate, a device CA (device) cannot make a card certificate.
+ */
+function checkIssuerEku(path: readonly Node[]): void {
+  const leaf = path[0]!;
+  const usages = leaf.cert.extendedKeyUsage ?? [];
+  for (let k = 1; k < path.length; k++) {
+    const allowed = path[k]!.cert.extendedKeyUsage;
+    if (!allowed) continue;
+    const outside = usages.filter((u) => !allowed.includes(u));
+    if (outside.length > 0) {
+      fail(
+        "eku",
+        leaf,
+        `extendedKeyUsage ${outside.join(", ")} is outside what its issuer "${path[k]!.cert.subject}" may issue (${allowed.join(", ")})`,
+      );
+    }
+  }
+}
+
+/** Exactly one O in the leaf and in its issuer, the same value (as DER: type, string type and text). */
+function checkIssuerOrganization(leaf: Node, issuer: Node): void {
+  const leafO = organizations(leaf);
+  const issuerO = organizations(issuer);
+  if (leafO.length !== 1 || issuerO.length !== 1) {
+    fail(
+      "owner-mismatch",
+      leaf,
+      `leaf and issuer must each name exactly one O (found ${leafO.length} and ${issuerO.length})`,
+    );
+  }
+  if (!bytesEqual(leafO[0]!, issuerO[0]!)) {
+    fail("owner-mismatch", leaf, `O differs from the O of its issuer "${issuer.cert.subject}"`);
+  }
+}
+
+function organizations(node: Node): Uint8Array[] {
+  return node.cert.structure.subject.rdns.flatMap((rdn) =>
+    rdn.filter((a) => a.type === ATTR.organization).map((a) => a.valueEncoding),
+  );
 }
 
 /** EKU OIDs of a leaf; remembered per extension value (the same leaf is validated again and again). */

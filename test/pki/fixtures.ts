@@ -5,7 +5,7 @@ import {
   type Extension,
   KeyUsageFlags,
   KeyUsagesExtension,
-  type Name,
+  Name,
   SubjectKeyIdentifierExtension,
   X509Certificate,
   X509CertificateGenerator,
@@ -21,6 +21,7 @@ import {
 } from "../../src/pki/issue.js";
 import { type CryptoKey, type CryptoKeyPair, generateEcKeyPair, nodeCrypto } from "../../src/pki/keys.js";
 import { EKU } from "../../src/pki/oids.js";
+import { cardSubject } from "../../src/pki/profiles.js";
 
 /** A fixed clock for every test: certificates are issued at ISSUED_AT and validated at NOW. */
 export const ISSUED_AT = new Date("2030-01-01T00:00:00Z");
@@ -77,6 +78,14 @@ export function freshCrl(
   entries: RevokedCertificateEntry[] = [],
 ) {
   return issueCrl({ issuer, crlNumber, entries, now: new Date(NOW.getTime() - 5 * DAY) });
+}
+
+/**
+ * A card subject as the project writes it (O first, UTF8String): a token CA's name constraints
+ * permit exactly this prefix.
+ */
+export function cardName(owner = OWNER, officer = OFFICER): Name {
+  return new Name(cardSubject(owner, officer));
 }
 
 /** Everything a forged certificate can get wrong, each defaulting to what the real profile does. */

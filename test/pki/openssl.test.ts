@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { KeyUsageFlags, type X509Certificate } from "@peculiar/x509";
+import { KeyUsageFlags, Name, type X509Certificate } from "@peculiar/x509";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateRevokedError, CertificateValidationError } from "../../src/errors.js";
 import { encodeCrl } from "../../src/pki/crl.js";
@@ -18,10 +18,10 @@ import {
   PKI_FILES,
   revokeInPki,
 } from "../../src/pki/pki-store.js";
-import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
+import { caSubject, VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
 import { validateChain } from "../../src/pki/validate-chain.js";
 import { requireOrSkipReason } from "../helpers/pcsc-env.js";
-import { forge } from "./fixtures.js";
+import { cardName, forge, forgeCa } from "./fixtures.js";
 
 /**
  * Cross-checks against OpenSSL, an independent implementation: it must accept what this project issues,
@@ -223,11 +223,20 @@ describe.skipIf(!opensslVersion)(
       // digitalSignature or nonRepudiation, judges the key usage alone; a twin with the right key usage
       // passes both.
       const emailProtection = "1.3.6.1.5.5.7.3.4";
+      // OpenSSL's S/MIME purpose also requires every CA's EKU to allow emailProtection, which the
+      // project's token CA (token-auth, config-signing) does not: these leaves come from a token CA
+      // of the same owner without a CA-level EKU (forged; the project always writes one).
+      const looseCa = await forgeCa(new Name(caSubject("Loose Token CA", "ACME Bank")), pki.root, {
+        pathLength: 0,
+        notBefore: new Date(Date.now() - DAY),
+        notAfter: new Date(Date.now() + 2 * DAY),
+      });
+      await writePem("loose-ca.pem", looseCa.certificate);
       const keys = await generateEcKeyPair("P-256");
       const make = (keyUsage: KeyUsageFlags, cn: string) =>
         forge({
-          subject: `O=ACME Bank, CN=${cn}`,
-          issuer: pki.tokenCa,
+          subject: cardName("ACME Bank", cn),
+          issuer: looseCa,
           publicKey: keys.publicKey,
           keyUsage,
           eku: [EKU.tokenAuth, emailProtection],
@@ -237,14 +246,14 @@ describe.skipIf(!opensslVersion)(
       const project = (leaf: X509Certificate) =>
         validateChain({
           leaf,
-          intermediates: [pki.tokenCa.certificate],
+          intermediates: [looseCa.certificate],
           trustAnchor: pki.root.certificate,
           requireCrl: false,
           ...VALIDATION_REQUIREMENTS.cardAuthentication,
         });
       const smime = (file: string) =>
         openssl(
-          ["verify", "-purpose", "smimesign", "-CAfile", "root.pem", "-untrusted", "token-ca.pem", file],
+          ["verify", "-purpose", "smimesign", "-CAfile", "root.pem", "-untrusted", "loose-ca.pem", file],
           dir,
         );
 
@@ -317,7 +326,7 @@ describe.skipIf(!opensslVersion)(
           "-keyout",
           "o-ca.key",
           "-subj",
-          "/C=DE/O=OpenSSL Maker/CN=OpenSSL Token CA",
+          "/C=DE/O=ACME Bank/CN=OpenSSL Token CA",
           "-out",
           "o-ca.csr",
         ],

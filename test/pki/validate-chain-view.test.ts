@@ -26,7 +26,7 @@ import {
 } from "../../src/secure-element/secure-element.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { PIN, personalizeCard } from "../agent/fixtures.js";
-import { forge, freshCrl, makeTestPki, NOW, OFFICER, OWNER, type TestPki } from "./fixtures.js";
+import { cardName, forge, freshCrl, makeTestPki, NOW, OFFICER, OWNER, type TestPki } from "./fixtures.js";
 
 /**
  * The agent's verification path: validateChainView (no X.509 library loaded), the caches and the
@@ -165,7 +165,7 @@ describe("caches: the second chain of an onboarding verifies only its leaf", () 
     const keys = await generateEcKeyPair("P-256");
     for (let i = 0; i < 70; i++) {
       const leaf = await forge({
-        subject: `CN=Leaf ${i}, O=${OWNER}`,
+        subject: cardName(OWNER, `Leaf ${i}`),
         issuer: pki.tokenCa,
         publicKey: keys.publicKey,
       });
@@ -213,7 +213,7 @@ describe("another crypto provider (a card, a token) verifies every signature its
     const { provider } = counting();
     const intruder = await generateEcKeyPair("P-384");
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: pki.tokenCa,
       signingKey: intruder.privateKey,
       publicKey: pki.cardKeys.publicKey,

@@ -1,4 +1,4 @@
-import { Extension, KeyUsageFlags, X509Certificate } from "@peculiar/x509";
+import { Extension, KeyUsageFlags, Name, X509Certificate } from "@peculiar/x509";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   CardNotTrustedError,
@@ -15,9 +15,10 @@ import { encodeCrlNumber } from "../../src/pki/der.js";
 import { issueCardCertificate } from "../../src/pki/issue.js";
 import { generateEcKeyPair } from "../../src/pki/keys.js";
 import { EKU, EXT } from "../../src/pki/oids.js";
-import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
+import { caSubject, VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
 import { type ValidateChainOptions, validateChain } from "../../src/pki/validate-chain.js";
 import {
+  cardName,
   DAY,
   forge,
   forgeCa,
@@ -70,7 +71,7 @@ async function expectReason(
 /** A leaf under the real token CA, with one thing changed. */
 async function cardLeaf(overrides: Partial<Parameters<typeof forge>[0]> = {}) {
   return forge({
-    subject: `CN=${OFFICER}, O=${OWNER}`,
+    subject: cardName(),
     issuer: pki.tokenCa,
     publicKey: pki.cardKeys.publicKey,
     ...overrides,
@@ -160,7 +161,7 @@ describe("validateChain: each rule, broken on its own", () => {
   it("picks, among CAs sharing a name, the one whose key the leaf's authority key identifier names", async () => {
     const rekeyed = await forgeCa(pki.tokenCa.certificate.subjectName, pki.root, { pathLength: 0 });
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: rekeyed,
       publicKey: pki.cardKeys.publicKey,
     });
@@ -192,7 +193,7 @@ describe("validateChain: each rule, broken on its own", () => {
       eku: null,
     });
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: notCa,
       publicKey: pki.cardKeys.publicKey,
     });
@@ -202,7 +203,7 @@ describe("validateChain: each rule, broken on its own", () => {
   it("not-ca: an intermediate with no basicConstraints at all", async () => {
     const notCa = await forgeCa("CN=No Constraints CA, O=ACME Bank", pki.root, { basicConstraints: null });
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: notCa,
       publicKey: pki.cardKeys.publicKey,
     });
@@ -212,7 +213,7 @@ describe("validateChain: each rule, broken on its own", () => {
   it("path-length: a CA below the token CA, whose pathLenConstraint is 0", async () => {
     const subCa = await forgeCa("CN=Sub CA, O=ACME Bank", pki.tokenCa);
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: subCa,
       publicKey: pki.cardKeys.publicKey,
     });
@@ -246,7 +247,7 @@ describe("validateChain: each rule, broken on its own", () => {
   it("key-usage: an intermediate CA without keyCertSign", async () => {
     const ca = await forgeCa("CN=CRL Only CA, O=ACME Bank", pki.root, { keyUsage: KeyUsageFlags.cRLSign });
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: ca,
       publicKey: pki.cardKeys.publicKey,
     });
@@ -296,7 +297,7 @@ describe("validateChain: each rule, broken on its own", () => {
       notAfter: new Date(NOW.getTime() - DAY),
     });
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: ca,
       publicKey: pki.cardKeys.publicKey,
     });
@@ -316,7 +317,7 @@ describe("validateChain: each rule, broken on its own", () => {
     const fakeRoot = await forgeCa(pki.root.certificate.subjectName, undefined);
     const fakeTokenCa = await forgeCa(pki.tokenCa.certificate.subjectName, fakeRoot, { pathLength: 0 });
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: fakeTokenCa,
       publicKey: pki.cardKeys.publicKey,
     });
@@ -334,7 +335,7 @@ describe("validateChain: each rule, broken on its own", () => {
     const otherRoot = await forgeCa("CN=Someone Else Root, O=Evil", undefined);
     const ca = await forgeCa("CN=Evil Token CA, O=Evil", otherRoot, { pathLength: 0 });
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       issuer: ca,
       publicKey: pki.cardKeys.publicKey,
     });
@@ -348,7 +349,7 @@ describe("validateChain: each rule, broken on its own", () => {
   it("untrusted-anchor: a self-made card certificate (self-signed leaf)", async () => {
     const keys = await generateEcKeyPair("P-256");
     const leaf = await forge({
-      subject: `CN=${OFFICER}, O=${OWNER}`,
+      subject: cardName(),
       signingKey: keys.privateKey,
       publicKey: keys.publicKey,
     });
@@ -484,8 +485,8 @@ describe("validateChain: inputs", () => {
     await expectReason(cardAuth({ now: undefined }), "not-yet-valid");
   });
 
-  it("rejects a card certificate issued by the project to a key on a card owned by someone else only at binding time", async () => {
-    // Chain validation does not judge the owner; it reports it.
+  it("name-constraints: a token CA cannot issue a card certificate for another owner (SPEC.md §4)", async () => {
+    // The owner-takeover hole of issue 10: the token CA's permitted subtree is O = its owner.
     const keys = await generateEcKeyPair("P-384");
     const leaf = await issueCardCertificate({
       tokenCa: pki.tokenCa,
@@ -494,9 +495,39 @@ describe("validateChain: inputs", () => {
       slot: "9E",
       now: ISSUED_AT,
     });
-    const result = await cardAuth({ leaf });
-    expect(result).toMatchObject({ owner: "Other Corp" });
-    expect((result as { officer?: string }).officer).toBeUndefined();
+    const error = await expectReason(cardAuth({ leaf }), "name-constraints", "Other Corp");
+    expect(error.message).toContain("permitted subtree");
+  });
+
+  it("owner-mismatch: without name constraints, a card leaf's O must still be its token CA's O", async () => {
+    // A token CA made without name constraints (forged: the project always writes them).
+    const bare = await forgeCa(new Name(caSubject("Owner B Token CA", "Owner B")), pki.root, {
+      pathLength: 0,
+    });
+    const leaf = await forge({ subject: cardName(OWNER), issuer: bare, publicKey: pki.cardKeys.publicKey });
+    await expectReason(
+      validateChain({
+        leaf,
+        intermediates: [bare.certificate],
+        trustAnchor: pki.root.certificate,
+        now: NOW,
+        requireCrl: false,
+        ...VALIDATION_REQUIREMENTS.cardAuthentication,
+      }),
+      "owner-mismatch",
+      OFFICER,
+    );
+    // The same chain passes when the caller does not ask for it (device certificates, tests).
+    await expect(
+      validateChain({
+        leaf,
+        intermediates: [bare.certificate],
+        trustAnchor: pki.root.certificate,
+        now: NOW,
+        requireCrl: false,
+        requiredEku: EKU.tokenAuth,
+      }),
+    ).resolves.toMatchObject({ owner: OWNER });
   });
 
   it("treats an X509Certificate instance and its DER the same", async () => {

@@ -7,6 +7,7 @@ import { PersonalizationRefusedError, UsageError } from "../../../errors.js";
 import { ManagementKeyError } from "../../../piv/errors.js";
 import type { EcCurve } from "../../../piv/objects.js";
 import { encodePin } from "../../../piv/piv-session.js";
+import { tokenCaOwner } from "../../../pki/ca-facts.js";
 import { parseCrl } from "../../../pki/crl.js";
 import type { IssuerCredentials } from "../../../pki/issue.js";
 import { importPrivateKeyPem } from "../../../pki/keys.js";
@@ -256,6 +257,13 @@ async function loadPersonalizationPki(dir: string, owner: string): Promise<Perso
   const pkiOwner = await readPkiOwner(file(PKI_FILES.state));
   if (pkiOwner !== undefined && pkiOwner !== owner) {
     throw new UsageError(`--owner "${owner}" is not the owner of this PKI ("${pkiOwner}")`);
+  }
+  // The token CA's name constraints decide whom it may certify (SPEC.md §4, "Many owners, one root").
+  const caOwner = tokenCaOwner(certificate);
+  if (caOwner !== undefined && caOwner !== owner) {
+    throw new UsageError(
+      `--owner "${owner}": this token CA may only certify "${caOwner}" (an owner gets its own: pki issue-token-ca)`,
+    );
   }
   return { tokenCa: { certificate, privateKey: key }, root: { certificate: root }, crl };
 }
