@@ -17,12 +17,14 @@ import { createDeviceIdentity } from "../../src/pki/issue.js";
 import { exportPrivateKeyPem } from "../../src/pki/keys.js";
 import { type LoadedPki, loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { shardItemName } from "../../src/secure-element/card-layout.js";
+import { updateStationCrl } from "../../src/station/crl-update.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
 import { base32Decode, totp } from "../../src/station/totp.js";
 import { configSigningValidator } from "../../src/station/write-card.js";
 import { runCliInProcess } from "../helpers/cli.js";
 import {
   EXAMPLES,
+  otherOwnerPki,
   PIN,
   personaliseCardFile,
   removeTempDirs,
@@ -293,7 +295,11 @@ describe("station write", () => {
 
   it("another owner's card: exit 16; an invalid plan: exit 23 with every problem; no card: exit 10", async () => {
     const dir = await station();
-    const globex = await cardFile({ owner: "Globex Corporation" });
+    // A genuine card of another owner under the same root (its own token CA, known to the station).
+    const globexPki = await otherOwnerPki(pki, "Globex Corporation");
+    const globex = join(root, `card-${++counter}.json`);
+    await personaliseCardFile(globexPki, globex, { owner: "Globex Corporation" });
+    await updateStationCrl(join(root, dir), globexPki.crl, { issuers: [globexPki.tokenCa.certificate] });
     const plan = join(EXAMPLES, "rack-4.yaml");
     const owner = await run(["station", "write", "--plan", plan, "--station-dir", dir, "--pin-stdin"], {
       stdin: `${PIN}\n`,

@@ -15,7 +15,12 @@ import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { DEFAULT_MANAGEMENT_KEY, managementKeyLength } from "../../src/piv/management-key.js";
 import { PivSession } from "../../src/piv/piv-session.js";
 import { issueCrl, type RevokedCertificateEntry } from "../../src/pki/crl.js";
-import { createPki, issueCardCertificate, type OnboardingPki } from "../../src/pki/issue.js";
+import {
+  createPki,
+  issueCaCertificate,
+  issueCardCertificate,
+  type OnboardingPki,
+} from "../../src/pki/issue.js";
 import {
   generatePivIdentityKeys,
   installPivIdentityCertificates,
@@ -50,6 +55,21 @@ export interface TestPki extends OnboardingPki {
 export async function makePki(owner = OWNER): Promise<TestPki> {
   const pki = await createPki({ owner });
   return { ...pki, crl: await crlOf(pki, 1n) };
+}
+
+/**
+ * Another owner under the same manufacturer root, as `pki issue-token-ca` makes one: its own token CA
+ * (name constraints O = owner) and CRL number 1; root and device CA shared with `pki`.
+ */
+export async function otherOwnerPki(pki: OnboardingPki, owner: string): Promise<TestPki> {
+  const tokenCa = await issueCaCertificate({
+    issuer: pki.root,
+    kind: "tokenCa",
+    organization: owner,
+    commonName: `${owner} Token CA`,
+  });
+  const other = { ...pki, tokenCa };
+  return { ...other, crl: await crlOf(other, 1n) };
 }
 
 export function crlOf(

@@ -18,6 +18,7 @@ import {
 } from "../../src/errors.js";
 import { SHARD_OBJECT_FIRST, shardItemName } from "../../src/secure-element/card-layout.js";
 import { type OpenedCard, openInProcessCard } from "../../src/secure-element/open-card.js";
+import { updateStationCrl } from "../../src/station/crl-update.js";
 import { lastSequence } from "../../src/station/sequence-store.js";
 import { loadStationTrust, readCrls } from "../../src/station/station-dir.js";
 import { base32Decode, enrollTotp, TotpRejectedError, totp } from "../../src/station/totp.js";
@@ -33,6 +34,7 @@ import {
   makePki,
   makeStation,
   OFFICER,
+  otherOwnerPki,
   PIN,
   personaliseCard,
   removeTempDirs,
@@ -280,8 +282,11 @@ describe("writeConfigurationToCard: refusals", () => {
   });
 
   it("refuses the plan of another owner (exit 16) without spending a PIN try", async () => {
-    const { card } = await personaliseCard(pki, { owner: "Globex Corporation" });
+    // A genuine card of another owner under the same root (its own token CA, known to the station).
+    const globex = await otherOwnerPki(pki, "Globex Corporation");
+    const { card } = await personaliseCard(globex, { owner: "Globex Corporation" });
     const stationDir = await makeStation(pki);
+    await updateStationCrl(stationDir, globex.crl, { issuers: [globex.tokenCa.certificate] });
     const error = await failure(write(card, stationDir, rack4));
     expect(error).toBeInstanceOf(NotForThisHsmError);
     expect(error.exitCode).toBe(ExitCode.notForThisHsm);
