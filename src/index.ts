@@ -1,6 +1,5 @@
 // hsm-onboard's library surface for integrators (SPEC.md §2): explicit named exports only, one
 // block per layer, bottom up. Everything else under src/ is internal.
-import "reflect-metadata";
 
 export { Agent, runAgentOnce } from "./agent/agent.js";
 export { type OnboardingResult, onboard } from "./agent/onboarding.js";

@@ -15,13 +15,13 @@
 import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
-import { KeyUsageFlags } from "@peculiar/x509";
 import { createSoftwareSigner, type Signer } from "../crypto/signer.js";
 import { CardNotTrustedError, OnboardError, UsageError } from "../errors.js";
 import type { Pkcs11Token } from "../pkcs11/pkcs11-token.js";
 import { DEVICE_FILES } from "../pki/pki-store.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { validateChain } from "../pki/validate-chain.js";
+import { KeyUsageFlags } from "../util/x509.js";
 
 export interface DeviceIdentity {
   /** Signs receipts; its chain is [device certificate, device CA, …]. */

@@ -12,10 +12,10 @@
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { X509Certificate } from "@peculiar/x509";
 import type { IssuerCredentials } from "../pki/issue.js";
 import { exportPrivateKeyPem, importPrivateKeyPem } from "../pki/keys.js";
 import { createScpVendorCa, issueScpKeyCertificate } from "../pki/scp-certificates.js";
+import { X509Certificate } from "../util/x509.js";
 import type { VirtualPivCard } from "./virtual-piv-card.js";
 
 export const SCP_VENDOR_CA_FILE = "scp-vendor-ca.pem";

@@ -1,4 +1,3 @@
-import "reflect-metadata";
 import { Command, CommanderError } from "commander";
 import { ExitCode, isOnboardError } from "../errors.js";
 import { agentCommand } from "./commands/agent/index.js";

@@ -1,7 +1,4 @@
-// @peculiar/x509 needs the reflect-metadata polyfill loaded before it.
-import "reflect-metadata";
 import { createHash } from "node:crypto";
-import { X509Certificate } from "@peculiar/x509";
 import { ECDSA_PROFILES, ecdsaRawToDer } from "../crypto/ecdsa.js";
 import {
   CardFullError,
@@ -12,6 +9,7 @@ import {
   Pkcs11Error,
   WrongPinError,
 } from "../errors.js";
+import { X509Certificate } from "../util/x509.js";
 import {
   CK_CERTIFICATE_CATEGORY_AUTHORITY,
   CK_CERTIFICATE_CATEGORY_TOKEN_USER,

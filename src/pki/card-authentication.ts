@@ -21,7 +21,6 @@
  * so that station and agent keep one function.
  */
 import { createHash } from "node:crypto";
-import type { X509Certificate } from "@peculiar/x509";
 import { CardNotTrustedError, CertificateValidationError } from "../errors.js";
 import {
   newChallenge,
@@ -30,6 +29,7 @@ import {
   verifyChallengeProof,
 } from "../secure-element/secure-element.js";
 import { bytesEqual } from "../util/bytes.js";
+import type { X509Certificate } from "../util/x509.js";
 import { certificateParts } from "./der.js";
 import { VALIDATION_REQUIREMENTS } from "./profiles.js";
 import {

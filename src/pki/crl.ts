@@ -1,3 +1,4 @@
+import { MalformedError, UsageError } from "../errors.js";
 import {
   AuthorityKeyIdentifierExtension,
   Extension,
@@ -6,8 +7,7 @@ import {
   X509Crl,
   X509CrlGenerator,
   X509CrlReason,
-} from "@peculiar/x509";
-import { MalformedError, UsageError } from "../errors.js";
+} from "../util/x509.js";
 import { encodeCrlNumber } from "./der.js";
 import { crlNumberOfParsed, parseCrlDer } from "./fast-x509.js";
 import type { IssuerCredentials } from "./issue.js";

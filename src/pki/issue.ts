@@ -1,3 +1,4 @@
+import { UsageError } from "../errors.js";
 import {
   AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,
@@ -9,8 +10,7 @@ import {
   SubjectKeyIdentifierExtension,
   X509Certificate,
   X509CertificateGenerator,
-} from "@peculiar/x509";
-import { UsageError } from "../errors.js";
+} from "../util/x509.js";
 import { encodeDirectoryNameConstraints } from "./constraints.js";
 import {
   type CryptoKey,

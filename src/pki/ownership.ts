@@ -1,5 +1,5 @@
-import type { X509Certificate } from "@peculiar/x509";
 import { CertificateValidationError } from "../errors.js";
+import type { X509Certificate } from "../util/x509.js";
 import { ATTR } from "./oids.js";
 
 /**

@@ -1,10 +1,10 @@
 import { constants as fsConstants } from "node:fs";
 import { mkdir, open, readFile, realpath, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { X509Certificate, type X509Crl } from "@peculiar/x509";
 import { z } from "zod";
 import { UsageError } from "../errors.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
+import { X509Certificate, type X509Crl } from "../util/x509.js";
 import { CRL_REASONS, type CrlReasonName, crlToPem, DEFAULT_CRL_VALIDITY_DAYS, issueCrl } from "./crl.js";
 import { bytesEqual, certificateParts } from "./der.js";
 import {

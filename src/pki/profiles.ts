@@ -1,5 +1,5 @@
-import { KeyUsageFlags } from "@peculiar/x509";
 import { UsageError } from "../errors.js";
+import { KeyUsageFlags } from "../util/x509.js";
 import { ATTR, EKU } from "./oids.js";
 
 /**

@@ -18,7 +18,7 @@ import {
   SubjectKeyIdentifierExtension,
   X509Certificate,
   X509CertificateGenerator,
-} from "@peculiar/x509";
+} from "../util/x509.js";
 import type { IssuerCredentials } from "./issue.js";
 import { randomSerialNumber, signingAlgorithmFor } from "./issue.js";
 import { type CryptoKey, generateEcKeyPair, nodeCrypto } from "./keys.js";

@@ -1,4 +1,3 @@
-import type { X509Certificate, X509Crl } from "@peculiar/x509";
 import {
   CertificateRevokedError,
   CertificateValidationError,
@@ -6,6 +5,7 @@ import {
   MalformedError,
   ReplayError,
 } from "../errors.js";
+import type { X509Certificate, X509Crl } from "../util/x509.js";
 import { nameConstraintViolation } from "./constraints.js";
 import { bytesEqual, decodeExtendedKeyUsage } from "./der.js";
 import {
@@ -139,7 +139,7 @@ export async function validateChainView(options: ValidateChainOptions): Promise<
  */
 export async function validateChain(options: ValidateChainOptions): Promise<ValidatedChain> {
   const { path, ...facts } = await validatePath(options);
-  const { X509Certificate: Certificate } = await import("@peculiar/x509");
+  const { X509Certificate: Certificate } = await import("../util/x509.js");
   // Built when first read: decoding with @peculiar/x509 costs milliseconds, and many callers only
   // want to know that the chain validated, or its owner.
   let certificates: X509Certificate[] | undefined;

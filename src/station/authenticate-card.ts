@@ -11,9 +11,10 @@
  *
  * Any owner under the anchor is accepted here: write-card.ts then requires the plan's owner.
  */
-import type { X509Certificate, X509Crl } from "@peculiar/x509";
+
 import { CardNotTrustedError } from "../errors.js";
 import type { AuthenticatedCard, CardAuthenticationPolicy } from "../pki/card-authentication.js";
+import type { X509Certificate, X509Crl } from "../util/x509.js";
 import { crlIssuedUnder } from "./trust.js";
 
 /** What the station trusts: its anchor, the current CRLs, and token CAs it already checked. */

@@ -5,9 +5,10 @@
  * exit 17). The station writes the CRL onto every card it configures (SPEC.md §4 Revocation), so an
  * agent checks the same list.
  */
-import { type X509Certificate, X509Crl } from "@peculiar/x509";
+
 import { ReplayError, UsageError } from "../errors.js";
 import { crlParts } from "../pki/der.js";
+import { type X509Certificate, X509Crl } from "../util/x509.js";
 import {
   crlPath,
   readCrlOf,

@@ -6,8 +6,8 @@
  */
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { X509Certificate } from "@peculiar/x509";
 import { UsageError } from "../errors.js";
+import type { X509Certificate } from "../util/x509.js";
 import { readTrustAnchorIfAny, STATION_FILES, withStationLock, writeTrustAnchor } from "./station-dir.js";
 import { checkTrustAnchor } from "./trust.js";
 

@@ -28,7 +28,6 @@
  * depends on the card being virtual, and it needs the PKI (issuance, validation) above the emulator.
  */
 import { createHash, X509Certificate as NodeX509Certificate, randomBytes } from "node:crypto";
-import type { X509Certificate, X509Crl } from "@peculiar/x509";
 import { ApduError } from "../apdu/status-words.js";
 import {
   ECDSA_PROFILES,
@@ -61,6 +60,7 @@ import {
   installPivIdentityCertificates,
   type PivElement,
 } from "../secure-element/piv-element.js";
+import type { X509Certificate, X509Crl } from "../util/x509.js";
 
 export { PersonalizationRefusedError } from "../errors.js";
 

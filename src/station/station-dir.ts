@@ -23,12 +23,12 @@ import { mkdir, open, readdir, readFile, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { PemConverter, X509Certificate, X509Crl } from "@peculiar/x509";
 import type { z } from "zod";
 import { StationBusyError, UsageError } from "../errors.js";
 import { crlNumberOf, crlToPem } from "../pki/crl.js";
 import { certificateParts, crlParts } from "../pki/der.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
+import { PemConverter, X509Certificate, X509Crl } from "../util/x509.js";
 
 export { StationBusyError } from "../errors.js";
 

@@ -8,17 +8,18 @@
  * Card chains themselves are validated by src/pki validateChain (authenticate-card.ts); these checks
  * cover the inputs that have no end-entity certificate to validate.
  */
+
+import { IntegrityError, MalformedError, UsageError, ValidityError } from "../errors.js";
+import { crlNumberOf } from "../pki/crl.js";
+import { bytesEqual, certificateParts, crlParts } from "../pki/der.js";
+import { nodeCrypto } from "../pki/keys.js";
 import {
   BasicConstraintsExtension,
   KeyUsageFlags,
   KeyUsagesExtension,
   type X509Certificate,
   type X509Crl,
-} from "@peculiar/x509";
-import { IntegrityError, MalformedError, UsageError, ValidityError } from "../errors.js";
-import { crlNumberOf } from "../pki/crl.js";
-import { bytesEqual, certificateParts, crlParts } from "../pki/der.js";
-import { nodeCrypto } from "../pki/keys.js";
+} from "../util/x509.js";
 
 /** UsageError unless `certificate` is a self-signed CA certificate valid at `now`. */
 export async function checkTrustAnchor(certificate: X509Certificate, now: Date): Promise<void> {

@@ -20,7 +20,6 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { X509Certificate, X509Crl } from "@peculiar/x509";
 import { type EncodedConfig, encodeConfig } from "../config/encode-config.js";
 import { CONFIGURATION_ID_BYTES, type Manifest, verifyManifest } from "../config/manifest.js";
 import type { NetworkPlan } from "../config/plan-model.js";
@@ -49,6 +48,7 @@ import {
   type SecureElementInfo,
 } from "../secure-element/secure-element.js";
 import { bytesEqual } from "../util/bytes.js";
+import { X509Certificate, X509Crl } from "../util/x509.js";
 import { type StationTrust, stationCardPolicy, stationCrlFor } from "./authenticate-card.js";
 import { type CrlUpdate, updateStationCrl } from "./crl-update.js";
 import { allocateSequence } from "./sequence-store.js";

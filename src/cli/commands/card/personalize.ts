@@ -1,7 +1,6 @@
 import { createPrivateKey, createPublicKey } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import type { X509Certificate, X509Crl } from "@peculiar/x509";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { PersonalizationRefusedError, UsageError } from "../../../errors.js";
 import { ManagementKeyError } from "../../../piv/errors.js";
@@ -20,6 +19,7 @@ import {
   type PersonalizeResult,
   personalizeCard,
 } from "../../../station/personalize-card.js";
+import type { X509Certificate, X509Crl } from "../../../util/x509.js";
 import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";

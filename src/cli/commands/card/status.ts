@@ -1,4 +1,3 @@
-import { X509Certificate } from "@peculiar/x509";
 import { Command, InvalidArgumentError } from "commander";
 import { ApduError } from "../../../apdu/status-words.js";
 import { TlvError } from "../../../apdu/tlv.js";
@@ -14,6 +13,7 @@ import {
 import type { PivMetadata, PivSession } from "../../../piv/piv-session.js";
 import type { PivElement } from "../../../secure-element/piv-element.js";
 import { describeManagementKeyType } from "../../../station/personalize-card.js";
+import { X509Certificate } from "../../../util/x509.js";
 import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { describeCardCertificate } from "./personalize.js";

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import type { X509Certificate, X509Crl } from "@peculiar/x509";
 import { crlNumberOf } from "../../../pki/crl.js";
+import type { X509Certificate, X509Crl } from "../../../util/x509.js";
 
 /** The parts of a certificate an officer checks, for `--json` output. */
 export function describeCertificate(cert: X509Certificate, file?: string) {

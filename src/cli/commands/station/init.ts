@@ -1,10 +1,10 @@
 import { resolve } from "node:path";
-import type { X509Certificate } from "@peculiar/x509";
 import { Command } from "commander";
 import { UsageError } from "../../../errors.js";
 import { type CrlUpdate, parseCrlFile, updateStationCrl } from "../../../station/crl-update.js";
 import { initStation } from "../../../station/init-station.js";
 import { parseCertificates, STATION_FILES } from "../../../station/station-dir.js";
+import type { X509Certificate } from "../../../util/x509.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { describeCertificate, describeCrl, fingerprint } from "../pki/describe.js";
 import { crlLine, readInput, STATION_DIR_HELP, stationDirOf } from "./common.js";

@@ -1,7 +1,7 @@
-import { X509Certificate } from "@peculiar/x509";
 import { Command } from "commander";
 import { parseCrlFile, updateStationCrl } from "../../../station/crl-update.js";
 import { parseCertificates } from "../../../station/station-dir.js";
+import { X509Certificate } from "../../../util/x509.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { describeCertificate, describeCrl } from "../pki/describe.js";
 import {
