@@ -1,8 +1,9 @@
 /**
  * The agent around the flow: opens a state directory (its lock, trust anchor, device identity, audit
- * log, network applier), reconciles at start, and runs onboard() for each card it is given. Card
- * acquisition is the caller's: the CLI waits for PC/SC cards (card-source.ts); tests and the demo
- * hand in an in-process virtual card (runAgentOnce({ element })).
+ * log, network applier), reconciles at start, and runs onboard() for each card: `serve` is the
+ * wait/onboard/remove loop over a CardSource (card-source.ts: PC/SC cards, or an opener the caller
+ * injects) that `agent run` drives; tests and the demo may also hand in one open card
+ * (runAgentOnce({ element })).
  *
  * At start:
  * - `factory` becomes `waiting-for-card`;
@@ -15,9 +16,10 @@
  * and re-applied, and then start() refuses to go on (IntegrityError, exit 15): no card is onboarded
  * on top of a log that cannot say what happened before.
  */
-import { IntegrityError, NetworkApplyError, UsageError } from "../errors.js";
+import { ExitCode, IntegrityError, isOnboardError, NetworkApplyError, UsageError } from "../errors.js";
 import type { SecureElement } from "../secure-element/secure-element.js";
 import { AuditLog } from "./audit-log.js";
+import type { CardSource } from "./card-source.js";
 import { type DeviceIdentity, loadDeviceIdentity } from "./device-identity.js";
 import { readTrustAnchor } from "./factory.js";
 import { type AgentFaults, faultsFromEnv } from "./faults.js";
@@ -238,6 +240,47 @@ export class Agent {
     });
   }
 
+  /**
+   * The agent's loop (SPEC.md §6): wait for a card (one already inserted counts), onboard it, release
+   * it, and with `once` return; otherwise wait for the card to be removed and for the next one, until
+   * `signal`. A card that cannot be opened is reported and must be removed (with `once`, its error is
+   * thrown); a wait that runs out (NoCardError, 10) or a failure of the PC/SC service is thrown.
+   * Returns the last result (none when stopped before a card came). Never closes the agent.
+   */
+  async serve(options: ServeOptions): Promise<OnboardingResult | undefined> {
+    const { source, signal } = options;
+    const timeoutMs = options.timeoutMs ?? Number.POSITIVE_INFINITY;
+    let last: OnboardingResult | undefined;
+    try {
+      while (!signal?.aborted) {
+        this.#log(`HSM ${this.store.state.serial} waiting for a card`);
+        let element: SecureElement;
+        try {
+          element = await source.nextCard({ timeoutMs, ...(signal ? { signal } : {}) });
+        } catch (error) {
+          if (signal?.aborted) break;
+          if (options.once || !isOnboardError(error) || error.exitCode === ExitCode.noCard) throw error;
+          this.#log(`cannot use this card: ${error.message}; remove it`);
+          await source.release().catch(() => undefined);
+          await source.waitForRemoval(signal ? { signal } : {});
+          continue;
+        }
+        try {
+          last = await this.onboard(element, options.pinSource);
+        } finally {
+          await source.release().catch(() => undefined);
+        }
+        options.onResult?.(last);
+        if (options.once) break;
+        this.#log("remove the card");
+        await source.waitForRemoval(signal ? { signal } : {});
+      }
+    } finally {
+      await source.release().catch(() => undefined);
+    }
+    return last;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -253,6 +296,21 @@ export class Agent {
     const record = await this.audit.append(event, { serial: this.store.state.serial, ...data });
     await this.store.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
   }
+}
+
+export interface ServeOptions {
+  /** Where the cards come from (card-source.ts: PC/SC, or an injected opener). */
+  readonly source: CardSource;
+  /** Where each card's PIN comes from. */
+  readonly pinSource: PinSource;
+  /** Process one card and return its result (`agent run --once`). */
+  readonly once?: boolean;
+  /** Bound on each wait for a card (default: none); NoCardError (10) when it runs out. */
+  readonly timeoutMs?: number;
+  /** Stops the loop (SIGINT/SIGTERM in `agent run`): between cards, or while waiting for one. */
+  readonly signal?: AbortSignal;
+  /** Each result, as soon as it is known (the CLI prints it). */
+  readonly onResult?: (result: OnboardingResult) => void;
 }
 
 export interface RunAgentOnceOptions extends OpenAgentOptions {

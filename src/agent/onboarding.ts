@@ -1,39 +1,43 @@
 /**
- * The agent's onboarding flow (SPEC.md §6, claim steps 352–360 and the receipt): one straight-line
- * function, in the manner of an SZTP bootstrap (STYLE.md). Each stage is persisted before the next
- * begins; any failure returns the agent to `waiting-for-card` with a typed error (its exit code is
- * SPEC.md §7's), and the network is either untouched or restored to its snapshot.
+ * The agent's onboarding flow (SPEC.md §6, claim steps 352–360 and the receipt), in the manner of an
+ * SZTP bootstrap (STYLE.md): `onboard` runs six named steps in order over one typed context
+ * (`Onboarding`), each step taking what the earlier ones established and returning what it
+ * establishes. Each stage is persisted before the next begins; any failure goes to `failed`, which
+ * returns the agent to `waiting-for-card` with a typed error (its exit code is SPEC.md §7's), and
+ * the network is either untouched or restored to its snapshot.
  *
  *   waiting-for-card → card-authenticated → user-authenticated → config-verified → applying → configured
  *
  * What each step trusts, and why:
- *  1. card: the 9E certificate chains to the installed manufacturer root through the token CA the
+ *  1. authenticate card (authenticateCard, src/pki/card-authentication.ts, with the agent's policy):
+ *     the 9E certificate chains to the installed manufacturer root through the token CA the
  *     card carries (`certificates` item), is not on the token CA's CRL (the card's `crl` item, or the
  *     newest one stored; a CRL number below the highest seen is a replay, 17), and the card answers a
  *     fresh challenge with the 9E key (a copied certificate fails). The owner (subject O) and token
  *     CA must be this HSM's, if it has one (16) — checked before the PIN, so a wrong card costs no try.
- *  2. user: the card PIN (13 with the tries left; 14 when blocked).
- *  3. configuration: the manifest's COSE signatures, each signer's chain validated for configuration
+ *  2. authenticate user: the card PIN (13 with the tries left; 14 when blocked).
+ *  3. verify configuration: the manifest's COSE signatures, each signer's chain validated for configuration
  *     signing, same owner and token CA as the card; this card's own 9C among the valid signers;
  *     enough valid signers for the quorum from this HSM's state, never from the configuration (19);
- *     a configured HSM takes only a strictly higher sequence (17); the validity window (18); only
- *     the shard holding this serial is read (16 when none does), its SHA-256 checked against the
- *     signed manifest (15), and this HSM's entry decoded.
- *  4. network: a snapshot is persisted with stage `applying` before the first change; apply and
+ *     a configured HSM takes only a strictly higher sequence (17); the validity window (18).
+ *  4. select own entry: only the shard holding this serial is read (16 when none does), its SHA-256
+ *     checked against the signed manifest (15), and this HSM's entry decoded.
+ *  5. apply network: a snapshot is persisted with stage `applying` before the first change; apply and
  *     verify, rolled back to the snapshot on any failure (20, 21 for an address in use).
- *  5. receipt: signed by the device key, appended to a receipt object on the card (a full card is
+ *  6. issue receipt: signed by the device key, appended to a receipt object on the card (a full card is
  *     logged, not fatal), and an audit record.
  */
 import { createHash } from "node:crypto";
 import { checkManifestValidity, findShardFor, type Manifest, verifyManifest } from "../config/manifest.js";
 import { appendReceipt, type Receipt, signReceipt } from "../config/receipt.js";
-import { decodeShardEntry, networkStateDigest } from "../config/shard.js";
+import { decodeShardEntry, type HsmConfig, networkStateDigest } from "../config/shard.js";
 import type { Signer } from "../crypto/signer.js";
 import {
   CardFullError,
   CardNotTrustedError,
   ExitCode,
   IntegrityError,
+  InternalError,
   MalformedError,
   NotForThisHsmError,
   OnboardError,
@@ -41,7 +45,7 @@ import {
   QuorumError,
   ReplayError,
 } from "../errors.js";
-import { authenticateCard, type CardOwnerFacts } from "../pki/card-authentication.js";
+import { type AuthenticatedCard, authenticateCard, type CardOwnerFacts } from "../pki/card-authentication.js";
 import { parseCrl } from "../pki/crl.js";
 import { certificateParts } from "../pki/der.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
@@ -58,6 +62,7 @@ import type { DeviceIdentity } from "./device-identity.js";
 import type { AgentFaults } from "./faults.js";
 import {
   applyWithRollback,
+  type HostNetworkConfig,
   hostNetworkConfig,
   type InterfaceMap,
   type NetBackend,
@@ -132,318 +137,410 @@ export interface OnboardingResult {
   readonly durationMs: number;
 }
 
+/**
+ * The typed context of one onboarding: the options, and what is known so far — all the failure path
+ * needs (the stage worked towards, the card, whether the PIN was verified, the manifest, and a
+ * network applied but not yet recorded).
+ */
+interface Onboarding {
+  readonly options: OnboardOptions;
+  readonly serial: string;
+  /** performance.now() at the start, for durationMs. */
+  readonly started: number;
+  /** The stage being worked towards: where a failure is recorded. */
+  target: AgentStage;
+  card?: CardSummary & { owner?: string };
+  pinVerified: boolean;
+  manifest?: Manifest;
+  /** Set once the network was changed and verified, until `configured` is on disk. */
+  applied?: NetSnapshot;
+}
+
+/** Step 1's result: the authenticated card and the revocation data its chain was checked with. */
+interface CardStep {
+  readonly card: AuthenticatedCard;
+  readonly crls: readonly Uint8Array[];
+  readonly crlFloor: string | undefined;
+  readonly now: Date;
+}
+
+/** Step 3's result: the verified configuration. */
+interface ConfigurationStep {
+  readonly manifest: Manifest;
+  readonly validSigners: number;
+}
+
+/** Step 4's result: this HSM's own entry and the host network it becomes. */
+interface EntryStep {
+  readonly config: HsmConfig;
+  readonly network: HostNetworkConfig;
+}
+
+/** Step 5's result: what was applied and recorded as `configured`. */
+interface ApplyStep {
+  readonly digest: Uint8Array;
+  readonly appliedAt: Date;
+}
+
 /** Runs the whole flow for the card in `options.element`. Never throws for a card or network problem. */
 export async function onboard(options: OnboardOptions): Promise<OnboardingResult> {
-  const { element, state, trust, pinSource, net, clock, audit, log } = options;
-  const serial = state.state.serial;
-  const started = performance.now();
-  // What is known so far, for the failure path (result, failure receipt, audit record).
-  const known: {
-    target: AgentStage;
-    card?: CardSummary & { owner?: string };
-    pinVerified?: boolean;
-    manifest?: Manifest;
-    /** Set once the network was changed and verified, until `configured` is on disk. */
-    applied?: NetSnapshot;
-  } = { target: "card-authenticated" };
-
+  const run: Onboarding = {
+    options,
+    serial: options.state.state.serial,
+    started: performance.now(),
+    target: "card-authenticated",
+    pinVerified: false,
+  };
   try {
-    // 1. The card (354): chain of trust to the manufacturer root, revocation, live challenge.
-    // The identity is read once per session (the element keeps it): here for the CRL ratchet's key.
-    const identity = await element.identity();
-    const cardCrl = await element.readItem("crl");
-    const now = clock();
-    const leafIssuer = issuerOf(identity.cardAuthentication);
-    const crlFloor = state.state.crlNumbers[leafIssuer];
-    const crls = cardCrl ? [cardCrl] : await state.storedCrls();
-    const card = await authenticateCard(element, {
-      trustAnchor: trust.root,
-      crls,
-      ...(crlFloor !== undefined ? { crlNumberFloor: BigInt(crlFloor) } : {}),
-      clock: () => now,
-      // Another owner's card, or the same owner name under another token CA: 16, before the PIN.
-      checkOwner: (facts) => {
-        known.card = { ...summarizeCard(facts, element), owner: facts.owner };
-        checkOwner(state.state, facts.owner, facts.tokenCaSha256);
-      },
-    });
-    const { owner, tokenCaSha256 } = card;
-    const crlUpdate = await crlRatchet(state, leafIssuer, card.crlNumber, cardCrl);
-    await state.setStage("card-authenticated", crlUpdate);
-    log(`card authenticated: ${owner}${card.officer ? `, officer ${card.officer}` : ""}`);
-
-    // 2. The user (356): the card PIN.
-    known.target = "user-authenticated";
-    if ((await element.pinTriesLeft()) === 0) {
-      throw new PinBlockedError("the card's PIN is blocked; unblock it with the PUK at the station");
-    }
-    await element.verifyPin(await pinSource.read("PIN"));
-    known.pinVerified = true;
-    await state.setStage("user-authenticated");
-    log("PIN verified");
-
-    // 3. The configuration (358): signatures, owner, quorum, sequence, validity, this HSM's shard.
-    known.target = "config-verified";
-    const manifestBytes = await element.readItem("manifest");
-    if (!manifestBytes) throw new NotForThisHsmError("the card carries no configuration (no manifest)");
-    const { manifest, validSigners } = await verifyConfiguration(manifestBytes, identity, {
-      root: trust.root,
-      crls,
-      now,
-      crlFloor,
-      owner,
-      tokenCaSha256,
-    });
-    known.manifest = manifest;
-    if (manifest.owner !== owner) {
-      throw new NotForThisHsmError(
-        `the configuration is for owner "${manifest.owner}", the card is "${owner}"`,
-      );
-    }
-    const quorum = state.state.quorum.required;
-    if (validSigners < quorum) {
-      throw new QuorumError(
-        `${validSigners} valid signature(s) on the configuration; this HSM requires ${quorum}`,
-      );
-    }
-    const configured = state.state.configured;
-    if (configured && manifest.sequence <= configured.sequence) {
-      throw new ReplayError(
-        `configuration sequence ${manifest.sequence} is not newer than the applied ${configured.sequence}`,
-      );
-    }
-    checkManifestValidity(manifest, Math.floor(now.getTime() / 1000));
-    const shardRef = findShardFor(manifest, serial);
-    const shardItem = shardItemName(shardRef.objectId);
-    const shardBytes = await element.readItem(shardItem);
-    if (!shardBytes)
-      throw new IntegrityError(`${shardItem}, named by the signed manifest, is not on the card`);
-    const config = decodeShardEntry(shardBytes, shardRef, serial);
-    const network = hostNetworkConfig(config, options.interfaces);
-    await state.setStage("config-verified");
-    log(
-      `configuration ${hex(manifest.configurationId).slice(0, 8)} sequence ${manifest.sequence} verified: ` +
-        `${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`,
-    );
-
-    // 4. The network (360): snapshot persisted first, then apply + verify, rolled back on any failure.
-    known.target = "applying";
-    const snapshot = await net.snapshot(network);
-    await state.setStage("applying", (s) => ({
-      ...s,
-      applying: {
-        startedAt: clock().toISOString(),
-        owner,
-        sequence: manifest.sequence,
-        configurationId: hex(manifest.configurationId),
-        backend: net.name,
-        network,
-        snapshot,
-      },
-    }));
-    options.faults?.reached("after-snapshot");
-    log(`applying the network (${net.name})`);
-    await applyWithRollback(net, network, snapshot, options.faults);
-    options.faults?.reached("after-verify-before-persist");
-    known.target = "configured";
-    known.applied = snapshot;
-    const digest = networkStateDigest(config);
-    const appliedAt = clock();
-    await state.setStage("configured", (s) => {
-      const { applying: _done, lastError: _cleared, ...rest } = s;
-      return {
-        ...rest,
-        configured: {
-          owner,
-          sequence: manifest.sequence,
-          configurationId: hex(manifest.configurationId),
-          appliedAt: appliedAt.toISOString(),
-          digest: hex(digest),
-          backend: net.name,
-          config: structuredClone(config) as AppliedConfiguration["config"],
-          network,
-          card: omitOwner(known.card!),
-        },
-        // The first onboarding pins the owner, its token CA and the quorum (SPEC.md §4).
-        owner: {
-          name: owner,
-          boundBy: s.owner?.boundBy ?? "first-onboarding",
-          tokenCaSha256,
-          pinnedAt: s.owner?.pinnedAt ?? appliedAt.toISOString(),
-        },
-        quorum: { required: s.quorum.required, pinned: true },
-      };
-    });
-    delete known.applied;
-    options.faults?.reached("after-persist-before-receipt");
-    log(`configured: ${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`);
-
-    // 5. The receipt, signed by the device key, onto the card; then the audit record. The HSM is
-    // configured from here on: a card pulled now or a full card costs the receipt, not the result.
-    let receipt: ReceiptOutcome;
-    try {
-      receipt = await writeReceipt(element, trust.device.signer, {
-        serial,
-        configurationId: manifest.configurationId,
-        sequence: manifest.sequence,
-        stateDigest: digest,
-        time: Math.floor(appliedAt.getTime() / 1000),
-        outcome: ExitCode.ok,
-      });
-    } catch (receiptError) {
-      receipt = { written: false, reason: (receiptError as Error).message };
-    }
-    log(receipt.written ? `receipt written to ${receipt.item}` : `receipt not written: ${receipt.reason}`);
-    try {
-      const record = await audit.append("configured", {
-        serial,
-        card: known.card,
-        configurationId: hex(manifest.configurationId),
-        sequence: manifest.sequence,
-        signers: validSigners,
-        hostname: config.hsm.hostname,
-        addresses: plannedAddresses(network),
-        digest: hex(digest),
-        backend: net.name,
-        receipt,
-      });
-      await state.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
-    } catch (auditError) {
-      log(`could not write the audit record: ${(auditError as Error).message}`);
-    }
-    return {
-      ok: true,
-      exitCode: ExitCode.ok,
-      stage: "configured",
-      serial,
-      card: known.card,
-      owner,
-      configurationId: hex(manifest.configurationId),
-      sequence: manifest.sequence,
-      hostname: config.hsm.hostname,
-      addresses: plannedAddresses(network),
-      receipt,
-      durationMs: performance.now() - started,
-    };
+    const card = await authenticateCardStep(run);
+    await authenticateUserStep(run);
+    const configuration = await verifyConfigurationStep(run, card);
+    const entry = await selectOwnEntryStep(run, configuration);
+    const applied = await applyNetworkStep(run, card, configuration, entry);
+    return await issueReceiptStep(run, configuration, entry, applied);
   } catch (caught) {
-    return failed(options, caught, known, started);
+    return failed(run, caught);
   }
 }
 
-// ---- the failure path ---------------------------------------------------------------------------------
+// ---- the steps ----------------------------------------------------------------------------------
 
-async function failed(
-  options: OnboardOptions,
-  caught: unknown,
-  known: {
-    target: AgentStage;
-    card?: CardSummary & { owner?: string };
-    pinVerified?: boolean;
-    manifest?: Manifest;
-    applied?: NetSnapshot;
-  },
-  started: number,
-): Promise<OnboardingResult> {
-  const { state, clock, audit, log, element, trust, net } = options;
-  const serial = state.state.serial;
-  const error =
-    caught instanceof OnboardError
-      ? caught
-      : Object.assign(new Error(caught instanceof Error ? caught.message : String(caught)), {
-          code: "ERR_INTERNAL",
-          exitCode: ExitCode.internal as number,
-        });
-  const exitCode = (error as { exitCode: number }).exitCode;
-  const code = (error as { code: string }).code;
-  // Applied and verified, but `configured` could not be recorded: the network goes back too, so that
-  // state and network agree. If that fails, `applying` stays on disk and the next start reconciles.
-  let rollbackFailed = error instanceof RollbackFailedError;
-  if (known.applied) {
-    try {
-      await net.rollback(known.applied);
-    } catch (rollbackError) {
-      rollbackFailed = true;
-      log(`rolling the network back failed: ${(rollbackError as Error).message}`);
-    }
+/** 1. The card (354): chain of trust to the manufacturer root, revocation, live challenge, owner. */
+async function authenticateCardStep(run: Onboarding): Promise<CardStep> {
+  const { element, state, trust, clock, log } = run.options;
+  run.target = "card-authenticated";
+  // The identity is read once per session (the element keeps it): here for the CRL ratchet's key.
+  const identity = await element.identity();
+  const cardCrl = await element.readItem("crl");
+  const now = clock();
+  const leafIssuer = issuerOf(identity.cardAuthentication);
+  const crlFloor = state.state.crlNumbers[leafIssuer];
+  const crls = cardCrl ? [cardCrl] : await state.storedCrls();
+  const card = await authenticateCard(element, {
+    trustAnchor: trust.root,
+    crls,
+    ...(crlFloor !== undefined ? { crlNumberFloor: BigInt(crlFloor) } : {}),
+    clock: () => now,
+    // Another owner's card, or the same owner name under another token CA: 16, before the PIN.
+    checkOwner: (facts) => {
+      run.card = { ...summarizeCard(facts, element), owner: facts.owner };
+      checkOwner(state.state, facts.owner, facts.tokenCaSha256);
+    },
+  });
+  const crlUpdate = await crlRatchet(state, leafIssuer, card.crlNumber, cardCrl);
+  await state.setStage("card-authenticated", crlUpdate);
+  log(`card authenticated: ${card.owner}${card.officer ? `, officer ${card.officer}` : ""}`);
+  return { card, crls, crlFloor, now };
+}
+
+/** 2. The user (356): the card PIN. */
+async function authenticateUserStep(run: Onboarding): Promise<void> {
+  const { element, state, pinSource, log } = run.options;
+  run.target = "user-authenticated";
+  if ((await element.pinTriesLeft()) === 0) {
+    throw new PinBlockedError("the card's PIN is blocked; unblock it with the PUK at the station");
   }
+  await element.verifyPin(await pinSource.read("PIN"));
+  run.pinVerified = true;
+  await state.setStage("user-authenticated");
+  log("PIN verified");
+}
+
+/** 3. The configuration (358): signatures, owner, quorum, sequence, validity. */
+async function verifyConfigurationStep(run: Onboarding, step: CardStep): Promise<ConfigurationStep> {
+  const { element, state, trust } = run.options;
+  const { card, crls, crlFloor, now } = step;
+  run.target = "config-verified";
+  const manifestBytes = await element.readItem("manifest");
+  if (!manifestBytes) throw new NotForThisHsmError("the card carries no configuration (no manifest)");
+  const { manifest, validSigners } = await verifyConfiguration(manifestBytes, card.identity, {
+    root: trust.root,
+    crls,
+    now,
+    crlFloor,
+    owner: card.owner,
+    tokenCaSha256: card.tokenCaSha256,
+  });
+  run.manifest = manifest;
+  if (manifest.owner !== card.owner) {
+    throw new NotForThisHsmError(
+      `the configuration is for owner "${manifest.owner}", the card is "${card.owner}"`,
+    );
+  }
+  const quorum = state.state.quorum.required;
+  if (validSigners < quorum) {
+    throw new QuorumError(
+      `${validSigners} valid signature(s) on the configuration; this HSM requires ${quorum}`,
+    );
+  }
+  const configured = state.state.configured;
+  if (configured && manifest.sequence <= configured.sequence) {
+    throw new ReplayError(
+      `configuration sequence ${manifest.sequence} is not newer than the applied ${configured.sequence}`,
+    );
+  }
+  checkManifestValidity(manifest, Math.floor(now.getTime() / 1000));
+  return { manifest, validSigners };
+}
+
+/** 4. This HSM's own entry: only the one shard that holds its serial, checked against the manifest. */
+async function selectOwnEntryStep(run: Onboarding, { manifest }: ConfigurationStep): Promise<EntryStep> {
+  const { element, state, log } = run.options;
+  run.target = "config-verified";
+  const shardRef = findShardFor(manifest, run.serial);
+  const shardItem = shardItemName(shardRef.objectId);
+  const shardBytes = await element.readItem(shardItem);
+  if (!shardBytes) throw new IntegrityError(`${shardItem}, named by the signed manifest, is not on the card`);
+  const config = decodeShardEntry(shardBytes, shardRef, run.serial);
+  const network = hostNetworkConfig(config, run.options.interfaces);
+  await state.setStage("config-verified");
+  log(
+    `configuration ${hex(manifest.configurationId).slice(0, 8)} sequence ${manifest.sequence} verified: ` +
+      `${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`,
+  );
+  return { config, network };
+}
+
+/** 5. The network (360): snapshot persisted first, then apply + verify, rolled back on any failure. */
+async function applyNetworkStep(
+  run: Onboarding,
+  { card }: CardStep,
+  { manifest }: ConfigurationStep,
+  { config, network }: EntryStep,
+): Promise<ApplyStep> {
+  const { state, net, clock, log, faults } = run.options;
+  run.target = "applying";
+  const snapshot = await net.snapshot(network);
+  await state.setStage("applying", (s) => ({
+    ...s,
+    applying: {
+      startedAt: clock().toISOString(),
+      owner: card.owner,
+      sequence: manifest.sequence,
+      configurationId: hex(manifest.configurationId),
+      backend: net.name,
+      network,
+      snapshot,
+    },
+  }));
+  faults?.reached("after-snapshot");
+  log(`applying the network (${net.name})`);
+  await applyWithRollback(net, network, snapshot, faults);
+  faults?.reached("after-verify-before-persist");
+  run.target = "configured";
+  run.applied = snapshot;
+  const digest = networkStateDigest(config);
+  const appliedAt = clock();
+  await state.setStage("configured", (s) => {
+    const { applying: _done, lastError: _cleared, ...rest } = s;
+    return {
+      ...rest,
+      configured: {
+        owner: card.owner,
+        sequence: manifest.sequence,
+        configurationId: hex(manifest.configurationId),
+        appliedAt: appliedAt.toISOString(),
+        digest: hex(digest),
+        backend: net.name,
+        config: structuredClone(config) as AppliedConfiguration["config"],
+        network,
+        card: omitOwner(run.card!),
+      },
+      // The first onboarding pins the owner, its token CA and the quorum (SPEC.md §4).
+      owner: {
+        name: card.owner,
+        boundBy: s.owner?.boundBy ?? "first-onboarding",
+        tokenCaSha256: card.tokenCaSha256,
+        pinnedAt: s.owner?.pinnedAt ?? appliedAt.toISOString(),
+      },
+      quorum: { required: s.quorum.required, pinned: true },
+    };
+  });
+  delete run.applied;
+  faults?.reached("after-persist-before-receipt");
+  log(`configured: ${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`);
+  return { digest, appliedAt };
+}
+
+/**
+ * 6. The receipt, signed by the device key, onto the card; then the audit record. The HSM is
+ * configured from here on: a card pulled now or a full card costs the receipt, not the result.
+ */
+async function issueReceiptStep(
+  run: Onboarding,
+  { manifest, validSigners }: ConfigurationStep,
+  { config, network }: EntryStep,
+  { digest, appliedAt }: ApplyStep,
+): Promise<OnboardingResult> {
+  const { element, trust, log, net } = run.options;
+  let receipt: ReceiptOutcome;
+  try {
+    receipt = await writeReceipt(element, trust.device.signer, {
+      serial: run.serial,
+      configurationId: manifest.configurationId,
+      sequence: manifest.sequence,
+      stateDigest: digest,
+      time: Math.floor(appliedAt.getTime() / 1000),
+      outcome: ExitCode.ok,
+    });
+  } catch (receiptError) {
+    receipt = { written: false, reason: (receiptError as Error).message };
+  }
+  log(receipt.written ? `receipt written to ${receipt.item}` : `receipt not written: ${receipt.reason}`);
+  await appendAudit(run, "configured", {
+    serial: run.serial,
+    card: run.card,
+    configurationId: hex(manifest.configurationId),
+    sequence: manifest.sequence,
+    signers: validSigners,
+    hostname: config.hsm.hostname,
+    addresses: plannedAddresses(network),
+    digest: hex(digest),
+    backend: net.name,
+    receipt,
+  });
+  return {
+    ok: true,
+    exitCode: ExitCode.ok,
+    stage: "configured",
+    serial: run.serial,
+    card: run.card,
+    owner: manifest.owner,
+    configurationId: hex(manifest.configurationId),
+    sequence: manifest.sequence,
+    hostname: config.hsm.hostname,
+    addresses: plannedAddresses(network),
+    receipt,
+    durationMs: performance.now() - run.started,
+  };
+}
+
+// ---- the failure path ---------------------------------------------------------------------------
+
+/**
+ * Any failure: the network back to its snapshot if it was changed, the failure recorded in the state
+ * (stage `waiting-for-card`, or `applying` when a rollback failed), a failure receipt when one is
+ * due, an audit record, and the result.
+ */
+async function failed(run: Onboarding, caught: unknown): Promise<OnboardingResult> {
+  const error = InternalError.from(caught);
+  const rollbackFailed = (await rollBackUnrecordedApply(run)) || error instanceof RollbackFailedError;
   // A failed rollback keeps `applying` (and its snapshot): the next start reconciles it again.
   const stage: AgentStage = rollbackFailed ? "applying" : "waiting-for-card";
-  log(`failed (${exitCode}): ${error.message}`);
+  run.options.log(`failed (${error.exitCode}): ${error.message}`);
+  await recordFailure(run, error, stage);
+  const receipt = await failureReceipt(run, error);
+  await appendAudit(run, "onboarding-failed", {
+    serial: run.serial,
+    stage: run.target,
+    code: error.code,
+    exitCode: error.exitCode,
+    message: error.message,
+    ...(run.card ? { card: run.card } : {}),
+    ...(run.manifest
+      ? { configurationId: hex(run.manifest.configurationId), sequence: run.manifest.sequence }
+      : {}),
+    ...(receipt ? { receipt } : {}),
+  });
+  return {
+    ok: false,
+    exitCode: error.exitCode,
+    stage,
+    failedAt: run.target,
+    serial: run.serial,
+    error: { code: error.code, message: error.message },
+    ...(run.card ? { card: run.card } : {}),
+    ...(run.manifest
+      ? {
+          owner: run.manifest.owner,
+          configurationId: hex(run.manifest.configurationId),
+          sequence: run.manifest.sequence,
+        }
+      : {}),
+    ...(receipt ? { receipt } : {}),
+    durationMs: performance.now() - run.started,
+  };
+}
+
+/**
+ * Applied and verified, but `configured` could not be recorded: the network goes back too, so that
+ * state and network agree. True when that rollback failed (then `applying` stays on disk and the
+ * next start reconciles).
+ */
+async function rollBackUnrecordedApply(run: Onboarding): Promise<boolean> {
+  if (!run.applied) return false;
+  try {
+    await run.options.net.rollback(run.applied);
+    return false;
+  } catch (rollbackError) {
+    run.options.log(`rolling the network back failed: ${(rollbackError as Error).message}`);
+    return true;
+  }
+}
+
+async function recordFailure(run: Onboarding, error: OnboardError, stage: AgentStage): Promise<void> {
+  const { state, clock, log } = run.options;
   const at = clock().toISOString();
+  const lastError = {
+    code: error.code,
+    exitCode: error.exitCode,
+    message: error.message,
+    at,
+    stage: run.target,
+  };
   try {
     await state.setStage(stage, (s) => {
-      const next = { ...s, lastError: { code, exitCode, message: error.message, at, stage: known.target } };
+      const next = { ...s, lastError };
       if (stage !== "applying") delete next.applying;
       return next;
     });
   } catch (persistError) {
     log(`could not record the failure in the state file: ${(persistError as Error).message}`);
   }
-  // A failure receipt when the card is known to be this owner's and its user authenticated — except
-  // for the configuration this HSM already applied (its success receipt stands; a card shown twice
-  // must not fill up with replays).
-  let receipt: ReceiptOutcome | undefined;
-  const alreadyApplied =
-    known.manifest !== undefined &&
-    state.state.configured?.configurationId === hex(known.manifest.configurationId);
-  if (known.pinVerified && known.manifest && !alreadyApplied) {
-    const kept = state.state.configured?.digest;
-    try {
-      receipt = await writeReceipt(element, trust.device.signer, {
-        serial,
-        configurationId: known.manifest.configurationId,
-        sequence: known.manifest.sequence,
-        stateDigest: kept ? Buffer.from(kept, "hex") : createHash("sha256").digest(),
-        time: Math.floor(clock().getTime() / 1000),
-        outcome: exitCode as ExitCode,
-      });
-    } catch (receiptError) {
-      receipt = { written: false, reason: (receiptError as Error).message };
-    }
-    log(
-      receipt.written
-        ? `failure receipt written to ${receipt.item}`
-        : `receipt not written: ${receipt.reason}`,
-    );
-  }
+}
+
+/**
+ * A failure receipt when the card is known to be this owner's and its user authenticated — except
+ * for the configuration this HSM already applied (its success receipt stands; a card shown twice
+ * must not fill up with replays).
+ */
+async function failureReceipt(run: Onboarding, error: OnboardError): Promise<ReceiptOutcome | undefined> {
+  const { state, element, trust, clock, log } = run.options;
+  const manifest = run.manifest;
+  if (!run.pinVerified || !manifest) return undefined;
+  if (state.state.configured?.configurationId === hex(manifest.configurationId)) return undefined;
+  const kept = state.state.configured?.digest;
+  let receipt: ReceiptOutcome;
   try {
-    const record = await audit.append("onboarding-failed", {
-      serial,
-      stage: known.target,
-      code,
-      exitCode,
-      message: error.message,
-      ...(known.card ? { card: known.card } : {}),
-      ...(known.manifest
-        ? { configurationId: hex(known.manifest.configurationId), sequence: known.manifest.sequence }
-        : {}),
-      ...(receipt ? { receipt } : {}),
+    receipt = await writeReceipt(element, trust.device.signer, {
+      serial: run.serial,
+      configurationId: manifest.configurationId,
+      sequence: manifest.sequence,
+      stateDigest: kept ? Buffer.from(kept, "hex") : createHash("sha256").digest(),
+      time: Math.floor(clock().getTime() / 1000),
+      outcome: error.exitCode,
     });
+  } catch (receiptError) {
+    receipt = { written: false, reason: (receiptError as Error).message };
+  }
+  log(
+    receipt.written ? `failure receipt written to ${receipt.item}` : `receipt not written: ${receipt.reason}`,
+  );
+  return receipt;
+}
+
+/** Appends an audit record and remembers its head in the state; a failure to do so is logged, not fatal. */
+async function appendAudit(run: Onboarding, event: string, data: Record<string, unknown>): Promise<void> {
+  const { audit, state, log } = run.options;
+  try {
+    const record = await audit.append(event, data);
     await state.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
   } catch (auditError) {
     log(`could not write the audit record: ${(auditError as Error).message}`);
   }
-  return {
-    ok: false,
-    exitCode,
-    stage,
-    failedAt: known.target,
-    serial,
-    error: { code, message: error.message },
-    ...(known.card ? { card: known.card } : {}),
-    ...(known.manifest
-      ? {
-          owner: known.manifest.owner,
-          configurationId: hex(known.manifest.configurationId),
-          sequence: known.manifest.sequence,
-        }
-      : {}),
-    ...(receipt ? { receipt } : {}),
-    durationMs: performance.now() - started,
-  };
 }
 
-// ---- steps ------------------------------------------------------------------------------------------
+// ---- checks -------------------------------------------------------------------------------------
 
 /** Another owner's card, or the same owner name under another token CA: not for this HSM (16). */
 function checkOwner(state: Readonly<AgentState>, owner: string, tokenCaSha256: string): void {

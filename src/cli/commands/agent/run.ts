@@ -4,8 +4,6 @@ import { Agent } from "../../../agent/agent.js";
 import { cardSource } from "../../../agent/card-source.js";
 import type { InterfaceMap } from "../../../agent/net/net-backend.js";
 import type { OnboardingResult } from "../../../agent/onboarding.js";
-import { isOnboardError } from "../../../errors.js";
-import type { SecureElement } from "../../../secure-element/secure-element.js";
 import { cardOpener, VIRTUAL_CARD_ENV } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, secretSource } from "../../secrets.js";
@@ -118,39 +116,22 @@ Examples:
           log,
         });
         await agent.start();
-        const timeoutMs = options.timeout !== undefined ? options.timeout * 1000 : Number.POSITIVE_INFINITY;
-        while (!controller.signal.aborted) {
-          log(`HSM ${agent.store.state.serial} waiting for a card`);
-          let element: SecureElement;
-          try {
-            element = await source.nextCard({ timeoutMs, signal: controller.signal });
-          } catch (error) {
-            if (controller.signal.aborted) break;
-            if (options.once || !isOnboardError(error) || error.exitCode === 10) throw error;
-            log(`cannot use this card: ${error.message}; remove it`);
-            await source.release().catch(() => undefined);
-            await source.waitForRemoval({ signal: controller.signal });
-            continue;
-          }
-          let result: OnboardingResult;
-          try {
-            result = await agent.onboard(element, pins);
-          } finally {
-            await source.release().catch(() => undefined);
-          }
-          if (options.json) {
-            if (options.once) writeJson(ctx.stdout, result);
-            else writeLine(ctx.stdout, JSON.stringify(result));
-          } else {
-            writeLine(ctx.stderr, describeResult(result));
-          }
-          if (options.once) {
-            ctx.exitCode = result.exitCode;
-            break;
-          }
-          log("remove the card");
-          await source.waitForRemoval({ signal: controller.signal });
-        }
+        const last = await agent.serve({
+          source,
+          pinSource: pins,
+          ...(options.once ? { once: true } : {}),
+          ...(options.timeout !== undefined ? { timeoutMs: options.timeout * 1000 } : {}),
+          signal: controller.signal,
+          onResult: (result) => {
+            if (options.json) {
+              if (options.once) writeJson(ctx.stdout, result);
+              else writeLine(ctx.stdout, JSON.stringify(result));
+            } else {
+              writeLine(ctx.stderr, describeResult(result));
+            }
+          },
+        });
+        if (options.once && last) ctx.exitCode = last.exitCode;
       } finally {
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);

@@ -1,0 +1,155 @@
+/**
+ * The agent's wait/onboard/remove loop (Agent.serve, which `agent run` drives), over real in-process
+ * virtual cards. The card source stands in for the reader only: it hands out the cards in order,
+ * and "removing" a card happens at once.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { CardSource } from "../../src/agent/card-source.js";
+import { DryRunBackend } from "../../src/agent/net/dry-run.js";
+import type { OnboardingResult } from "../../src/agent/onboarding.js";
+import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import { ApplicationNotAvailableError, ExitCode, NoCardError } from "../../src/errors.js";
+import type { SecureElement } from "../../src/secure-element/secure-element.js";
+import {
+  createTestPki,
+  initAgent,
+  LAB_PLAN,
+  openElement,
+  PIN,
+  personalizeCard,
+  pins,
+  startAgent,
+  type TestPki,
+  tempDir,
+  writeConfig,
+} from "./fixtures.js";
+
+let base: { dir: string; cleanup: () => Promise<void> };
+let testPki: TestPki;
+beforeAll(async () => {
+  base = await tempDir();
+  testPki = await createTestPki(base.dir);
+});
+afterAll(async () => {
+  await base.cleanup();
+});
+
+/** Hands out `cards` in order (an Error: a card that cannot be opened), then runs out (NoCardError). */
+function queueSource(cards: (VirtualPivCard | Error)[]) {
+  const events: string[] = [];
+  let open: SecureElement | undefined;
+  const source: CardSource = {
+    async nextCard() {
+      const next = cards.shift();
+      if (next === undefined) throw new NoCardError("no card inserted");
+      if (next instanceof Error) {
+        events.push("open-failed");
+        throw next;
+      }
+      open = await openElement(next);
+      events.push("opened");
+      return open;
+    },
+    async release() {
+      if (open) events.push("released");
+      await open?.close();
+      open = undefined;
+    },
+    async waitForRemoval() {
+      events.push("removed");
+    },
+  };
+  return { source, events };
+}
+
+async function cardWithConfig(): Promise<VirtualPivCard> {
+  const { card } = await personalizeCard(testPki.pki.tokenCa);
+  await writeConfig(card, LAB_PLAN, { crl: await testPki.crl(1) });
+  return card;
+}
+
+describe("Agent.serve", () => {
+  test("with once: onboards the first card, reports and returns its result, releases the card", async () => {
+    const { stateDir } = await initAgent(base.dir, testPki, { name: "serve-once" });
+    const agent = await startAgent(stateDir, await DryRunBackend.open({}));
+    try {
+      const { source, events } = queueSource([await cardWithConfig(), await cardWithConfig()]);
+      const reported: OnboardingResult[] = [];
+      const last = await agent.serve({
+        source,
+        pinSource: pins(PIN),
+        once: true,
+        onResult: (r) => reported.push(r),
+      });
+      expect(last?.exitCode).toBe(ExitCode.ok);
+      expect(last?.stage).toBe("configured");
+      expect(reported).toEqual([last]);
+      expect(events).toEqual(["opened", "released"]);
+      expect(agent.store.state.stage).toBe("configured");
+    } finally {
+      await agent.close();
+    }
+  });
+
+  test("without once: a card it cannot open is reported and must be removed; then card after card until stopped", async () => {
+    const { stateDir } = await initAgent(base.dir, testPki, { name: "serve-loop" });
+    const log: string[] = [];
+    const agent = await startAgent(stateDir, await DryRunBackend.open({}), log);
+    const controller = new AbortController();
+    try {
+      const card = await cardWithConfig();
+      // A card without PIV, the configuration card, then the same card again (its sequence is applied).
+      const { source, events } = queueSource([
+        new ApplicationNotAvailableError("no PIV application"),
+        card,
+        card,
+      ]);
+      const reported: OnboardingResult[] = [];
+      const last = await agent.serve({
+        source,
+        pinSource: pins(PIN, PIN),
+        signal: controller.signal,
+        onResult: (r) => {
+          reported.push(r);
+          if (reported.length === 2) controller.abort();
+        },
+      });
+      expect(reported.map((r) => r.exitCode)).toEqual([ExitCode.ok, ExitCode.replay]);
+      expect(last).toBe(reported[1]);
+      expect(events).toEqual([
+        "open-failed",
+        "removed",
+        "opened",
+        "released",
+        "removed",
+        "opened",
+        "released",
+        "removed",
+      ]);
+      expect(log.some((l) => l.startsWith("cannot use this card: no PIV application"))).toBe(true);
+      expect(log.filter((l) => l === "remove the card")).toHaveLength(2);
+    } finally {
+      await agent.close();
+    }
+  });
+
+  test("throws what ends the wait: no card in time (10), or with once a card it cannot open (11)", async () => {
+    const { stateDir } = await initAgent(base.dir, testPki, { name: "serve-errors" });
+    const agent = await startAgent(stateDir, await DryRunBackend.open({}));
+    try {
+      await expect(agent.serve({ source: queueSource([]).source, pinSource: pins() })).rejects.toThrow(
+        NoCardError,
+      );
+      await expect(
+        agent.serve({
+          source: queueSource([new ApplicationNotAvailableError("no PIV application")]).source,
+          pinSource: pins(),
+          once: true,
+        }),
+      ).rejects.toThrow(ApplicationNotAvailableError);
+      expect(agent.store.state.stage).toBe("waiting-for-card");
+    } finally {
+      await agent.close();
+    }
+  });
+});
