@@ -33,6 +33,7 @@ import { appendReceipt, type Receipt, signReceipt } from "../config/receipt.js";
 import { decodeShardEntry, type HsmConfig, networkStateDigest } from "../config/shard.js";
 import type { Signer } from "../crypto/signer.js";
 import {
+  ApduError,
   CardFullError,
   CardNotTrustedError,
   ExitCode,
@@ -642,7 +643,15 @@ export async function writeReceipt(
   const signed = await signReceipt(receipt, signer);
   for (let index = 0; index < MAX_RECEIPTS; index++) {
     const item = `receipt-${index}`;
-    const current = await element.readItem(item);
+    let current: Uint8Array | undefined;
+    try {
+      current = await element.readItem(item);
+    } catch (error) {
+      // An object that cannot be read (oversized, malformed, refused by the card) is skipped like a
+      // damaged one: it never stops the receipt (issue 10 finding 5). Losing the card still stops it.
+      if (unreadableObject(error)) continue;
+      throw error;
+    }
     let next: Uint8Array;
     try {
       next = appendReceipt(current, signed, YUBIKEY_STORAGE.maxItemBytes);
@@ -663,6 +672,11 @@ export async function writeReceipt(
 }
 
 // ---- helpers ------------------------------------------------------------------------------------------
+
+/** A read that failed because of the object (its bytes, its size, the card's answer to it), not the card. */
+export function unreadableObject(error: unknown): boolean {
+  return error instanceof IntegrityError || error instanceof ApduError;
+}
 
 function summarizeCard(card: CardOwnerFacts, element: SecureElement): CardSummary {
   return {

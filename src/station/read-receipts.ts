@@ -18,7 +18,13 @@
 import { findShardFor, type Manifest, verifyManifest } from "../config/manifest.js";
 import { decodeReceiptLog, verifyReceipt } from "../config/receipt.js";
 import { decodeShardEntry, type HsmConfig, networkStateDigest } from "../config/shard.js";
-import { CertificateValidationError, ExitCode, isOnboardError } from "../errors.js";
+import {
+  ApduError,
+  CertificateValidationError,
+  ExitCode,
+  IntegrityError,
+  isOnboardError,
+} from "../errors.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { validateChain } from "../pki/validate-chain.js";
 import { shardItemName } from "../secure-element/card-layout.js";
@@ -124,7 +130,15 @@ export async function readReceipts(options: ReadReceiptsOptions): Promise<Receip
   // stops at the first absent object: a few reads instead of a scan of the whole card.
   for (let index = 0; index < MAX_RECEIPTS; index++) {
     const name = `receipt-${index}`;
-    const bytes = await element.readItem(name);
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = await element.readItem(name);
+    } catch (error) {
+      // One object that cannot be read never hides the others (issue 10 finding 5).
+      if (!(error instanceof IntegrityError || error instanceof ApduError)) throw error;
+      rows.push(unreadable(name, `cannot be read: ${messageOf(error)}`));
+      continue;
+    }
     if (!bytes) break;
     let receipts: Uint8Array[];
     try {
