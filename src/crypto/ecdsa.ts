@@ -63,11 +63,6 @@ function bytesToBigInt(bytes: Uint8Array): bigint {
   return bytes.length === 0 ? 0n : BigInt(`0x${Buffer.from(bytes).toString("hex")}`);
 }
 
-function bigIntToBytes(value: bigint, length: number): Uint8Array {
-  const hex = value.toString(16).padStart(length * 2, "0");
-  return new Uint8Array(Buffer.from(hex, "hex"));
-}
-
 function checkScalar(value: bigint, name: "r" | "s", profile: EcdsaProfile): void {
   if (value < 1n || value >= profile.order) {
     throw new MalformedError(`${profile.algorithm} signature: ${name} is outside [1, n-1]`);
@@ -131,44 +126,54 @@ function readDerLength(der: Uint8Array, pos: number, what: string): [number, num
   return [length, pos + 1 + count];
 }
 
+/** The content octets of a positive, minimally encoded DER INTEGER at `pos`, at most `size` + 1 long. */
 function readDerInteger(
   der: Uint8Array,
   pos: number,
   end: number,
-  name: "r" | "s",
-  profile: EcdsaProfile,
-): [bigint, number] {
-  const what = `${profile.algorithm} DER signature ${name}`;
+  size: number,
+  what: string,
+): [Uint8Array, number] {
   if (der[pos] !== 0x02) throw new MalformedError(`${what}: expected INTEGER`);
   const [length, start] = readDerLength(der, pos + 1, what);
   if (length === 0) throw new MalformedError(`${what}: empty INTEGER`);
   if (start + length > end) throw new MalformedError(`${what}: INTEGER runs past the SEQUENCE`);
   // Bounding the length before converting keeps a hostile length from costing anything.
-  if (length > profile.size + 1) throw new MalformedError(`${what}: INTEGER too long`);
+  if (length > size + 1) throw new MalformedError(`${what}: INTEGER too long`);
   const content = der.subarray(start, start + length);
   if (content[0]! & 0x80) throw new MalformedError(`${what}: negative INTEGER`);
   if (content.length > 1 && content[0] === 0 && !(content[1]! & 0x80)) {
     throw new MalformedError(`${what}: INTEGER not minimally encoded`);
   }
-  const value = bytesToBigInt(content);
-  checkScalar(value, name, profile);
-  return [value, start + length];
+  const magnitude = content[0] === 0 ? content.subarray(1) : content;
+  if (magnitude.length > size) throw new MalformedError(`${what}: INTEGER too long`);
+  return [magnitude, start + length];
+}
+
+/**
+ * DER Ecdsa-Sig-Value → r‖s with each half `size` bytes, for any curve (the fast certificate path
+ * meets P-521 too). Strict DER, positive integers, nothing after the SEQUENCE; no range check on r
+ * and s (ecdsaDerToRaw adds it for the project's profiles).
+ */
+export function ecdsaDerToRawOfSize(der: Uint8Array, size: number, what = "DER signature"): Uint8Array {
+  if (der[0] !== 0x30) throw new MalformedError(`${what}: expected SEQUENCE`);
+  const [length, start] = readDerLength(der, 1, what);
+  const end = start + length;
+  if (end !== der.length) throw new MalformedError(`${what}: SEQUENCE length does not match the input`);
+  const [r, afterR] = readDerInteger(der, start, end, size, `${what} r`);
+  const [s, afterS] = readDerInteger(der, afterR, end, size, `${what} s`);
+  if (afterS !== end) throw new MalformedError(`${what}: extra data inside the SEQUENCE`);
+  const raw = new Uint8Array(2 * size);
+  raw.set(r, size - r.length);
+  raw.set(s, 2 * size - s.length);
+  return raw;
 }
 
 /** DER Ecdsa-Sig-Value → raw r‖s. Strict DER; r and s in [1, n-1]; nothing after the SEQUENCE. */
 export function ecdsaDerToRaw(der: Uint8Array, algorithm: EcdsaAlgorithm): Uint8Array {
   const profile = ECDSA_PROFILES[algorithm];
-  const what = `${algorithm} DER signature`;
-  if (der[0] !== 0x30) throw new MalformedError(`${what}: expected SEQUENCE`);
-  const [length, start] = readDerLength(der, 1, what);
-  const end = start + length;
-  if (end !== der.length) throw new MalformedError(`${what}: SEQUENCE length does not match the input`);
-  const [r, afterR] = readDerInteger(der, start, end, "r", profile);
-  const [s, afterS] = readDerInteger(der, afterR, end, "s", profile);
-  if (afterS !== end) throw new MalformedError(`${what}: extra data inside the SEQUENCE`);
-  const raw = new Uint8Array(2 * profile.size);
-  raw.set(bigIntToBytes(r, profile.size), 0);
-  raw.set(bigIntToBytes(s, profile.size), profile.size);
+  const raw = ecdsaDerToRawOfSize(der, profile.size, `${algorithm} DER signature`);
+  parseRaw(raw, profile);
   return raw;
 }
 

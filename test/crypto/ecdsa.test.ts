@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, sign, verify } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
@@ -6,6 +6,7 @@ import {
   type EcdsaAlgorithm,
   ecdsaAlgorithmForKey,
   ecdsaDerToRaw,
+  ecdsaDerToRawOfSize,
   ecdsaRawToDer,
   signEcdsaRaw,
   verifyEcdsaDer,
@@ -126,6 +127,51 @@ describe("strict DER", () => {
           }
         },
       ),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe("ecdsaDerToRawOfSize (any curve; the fast certificate path)", () => {
+  it("turns OpenSSL's DER signatures into the r‖s node:crypto makes, P-521 included", () => {
+    for (const [namedCurve, size] of [
+      ["P-256", 32],
+      ["P-384", 48],
+      ["P-521", 66],
+    ] as const) {
+      const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve });
+      for (let i = 0; i < 8; i++) {
+        const data = Buffer.from(`message ${i}`);
+        const der = sign("sha256", data, privateKey);
+        const raw = ecdsaDerToRawOfSize(der, size);
+        expect(raw.length).toBe(2 * size);
+        expect(verify("sha256", data, { key: publicKey, dsaEncoding: "ieee-p1363" }, raw)).toBe(true);
+      }
+    }
+  });
+
+  it("agrees with ecdsaDerToRaw wherever that accepts", () => {
+    fc.assert(
+      fc.property(fc.constantFrom<EcdsaAlgorithm>("ES256", "ES384"), fc.integer(), (alg, seed) => {
+        const raw = signEcdsaRaw(keys[alg].privateKey, alg, Buffer.from(String(seed)));
+        const der = ecdsaRawToDer(raw, alg);
+        expect(toHex(ecdsaDerToRawOfSize(der, ECDSA_PROFILES[alg].size))).toBe(
+          toHex(ecdsaDerToRaw(der, alg)),
+        );
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it("never throws anything but MalformedError on random input, and only returns 2 × size bytes", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 160 }), fc.constantFrom(32, 48, 66), (bytes, size) => {
+        try {
+          expect(ecdsaDerToRawOfSize(bytes, size).length).toBe(2 * size);
+        } catch (e) {
+          expect(e).toBeInstanceOf(MalformedError);
+        }
+      }),
       { numRuns: 2000 },
     );
   });
