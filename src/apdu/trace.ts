@@ -14,21 +14,13 @@
  */
 import type { CardTransport } from "../transport/card-transport.js";
 import { ObservedTransport } from "../transport/observed-transport.js";
+import { PIV_INS } from "./instructions.js";
 import { decodeTlv, decodeTlvs } from "./tlv.js";
 
 export interface ApduTraceSink {
   debug(message: string): void;
 }
 
-const INS_VERIFY = 0x20;
-const INS_CHANGE_REFERENCE = 0x24;
-const INS_RESET_RETRY = 0x2c;
-const INS_GENERAL_AUTHENTICATE = 0x87;
-const INS_GET_DATA = 0xcb;
-const INS_PUT_DATA = 0xdb;
-const INS_GET_RESPONSE = 0xc0;
-const INS_YK_SET_MGMKEY = 0xff;
-const INS_YK_IMPORT = 0xfe;
 const KEY_MANAGEMENT = 0x9b;
 /** `5C 03 5F C1 09`: the PRINTED object tag list. */
 const PRINTED_TAG_LIST = [0x5c, 0x03, 0x5f, 0xc1, 0x09];
@@ -81,22 +73,22 @@ export class ApduTraceFormatter {
     const cla = apdu[0]!;
     const ins = apdu[1]!;
     const p2 = apdu[3]!;
-    if (ins === INS_GET_RESPONSE) {
+    if (ins === PIV_INS.getResponse) {
       // Keeps redactResponse of the exchange it continues.
       return `>> ${hex(apdu)}`;
     }
     const data = commandData(apdu);
     let redactCommand =
-      ins === INS_VERIFY ||
-      ins === INS_CHANGE_REFERENCE ||
-      ins === INS_RESET_RETRY ||
-      ins === INS_YK_SET_MGMKEY ||
-      ins === INS_YK_IMPORT ||
-      (ins === INS_GENERAL_AUTHENTICATE && p2 === KEY_MANAGEMENT) ||
-      (ins === INS_PUT_DATA && startsWith(data, PRINTED_TAG_LIST));
+      ins === PIV_INS.verify ||
+      ins === PIV_INS.changeReference ||
+      ins === PIV_INS.resetRetryCounter ||
+      ins === PIV_INS.setManagementKey ||
+      ins === PIV_INS.importKey ||
+      (ins === PIV_INS.generalAuthenticate && p2 === KEY_MANAGEMENT) ||
+      (ins === PIV_INS.putData && startsWith(data, PRINTED_TAG_LIST));
     let redactResponse =
-      (ins === INS_GENERAL_AUTHENTICATE && (p2 === KEY_MANAGEMENT || containsEcdhPoint(data))) ||
-      (ins === INS_GET_DATA && startsWith(data, PRINTED_TAG_LIST));
+      (ins === PIV_INS.generalAuthenticate && (p2 === KEY_MANAGEMENT || containsEcdhPoint(data))) ||
+      (ins === PIV_INS.getData && startsWith(data, PRINTED_TAG_LIST));
     if (this.chain && this.chain.ins === ins) {
       redactCommand ||= this.chain.redactCommand;
       redactResponse ||= this.chain.redactResponse;

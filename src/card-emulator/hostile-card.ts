@@ -15,6 +15,7 @@
  */
 import { gzipSync } from "node:zlib";
 import { decodeCommandApdu } from "../apdu/command.js";
+import { PIV_INS } from "../apdu/instructions.js";
 import { concatBytes, encodeLength, encodeTlv, readTlv } from "../apdu/tlv.js";
 import type { ApduInterceptor } from "./virtual-piv-card.js";
 
@@ -23,12 +24,6 @@ export const MAX_READER_RESPONSE_BYTES = 65_538;
 
 /** Selects the commands a hostile mode lies about. */
 export type CommandMatcher = (command: Uint8Array) => boolean;
-
-const INS_GET_DATA = 0xcb;
-const INS_PUT_DATA = 0xdb;
-const INS_GET_RESPONSE = 0xc0;
-const INS_GENERAL_AUTHENTICATE = 0x87;
-const INS_SELECT = 0xa4;
 
 function decoded(command: Uint8Array) {
   try {
@@ -46,12 +41,12 @@ export const anyCommand: CommandMatcher = () => true;
  * 9E certificate, 0x5FFF10 for the manifest), of any object otherwise.
  */
 export function getDataOf(objectId?: number): CommandMatcher {
-  return dataObjectCommand(INS_GET_DATA, objectId);
+  return dataObjectCommand(PIV_INS.getData, objectId);
 }
 
 /** PUT DATA (`00 DB 3F FF … 5C <tag> 53 …`) of `objectId`, or of any object. */
 export function putDataOf(objectId?: number): CommandMatcher {
-  return dataObjectCommand(INS_PUT_DATA, objectId);
+  return dataObjectCommand(PIV_INS.putData, objectId);
 }
 
 function dataObjectCommand(ins: number, objectId: number | undefined): CommandMatcher {
@@ -69,7 +64,8 @@ function dataObjectCommand(ins: number, objectId: number | undefined): CommandMa
 
 /** GENERAL AUTHENTICATE with the key in `slot` (P2: 0x9E, 0x9C, …), any slot when not given. */
 export function generalAuthenticateWith(slot?: number): CommandMatcher {
-  return (command) => command[1] === INS_GENERAL_AUTHENTICATE && (slot === undefined || command[3] === slot);
+  return (command) =>
+    command[1] === PIV_INS.generalAuthenticate && (slot === undefined || command[3] === slot);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,7 +296,7 @@ const DEFAULT_TARGET: Partial<Record<HostileMode, CommandMatcher>> = {
   "replayed-signature": generalAuthenticateWith(0x9e),
   "nested-der-certificate": getDataOf(0x5fc101),
   "gzip-bomb-certificate": getDataOf(0x5fc101),
-  "stale-responses": (command) => command[1] !== INS_SELECT,
+  "stale-responses": (command) => command[1] !== PIV_INS.select,
   "swallowed-write": putDataOf(),
 };
 
@@ -340,10 +336,10 @@ export function hostileCard(
       // A lie goes on through GET RESPONSE (response chaining) and through the following blocks of
       // a command chain (ISO/IEC 7816-4 §5.1.1.1: CLA b5 set on every block but the last).
       const continuing =
-        (state.chaining && command[1] === INS_GET_RESPONSE) ||
+        (state.chaining && command[1] === PIV_INS.getResponse) ||
         (state.commandChain !== undefined && command[1] === state.commandChain);
       if (!hostile.armed || (!continuing && !when(command))) {
-        if (command[1] !== INS_GET_RESPONSE) state.chaining = false;
+        if (command[1] !== PIV_INS.getResponse) state.chaining = false;
         state.commandChain = undefined;
         return card(command);
       }

@@ -22,6 +22,7 @@
  * docs/PERFORMANCE.md, not measurements of hardware.
  */
 import { decodeCommandApdu } from "../apdu/command.js";
+import { PIV_INS } from "../apdu/instructions.js";
 import { decodeTlv, decodeTlvs, findTlv } from "../apdu/tlv.js";
 import { type CardProfile, YUBIKEY_5_PROFILE } from "./profiles.js";
 
@@ -230,12 +231,6 @@ export interface ApduCost {
   readonly objectId?: number;
 }
 
-const INS_SELECT = 0xa4;
-const INS_VERIFY = 0x20;
-const INS_GENERAL_AUTHENTICATE = 0x87;
-const INS_GET_DATA = 0xcb;
-const INS_PUT_DATA = 0xdb;
-const INS_GET_RESPONSE = 0xc0;
 const KEY_MANAGEMENT = 0x9b;
 const CLA_CHAINING = 0x10;
 /** PIV algorithm identifiers (SP 800-78-4 Table 6-2). */
@@ -316,12 +311,12 @@ export function modelApdu(profile: LatencyProfile, command: Uint8Array, response
   let objectId: number | undefined;
 
   switch (ins) {
-    case INS_SELECT:
+    case PIV_INS.select:
       kind = "select";
       label = "SELECT A4";
       processingMs = p.selectMs;
       break;
-    case INS_VERIFY:
+    case PIV_INS.verify:
       if (decoded && decoded.data.length > 0 && decoded.p1 === 0x00) {
         kind = "verify-pin";
         label = "VERIFY 20 (PIN)";
@@ -331,7 +326,7 @@ export function modelApdu(profile: LatencyProfile, command: Uint8Array, response
         label = "VERIFY 20 (status / logout)";
       }
       break;
-    case INS_GENERAL_AUTHENTICATE: {
+    case PIV_INS.generalAuthenticate: {
       if (decoded?.p2 === KEY_MANAGEMENT) {
         kind = "management-auth";
         label = "GENERAL AUTHENTICATE 87 (management key)";
@@ -349,13 +344,13 @@ export function modelApdu(profile: LatencyProfile, command: Uint8Array, response
       }
       break;
     }
-    case INS_GET_DATA:
+    case PIV_INS.getData:
       kind = "get-data";
       label = "GET DATA CB";
       processingMs = p.getDataMs;
       objectId = decoded ? objectIdOf(decoded.data) : undefined;
       break;
-    case INS_PUT_DATA: {
+    case PIV_INS.putData: {
       kind = "put-data";
       label = "PUT DATA DB";
       const written = decoded?.data.length ?? 0;
@@ -364,7 +359,7 @@ export function modelApdu(profile: LatencyProfile, command: Uint8Array, response
       objectId = decoded ? objectIdOf(decoded.data) : undefined;
       break;
     }
-    case INS_GET_RESPONSE:
+    case PIV_INS.getResponse:
       kind = "get-response";
       label = "GET RESPONSE C0";
       processingMs = p.getResponseMs;

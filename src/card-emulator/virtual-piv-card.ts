@@ -24,6 +24,7 @@ import {
   timingSafeEqual,
 } from "node:crypto";
 import { type DecodedCommandApdu, decodeCommandApdu } from "../apdu/command.js";
+import { PIV_INS } from "../apdu/instructions.js";
 import { encodeResponseApdu } from "../apdu/response.js";
 import { ISD_AID } from "../apdu/scp11/host.js";
 import { SW } from "../apdu/status-words.js";
@@ -53,12 +54,12 @@ import {
   PIN_POLICY,
   PIN_PROTECTED_OBJECTS,
   PIV_AID,
-  PIV_INS,
   slotFromReference,
   YUBICO_MANAGEMENT_AID,
   YUBICO_OTP_AID,
 } from "../piv/objects.js";
 import type { ApduResponder } from "../transport/apdu-responder.js";
+import { hex } from "../util/bytes.js";
 import {
   CARD_STATE_FORMAT,
   CARD_STATE_VERSION,
@@ -161,7 +162,6 @@ function freshVolatile(): VolatileState {
   return { selected: "piv", pinVerified: false, pinAlways: false, managementAuthenticated: false, scp: {} };
 }
 
-const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const unhex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));
 const b64 = (b: Uint8Array) => Buffer.from(b).toString("base64");
 const unb64 = (s: string) => new Uint8Array(Buffer.from(s, "base64"));

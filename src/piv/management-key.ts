@@ -7,6 +7,7 @@
  * (16-byte blocks). Single blocks are enciphered in ECB mode without padding.
  */
 import { createCipheriv, createDecipheriv, randomBytes, timingSafeEqual } from "node:crypto";
+import { PIV_INS } from "../apdu/instructions.js";
 import { IncorrectDataError, SecurityStatusError } from "../apdu/status-words.js";
 import { decodeTlv, decodeTlvs, encodeTlv, encodeTlvs, requireTlv, TlvError } from "../apdu/tlv.js";
 import { ManagementKeyError } from "./errors.js";
@@ -99,7 +100,6 @@ const TAG_DYNAMIC_AUTH = 0x7c;
 const TAG_WITNESS = 0x80;
 const TAG_CHALLENGE = 0x81;
 const TAG_RESPONSE = 0x82;
-const INS_GENERAL_AUTHENTICATE = 0x87;
 
 function dynamicAuthItems(response: Uint8Array) {
   return decodeTlvs(decodeTlv(response, TAG_DYNAMIC_AUTH).value);
@@ -128,7 +128,7 @@ export async function authenticateManagementKey(
   const bs = managementKeyBlockSize(type);
   const command = (data: Uint8Array) => ({
     cla: 0,
-    ins: INS_GENERAL_AUTHENTICATE,
+    ins: PIV_INS.generalAuthenticate,
     p1: alg,
     p2: MANAGEMENT_KEY_REFERENCE,
     data,

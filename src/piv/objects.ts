@@ -457,29 +457,3 @@ export function parsePivmanProtectedData(content: Uint8Array): Uint8Array | unde
   const inner = decodeTlvs(decodeTlv(content, 0x88).value);
   return findTlv(inner, 0x89)?.slice();
 }
-
-/**
- * Instruction bytes of the PIV card edge (SP 800-73-4 Part 2 §3) and the Yubico extensions, shared by
- * the session (host side) and the virtual card (card side) so both speak from one table.
- */
-export const PIV_INS = {
-  select: 0xa4,
-  getResponse: 0xc0,
-  verify: 0x20,
-  changeReference: 0x24,
-  resetRetryCounter: 0x2c,
-  generalAuthenticate: 0x87,
-  generateKeyPair: 0x47,
-  getData: 0xcb,
-  putData: 0xdb,
-  // Yubico extensions
-  getMetadata: 0xf7,
-  getSerial: 0xf8,
-  setPinRetries: 0xfa,
-  reset: 0xfb,
-  getVersion: 0xfd,
-  importKey: 0xfe,
-  setManagementKey: 0xff,
-  /** Yubico OTP application: serial number on firmware before 5. */
-  otpApiRequest: 0x01,
-} as const;

@@ -12,6 +12,7 @@
 import { createPublicKey, randomBytes } from "node:crypto";
 import { SmartCardProtocol, type SmartCardProtocolOptions, YUBIKEY_MAX_APDU_SIZE } from "../apdu/chaining.js";
 import { SHORT_MAX_LE } from "../apdu/command.js";
+import { PIV_INS } from "../apdu/instructions.js";
 import { BadResponseError } from "../apdu/response.js";
 import { openScp11, type Scp11HostOptions, type ScpChannelInfo } from "../apdu/scp11/host.js";
 import {
@@ -64,7 +65,6 @@ import {
   ObjectId,
   PIN_POLICY,
   PIV_AID,
-  PIV_INS,
   type PinPolicy,
   type PivmanData,
   PivmanFlag,

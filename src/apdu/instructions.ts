@@ -1,0 +1,26 @@
+/**
+ * Instruction bytes of the PIV card edge (SP 800-73-4 Part 2 §3) and the Yubico extensions: the one
+ * table the session (host side), the virtual card (card side), the redacting trace and the card
+ * models all speak from. In the apdu layer because the trace, below piv, needs it too.
+ */
+export const PIV_INS = {
+  select: 0xa4,
+  getResponse: 0xc0,
+  verify: 0x20,
+  changeReference: 0x24,
+  resetRetryCounter: 0x2c,
+  generalAuthenticate: 0x87,
+  generateKeyPair: 0x47,
+  getData: 0xcb,
+  putData: 0xdb,
+  // Yubico extensions
+  getMetadata: 0xf7,
+  getSerial: 0xf8,
+  setPinRetries: 0xfa,
+  reset: 0xfb,
+  getVersion: 0xfd,
+  importKey: 0xfe,
+  setManagementKey: 0xff,
+  /** Yubico OTP application: serial number on firmware before 5. */
+  otpApiRequest: 0x01,
+} as const;
