@@ -1,5 +1,6 @@
 import { MalformedError } from "../errors.js";
-import { bytesEqual, DerReader, encodingOf, type ParsedName, readName, readOnly, TAG } from "./der.js";
+import { bytesEqual } from "../util/bytes.js";
+import { DerReader, encodingOf, type ParsedName, readName, readOnly, TAG } from "./der.js";
 
 /**
  * The limits a CA certificate carries for what it may issue (SPEC.md §4, "Many owners, one root"):

@@ -667,12 +667,6 @@ export function encodeCrlNumber(n: bigint): ArrayBuffer {
   return out.buffer;
 }
 
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /** Serial numbers are compared as integers, whatever leading-zero padding their hex form carries. */
 export function serialToBigInt(hex: string): bigint {
   return BigInt(`0x${hex.length > 0 ? hex : "0"}`);

@@ -5,7 +5,9 @@ import {
   X509Certificate as NodeX509Certificate,
   verify,
 } from "node:crypto";
+import { ecdsaDerToRawOfSize } from "../crypto/ecdsa.js";
 import { MalformedError } from "../errors.js";
+import { bytesEqual, hex } from "../util/bytes.js";
 import {
   decodeGeneralNames,
   decodeNameConstraints,
@@ -14,14 +16,12 @@ import {
 } from "./constraints.js";
 import {
   type AlgorithmIdentifier,
-  bytesEqual,
   type CertificateStructure,
   type CrlStructure,
   DerReader,
   decodeCrlNumber,
   decodeExtendedKeyUsage,
   ID_EC_PUBLIC_KEY,
-  integerContent,
   type ParsedName,
   parseCertificateStructure,
   parseCrlStructure,
@@ -390,20 +390,7 @@ async function webCryptoVerify(
 /** Ecdsa-Sig-Value (RFC 5480 §2.2.3 / RFC 3279) to the r‖s form WebCrypto verifies; undefined if unfit. */
 function ecdsaSignatureToRaw(der: Uint8Array, size: number): Uint8Array | undefined {
   try {
-    const sequence = readOnly(der, "ECDSA signature");
-    if (sequence.tag !== TAG.sequence) return undefined;
-    const reader = DerReader.inside(der, sequence, "ECDSA signature");
-    const r = integerContent(der, reader.next(), "ECDSA signature");
-    const s = integerContent(der, reader.next(), "ECDSA signature");
-    reader.end();
-    const out = new Uint8Array(2 * size);
-    for (const [i, v] of [r, s].entries()) {
-      if ((v[0]! & 0x80) !== 0) return undefined;
-      const magnitude = v[0] === 0 ? v.subarray(1) : v;
-      if (magnitude.length > size) return undefined;
-      out.set(magnitude, (i + 1) * size - magnitude.length);
-    }
-    return out;
+    return ecdsaDerToRawOfSize(der, size, "ECDSA signature");
   } catch {
     return undefined;
   }
@@ -760,10 +747,6 @@ export function validationCacheSizes(): { certificates: number; crls: number; si
 
 function digest(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("base64");
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 }
 
 function latin1(bytes: Uint8Array): string {

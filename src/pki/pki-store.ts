@@ -3,10 +3,11 @@ import { mkdir, open, readFile, realpath, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { UsageError } from "../errors.js";
+import { bytesEqual } from "../util/bytes.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 import { X509Certificate, type X509Crl } from "../util/x509.js";
 import { CRL_REASONS, type CrlReasonName, crlToPem, DEFAULT_CRL_VALIDITY_DAYS, issueCrl } from "./crl.js";
-import { bytesEqual, certificateParts } from "./der.js";
+import { certificateParts } from "./der.js";
 import {
   createDeviceIdentity,
   createPki,

@@ -5,9 +5,10 @@ import {
   MalformedError,
   ReplayError,
 } from "../errors.js";
+import { bytesEqual } from "../util/bytes.js";
 import type { X509Certificate, X509Crl } from "../util/x509.js";
 import { nameConstraintViolation } from "./constraints.js";
-import { bytesEqual, decodeExtendedKeyUsage } from "./der.js";
+import { decodeExtendedKeyUsage } from "./der.js";
 import {
   CertificateView,
   certificateSignedBy,

@@ -11,8 +11,9 @@
 
 import { IntegrityError, MalformedError, UsageError, ValidityError } from "../errors.js";
 import { crlNumberOf } from "../pki/crl.js";
-import { bytesEqual, certificateParts, crlParts } from "../pki/der.js";
+import { certificateParts, crlParts } from "../pki/der.js";
 import { nodeCrypto } from "../pki/keys.js";
+import { bytesEqual } from "../util/bytes.js";
 import {
   BasicConstraintsExtension,
   KeyUsageFlags,

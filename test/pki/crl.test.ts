@@ -7,9 +7,10 @@ import {
 import { beforeAll, describe, expect, it } from "vitest";
 import { UsageError } from "../../src/errors.js";
 import { crlNumberOf, encodeCrl, issueCrl, parseCrl } from "../../src/pki/crl.js";
-import { bytesEqual, certificateParts, crlParts } from "../../src/pki/der.js";
+import { certificateParts, crlParts } from "../../src/pki/der.js";
 import { createPki, type OnboardingPki } from "../../src/pki/issue.js";
 import { EXT } from "../../src/pki/oids.js";
+import { bytesEqual } from "../../src/util/bytes.js";
 import { DAY, ISSUED_AT } from "./fixtures.js";
 
 let pki: OnboardingPki;

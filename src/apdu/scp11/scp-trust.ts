@@ -12,13 +12,13 @@
  * its validity at `now`; the leaf holds a P-256 key and, when it has keyUsage, keyAgreement.
  */
 import { CertificateValidationError, type CertificateValidationReason } from "../../errors.js";
-import { bytesEqual } from "../../pki/der.js";
 import {
   certificateSignedBy,
   KEY_USAGE,
   type ParsedCertificate,
   parseCertificate,
 } from "../../pki/fast-x509.js";
+import { bytesEqual } from "../../util/bytes.js";
 import { p256Point } from "./handshake.js";
 
 export interface ScpTrust {

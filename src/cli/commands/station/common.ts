@@ -63,10 +63,6 @@ export function openStationCard(ctx: CliContext, options: StationCardOptions): P
   });
 }
 
-export function hex(bytes: Uint8Array | ArrayBuffer): string {
-  return Buffer.from(bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : bytes).toString("hex");
-}
-
 export function plural(n: number, singular: string, pluralForm = `${singular}s`): string {
   return `${n} ${n === 1 ? singular : pluralForm}`;
 }
