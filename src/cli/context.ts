@@ -21,6 +21,8 @@ export interface CliContext {
 }
 
 export function processContext(): CliContext {
+  quietWhenReaderLeaves(process.stdout);
+  quietWhenReaderLeaves(process.stderr);
   return {
     stdin: process.stdin,
     stdout: process.stdout,
@@ -29,6 +31,31 @@ export function processContext(): CliContext {
     cwd: process.cwd(),
     exitCode: 0,
   };
+}
+
+/**
+ * `hsm-onboard demo | head -1`: once the reader of a pipe has gone, writes fail with EPIPE, which
+ * Node raises as an 'error' event (a stack trace, when nobody listens). Output nobody reads is
+ * dropped instead; the command runs to its end (and cleans up what it made) and exits with its
+ * own status, 0 when it succeeded. Any other write error is still raised.
+ */
+function quietWhenReaderLeaves(stream: NodeJS.WriteStream): void {
+  if (stream.listeners("error").includes(onOutputError)) return;
+  stream.on("error", onOutputError);
+}
+
+function onOutputError(error: NodeJS.ErrnoException): void {
+  if (error.code === "EPIPE" || error.code === "ERR_STREAM_DESTROYED") return;
+  throw error;
+}
+
+/**
+ * Whether to write ANSI colours to standard output: only to a terminal, and never when NO_COLOR is
+ * set to a non-empty value (https://no-color.org). Redirected to a file or a pipe: plain text.
+ */
+export function colourEnabled(ctx: CliContext): boolean {
+  const noColour = ctx.env.NO_COLOR;
+  return (ctx.stdout as { isTTY?: boolean }).isTTY === true && (noColour === undefined || noColour === "");
 }
 
 export function writeLine(stream: Writable, line = ""): void {

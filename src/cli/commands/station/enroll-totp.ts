@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import QRCode from "qrcode";
 import { base32Encode, enrollTotp, TOTP_PROFILE } from "../../../station/totp.js";
-import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { type CliContext, colourEnabled, writeJson, writeLine } from "../../context.js";
 import { STATION_DIR_HELP, stationDirOf } from "./common.js";
 
 interface EnrollTotpOptions {
@@ -49,7 +49,11 @@ Examples:
         });
         return;
       }
-      const qr = await QRCode.toString(enrolment.uri, { type: "terminal", small: true });
+      // The terminal renderer draws with ANSI colours; to a file, a pipe or under NO_COLOR the same
+      // code is drawn with Unicode block characters only.
+      const qr = colourEnabled(ctx)
+        ? await QRCode.toString(enrolment.uri, { type: "terminal", small: true })
+        : await QRCode.toString(enrolment.uri, { type: "utf8" });
       writeLine(
         ctx.stdout,
         `Officer "${enrolment.officer}" ${enrolment.replaced ? "re-enrolled" : "enrolled"} for TOTP at ${dir} ` +
