@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { ExitCode, isOnboardError } from "../errors.js";
 import { agentCommand } from "./commands/agent/index.js";
@@ -7,15 +8,18 @@ import { pkiCommand } from "./commands/pki/index.js";
 import { planCommand } from "./commands/plan/index.js";
 import { simCommand } from "./commands/sim/index.js";
 import { stationCommand } from "./commands/station/index.js";
-import { type CliContext, processContext, writeLine } from "./context.js";
+import { type CliContext, processContext, writeJson, writeLine } from "./context.js";
+import { EXIT_CODE_MEANINGS, exitCodeHelp } from "./exit-codes.js";
 
 const PROGRAM = "hsm-onboard";
 
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command(PROGRAM)
     .description("Trusted, zero-touch first network setup of HSMs with a secure element")
-    .version(VERSION)
-    .showHelpAfterError("(run with --help for usage)");
+    .version(packageVersion())
+    .showHelpAfterError("(run with --help for usage)")
+    .addHelpText("after", exitCodeHelp());
+  program.addCommand(versionCommand(ctx));
   program.addCommand(planCommand(ctx));
   program.addCommand(cardCommand(ctx));
   program.addCommand(pkiCommand(ctx));
@@ -39,25 +43,55 @@ export async function runCli(argv: readonly string[], ctx: CliContext = processC
     await program.parseAsync([...argv], { from: "user" });
     return ctx.exitCode;
   } catch (error) {
-    return reportError(error, ctx);
+    return reportError(error, ctx, wantsJson(argv));
   }
 }
 
-function reportError(error: unknown, ctx: CliContext): number {
+/** `--json` among the options (not after a `--` that ends them). */
+function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf("--");
+  return (end === -1 ? argv : argv.slice(0, end)).includes("--json");
+}
+
+/**
+ * The one-line message on standard error; under --json also, on standard output, the object
+ * `{"error": {"code", "exit", "message"}}` a script can parse (code: the error's stable code).
+ */
+function reportError(error: unknown, ctx: CliContext, json: boolean): number {
+  const report = (code: string, exit: number, message: string) => {
+    if (json) writeJson(ctx.stdout, { error: { code, exit, meaning: meaningOf(exit), message } });
+    return exit;
+  };
   if (error instanceof CommanderError) {
     // Commander already printed its one-line message (or the help/version text).
     if (error.code === "commander.helpDisplayed" || error.code === "commander.version") return ExitCode.ok;
     if (error.code === "commander.help") return ExitCode.ok;
-    return ExitCode.usage;
+    return report("ERR_USAGE", ExitCode.usage, error.message.replace(/^error: /, ""));
   }
   if (isOnboardError(error)) {
     writeLine(ctx.stderr, `${PROGRAM}: ${error.message}`);
-    return error.exitCode;
+    return report(error.code, error.exitCode, error.message);
   }
   const message = error instanceof Error ? error.message : String(error);
   writeLine(ctx.stderr, `${PROGRAM}: internal error: ${message}`);
   if (ctx.env.HSM_ONBOARD_DEBUG && error instanceof Error && error.stack) writeLine(ctx.stderr, error.stack);
-  return ExitCode.internal;
+  return report("ERR_INTERNAL", ExitCode.internal, message);
+}
+
+function meaningOf(exit: number): string {
+  return (EXIT_CODE_MEANINGS as Record<number, string>)[exit] ?? "unknown";
+}
+
+/** `hsm-onboard version [--json]`: the same as --version, as a command. */
+function versionCommand(ctx: CliContext): Command {
+  return new Command("version")
+    .description("Print the version of hsm-onboard")
+    .option("--json", "print {name, version, node} as JSON")
+    .action((options: { json?: boolean }) => {
+      if (options.json)
+        writeJson(ctx.stdout, { name: PROGRAM, version: packageVersion(), node: process.versions.node });
+      else writeLine(ctx.stdout, packageVersion());
+    });
 }
 
 function applyToAll(cmd: Command, fn: (c: Command) => void): void {
@@ -65,4 +99,23 @@ function applyToAll(cmd: Command, fn: (c: Command) => void): void {
   for (const sub of cmd.commands) applyToAll(sub, fn);
 }
 
-const VERSION = "0.1.0";
+let version: string | undefined;
+
+/**
+ * The package's own version, from its package.json: two levels above both src/cli and dist/cli.
+ * Read on first use (importing the CLI reads no file); "unknown" in a build outside the package.
+ */
+function packageVersion(): string {
+  if (version === undefined) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+        name?: string;
+        version?: string;
+      };
+      version = pkg.name === PROGRAM && typeof pkg.version === "string" ? pkg.version : "unknown";
+    } catch {
+      version = "unknown";
+    }
+  }
+  return version;
+}

@@ -24,8 +24,8 @@ up for the run and never shown. No root, no hardware, no network traffic.
 
 One line per step on standard output (standard error with --json), then a table: serial, hostname,
 addresses, receipt verified, time. Exit status: 0 when every HSM came up and every receipt
-verified; otherwise the SPEC.md §7 code of the first problem (15 for a receipt that does not
-verify), 130 when interrupted.
+verified; otherwise the exit status of the first problem (table: hsm-onboard --help; 15 for a
+receipt that does not verify), 130 when interrupted.
 
 Examples:
   $ hsm-onboard demo
@@ -48,7 +48,7 @@ export function demoCommand(ctx: CliContext): Command {
     .description("Run the whole trusted onboarding flow in-process: station, card, N HSM agents, receipts")
     .option(
       "--hsms <n>",
-      `number of HSMs, 1 to ${max} (default ${DEFAULT_DEMO_HSMS})`,
+      `number of HSMs, 1 to ${max}`,
       (value: string) => {
         const n = Number(value);
         if (!/^\d+$/.test(value) || n < 1 || n > max) {

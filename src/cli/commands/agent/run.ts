@@ -81,8 +81,9 @@ At start the agent rolls back an apply that was interrupted and re-applies the c
 (nothing changes when it is in place). Then it waits for a card (one already inserted counts),
 asks for the PIN on the console with echo off (or --pin-stdin / --pin-fd), and prints one status
 line per step on standard error. Without --once it then waits for the card to be removed and for
-the next one, until SIGINT or SIGTERM. Exit codes with --once: SPEC.md §7 (0 configured, 11 card
-not trusted, 13 wrong PIN, 15 integrity, 16 not for this HSM, 17 replay, 21 address conflict, …).
+the next one, until SIGINT or SIGTERM. Exit codes with --once (table: hsm-onboard --help):
+0 configured, 11 card not trusted, 13 wrong PIN, 15 integrity, 16 not for this HSM, 17 replay,
+21 address conflict, …
 The default applier is dry-run; an HSM runs with --net iproute2. For the demo and tests,
 ${VIRTUAL_CARD_ENV}=FILE opens that virtual card state file in-process instead of PC/SC.
 

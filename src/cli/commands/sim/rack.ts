@@ -32,8 +32,8 @@ namespace) until \`sim rack --cleanup\`, which removes whatever kept or crashed 
 recorded under /run/hsm-onboard-sim, or $HSM_ONBOARD_SIM_STATE_DIR).
 
 Exit status: 0 every HSM configured, reachable and its receipt verified; 2 not root or a tool
-missing; otherwise the SPEC.md §7 code of the first problem (20 an address not reachable, 15 a
-receipt not verified); 130 interrupted.
+missing; otherwise the exit status of the first problem (table: hsm-onboard --help; 20 an
+address not reachable, 15 a receipt not verified); 130 interrupted.
 
 Examples:
   $ sudo hsm-onboard sim rack --hsms 4
@@ -270,7 +270,7 @@ export function simServeCommand(ctx: CliContext): Command {
     )
     .option(
       "--port <port>",
-      `TCP port (default ${NTLS_PORT})`,
+      "TCP port",
       (value: string) => {
         const n = Number(value);
         if (!/^\d+$/.test(value) || n < 1 || n > 65535) throw new InvalidArgumentError("not a TCP port.");

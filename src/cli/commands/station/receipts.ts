@@ -25,7 +25,7 @@ export function stationReceiptsCommand(ctx: CliContext): Command {
     .option("--reader <name>", "use the reader whose name contains this (default: any)")
     .option(
       "--timeout <seconds>",
-      `how long to wait for the card (default ${DEFAULT_CARD_TIMEOUT_SECONDS})`,
+      "how long to wait for the card",
       integerIn("--timeout", 1, 3600),
       DEFAULT_CARD_TIMEOUT_SECONDS,
     )

@@ -70,13 +70,13 @@ export function stationWriteCommand(ctx: CliContext): Command {
     .option("--reader <name>", "use the reader whose name contains this (default: any)")
     .option(
       "--valid-days <n>",
-      `days the configuration stays valid (default ${DEFAULT_VALID_DAYS})`,
+      "days the configuration stays valid",
       integerIn("--valid-days", 1, MAX_VALID_DAYS),
       DEFAULT_VALID_DAYS,
     )
     .option(
       "--timeout <seconds>",
-      `how long to wait for the card (default ${DEFAULT_CARD_TIMEOUT_SECONDS})`,
+      "how long to wait for the card",
       integerIn("--timeout", 1, 3600),
       DEFAULT_CARD_TIMEOUT_SECONDS,
     )
