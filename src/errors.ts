@@ -59,6 +59,7 @@ export type OnboardErrorCode =
   | "ERR_PKCS11_UNAVAILABLE"
   | "ERR_PCSC_UNAVAILABLE"
   | "ERR_PCSC"
+  | "ERR_PCSC_NO_SERVICE"
   | "ERR_CARD_REMOVED"
   | "ERR_TIMEOUT"
   | "ERR_VPCD_CONNECT"
@@ -392,11 +393,13 @@ export class PcscUnavailableError extends OnboardError {
 
 /**
  * A PC/SC call failed. `scardCode` is the SCARD_* return code when the binding gave one. When the
- * PC/SC service itself is gone (`serviceGone`: no service, service stopped, communication error)
- * it is exit 10: from the user's side there is no reader to use. Otherwise exit 1.
+ * PC/SC service itself is gone (`serviceGone`: no service, service stopped, communication error;
+ * pcscd not running) it has its own code, ERR_PCSC_NO_SERVICE, and message ("is pcscd running?"),
+ * and exit 10: SPEC.md §7 has no status of its own for it, and from the user's side there is no
+ * reader to use (1 would say "a bug in hsm-onboard"). Otherwise ERR_PCSC, exit 1.
  */
 export class PcscError extends OnboardError {
-  readonly code: "ERR_PCSC" = "ERR_PCSC";
+  readonly code: "ERR_PCSC" | "ERR_PCSC_NO_SERVICE";
   readonly exitCode: ExitCode;
   constructor(
     message: string,
@@ -405,6 +408,7 @@ export class PcscError extends OnboardError {
     options?: { cause?: unknown; serviceGone?: boolean },
   ) {
     super(message, options);
+    this.code = options?.serviceGone ? "ERR_PCSC_NO_SERVICE" : "ERR_PCSC";
     this.exitCode = options?.serviceGone ? ExitCode.noCard : ExitCode.internal;
   }
 }

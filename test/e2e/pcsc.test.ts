@@ -213,7 +213,7 @@ describe.skipIf(!cap.ok)(
       await c.waitForEvent("card-inserted", 3000);
       await p.restart();
       const lost = await c.waitForEvent("watcher-error", 5000);
-      expect(lost.message).toMatchObject({ code: "ERR_PCSC", exitCode: 10 });
+      expect(lost.message).toMatchObject({ code: "ERR_PCSC_NO_SERVICE", exitCode: 10 });
       c.send(command("reopen", { attempts: 30, delayMs: 100 }));
       const reopened = await c.waitForEvent("reopened", 5000);
       // The bridge came back on its own (bounded reconnect); the card is there or arrives shortly.
