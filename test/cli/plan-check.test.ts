@@ -146,10 +146,11 @@ describe("hsm-onboard plan check", () => {
 
   it("exits 2 for a directory, also with --json", async () => {
     const result = await runCliInProcess(["plan", "check", ".", "--json"], { cwd: work });
-    expect(result).toEqual({
-      exitCode: ExitCode.usage,
-      stdout: "",
-      stderr: "hsm-onboard: cannot read plan .: it is a directory\n",
+    expect(result.exitCode).toBe(ExitCode.usage);
+    expect(result.stderr).toBe("hsm-onboard: cannot read plan .: it is a directory\n");
+    // Under --json the failure is also an object on standard output.
+    expect(JSON.parse(result.stdout)).toMatchObject({
+      error: { code: "ERR_USAGE", exit: ExitCode.usage, message: "cannot read plan .: it is a directory" },
     });
   });
 
