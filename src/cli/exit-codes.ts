@@ -22,6 +22,7 @@ export const EXIT_CODE_MEANINGS: Readonly<Record<ExitCode, string>> = {
   [ExitCode.addressConflict]: "address conflict",
   [ExitCode.cardFull]: "card full",
   [ExitCode.planInvalid]: "plan invalid",
+  [ExitCode.interrupted]: "interrupted (SIGINT or SIGTERM)",
 };
 
 /** The table `hsm-onboard --help` ends with. */
