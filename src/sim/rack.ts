@@ -344,6 +344,75 @@ interface HsmSlot {
   agent?: NamespaceProcess;
 }
 
+/** What step 1 of a rack run leaves for the others. */
+interface RackSetup {
+  readonly plan: NetworkPlan;
+  readonly slots: HsmSlot[];
+  readonly stationDir: string;
+  readonly cardPath: string;
+}
+
+interface RackWrite {
+  readonly configurationId?: string;
+  readonly sequence?: number;
+  readonly ms: number;
+}
+
+/** How one HSM's onboarding ended, with its times; `visited` when the card went into its reader. */
+interface HsmOutcome {
+  readonly result?: OnboardingResult;
+  readonly exitCode: number;
+  readonly error?: string;
+  readonly ms: number;
+  readonly moveMs: number;
+  readonly agentMs: number;
+  readonly visited: boolean;
+}
+
+interface ReceiptCollection {
+  readonly collection: number;
+  readonly rows: Awaited<ReturnType<typeof collectReceipts>>;
+}
+
+/** A receipt as `station receipts --json` lists it. */
+interface ReceiptRow {
+  readonly serial: string | null;
+  readonly location: string;
+  readonly verified: boolean;
+  readonly current: boolean;
+  readonly outcome: number | null;
+  readonly addresses: string[];
+  readonly reason: string | null;
+}
+
+/** The problems of a rack run and its exit code: the first problem's. */
+function rackVerdict(hsms: readonly RackHsm[]): { problems: string[]; exitCode: number } {
+  const problems: string[] = [];
+  let exitCode: number = ExitCode.ok;
+  const fail = (problem: string, code: number) => {
+    problems.push(problem);
+    if (exitCode === ExitCode.ok) exitCode = code;
+  };
+  for (const h of hsms) {
+    if (!h.configured)
+      fail(`HSM ${h.serial}: not configured (exit ${h.exitCode}): ${h.error}`, h.exitCode || 1);
+    else {
+      for (const p of h.reachable.filter((r) => !r.ok)) {
+        fail(
+          `HSM ${h.serial}: ${p.address}:${p.port} not reachable from the LAN: ${p.error}`,
+          ExitCode.networkApply,
+        );
+      }
+      if (h.reachable.length !== h.addresses.length) {
+        fail(`HSM ${h.serial}: not every address was probed`, ExitCode.networkApply);
+      }
+      if (!h.receipt.verified)
+        fail(`HSM ${h.serial}: receipt not verified: ${h.receipt.reason}`, ExitCode.integrity);
+    }
+  }
+  return { problems, exitCode };
+}
+
 class Rack {
   readonly #namespaces: string[] = [];
   readonly #pcscds: PrivatePcscd[] = [];
@@ -384,9 +453,44 @@ class Rack {
     if (this.#signal?.aborted) throw new RackError("interrupted", ExitCode.interrupted);
   }
 
+  /**
+   * The whole rack, as named steps: set up the station side and the factory, build the namespaces,
+   * start the readers, write the card at the station, carry it from HSM to HSM, probe the LAN, read
+   * the receipts back at the station, and report.
+   */
   async run(count: number, started: number): Promise<RackReport> {
-    // 1. The station side and the factory, in this process.
-    let t = performance.now();
+    const setup = await this.#setUp(count);
+    await this.#buildNamespaces(setup);
+    const stationPcscd = await this.#startReaders(setup);
+    const setupMs = performance.now() - started;
+    const write = await this.#writeCard(setup, stationPcscd);
+    const onboarding = await this.#carryCard(setup);
+    const probe = await this.#probeLan(setup.slots, onboarding.outcomes);
+    const receipts = await this.#readReceipts(setup, stationPcscd, onboarding.collected);
+    return this.#report({
+      count,
+      slots: setup.slots,
+      write,
+      outcomes: onboarding.outcomes,
+      collections: onboarding.collected.length,
+      probes: probe.probes,
+      receipts,
+      timings: {
+        setupMs,
+        writeMs: write.ms,
+        onboardingMs: onboarding.ms,
+        probeMs: probe.ms,
+        receiptsMs: receipts.ms,
+        cleanupMs: 0,
+        totalMs: 0,
+      },
+      started,
+    });
+  }
+
+  /** 1. The station side and the factory, in this process: plan, PKI, card, station, HSM states. */
+  async #setUp(count: number): Promise<RackSetup> {
+    const t = performance.now();
     const plan = rackPlan({ hsms: count, vlan: false, ipv6: true });
     await writeFile(join(this.workDir, "plan.yaml"), planToYaml(plan));
     const pkiDir = join(this.workDir, "pki");
@@ -433,33 +537,42 @@ class Rack {
       t,
     );
     this.#checkAbort();
+    return { plan, slots, stationDir, cardPath };
+  }
 
-    // 2. Namespaces: the LAN with its bridge, the station, one per HSM with eth0 on the bridge.
-    t = performance.now();
+  /** 2. Namespaces: the LAN with its bridge, the station, one per HSM with eth0 on the bridge. */
+  async #buildNamespaces({ plan, slots }: RackSetup): Promise<void> {
+    const t = performance.now();
     await this.#createLan(plan);
     await this.#createNamespace(this.station);
     await inBatches(slots, SETUP_CONCURRENCY, (slot) => this.#createHsmNamespace(slot));
     this.progress(
       "namespaces",
       `LAN ${this.lan} (bridge br0, ${this.#lanAddresses.join(" ")}), station ${this.station}, ` +
-        `${count} HSM namespace${count === 1 ? "" : "s"} with eth0 on the bridge`,
+        `${slots.length} HSM namespace${slots.length === 1 ? "" : "s"} with eth0 on the bridge`,
       t,
     );
     this.#checkAbort();
+  }
 
-    // 3. A pcscd with a vpcd reader per HSM, and one at the station.
-    t = performance.now();
+  /** 3. A pcscd with a vpcd reader per HSM, and one at the station (returned). */
+  async #startReaders({ slots }: RackSetup): Promise<PrivatePcscd> {
+    const t = performance.now();
     const stationPcscd = await this.#startPcscd(this.station);
     await inBatches(slots, SETUP_CONCURRENCY, async (slot) => {
       slot.pcscd = await this.#startPcscd(slot.namespace);
     });
-    this.progress("pcscd", `${count + 1} private pcscd instances with a vpcd reader each`, t);
-    const setupMs = performance.now() - started;
+    this.progress("pcscd", `${slots.length + 1} private pcscd instances with a vpcd reader each`, t);
     this.#checkAbort();
+    return stationPcscd;
+  }
 
-    // 4. The station writes the plan onto the card, through PC/SC. The first HSM's agent starts
-    // meanwhile: it waits for the card, as an HSM does once racked and powered.
-    t = performance.now();
+  /**
+   * 4. The station writes the plan onto the card, through PC/SC. The first HSM's agent starts
+   * meanwhile: it waits for the card, as an HSM does once racked and powered.
+   */
+  async #writeCard({ slots, stationDir }: RackSetup, stationPcscd: PrivatePcscd): Promise<RackWrite> {
+    const t = performance.now();
     if (slots[0]) void this.#agentFor(slots[0]).catch(() => undefined);
     const written = await this.#withCardIn(this.station, stationPcscd, () =>
       this.#cli(
@@ -488,126 +601,151 @@ class Rack {
         (written.code ?? ExitCode.internal) as ExitCode, // the CLI exits only with codes of ExitCode
       );
     }
-    const writeResult = parseJson<{
+    const result = parseJson<{
       configurationId?: string;
       sequence?: number;
       configurationBytes?: number;
     }>(written.stdout, "station write --json");
     this.progress(
       "write",
-      `station wrote configuration ${writeResult.configurationId?.slice(0, 8)} (sequence ${writeResult.sequence}) ` +
-        `for ${count} HSM${count === 1 ? "" : "s"} onto the card through ${stationPcscd.readerName}`,
+      `station wrote configuration ${result.configurationId?.slice(0, 8)} (sequence ${result.sequence}) ` +
+        `for ${slots.length} HSM${slots.length === 1 ? "" : "s"} onto the card through ${stationPcscd.readerName}`,
       t,
     );
-    const writeMs = performance.now() - t;
+    const ms = performance.now() - t;
     this.#checkAbort();
+    return { ...result, ms };
+  }
 
-    // 5. The card goes from HSM to HSM.
-    const onboardingStarted = performance.now();
-    const outcomes: {
-      result?: OnboardingResult;
-      exitCode: number;
-      error?: string;
-      ms: number;
-      moveMs: number;
-      agentMs: number;
-    }[] = [];
-    const collected: { collection: number; rows: Awaited<ReturnType<typeof collectReceipts>> }[] = [];
+  /**
+   * 5. The card goes from HSM to HSM; when it is full of receipts, back to the station first. The
+   * services of configured HSMs come up while the card moves on; this waits for all of them.
+   */
+  async #carryCard({ slots, stationDir, cardPath }: RackSetup): Promise<{
+    outcomes: HsmOutcome[];
+    collected: ReceiptCollection[];
+    ms: number;
+  }> {
+    const started = performance.now();
+    const outcomes: HsmOutcome[] = [];
+    const collected: ReceiptCollection[] = [];
     const space = new ReceiptSpace(() => cardRoom(cardPath));
     for (const slot of slots) {
       this.#checkAbort();
       if (!(await space.hasRoom())) {
-        t = performance.now();
-        const collection = collected.length + 1;
-        const rows = await withCardFile(cardPath, (element) =>
-          collectReceipts(element, {
-            stationDir,
-            pin: this.#pin,
-            archiveDir: join(this.workDir, "collected-receipts"),
-            collection,
-          }),
-        );
-        collected.push({ collection, rows });
+        collected.push(await this.#collectReceipts(cardPath, stationDir, collected.length + 1));
         space.cleared();
-        this.progress(
-          "collect",
-          `card full of receipts: back at the station, ${rows.filter((r) => r.verified).length} of ${rows.length} verified, archived and removed`,
-          t,
-        );
       }
-      t = performance.now();
-      const agent = await this.#agentFor(slot);
-      const next = slots[slot.index + 1];
-      if (next) void this.#agentFor(next).catch(() => undefined); // starts while this one works
-      try {
-        await agent.waitUntil(
-          () => /waiting for a card/.test(agent.stderr),
-          `the agent of HSM ${slot.serial} to wait for a card`,
-          BOUND.agentReady,
-          this.#signal,
-        );
-      } catch (error) {
-        if (agent.running || this.#signal?.aborted) throw error;
-        // The agent gave up before the card came (its state, its pcscd…): this HSM failed, the rack goes on.
-        await this.#saveLog(`agent-${slot.serial}.log`, agent.stderr);
-        this.#transient.delete(agent);
-        const outcome = agentOutcome(agent, agent.child.exitCode);
-        outcomes.push({ ...outcome, ms: 0, moveMs: 0, agentMs: 0 });
-        this.progress(
-          "onboard",
-          `HSM ${slot.serial}: its agent ended before the card came (exit ${outcome.exitCode}): ${outcome.error}`,
-          t,
-          false,
-        );
-        continue;
-      }
-      t = performance.now();
-      const emulator = await this.#insertCard(slot.namespace, slot.pcscd!);
-      const inserted = performance.now();
-      let code: number | null;
-      let exited = inserted;
-      try {
-        code = await agent.exitCode(BOUND.onboarding, this.#signal);
-        exited = performance.now();
-      } finally {
-        await this.#removeCard(emulator);
-        await this.#saveLog(`agent-${slot.serial}.log`, agent.stderr);
-        await this.#saveLog(`card-emulate-${slot.serial}.log`, emulator.stderr);
-      }
-      this.#transient.delete(agent);
-      const outcome = agentOutcome(agent, code);
-      outcomes.push({
-        ...outcome,
-        ms: exited - inserted,
-        moveMs: performance.now() - t - (exited - inserted),
-        agentMs: outcome.result?.durationMs ?? 0,
-      });
-      space.visited();
-      // The service comes up while the card moves on; the probe waits for all of them.
-      if (outcome.result?.ok) {
-        const result = outcome.result;
-        const start = this.#startService(slot, result);
-        start.catch(() => undefined); // handled below, after the loop (allSettled)
-        this.#serviceStarts.push(start);
-      }
-      this.progress(
-        "onboard",
-        outcome.result?.ok
-          ? `HSM ${slot.serial} ${slot.hostname} in ${slot.namespace} configured ${outcome.result.addresses?.join(" ")} ` +
-              "by its agent through pcscd"
-          : `HSM ${slot.serial} in ${slot.namespace} not configured (exit ${outcome.exitCode}): ${outcome.error}`,
-        t,
-        outcome.result?.ok === true,
-      );
+      const outcome = await this.#onboardOne(slot, slots[slot.index + 1]);
+      outcomes.push(outcome);
+      if (outcome.visited) space.visited();
     }
-    const onboardingMs = performance.now() - onboardingStarted;
+    const ms = performance.now() - started;
     const serviceStarts = await Promise.allSettled(this.#serviceStarts);
     const serviceFailure = serviceStarts.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (serviceFailure) throw serviceFailure.reason;
     this.#checkAbort();
+    return { outcomes, collected, ms };
+  }
 
-    // 6. Reachability, from inside the LAN namespace.
+  /** The card is full of receipts: back at the station, they are verified, archived and removed. */
+  async #collectReceipts(
+    cardPath: string,
+    stationDir: string,
+    collection: number,
+  ): Promise<ReceiptCollection> {
+    const t = performance.now();
+    const rows = await withCardFile(cardPath, (element) =>
+      collectReceipts(element, {
+        stationDir,
+        pin: this.#pin,
+        archiveDir: join(this.workDir, "collected-receipts"),
+        collection,
+      }),
+    );
+    this.progress(
+      "collect",
+      `card full of receipts: back at the station, ${rows.filter((r) => r.verified).length} of ${rows.length} verified, archived and removed`,
+      t,
+    );
+    return { collection, rows };
+  }
+
+  /**
+   * One HSM: its agent waits for the card, the card goes in, the agent onboards and exits, the card
+   * comes out. The next HSM's agent starts meanwhile. An agent that ends before the card comes is a
+   * failed HSM (the rack goes on); the card did not visit it.
+   */
+  async #onboardOne(slot: HsmSlot, next: HsmSlot | undefined): Promise<HsmOutcome> {
+    let t = performance.now();
+    const agent = await this.#agentFor(slot);
+    if (next) void this.#agentFor(next).catch(() => undefined); // starts while this one works
+    try {
+      await agent.waitUntil(
+        () => /waiting for a card/.test(agent.stderr),
+        `the agent of HSM ${slot.serial} to wait for a card`,
+        BOUND.agentReady,
+        this.#signal,
+      );
+    } catch (error) {
+      if (agent.running || this.#signal?.aborted) throw error;
+      // The agent gave up before the card came (its state, its pcscd…): this HSM failed, the rack goes on.
+      await this.#saveLog(`agent-${slot.serial}.log`, agent.stderr);
+      this.#transient.delete(agent);
+      const outcome = agentOutcome(agent, agent.child.exitCode);
+      this.progress(
+        "onboard",
+        `HSM ${slot.serial}: its agent ended before the card came (exit ${outcome.exitCode}): ${outcome.error}`,
+        t,
+        false,
+      );
+      return { ...outcome, ms: 0, moveMs: 0, agentMs: 0, visited: false };
+    }
     t = performance.now();
+    const emulator = await this.#insertCard(slot.namespace, slot.pcscd!);
+    const inserted = performance.now();
+    let code: number | null;
+    let exited = inserted;
+    try {
+      code = await agent.exitCode(BOUND.onboarding, this.#signal);
+      exited = performance.now();
+    } finally {
+      await this.#removeCard(emulator);
+      await this.#saveLog(`agent-${slot.serial}.log`, agent.stderr);
+      await this.#saveLog(`card-emulate-${slot.serial}.log`, emulator.stderr);
+    }
+    this.#transient.delete(agent);
+    const outcome = agentOutcome(agent, code);
+    // The service comes up while the card moves on; the probe waits for all of them.
+    if (outcome.result?.ok) {
+      const start = this.#startService(slot, outcome.result);
+      start.catch(() => undefined); // handled after the round (allSettled)
+      this.#serviceStarts.push(start);
+    }
+    this.progress(
+      "onboard",
+      outcome.result?.ok
+        ? `HSM ${slot.serial} ${slot.hostname} in ${slot.namespace} configured ${outcome.result.addresses?.join(" ")} ` +
+            "by its agent through pcscd"
+        : `HSM ${slot.serial} in ${slot.namespace} not configured (exit ${outcome.exitCode}): ${outcome.error}`,
+      t,
+      outcome.result?.ok === true,
+    );
+    return {
+      ...outcome,
+      ms: exited - inserted,
+      moveMs: performance.now() - t - (exited - inserted),
+      agentMs: outcome.result?.durationMs ?? 0,
+      visited: true,
+    };
+  }
+
+  /** 6. Reachability, from inside the LAN namespace: every address of every configured HSM. */
+  async #probeLan(
+    slots: readonly HsmSlot[],
+    outcomes: readonly HsmOutcome[],
+  ): Promise<{ probes: ProbeResult[]; ms: number }> {
+    const t = performance.now();
     const targets: ProbeTarget[] = slots.flatMap((slot, i) =>
       outcomes[i]?.result?.ok
         ? slot.addresses.map((a) => ({ address: a.split("/")[0]!, port: NTLS_PORT, serial: slot.serial }))
@@ -621,11 +759,18 @@ class Rack {
       t,
       reachableCount === targets.length,
     );
-    const probeMs = performance.now() - t;
+    const ms = performance.now() - t;
     this.#checkAbort();
+    return { probes, ms };
+  }
 
-    // 7. Back at the station: the receipts, through PC/SC.
-    t = performance.now();
+  /** 7. Back at the station: the receipts, through PC/SC, after those collected on the way. */
+  async #readReceipts(
+    { stationDir }: RackSetup,
+    stationPcscd: PrivatePcscd,
+    collected: readonly ReceiptCollection[],
+  ): Promise<{ rows: ReceiptRow[]; readerName: string; started: number; ms: number }> {
+    const t = performance.now();
     const receipts = await this.#withCardIn(this.station, stationPcscd, () =>
       this.#cli(
         this.station,
@@ -643,18 +788,11 @@ class Rack {
         stationPcscd,
       ),
     );
-    const receiptReport = parseJson<{
-      receipts?: {
-        serial: string | null;
-        location: string;
-        verified: boolean;
-        current: boolean;
-        outcome: number | null;
-        addresses: string[];
-        reason: string | null;
-      }[];
-    }>(receipts.stdout, `station receipts --json (exit ${receipts.code}: ${tail(receipts.stderr)})`);
-    const rows = [
+    const receiptReport = parseJson<{ receipts?: ReceiptRow[] }>(
+      receipts.stdout,
+      `station receipts --json (exit ${receipts.code}: ${tail(receipts.stderr)})`,
+    );
+    const rows: ReceiptRow[] = [
       ...collected.flatMap((c) =>
         c.rows.map((r) => ({
           serial: r.serial ?? null,
@@ -668,9 +806,23 @@ class Rack {
       ),
       ...(receiptReport.receipts ?? []),
     ];
-    const receiptsMs = performance.now() - t;
+    return { rows, readerName: stationPcscd.readerName, started: t, ms: performance.now() - t };
+  }
 
-    // 8. The report.
+  /** 8. The report: per HSM (configured, reachable, receipt), the problems and the exit code. */
+  #report(input: {
+    count: number;
+    slots: readonly HsmSlot[];
+    write: RackWrite;
+    outcomes: readonly HsmOutcome[];
+    collections: number;
+    probes: readonly ProbeResult[];
+    receipts: { rows: readonly ReceiptRow[]; readerName: string; started: number };
+    timings: RackReport["timings"];
+    started: number;
+  }): RackReport {
+    const { slots, outcomes, probes, write } = input;
+    const rows = input.receipts.rows;
     const hsmReports: RackHsm[] = slots.map((slot, i) => {
       const outcome = outcomes[i]!;
       const mine = rows.filter((r) => r.serial === slot.serial);
@@ -701,33 +853,11 @@ class Rack {
     const verified = hsmReports.filter((h) => h.receipt.verified).length;
     this.progress(
       "receipts",
-      `station read the card through ${stationPcscd.readerName}: ${verified} of ${count} receipts verified`,
-      t,
-      verified === count,
+      `station read the card through ${input.receipts.readerName}: ${verified} of ${input.count} receipts verified`,
+      input.receipts.started,
+      verified === input.count,
     );
-    const problems: string[] = [];
-    let exitCode: number = ExitCode.ok;
-    const fail = (problem: string, code: number) => {
-      problems.push(problem);
-      if (exitCode === ExitCode.ok) exitCode = code;
-    };
-    for (const h of hsmReports) {
-      if (!h.configured)
-        fail(`HSM ${h.serial}: not configured (exit ${h.exitCode}): ${h.error}`, h.exitCode || 1);
-      else {
-        for (const p of h.reachable.filter((r) => !r.ok)) {
-          fail(
-            `HSM ${h.serial}: ${p.address}:${p.port} not reachable from the LAN: ${p.error}`,
-            ExitCode.networkApply,
-          );
-        }
-        if (h.reachable.length !== h.addresses.length) {
-          fail(`HSM ${h.serial}: not every address was probed`, ExitCode.networkApply);
-        }
-        if (!h.receipt.verified)
-          fail(`HSM ${h.serial}: receipt not verified: ${h.receipt.reason}`, ExitCode.integrity);
-      }
-    }
+    const { problems, exitCode } = rackVerdict(hsmReports);
     return {
       ok: problems.length === 0,
       exitCode,
@@ -735,22 +865,14 @@ class Rack {
       runId: this.runId,
       lan: { namespace: this.lan, addresses: this.#lanAddresses },
       station: { namespace: this.station },
-      ...(writeResult.configurationId ? { configurationId: writeResult.configurationId } : {}),
-      ...(writeResult.sequence !== undefined ? { sequence: writeResult.sequence } : {}),
+      ...(write.configurationId ? { configurationId: write.configurationId } : {}),
+      ...(write.sequence !== undefined ? { sequence: write.sequence } : {}),
       hsms: hsmReports,
-      receiptCollections: collected.length,
+      receiptCollections: input.collections,
       kept: this.options.keep === true,
       stateFile: this.state.path,
       workDir: this.workDir,
-      timings: {
-        setupMs,
-        writeMs,
-        onboardingMs,
-        probeMs,
-        receiptsMs,
-        cleanupMs: 0,
-        totalMs: performance.now() - started,
-      },
+      timings: { ...input.timings, totalMs: performance.now() - input.started },
     };
   }
 
