@@ -266,189 +266,299 @@ async function runIn(
   options: DemoOptions,
   started: number,
 ): Promise<DemoReport> {
-  const signal = options.signal;
-  const progress = (step: DemoStep, message: string, since: number, ok = true) =>
-    options.onProgress?.({ step, message, ok, ms: performance.now() - since });
-  const checkAbort = () => {
-    if (signal?.aborted) throw new UsageError("the demo was interrupted");
-  };
+  return new DemoRun(dir, plan, options).run(started);
+}
+
+type DemoPki = Awaited<ReturnType<typeof initPkiDirectory>>;
+type Written = Awaited<ReturnType<typeof writeConfigurationToCard>>;
+type CollectedRow = { readonly collection: number; readonly row: ReceiptRow };
+type HsmRun = { readonly result: OnboardingResult; readonly ms: number; readonly io: CardIo };
+
+/**
+ * One demo run, as named steps: PKI, the officer's card, the station, the plan, the factory, the
+ * station writes the card, the card goes from HSM to HSM, and back at the station the receipts.
+ */
+class DemoRun {
+  readonly #signal: AbortSignal | undefined;
   // Made up for this run; only the card, the station and the agents ever see it.
-  const { pin, puk } = demoSecrets();
+  readonly #secrets = demoSecrets();
+  readonly #pkiDir: string;
+  readonly #stationDir: string;
+  /** Set while an HSM has the card: what it exchanges with the card. */
+  #meter: ApduMeter | undefined;
 
-  // 1. PKI.
-  let t = performance.now();
-  const pkiDir = join(dir, "pki");
-  const { pki, crl } = await initPkiDirectory(pkiDir, { owner: DEMO_OWNER });
-  const rootPem = new Uint8Array(await readFile(join(pkiDir, PKI_FILES.rootCert)));
-  progress(
-    "pki",
-    `PKI: manufacturer root, token CA "${pki.tokenCa.certificate.subject}", device CA, CRL 1`,
-    t,
-  );
-  checkAbort();
+  constructor(
+    readonly dir: string,
+    readonly plan: NetworkPlan,
+    readonly options: DemoOptions,
+  ) {
+    this.#signal = options.signal;
+    this.#pkiDir = join(dir, "pki");
+    this.#stationDir = join(dir, "station");
+  }
 
-  // 2. The officer's card, metered.
-  t = performance.now();
-  let meter: ApduMeter | undefined;
-  const card = VirtualPivCard.fromFile(join(dir, "card.json"), {
-    intercept: (command, answer) => {
-      const begun = performance.now();
-      const response = answer(command);
-      meter?.record(command, response, performance.now() - begun);
-      return response;
-    },
-  });
-  const cardSerial = String(card.serial);
-  await withCard(card, "Officer's reader", async (element) => {
-    await personalizeCard({
-      element,
-      pki: { tokenCa: pki.tokenCa, root: pki.root },
-      crl,
+  #progress(step: DemoStep, message: string, since: number, ok = true): void {
+    this.options.onProgress?.({ step, message, ok, ms: performance.now() - since });
+  }
+
+  #checkAbort(): void {
+    if (this.#signal?.aborted) throw new UsageError("the demo was interrupted");
+  }
+
+  #hsmDir(serial: string): string {
+    return join(this.dir, "hsms", serial);
+  }
+
+  async run(started: number): Promise<DemoReport> {
+    const pki = await this.#createPki();
+    const card = await this.#personaliseCard(pki);
+    await this.#setUpStation(pki);
+    await this.#writePlan();
+    await this.#factory();
+    const setupMs = performance.now() - started;
+    const write = await this.#writeCard(card);
+    const onboarding = await this.#carryCard(card);
+    const receipts = await this.#readReceipts(card, onboarding);
+    const { problems, exitCode } = demoVerdict(receipts.hsms);
+    return {
+      ok: problems.length === 0,
+      exitCode,
+      problems,
       owner: DEMO_OWNER,
       officer: DEMO_OFFICER,
-      newPin: pin,
-      newPuk: puk,
-    });
-  });
-  progress(
-    "card",
-    `card ${cardSerial} personalised for "${DEMO_OWNER}", officer "${DEMO_OFFICER}": keys generated on the card, PIN set`,
-    t,
-  );
-  checkAbort();
-
-  // 3. The station.
-  t = performance.now();
-  const stationDir = join(dir, "station");
-  await initStation(stationDir, pki.root.certificate);
-  await updateStationCrl(stationDir, crl, { issuers: [pki.tokenCa.certificate] });
-  progress("station", "station trusts the manufacturer root and holds the token CA's CRL", t);
-
-  // 4. The plan.
-  t = performance.now();
-  await writeFile(join(dir, "plan.yaml"), planToYaml(plan));
-  const subnets = plan.subnets.map((s) => s.cidr).join(", ");
-  progress("plan", `plan: ${plan.hsms.length} HSM${plan.hsms.length === 1 ? "" : "s"} on ${subnets}`, t);
-  checkAbort();
-
-  // 5. The factory.
-  t = performance.now();
-  const hsmDir = (serial: string) => join(dir, "hsms", serial);
-  await inBatches(plan.hsms, FACTORY_CONCURRENCY, async (hsm) => {
-    checkAbort();
-    const deviceDir = join(hsmDir(hsm.serial), "device");
-    await issueDeviceToDirectory(pkiDir, deviceDir, hsm.serial);
-    await factoryInit({
-      stateDir: join(hsmDir(hsm.serial), "state"),
-      serial: hsm.serial,
-      root: rootPem,
-      device: deviceDir,
-    });
-  });
-  progress(
-    "factory",
-    `factory: ${plan.hsms.length} device identit${plan.hsms.length === 1 ? "y" : "ies"} from the device CA, agents initialised`,
-    t,
-  );
-  const setupMs = performance.now() - started;
-  checkAbort();
-
-  // 6. The station writes the card.
-  t = performance.now();
-  const written = await withCard(card, "Officer's reader", (element) =>
-    writeConfigurationToCard({ element, plan, stationDir, pin }),
-  );
-  progress(
-    "write",
-    `station wrote configuration ${written.configurationId.slice(0, 8)} (sequence ${written.sequence}): ` +
-      `${written.hsms} HSMs, ${written.configurationBytes.toLocaleString("en-US")} bytes, signed by the card, read back and verified`,
-    t,
-  );
-  const writeMs = performance.now() - t;
-  if (options.afterStationWrite) {
-    const hook = options.afterStationWrite;
-    await withCard(card, "Officer's reader", async (element) => {
-      await element.verifyPin(pin);
-      await hook(element);
-    });
+      cardSerial: String(card.serial),
+      configurationId: write.written.configurationId,
+      sequence: write.written.sequence,
+      hsms: receipts.hsms,
+      receiptCollections: onboarding.collections,
+      dir: this.dir,
+      kept: this.options.keepDir !== undefined,
+      timings: {
+        setupMs,
+        writeMs: write.ms,
+        onboardingMs: onboarding.ms,
+        receiptsMs: receipts.ms,
+        totalMs: performance.now() - started,
+      },
+    };
   }
-  checkAbort();
 
-  // 7. The card goes from HSM to HSM.
-  const onboardingStarted = performance.now();
-  const results: { result: OnboardingResult; ms: number; io: CardIo }[] = [];
-  const collected: { collection: number; row: ReceiptRow }[] = [];
-  let collections = 0;
-  const space = new ReceiptSpace(() => cardRoom(card));
-  for (const hsm of plan.hsms) {
-    checkAbort();
-    if (!(await space.hasRoom())) {
-      t = performance.now();
-      collections++;
-      const rows = await withCard(card, "Station reader", (element) =>
-        collectReceipts(element, {
-          stationDir,
-          pin,
-          archiveDir: join(dir, "collected-receipts"),
-          collection: collections,
-        }),
-      );
-      for (const row of rows) collected.push({ collection: collections, row });
-      space.cleared();
-      progress(
-        "collect",
-        `card full of receipts: back at the station, ${rows.filter((r) => r.verified).length} of ${rows.length} ` +
-          "verified, archived and removed from the card",
-        t,
-      );
+  /** 1. PKI: manufacturer root, token CA, device CA, CRL. */
+  async #createPki(): Promise<DemoPki> {
+    const t = performance.now();
+    const created = await initPkiDirectory(this.#pkiDir, { owner: DEMO_OWNER });
+    this.#progress(
+      "pki",
+      `PKI: manufacturer root, token CA "${created.pki.tokenCa.certificate.subject}", device CA, CRL 1`,
+      t,
+    );
+    this.#checkAbort();
+    return created;
+  }
+
+  /** 2. The officer's card, metered (the meter counts only while an HSM has it). */
+  async #personaliseCard({ pki, crl }: DemoPki): Promise<VirtualPivCard> {
+    const t = performance.now();
+    const card = VirtualPivCard.fromFile(join(this.dir, "card.json"), {
+      intercept: (command, answer) => {
+        const begun = performance.now();
+        const response = answer(command);
+        this.#meter?.record(command, response, performance.now() - begun);
+        return response;
+      },
+    });
+    await withCard(card, "Officer's reader", async (element) => {
+      await personalizeCard({
+        element,
+        pki: { tokenCa: pki.tokenCa, root: pki.root },
+        crl,
+        owner: DEMO_OWNER,
+        officer: DEMO_OFFICER,
+        newPin: this.#secrets.pin,
+        newPuk: this.#secrets.puk,
+      });
+    });
+    this.#progress(
+      "card",
+      `card ${card.serial} personalised for "${DEMO_OWNER}", officer "${DEMO_OFFICER}": keys generated on the card, PIN set`,
+      t,
+    );
+    this.#checkAbort();
+    return card;
+  }
+
+  /** 3. The station trusts the root and holds the token CA's CRL. */
+  async #setUpStation({ pki, crl }: DemoPki): Promise<void> {
+    const t = performance.now();
+    await initStation(this.#stationDir, pki.root.certificate);
+    await updateStationCrl(this.#stationDir, crl, { issuers: [pki.tokenCa.certificate] });
+    this.#progress("station", "station trusts the manufacturer root and holds the token CA's CRL", t);
+  }
+
+  /** 4. The plan, as the officer would write it. */
+  async #writePlan(): Promise<void> {
+    const t = performance.now();
+    await writeFile(join(this.dir, "plan.yaml"), planToYaml(this.plan));
+    const subnets = this.plan.subnets.map((s) => s.cidr).join(", ");
+    const n = this.plan.hsms.length;
+    this.#progress("plan", `plan: ${n} HSM${n === 1 ? "" : "s"} on ${subnets}`, t);
+    this.#checkAbort();
+  }
+
+  /** 5. The factory: a device identity per HSM from the device CA, its agent initialised. */
+  async #factory(): Promise<void> {
+    const t = performance.now();
+    const rootPem = new Uint8Array(await readFile(join(this.#pkiDir, PKI_FILES.rootCert)));
+    await inBatches(this.plan.hsms, FACTORY_CONCURRENCY, async (hsm) => {
+      this.#checkAbort();
+      const deviceDir = join(this.#hsmDir(hsm.serial), "device");
+      await issueDeviceToDirectory(this.#pkiDir, deviceDir, hsm.serial);
+      await factoryInit({
+        stateDir: join(this.#hsmDir(hsm.serial), "state"),
+        serial: hsm.serial,
+        root: rootPem,
+        device: deviceDir,
+      });
+    });
+    const n = this.plan.hsms.length;
+    this.#progress(
+      "factory",
+      `factory: ${n} device identit${n === 1 ? "y" : "ies"} from the device CA, agents initialised`,
+      t,
+    );
+    this.#checkAbort();
+  }
+
+  /** 6. The station writes the card (then the test hook, with the card open and its PIN verified). */
+  async #writeCard(card: VirtualPivCard): Promise<{ written: Written; ms: number }> {
+    const t = performance.now();
+    const { pin } = this.#secrets;
+    const written = await withCard(card, "Officer's reader", (element) =>
+      writeConfigurationToCard({ element, plan: this.plan, stationDir: this.#stationDir, pin }),
+    );
+    this.#progress(
+      "write",
+      `station wrote configuration ${written.configurationId.slice(0, 8)} (sequence ${written.sequence}): ` +
+        `${written.hsms} HSMs, ${written.configurationBytes.toLocaleString("en-US")} bytes, signed by the card, read back and verified`,
+      t,
+    );
+    const ms = performance.now() - t;
+    const hook = this.options.afterStationWrite;
+    if (hook) {
+      await withCard(card, "Officer's reader", async (element) => {
+        await element.verifyPin(pin);
+        await hook(element);
+      });
     }
-    t = performance.now();
-    meter = new ApduMeter(YUBIKEY5_LATENCY);
-    const result = await withCard(card, `HSM ${hsm.serial} reader`, (element) =>
+    this.#checkAbort();
+    return { written, ms };
+  }
+
+  /** 7. The card goes from HSM to HSM; when it is full of receipts, back to the station first. */
+  async #carryCard(
+    card: VirtualPivCard,
+  ): Promise<{ results: HsmRun[]; collected: CollectedRow[]; collections: number; ms: number }> {
+    const started = performance.now();
+    const results: HsmRun[] = [];
+    const collected: CollectedRow[] = [];
+    let collections = 0;
+    const space = new ReceiptSpace(() => cardRoom(card));
+    for (const hsm of this.plan.hsms) {
+      this.#checkAbort();
+      if (!(await space.hasRoom())) {
+        collections++;
+        const rows = await this.#collectReceipts(card, collections);
+        for (const row of rows) collected.push({ collection: collections, row });
+        space.cleared();
+      }
+      results.push(await this.#onboard(card, hsm.serial));
+      space.visited();
+    }
+    const ms = performance.now() - started;
+    this.#checkAbort();
+    return { results, collected, collections, ms };
+  }
+
+  /** The card is full of receipts: the station verifies, archives and removes them. */
+  async #collectReceipts(card: VirtualPivCard, collection: number): Promise<ReceiptRow[]> {
+    const t = performance.now();
+    const rows = await withCard(card, "Station reader", (element) =>
+      collectReceipts(element, {
+        stationDir: this.#stationDir,
+        pin: this.#secrets.pin,
+        archiveDir: join(this.dir, "collected-receipts"),
+        collection,
+      }),
+    );
+    this.#progress(
+      "collect",
+      `card full of receipts: back at the station, ${rows.filter((r) => r.verified).length} of ${rows.length} ` +
+        "verified, archived and removed from the card",
+      t,
+    );
+    return rows;
+  }
+
+  /** One HSM's agent onboards with the card in its reader (dry-run network), metered. */
+  async #onboard(card: VirtualPivCard, serial: string): Promise<HsmRun> {
+    const t = performance.now();
+    this.#meter = new ApduMeter(YUBIKEY5_LATENCY);
+    const result = await withCard(card, `HSM ${serial} reader`, (element) =>
       runAgentOnce({
-        stateDir: join(hsmDir(hsm.serial), "state"),
+        stateDir: join(this.#hsmDir(serial), "state"),
         net: "dry-run",
         element,
-        pinSource: { read: async () => pin },
+        pinSource: { read: async () => this.#secrets.pin },
         keepElementOpen: true,
       }),
     );
-    const io = cardIo(meter.totals);
-    meter = undefined;
+    const io = cardIo(this.#meter.totals);
+    this.#meter = undefined;
     const ms = performance.now() - t;
-    results.push({ result, ms, io });
-    space.visited();
-    progress(
+    this.#progress(
       "onboard",
       result.ok
-        ? `HSM ${hsm.serial} ${result.hostname} configured ${result.addresses?.join(" ")} (${io.apdus} APDUs, ` +
+        ? `HSM ${serial} ${result.hostname} configured ${result.addresses?.join(" ")} (${io.apdus} APDUs, ` +
             `${(io.bytesIn + io.bytesOut).toLocaleString("en-US")} bytes; receipt ${result.receipt?.written ? "on the card" : `not written: ${result.receipt?.reason}`})`
-        : `HSM ${hsm.serial} not configured (exit ${result.exitCode}): ${result.error?.message}`,
+        : `HSM ${serial} not configured (exit ${result.exitCode}): ${result.error?.message}`,
       t,
       result.ok,
     );
+    return { result, ms, io };
   }
-  const onboardingMs = performance.now() - onboardingStarted;
-  checkAbort();
 
-  // 8. Back at the station.
-  t = performance.now();
-  const report = await withCard(card, "Station reader", (element) => readReceipts({ element, stationDir }));
-  const rows = [...collected, ...report.receipts.map((row) => ({ collection: 0, row }))];
-  const hsms = plan.hsms.map((hsm, i): DemoHsm => {
-    const { result, ms, io } = results[i]!;
-    return describeHsm(hsm.serial, hsm.hostname, result, ms, io, rows, collections);
-  });
-  const verified = hsms.filter((h) => h.receipt.verified).length;
-  progress(
-    "receipts",
-    `station read ${rows.length} receipt${rows.length === 1 ? "" : "s"}: ${verified} of ${hsms.length} HSMs verified` +
-      (report.configurationProblem ? ` (${report.configurationProblem})` : ""),
-    t,
-    verified === hsms.length,
-  );
-  const receiptsMs = performance.now() - t;
+  /** 8. Back at the station: the receipts on the card and those collected on the way, per HSM. */
+  async #readReceipts(
+    card: VirtualPivCard,
+    {
+      results,
+      collected,
+      collections,
+    }: { results: HsmRun[]; collected: CollectedRow[]; collections: number },
+  ): Promise<{ hsms: DemoHsm[]; ms: number }> {
+    const t = performance.now();
+    const report = await withCard(card, "Station reader", (element) =>
+      readReceipts({ element, stationDir: this.#stationDir }),
+    );
+    const rows = [...collected, ...report.receipts.map((row) => ({ collection: 0, row }))];
+    const hsms = this.plan.hsms.map((hsm, i): DemoHsm => {
+      const { result, ms, io } = results[i]!;
+      return describeHsm(hsm.serial, hsm.hostname, result, ms, io, rows, collections);
+    });
+    const verified = hsms.filter((h) => h.receipt.verified).length;
+    this.#progress(
+      "receipts",
+      `station read ${rows.length} receipt${rows.length === 1 ? "" : "s"}: ${verified} of ${hsms.length} HSMs verified` +
+        (report.configurationProblem ? ` (${report.configurationProblem})` : ""),
+      t,
+      verified === hsms.length,
+    );
+    return { hsms, ms: performance.now() - t };
+  }
+}
 
+/** The problems of a demo run and its exit code: the first problem's (15 for a receipt that does not verify). */
+function demoVerdict(hsms: readonly DemoHsm[]): { problems: string[]; exitCode: number } {
   const problems: string[] = [];
   let exitCode: number = ExitCode.ok;
   for (const h of hsms) {
@@ -460,27 +570,7 @@ async function runIn(
       if (exitCode === ExitCode.ok) exitCode = ExitCode.integrity;
     }
   }
-  return {
-    ok: problems.length === 0,
-    exitCode,
-    problems,
-    owner: DEMO_OWNER,
-    officer: DEMO_OFFICER,
-    cardSerial,
-    configurationId: written.configurationId,
-    sequence: written.sequence,
-    hsms,
-    receiptCollections: collections,
-    dir,
-    kept: options.keepDir !== undefined,
-    timings: {
-      setupMs,
-      writeMs,
-      onboardingMs,
-      receiptsMs,
-      totalMs: performance.now() - started,
-    },
-  };
+  return { problems, exitCode };
 }
 
 function describeHsm(
