@@ -151,34 +151,95 @@ export interface PersonalizeResult {
 
 /** Personalises the card; see the file comment for the order of the steps. */
 export async function personalizeCard(options: PersonalizeCardOptions): Promise<PersonalizeResult> {
+  const p = checkInputs(options);
+  const version = p.session.version;
+  const serial = options.serial ?? options.element?.info.serial ?? (await readSerial(p.session));
+  await checkCurrentCredentials(p);
+  const management = await authenticateManagementKey(p);
+  const cardObjects = await writeMissingCardObjects(p);
+  const keys = await generateKeys(p);
+  const certificates = await issueCertificates(p, keys, serial);
+  const crlBytes = await storeCertificatesAndItems(p, certificates);
+  await changePinAndPuk(p);
+  const newKey = await switchManagementKey(p, version, management.keyStoredBefore);
+  await selfTestCard(p, certificates, newKey.key);
+  return {
+    ...(serial === undefined ? {} : { serial }),
+    ...(version ? { version: `${version.major}.${version.minor}.${version.patch}` } : {}),
+    algorithm: p.algorithm,
+    owner: options.owner,
+    ...(options.officer === undefined ? {} : { officer: options.officer }),
+    certificates,
+    intermediates: [p.tokenCa.certificate],
+    ...(p.crl ? { crlNumber: crlNumberOf(p.crl) } : {}),
+    itemSizes: {
+      certificates: p.tokenCa.certificate.rawData.byteLength,
+      ...(crlBytes ? { crl: crlBytes.length } : {}),
+    },
+    managementKey: { type: newKey.type, pinProtected: true },
+    ...cardObjects,
+    authenticatedWith: management.authenticatedWith,
+  };
+}
+
+/** What every step works with: the checked inputs and the session. */
+interface Personalization {
+  readonly options: PersonalizeCardOptions;
+  readonly session: PivSession;
+  readonly progress: (step: PersonalizeStep, message: string) => void;
+  readonly algorithm: EcCurve;
+  readonly currentPin: string;
+  readonly currentPuk: string;
+  readonly crl: X509Crl | undefined;
+  readonly tokenCa: IssuerCredentials;
+}
+
+type CardCertificates = PersonalizeResult["certificates"];
+
+/** 1. Inputs, before the card is touched. */
+function checkInputs(options: PersonalizeCardOptions): Personalization {
   const session = options.session ?? options.element?.session;
   if (!session) throw new TypeError("personalizeCard needs a session or an element");
-  const progress = (step: PersonalizeStep, message: string) => options.onProgress?.({ step, message });
-  const algorithm = options.algorithm ?? "P-256";
   const currentPin = options.currentPin ?? DEFAULT_PIN;
   const currentPuk = options.currentPuk ?? DEFAULT_PUK;
-
-  // 1. Inputs, before the card is touched.
   encodePin(options.newPin, "PIN");
   encodePin(options.newPuk, "PUK");
   encodePin(currentPin, "PIN");
   encodePin(currentPuk, "PUK");
   cardSubject(options.owner, options.officer);
-  const crl = options.crl === undefined ? undefined : parseCrl(options.crl);
-  const tokenCa = options.pki.tokenCa;
+  return {
+    options,
+    session,
+    progress: (step, message) => options.onProgress?.({ step, message }),
+    algorithm: options.algorithm ?? "P-256",
+    currentPin,
+    currentPuk,
+    crl: options.crl === undefined ? undefined : parseCrl(options.crl),
+    tokenCa: options.pki.tokenCa,
+  };
+}
 
-  const version = session.version;
-  const serial = options.serial ?? options.element?.info.serial ?? (await readSerial(session));
-
-  // 2. Current credentials: checked, not changed.
+/** 2. Current credentials: checked, not changed. */
+async function checkCurrentCredentials({
+  options,
+  session,
+  progress,
+  currentPin,
+  currentPuk,
+}: Personalization) {
   progress("check-credentials", "checking the current PIN and PUK");
   if (options.currentPin === undefined) await refuseIfNotDefault(session, 0x80, "PIN");
   if (options.currentPuk === undefined) await refuseIfNotDefault(session, 0x81, "PUK");
   // CHANGE REFERENCE DATA to the same value proves the PUK without changing anything.
   await session.changePuk(currentPuk, currentPuk);
   await session.verifyPin(currentPin);
+}
 
-  // 3. Management key.
+/** 3. Management key: the one given, else the PIN-protected one stored, else the factory default. */
+async function authenticateManagementKey({ options, session, progress }: Personalization): Promise<{
+  keyStoredBefore: boolean;
+  authenticatedWith: PersonalizeResult["authenticatedWith"];
+}> {
   const keyStoredBefore = ((await session.getPivmanData()).flags & PivmanFlag.managementKeyStored) !== 0;
   let authenticatedWith: PersonalizeResult["authenticatedWith"];
   if (options.managementKey) {
@@ -191,8 +252,14 @@ export async function personalizeCard(options: PersonalizeCardOptions): Promise<
     authenticatedWith = await authenticateDefaultOrInterrupted(session);
   }
   progress("management-key", `management key accepted (${authenticatedWith})`);
+  return { keyStoredBefore, authenticatedWith };
+}
 
-  // 4. CHUID and CCC.
+/** 4. CHUID and CCC, when missing. */
+async function writeMissingCardObjects({
+  session,
+  progress,
+}: Personalization): Promise<{ wroteChuid: boolean; wroteCcc: boolean }> {
   const wroteChuid = (await session.readObject(ObjectId.chuid)) === undefined;
   if (wroteChuid) await session.setChuid();
   const wroteCcc = (await session.readObject(ObjectId.cardCapabilityContainer)) === undefined;
@@ -203,15 +270,21 @@ export async function personalizeCard(options: PersonalizeCardOptions): Promise<
       `wrote ${[wroteChuid && "CHUID", wroteCcc && "CCC"].filter(Boolean).join(" and ")}`,
     );
   }
+  return { wroteChuid, wroteCcc };
+}
 
-  // 5. Keys, on the card.
+/** 5. Keys, on the card. */
+function generateKeys({ session, progress, algorithm }: Personalization) {
   progress("generate-keys", `generating ${algorithm} keys in 9E and 9C on the card`);
-  const keys = await generatePivIdentityKeys(session, {
-    cardAuthenticationCurve: algorithm,
-    signingCurve: algorithm,
-  });
+  return generatePivIdentityKeys(session, { cardAuthenticationCurve: algorithm, signingCurve: algorithm });
+}
 
-  // 6. Certificates, checked as a verifier will check them before they go onto the card.
+/** 6. Certificates, checked as a verifier will check them before they go onto the card. */
+async function issueCertificates(
+  { options, progress, tokenCa, crl }: Personalization,
+  keys: Awaited<ReturnType<typeof generatePivIdentityKeys>>,
+  serial: string | undefined,
+): Promise<CardCertificates> {
   progress("issue-certificates", `issuing certificates from "${tokenCa.certificate.subject}"`);
   const issue = (slot: "9E" | "9C", publicKey: Uint8Array) =>
     issueCardCertificate({
@@ -241,44 +314,66 @@ export async function personalizeCard(options: PersonalizeCardOptions): Promise<
       });
     }
   }
+  return { "9E": cardAuthentication, "9C": signing };
+}
 
-  // 7. Certificates and items.
+/** 7. Certificates and the `certificates` and `crl` items; returns the CRL bytes stored. */
+async function storeCertificatesAndItems(
+  { session, progress, tokenCa, crl }: Personalization,
+  certificates: CardCertificates,
+): Promise<Uint8Array | undefined> {
   progress("store-certificates", "storing the certificates, the token CA and the CRL");
   const der = (c: X509Certificate) => new Uint8Array(c.rawData);
   await installPivIdentityCertificates(session, {
-    cardAuthentication: der(cardAuthentication),
-    signing: der(signing),
+    cardAuthentication: der(certificates["9E"]),
+    signing: der(certificates["9C"]),
     intermediates: [der(tokenCa.certificate)],
   });
   const crlBytes = crl ? new Uint8Array(crl.rawData) : undefined;
   if (crlBytes) await session.putData(itemObjectId({ kind: "crl" }), crlBytes);
+  return crlBytes;
+}
 
-  // 8. PIN, then PUK.
+/** 8. PIN, then PUK. */
+async function changePinAndPuk({ options, session, progress, currentPin, currentPuk }: Personalization) {
   progress("change-pin", "setting the new PIN and PUK");
   await session.changePin(currentPin, options.newPin);
   await session.changePuk(currentPuk, options.newPuk);
+}
 
-  // 9. A fresh management key, kept PIN-protected on the card.
+/** 9. A fresh management key, kept PIN-protected on the card (returned for the self-test). */
+async function switchManagementKey(
+  { options, session, progress }: Personalization,
+  version: PivSession["version"],
+  keyStoredBefore: boolean,
+): Promise<{ type: ManagementKeyType; key: Uint8Array }> {
   const type = options.newManagementKeyType ?? (versionAtLeast(version, 5, 4) ? "aes192" : "3des");
   progress(
     "new-management-key",
     `switching to a random ${describeManagementKeyType(type)} PIN-protected management key`,
   );
-  const managementKey = new Uint8Array(randomBytes(managementKeyLength(type)));
+  const key = new Uint8Array(randomBytes(managementKeyLength(type)));
   // On a first personalisation the key goes into PRINTED before the card switches to it, so a card
   // pulled between the switch and the ADMIN DATA flag still holds its key (see
   // authenticateDefaultOrInterrupted). Not when PRINTED already holds the current key: overwriting it
   // first would lose that one instead.
   if (!keyStoredBefore) {
-    await session.putData(ObjectId.printedInformation, encodePivmanProtectedData(managementKey));
+    await session.putData(ObjectId.printedInformation, encodePivmanProtectedData(key));
   }
-  await session.setManagementKey(managementKey, type, { protect: true });
+  await session.setManagementKey(key, type, { protect: true });
+  return { type, key };
+}
 
-  // 10. Self-test, as the station and the agent will use the card.
+/** 10. Self-test, as the station and the agent will use the card; then the PIN is logged out. */
+async function selfTestCard(
+  { options, session, progress, algorithm }: Personalization,
+  certificates: CardCertificates,
+  managementKey: Uint8Array,
+): Promise<void> {
   progress("self-test", "self-test: 9E challenge, 9C signature after the PIN, stored management key");
-  await selfTest(session, "9E", algorithm, cardAuthentication);
+  await selfTest(session, "9E", algorithm, certificates["9E"]);
   await session.verifyPin(options.newPin);
-  await selfTest(session, "9C", algorithm, signing);
+  await selfTest(session, "9C", algorithm, certificates["9C"]);
   const stored = await session.readPinProtectedManagementKey();
   if (Buffer.compare(Buffer.from(stored), Buffer.from(managementKey)) !== 0) {
     throw new IntegrityError(
@@ -287,25 +382,6 @@ export async function personalizeCard(options: PersonalizeCardOptions): Promise<
   }
   managementKey.fill(0);
   await session.logout();
-
-  return {
-    ...(serial === undefined ? {} : { serial }),
-    ...(version ? { version: `${version.major}.${version.minor}.${version.patch}` } : {}),
-    algorithm,
-    owner: options.owner,
-    ...(options.officer === undefined ? {} : { officer: options.officer }),
-    certificates: { "9E": cardAuthentication, "9C": signing },
-    intermediates: [tokenCa.certificate],
-    ...(crl ? { crlNumber: crlNumberOf(crl) } : {}),
-    itemSizes: {
-      certificates: tokenCa.certificate.rawData.byteLength,
-      ...(crlBytes ? { crl: crlBytes.length } : {}),
-    },
-    managementKey: { type, pinProtected: true },
-    wroteChuid,
-    wroteCcc,
-    authenticatedWith,
-  };
 }
 
 export function describeManagementKeyType(type: ManagementKeyType): string {
