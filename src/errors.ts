@@ -565,6 +565,9 @@ export class ScpMalformedError extends MalformedError {
   override readonly code = "ERR_SCP_MALFORMED";
 }
 
+/** Why a card refuses an authenticate command: its status word (6A80 wrong data). */
+export class ScpRequestError extends ScpMalformedError {}
+
 /**
  * The card does not offer the secure channel (no security domain, no such SCP key, authenticate
  * refused): exit 11, refused unless plaintext was explicitly allowed.

@@ -25,17 +25,20 @@ export {
   CertificateValidationError,
   ExitCode,
   IntegrityError,
+  InternalError,
   isOnboardError,
   MalformedError,
   NetworkApplyError,
   NoCardError,
   NotForThisHsmError,
   OnboardError,
+  type OnboardErrorCode,
   PinBlockedError,
   PlanInvalidError,
   type PlanProblem,
   QuorumError,
   ReplayError,
+  UnknownStatusError,
   UsageError,
   ValidityError,
   WrongPinError,
@@ -43,12 +46,18 @@ export {
 export { PivSession } from "./piv/piv-session.js";
 // pki
 export {
+  type AuthenticatedCard,
+  authenticateCard,
+  type CardAuthenticationPolicy,
+} from "./pki/card-authentication.js";
+export {
   issueCardCertificate,
   issueDeviceCertificate,
   VALIDATION_REQUIREMENTS,
   type ValidatedChain,
   validateChain,
 } from "./pki/index.js";
+export { CARD_LAYOUT, MAX_RECEIPTS, MAX_SHARDS } from "./secure-element/card-layout.js";
 export { openCard, openInProcessCard } from "./secure-element/open-card.js";
 export { PivElement } from "./secure-element/piv-element.js";
 export { Pkcs11Element } from "./secure-element/pkcs11-element.js";

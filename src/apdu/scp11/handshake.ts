@@ -20,7 +20,7 @@ import {
 } from "node:crypto";
 import { concatBytes, decodeTlvs, encodeTlv } from "../tlv.js";
 import { aesCmac, macEqual } from "./cmac.js";
-import { ScpIntegrityError, ScpMalformedError } from "./errors.js";
+import { ScpIntegrityError, ScpMalformedError, ScpRequestError } from "./errors.js";
 import { x963KdfSha256 } from "./kdf.js";
 
 export type Scp11Variant = "a" | "b" | "c";
@@ -191,9 +191,6 @@ export interface AuthenticateRequest {
   /** ePK.OCE, checked to be a P-256 point. */
   readonly ePkOce: Uint8Array;
 }
-
-/** Why a card refuses an authenticate command: its status word (6A80 wrong data). */
-export class ScpRequestError extends ScpMalformedError {}
 
 /**
  * Card side: parses and checks the authenticate data. Only what this card supports is accepted:
