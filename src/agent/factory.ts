@@ -1,13 +1,15 @@
 /**
  * `agent factory-init`: what an HSM receives at the factory (SPEC.md §4): its serial, the manufacturer
  * root (the only trust anchor), its device identity (checked here: it must chain to that root and
- * name this serial), optionally an initial CRL (its number becomes the replay floor), an owner it is
- * bound to, and the quorum of co-signatures a configuration needs.
+ * name this serial), optionally an initial CRL (its number becomes the replay floor), the owner it is
+ * bound to — by its token CA's key (issue 10: a name alone binds nothing when one root serves many
+ * owners) — and the quorum of co-signatures a configuration needs.
  */
 import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
+import { isTokenCa, spkiSha256, tokenCaOwner } from "../pki/ca-facts.js";
 import { crlNumberOf, parseCrl } from "../pki/crl.js";
 import { crlParts } from "../pki/der.js";
 import { checkSerial } from "../pki/profiles.js";
@@ -25,7 +27,15 @@ export interface FactoryInitOptions {
   readonly device: string;
   /** The token CA's CRL, PEM or DER. */
   readonly crl?: Uint8Array;
-  /** Bind the HSM to this owner now rather than at the first onboarding. */
+  /**
+   * Bind the HSM now (rather than at the first onboarding) to the owner whose token CA this is (PEM
+   * or DER): the binding pins its key (SPKI SHA-256), never a name.
+   */
+  readonly ownerCa?: Uint8Array;
+  /**
+   * The owner's name, for display beside `ownerCa` only (it must be the token CA's owner). Alone it
+   * is refused: any owner's token CA under the same root can issue certificates that name it.
+   */
   readonly owner?: string;
   /** Valid co-signatures a configuration needs (default 1). */
   readonly quorum?: number;
@@ -41,8 +51,36 @@ export interface FactoryInitResult {
   readonly device: string;
   readonly deviceSubject: string;
   readonly owner?: string;
+  /** SPKI SHA-256 of the owner's token CA: what the HSM is bound to. */
+  readonly ownerCaSpkiSha256?: string;
   readonly quorum: number;
   readonly crlNumber?: string;
+}
+
+/**
+ * The owner binding `ownerCa` makes: a token CA certificate issued by `root` (signature checked),
+ * limited to one owner by its name constraints and CA-level EKU (SPEC.md §4), and its key pin.
+ */
+export function ownerBinding(
+  ownerCa: Uint8Array,
+  rootDer: Uint8Array,
+  displayName: string | undefined,
+): { name: string; tokenCaSpkiSha256: string } {
+  const der = certificateDer(ownerCa, "--owner-ca");
+  const certificate = new X509Certificate(der);
+  if (!certificate.verify(new X509Certificate(rootDer).publicKey)) {
+    throw new UsageError("--owner-ca is not issued by the trust anchor (the manufacturer root)");
+  }
+  const name = isTokenCa(der) ? tokenCaOwner(der) : undefined;
+  if (name === undefined) {
+    throw new UsageError(
+      "--owner-ca must be an owner's token CA (CA-level EKU token-auth/config-signing, name constraints O = its owner), as pki issue-token-ca issues it",
+    );
+  }
+  if (displayName !== undefined && displayName !== name) {
+    throw new UsageError(`--owner "${displayName}" is not the owner of --owner-ca ("${name}")`);
+  }
+  return { name, tokenCaSpkiSha256: spkiSha256(der) };
 }
 
 /** Reads a PEM or DER certificate into DER. */
@@ -68,6 +106,12 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
   if (!root.ca || root.subject !== root.issuer || !root.verify(root.publicKey)) {
     throw new UsageError("the trust anchor must be a self-signed CA certificate (the manufacturer root)");
   }
+  if (options.owner !== undefined && options.ownerCa === undefined) {
+    throw new UsageError(
+      "--owner alone does not bind an HSM (every owner's token CA under the root can name any owner): give --owner-ca TOKEN-CA.pem, the owner's token CA, to bind by its key",
+    );
+  }
+  const binding = options.ownerCa ? ownerBinding(options.ownerCa, rootDer, options.owner) : undefined;
   const identity = await loadDeviceIdentity(options.device);
   let deviceSubject: string;
   try {
@@ -102,7 +146,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
       serial,
       stage: "factory",
       device: options.device,
-      ...(options.owner !== undefined ? { owner: { name: options.owner, boundBy: "factory" as const } } : {}),
+      ...(binding ? { owner: { ...binding, boundBy: "factory" as const } } : {}),
       quorum: { required: quorum, pinned: false },
       crlNumbers: crl ? { [crl.issuer]: crl.number.toString() } : {},
     },
@@ -116,7 +160,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
     serial,
     rootSha256,
     device: describeDevice(options.device),
-    ...(options.owner !== undefined ? { owner: options.owner } : {}),
+    ...(binding ? { owner: binding.name, ownerCaSpkiSha256: binding.tokenCaSpkiSha256 } : {}),
     quorum,
     ...(crl ? { crlNumber: crl.number.toString() } : {}),
   });
@@ -128,7 +172,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
     rootSha256,
     device: describeDevice(options.device),
     deviceSubject,
-    ...(options.owner !== undefined ? { owner: options.owner } : {}),
+    ...(binding ? { owner: binding.name, ownerCaSpkiSha256: binding.tokenCaSpkiSha256 } : {}),
     quorum,
     ...(crl ? { crlNumber: crl.number.toString() } : {}),
   };

@@ -46,6 +46,7 @@ import {
   QuorumError,
   ReplayError,
 } from "../errors.js";
+import { spkiSha256 } from "../pki/ca-facts.js";
 import { type AuthenticatedCard, authenticateCard, type CardOwnerFacts } from "../pki/card-authentication.js";
 import { parseCrl } from "../pki/crl.js";
 import { certificateParts } from "../pki/der.js";
@@ -225,7 +226,7 @@ async function authenticateCardStep(run: Onboarding): Promise<CardStep> {
     // Another owner's card, or the same owner name under another token CA: 16, before the PIN.
     checkOwner: (facts) => {
       run.card = { ...summarizeCard(facts, element), owner: facts.owner };
-      checkOwner(state.state, facts.owner, facts.tokenCaSha256);
+      checkOwner(state.state, facts.owner, facts.tokenCaSha256, spkiSha256(facts.tokenCa));
     },
   });
   const crlUpdate = await crlRatchet(state, leafIssuer, card.crlNumber, cardCrl);
@@ -352,6 +353,7 @@ async function applyNetworkStep(
         name: card.owner,
         boundBy: s.owner?.boundBy ?? "first-onboarding",
         tokenCaSha256: card.tokenCaSha256,
+        tokenCaSpkiSha256: s.owner?.tokenCaSpkiSha256 ?? spkiSha256(card.tokenCa),
         pinnedAt: s.owner?.pinnedAt ?? appliedAt.toISOString(),
       },
       quorum: { required: s.quorum.required, pinned: true },
@@ -543,14 +545,33 @@ async function appendAudit(run: Onboarding, event: string, data: Record<string, 
 
 // ---- checks -------------------------------------------------------------------------------------
 
-/** Another owner's card, or the same owner name under another token CA: not for this HSM (16). */
-function checkOwner(state: Readonly<AgentState>, owner: string, tokenCaSha256: string): void {
+/**
+ * Another owner's card, or the same owner name under another token CA: not for this HSM (16). The
+ * binding is the token CA's key (SPKI SHA-256): under one root every owner has a token CA, and a leaf
+ * naming this owner under another owner's token CA is refused here even if it got past the name
+ * constraints (issue 10 finding 1).
+ */
+function checkOwner(
+  state: Readonly<AgentState>,
+  owner: string,
+  tokenCaSha256: string,
+  tokenCaSpkiSha256: string,
+): void {
   const bound = state.owner;
   if (!bound) return;
+  if (bound.tokenCaSpkiSha256 !== undefined && bound.tokenCaSpkiSha256 !== tokenCaSpkiSha256) {
+    throw new NotForThisHsmError(
+      `the card of "${owner}" comes from a token CA whose key this HSM is not bound to (it belongs to "${bound.name}")`,
+    );
+  }
   if (bound.name !== owner) {
     throw new NotForThisHsmError(`this HSM belongs to "${bound.name}"; the card is "${owner}"'s`);
   }
-  if (bound.tokenCaSha256 !== undefined && bound.tokenCaSha256 !== tokenCaSha256) {
+  if (
+    bound.tokenCaSpkiSha256 === undefined &&
+    bound.tokenCaSha256 !== undefined &&
+    bound.tokenCaSha256 !== tokenCaSha256
+  ) {
     throw new NotForThisHsmError(`the card of "${owner}" comes from a token CA this HSM was not pinned to`);
   }
 }

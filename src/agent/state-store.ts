@@ -129,8 +129,14 @@ const stateSchema = z.object({
     .object({
       name: z.string().min(1),
       boundBy: z.enum(["factory", "first-onboarding"]),
-      /** SHA-256 of the owner's token CA certificate, pinned with the first onboarding. */
+      /** SHA-256 of the owner's token CA certificate (older states; the key pin below is what binds). */
       tokenCaSha256: hex(32).optional(),
+      /**
+       * SHA-256 of the owner's token CA public key (SubjectPublicKeyInfo DER): the binding (issue 10).
+       * Set at the factory (`--owner-ca`) or by the first onboarding; a card under any other token CA
+       * — another owner's, even one whose certificates name this owner — is refused (16).
+       */
+      tokenCaSpkiSha256: hex(32).optional(),
       pinnedAt: isoTime.optional(),
     })
     .optional(),

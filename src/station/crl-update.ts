@@ -7,6 +7,7 @@
  */
 
 import { ReplayError, UsageError } from "../errors.js";
+import { isDeviceCa } from "../pki/ca-facts.js";
 import { crlParts } from "../pki/der.js";
 import { type X509Certificate, X509Crl } from "../util/x509.js";
 import {
@@ -32,6 +33,12 @@ export interface CrlUpdate {
 }
 
 export interface UpdateCrlOptions {
+  /**
+   * A device CA's CRL (`station update-crl --device`, issue 10): its issuer must be a device CA
+   * (CA-level EKU device only) under the trust anchor. Receipts of the devices it revokes are then
+   * shown as revoked.
+   */
+  readonly device?: boolean;
   /** Candidate token CA certificates (from --issuer or from a card), besides those the station keeps. */
   readonly issuers?: readonly X509Certificate[];
   readonly now?: Date;
@@ -71,6 +78,14 @@ export async function updateStationCrl(
   for (const candidate of candidates) {
     try {
       await checkTokenCa(candidate, anchor, now);
+      if (options.device === true && !isDeviceCa(candidate)) {
+        throw new UsageError(
+          `"${candidate.subject}" is not a device CA (CA-level extendedKeyUsage device only)`,
+        );
+      }
+      if (options.device !== true && isDeviceCa(candidate)) {
+        throw new UsageError(`"${candidate.subject}" is a device CA: take its CRL with --device`);
+      }
       crlNumber = await verifyCrlSignedBy(crl, candidate, now);
       issuer = candidate;
       break;
@@ -92,7 +107,7 @@ export async function updateStationCrl(
       }
       if (verifiedNumber === stored.crlNumber) {
         if (Buffer.from(stored.crl.rawData).equals(Buffer.from(crl.rawData))) {
-          await storeIssuer(stationDir, verifiedIssuer);
+          if (options.device !== true) await storeIssuer(stationDir, verifiedIssuer);
           return {
             crl,
             crlNumber: verifiedNumber,
@@ -107,7 +122,7 @@ export async function updateStationCrl(
         );
       }
     }
-    await storeIssuer(stationDir, verifiedIssuer);
+    if (options.device !== true) await storeIssuer(stationDir, verifiedIssuer); // issuers/: token CAs
     const path = await storeCrl(stationDir, crl);
     return {
       crl,

@@ -20,11 +20,13 @@ import { decodeReceiptLog, verifyReceipt } from "../config/receipt.js";
 import { decodeShardEntry, type HsmConfig, networkStateDigest } from "../config/shard.js";
 import {
   ApduError,
+  CardRevokedError,
   CertificateValidationError,
   ExitCode,
   IntegrityError,
   isOnboardError,
 } from "../errors.js";
+import { isDeviceCa } from "../pki/ca-facts.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { validateChain } from "../pki/validate-chain.js";
 import { shardItemName } from "../secure-element/card-layout.js";
@@ -70,6 +72,8 @@ export interface ReceiptRow {
   readonly verified: boolean;
   /** Why not verified. */
   readonly reason?: string;
+  /** The device certificate is revoked by its device CA's CRL (`station update-crl --device`). */
+  readonly revoked?: boolean;
 }
 
 export interface ReceiptReport {
@@ -185,6 +189,9 @@ async function checkReceipt(
   try {
     verified = await verifyReceipt(bytes, { validateDevice: deviceValidator(context.trust, context.now) });
   } catch (error) {
+    if (error instanceof CardRevokedError) {
+      return { ...unreadable(location, `revoked: ${messageOf(error)}`), revoked: true };
+    }
     return unreadable(location, `not authentic: ${messageOf(error)}`);
   }
   const { receipt } = verified;
@@ -272,12 +279,23 @@ function deviceValidator(trust: StationTrust, now: Date) {
       leaf,
       intermediates,
       trustAnchor: trust.trustAnchor,
+      // Device CRLs (`station update-crl --device`) are checked when the station holds one for the
+      // device's CA; without one a receipt still verifies (devices are revoked rarely).
       crls: trust.crls,
       now,
-      // The station holds CRLs of token CAs only; a device CA's CRL is not part of the system.
       requireCrl: false,
       ...VALIDATION_REQUIREMENTS.deviceReceipt,
     });
+    // Only a device CA speaks for an HSM (issue 10 finding 2): a certificate with the device usage
+    // and the right serialNumber under any other CA (an owner's token CA) is not a device.
+    const issuer = validated.path[1];
+    if (!issuer || !isDeviceCa(issuer)) {
+      throw new CertificateValidationError(
+        "eku",
+        validated.leaf.subject,
+        `its issuer "${issuer?.subject ?? "(none)"}" is not a device CA (CA-level extendedKeyUsage device only)`,
+      );
+    }
     if (validated.subjectSerialNumber !== serial) {
       throw new CertificateValidationError(
         "malformed",

@@ -287,7 +287,10 @@ export async function initAgent(
     root: testPki.rootPem,
     device: deviceDir,
     ...(options.crl ? { crl: options.crl } : {}),
-    ...(options.owner !== undefined ? { owner: options.owner } : {}),
+    // An owner binding is by the token CA's key (issue 10): this PKI's token CA, named `owner`.
+    ...(options.owner !== undefined
+      ? { owner: options.owner, ownerCa: new Uint8Array(testPki.pki.tokenCa.certificate.rawData) }
+      : {}),
     ...(options.quorum !== undefined ? { quorum: options.quorum } : {}),
   });
   return { stateDir, serial, deviceDir };

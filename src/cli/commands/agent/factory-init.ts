@@ -13,6 +13,7 @@ interface FactoryInitCliOptions {
   device: string;
   crl?: string;
   owner?: string;
+  ownerCa?: string;
   quorum?: number;
   force?: boolean;
   json?: boolean;
@@ -43,7 +44,14 @@ export function agentFactoryInitCommand(ctx: CliContext): Command {
       "device key: a `pki issue-device` directory, or pkcs11:token=…;object=…?module-path=…&pin-value=…",
     )
     .option("--crl <file>", "the token CA's CRL (PEM or DER); its number becomes the replay floor")
-    .option("--owner <name>", "bind the HSM to this owner now (otherwise the first onboarding pins it)")
+    .option(
+      "--owner-ca <token-ca.pem>",
+      "bind the HSM now to the owner of this token CA, by its key (otherwise the first onboarding pins it)",
+    )
+    .option(
+      "--owner <name>",
+      "the owner's name, shown beside --owner-ca (alone it is refused: a name binds nothing)",
+    )
     .option("--quorum <m>", "valid co-signatures a configuration needs (default 1)", parseQuorum)
     .option("--force", "replace an agent state that already exists in --state-dir")
     .option("--json", "print the result as JSON")
@@ -59,7 +67,10 @@ Examples:
       --trust pki/root.pem --device hsm-1234567 --crl pki/token-ca.crl.pem
   $ hsm-onboard agent factory-init --state-dir ./agent --serial 1234567 --trust root.pem \\
       --device 'pkcs11:token=hsm;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234' \\
-      --owner "ACME Bank" --quorum 2`,
+      --owner-ca acme/token-ca.pem --quorum 2
+
+An owner binding pins the owner's token CA key (SPKI SHA-256): under one manufacturer root every
+owner has its own token CA, and only cards of this one configure the HSM.`,
     )
     .action(async (options: FactoryInitCliOptions) => {
       const result = await factoryInit({
@@ -71,6 +82,9 @@ Examples:
           ? { crl: await readInput(resolve(ctx.cwd, options.crl), "the CRL") }
           : {}),
         ...(options.owner !== undefined ? { owner: options.owner } : {}),
+        ...(options.ownerCa !== undefined
+          ? { ownerCa: await readInput(resolve(ctx.cwd, options.ownerCa), "the owner's token CA") }
+          : {}),
         ...(options.quorum !== undefined ? { quorum: options.quorum } : {}),
         ...(options.force ? { force: true } : {}),
       });
@@ -82,7 +96,7 @@ Examples:
         ctx.stdout,
         `HSM ${result.serial} initialised in ${result.stateDir}: trust anchor "${result.rootSubject}" ` +
           `(SHA-256 ${result.rootSha256.slice(0, 16)}…), device "${result.deviceSubject}", ` +
-          `${result.owner !== undefined ? `owner "${result.owner}"` : "owner pinned at first onboarding"}, quorum ${result.quorum}` +
+          `${result.owner !== undefined ? `owner "${result.owner}" (token CA key ${result.ownerCaSpkiSha256?.slice(0, 16)}…)` : "owner pinned at first onboarding"}, quorum ${result.quorum}` +
           (result.crlNumber !== undefined ? `, CRL number ${result.crlNumber}` : ""),
       );
     });

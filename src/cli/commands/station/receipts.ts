@@ -87,6 +87,7 @@ function reportJson(report: ReceiptReport) {
       authentic: r.authentic,
       current: r.current,
       verified: r.verified,
+      revoked: r.revoked === true,
       reason: r.reason ?? null,
     })),
   };

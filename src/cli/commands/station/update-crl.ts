@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import { UsageError } from "../../../errors.js";
 import { parseCrlFile, updateStationCrl } from "../../../station/crl-update.js";
 import { parseCertificates } from "../../../station/station-dir.js";
 import { X509Certificate } from "../../../util/x509.js";
@@ -18,6 +19,7 @@ interface UpdateCrlOptions {
   readonly crl: string;
   readonly issuer?: string;
   readonly fromCard?: boolean;
+  readonly device?: boolean;
   readonly reader?: string;
   readonly timeout: number;
   readonly stationDir?: string;
@@ -31,6 +33,10 @@ export function stationUpdateCrlCommand(ctx: CliContext): Command {
     .requiredOption("--crl <file>", "the CRL (PEM or DER), e.g. what `pki crl` wrote")
     .option("--issuer <file>", "the token CA certificate that signed it (else: one the station knows)")
     .option("--from-card", "read the token CA certificate from the officer's card")
+    .option(
+      "--device",
+      "a device CA's CRL (--issuer: the device CA): receipts of the devices it revokes show as revoked",
+    )
     .option("--reader <name>", "reader for --from-card (substring of its name; implies --from-card)")
     .option(
       "--timeout <seconds>",
@@ -52,7 +58,8 @@ from the card (--from-card). Exit status: 0 ok, 2 bad input or unknown issuer, 1
 Examples:
   $ hsm-onboard station update-crl --crl ./pki/token-ca.crl.pem
   $ hsm-onboard station update-crl --crl token-ca.crl --issuer token-ca.pem --json
-  $ hsm-onboard station update-crl --crl token-ca.crl --from-card --reader "Yubico"`,
+  $ hsm-onboard station update-crl --crl token-ca.crl --from-card --reader "Yubico"
+  $ hsm-onboard station update-crl --device --crl device-ca.crl --issuer device-ca.pem`,
     )
     .action(async (options: UpdateCrlOptions) => {
       const dir = stationDirOf(ctx, options.stationDir);
@@ -74,7 +81,13 @@ Examples:
           await card.dispose();
         }
       }
-      const update = await updateStationCrl(dir, crl, { issuers });
+      if (options.device && (options.fromCard || options.reader !== undefined)) {
+        throw new UsageError("--device takes the device CA with --issuer, not from a card");
+      }
+      const update = await updateStationCrl(dir, crl, {
+        issuers,
+        ...(options.device ? { device: true } : {}),
+      });
       if (options.json) {
         writeJson(ctx.stdout, {
           stationDir: dir,
