@@ -15,7 +15,13 @@ import { crlParts } from "../pki/der.js";
 import { checkSerial } from "../pki/profiles.js";
 import { atomicWriteFile } from "../util/fs.js";
 import { AuditLog } from "./audit-log.js";
-import { describeDevice, loadDeviceIdentity, validateDeviceIdentity } from "./device-identity.js";
+import {
+  describeDevice,
+  isPkcs11Uri,
+  loadDeviceIdentity,
+  parsePkcs11Uri,
+  validateDeviceIdentity,
+} from "./device-identity.js";
 import { AgentStateStore, crlIssuerKey, STATE_FILES } from "./state-store.js";
 
 export interface FactoryInitOptions {
@@ -101,6 +107,12 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
   const serial = checkSerial("--serial", options.serial);
   const quorum = options.quorum ?? 1;
   if (!Number.isInteger(quorum) || quorum < 1 || quorum > 16) throw new UsageError("--quorum must be 1..16");
+  // The device reference is persisted in state.json: never with a PIN in it (issue 10 finding 5).
+  if (isPkcs11Uri(options.device) && parsePkcs11Uri(options.device).pinValue !== undefined) {
+    throw new UsageError(
+      "--device: a PKCS#11 pin-value would be stored in the agent state; give pin-source=file:/path (a file only the agent can read) instead",
+    );
+  }
   const rootDer = certificateDer(options.root, "the trust anchor");
   const root = new X509Certificate(rootDer);
   if (!root.ca || root.subject !== root.issuer || !root.verify(root.publicKey)) {

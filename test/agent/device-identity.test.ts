@@ -4,7 +4,7 @@
  * against the manufacturer root and the serial.
  */
 import { X509Certificate } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
@@ -106,7 +106,7 @@ const softhsm = requireOrSkip(
     : { ok: false, reason: softHsmUnavailableReason()! },
 );
 describe.skipIf(!softhsm.ok)("device key in a PKCS#11 token (SoftHSM2)", () => {
-  test("factory-init and receipt signing through pkcs11:token=…;object=…?module-path=…&pin-value=…", async () => {
+  test("factory-init and receipt signing through pkcs11:token=…;object=…?module-path=…&pin-source=file:…; a pin-value is refused, never stored", async () => {
     const token = await createSoftHsmToken({ userPin: "4321" });
     try {
       const session = await Pkcs11Token.open({ modulePath: token.modulePath, tokenLabel: token.label });
@@ -131,11 +131,20 @@ describe.skipIf(!softhsm.ok)("device key in a PKCS#11 token (SoftHSM2)", () => {
       } finally {
         session.close();
       }
-      const uri = `pkcs11:token=${encodeURIComponent(token.label)};object=device?module-path=${token.modulePath}&pin-value=${token.userPin}`;
+      const withPin = `pkcs11:token=${encodeURIComponent(token.label)};object=device?module-path=${token.modulePath}&pin-value=${token.userPin}`;
+      const refusedDir = join(base.dir, "pkcs11-refused");
+      await expect(
+        factoryInit({ stateDir: refusedDir, serial: "1234567", root: testPki.rootPem, device: withPin }),
+      ).rejects.toThrow(/pin-value would be stored in the agent state/);
+      await expect(readFile(join(refusedDir, "state.json"))).rejects.toThrow(/ENOENT/);
+      const pinFile = join(base.dir, "token.pin");
+      await writeFile(pinFile, `${token.userPin}\n`, { mode: 0o600 });
+      const uri = `pkcs11:token=${encodeURIComponent(token.label)};object=device?module-path=${token.modulePath}&pin-source=file:${pinFile}`;
       const stateDir = join(base.dir, "pkcs11-state");
-      const result = await factoryInit({ stateDir, serial: "1234567", root: testPki.rootPem, device: uri });
-      expect(result.device).toContain("pin-value=REDACTED");
-      expect(await readFile(join(stateDir, "audit.log"), "utf8")).not.toContain("pin-value=4321");
+      await factoryInit({ stateDir, serial: "1234567", root: testPki.rootPem, device: uri });
+      for (const file of ["state.json", "audit.log"]) {
+        expect(await readFile(join(stateDir, file), "utf8")).not.toContain(token.userPin);
+      }
 
       const identity = await loadDeviceIdentity(uri);
       try {

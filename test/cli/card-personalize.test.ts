@@ -96,14 +96,14 @@ describe("card personalize: usage errors (one line, exit 2, card untouched)", ()
       /argument 'P-521' is invalid\. Allowed choices are P-256, P-384/,
     ],
     [
-      "a management key that is not hex",
-      [...STANDARD, "--management-key", "xyz"],
-      /--management-key.*hex digits/,
+      "a management key on the command line (issue 10: argv is world-readable)",
+      [...STANDARD, "--management-key", "00".repeat(24)],
+      /--management-key puts the key on the command line.*--management-key-file FILE or --management-key-fd N/,
     ],
     [
-      "a management key of the wrong length",
-      [...STANDARD, "--management-key", "0102030405"],
-      /--management-key.*32, 48 or 64 hex digits/,
+      "a management key that is not hex",
+      [...STANDARD, "--management-key-file", "/dev/null"],
+      /--management-key-file \/dev\/null: expected 32, 48 or 64 hex digits/,
     ],
     ["a bad --timeout", [...STANDARD, "--timeout", "soon"], /--timeout.*seconds/],
     ["--pin-stdin with --pin-fd", [...STANDARD, "--pin-fd", "3"], /either --pin-stdin or --pin-fd/],
@@ -379,10 +379,22 @@ describe("card personalize: a factory-fresh virtual card", () => {
     }
   });
 
+  it("takes the current management key from a file or a file descriptor, never from argv", async () => {
+    const keyFile = join(work, "factory-key.hex");
+    await writeFile(keyFile, `${Buffer.from(DEFAULT_MANAGEMENT_KEY).toString("hex")}\n`, { mode: 0o600 });
+    const viaFile = await personalize(freshCard(), [...STANDARD, "--management-key-file", keyFile]);
+    expect(viaFile.exitCode, viaFile.stderr).toBe(0);
+    const fd = openSync(keyFile, "r");
+    const viaFd = await personalize(freshCard(), [...STANDARD, "--management-key-fd", String(fd)]);
+    expect(viaFd.exitCode, viaFd.stderr).toBe(0);
+  });
+
   it("says how to give the management key when the card refuses the factory one", async () => {
     const other = freshCard();
-    const wrong = await personalize(other, [...STANDARD, "--management-key", "00".repeat(24)]);
-    expectOneLineError(wrong, ExitCode.usage, /refused the management key given with --management-key/);
+    const keyFile = join(work, "management-key.hex");
+    await writeFile(keyFile, `${"00".repeat(24)}\n`, { mode: 0o600 });
+    const wrong = await personalize(other, [...STANDARD, "--management-key-file", keyFile]);
+    expectOneLineError(wrong, ExitCode.usage, /refused the management key given with --management-key-file/);
   });
 });
 

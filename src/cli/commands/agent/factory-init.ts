@@ -41,7 +41,7 @@ export function agentFactoryInitCommand(ctx: CliContext): Command {
     .requiredOption("--trust <root.pem>", "the manufacturer root certificate: the only trust anchor")
     .requiredOption(
       "--device <dir|pkcs11-uri>",
-      "device key: a `pki issue-device` directory, or pkcs11:token=…;object=…?module-path=…&pin-value=…",
+      "device key: a `pki issue-device` directory, or pkcs11:token=…;object=…?module-path=…&pin-source=file:/path (never pin-value: the reference is stored)",
     )
     .option("--crl <file>", "the token CA's CRL (PEM or DER); its number becomes the replay floor")
     .option(
@@ -66,7 +66,7 @@ Examples:
   $ hsm-onboard agent factory-init --state-dir /var/lib/hsm-onboard --serial 1234567 \\
       --trust pki/root.pem --device hsm-1234567 --crl pki/token-ca.crl.pem
   $ hsm-onboard agent factory-init --state-dir ./agent --serial 1234567 --trust root.pem \\
-      --device 'pkcs11:token=hsm;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234' \\
+      --device 'pkcs11:token=hsm;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/hsm-onboard/token.pin' \\
       --owner-ca acme/token-ca.pem --quorum 2
 
 An owner binding pins the owner's token CA key (SPKI SHA-256): under one manufacturer root every

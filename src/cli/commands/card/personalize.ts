@@ -1,4 +1,5 @@
 import { createPrivateKey, createPublicKey } from "node:crypto";
+import { closeSync, readFileSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
@@ -49,7 +50,10 @@ interface PersonalizeOptions {
   readonly officer?: string;
   readonly reader?: string;
   readonly algorithm: EcCurve;
-  readonly managementKey?: Uint8Array;
+  /** Deprecated and refused: a key on the command line is readable by every user (/proc/PID/cmdline). */
+  readonly managementKey?: string;
+  readonly managementKeyFile?: string;
+  readonly managementKeyFd?: number;
   readonly askCurrent?: boolean;
   readonly pinStdin?: boolean;
   readonly pinFd?: number;
@@ -71,9 +75,19 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
         .default("P-256"),
     )
     .option(
-      "--management-key <hex>",
-      "the card's current management key (default: its PIN-protected key, else the factory key 0102…08)",
-      parseManagementKey,
+      "--management-key-file <file>",
+      "a file holding the card's current management key as hex (default: its PIN-protected key, else the factory key 0102…08)",
+    )
+    .option(
+      "--management-key-fd <n>",
+      "read the card's current management key (hex) from file descriptor N",
+      parseFd,
+    )
+    .addOption(
+      new Option(
+        "--management-key <hex>",
+        "refused: a key on the command line is visible to every user",
+      ).hideHelp(),
     )
     .option("--ask-current", "the PIN and PUK are not the factory defaults: read the current ones first")
     .option("--pin-stdin", "read the secrets from standard input, one per line")
@@ -83,6 +97,7 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
     .addHelpText("after", EXAMPLES)
     .action(async (options: PersonalizeOptions) => {
       cardSubject(options.owner, options.officer); // names checked before anything else
+      const managementKey = await readManagementKey(options);
       const dir = resolve(ctx.cwd, options.pki);
       const pki = await loadPersonalizationPki(dir, options.owner);
       const secrets = await readSecrets(ctx, options);
@@ -110,7 +125,7 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
           newPuk: secrets.newPuk,
           ...(secrets.currentPin === undefined ? {} : { currentPin: secrets.currentPin }),
           ...(secrets.currentPuk === undefined ? {} : { currentPuk: secrets.currentPuk }),
-          ...(options.managementKey ? { managementKey: options.managementKey } : {}),
+          ...(managementKey ? { managementKey } : {}),
           algorithm: options.algorithm,
           onProgress: ({ message }) => say(message),
         });
@@ -130,12 +145,45 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
 
 // ---- inputs ---------------------------------------------------------------------------------------
 
-function parseManagementKey(value: string): Uint8Array {
+function parseManagementKey(value: string, from: string): Uint8Array {
   const hex = value.replace(/[\s:]/g, "");
   if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex) || ![32, 48, 64].includes(hex.length)) {
-    throw new InvalidArgumentError("expected 32, 48 or 64 hex digits (AES-128, 3DES/AES-192, AES-256)");
+    throw new UsageError(`${from}: expected 32, 48 or 64 hex digits (AES-128, 3DES/AES-192, AES-256)`);
   }
   return new Uint8Array(Buffer.from(hex, "hex"));
+}
+
+/**
+ * The current management key, from a file or an inherited file descriptor — never from argv
+ * (issue 10 finding 5: the command line is world-readable in /proc). `--management-key HEX` is kept
+ * only to refuse it with the way to do it instead.
+ */
+async function readManagementKey(options: PersonalizeOptions): Promise<Uint8Array | undefined> {
+  if (options.managementKey !== undefined) {
+    throw new UsageError(
+      "--management-key puts the key on the command line, where every user can read it: use --management-key-file FILE or --management-key-fd N",
+    );
+  }
+  if (options.managementKeyFile !== undefined && options.managementKeyFd !== undefined) {
+    throw new UsageError("use either --management-key-file or --management-key-fd, not both");
+  }
+  const source = options.managementKeyFile ?? options.managementKeyFd;
+  if (source === undefined) return undefined;
+  const from =
+    typeof source === "number" ? `--management-key-fd ${source}` : `--management-key-file ${source}`;
+  let text: string;
+  try {
+    if (typeof source === "number") {
+      try {
+        text = readFileSync(source, "utf8");
+      } finally {
+        closeSync(source);
+      }
+    } else text = await readFile(source, "utf8");
+  } catch (error) {
+    throw new UsageError(`${from}: cannot read it (${(error as NodeJS.ErrnoException).code ?? error})`);
+  }
+  return parseManagementKey(text.split(/\r?\n/, 1)[0] ?? "", from);
 }
 
 function parseSeconds(value: string): number {
@@ -282,9 +330,9 @@ async function readPkiOwner(stateFile: string): Promise<string | undefined> {
 function explain(error: unknown, options: PersonalizeOptions): unknown {
   if (error instanceof ManagementKeyError && error.reason === "wrong-key") {
     return new PersonalizationRefusedError(
-      options.managementKey
-        ? "the card refused the management key given with --management-key"
-        : "the card refused the factory management key: give the card's key with --management-key HEX",
+      options.managementKeyFile !== undefined || options.managementKeyFd !== undefined
+        ? "the card refused the management key given with --management-key-file/--management-key-fd"
+        : "the card refused the factory management key: give the card's key with --management-key-file FILE",
       { cause: error },
     );
   }
