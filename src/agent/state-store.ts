@@ -20,13 +20,13 @@
  * a configuration whose apply was never verified or receipted. See reconcileInterruptedApply
  * (agent.ts).
  */
-import { createHash, randomBytes } from "node:crypto";
-import { link, mkdir, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { UsageError } from "../errors.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
+import { acquireLockFile } from "../util/lock.js";
 import { hostNetworkConfigSchema, netSnapshotSchema } from "./net/net-backend.js";
 
 export const AGENT_STAGES = [
@@ -275,88 +275,13 @@ export class AgentStateStore {
 
   /**
    * Takes the directory's lock for this process; returns the release function. Two agents can never
-   * both hold it (issue 10 finding 5):
-   * - the lock file is born complete: "PID NONCE" is written to a private file first, which is then
-   *   hard-linked to `agent.lock` — link(2) fails when the name exists, so exactly one process wins,
-   *   and no reader ever sees an empty lock;
-   * - a lock whose PID no longer runs is stale. Breaking it is claimed first: a hard link to
-   *   `agent.lock.break-<SHA-256 of its content>`, which only one process can create for that lock.
-   *   The winner checks that `agent.lock` still holds the same content (only the claim winner may
-   *   remove that lock, and its dead holder never will) and only then removes it. A loser waits and
-   *   starts over. So a live lock is never removed, and a stale one by one process only.
-   * - a claim left by a breaker that died in those few system calls is not broken in turn: the
-   *   agent refuses with a message naming both files (removing them by hand is then safe).
+   * both hold it (issue 10 finding 5): src/util/lock.ts (born complete by link(2), a stale lock broken
+   * under a per-lock claim, a live one never removed).
    */
   async lock(): Promise<() => Promise<void>> {
-    const file = this.path("lock");
-    const content = `${process.pid} ${randomBytes(8).toString("hex")}\n`;
-    const temp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}`;
-    await writeFile(temp, content, { mode: 0o600, flag: "wx" });
-    try {
-      for (let attempt = 0; attempt < 50; attempt++) {
-        try {
-          await link(temp, file);
-          return async () => {
-            if ((await readLock(file)) === content) await unlink(file).catch(() => undefined);
-          };
-        } catch (error) {
-          if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-        }
-        const held = await readLock(file);
-        if (held === undefined) continue; // released in between: try again
-        const pid = lockPid(held);
-        if (pid !== undefined && pid !== process.pid && processRuns(pid)) {
-          throw new UsageError(`another agent (PID ${pid}) is running on ${this.dir}`);
-        }
-        const claim = `${file}.break-${createHash("sha256").update(held).digest("hex").slice(0, 32)}`;
-        try {
-          await link(temp, claim);
-        } catch (error) {
-          if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-          const claimer = lockPid((await readLock(claim)) ?? "");
-          if (claimer !== undefined && claimer !== process.pid && !processRuns(claimer)) {
-            throw new UsageError(
-              `a stale lock on ${this.dir} could not be broken (its breaker died): if no agent runs, remove ${file} and ${claim}`,
-            );
-          }
-          await sleep(5 + Math.floor(Math.random() * 20)); // another process is breaking it
-          continue;
-        }
-        try {
-          if ((await readLock(file)) === held) await unlink(file);
-        } finally {
-          await unlink(claim).catch(() => undefined);
-        }
-      }
-      throw new UsageError(`cannot take the lock ${file}`);
-    } finally {
-      await rm(temp, { force: true });
-    }
-  }
-}
-
-/** The content of a lock file, or undefined when there is none. */
-async function readLock(file: string): Promise<string | undefined> {
-  try {
-    return await readFile(file, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw error;
-  }
-}
-
-/** The PID a lock names ("PID NONCE", or "PID" from older versions), or undefined. */
-function lockPid(content: string): number | undefined {
-  const pid = Number(content.trim().split(/\s+/, 1)[0]);
-  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-}
-
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
+    return acquireLockFile(this.path("lock"), {
+      busy: (pid) => new UsageError(`another agent (PID ${pid}) is running on ${this.dir}`),
+    });
   }
 }
 

@@ -1,10 +1,10 @@
-import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readFile, realpath, rm, stat } from "node:fs/promises";
+import { mkdir, readFile, realpath, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { UsageError } from "../errors.js";
 import { bytesEqual } from "../util/bytes.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
+import { acquireLockFile } from "../util/lock.js";
 import { X509Certificate, type X509Crl } from "../util/x509.js";
 import { CRL_REASONS, type CrlReasonName, crlToPem, DEFAULT_CRL_VALIDITY_DAYS, issueCrl } from "./crl.js";
 import { certificateParts } from "./der.js";
@@ -309,26 +309,23 @@ async function signNextCrl(
   return { crl, state: next };
 }
 
-/** Runs `fn` holding the directory's lock file, so two CRL updates cannot interleave. */
+/** Runs `fn` holding the directory's lock file (src/util/lock.ts), so two CRL updates cannot interleave. */
 export async function withPkiLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
   const lock = join(dir, LOCK_FILE);
-  let handle: Awaited<ReturnType<typeof open>>;
+  const busy = () =>
+    new UsageError(`${dir} is locked by another pki command (remove ${lock} if none is running)`);
+  let release: () => Promise<void>;
   try {
-    handle = await open(lock, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+    release = await acquireLockFile(lock, { busy });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EEXIST") {
-      throw new UsageError(`${dir} is locked by another pki command (remove ${lock} if none is running)`);
-    }
     if ((error as NodeJS.ErrnoException).code === "ENOENT")
       throw new UsageError(`no PKI directory at ${dir}`);
     throw error;
   }
   try {
-    await handle.writeFile(`${process.pid}\n`);
-    await handle.close();
     return await fn();
   } finally {
-    await rm(lock, { force: true });
+    await release();
   }
 }
 

@@ -18,16 +18,15 @@
  * nobody else's business either.
  */
 import { createHash } from "node:crypto";
-import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { z } from "zod";
 import { StationBusyError, UsageError } from "../errors.js";
 import { crlNumberOf, crlToPem } from "../pki/crl.js";
 import { certificateParts, crlParts } from "../pki/der.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
+import { withLockFile } from "../util/lock.js";
 import { PemConverter, X509Certificate, X509Crl } from "../util/x509.js";
 
 export { StationBusyError } from "../errors.js";
@@ -106,13 +105,10 @@ export interface LockOptions {
   readonly timeoutMs?: number;
 }
 
-/** A lock file whose content is not a PID yet is left alone for this long (its creator is writing it). */
-const FRESH_LOCK_MS = 10_000;
-
 /**
- * Runs `fn` holding `<dir>/.<name>.lock` (created with O_EXCL, holding the PID). Waits, with bounded
- * back-off, up to `timeoutMs` for another holder; a lock left by a process that no longer exists is
- * removed. StationBusyError when the wait runs out.
+ * Runs `fn` holding `<dir>/.<name>.lock` (src/util/lock.ts: born complete, holding the PID; a lock
+ * whose process is gone is broken). Waits, with bounded back-off, up to `timeoutMs` for another
+ * holder. StationBusyError when the wait runs out.
  */
 export async function withStationLock<T>(
   dir: string,
@@ -122,55 +118,17 @@ export async function withStationLock<T>(
 ): Promise<T> {
   await ensureStationDir(dir);
   const path = join(dir, `.${name}.lock`);
-  const deadline = Date.now() + (options.timeoutMs ?? 10_000);
-  for (let attempt = 0; ; attempt++) {
-    let handle: Awaited<ReturnType<typeof open>> | undefined;
-    try {
-      handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, FILE_MODE);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-    }
-    if (handle) {
-      try {
-        await handle.writeFile(`${process.pid}\n`);
-        await handle.close();
-        return await fn();
-      } finally {
-        await rm(path, { force: true });
-      }
-    }
-    if (await removeStaleLock(path)) continue;
-    if (Date.now() >= deadline) {
-      throw new StationBusyError(
-        `${dir} is busy: another hsm-onboard command holds ${path} (remove it if none is running)`,
-      );
-    }
-    await sleep(Math.min(10 * 2 ** Math.min(attempt, 5), 200));
-  }
-}
-
-async function removeStaleLock(path: string): Promise<boolean> {
-  let text: string;
-  let age: number;
-  try {
-    text = await readFile(path, "utf8");
-    age = Date.now() - (await stat(path)).mtimeMs;
-  } catch {
-    return true; // gone already: try again
-  }
-  const pid = Number(text.trim());
-  const stale = Number.isSafeInteger(pid) && pid > 0 ? !processExists(pid) : age > FRESH_LOCK_MS;
-  if (stale) await rm(path, { force: true });
-  return stale;
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
+  return withLockFile(
+    path,
+    {
+      waitMs: options.timeoutMs ?? 10_000,
+      busy: () =>
+        new StationBusyError(
+          `${dir} is busy: another hsm-onboard command holds ${path} (remove it if none is running)`,
+        ),
+    },
+    fn,
+  );
 }
 
 // ---- trust anchor, issuers, CRLs ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -78,12 +78,23 @@ describe("station directory", () => {
     await writeFile(join(dir, ".x.lock"), `${dead}\n`);
     expect(await withStationLock(dir, "x", async () => "ran")).toBe("ran");
 
-    // A lock held by a live process (this one) is respected.
+    // A lock held by a live process (a child that stays up meanwhile) is respected, and left in place.
+    const live = spawn(process.execPath, ["-e", "setTimeout(() => {}, 30000)"], { stdio: "ignore" });
+    try {
+      await writeFile(join(dir, ".x.lock"), `${live.pid} 0123456789abcdef\n`);
+      const error = await withStationLock(dir, "x", async () => "ran", { timeoutMs: 100 }).catch(
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(StationBusyError);
+      expect(await readFile(join(dir, ".x.lock"), "utf8")).toBe(`${live.pid} 0123456789abcdef\n`);
+    } finally {
+      live.kill();
+    }
+
+    // This process's own PID on a lock it does not hold is a leftover (PID reuse): broken.
     await writeFile(join(dir, ".x.lock"), `${process.pid}\n`);
-    const error = await withStationLock(dir, "x", async () => "ran", { timeoutMs: 100 }).catch(
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(StationBusyError);
+    expect(await withStationLock(dir, "x", async () => "ran")).toBe("ran");
+    expect(await readdir(dir)).not.toContain(".x.lock");
   });
 });
 
