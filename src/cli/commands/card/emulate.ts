@@ -1,6 +1,17 @@
 import { existsSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
+import {
+  type CardProfile,
+  YUBIKEY_5_7_FIPS_PROFILE,
+  YUBIKEY_5_7_PROFILE,
+  YUBIKEY_5_PROFILE,
+} from "../../../card-emulator/profiles.js";
+import {
+  createScpVendor,
+  provisionScpKey,
+  SCP_VENDOR_CA_FILE,
+} from "../../../card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../../../card-emulator/virtual-piv-card.js";
 import {
   parseVpcdAddress,
@@ -20,8 +31,13 @@ after every change; a missing file is created with factory defaults (PIN 123456,
 default management key). One line per event goes to standard error. SIGTERM or SIGINT removes the
 card and exits 0; vpcd unreachable (or lost for good) exits 10.
 
+--profile yubikey-5.7 (or yubikey-5.7-fips, which refuses a plaintext VERIFY) with --scp-vendor DIR
+gives the card an SCP11 secure channel: an SD key 13/01 certified by the emulator's vendor CA in
+DIR (created if absent); DIR/${SCP_VENDOR_CA_FILE} is the SCP trust anchor for station and agent.
+
 Examples:
   $ hsm-onboard card emulate --state card.json
+  $ hsm-onboard card emulate --state card.json --profile yubikey-5.7 --scp-vendor ./vendor
   $ hsm-onboard card emulate --state card.json --vpcd 127.0.0.1:35964 --contactless
   $ PCSCLITE_CSOCK_NAME=... yubico-piv-tool -r "Virtual PCD" -a status    # in another shell
 `;
@@ -32,7 +48,16 @@ interface CardEmulateOptions {
   readonly contactless?: boolean;
   readonly trace?: boolean;
   readonly reconnect?: number;
+  readonly profile?: string;
+  readonly scpVendor?: string;
 }
+
+/** Card models `--profile` names. */
+export const CARD_PROFILES: Readonly<Record<string, CardProfile>> = {
+  "yubikey-5": YUBIKEY_5_PROFILE,
+  "yubikey-5.7": YUBIKEY_5_7_PROFILE,
+  "yubikey-5.7-fips": YUBIKEY_5_7_FIPS_PROFILE,
+};
 
 export interface EmulatorOptions {
   /** Path of the card's state file. */
@@ -40,6 +65,10 @@ export interface EmulatorOptions {
   readonly host: string;
   readonly port: number;
   readonly contactless: boolean;
+  /** Card model (default YubiKey 5, firmware 5.4.3). */
+  readonly profile?: CardProfile;
+  /** Directory of the emulator's SCP vendor CA: the card gets an SCP11b key from it if it has none. */
+  readonly scpVendorDir?: string;
   /** Log each APDU: header, lengths and status word only, never data. */
   readonly trace: boolean;
   /** Attempts to come back after vpcd dropped the card (pcscd restarting). */
@@ -55,7 +84,15 @@ export interface EmulatorOptions {
  */
 export async function runEmulator(options: EmulatorOptions): Promise<void> {
   const created = !existsSync(options.statePath);
-  const card = VirtualPivCard.fromFile(options.statePath, { contactless: options.contactless });
+  const card = VirtualPivCard.fromFile(options.statePath, {
+    contactless: options.contactless,
+    ...(options.profile ? { profile: options.profile } : {}),
+  });
+  if (options.scpVendorDir && !card.scpKeys.some((k) => k.kid === 0x13)) {
+    const vendor = await createScpVendor(options.scpVendorDir);
+    await provisionScpKey(card, vendor);
+    options.log(`SCP11b key 13/01 provisioned, certified by ${options.scpVendorDir}/${SCP_VENDOR_CA_FILE}`);
+  }
   options.log(
     `${created ? "created" : "loaded"} card ${card.serial} (${card.profile.name}, ${options.contactless ? "contactless" : "contact"}) from ${options.statePath}; ATR ${hex(card.atr).toUpperCase()}`,
   );
@@ -128,6 +165,8 @@ export function cardEmulateCommand(ctx: CliContext): Command {
     .option("--contactless", "present the contactless (NFC) ATR")
     .option("--trace", "log every APDU: header, lengths and status word (never data)")
     .option("--reconnect <n>", "attempts to reconnect after vpcd drops the card (default 10)", parseCount)
+    .option("--profile <name>", `card model: ${Object.keys(CARD_PROFILES).join(", ")} (default yubikey-5)`)
+    .option("--scp-vendor <dir>", "SCP vendor CA directory: give the card an SCP11b key certified by it")
     .addHelpText("after", EXAMPLES)
     .action(async (options: CardEmulateOptions) => {
       let address: { host: string; port: number };
@@ -140,6 +179,10 @@ export function cardEmulateCommand(ctx: CliContext): Command {
       const dir = dirname(statePath);
       if (!existsSync(dir) || !statSync(dir).isDirectory()) {
         throw new UsageError(`--state: directory ${dir} does not exist`);
+      }
+      const profile = options.profile === undefined ? undefined : CARD_PROFILES[options.profile];
+      if (options.profile !== undefined && !profile) {
+        throw new UsageError(`--profile: one of ${Object.keys(CARD_PROFILES).join(", ")}`);
       }
       const controller = new AbortController();
       const onSignal = (signal: NodeJS.Signals) => {
@@ -154,6 +197,8 @@ export function cardEmulateCommand(ctx: CliContext): Command {
           host: address.host,
           port: address.port,
           contactless: options.contactless ?? false,
+          ...(profile ? { profile } : {}),
+          ...(options.scpVendor ? { scpVendorDir: resolve(ctx.cwd, options.scpVendor) } : {}),
           trace: options.trace ?? false,
           reconnectAttempts: options.reconnect ?? 10,
           signal: controller.signal,
