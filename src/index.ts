@@ -47,9 +47,10 @@ export { PivSession } from "./piv/piv-session.js";
 // pki
 export {
   type AuthenticatedCard,
-  authenticateCard,
+  authenticateCardView,
   type CardAuthenticationPolicy,
 } from "./pki/card-authentication.js";
+export { authenticateCard } from "./pki/card-authentication-x509.js";
 export {
   issueCardCertificate,
   issueDeviceCertificate,

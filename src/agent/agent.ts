@@ -17,6 +17,7 @@
  * on top of a log that cannot say what happened before.
  */
 import { ExitCode, IntegrityError, isOnboardError, NetworkApplyError, UsageError } from "../errors.js";
+import { warmUpValidation } from "../pki/path-validation.js";
 import type { SecureElement } from "../secure-element/secure-element.js";
 import { AuditLog } from "./audit-log.js";
 import type { CardSource } from "./card-source.js";
@@ -105,6 +106,9 @@ export class Agent {
     let device: DeviceIdentity | undefined;
     try {
       const root = await readTrustAnchor(options.stateDir);
+      // Validation's first-use costs (compiling the validator, OpenSSL's first use of each curve, the
+      // root parsed and its signature checked) are paid here, before any card: docs/PERFORMANCE.md.
+      await warmUpValidation(root);
       device = await loadDeviceIdentity(store.state.device);
       const audit = await AuditLog.open(store.path("audit"), {
         clock,

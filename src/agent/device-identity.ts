@@ -18,10 +18,9 @@ import { isAbsolute, join, resolve } from "node:path";
 import { createSoftwareSigner, type Signer } from "../crypto/signer.js";
 import { CardNotTrustedError, OnboardError, UsageError } from "../errors.js";
 import type { Pkcs11Token } from "../pkcs11/pkcs11-token.js";
-import { DEVICE_FILES } from "../pki/pki-store.js";
+import { DEVICE_FILES } from "../pki/files.js";
+import { KEY_USAGE, validateChainView } from "../pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
-import { validateChain } from "../pki/validate-chain.js";
-import { KeyUsageFlags } from "../util/x509.js";
 
 export interface DeviceIdentity {
   /** Signs receipts; its chain is [device certificate, device CA, …]. */
@@ -201,14 +200,14 @@ export async function validateDeviceIdentity(
   now: Date,
 ): Promise<void> {
   try {
-    const validated = await validateChain({
+    const validated = await validateChainView({
       leaf: identity.certificate,
       intermediates: identity.signer.certificateChain.slice(1),
       trustAnchor: root,
       now,
       requireCrl: false,
       requiredEku: VALIDATION_REQUIREMENTS.deviceReceipt.requiredEku,
-      requiredKeyUsage: KeyUsageFlags.digitalSignature,
+      requiredKeyUsage: KEY_USAGE.digitalSignature,
     });
     if (validated.subjectSerialNumber !== serial) {
       throw new UsageError(

@@ -10,8 +10,8 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
 import { isTokenCa, spkiSha256, tokenCaOwner } from "../pki/ca-facts.js";
-import { crlNumberOf, parseCrl } from "../pki/crl.js";
-import { crlParts } from "../pki/der.js";
+import { type CrlView, readCrl } from "../pki/fast-x509.js";
+import { PEM_LABELS, pemToDer } from "../pki/pem.js";
 import { checkSerial } from "../pki/profiles.js";
 import { atomicWriteFile } from "../util/fs.js";
 import { AuditLog } from "./audit-log.js";
@@ -134,20 +134,18 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
   }
   let crl: { issuer: string; number: bigint; der: Uint8Array } | undefined;
   if (options.crl) {
-    let parsed: ReturnType<typeof parseCrl>;
+    let parsed: CrlView;
+    let number: bigint | undefined;
     try {
-      parsed = parseCrl(
-        Buffer.from(options.crl).toString("latin1").includes("-----BEGIN")
-          ? Buffer.from(options.crl).toString("latin1")
-          : options.crl,
-      );
+      const text = Buffer.from(options.crl).toString("latin1");
+      parsed = readCrl(text.includes("-----BEGIN") ? pemToDer(text, PEM_LABELS.crl) : options.crl);
+      number = parsed.crlNumber;
     } catch (error) {
       throw new UsageError("--crl is not a readable CRL", { cause: error });
     }
-    const number = crlNumberOf(parsed);
     if (number === undefined) throw new UsageError("--crl has no CRL number");
     crl = {
-      issuer: crlIssuerKey(crlParts(parsed.rawData).issuer),
+      issuer: crlIssuerKey(parsed.issuerDer),
       number,
       der: new Uint8Array(parsed.rawData),
     };

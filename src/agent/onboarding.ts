@@ -9,7 +9,7 @@
  *   waiting-for-card → card-authenticated → user-authenticated → config-verified → applying → configured
  *
  * What each step trusts, and why:
- *  1. authenticate card (authenticateCard, src/pki/card-authentication.ts, with the agent's policy):
+ *  1. authenticate card (authenticateCardView, src/pki/card-authentication.ts, with the agent's policy):
  *     the 9E certificate chains to the installed manufacturer root through the token CA the
  *     card carries (`certificates` item), is not on the token CA's CRL (the card's `crl` item, or the
  *     newest one stored; a CRL number below the highest seen is a replay, 17), and the card answers a
@@ -47,11 +47,14 @@ import {
   ReplayError,
 } from "../errors.js";
 import { spkiSha256 } from "../pki/ca-facts.js";
-import { type AuthenticatedCard, authenticateCard, type CardOwnerFacts } from "../pki/card-authentication.js";
-import { parseCrl } from "../pki/crl.js";
+import {
+  type AuthenticatedCard,
+  authenticateCardView,
+  type CardOwnerFacts,
+} from "../pki/card-authentication.js";
 import { certificateParts } from "../pki/der.js";
+import { type CertificateView, readCrl, validateChainView } from "../pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
-import { validateChain } from "../pki/validate-chain.js";
 import { shardItemName } from "../secure-element/card-layout.js";
 import {
   MAX_RECEIPTS,
@@ -160,7 +163,7 @@ interface Onboarding {
 
 /** Step 1's result: the authenticated card and the revocation data its chain was checked with. */
 interface CardStep {
-  readonly card: AuthenticatedCard;
+  readonly card: AuthenticatedCard<CertificateView>;
   readonly crls: readonly Uint8Array[];
   readonly crlFloor: string | undefined;
   readonly now: Date;
@@ -218,7 +221,7 @@ async function authenticateCardStep(run: Onboarding): Promise<CardStep> {
   const leafIssuer = issuerOf(identity.cardAuthentication);
   const crlFloor = state.state.crlNumbers[leafIssuer];
   const crls = cardCrl ? [cardCrl] : await state.storedCrls();
-  const card = await authenticateCard(element, {
+  const card = await authenticateCardView(element, {
     trustAnchor: trust.root,
     crls,
     ...(crlFloor !== undefined ? { crlNumberFloor: BigInt(crlFloor) } : {}),
@@ -588,7 +591,7 @@ async function crlRatchet(
 ): Promise<(s: AgentState) => AgentState> {
   const floor = state.state.crlNumbers[issuer];
   if (crlNumber === undefined || (floor !== undefined && crlNumber <= BigInt(floor))) return (s) => s;
-  if (cardCrl) await state.storeCrl(issuer, new Uint8Array(parseCrl(cardCrl).rawData));
+  if (cardCrl) await state.storeCrl(issuer, new Uint8Array(readCrl(cardCrl).rawData));
   return (s) => ({ ...s, crlNumbers: { ...s.crlNumbers, [issuer]: crlNumber.toString() } });
 }
 
@@ -619,7 +622,7 @@ async function verifyConfiguration(
       const leaf = chain[0];
       if (!leaf) throw new MalformedError("a manifest signature carries no certificate");
       try {
-        const validated = await validateChain({
+        const validated = await validateChainView({
           leaf,
           intermediates: chain.slice(1),
           trustAnchor: ctx.root,
@@ -699,7 +702,7 @@ export function unreadableObject(error: unknown): boolean {
   return error instanceof IntegrityError || error instanceof ApduError;
 }
 
-function summarizeCard(card: CardOwnerFacts, element: SecureElement): CardSummary {
+function summarizeCard(card: CardOwnerFacts<CertificateView>, element: SecureElement): CardSummary {
   return {
     subject: card.certificate.subject,
     certificateSerial: card.certificate.serialNumber.toLowerCase(),

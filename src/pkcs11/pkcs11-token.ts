@@ -9,7 +9,7 @@ import {
   Pkcs11Error,
   WrongPinError,
 } from "../errors.js";
-import { X509Certificate } from "../util/x509.js";
+import { type CertificateNames, certificateNames } from "./certificate-names.js";
 import {
   CK_CERTIFICATE_CATEGORY_AUTHORITY,
   CK_CERTIFICATE_CATEGORY_TOKEN_USER,
@@ -493,9 +493,9 @@ export class Pkcs11Token implements Disposable {
    */
   importCertificate(options: ImportCertificateOptions): void {
     const session = this.#openSession();
-    let certificate: X509Certificate;
+    let certificate: CertificateNames;
     try {
-      certificate = new X509Certificate(Buffer.from(options.der));
+      certificate = certificateNames(options.der);
     } catch (cause) {
       throw new MalformedError(`certificate "${options.label}" is not a DER X.509 certificate`, { cause });
     }
@@ -512,9 +512,9 @@ export class Pkcs11Token implements Disposable {
       { type: CKA_PRIVATE, value: false },
       { type: CKA_LABEL, value: options.label },
       { type: CKA_ID, value: Buffer.from(options.id ?? []) },
-      { type: CKA_SUBJECT, value: Buffer.from(certificate.subjectName.toArrayBuffer()) },
-      { type: CKA_ISSUER, value: Buffer.from(certificate.issuerName.toArrayBuffer()) },
-      { type: CKA_SERIAL_NUMBER, value: derInteger(certificate.serialNumber) },
+      { type: CKA_SUBJECT, value: Buffer.from(certificate.subject) },
+      { type: CKA_ISSUER, value: Buffer.from(certificate.issuer) },
+      { type: CKA_SERIAL_NUMBER, value: Buffer.from(certificate.serialNumber) },
       {
         type: CKA_CERTIFICATE_CATEGORY,
         value: options.authority ? CK_CERTIFICATE_CATEGORY_AUTHORITY : CK_CERTIFICATE_CATEGORY_TOKEN_USER,
@@ -824,15 +824,4 @@ function dataObject(application: string, label: string, value: Uint8Array): Pkcs
 
 function decodeBool(value: Buffer | undefined): boolean | undefined {
   return value === undefined || value.length === 0 ? undefined : value[0] !== 0;
-}
-
-/**
- * DER INTEGER for CKA_SERIAL_NUMBER from @peculiar/x509's hex serial. RFC 5280 §4.1.2.2 serials are
- * positive, so a leading byte ≥ 0x80 gets the 00 sign octet back (the library strips it).
- */
-function derInteger(hex: string): Buffer {
-  let content = Buffer.from(hex.length % 2 ? `0${hex}` : hex, "hex");
-  if (content.length === 0 || (content[0] ?? 0) >= 0x80) content = Buffer.concat([Buffer.of(0), content]);
-  if (content.length > 127) throw new MalformedError("certificate serial number too long");
-  return Buffer.concat([Buffer.of(0x02, content.length), content]);
 }

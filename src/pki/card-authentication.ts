@@ -31,34 +31,42 @@ import {
 import { bytesEqual } from "../util/bytes.js";
 import type { X509Certificate } from "../util/x509.js";
 import { certificateParts } from "./der.js";
-import { VALIDATION_REQUIREMENTS } from "./profiles.js";
 import {
-  type CertificateInput,
-  type CrlInput,
-  type ValidatedChain,
-  validateChain,
-} from "./validate-chain.js";
+  type CertificateView,
+  type PathValidationOptions,
+  type ValidatedPath,
+  validateChainView,
+} from "./path-validation.js";
+import { VALIDATION_REQUIREMENTS } from "./profiles.js";
+import type { CertificateInput, CrlInput, ValidateChainOptions } from "./validate-chain.js";
+
+/** What a validated path is made of: @peculiar/x509 certificates (station) or read-only views (agent). */
+type Certificate = { readonly rawData: ArrayBuffer; readonly subject: string; readonly serialNumber: string };
 
 /** What the owner binding is shown: who the card belongs to and which token CA issued it. */
-export interface CardOwnerFacts {
+export interface CardOwnerFacts<C extends Certificate = X509Certificate> {
   /** The validated 9E (card authentication) certificate. */
-  readonly certificate: X509Certificate;
+  readonly certificate: C;
   /** Subject O of the card certificates. */
   readonly owner: string;
   /** Subject CN: the officer, if the certificate names one. */
   readonly officer?: string;
   /** The token CA that issued the card certificates (validated). */
-  readonly tokenCa: X509Certificate;
+  readonly tokenCa: C;
   /** SHA-256 of the token CA certificate (DER), hex: what an HSM pins at first onboarding. */
   readonly tokenCaSha256: string;
 }
 
 /** How a verifier authenticates a card: what it trusts and what it demands. */
-export interface CardAuthenticationPolicy {
+export interface CardAuthenticationPolicy<
+  C extends Certificate = X509Certificate,
+  I = CertificateInput,
+  L = CrlInput,
+> {
   /** The installed manufacturer root: the only trust anchor. */
-  readonly trustAnchor: CertificateInput;
+  readonly trustAnchor: I;
   /** CRLs to check the card against (the station's current ones; on the HSM the card's own, else stored). */
-  readonly crls: readonly CrlInput[];
+  readonly crls: readonly L[];
   /** The token CA must have a CRL among `crls` (default true: fail closed). */
   readonly requireCrl?: boolean;
   /** The highest CRL number this verifier has seen for the card's issuer: an older CRL is a replay (17). */
@@ -81,36 +89,58 @@ export interface CardAuthenticationPolicy {
    * Owner binding, after the chain and the challenge: throw a typed error (NotForThisHsmError, 16) to
    * refuse a card of another owner or token CA. Absent: any owner under the trust anchor is accepted.
    */
-  readonly checkOwner?: (card: CardOwnerFacts) => void | Promise<void>;
+  readonly checkOwner?: (card: CardOwnerFacts<C>) => void | Promise<void>;
 }
 
-export interface AuthenticatedCard extends CardOwnerFacts {
+/** The agent's policy: DER in (from the card and the agent's state), read-only views out. */
+export type CardAuthenticationViewPolicy = CardAuthenticationPolicy<
+  CertificateView,
+  PathValidationOptions["trustAnchor"],
+  NonNullable<PathValidationOptions["crls"]>[number]
+>;
+
+export interface AuthenticatedCard<C extends Certificate = X509Certificate> extends CardOwnerFacts<C> {
   readonly identity: SecureElementIdentity;
   /** The validated 9E chain, leaf first, trust anchor last. */
-  readonly cardAuthentication: ValidatedChain;
+  readonly cardAuthentication: ValidatedPath<C>;
   /** The validated 9C chain, when the policy asked for it (`validateSigning`). */
-  readonly signing?: ValidatedChain;
+  readonly signing?: ValidatedPath<C>;
   /** The CA certificates between the leaves and the anchor, nearest first (the token CA). */
-  readonly intermediates: readonly X509Certificate[];
+  readonly intermediates: readonly C[];
   /** CRL number of the CRL that cleared the 9E certificate, when there was one. */
   readonly crlNumber?: bigint;
   /** The time the card was authenticated at (the policy's clock). */
   readonly at: Date;
 }
 
-/** Authenticates the card in `element` under `policy` (see the file comment). */
-export async function authenticateCard(
+/**
+ * The agent's card authentication: the same steps over the fast path (src/pki/path-validation.ts —
+ * DER in, read-only views out, no X.509 library loaded). The station's, with @peculiar/x509
+ * certificates, is `authenticateCard` in card-authentication-x509.ts.
+ */
+export function authenticateCardView(
   element: SecureElement,
-  policy: CardAuthenticationPolicy & { readonly validateSigning: true },
-): Promise<AuthenticatedCard & { readonly signing: ValidatedChain }>;
-export async function authenticateCard(
+  policy: CardAuthenticationViewPolicy,
+): Promise<AuthenticatedCard<CertificateView>> {
+  return authenticateCardWith(element, policy, validateChainView);
+}
+
+/** The validator a variant runs: validateChainView (agent) or validateChain (station). */
+export type PathValidator<C extends Certificate, I, L> = (
+  options: Omit<ValidateChainOptions, "leaf" | "intermediates" | "trustAnchor" | "crls"> & {
+    readonly leaf: Uint8Array;
+    readonly intermediates: readonly Uint8Array[];
+    readonly trustAnchor: I;
+    readonly crls: readonly L[];
+  },
+) => Promise<ValidatedPath<C>>;
+
+/** Authenticates the card in `element` under `policy` with `validate` (see the file comment). */
+export async function authenticateCardWith<C extends Certificate, I, L>(
   element: SecureElement,
-  policy: CardAuthenticationPolicy,
-): Promise<AuthenticatedCard>;
-export async function authenticateCard(
-  element: SecureElement,
-  policy: CardAuthenticationPolicy,
-): Promise<AuthenticatedCard> {
+  policy: CardAuthenticationPolicy<C, I, L>,
+  validate: PathValidator<C, I, L>,
+): Promise<AuthenticatedCard<C>> {
   const now = policy.clock?.() ?? new Date();
   const identity = await element.identity();
   const common = {
@@ -122,7 +152,7 @@ export async function authenticateCard(
     ...(policy.crlNumberFloor !== undefined ? { crlNumberFloor: policy.crlNumberFloor } : {}),
   };
 
-  const cardAuthentication = await validateChain({
+  const cardAuthentication = await validate({
     ...common,
     leaf: identity.cardAuthentication,
     ...VALIDATION_REQUIREMENTS.cardAuthentication,
@@ -145,9 +175,9 @@ export async function authenticateCard(
   if (!tokenCa)
     throw new CardNotTrustedError("the card certificate is issued by the root itself, not a token CA");
 
-  let signing: ValidatedChain | undefined;
+  let signing: ValidatedPath<C> | undefined;
   if (policy.validateSigning) {
-    signing = await validateChain({
+    signing = await validate({
       ...common,
       leaf: identity.signing,
       ...VALIDATION_REQUIREMENTS.configSigning,
@@ -167,7 +197,7 @@ export async function authenticateCard(
   }
 
   const officer = signing?.officer ?? cardAuthentication.officer;
-  const facts: CardOwnerFacts = {
+  const facts: CardOwnerFacts<C> = {
     certificate: cardAuthentication.leaf,
     owner,
     ...(officer !== undefined ? { officer } : {}),
@@ -204,6 +234,6 @@ function offeredIntermediates(identity: SecureElementIdentity, known: readonly U
   ];
 }
 
-function sameCertificate(a: X509Certificate, b: X509Certificate): boolean {
+function sameCertificate(a: Certificate, b: Certificate): boolean {
   return bytesEqual(new Uint8Array(a.rawData), new Uint8Array(b.rawData));
 }

@@ -252,10 +252,9 @@ export class ParsedCrl {
 }
 
 /**
- * Parses a certificate given as DER, PEM text or PEM bytes (or base64/hex text, as @peculiar/x509
- * accepts), from the cache when these bytes were seen before.
+ * Parses a certificate given as DER (only), from the cache when these bytes were seen before.
  */
-export function parseCertificate(input: Uint8Array | ArrayBuffer | string): ParsedCertificate {
+export function parseCertificate(input: Uint8Array | ArrayBuffer): ParsedCertificate {
   const der = toDer(input, "certificate");
   const id = digest(der);
   const cached = certificates.get(id);
@@ -265,8 +264,8 @@ export function parseCertificate(input: Uint8Array | ArrayBuffer | string): Pars
   return parsed;
 }
 
-/** Parses a CRL given as DER, PEM text or PEM bytes, from the cache when seen before. */
-export function parseCrlDer(input: Uint8Array | ArrayBuffer | string): ParsedCrl {
+/** Parses a CRL given as DER (only), from the cache when seen before. */
+export function parseCrlDer(input: Uint8Array | ArrayBuffer): ParsedCrl {
   const der = toDer(input, "CRL");
   const id = digest(der);
   const cached = crls.get(id);
@@ -643,51 +642,32 @@ export class CrlView {
 }
 
 /**
- * Reads a CRL (DER, PEM text or PEM bytes) without an X.509 library: what the agent needs to store
+ * Reads a CRL (DER only) without an X.509 library: what the agent needs to store
  * a CRL and learn its issuer and number. MalformedError when it is not a well-formed CRL.
  */
-export function readCrl(input: Uint8Array | ArrayBuffer | string): CrlView {
+export function readCrl(input: Uint8Array | ArrayBuffer): CrlView {
   return new CrlView(parseCrlDer(input));
 }
 
 /** The CRL number of a CRL view or DER; see CrlView.crlNumber. */
-export function crlNumberOfDer(input: CrlView | Uint8Array | ArrayBuffer | string): bigint | undefined {
+export function crlNumberOfDer(input: CrlView | Uint8Array | ArrayBuffer): bigint | undefined {
   return input instanceof CrlView ? input.crlNumber : crlNumberOfParsed(parseCrlDer(input));
 }
 
 // ---- inputs --------------------------------------------------------------------------------------
 
 /**
- * DER from what callers hand over, the forms @peculiar/x509 accepts: DER bytes (they start with a
- * SEQUENCE), else text — PEM (the first block), hex or base64 — as a string or as bytes.
+ * The DER handed over: bytes (a Uint8Array or ArrayBuffer) holding one element that starts as a
+ * SEQUENCE. Nothing is decoded from text — no PEM, hex or base64 guessing: the agent reads DER from
+ * a card, and callers holding PEM (the station, the CLI) go through validate-chain.ts.
  */
-function toDer(input: Uint8Array | ArrayBuffer | string, what: string): Uint8Array {
-  if (typeof input !== "string") {
-    const bytes = input instanceof Uint8Array ? input : new Uint8Array(input);
-    if (bytes.length > 0 && bytes[0] === TAG.sequence) return bytes;
-    if (bytes.length > MAX_TEXT_BYTES) throw new MalformedError(`${what}: too large`);
-    return textToDer(latin1(bytes), what);
-  }
-  return textToDer(input, what);
-}
-
-/** PEM, hex or base64 text larger than this is refused before it is searched. */
-const MAX_TEXT_BYTES = 8 * 1024 * 1024;
-const PEM = /-----BEGIN ([A-Z0-9 ]+)-----([A-Za-z0-9+/=\s]*?)-----END \1-----/;
-
-function textToDer(text: string, what: string): Uint8Array {
-  if (text.length > MAX_TEXT_BYTES) throw new MalformedError(`${what}: too large`);
-  const pem = PEM.exec(text);
-  let der: Buffer | undefined;
-  if (pem) {
-    der = Buffer.from(pem[2]!.replace(/\s+/g, ""), "base64");
-  } else if (/^(?:[0-9a-fA-F]{2})+$/.test(text)) {
-    der = Buffer.from(text, "hex");
-  } else if (/^[A-Za-z0-9+/]+={0,2}$/.test(text) || /^[A-Za-z0-9_-]+$/.test(text)) {
-    der = Buffer.from(text, text.includes("-") || text.includes("_") ? "base64url" : "base64");
-  }
-  if (!der || der.length === 0) throw new MalformedError(`${what}: neither DER nor PEM`);
-  return new Uint8Array(der.buffer, der.byteOffset, der.byteLength);
+function toDer(input: Uint8Array | ArrayBuffer, what: string): Uint8Array {
+  const bytes =
+    input instanceof Uint8Array ? input : input instanceof ArrayBuffer ? new Uint8Array(input) : undefined;
+  if (!bytes) throw new MalformedError(`${what}: expected DER bytes`);
+  if (bytes.length === 0 || bytes[0] !== TAG.sequence)
+    throw new MalformedError(`${what}: not DER (no SEQUENCE)`);
+  return bytes;
 }
 
 // ---- caches --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import { acquireLockFile } from "../util/lock.js";
 import { X509Certificate, type X509Crl } from "../util/x509.js";
 import { CRL_REASONS, type CrlReasonName, crlToPem, DEFAULT_CRL_VALIDITY_DAYS, issueCrl } from "./crl.js";
 import { certificateParts } from "./der.js";
+import { DEVICE_FILES } from "./files.js";
 import {
   createDeviceIdentity,
   createPki,
@@ -34,7 +35,7 @@ export const PKI_FILES = {
   state: "pki-state.json",
 } as const;
 
-export const DEVICE_FILES = { key: "device.key.pem", cert: "device.pem", chain: "chain.pem" } as const;
+export { DEVICE_FILES } from "./files.js";
 
 const LOCK_FILE = ".pki.lock";
 const KEY_MODE = 0o600;

@@ -1,5 +1,5 @@
 import { UsageError } from "../errors.js";
-import { KeyUsageFlags } from "../util/x509.js";
+import { KEY_USAGE } from "./fast-x509.js";
 import { ATTR, EKU } from "./oids.js";
 
 /**
@@ -11,13 +11,14 @@ export interface CertificateProfile {
   readonly ca: boolean;
   /** basicConstraints pathLenConstraint (CAs only). */
   readonly pathLength?: number;
-  readonly keyUsage: KeyUsageFlags;
+  /** keyUsage bits, numbered as KEY_USAGE (and @peculiar/x509's KeyUsageFlags). */
+  readonly keyUsage: number;
   readonly extendedKeyUsage?: readonly string[];
   /** Default lifetime in calendar years. */
   readonly lifetimeYears: number;
 }
 
-const CA_KEY_USAGE = KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign;
+const CA_KEY_USAGE = KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign;
 
 export const PROFILES = {
   /** Manufacturer root, self-signed. pathLen 1: root → (token | device) CA → end entity, nothing deeper. */
@@ -45,21 +46,21 @@ export const PROFILES = {
   /** PIV slot 9E, card authentication: answers challenges, PIN-free (SP 800-73-4 §3.1). */
   cardAuthentication: {
     ca: false,
-    keyUsage: KeyUsageFlags.digitalSignature,
+    keyUsage: KEY_USAGE.digitalSignature,
     extendedKeyUsage: [EKU.tokenAuth, EKU.pivCardAuth],
     lifetimeYears: 3,
   },
   /** PIV slot 9C, digital signature: signs customer configurations, PIN always. */
   configSigning: {
     ca: false,
-    keyUsage: KeyUsageFlags.digitalSignature | KeyUsageFlags.nonRepudiation,
+    keyUsage: KEY_USAGE.digitalSignature | KEY_USAGE.nonRepudiation,
     extendedKeyUsage: [EKU.configSigning],
     lifetimeYears: 3,
   },
   /** HSM device identity: signs receipts. */
   device: {
     ca: false,
-    keyUsage: KeyUsageFlags.digitalSignature,
+    keyUsage: KEY_USAGE.digitalSignature,
     extendedKeyUsage: [EKU.deviceReceipt],
     lifetimeYears: 20,
   },
@@ -78,15 +79,15 @@ export type CardSlot = keyof typeof SLOT_PROFILES;
 export const VALIDATION_REQUIREMENTS = {
   cardAuthentication: {
     requiredEku: EKU.tokenAuth,
-    requiredKeyUsage: KeyUsageFlags.digitalSignature,
+    requiredKeyUsage: KEY_USAGE.digitalSignature,
     requireIssuerOrganization: true,
   },
   configSigning: {
     requiredEku: EKU.configSigning,
-    requiredKeyUsage: KeyUsageFlags.digitalSignature,
+    requiredKeyUsage: KEY_USAGE.digitalSignature,
     requireIssuerOrganization: true,
   },
-  deviceReceipt: { requiredEku: EKU.deviceReceipt, requiredKeyUsage: KeyUsageFlags.digitalSignature },
+  deviceReceipt: { requiredEku: EKU.deviceReceipt, requiredKeyUsage: KEY_USAGE.digitalSignature },
 } as const;
 
 /** Clock inputs every issuing function accepts, so tests can make certificates for any moment. */

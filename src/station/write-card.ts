@@ -34,7 +34,8 @@ import {
   PinBlockedError,
   UsageError,
 } from "../errors.js";
-import { type AuthenticatedCard, authenticateCard } from "../pki/card-authentication.js";
+import type { AuthenticatedCard } from "../pki/card-authentication.js";
+import { authenticateCard } from "../pki/card-authentication-x509.js";
 import { crlNumberOf } from "../pki/crl.js";
 import { crlParts } from "../pki/der.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";

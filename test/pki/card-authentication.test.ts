@@ -11,7 +11,8 @@ import {
   NotForThisHsmError,
   ReplayError,
 } from "../../src/errors.js";
-import { authenticateCard, type CardOwnerFacts } from "../../src/pki/card-authentication.js";
+import type { CardOwnerFacts } from "../../src/pki/card-authentication.js";
+import { authenticateCard } from "../../src/pki/card-authentication-x509.js";
 import { EKU } from "../../src/pki/oids.js";
 import { openInProcessCard } from "../../src/secure-element/open-card.js";
 import { stationCardPolicy } from "../../src/station/authenticate-card.js";

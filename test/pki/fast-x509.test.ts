@@ -172,10 +172,15 @@ describe("parseCertificate agrees with @peculiar/x509 and OpenSSL", () => {
     expect(parseCertificate(der(cert)).subject).toBe("CN=Odd, 1.2.3.4=#020101");
   });
 
-  it("reads PEM text and PEM bytes as DER", () => {
+  it("reads DER only: PEM, hex and base64 text are refused, whether as text or as bytes", () => {
     const pem = pki.card9e.toString("pem");
-    expect(parseCertificate(pem).der).toEqual(der(pki.card9e));
-    expect(parseCertificate(new TextEncoder().encode(pem)).der).toEqual(der(pki.card9e));
+    const bytes = der(pki.card9e);
+    for (const text of [pem, Buffer.from(bytes).toString("hex"), Buffer.from(bytes).toString("base64")]) {
+      expect(() => parseCertificate(new TextEncoder().encode(text))).toThrow(MalformedError);
+      // A string is not even accepted by the types; at run time it is refused the same way.
+      expect(() => parseCertificate(text as unknown as Uint8Array)).toThrow(MalformedError);
+    }
+    expect(parseCertificate(bytes).der).toEqual(bytes);
   });
 
   it("keyUsage bits are numbered as @peculiar/x509's KeyUsageFlags", () => {
@@ -349,7 +354,7 @@ describe("readCrl: the agent's CRL reader", () => {
       expect(view.nextUpdate?.getTime()).toBe(crl.nextUpdate?.getTime());
       expect(new Uint8Array(view.rawData)).toEqual(new Uint8Array(crl.rawData));
       expect(view.issuerDer).toEqual(crlParts(crl.rawData).issuer);
-      expect(readCrl(crl.toString("pem")).crlNumber).toBe(view.crlNumber);
+      expect(() => readCrl(new TextEncoder().encode(crl.toString("pem")))).toThrow(MalformedError);
       expect(crlNumberOfDer(new Uint8Array(crl.rawData))).toBe(view.crlNumber);
     }
     expect(readCrl(new Uint8Array(revoked.rawData)).crlNumber).toBe(2n ** 70n);
@@ -357,7 +362,7 @@ describe("readCrl: the agent's CRL reader", () => {
 
   it("refuses junk and reports a CRL with two CRL numbers as malformed", async () => {
     expect(() => readCrl(new Uint8Array([0x30, 0x00]))).toThrow(MalformedError);
-    expect(() => readCrl("not a CRL at all!")).toThrow(MalformedError);
+    expect(() => readCrl(new TextEncoder().encode("not a CRL at all!"))).toThrow(MalformedError);
     const twice = await X509CrlGenerator.create({
       issuer: pki.tokenCa.certificate.subjectName,
       thisUpdate: new Date(NOW.getTime() - DAY),

@@ -27,7 +27,11 @@ import {
   resignCrl,
 } from "../../src/pki/pki-store.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
-import { type ValidateChainOptions, validateChain, validateChainView } from "../../src/pki/validate-chain.js";
+import {
+  type PathValidationOptions,
+  validateChain,
+  validateChainView,
+} from "../../src/pki/validate-chain.js";
 import { requireOrSkip } from "../helpers/pcsc-env.js";
 import { cardName, forge } from "./fixtures.js";
 
@@ -74,7 +78,7 @@ async function cardOf(ownerDir: string, subjectOwner: string, slot: "9E" | "9C" 
   return { leaf, tokenCa, root, keys };
 }
 
-function cardAuth(o: Pick<ValidateChainOptions, "leaf" | "intermediates" | "trustAnchor">) {
+function cardAuth(o: Pick<PathValidationOptions, "leaf" | "intermediates" | "trustAnchor">) {
   return { ...o, requireCrl: false, ...VALIDATION_REQUIREMENTS.cardAuthentication };
 }
 

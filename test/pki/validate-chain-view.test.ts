@@ -11,8 +11,8 @@ import { generateEcKeyPair } from "../../src/pki/keys.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
 import {
   KEY_USAGE,
+  type PathValidationOptions,
   primeTrustAnchor,
-  type ValidateChainOptions,
   validateChain,
   validateChainView,
   warmUpValidation,
@@ -42,7 +42,7 @@ beforeEach(() => clearValidationCaches());
 const der = (c: { rawData: ArrayBuffer }) => new Uint8Array(c.rawData).slice();
 
 /** The agent's two chains, as src/agent/onboarding.ts asks for them (DER from the card). */
-function agentOptions(leaf: Uint8Array, slot: "9E" | "9C"): ValidateChainOptions {
+function agentOptions(leaf: Uint8Array, slot: "9E" | "9C"): PathValidationOptions {
   return {
     leaf,
     intermediates: [der(pki.tokenCa.certificate)],
@@ -78,7 +78,7 @@ describe("validateChainView", () => {
   });
 
   it("fails with the same typed errors", async () => {
-    const reasons = async (options: ValidateChainOptions) => {
+    const reasons = async (options: PathValidationOptions) => {
       const a = await validateChainView(options).catch((e: unknown) => e);
       const b = await validateChain(options).catch((e: unknown) => e);
       expect(a).toBeInstanceOf(CertificateValidationError);
@@ -129,18 +129,19 @@ describe("caches: the second chain of an onboarding verifies only its leaf", () 
     const sizes = validationCacheSizes();
     expect(sizes).toEqual({ certificates: 4, crls: 1, signatures: 5 });
     // The built-in chain is a complete one, valid for decades, and trusted for nothing else.
+    const b64 = (text: string) => new Uint8Array(Buffer.from(text, "base64"));
     const result = await validateChainView({
-      leaf: WARM_UP_CHAIN.leaf,
-      intermediates: [WARM_UP_CHAIN.tokenCa],
-      trustAnchor: WARM_UP_CHAIN.root,
-      crls: [WARM_UP_CHAIN.crl],
+      leaf: b64(WARM_UP_CHAIN.leaf),
+      intermediates: [b64(WARM_UP_CHAIN.tokenCa)],
+      trustAnchor: b64(WARM_UP_CHAIN.root),
+      crls: [b64(WARM_UP_CHAIN.crl)],
       now: new Date("2099-01-01T00:00:00Z"),
       ...VALIDATION_REQUIREMENTS.cardAuthentication,
     });
     expect(result).toMatchObject({ owner: "hsm-onboard warm-up", crlNumber: 1n });
     const error = await validateChainView({
       ...agentOptions(der(pki.card9e), "9E"),
-      trustAnchor: WARM_UP_CHAIN.root,
+      trustAnchor: b64(WARM_UP_CHAIN.root),
     }).catch((e: unknown) => e);
     expect((error as CertificateValidationError).reason).toBe("issuer-name");
     await expect(warmUpValidation(new Uint8Array([0x30, 0]))).rejects.toThrow(MalformedError);
@@ -252,8 +253,9 @@ describe("the agent's path loads no X.509 object library", () => {
     return seen;
   }
 
-  it("validate-chain.ts and fast-x509.ts import node:crypto and project modules only", async () => {
-    for (const entry of ["validate-chain.ts", "fast-x509.ts", "der.ts"]) {
+  // The whole agent's graph, dynamic imports included: test/repo/agent-imports.test.ts.
+  it("path-validation.ts, fast-x509.ts and ca-facts.ts import node:crypto and project modules only", async () => {
+    for (const entry of ["path-validation.ts", "fast-x509.ts", "ca-facts.ts", "der.ts"]) {
       const imports = [...(await staticImports(join(srcPki, entry)))];
       const packages = imports.filter((i) => !i.startsWith("/"));
       expect(packages.sort()).toEqual(["node:crypto"].filter(() => entry !== "der.ts"));

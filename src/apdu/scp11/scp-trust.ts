@@ -18,6 +18,7 @@ import {
   type ParsedCertificate,
   parseCertificate,
 } from "../../pki/fast-x509.js";
+import { PEM_LABELS, pemToDer } from "../../pki/pem.js";
 import { bytesEqual } from "../../util/bytes.js";
 import { p256Point } from "./handshake.js";
 
@@ -46,7 +47,7 @@ function fail(reason: CertificateValidationReason, subject: string, detail: stri
 
 function parse(der: Uint8Array | string, what: string): ParsedCertificate {
   try {
-    return parseCertificate(der);
+    return parseCertificate(typeof der === "string" ? pemToDer(der, PEM_LABELS.certificate) : der);
   } catch (cause) {
     return fail("malformed", what, "does not parse", cause);
   }
