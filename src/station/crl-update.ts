@@ -12,6 +12,7 @@ import { crlParts } from "../pki/der.js";
 import { type X509Certificate, X509Crl } from "../util/x509.js";
 import {
   crlPath,
+  issuerId,
   readCrlOf,
   readIssuers,
   readTrustAnchor,
@@ -19,6 +20,7 @@ import {
   storeIssuer,
   withStationLock,
 } from "./station-dir.js";
+import { appendJournal } from "./station-journal.js";
 import { checkTokenCa, crlIssuedUnder, verifyCrlSignedBy } from "./trust.js";
 
 export interface CrlUpdate {
@@ -124,6 +126,7 @@ export async function updateStationCrl(
     }
     if (options.device !== true) await storeIssuer(stationDir, verifiedIssuer); // issuers/: token CAs
     const path = await storeCrl(stationDir, crl);
+    await appendJournal(stationDir, "crl", issuerId(crlParts(crl.rawData).issuer), verifiedNumber, now);
     return {
       crl,
       crlNumber: verifiedNumber,

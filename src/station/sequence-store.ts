@@ -4,7 +4,8 @@
  *
  * A number is persisted before it is used: `allocateSequence` writes the counter (atomically, under
  * the station's `sequences` lock) and only then returns the number. If the card write fails later,
- * the number is spent, never handed out again. Gaps are harmless; reuse would not be.
+ * the number is spent, never handed out again. Gaps are harmless; reuse would not be. The station
+ * journal (station-journal.ts) records each number too: a sequences.json put back is found (17).
  */
 import { z } from "zod";
 import { ReplayError } from "../errors.js";
@@ -16,6 +17,7 @@ import {
   withStationLock,
   writeStationFile,
 } from "./station-dir.js";
+import { appendJournal, checkSequenceNotRolledBack, readJournal } from "./station-journal.js";
 
 const FORMAT = "hsm-onboard/station-sequences";
 
@@ -75,6 +77,7 @@ export async function allocateSequence(
         owners: {},
       };
       const last = ownerEntry(file, owner)?.last ?? 0;
+      checkSequenceNotRolledBack(await readJournal(stationDir), owner, last);
       const next = Math.max(last + 1, options.atLeast ?? 0);
       if (!Number.isSafeInteger(next)) {
         throw new ReplayError(`the sequence number of "${owner}" cannot grow any further`);
@@ -87,6 +90,7 @@ export async function allocateSequence(
         },
       };
       await writeStationFile(stationDir, STATION_FILES.sequences, jsonText(updated));
+      await appendJournal(stationDir, "sequence", owner, next, options.now);
       return next;
     },
     options,

@@ -8,6 +8,8 @@
  *     issuers/<id>.pem          token CA certificates checked against root.pem: the CRL issuers
  *     crls/<id>.pem             the current CRL of each token CA (`station update-crl`)
  *     sequences.json            per-owner sequence counters (sequence-store.ts)
+ *     journal.log               hash-chained record of sequences and CRLs taken: the high-water mark
+ *                               that finds a file put back (station-journal.ts)
  *     totp.json                 officers' TOTP enrolments and last accepted time steps (totp.ts)
  *     receipts-archive/         receipts taken off a card when it was rewritten (write-card.ts)
  *     .<name>.lock              lock files (withStationLock)
@@ -17,6 +19,7 @@
  * fsync, rename, fsync of the directory) with mode 0600: TOTP secrets live here, and the rest is
  * nobody else's business either.
  */
+
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import { homedir } from "node:os";
@@ -28,6 +31,7 @@ import { certificateParts, crlParts } from "../pki/der.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 import { withLockFile } from "../util/lock.js";
 import { PemConverter, X509Certificate, X509Crl } from "../util/x509.js";
+import { checkCrlNotRolledBack, readJournal } from "./station-journal.js";
 
 export { StationBusyError } from "../errors.js";
 
@@ -285,9 +289,13 @@ export async function loadStationTrust(dir: string): Promise<{
   knownIssuers: X509Certificate[];
 }> {
   const trustAnchor = await readTrustAnchor(dir);
+  const crls = await readCrls(dir);
+  // A CRL file put back (older than one the station took in) is a rollback: 17 (station-journal.ts).
+  const journal = await readJournal(dir);
+  for (const c of crls) checkCrlNotRolledBack(journal, c.issuer, c.crlNumber, c.crl.issuer);
   return {
     trustAnchor,
-    crls: (await readCrls(dir)).map((c) => c.crl),
+    crls: crls.map((c) => c.crl),
     knownIssuers: await readIssuers(dir),
   };
 }

@@ -1,0 +1,131 @@
+/**
+ * Issue 10 finding 5: a station must detect its own rollback. Over the real stack (pcscd + vpcd +
+ * `card emulate`, CLI children): a station takes CRL 1 then CRL 2 of its token CA and writes a card
+ * twice (sequences 1 and 2). Then
+ * - sequences.json put back to 1 → `station write` refuses with 17 (before: it re-issued sequence 2);
+ * - the CRL 1 file put back → `station write` refuses with 17 (before: it wrote the older CRL, which
+ *   may not list a revoked card);
+ * - an edited journal line → 15.
+ * With the files as the station left them, writing goes on (sequence 3).
+ */
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { planToYaml } from "../../src/config/plan.js";
+import { ExitCode } from "../../src/errors.js";
+import { createTestPki, LAB_PLAN, OWNER, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
+import { put, Stack, stackCapability } from "./stack.js";
+import { CardTemplate } from "./support.js";
+
+const cap = stackCapability();
+
+describe.skipIf(!cap.ok)(
+  `the station detects its own rollback (real stack)${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
+  () => {
+    let base: { dir: string; cleanup: () => Promise<void> };
+    let build: PrivateBuild;
+    let testPki: TestPki;
+    let stack: Stack;
+    beforeAll(async () => {
+      base = await tempDir("hsm-security-station-rollback-");
+      build = await buildForChildren(["cli/main.js"]);
+      testPki = await createTestPki(base.dir);
+      stack = await Stack.start(build);
+    }, 180_000);
+    afterAll(async () => {
+      await stack?.close();
+      await build?.cleanup();
+      await base?.cleanup();
+    });
+
+    test("a lowered sequences.json and an older CRL file are refused with 17; an edited journal with 15", async () => {
+      const station = join(base.dir, "station");
+      const issuer = join(testPki.dir, "token-ca.pem");
+      const crl1 = await put(join(base.dir, "crl-1.der"), await testPki.crl(1));
+      const crl2 = await put(join(base.dir, "crl-2.der"), await testPki.crl(2));
+      const root = await put(join(base.dir, "root.pem"), testPki.rootPem);
+      const ok = (r: { code: number | null; stderr: string }) => expect(r.code, r.stderr).toBe(ExitCode.ok);
+      ok(
+        await stack.cli([
+          "station",
+          "init",
+          "--trust",
+          root,
+          "--crl",
+          crl1,
+          "--issuer",
+          issuer,
+          "--station-dir",
+          station,
+        ]),
+      );
+      const crlDir = join(station, "crls");
+      const [crlFile] = await readdir(crlDir);
+      const crl1Pem = await readFile(join(crlDir, crlFile!), "utf8");
+      ok(
+        await stack.cli([
+          "station",
+          "update-crl",
+          "--crl",
+          crl2,
+          "--issuer",
+          issuer,
+          "--station-dir",
+          station,
+        ]),
+      );
+
+      const template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
+      await stack.insert(join(base.dir, "card.json"), template.cardState);
+      const plan = await put(join(base.dir, "plan.yaml"), planToYaml(LAB_PLAN));
+      const write = () =>
+        stack.cli(["station", "write", "--plan", plan, "--station-dir", station, "--pin-stdin", "--json"], {
+          stdin: `${PIN}\n`,
+        });
+      const sequenceOf = (r: { stdout: string }) => (JSON.parse(r.stdout) as { sequence: number }).sequence;
+      const first = await write();
+      ok(first);
+      expect(sequenceOf(first)).toBe(1);
+      const second = await write();
+      ok(second);
+      expect(sequenceOf(second)).toBe(2);
+
+      // sequences.json put back to 1.
+      const sequencesPath = join(station, "sequences.json");
+      const sequences = await readFile(sequencesPath, "utf8");
+      const lowered = JSON.parse(sequences) as { owners: Record<string, { last: number }> };
+      lowered.owners[OWNER]!.last = 1;
+      await writeFile(sequencesPath, JSON.stringify(lowered));
+      const afterLowering = await write();
+      expect(afterLowering.code, afterLowering.stderr).toBe(ExitCode.replay);
+      expect(afterLowering.stderr).toMatch(
+        /station rollback detected: sequences\.json says 1 for "ACME Bank", but the station journal recorded 2/,
+      );
+      await writeFile(sequencesPath, sequences);
+      const third = await write();
+      ok(third);
+      expect(sequenceOf(third)).toBe(3);
+
+      // The CRL 1 file put back.
+      const crl2Pem = await readFile(join(crlDir, crlFile!), "utf8");
+      await writeFile(join(crlDir, crlFile!), crl1Pem);
+      const afterCrl = await write();
+      expect(afterCrl.code, afterCrl.stderr).toBe(ExitCode.replay);
+      expect(afterCrl.stderr).toMatch(
+        /station rollback detected: the station holds CRL number 1 of .*but it took number 2 before/,
+      );
+      await writeFile(join(crlDir, crlFile!), crl2Pem);
+
+      // An edited journal line.
+      const journalPath = join(station, "journal.log");
+      const journal = await readFile(journalPath, "utf8");
+      await writeFile(journalPath, journal.replace('"number":"2"', '"number":"1"'));
+      const afterEdit = await write();
+      expect(afterEdit.code, afterEdit.stderr).toBe(ExitCode.integrity);
+      expect(afterEdit.stderr).toMatch(/station journal .* breaks the chain/);
+      await writeFile(journalPath, journal);
+      ok(await write());
+    }, 240_000);
+  },
+);
