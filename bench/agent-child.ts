@@ -7,7 +7,6 @@
  *
  *   node bench/agent-child.js JOB.json    → one JSON line on stdout
  */
-import "reflect-metadata";
 import { readFileSync } from "node:fs";
 import type { CardState } from "../src/card-emulator/card-state-store.js";
 import { LATENCY_PROFILES } from "../src/card-emulator/latency-profile.js";

@@ -14,7 +14,6 @@
  * Card time is modeled (src/card-emulator/latency-profile.ts): nothing sleeps. About 45 s; as root,
  * with sim rack, about 3 minutes more — `npm run bench -- --no-sim` leaves it out.
  */
-import "reflect-metadata";
 import { readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { resolve } from "node:path";

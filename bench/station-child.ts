@@ -5,7 +5,6 @@
  *
  *   node bench/station-child.js    → StationChildReport
  */
-import "reflect-metadata";
 import { KeyObject } from "node:crypto";
 import { encodeConfig } from "../src/config/encode-config.js";
 import { parsePlan, planToJson, planToYaml } from "../src/config/plan.js";

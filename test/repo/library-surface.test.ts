@@ -3,8 +3,8 @@
  * with a stand-in Reflect metadata API that is gone again once the import is done, instead of the
  * `reflect-metadata` polyfill, which would patch `Reflect` for every integrator.
  *
- * The import is checked in a plain node child on a private build (vitest's own setup loads the
- * polyfill for the tests, so this process cannot tell).
+ * The import is checked in a plain node child on a private build, and in this process too: the test
+ * setup loads @peculiar/x509 the product's way (test/setup.ts), so no test sees a polyfill either.
  */
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
@@ -36,6 +36,17 @@ describe("library surface: no global side effect on import", () => {
       return found;
     });
     expect(offenders).toEqual([]);
+  });
+
+  it("in this process, after @peculiar/x509 has been loaded and used, Reflect has no metadata API", async () => {
+    const { X509Certificate } = await import("@peculiar/x509");
+    expect(typeof X509Certificate).toBe("function");
+    const reflect = Reflect as unknown as Record<string, unknown>;
+    expect([reflect.getMetadata, reflect.getOwnMetadata, reflect.defineMetadata]).toEqual([
+      undefined,
+      undefined,
+      undefined,
+    ]);
   });
 
   describe("in a plain node process", () => {
