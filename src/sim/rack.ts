@@ -385,6 +385,11 @@ interface ReceiptRow {
   readonly reason: string | null;
 }
 
+/** Arguments of a station command that uses the card in the station's reader, with JSON output. */
+function stationCardArgs(stationDir: string, pcscd: PrivatePcscd): string[] {
+  return ["--station-dir", stationDir, "--reader", pcscd.readerName, "--timeout", "20", "--json"];
+}
+
 /** The problems of a rack run and its exit code: the first problem's. */
 function rackVerdict(hsms: readonly RackHsm[]): { problems: string[]; exitCode: number } {
   const problems: string[] = [];
@@ -582,14 +587,8 @@ class Rack {
           "write",
           "--plan",
           join(this.workDir, "plan.yaml"),
-          "--station-dir",
-          stationDir,
-          "--reader",
-          stationPcscd.readerName,
-          "--timeout",
-          "20",
+          ...stationCardArgs(stationDir, stationPcscd),
           "--pin-stdin",
-          "--json",
         ],
         stationPcscd,
         `${this.#pin}\n`,
@@ -774,17 +773,7 @@ class Rack {
     const receipts = await this.#withCardIn(this.station, stationPcscd, () =>
       this.#cli(
         this.station,
-        [
-          "station",
-          "receipts",
-          "--station-dir",
-          stationDir,
-          "--reader",
-          stationPcscd.readerName,
-          "--timeout",
-          "20",
-          "--json",
-        ],
+        ["station", "receipts", ...stationCardArgs(stationDir, stationPcscd)],
         stationPcscd,
       ),
     );

@@ -8,12 +8,10 @@
  * - `cli` sits above `sim`: the CLI is the process entry and registers the `demo` and `sim rack`
  *   commands; the sim never imports the CLI (it runs the compiled CLI as child processes).
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-
-const SRC = resolve(dirname(fileURLToPath(import.meta.url)), "../../src");
+import { SRC, sourceFiles } from "../helpers/sources.js";
 
 const RANK: Readonly<Record<string, number>> = {
   "errors.ts": 0,
@@ -54,12 +52,6 @@ const KNOWN_UPWARD: ReadonlyMap<string, string> = new Map([
 
 const IMPORT = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)"(\.{1,2}\/[^"]+)"/g;
 
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : [],
-  );
-}
-
 function layerOf(file: string): string {
   return relative(SRC, file).split("/")[0]!;
 }
@@ -71,7 +63,7 @@ interface Edge {
 }
 
 function edges(): Edge[] {
-  return sourceFiles(SRC).flatMap((file) =>
+  return sourceFiles().flatMap((file) =>
     [...readFileSync(file, "utf8").matchAll(IMPORT)].map((m) => ({
       from: file,
       to: resolve(dirname(file), m[1]!.replace(/\.js$/, ".ts")),
@@ -102,7 +94,7 @@ describe("layers (SPEC.md §3)", () => {
   const all = edges();
 
   it("reads the imports of every source file", () => {
-    expect(sourceFiles(SRC).length).toBeGreaterThan(100);
+    expect(sourceFiles().length).toBeGreaterThan(100);
     expect(all.length).toBeGreaterThan(500);
     // Dynamic imports count too: the CLI loads the emulator on demand.
     expect(all.some((e) => e.specifier === "../card-emulator/open-virtual-card.js")).toBe(true);

@@ -7,24 +7,16 @@
  * setup loads @peculiar/x509 the product's way (test/setup.ts), so no test sees a polyfill either.
  */
 import { execFile } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
+import { relative } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
-
-const SRC = resolve(dirname(fileURLToPath(import.meta.url)), "../../src");
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : [],
-  );
-}
+import { SRC, sourceFiles } from "../helpers/sources.js";
 
 describe("library surface: no global side effect on import", () => {
   it("no module but src/util/x509.ts imports @peculiar/x509, and none imports reflect-metadata", () => {
-    const offenders = sourceFiles(SRC).flatMap((file) => {
+    const offenders = sourceFiles().flatMap((file) => {
       const text = readFileSync(file, "utf8");
       const name = relative(SRC, file);
       const found: string[] = [];
