@@ -124,6 +124,7 @@ export async function prepareAgent(fixture: BenchFixture, serial: string): Promi
     root: fixture.rootDer,
     device: deviceDir,
     crl: new Uint8Array(fixture.crl.rawData),
+    applier: "dry-run",
   });
   return stateDir;
 }

@@ -36,11 +36,17 @@ import {
 import { type AgentTrust, type OnboardingResult, onboard, type PinSource } from "./onboarding.js";
 import { type AgentStage, AgentStateStore } from "./state-store.js";
 
-export type NetBackendChoice = "dry-run" | "iproute2";
+export type NetBackendChoice = "dry-run" | "iproute2" | "networkd";
+
+/** The appliers a state can name (factory-init --net). */
+export const NET_BACKEND_CHOICES: readonly NetBackendChoice[] = ["iproute2", "networkd", "dry-run"];
 
 export interface OpenAgentOptions {
   readonly stateDir: string;
-  /** A backend, or which one to make (default dry-run: the safe choice). */
+  /**
+   * A backend, or which one to make. Default: the applier chosen at the factory (state `applier`);
+   * a state without one refuses to start (issue 12: never a silent dry run).
+   */
   readonly net?: NetBackend | NetBackendChoice;
   /** For `iproute2`: run `ip` in this network namespace (`ip -n NS`). */
   readonly netns?: string;
@@ -130,12 +136,22 @@ export class Agent {
         );
       }
       if (audit.damage) log(`${audit.damage}; the network is reconciled, no card is onboarded`);
+      const choice = options.net ?? store.state.applier;
+      if (choice === undefined) {
+        throw new UsageError(
+          `no network applier chosen for ${options.stateDir}: run factory-init with --net iproute2|networkd|dry-run, or agent run with --net`,
+        );
+      }
       const net =
-        typeof options.net === "object"
-          ? options.net
-          : options.net === "iproute2"
+        typeof choice === "object"
+          ? choice
+          : choice === "iproute2"
             ? new Iproute2Backend({ ...(options.netns ? { netns: options.netns } : {}), faults })
-            : await DryRunBackend.open({ file: store.path("dryRun"), clock });
+            : choice === "dry-run"
+              ? await DryRunBackend.open({ file: store.path("dryRun"), clock })
+              : (() => {
+                  throw new UsageError(`the ${choice} applier is not available in this build`);
+                })();
       return new Agent({
         store,
         trust: { root, device },

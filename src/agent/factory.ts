@@ -24,6 +24,9 @@ import {
 } from "./device-identity.js";
 import { AgentStateStore, crlIssuerKey, STATE_FILES } from "./state-store.js";
 
+/** Where networkd reads administrator .network/.netdev files. */
+export const DEFAULT_NETWORKD_DIR = "/etc/systemd/network";
+
 export interface FactoryInitOptions {
   readonly stateDir: string;
   readonly serial: string;
@@ -45,6 +48,13 @@ export interface FactoryInitOptions {
   readonly owner?: string;
   /** Valid co-signatures a configuration needs (default 1). */
   readonly quorum?: number;
+  /**
+   * The network applier this HSM uses (issue 12): chosen here, explicitly — `dry-run` changes
+   * nothing and says so in the state, the audit log, `agent status` and every receipt.
+   */
+  readonly applier: "iproute2" | "networkd" | "dry-run";
+  /** For `networkd`: the directory its .network/.netdev files go into (default /etc/systemd/network). */
+  readonly networkDir?: string;
   readonly force?: boolean;
   readonly clock?: () => Date;
 }
@@ -61,6 +71,7 @@ export interface FactoryInitResult {
   readonly ownerCaSpkiSha256?: string;
   readonly quorum: number;
   readonly crlNumber?: string;
+  readonly applier: "iproute2" | "networkd" | "dry-run";
 }
 
 /**
@@ -156,6 +167,8 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
       serial,
       stage: "factory",
       device: options.device,
+      applier: options.applier,
+      ...(options.applier === "networkd" ? { networkDir: options.networkDir ?? DEFAULT_NETWORKD_DIR } : {}),
       ...(binding ? { owner: { ...binding, boundBy: "factory" as const } } : {}),
       quorum: { required: quorum, pinned: false },
       crlNumbers: crl ? { [crl.issuer]: crl.number.toString() } : {},
@@ -172,6 +185,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
     device: describeDevice(options.device),
     ...(binding ? { owner: binding.name, ownerCaSpkiSha256: binding.tokenCaSpkiSha256 } : {}),
     quorum,
+    applier: options.applier,
     ...(crl ? { crlNumber: crl.number.toString() } : {}),
   });
   await store.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
@@ -185,6 +199,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
     ...(binding ? { owner: binding.name, ownerCaSpkiSha256: binding.tokenCaSpkiSha256 } : {}),
     quorum,
     ...(crl ? { crlNumber: crl.number.toString() } : {}),
+    applier: options.applier,
   };
 }
 

@@ -15,6 +15,8 @@
  *     newest one stored; a CRL number below the highest seen is a replay, 17), and the card answers a
  *     fresh challenge with the 9E key (a copied certificate fails). The owner (subject O) and token
  *     CA must be this HSM's, if it has one (16) — checked before the PIN, so a wrong card costs no try.
+ * 1b. recognise the applied configuration (issue 12): a card carrying exactly the configuration this
+ *     HSM applied (id and sequence, verified) ends here with exit 0 — no PIN, nothing changed.
  *  2. authenticate user: the card PIN (13 with the tries left; 14 when blocked).
  *  3. verify configuration: the manifest's COSE signatures, each signer's chain validated for configuration
  *     signing, same owner and token CA as the card; this card's own 9C among the valid signers;
@@ -139,6 +141,13 @@ export interface OnboardingResult {
   readonly hostname?: string;
   readonly addresses?: readonly string[];
   readonly receipt?: ReceiptOutcome;
+  /** The applier was dry-run: the configuration was verified, nothing was applied (issue 12). */
+  readonly dryRun?: boolean;
+  /**
+   * The card carries exactly the configuration this HSM applied (same id and sequence): recognised
+   * after the card was authenticated and before the PIN; nothing changed, no receipt written.
+   */
+  readonly alreadyConfigured?: boolean;
   readonly durationMs: number;
 }
 
@@ -198,6 +207,8 @@ export async function onboard(options: OnboardOptions): Promise<OnboardingResult
   };
   try {
     const card = await authenticateCardStep(run);
+    const again = await recogniseAppliedConfigurationStep(run, card);
+    if (again) return again;
     await authenticateUserStep(run);
     const configuration = await verifyConfigurationStep(run, card);
     const entry = await selectOwnEntryStep(run, configuration);
@@ -236,6 +247,72 @@ async function authenticateCardStep(run: Onboarding): Promise<CardStep> {
   await state.setStage("card-authenticated", crlUpdate);
   log(`card authenticated: ${card.owner}${card.officer ? `, officer ${card.officer}` : ""}`);
   return { card, crls, crlFloor, now };
+}
+
+/**
+ * 1b. The same card again (issue 12): a card whose verified configuration is exactly the one this HSM
+ * applied (configuration id and sequence) is recognised before the PIN — exit 0, the stage back to
+ * `configured`, an audit record, no receipt. Anything else (no configuration yet, another id or
+ * sequence, a configuration that does not verify here) goes on to the PIN and the full flow, which
+ * refuses an older sequence (17) as before.
+ */
+async function recogniseAppliedConfigurationStep(
+  run: Onboarding,
+  { card, crls, crlFloor, now }: CardStep,
+): Promise<OnboardingResult | undefined> {
+  const { element, state, trust, log } = run.options;
+  const configured = state.state.configured;
+  if (!configured) return undefined;
+  const manifestBytes = await element.readItem("manifest");
+  if (!manifestBytes) return undefined;
+  let manifest: Manifest;
+  try {
+    ({ manifest } = await verifyConfiguration(manifestBytes, card.identity, {
+      root: trust.root,
+      crls,
+      now,
+      crlFloor,
+      owner: card.owner,
+      tokenCaSha256: card.tokenCaSha256,
+    }));
+  } catch {
+    return undefined; // the full flow reports it, after the PIN
+  }
+  if (
+    hex(manifest.configurationId) !== configured.configurationId ||
+    manifest.sequence !== configured.sequence
+  )
+    return undefined;
+  run.manifest = manifest;
+  await state.setStage("configured");
+  const dryRun = configured.backend === "dry-run";
+  log(
+    `already configured with configuration ${configured.configurationId.slice(0, 8)}, sequence ${configured.sequence}` +
+      (dryRun ? " (dry run — nothing applied)" : "") +
+      ": nothing to do, no PIN needed",
+  );
+  await appendAudit(run, "already-configured", {
+    serial: run.serial,
+    card: run.card,
+    configurationId: configured.configurationId,
+    sequence: configured.sequence,
+    ...(dryRun ? { dryRun: true } : {}),
+  });
+  return {
+    ok: true,
+    exitCode: ExitCode.ok,
+    stage: "configured",
+    serial: run.serial,
+    ...(run.card ? { card: run.card } : {}),
+    owner: configured.owner,
+    configurationId: configured.configurationId,
+    sequence: configured.sequence,
+    hostname: configured.network.hostname,
+    addresses: plannedAddresses(configured.network),
+    alreadyConfigured: true,
+    ...(dryRun ? { dryRun: true } : {}),
+    durationMs: performance.now() - run.started,
+  };
 }
 
 /** 2. The user (356): the card PIN. */
@@ -364,7 +441,11 @@ async function applyNetworkStep(
   });
   delete run.applied;
   faults?.reached("after-persist-before-receipt");
-  log(`configured: ${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`);
+  log(
+    net.name === "dry-run"
+      ? `dry run — nothing applied: ${config.hsm.hostname} ${plannedAddresses(network).join(" ")} recorded only`
+      : `configured: ${config.hsm.hostname} ${plannedAddresses(network).join(" ")}`,
+  );
   return { digest, appliedAt };
 }
 
@@ -379,6 +460,7 @@ async function issueReceiptStep(
   { digest, appliedAt }: ApplyStep,
 ): Promise<OnboardingResult> {
   const { element, trust, log, net } = run.options;
+  const dryRun = net.name === "dry-run";
   let receipt: ReceiptOutcome;
   try {
     receipt = await writeReceipt(element, trust.device.signer, {
@@ -388,6 +470,7 @@ async function issueReceiptStep(
       stateDigest: digest,
       time: Math.floor(appliedAt.getTime() / 1000),
       outcome: ExitCode.ok,
+      ...(dryRun ? { dryRun: true } : {}),
     });
   } catch (receiptError) {
     receipt = { written: false, reason: (receiptError as Error).message };
@@ -403,6 +486,7 @@ async function issueReceiptStep(
     addresses: plannedAddresses(network),
     digest: hex(digest),
     backend: net.name,
+    ...(dryRun ? { dryRun: true } : {}),
     receipt,
   });
   return {
@@ -417,6 +501,7 @@ async function issueReceiptStep(
     hostname: config.hsm.hostname,
     addresses: plannedAddresses(network),
     receipt,
+    ...(dryRun ? { dryRun: true } : {}),
     durationMs: performance.now() - run.started,
   };
 }
@@ -525,6 +610,7 @@ async function failureReceipt(run: Onboarding, error: OnboardError): Promise<Rec
       stateDigest: kept ? Buffer.from(kept, "hex") : createHash("sha256").digest(),
       time: Math.floor(clock().getTime() / 1000),
       outcome: error.exitCode,
+      ...(run.options.net.name === "dry-run" ? { dryRun: true } : {}),
     });
   } catch (receiptError) {
     receipt = { written: false, reason: (receiptError as Error).message };

@@ -124,6 +124,13 @@ const stateSchema = z.object({
   updatedAt: isoTime,
   /** The device key: an absolute directory written by `pki issue-device`, or a PKCS#11 URI. */
   device: z.string().min(1),
+  /**
+   * The network applier chosen at the factory (`factory-init --net`, issue 12): what `agent run` uses
+   * unless told otherwise. `dry-run` only when asked for; absent in states written before.
+   */
+  applier: z.enum(["iproute2", "networkd", "dry-run"]).optional(),
+  /** For the networkd applier: the directory its .network/.netdev files go into. */
+  networkDir: z.string().min(1).optional(),
   /** The owner this HSM belongs to: bound at the factory or pinned by the first onboarding. */
   owner: z
     .object({

@@ -40,7 +40,18 @@ export interface Receipt {
   readonly time: number;
   /** SPEC.md §7 exit code of the onboarding: 0 configured, 15 integrity failure, 21 address conflict... */
   readonly outcome: ExitCode;
+  /**
+   * The HSM ran a dry-run applier: it verified the configuration but changed nothing (issue 12). A
+   * receipt with this set never means "configured". Encoded as an optional eighth element, the flags
+   * word (bit 0), present only when a flag is set: receipts without it (every receipt written before)
+   * keep their exact encoding.
+   */
+  readonly dryRun?: boolean;
 }
+
+/** Bits of the receipt's optional flags word (eighth element, present only when non-zero). */
+export const RECEIPT_FLAGS = { dryRun: 1 } as const;
+const KNOWN_FLAGS = RECEIPT_FLAGS.dryRun;
 
 const OUTCOMES: ReadonlySet<number> = new Set(Object.values(ExitCode));
 
@@ -66,6 +77,7 @@ export function encodeReceiptPayload(receipt: Receipt): Uint8Array {
     receipt.stateDigest,
     cborUint(receipt.time),
     receipt.outcome,
+    ...(receipt.dryRun ? [RECEIPT_FLAGS.dryRun] : []),
   ]);
 }
 
@@ -74,17 +86,20 @@ export function decodeReceiptPayload(bytes: Uint8Array): Receipt {
   const what = "receipt payload";
   const { value } = decodeCborStrict(bytes, { what, maxBytes: 1024 });
   return malformedUnlessTyped(what, () => {
-    const [version, serial, configurationId, sequence, stateDigest, time, outcome] = expectArray(
+    const [version, serial, configurationId, sequence, stateDigest, time, outcome, flags] = expectArray(
       value,
       what,
       7,
-      7,
+      8,
     );
     if (expectUint(version, `${what} version`) !== RECEIPT_FORMAT_VERSION) {
       throw new MalformedError(`${what}: unsupported format version ${String(version)}`);
     }
     const outcomeCode = expectUint(outcome, `${what} outcome`);
     if (!OUTCOMES.has(outcomeCode)) throw new MalformedError(`${what}: unknown outcome ${outcomeCode}`);
+    const flagBits = flags === undefined ? 0 : expectUint(flags, `${what} flags`);
+    if ((flagBits & ~KNOWN_FLAGS) !== 0 || flagBits > KNOWN_FLAGS)
+      throw new MalformedError(`${what}: unknown flags ${flagBits}`);
     const receipt: Receipt = {
       serial: serialFromCbor(serial, `${what} serial`),
       configurationId: expectBytes(configurationId, `${what} configuration id`, CONFIGURATION_ID_BYTES),
@@ -92,6 +107,7 @@ export function decodeReceiptPayload(bytes: Uint8Array): Receipt {
       stateDigest: expectBytes(stateDigest, `${what} state digest`, 32),
       time: expectUint(time, `${what} time`),
       outcome: outcomeCode as ExitCode,
+      ...((flagBits & RECEIPT_FLAGS.dryRun) !== 0 ? { dryRun: true } : {}),
     };
     if (!bytesEqual(encodeReceiptPayload(receipt), bytes))
       throw new MalformedError(`${what}: not in canonical form`);

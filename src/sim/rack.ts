@@ -528,7 +528,13 @@ class Rack {
       this.#checkAbort();
       const deviceDir = join(this.workDir, "hsms", slot.serial, "device");
       await issueDeviceToDirectory(pkiDir, deviceDir, slot.serial);
-      await factoryInit({ stateDir: slot.stateDir, serial: slot.serial, root: rootPem, device: deviceDir });
+      await factoryInit({
+        stateDir: slot.stateDir,
+        serial: slot.serial,
+        root: rootPem,
+        device: deviceDir,
+        applier: "iproute2",
+      });
     });
     this.#entry = join(this.workDir, "hsm-onboard.mjs");
     await writeFile(

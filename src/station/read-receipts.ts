@@ -64,6 +64,8 @@ export interface ReceiptRow {
   /** hex */
   readonly configurationId?: string;
   readonly sequence?: number;
+  /** The HSM ran a dry-run applier: nothing was applied, whatever the outcome (issue 12). */
+  readonly dryRun?: boolean;
   /** Signature, device chain and serial binding verified. */
   readonly authentic: boolean;
   /** For the card's current configuration. */
@@ -99,8 +101,13 @@ function kebab(name: string): string {
   return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
-export function outcomeName(code: number): string {
-  return OUTCOME_NAMES.get(code) ?? `exit ${code}`;
+/** What the station shows for a dry-run receipt with outcome 0: never "configured". */
+export const DRY_RUN_OUTCOME = "dry run — nothing applied";
+
+export function outcomeName(code: number, dryRun = false): string {
+  if (dryRun && code === ExitCode.ok) return DRY_RUN_OUTCOME;
+  const name = OUTCOME_NAMES.get(code) ?? `exit ${code}`;
+  return dryRun ? `${name} (dry run)` : name;
 }
 
 export async function readReceipts(options: ReadReceiptsOptions): Promise<ReceiptReport> {
@@ -199,7 +206,8 @@ async function checkReceipt(
     location,
     serial: receipt.serial,
     outcome: receipt.outcome,
-    outcomeName: outcomeName(receipt.outcome),
+    outcomeName: outcomeName(receipt.outcome, receipt.dryRun === true),
+    ...(receipt.dryRun ? { dryRun: true } : {}),
     time: new Date(receipt.time * 1000),
     configurationId: Buffer.from(receipt.configurationId).toString("hex"),
     sequence: receipt.sequence,
@@ -257,6 +265,10 @@ async function checkReceipt(
       verified: false,
       reason: "the state the HSM applied differs from its planned entry",
     };
+  }
+  if (receipt.dryRun) {
+    // Genuine and for the planned state, but nothing was applied: no addresses to show as applied.
+    return { ...base, hostname, addresses: [], current: true, verified: true };
   }
   return { ...base, hostname, addresses: addressesOf(planned), current: true, verified: true };
 }

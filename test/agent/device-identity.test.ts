@@ -95,6 +95,7 @@ describe("device key directory", () => {
         serial: "1234567",
         root: testPki.rootPem,
         device: dir,
+        applier: "dry-run",
       }),
     ).rejects.toThrow(/does not chain to the manufacturer root/);
   });
@@ -134,14 +135,26 @@ describe.skipIf(!softhsm.ok)("device key in a PKCS#11 token (SoftHSM2)", () => {
       const withPin = `pkcs11:token=${encodeURIComponent(token.label)};object=device?module-path=${token.modulePath}&pin-value=${token.userPin}`;
       const refusedDir = join(base.dir, "pkcs11-refused");
       await expect(
-        factoryInit({ stateDir: refusedDir, serial: "1234567", root: testPki.rootPem, device: withPin }),
+        factoryInit({
+          stateDir: refusedDir,
+          serial: "1234567",
+          root: testPki.rootPem,
+          device: withPin,
+          applier: "dry-run",
+        }),
       ).rejects.toThrow(/pin-value would be stored in the agent state/);
       await expect(readFile(join(refusedDir, "state.json"))).rejects.toThrow(/ENOENT/);
       const pinFile = join(base.dir, "token.pin");
       await writeFile(pinFile, `${token.userPin}\n`, { mode: 0o600 });
       const uri = `pkcs11:token=${encodeURIComponent(token.label)};object=device?module-path=${token.modulePath}&pin-source=file:${pinFile}`;
       const stateDir = join(base.dir, "pkcs11-state");
-      await factoryInit({ stateDir, serial: "1234567", root: testPki.rootPem, device: uri });
+      await factoryInit({
+        stateDir,
+        serial: "1234567",
+        root: testPki.rootPem,
+        device: uri,
+        applier: "dry-run",
+      });
       for (const file of ["state.json", "audit.log"]) {
         expect(await readFile(join(stateDir, file), "utf8")).not.toContain(token.userPin);
       }

@@ -274,7 +274,15 @@ export async function readItem(card: VirtualPivCard, name: string): Promise<Uint
 export async function initAgent(
   baseDir: string,
   testPki: TestPki,
-  options: { serial?: string; owner?: string; quorum?: number; crl?: Uint8Array; name?: string } = {},
+  options: {
+    serial?: string;
+    owner?: string;
+    quorum?: number;
+    crl?: Uint8Array;
+    name?: string;
+    /** Default dry-run: these agents are handed their applier anyway (startAgent). */
+    applier?: "iproute2" | "networkd" | "dry-run";
+  } = {},
 ): Promise<{ stateDir: string; serial: string; deviceDir: string }> {
   const serial = options.serial ?? "1234567";
   const name = options.name ?? `hsm-${serial}`;
@@ -292,6 +300,7 @@ export async function initAgent(
       ? { owner: options.owner, ownerCa: new Uint8Array(testPki.pki.tokenCa.certificate.rawData) }
       : {}),
     ...(options.quorum !== undefined ? { quorum: options.quorum } : {}),
+    applier: options.applier ?? "dry-run",
   });
   return { stateDir, serial, deviceDir };
 }

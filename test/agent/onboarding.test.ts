@@ -181,6 +181,40 @@ for (const applier of appliers) {
       await dir.cleanup();
     });
 
+    test("the same card again: recognised before the PIN, exit 0, still configured, no second receipt", async () => {
+      const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
+      const { card } = await personalizeCard(testPki.pki.tokenCa);
+      await writeConfig(card, LAB_PLAN, { sequence: 7, crl: crl1 });
+      const first = await attempt(stateDir, env.net, card);
+      expect(first.exitCode).toBe(0);
+      const again = await attempt(stateDir, env.net, card, []);
+      expect(again).toMatchObject({
+        ok: true,
+        exitCode: 0,
+        stage: "configured",
+        alreadyConfigured: true,
+        sequence: 7,
+        configurationId: first.configurationId,
+      });
+      expect(again.receipt).toBeUndefined();
+      expect(again.prompts).toEqual([]);
+      expect(again.log).toContainEqual(
+        `already configured with configuration ${first.configurationId!.slice(0, 8)}, sequence 7${env.net.name === "dry-run" ? " (dry run — nothing applied)" : ""}: nothing to do, no PIN needed`,
+      );
+      const { state } = await AgentStateStore.open(stateDir);
+      expect(state.stage).toBe("configured");
+      expect(state.lastError).toBeUndefined();
+      const audit = await readAuditLog(join(stateDir, "audit.log"), { expectedHead: state.auditHead! });
+      expect(audit.records.at(-1)).toMatchObject({ event: "already-configured", data: { sequence: 7 } });
+      const element = await openElement(card);
+      try {
+        const log = await element.readItem("receipt-0");
+        expect(decodeReceiptLog(log!)).toHaveLength(1);
+      } finally {
+        await element.close();
+      }
+    });
+
     test("happy path: configured, state persisted, receipt on the card verifies with the device certificate", async () => {
       const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
       const { card } = await personalizeCard(testPki.pki.tokenCa);
@@ -522,7 +556,7 @@ for (const applier of appliers) {
         },
       },
       {
-        name: "the same sequence number again (a replayed card)",
+        name: "the same sequence number with another configuration (not the one applied)",
         exit: ExitCode.replay,
         reason: /sequence 7 is not newer than the applied 7/,
         arrange: async () => {
@@ -530,6 +564,7 @@ for (const applier of appliers) {
           const { card } = await personalizeCard(testPki.pki.tokenCa);
           await writeConfig(card, LAB_PLAN, { sequence: 7, crl: crl1 });
           expect((await attempt(stateDir, env.net, card)).exitCode).toBe(0);
+          await writeConfig(card, withAddress(LAB_PLAN, "198.51.100.32"), { sequence: 7, crl: crl1 });
           return { stateDir, card };
         },
       },

@@ -98,7 +98,7 @@ describe("Agent.serve", () => {
     const controller = new AbortController();
     try {
       const card = await cardWithConfig();
-      // A card without PIV, the configuration card, then the same card again (its sequence is applied).
+      // A card without PIV, the configuration card, then the same card again (its configuration is applied).
       const { source, events } = queueSource([
         new ApplicationNotAvailableError("no PIV application"),
         card,
@@ -114,7 +114,9 @@ describe("Agent.serve", () => {
           if (reported.length === 2) controller.abort();
         },
       });
-      expect(reported.map((r) => r.exitCode)).toEqual([ExitCode.ok, ExitCode.replay]);
+      // The same card again is recognised before the PIN (issue 12): 0, nothing changed.
+      expect(reported.map((r) => r.exitCode)).toEqual([ExitCode.ok, ExitCode.ok]);
+      expect(reported[1]?.alreadyConfigured).toBe(true);
       expect(last).toBe(reported[1]);
       expect(events).toEqual([
         "open-failed",

@@ -69,9 +69,13 @@ describe("agent CLI", () => {
       deviceDir,
       "--crl",
       crlFile,
+      "--net",
+      "dry-run",
     ]);
     expect(result.exitCode, result.stderr).toBe(0);
-    expect(result.stdout).toMatch(/HSM 1234567 initialised .* quorum 1, CRL number 1/);
+    expect(result.stdout).toMatch(
+      /HSM 1234567 initialised .*network applier dry-run \(dry run: nothing will be applied\).* quorum 1, CRL number 1/,
+    );
     const again = await runCliInProcess([
       "agent",
       "factory-init",
@@ -129,6 +133,7 @@ describe("agent CLI", () => {
     );
     expect(result.exitCode, result.stderr).toBe(0);
     expect(JSON.parse(result.stdout)).toMatchObject({
+      dryRun: true,
       ok: true,
       serial: "1234567",
       hostname: "hsm-fra1-a01",
@@ -141,7 +146,7 @@ describe("agent CLI", () => {
       expect.arrayContaining([
         "agent: card authenticated: ACME Bank, officer Alice Officer",
         "agent: PIN verified",
-        "agent: configured: hsm-fra1-a01 198.51.100.11/24",
+        "agent: dry run — nothing applied: hsm-fra1-a01 198.51.100.11/24 recorded only",
       ]),
     );
     expect(result.stderr).not.toContain(PIN);
@@ -156,29 +161,37 @@ describe("agent CLI", () => {
     ]);
   });
 
-  test("run --once again: the same card is a replay (exit 17); a human line without --json", async () => {
+  test("run --once again: the same card is recognised before the PIN (exit 0, no PIN on stdin)", async () => {
     const result = await runCliInProcess(["agent", "run", "--state-dir", stateDir, "--once", "--pin-stdin"], {
-      stdin: `${PIN}\n`,
+      stdin: "",
       env: agentEnv(),
     });
-    expect(result.exitCode).toBe(17);
+    expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stderr).toMatch(
-      /HSM 1234567 not configured \(exit 17\): .*not newer than the applied 7; network unchanged/,
+      /HSM 1234567 already configured with configuration [0-9a-f]{8}, sequence 7 \(dry run — nothing applied\): nothing changed/,
     );
+    expect(result.stderr).not.toMatch(/PIN verified/);
     expect(result.stderr).toMatch(/agent: configured network re-applied: 198\.51\.100\.11\/24/);
   });
 
   test("status shows stage, owner, sequence, addresses and the last error", async () => {
     const human = await runCliInProcess(["agent", "status", "--state-dir", stateDir]);
     expect(human.exitCode).toBe(0);
-    expect(human.stdout).toMatch(/^HSM 1234567: waiting-for-card/);
+    expect(human.stdout).toMatch(/^HSM 1234567: configured/);
     expect(human.stdout).toMatch(/owner: ACME Bank \(pinned at first onboarding\); quorum 1/);
-    expect(human.stdout).toMatch(/configured: hsm-fra1-a01 198\.51\.100\.11\/24 \(sequence 7, dry-run/);
-    expect(human.stdout).toMatch(/last error: .*not newer.*exit 17/);
+    expect(human.stdout).toMatch(/network applier: dry-run/);
+    expect(human.stdout).toMatch(
+      /dry run — nothing applied: hsm-fra1-a01 198\.51\.100\.11\/24 recorded only \(sequence 7,/,
+    );
+    expect(human.stdout).not.toMatch(/^configured:/m);
+    expect(human.stdout).not.toMatch(/last error/);
     const json = JSON.parse(
       (await runCliInProcess(["agent", "status", "--state-dir", stateDir, "--json"])).stdout,
     );
     expect(json).toMatchObject({
+      stage: "configured",
+      dryRun: true,
+      applier: "dry-run",
       sequence: 7,
       addresses: ["198.51.100.11/24"],
       interfaces: [{ device: "eth0.120", vlan: 120 }],
@@ -189,7 +202,13 @@ describe("agent CLI", () => {
     const listed = await runCliInProcess(["agent", "audit", "--state-dir", stateDir, "--verify"]);
     expect(listed.exitCode).toBe(0);
     expect(outputLines(listed.stdout).map((l) => l.split(" ")[2])).toEqual(
-      expect.arrayContaining(["factory-init", "onboarding-failed", "configured", "reapplied"]),
+      expect.arrayContaining([
+        "factory-init",
+        "onboarding-failed",
+        "configured",
+        "reapplied",
+        "already-configured",
+      ]),
     );
     expect(listed.stderr).toMatch(/audit log intact/);
     const file = join(stateDir, "audit.log");

@@ -406,8 +406,37 @@ describe("station receipts", () => {
         },
         signer,
       );
+      // HSM 1234569 ran the dry-run applier: its receipt says so (issue 12).
+      const ref9 = findShardFor(manifest, "1234569");
+      const entry9 = decodeShardEntry(
+        (await opened.element.readItem(shardItemName(ref9.objectId)))!,
+        ref9,
+        "1234569",
+      );
+      const device9 = await createDeviceIdentity({ deviceCa: pki.deviceCa, serial: "1234569" });
+      const dryRun = await signReceipt(
+        {
+          serial: "1234569",
+          configurationId: manifest.configurationId,
+          sequence: manifest.sequence,
+          stateDigest: networkStateDigest(entry9),
+          time: 1_900_000_000,
+          outcome: 0,
+          dryRun: true,
+        },
+        createSoftwareSigner({
+          privateKey: await exportPrivateKeyPem(device9.privateKey),
+          certificateChain: [
+            new Uint8Array(device9.certificate.rawData),
+            new Uint8Array(pki.deviceCa.certificate.rawData),
+          ],
+        }),
+      );
       await opened.element.verifyPin(PIN);
-      await opened.element.writeItem("receipt-0", appendReceipt(undefined, receipt, 3063));
+      await opened.element.writeItem(
+        "receipt-0",
+        appendReceipt(appendReceipt(undefined, receipt, 3063), dryRun, 3063),
+      );
     } finally {
       await opened.dispose();
     }
@@ -419,7 +448,11 @@ describe("station receipts", () => {
     expect(lines[2]).toMatch(
       /^1234568\s+hsm-fra1-a02\s+eth0 198\.51\.100\.12\/24\s+configured \(0\)\s+2030-03-17T17:46:40Z\s+✓$/,
     );
-    expect(table.stdout).toContain("1 receipt, 1 verified");
+    expect(lines[3]).toMatch(
+      /^1234569\s+hsm-fra1-a03\s+-\s+dry run — nothing applied \(0\)\s+2030-03-17T17:46:40Z\s+✓$/,
+    );
+    expect(table.stdout).not.toMatch(/1234569.*configured/);
+    expect(table.stdout).toContain("2 receipts, 2 verified");
 
     const json = JSON.parse(
       (await run(["station", "receipts", "--station-dir", dir, "--json"], { card })).stdout,
@@ -431,6 +464,15 @@ describe("station receipts", () => {
         verified: true,
         authentic: true,
         addresses: ["eth0 198.51.100.12/24"],
+        dryRun: false,
+        outcomeName: "configured",
+      }),
+      expect.objectContaining({
+        serial: "1234569",
+        verified: true,
+        addresses: [],
+        dryRun: true,
+        outcomeName: "dry run — nothing applied",
       }),
     ]);
 
@@ -445,6 +487,6 @@ describe("station receipts", () => {
     const withForgery = await run(["station", "receipts", "--station-dir", dir], { card });
     expect(withForgery.exitCode).toBe(15);
     expect(withForgery.stdout).toMatch(/\?\s+-\s+-\s+-\s+-\s+✗ not authentic/);
-    expect(withForgery.stdout).toContain("2 receipts, 1 verified");
+    expect(withForgery.stdout).toContain("3 receipts, 2 verified");
   });
 });

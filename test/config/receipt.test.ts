@@ -31,14 +31,18 @@ import {
   testPki,
 } from "./signing-fixtures.js";
 
-const receiptArb: fc.Arbitrary<Receipt> = fc.record({
-  serial: fc.oneof(fc.maxSafeNat().map(String), fc.stringMatching(/^[A-Z0-9-]{1,40}$/)),
-  configurationId: fc.uint8Array({ minLength: 16, maxLength: 16 }),
-  sequence: fc.maxSafeNat(),
-  stateDigest: fc.uint8Array({ minLength: 32, maxLength: 32 }),
-  time: fc.maxSafeNat(),
-  outcome: fc.constantFrom(...Object.values(ExitCode)),
-});
+const receiptArb: fc.Arbitrary<Receipt> = fc.record(
+  {
+    serial: fc.oneof(fc.maxSafeNat().map(String), fc.stringMatching(/^[A-Z0-9-]{1,40}$/)),
+    configurationId: fc.uint8Array({ minLength: 16, maxLength: 16 }),
+    sequence: fc.maxSafeNat(),
+    stateDigest: fc.uint8Array({ minLength: 32, maxLength: 32 }),
+    time: fc.maxSafeNat(),
+    outcome: fc.constantFrom(...Object.values(ExitCode)),
+    dryRun: fc.constant(true),
+  },
+  { requiredKeys: ["serial", "configurationId", "sequence", "stateDigest", "time", "outcome"] },
+);
 
 const trustAll = { validateDevice: () => {} };
 
@@ -93,6 +97,50 @@ describe("receipt payload", () => {
     ]) {
       expect(() => decodeReceiptPayload(bytes)).toThrow(MalformedError);
     }
+  });
+});
+
+describe("dry-run receipts (issue 12)", () => {
+  it("a receipt without the flag keeps the seven-element encoding written before (old receipts decode)", () => {
+    const bytes = encodeReceiptPayload(example);
+    expect(bytes[0]).toBe(0x87);
+    const decoded = decodeReceiptPayload(bytes);
+    expect(decoded.dryRun).toBeUndefined();
+    expect(decoded).toEqual(example);
+  });
+
+  it("a dry-run receipt carries flags word 1 as its eighth element, and decodes as dry run", () => {
+    const bytes = encodeReceiptPayload({ ...example, dryRun: true });
+    expect(bytes[0]).toBe(0x88);
+    expect(bytes[bytes.length - 1]).toBe(0x01);
+    expect(decodeReceiptPayload(bytes)).toEqual({ ...example, dryRun: true });
+  });
+
+  it("refuses a flags word of 0 (not canonical) and unknown flag bits", () => {
+    const good = encodeReceiptPayload(example);
+    for (const flag of [0x00, 0x02, 0x03, 0x17]) {
+      const bytes = new Uint8Array([0x88, ...good.subarray(1), flag]);
+      expect(() => decodeReceiptPayload(bytes)).toThrow(MalformedError);
+    }
+  });
+
+  it("any flags word: decodes to exactly what encodes back, or a MalformedError", () => {
+    const good = encodeReceiptPayload(example);
+    fc.assert(
+      fc.property(fc.nat({ max: 0xffff }), (flag) => {
+        const tail = flag < 24 ? [flag] : flag < 256 ? [0x18, flag] : [0x19, flag >> 8, flag & 0xff];
+        const bytes = new Uint8Array([0x88, ...good.subarray(1), ...tail]);
+        try {
+          const r = decodeReceiptPayload(bytes);
+          expect(flag).toBe(1);
+          expect(r.dryRun).toBe(true);
+          expect(encodeReceiptPayload(r)).toEqual(bytes);
+        } catch (error) {
+          expect(error).toBeInstanceOf(MalformedError);
+          expect(flag).not.toBe(1);
+        }
+      }),
+    );
   });
 });
 

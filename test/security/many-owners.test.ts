@@ -99,6 +99,8 @@ describe.skipIf(!cap.ok)(
         path("mfr", "root.pem"),
         "--device",
         path("device-1234567"),
+        "--net",
+        "dry-run",
         ...extra,
       ]);
     }

@@ -220,6 +220,8 @@ describe("no PIN or PUK in any output, trace, log, audit record or state file", 
       "device",
       "--crl",
       "pki/token-ca.crl.pem",
+      "--net",
+      "dry-run",
     ];
     ok(await cli("agent factory-init", factory("agent")));
     const run = [

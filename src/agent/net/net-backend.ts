@@ -205,7 +205,7 @@ export const hostNetworkConfigSchema: z.ZodType<HostNetworkConfig> = z.object({
  * {@link applyWithRollback}, which restores the snapshot on any failure.
  */
 export interface NetBackend {
-  readonly name: "iproute2" | "dry-run";
+  readonly name: "iproute2" | "networkd" | "dry-run";
   /** The current state of every device `config` manages (planned devices, VLANs on them). */
   snapshot(config: HostNetworkConfig): Promise<NetSnapshot>;
   /**

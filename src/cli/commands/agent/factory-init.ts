@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { normalizeDeviceSpec } from "../../../agent/device-identity.js";
 import { factoryInit } from "../../../agent/factory.js";
 import { UsageError } from "../../../errors.js";
@@ -15,6 +15,8 @@ interface FactoryInitCliOptions {
   owner?: string;
   ownerCa?: string;
   quorum?: number;
+  net: "iproute2" | "networkd" | "dry-run";
+  networkDir?: string;
   force?: boolean;
   json?: boolean;
 }
@@ -53,6 +55,18 @@ export function agentFactoryInitCommand(ctx: CliContext): Command {
       "the owner's name, shown beside --owner-ca (alone it is refused: a name binds nothing)",
     )
     .option("--quorum <m>", "valid co-signatures a configuration needs (default 1)", parseQuorum)
+    .addOption(
+      new Option(
+        "--net <applier>",
+        "network applier of this HSM: iproute2 (kernel only, re-applied at start), networkd (files the OS owns), dry-run (changes nothing; said so everywhere)",
+      )
+        .choices(["iproute2", "networkd", "dry-run"])
+        .default("iproute2"),
+    )
+    .option(
+      "--network-dir <dir>",
+      "for --net networkd: where the .network/.netdev files go (default /etc/systemd/network)",
+    )
     .option("--force", "replace an agent state that already exists in --state-dir")
     .option("--json", "print the result as JSON")
     .addHelpText(
@@ -86,6 +100,8 @@ owner has its own token CA, and only cards of this one configure the HSM.`,
           ? { ownerCa: await readInput(resolve(ctx.cwd, options.ownerCa), "the owner's token CA") }
           : {}),
         ...(options.quorum !== undefined ? { quorum: options.quorum } : {}),
+        applier: options.net,
+        ...(options.networkDir !== undefined ? { networkDir: resolve(ctx.cwd, options.networkDir) } : {}),
         ...(options.force ? { force: true } : {}),
       });
       if (options.json) {
@@ -96,6 +112,7 @@ owner has its own token CA, and only cards of this one configure the HSM.`,
         ctx.stdout,
         `HSM ${result.serial} initialised in ${result.stateDir}: trust anchor "${result.rootSubject}" ` +
           `(SHA-256 ${result.rootSha256.slice(0, 16)}…), device "${result.deviceSubject}", ` +
+          `network applier ${result.applier}${result.applier === "dry-run" ? " (dry run: nothing will be applied)" : ""}, ` +
           `${result.owner !== undefined ? `owner "${result.owner}" (token CA key ${result.ownerCaSpkiSha256?.slice(0, 16)}…)` : "owner pinned at first onboarding"}, quorum ${result.quorum}` +
           (result.crlNumber !== undefined ? `, CRL number ${result.crlNumber}` : ""),
       );

@@ -11,7 +11,7 @@ import { parseFd, secretSource } from "../../secrets.js";
 interface RunOptions {
   stateDir: string;
   reader?: string;
-  net: "iproute2" | "dry-run";
+  net?: "iproute2" | "networkd" | "dry-run";
   iface: string[];
   once?: boolean;
   json?: boolean;
@@ -43,6 +43,19 @@ function parseSeconds(value: string): number {
 
 /** One line for a technician at the HSM console. */
 export function describeResult(result: OnboardingResult): string {
+  if (result.ok && result.alreadyConfigured) {
+    return (
+      `HSM ${result.serial} already configured with configuration ${result.configurationId?.slice(0, 8)}, ` +
+      `sequence ${result.sequence}${result.dryRun ? " (dry run — nothing applied)" : ""}: nothing changed`
+    );
+  }
+  if (result.ok && result.dryRun) {
+    return (
+      `HSM ${result.serial} dry run — nothing applied: ${result.hostname} ${result.addresses?.join(" ")} ` +
+      `(owner "${result.owner}", sequence ${result.sequence}) recorded only` +
+      (result.receipt?.written ? `; dry-run receipt on the card` : `; no receipt: ${result.receipt?.reason}`)
+    );
+  }
   if (result.ok) {
     return (
       `HSM ${result.serial} configured: ${result.hostname} ${result.addresses?.join(" ")} ` +
@@ -59,9 +72,10 @@ export function agentRunCommand(ctx: CliContext): Command {
     .requiredOption("--state-dir <dir>", "the agent's state directory (agent factory-init)")
     .option("--reader <name>", "only cards in a reader whose name contains this")
     .addOption(
-      new Option("--net <applier>", "network applier: iproute2 (live) or dry-run (records only)")
-        .choices(["iproute2", "dry-run"])
-        .default("dry-run"),
+      new Option(
+        "--net <applier>",
+        "network applier instead of the one chosen at factory-init: iproute2, networkd or dry-run (records only)",
+      ).choices(["iproute2", "networkd", "dry-run"]),
     )
     .option(
       "--iface <map>",
@@ -84,7 +98,9 @@ line per step on standard error. Without --once it then waits for the card to be
 the next one, until SIGINT or SIGTERM. Exit codes with --once (table: hsm-onboard --help):
 0 configured, 11 card not trusted, 13 wrong PIN, 15 integrity, 16 not for this HSM, 17 replay,
 21 address conflict, …
-The default applier is dry-run; an HSM runs with --net iproute2. For the demo and tests,
+The applier is the one chosen at factory-init (--net there; iproute2 unless told otherwise); a
+dry run changes nothing and says so in the state, agent status, the audit log and the receipt.
+A card carrying exactly the configuration this HSM applied is recognised before the PIN (exit 0). For the demo and tests,
 ${VIRTUAL_CARD_ENV}=FILE opens that virtual card state file in-process instead of PC/SC.
 
 Examples:
@@ -112,7 +128,7 @@ Examples:
       try {
         agent = await Agent.open({
           stateDir: resolve(ctx.cwd, options.stateDir),
-          net: options.net,
+          ...(options.net !== undefined ? { net: options.net } : {}),
           interfaces,
           log,
         });

@@ -48,6 +48,9 @@ Examples:
         ntp: configured?.network.ntp ?? [],
         appliedAt: configured?.appliedAt ?? null,
         backend: configured?.backend ?? null,
+        /** The configuration was verified but nothing applied (a dry-run applier): never "configured". */
+        dryRun: configured?.backend === "dry-run",
+        applier: state.applier ?? null,
         applyInProgress: state.applying
           ? { sequence: state.applying.sequence, startedAt: state.applying.startedAt }
           : null,
@@ -61,9 +64,12 @@ Examples:
       const lines = [
         `HSM ${status.serial}: ${status.stage}`,
         `owner: ${status.owner ? `${status.owner.name} (${status.owner.boundBy === "factory" ? "bound at the factory" : "pinned at first onboarding"})` : "not yet bound"}; quorum ${status.quorum}`,
-        configured
-          ? `configured: ${status.hostname} ${status.addresses.join(" ")} (sequence ${status.sequence}, ${status.backend}, ${status.appliedAt})`
-          : "configured: no",
+        `network applier: ${status.applier ?? "none chosen (factory-init --net)"}`,
+        configured && status.dryRun
+          ? `dry run — nothing applied: ${status.hostname} ${status.addresses.join(" ")} recorded only (sequence ${status.sequence}, ${status.appliedAt})`
+          : configured
+            ? `configured: ${status.hostname} ${status.addresses.join(" ")} (sequence ${status.sequence}, ${status.backend}, ${status.appliedAt})`
+            : "configured: no",
       ];
       if (status.applyInProgress)
         lines.push(

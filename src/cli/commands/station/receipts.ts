@@ -81,6 +81,7 @@ function reportJson(report: ReceiptReport) {
       addresses: r.addresses,
       outcome: r.outcome ?? null,
       outcomeName: r.outcomeName ?? null,
+      dryRun: r.dryRun === true,
       time: r.time?.toISOString() ?? null,
       configurationId: r.configurationId ?? null,
       sequence: r.sequence ?? null,
