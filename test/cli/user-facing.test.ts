@@ -265,3 +265,21 @@ describe("the package ships what the help cites", () => {
       expect(await readFile(join(PROJECT_ROOT, "docs", `${name}.md`), "utf8")).not.toBe("");
   });
 });
+
+describe("docs/DEMO.md states what the demo prints", () => {
+  it("the first HSM's card I/O row: APDUs exactly, bytes and YubiKey 5 time as rounded", async () => {
+    const doc = readFileSync(join(PROJECT_ROOT, "docs", "DEMO.md"), "utf8");
+    const row = /^\| first HSM \(k = 0\) +\| (\d+) +\| ~([\d.]+) kB[^|]*\| ~(\d+) ms/m.exec(doc);
+    expect(row, "the first-HSM row of the card I/O table").not.toBeNull();
+    const [apdus, kB, ms] = [Number(row![1]), Number(row![2]), Number(row![3])];
+    const r = await cli(["demo", "--json"]);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as {
+      hsms: { card: { apdus: number; bytesOut: number; bytesIn: number; modeledCardMs: number } }[];
+    };
+    const first = report.hsms[0]!.card;
+    expect(first.apdus).toBe(apdus);
+    expect(Math.abs((first.bytesOut + first.bytesIn) / 1000 - kB)).toBeLessThan(0.1);
+    expect(Math.abs(first.modeledCardMs - ms)).toBeLessThanOrEqual(2);
+  }, 120_000);
+});
