@@ -60,6 +60,7 @@ interface Edge {
   readonly from: string;
   readonly to: string;
   readonly specifier: string;
+  readonly dynamic?: boolean;
 }
 
 function edges(): Edge[] {
@@ -68,6 +69,7 @@ function edges(): Edge[] {
       from: file,
       to: resolve(dirname(file), m[1]!.replace(/\.js$/, ".ts")),
       specifier: m[1]!,
+      dynamic: /^import\s*\(/.test(m[0]),
     })),
   );
 }
@@ -108,6 +110,22 @@ describe("layers (SPEC.md §3)", () => {
     const secureElement = all.filter((e) => layerOf(e.from) === "secure-element");
     expect(secureElement.length).toBeGreaterThan(0);
     expect(secureElement.filter((e) => layerOf(e.to) === "card-emulator")).toEqual([]);
+  });
+
+  it("an appliance's agent (agent run and everything it imports statically) contains no emulator", () => {
+    const staticEdges = all.filter((e) => !e.dynamic);
+    const closure = new Set<string>();
+    const stack = [join(SRC, "cli/commands/agent/run.ts"), join(SRC, "agent/agent.ts")];
+    while (stack.length > 0) {
+      const file = stack.pop()!;
+      if (closure.has(file)) continue;
+      closure.add(file);
+      for (const e of staticEdges) if (e.from === file) stack.push(e.to);
+    }
+    expect(closure.size).toBeGreaterThan(50);
+    expect([...closure].filter((f) => layerOf(f) === "card-emulator").map((f) => relative(SRC, f))).toEqual(
+      [],
+    );
   });
 
   it("the check itself refuses an upward import, a peer import and an unknown layer", () => {
