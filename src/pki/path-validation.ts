@@ -61,9 +61,15 @@ export interface PathValidationOptions<C = DerInput, L = DerInput> {
   readonly crls?: readonly L[];
   /** Validation time (default: the current time). */
   readonly now?: Date;
-  /** The extended key usage the leaf must carry (anyExtendedKeyUsage does not count). */
-  readonly requiredEku: string;
-  /** keyUsage bits the leaf must carry (KEY_USAGE or @peculiar/x509's KeyUsageFlags; default digitalSignature). */
+  /**
+   * The extended key usage the leaf must carry (anyExtendedKeyUsage does not count). `null`: none
+   * required — for generic RFC 5280 test suites (x509-limbo); every onboarding use names one.
+   */
+  readonly requiredEku: string | null;
+  /**
+   * keyUsage bits the leaf must carry (KEY_USAGE or @peculiar/x509's KeyUsageFlags; default
+   * digitalSignature). 0: none, and a leaf without a keyUsage extension is accepted (test suites).
+   */
   readonly requiredKeyUsage?: number;
   /** The lowest acceptable CRL number for the leaf's CRL: the highest one this verifier has seen. */
   readonly crlNumberFloor?: bigint | number;
@@ -197,6 +203,7 @@ export async function validatePath(
   }
   checkValidity(anchor, now);
   checkCriticalExtensions(anchor);
+  checkProfile(anchor, "anchor");
 
   // RFC 5280 §6.1.2 (k): max_path_length, here seeded with the anchor's own pathLenConstraint.
   let maxPathLength = anchor.cert.basicConstraints?.pathLength ?? Number.POSITIVE_INFINITY;
@@ -210,6 +217,7 @@ export async function validatePath(
     await checkSignature(node, issuer, issuer === anchor, provider);
     checkValidity(node, now);
     checkCriticalExtensions(node);
+    checkProfile(node, i === 0 ? "leaf" : "ca");
     if (i > 0) {
       // An intermediate CA: §6.1.4 (l) and (m).
       if (!isSelfIssued(node)) {
@@ -224,8 +232,9 @@ export async function validatePath(
   }
 
   checkNameConstraints(path);
-  checkLeafKeyUsage(leaf, options.requiredKeyUsage ?? KEY_USAGE.digitalSignature);
-  checkLeafEku(leaf, options.requiredEku);
+  const requiredKeyUsage = options.requiredKeyUsage ?? KEY_USAGE.digitalSignature;
+  if (requiredKeyUsage !== 0) checkLeafKeyUsage(leaf, requiredKeyUsage);
+  if (options.requiredEku !== null) checkLeafEku(leaf, options.requiredEku);
   checkIssuerEku(path);
   if (options.requireIssuerOrganization) checkIssuerOrganization(leaf, path[1]!);
 
@@ -282,16 +291,18 @@ function buildPath(leaf: Node, intermediates: readonly Node[], anchor: Node): No
       path.push(anchor);
       return path;
     }
-    if (isSelfIssued(current)) {
+    const candidates = intermediates.filter(
+      (n) => !path.includes(n) && bytesEqual(n.cert.structure.subject.encoding, issuerName),
+    );
+    // A self-issued CA certificate (a key rollover, RFC 5280 §6.1) chains on to an older key of the
+    // same name; one that nothing else signed is a root, and not the trust anchor.
+    if (candidates.length === 0 && isSelfIssued(current)) {
       fail(
         "untrusted-anchor",
         current,
         `chain ends at a root that is not the trust anchor "${anchor.cert.subject}"`,
       );
     }
-    const candidates = intermediates.filter(
-      (n) => !path.includes(n) && bytesEqual(n.cert.structure.subject.encoding, issuerName),
-    );
     if (candidates.length === 0) {
       fail(
         "issuer-name",
@@ -363,6 +374,60 @@ function checkValidity(node: Node, now: Date): void {
   }
   if (now.getTime() > notAfter.getTime()) {
     fail("expired", node, `expired at ${notAfter.toISOString()} (now ${now.toISOString()})`);
+  }
+}
+
+/**
+ * What RFC 5280 requires of every certificate a conforming CA issues, where a validator that let it
+ * pass would accept a certificate no conforming CA makes: serial numbers positive and at most 20
+ * octets (§4.1.2.2); authority and subject key identifiers non-critical (§4.2.1.1, §4.2.1.2), the
+ * former in every certificate not self-signed, the latter in every CA certificate; a CA's
+ * basicConstraints critical (§4.2.1.9); keyCertSign only with cA (§4.2.1.3); name constraints only in
+ * CA certificates (§4.2.1.10); an empty subject only with a critical subjectAltName (§4.1.2.6).
+ */
+function checkProfile(node: Node, role: "anchor" | "ca" | "leaf"): void {
+  const cert = node.cert;
+  const serial = cert.structure.serialNumber;
+  if ((serial[0]! & 0x80) !== 0 || serial.every((b) => b === 0)) {
+    fail("malformed", node, "serial number is not a positive integer (RFC 5280 §4.1.2.2)");
+  }
+  if (serial.length > 20)
+    fail("malformed", node, "serial number is longer than 20 octets (RFC 5280 §4.1.2.2)");
+  const ext = (oid: string) => cert.extensions.find((e) => e.oid === oid);
+  const aki = ext(EXT.authorityKeyIdentifier);
+  const ski = ext(EXT.subjectKeyIdentifier);
+  if (aki?.critical)
+    fail("critical-extension", node, "authorityKeyIdentifier must not be critical (RFC 5280 §4.2.1.1)");
+  if (ski?.critical)
+    fail("critical-extension", node, "subjectKeyIdentifier must not be critical (RFC 5280 §4.2.1.2)");
+  if (!aki && role !== "anchor") {
+    fail(
+      "malformed",
+      node,
+      "has no authorityKeyIdentifier (RFC 5280 §4.2.1.1: required but in self-signed roots)",
+    );
+  }
+  const isCa = cert.basicConstraints?.ca === true;
+  if (role !== "leaf" || isCa) {
+    if (!ski) fail("malformed", node, "a CA certificate without subjectKeyIdentifier (RFC 5280 §4.2.1.2)");
+    if (isCa && !ext(EXT.basicConstraints)?.critical) {
+      fail("malformed", node, "a CA certificate whose basicConstraints is not critical (RFC 5280 §4.2.1.9)");
+    }
+  }
+  // (An issuer without cA fails "not-ca" when the certificate it signed is checked.)
+  if (
+    role === "leaf" &&
+    !isCa &&
+    cert.keyUsage !== undefined &&
+    (cert.keyUsage & KEY_USAGE.keyCertSign) !== 0
+  ) {
+    fail("key-usage", node, "keyUsage keyCertSign in a certificate that is not a CA (RFC 5280 §4.2.1.3)");
+  }
+  if (!isCa && ext(EXT.nameConstraints)) {
+    fail("name-constraints", node, "name constraints in a certificate that is not a CA (RFC 5280 §4.2.1.10)");
+  }
+  if (cert.structure.subject.rdns.length === 0 && !ext(EXT.subjectAltName)?.critical) {
+    fail("malformed", node, "an empty subject needs a critical subjectAltName (RFC 5280 §4.1.2.6)");
   }
 }
 
