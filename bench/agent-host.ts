@@ -141,7 +141,10 @@ export async function benchAgentHost(
   if (v) {
     print();
     print("  host-side verification only (same calls and options as src/agent/onboarding.ts), CPU ms,");
-    print("  in a fresh process (first call: cold code paths; then the median of 15):");
+    print("  in a fresh process (first call: cold code paths; then the median of 15), after the");
+    print(
+      `  agent's warm-up at start (warmUpValidation(root), before any card: ${fixed(v.warmUpCpuMs, 2)} ms CPU):`,
+    );
     table(
       ["step", "first call", "warm (median)"],
       [
