@@ -266,18 +266,24 @@ async function main(): Promise<number> {
         ? `${fixed(v.verifyColdCpuMs)} ms cold, ${fixed(v.verifyWarmCpuMs)} ms warm`
         : "not measured",
       met: v ? v.verifyColdCpuMs <= 5 : false,
-      ...(host.coldHostCpuMs !== undefined
-        ? {
-            note: `whole onboarding host CPU ${fixed(host.coldHostCpuMs)} ms cold, ${fixed(host.warmHostCpuMs ?? 0)} ms warm`,
-          }
+      ...(v
+        ? { note: `after the agent's warm-up at start (${fixed(v.warmUpCpuMs)} ms CPU, before any card)` }
         : {}),
+    });
+    targets.push({
+      target: "agent: whole onboarding ≤ 25 ms host CPU (cold, fresh process)",
+      measured:
+        host.coldHostCpuMs === undefined
+          ? "not measured"
+          : `${fixed(host.coldHostCpuMs)} ms cold, ${fixed(host.warmHostCpuMs ?? 0)} ms warm`,
+      met: host.coldHostCpuMs !== undefined && host.coldHostCpuMs <= 25,
     });
     const rss = host.report?.firstMaxRssKiB;
     targets.push({
-      target: "agent resident memory ≤ 80 MB (maxRSS after the first onboarding)",
+      target: "agent resident memory ≤ 64 MB (maxRSS after the first onboarding)",
       measured:
         rss === undefined ? "not measured" : `${fixed((rss * 1024) / 1e6)} MB (${fixed(rss / 1024)} MiB)`,
-      met: rss === undefined ? false : (rss * 1024) / 1e6 <= 80,
+      met: rss === undefined ? false : (rss * 1024) / 1e6 <= 64,
     });
     table(
       ["target", "measured", "met"],
