@@ -55,6 +55,7 @@ import {
 } from "../../src/piv/objects.js";
 import { crlNumberOf, parseCrl } from "../../src/pki/crl.js";
 import { certificateParts, crlParts, decodeCrlNumber, decodeExtendedKeyUsage } from "../../src/pki/der.js";
+import { readCrl } from "../../src/pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
 import { validateChain } from "../../src/pki/validate-chain.js";
 import { SHARD_OBJECT_FIRST } from "../../src/secure-element/card-layout.js";
@@ -577,6 +578,15 @@ const TARGETS: Target[] = [
     onlyAccepts: () => [],
   },
   { name: "CRL (parseCrl)", input: () => inputs(seeds.crls, { maxRandom: 600 }), decode: (b) => parseCrl(b) },
+  {
+    name: "CRL, the agent's reader (readCrl, its issuer and CRL number)",
+    input: () => inputs(seeds.crls, { maxRandom: 600 }),
+    decode: (b) => {
+      const view = readCrl(b);
+      return [view.issuer, view.crlNumber, view.nextUpdate];
+    },
+    examples: [CRL_WITH_SET_FOR_SEQUENCE],
+  },
   {
     name: "CRL number of a parsed CRL (crlNumberOf)",
     input: () => inputs(seeds.crls, { maxRandom: 600 }),
