@@ -4,7 +4,12 @@
  * opener the caller injects (an in-process virtual card for the demo and the CLI tests). Between two
  * cards the agent waits for the previous card to be taken out, again by event.
  */
-import { type CardOpener, type OpenedCard, openCard } from "../secure-element/open-card.js";
+import {
+  type CardOpener,
+  type OpenCardOptions,
+  type OpenedCard,
+  openCard,
+} from "../secure-element/open-card.js";
 import type { SecureElement } from "../secure-element/secure-element.js";
 
 export interface CardWaitOptions {
@@ -29,6 +34,8 @@ export interface CardSourceOptions {
   readonly openCard?: CardOpener;
   /** Called when no card is present and the wait begins. */
   readonly onPrompt?: () => void;
+  /** Options of each card's element: the secure-channel policy (SPEC §4). */
+  readonly element?: OpenCardOptions["element"];
 }
 
 export function cardSource(options: CardSourceOptions): CardSource {
@@ -44,6 +51,7 @@ export function cardSource(options: CardSourceOptions): CardSource {
         ...(options.reader !== undefined ? { reader: options.reader } : {}),
         ...(signal ? { signal } : {}),
         ...(options.onPrompt ? { onPrompt: options.onPrompt } : {}),
+        ...(options.element ? { element: options.element } : {}),
       });
       lastReader = current.readerName;
       lastInProcess = current.inProcess;

@@ -31,7 +31,7 @@
  */
 import { createHash } from "node:crypto";
 import { checkManifestValidity, findShardFor, type Manifest, verifyManifest } from "../config/manifest.js";
-import { appendReceipt, type Receipt, signReceipt } from "../config/receipt.js";
+import { appendReceipt, type Receipt, type ReceiptChannel, signReceipt } from "../config/receipt.js";
 import { decodeShardEntry, type HsmConfig, networkStateDigest } from "../config/shard.js";
 import type { Signer } from "../crypto/signer.js";
 import {
@@ -59,6 +59,7 @@ import { type CertificateView, readCrl, validateChainView } from "../pki/path-va
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { shardItemName } from "../secure-element/card-layout.js";
 import {
+  channelLabel,
   MAX_RECEIPTS,
   type SecureElement,
   type SecureElementIdentity,
@@ -471,6 +472,7 @@ async function issueReceiptStep(
       time: Math.floor(appliedAt.getTime() / 1000),
       outcome: ExitCode.ok,
       ...(dryRun ? { dryRun: true } : {}),
+      ...receiptChannel(element),
     });
   } catch (receiptError) {
     receipt = { written: false, reason: (receiptError as Error).message };
@@ -611,6 +613,7 @@ async function failureReceipt(run: Onboarding, error: OnboardError): Promise<Rec
       time: Math.floor(clock().getTime() / 1000),
       outcome: error.exitCode,
       ...(run.options.net.name === "dry-run" ? { dryRun: true } : {}),
+      ...receiptChannel(element),
     });
   } catch (receiptError) {
     receipt = { written: false, reason: (receiptError as Error).message };
@@ -794,7 +797,16 @@ function summarizeCard(card: CardOwnerFacts<CertificateView>, element: SecureEle
     certificateSerial: card.certificate.serialNumber.toLowerCase(),
     ...(card.officer !== undefined ? { officer: card.officer } : {}),
     ...(element.info.serial !== undefined ? { cardSerial: element.info.serial } : {}),
+    channel: channelLabel(element.info.channel),
   };
+}
+
+/** The receipt's channel field: PIV cards say how they were reached; a PKCS#11 token has none of ours. */
+function receiptChannel(element: SecureElement): { channel?: ReceiptChannel } {
+  const c = element.info.channel;
+  if (c.kind === "scp11") return { channel: c.protocol };
+  if (c.kind === "plaintext") return { channel: "plaintext" };
+  return {};
 }
 
 function omitOwner(card: CardSummary & { owner?: string }): CardSummary {

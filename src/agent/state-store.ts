@@ -90,6 +90,8 @@ const cardSummarySchema = z.object({
   officer: z.string().optional(),
   /** The card's own serial (YubiKey serial), when it reports one. */
   cardSerial: z.string().optional(),
+  /** The channel the card was read through: "SCP11b", "SCP11a", "plaintext" (allowed), "token" (PKCS#11). */
+  channel: z.string().max(16).optional(),
 });
 
 const appliedSchema = z.object({

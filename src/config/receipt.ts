@@ -47,11 +47,21 @@ export interface Receipt {
    * keep their exact encoding.
    */
   readonly dryRun?: boolean;
+  /** The channel the card was read through (see RECEIPT_CHANNELS). */
+  readonly channel?: ReceiptChannel;
 }
 
 /** Bits of the receipt's optional flags word (eighth element, present only when non-zero). */
 export const RECEIPT_FLAGS = { dryRun: 1 } as const;
 const KNOWN_FLAGS = RECEIPT_FLAGS.dryRun;
+
+/**
+ * How the card talked to the HSM (SPEC §4, Secure channel): "SCP11a"/"SCP11b" or "plaintext"
+ * (allowed explicitly). Encoded as an optional ninth element (after the flags word, then present
+ * even when zero); absent in receipts from before the field existed and for PKCS#11 tokens.
+ */
+export const RECEIPT_CHANNELS = ["plaintext", "SCP11b", "SCP11a", "SCP11c"] as const;
+export type ReceiptChannel = (typeof RECEIPT_CHANNELS)[number];
 
 const OUTCOMES: ReadonlySet<number> = new Set(Object.values(ExitCode));
 
@@ -69,7 +79,7 @@ export function encodeReceiptPayload(receipt: Receipt): Uint8Array {
   if (!OUTCOMES.has(receipt.outcome)) fail(`unknown outcome ${receipt.outcome}`);
   const serialBytes = Buffer.byteLength(receipt.serial, "utf8");
   if (serialBytes < 1 || serialBytes > 64) fail("serial must be 1..64 bytes");
-  return encodeCbor([
+  const fields: unknown[] = [
     RECEIPT_FORMAT_VERSION,
     serialToCbor(receipt.serial),
     receipt.configurationId,
@@ -77,8 +87,15 @@ export function encodeReceiptPayload(receipt: Receipt): Uint8Array {
     receipt.stateDigest,
     cborUint(receipt.time),
     receipt.outcome,
-    ...(receipt.dryRun ? [RECEIPT_FLAGS.dryRun] : []),
-  ]);
+  ];
+  if (receipt.channel !== undefined) {
+    const code = RECEIPT_CHANNELS.indexOf(receipt.channel);
+    if (code < 0) fail(`unknown channel ${String(receipt.channel)}`);
+    fields.push(receipt.dryRun ? RECEIPT_FLAGS.dryRun : 0, code);
+  } else if (receipt.dryRun) {
+    fields.push(RECEIPT_FLAGS.dryRun);
+  }
+  return encodeCbor(fields);
 }
 
 /** Decodes a receipt payload strictly (shape, ranges, canonical encoding). */
@@ -86,12 +103,8 @@ export function decodeReceiptPayload(bytes: Uint8Array): Receipt {
   const what = "receipt payload";
   const { value } = decodeCborStrict(bytes, { what, maxBytes: 1024 });
   return malformedUnlessTyped(what, () => {
-    const [version, serial, configurationId, sequence, stateDigest, time, outcome, flags] = expectArray(
-      value,
-      what,
-      7,
-      8,
-    );
+    const [version, serial, configurationId, sequence, stateDigest, time, outcome, flags, channel] =
+      expectArray(value, what, 7, 9);
     if (expectUint(version, `${what} version`) !== RECEIPT_FORMAT_VERSION) {
       throw new MalformedError(`${what}: unsupported format version ${String(version)}`);
     }
@@ -108,11 +121,18 @@ export function decodeReceiptPayload(bytes: Uint8Array): Receipt {
       time: expectUint(time, `${what} time`),
       outcome: outcomeCode as ExitCode,
       ...((flagBits & RECEIPT_FLAGS.dryRun) !== 0 ? { dryRun: true } : {}),
+      ...(channel === undefined ? {} : { channel: channelOf(expectUint(channel, `${what} channel`), what) }),
     };
     if (!bytesEqual(encodeReceiptPayload(receipt), bytes))
       throw new MalformedError(`${what}: not in canonical form`);
     return receipt;
   });
+}
+
+function channelOf(code: number, what: string): ReceiptChannel {
+  const channel = RECEIPT_CHANNELS[code];
+  if (channel === undefined) throw new MalformedError(`${what}: unknown channel ${code}`);
+  return channel;
 }
 
 export interface SignReceiptOptions {

@@ -20,10 +20,17 @@
  *   write that does not fit with 6A84, which is CardFullError, and stores nothing.
  */
 import { createHash, X509Certificate } from "node:crypto";
+import type { Scp11HostOptions } from "../apdu/scp11/host.js";
 import { NotFoundError, SecurityStatusError } from "../apdu/status-words.js";
 import { ECDSA_PROFILES, type EcdsaAlgorithm, ecdsaAlgorithmForKey } from "../crypto/ecdsa.js";
 import type { Signer } from "../crypto/signer.js";
-import { CardNotTrustedError, MalformedError, PinRequiredError } from "../errors.js";
+import {
+  CardNotTrustedError,
+  IntegrityError,
+  MalformedError,
+  PinRequiredError,
+  ScpUnavailableError,
+} from "../errors.js";
 import {
   type EcCurve,
   PIN_PROTECTED_OBJECTS,
@@ -46,6 +53,7 @@ import {
   formatItemName,
   type ItemInfo,
   requireItemName,
+  type SecureChannelInfo,
   type SecureElement,
   type SecureElementCapacity,
   type SecureElementIdentity,
@@ -53,7 +61,20 @@ import {
   YUBIKEY_STORAGE,
 } from "./secure-element.js";
 
+/**
+ * The channel policy of station and agent (SPEC §4): SCP11 with these options, required unless
+ * `allowPlaintext` (then a card that does not offer the channel is used in clear, and says so).
+ */
+export interface SecureChannelPolicy {
+  /** SCP11 parameters (trust anchors, variant); undefined when no SCP trust anchor is configured. */
+  readonly scp?: Scp11HostOptions;
+  /** Explicit operator choice for older cards (`--allow-plaintext`). */
+  readonly allowPlaintext: boolean;
+}
+
 export interface PivElementOptions extends PivSessionOptions {
+  /** Open SCP11 first, per this policy (station and agent always pass one). */
+  readonly channel?: SecureChannelPolicy;
   /** Close the transport in close() (default true). Otherwise close() only logs the PIN out. */
   readonly ownsTransport?: boolean;
   /** The card's storage (default YUBIKEY_STORAGE: the YubiKey 5 limits the virtual card also has). */
@@ -99,15 +120,21 @@ export class PivElement implements SecureElement {
 
   /** Selects PIV on a connected card and reads its serial (when it has one). */
   static async open(transport: CardTransport, options: PivElementOptions = {}): Promise<PivElement> {
-    const session = await PivSession.open(transport, options);
+    const session = await openSession(transport, options);
     let serial: string | undefined;
     try {
       serial = String(await session.getSerial());
-    } catch {
+    } catch (error) {
+      // A broken secure channel is never shrugged off.
+      if (error instanceof IntegrityError) throw error;
       // Not a YubiKey: no serial command. The certificates still identify the card.
     }
+    const channel: SecureChannelInfo = session.secureChannel
+      ? { kind: "scp11", protocol: session.secureChannel.protocol, chain: session.secureChannel.chain }
+      : { kind: "plaintext" };
     const info: SecureElementInfo = {
       backend: "piv",
+      channel,
       name: transport.readerName,
       ...(serial === undefined ? {} : { serial }),
       contactless: transport.contactless,
@@ -383,5 +410,33 @@ export async function installPivIdentityCertificates(
     await session.putData(id, encodeCertificateList(certificates.intermediates));
   } else {
     await session.deleteData(id);
+  }
+}
+
+/**
+ * Opens the PIV session under the channel policy: SCP11 when configured; a card that does not offer
+ * it (ScpUnavailableError) is used in clear only when plaintext is allowed. A failed handshake
+ * (bad receipt, untrusted SCP certificate) never falls back to plaintext.
+ */
+async function openSession(transport: CardTransport, options: PivElementOptions): Promise<PivSession> {
+  const { channel, ...rest } = options;
+  if (!channel) return PivSession.open(transport, rest);
+  if (!channel.scp) {
+    if (channel.allowPlaintext) return PivSession.open(transport, rest);
+    throw new ScpUnavailableError(
+      "no SCP trust anchor configured, so no secure channel to the card: configure one (--scp-trust) or pass --allow-plaintext",
+    );
+  }
+  try {
+    return await PivSession.open(transport, { ...rest, scp: channel.scp });
+  } catch (error) {
+    if (!(error instanceof ScpUnavailableError)) throw error;
+    if (!channel.allowPlaintext) {
+      throw new ScpUnavailableError(
+        `${error.message}; the card cannot open a secure channel (older card?): refused; --allow-plaintext would accept it`,
+        { cause: error },
+      );
+    }
+    return PivSession.open(transport, rest);
   }
 }

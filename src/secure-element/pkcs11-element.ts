@@ -86,6 +86,8 @@ export class Pkcs11Element implements SecureElement {
     this.#storage = options.storage ?? YUBIKEY_STORAGE;
     this.info = {
       backend: "pkcs11",
+      // The library-to-token channel is the token's business, not ours (SPEC §4).
+      channel: { kind: "token" },
       name: token.description.label,
       serial: token.description.serialNumber,
       contactless: false,

@@ -45,8 +45,31 @@ export interface SecureElementCapacity {
   readonly maxItemBytes: number;
 }
 
+/**
+ * How commands reach the secure element (SPEC §4, Secure channel):
+ * - `scp11`: a GlobalPlatform SCP11 channel the host opened and checked (PIV cards, YubiKey 5.7+);
+ * - `plaintext`: a PIV card without the channel, used only because the operator allowed it;
+ * - `token`: a PKCS#11 token: the channel between library and token is the token's business (its
+ *   vendor's driver and transport); this project neither opens nor claims one.
+ */
+export type SecureChannelInfo =
+  | {
+      readonly kind: "scp11";
+      readonly protocol: "SCP11a" | "SCP11b" | "SCP11c";
+      readonly chain: readonly string[];
+    }
+  | { readonly kind: "plaintext" }
+  | { readonly kind: "token" };
+
+/** One word for logs, status and receipts: "SCP11b", "SCP11a", "plaintext", "token". */
+export function channelLabel(channel: SecureChannelInfo): string {
+  return channel.kind === "scp11" ? channel.protocol : channel.kind;
+}
+
 export interface SecureElementInfo {
   readonly backend: "piv" | "pkcs11";
+  /** The channel commands travel in (the capability: "token" for PKCS#11). */
+  readonly channel: SecureChannelInfo;
   /** Reader name (PIV) or token label (PKCS#11), for messages and the audit log. */
   readonly name: string;
   /** The element's serial number when it reports one (YubiKey serial, PKCS#11 token serial). */

@@ -60,6 +60,8 @@ export interface ReceiptRow {
   /** SPEC.md §7 exit code the HSM reported (0: configured). */
   readonly outcome?: number;
   readonly outcomeName?: string;
+  /** How the HSM talked to the card ("SCP11b", "plaintext"…), as its signed receipt says. */
+  readonly channel?: string;
   readonly time?: Date;
   /** hex */
   readonly configurationId?: string;
@@ -208,6 +210,7 @@ async function checkReceipt(
     outcome: receipt.outcome,
     outcomeName: outcomeName(receipt.outcome, receipt.dryRun === true),
     ...(receipt.dryRun ? { dryRun: true } : {}),
+    ...(receipt.channel === undefined ? {} : { channel: receipt.channel }),
     time: new Date(receipt.time * 1000),
     configurationId: Buffer.from(receipt.configurationId).toString("hex"),
     sequence: receipt.sequence,

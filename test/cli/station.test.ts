@@ -444,12 +444,12 @@ describe("station receipts", () => {
     const table = await run(["station", "receipts", "--station-dir", dir], { card });
     expect(table.exitCode, table.stderr).toBe(0);
     const lines = table.stdout.split("\n");
-    expect(lines[1]).toMatch(/^SERIAL\s+HOSTNAME\s+ADDRESSES APPLIED\s+OUTCOME\s+TIME\s+VERIFIED$/);
+    expect(lines[1]).toMatch(/^SERIAL\s+HOSTNAME\s+ADDRESSES APPLIED\s+OUTCOME\s+CHANNEL\s+TIME\s+VERIFIED$/);
     expect(lines[2]).toMatch(
-      /^1234568\s+hsm-fra1-a02\s+eth0 198\.51\.100\.12\/24\s+configured \(0\)\s+2030-03-17T17:46:40Z\s+✓$/,
+      /^1234568\s+hsm-fra1-a02\s+eth0 198\.51\.100\.12\/24\s+configured \(0\)\s+-\s+2030-03-17T17:46:40Z\s+✓$/,
     );
     expect(lines[3]).toMatch(
-      /^1234569\s+hsm-fra1-a03\s+-\s+dry run — nothing applied \(0\)\s+2030-03-17T17:46:40Z\s+✓$/,
+      /^1234569\s+hsm-fra1-a03\s+-\s+dry run — nothing applied \(0\)\s+-\s+2030-03-17T17:46:40Z\s+✓$/,
     );
     expect(table.stdout).not.toMatch(/1234569.*configured/);
     expect(table.stdout).toContain("2 receipts, 2 verified");
@@ -486,7 +486,7 @@ describe("station receipts", () => {
     }
     const withForgery = await run(["station", "receipts", "--station-dir", dir], { card });
     expect(withForgery.exitCode).toBe(15);
-    expect(withForgery.stdout).toMatch(/\?\s+-\s+-\s+-\s+-\s+✗ not authentic/);
+    expect(withForgery.stdout).toMatch(/\?\s+-\s+-\s+-\s+-\s+-\s+✗ not authentic/);
     expect(withForgery.stdout).toContain("3 receipts, 2 verified");
   });
 });

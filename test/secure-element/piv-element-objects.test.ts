@@ -102,6 +102,7 @@ describe("PIV element on the virtual card", () => {
     );
     expect(element.info).toEqual({
       backend: "piv",
+      channel: { kind: "plaintext" },
       name: "Yubico YubiKey OTP+FIDO+CCID 00 00",
       serial: String(card.serial),
       contactless: false,

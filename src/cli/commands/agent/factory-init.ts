@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { normalizeDeviceSpec } from "../../../agent/device-identity.js";
 import { factoryInit } from "../../../agent/factory.js";
 import { UsageError } from "../../../errors.js";
+import { installScpTrust } from "../../../secure-element/channel-policy.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 
 interface FactoryInitCliOptions {
@@ -17,6 +18,7 @@ interface FactoryInitCliOptions {
   quorum?: number;
   net: "iproute2" | "networkd" | "dry-run";
   networkDir?: string;
+  scpTrust?: string;
   force?: boolean;
   json?: boolean;
 }
@@ -67,6 +69,10 @@ export function agentFactoryInitCommand(ctx: CliContext): Command {
       "--network-dir <dir>",
       "for --net networkd: where the .network/.netdev files go (default /etc/systemd/network)",
     )
+    .option(
+      "--scp-trust <file>",
+      "SCP trust anchors (PEM: card vendors' CAs): the SCP11 channel to every card becomes required",
+    )
     .option("--force", "replace an agent state that already exists in --state-dir")
     .option("--json", "print the result as JSON")
     .addHelpText(
@@ -104,8 +110,18 @@ owner has its own token CA, and only cards of this one configure the HSM.`,
         ...(options.networkDir !== undefined ? { networkDir: resolve(ctx.cwd, options.networkDir) } : {}),
         ...(options.force ? { force: true } : {}),
       });
+      const scpAnchors =
+        options.scpTrust === undefined
+          ? undefined
+          : await installScpTrust(
+              result.stateDir,
+              Buffer.from(
+                await readInput(resolve(ctx.cwd, options.scpTrust), "the SCP trust anchors"),
+              ).toString("utf8"),
+              options.scpTrust,
+            );
       if (options.json) {
-        writeJson(ctx.stdout, result);
+        writeJson(ctx.stdout, { ...result, scpTrustAnchors: scpAnchors ?? null });
         return;
       }
       writeLine(
@@ -115,6 +131,12 @@ owner has its own token CA, and only cards of this one configure the HSM.`,
           `network applier ${result.applier}${result.applier === "dry-run" ? " (dry run: nothing will be applied)" : ""}, ` +
           `${result.owner !== undefined ? `owner "${result.owner}" (token CA key ${result.ownerCaSpkiSha256?.slice(0, 16)}…)` : "owner pinned at first onboarding"}, quorum ${result.quorum}` +
           (result.crlNumber !== undefined ? `, CRL number ${result.crlNumber}` : ""),
+      );
+      writeLine(
+        ctx.stdout,
+        scpAnchors !== undefined
+          ? `SCP trust: ${scpAnchors} anchor(s); the SCP11 channel is required for every card`
+          : "SCP trust: none installed (cards are read without a secure channel; --scp-trust FILE to require it)",
       );
     });
 }

@@ -4,12 +4,14 @@ import { Agent } from "../../../agent/agent.js";
 import { cardSource } from "../../../agent/card-source.js";
 import type { InterfaceMap } from "../../../agent/net/net-backend.js";
 import type { OnboardingResult } from "../../../agent/onboarding.js";
+import { readScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
 import { cardOpener, VIRTUAL_CARD_ENV } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, secretSource } from "../../secrets.js";
 
 interface RunOptions {
   stateDir: string;
+  allowPlaintext?: boolean;
   reader?: string;
   net?: "iproute2" | "networkd" | "dry-run";
   iface: string[];
@@ -84,6 +86,10 @@ export function agentRunCommand(ctx: CliContext): Command {
       [] as string[],
     )
     .option("--once", "process one card and exit with its result's exit code")
+    .option(
+      "--allow-plaintext",
+      "accept a card that cannot open the SCP11 secure channel (older cards); recorded in the audit log, status and receipt",
+    )
     .option("--json", "print each result as a JSON object on standard output")
     .option("--pin-stdin", "read the card PIN from standard input (one line per card)")
     .option("--pin-fd <n>", "read the card PIN from this file descriptor", parseFd)
@@ -119,7 +125,17 @@ Examples:
         ...(options.pinStdin ? { pinStdin: true } : {}),
         ...(options.pinFd !== undefined ? { pinFd: options.pinFd } : {}),
       });
+      const stateDir = resolve(ctx.cwd, options.stateDir);
+      const channel = secureChannelPolicy(await readScpTrust(stateDir), options.allowPlaintext === true);
+      if (!channel.scp || options.allowPlaintext) {
+        log(
+          channel.scp
+            ? "--allow-plaintext: a card without the SCP11 channel will be read in clear (recorded)"
+            : "no SCP trust anchor installed: cards are read without a secure channel (recorded)",
+        );
+      }
       const source = cardSource({
+        element: { channel },
         ...(options.reader !== undefined ? { reader: options.reader } : {}),
         openCard: cardOpener(ctx),
         onPrompt: () => writeLine(ctx.stderr, "agent: insert or tap the configuration card"),
@@ -127,7 +143,7 @@ Examples:
       let agent: Agent | undefined;
       try {
         agent = await Agent.open({
-          stateDir: resolve(ctx.cwd, options.stateDir),
+          stateDir,
           ...(options.net !== undefined ? { net: options.net } : {}),
           interfaces,
           log,

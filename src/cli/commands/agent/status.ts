@@ -51,6 +51,7 @@ Examples:
         /** The configuration was verified but nothing applied (a dry-run applier): never "configured". */
         dryRun: configured?.backend === "dry-run",
         applier: state.applier ?? null,
+        channel: configured?.card.channel ?? null,
         applyInProgress: state.applying
           ? { sequence: state.applying.sequence, startedAt: state.applying.startedAt }
           : null,
@@ -66,9 +67,9 @@ Examples:
         `owner: ${status.owner ? `${status.owner.name} (${status.owner.boundBy === "factory" ? "bound at the factory" : "pinned at first onboarding"})` : "not yet bound"}; quorum ${status.quorum}`,
         `network applier: ${status.applier ?? "none chosen (factory-init --net)"}`,
         configured && status.dryRun
-          ? `dry run — nothing applied: ${status.hostname} ${status.addresses.join(" ")} recorded only (sequence ${status.sequence}, ${status.appliedAt})`
+          ? `dry run — nothing applied: ${status.hostname} ${status.addresses.join(" ")} recorded only (sequence ${status.sequence}, ${status.appliedAt}; card read over ${status.channel ?? "an unrecorded channel"})`
           : configured
-            ? `configured: ${status.hostname} ${status.addresses.join(" ")} (sequence ${status.sequence}, ${status.backend}, ${status.appliedAt})`
+            ? `configured: ${status.hostname} ${status.addresses.join(" ")} (sequence ${status.sequence}, ${status.backend}, ${status.appliedAt}; card read over ${status.channel ?? "an unrecorded channel"})`
             : "configured: no",
       ];
       if (status.applyInProgress)

@@ -7,6 +7,7 @@ import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
 import { UsageError } from "../../../errors.js";
+import { readScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
 import type { OpenedCard } from "../../../secure-element/open-card.js";
 import type { CrlUpdate } from "../../../station/crl-update.js";
 import { resolveStationDir } from "../../../station/station-dir.js";
@@ -38,14 +39,23 @@ export interface StationCardOptions {
   readonly timeoutSeconds: number;
   /** Who is asked for the card, for the prompt. */
   readonly whose: string;
+  /** The station directory: its SCP trust anchors make the secure channel required. */
+  readonly stationDir: string;
+  /** `--allow-plaintext`: a card that cannot open SCP11 is used in clear (and that is shown). */
+  readonly allowPlaintext: boolean;
 }
+
+export const ALLOW_PLAINTEXT_HELP =
+  "accept a card that cannot open the SCP11 secure channel (older cards); shown and recorded";
 
 /**
  * Waits for the card and opens it. The prompt goes to stderr (stdout stays clean for --json) and
  * only when no card is present yet.
  */
-export function openStationCard(ctx: CliContext, options: StationCardOptions): Promise<OpenedCard> {
-  return cardOpener(ctx)({
+export async function openStationCard(ctx: CliContext, options: StationCardOptions): Promise<OpenedCard> {
+  const channel = secureChannelPolicy(await readScpTrust(options.stationDir), options.allowPlaintext);
+  const card = await cardOpener(ctx)({
+    element: { channel },
     ...(options.reader === undefined ? {} : { reader: options.reader }),
     timeoutMs: options.timeoutSeconds * 1000,
     onPrompt: ({ readers }) => {
@@ -61,6 +71,16 @@ export function openStationCard(ctx: CliContext, options: StationCardOptions): P
       );
     },
   });
+  const c = card.element.info.channel;
+  writeLine(
+    ctx.stderr,
+    c.kind === "scp11"
+      ? `Secure channel: ${c.protocol} to the card's SD key (certified by "${c.chain.at(-1)}")`
+      : `WARNING: no secure channel to the card: PIN and configuration cross the reader in clear${
+          channel.scp ? " (--allow-plaintext)" : " (no SCP trust anchor installed: station init --scp-trust)"
+        }`,
+  );
+  return card;
 }
 
 export function plural(n: number, singular: string, pluralForm = `${singular}s`): string {

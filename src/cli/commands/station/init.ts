@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import { Command } from "commander";
 import { UsageError } from "../../../errors.js";
+import { installScpTrust } from "../../../secure-element/channel-policy.js";
 import { type CrlUpdate, parseCrlFile, updateStationCrl } from "../../../station/crl-update.js";
 import { initStation } from "../../../station/init-station.js";
 import { parseCertificates, STATION_FILES } from "../../../station/station-dir.js";
@@ -14,6 +15,7 @@ interface InitOptions {
   readonly crl?: string;
   readonly issuer?: string;
   readonly stationDir?: string;
+  readonly scpTrust?: string;
   readonly force?: boolean;
   readonly json?: boolean;
 }
@@ -26,6 +28,10 @@ export function stationInitCommand(ctx: CliContext): Command {
     .option("--crl <file>", "the token CA's current CRL (needs --issuer)")
     .option("--issuer <file>", "the token CA certificate that signed --crl")
     .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option(
+      "--scp-trust <file>",
+      "SCP trust anchors (PEM: card vendors' CAs, e.g. Yubico's SD root): SCP11 to every card becomes required",
+    )
     .option("--force", "replace a different trust anchor (drops the token CAs and CRLs kept under it)")
     .option("--json", "print the result as JSON")
     .addHelpText(
@@ -51,6 +57,14 @@ Examples:
       const dir = stationDirOf(ctx, options.stationDir);
       const anchor = await readSingleCertificate(ctx, options.trust);
       const outcome = await initStation(dir, anchor, { force: options.force === true });
+      const scpAnchors =
+        options.scpTrust === undefined
+          ? undefined
+          : await installScpTrust(
+              dir,
+              Buffer.from(await readInput(ctx, options.scpTrust)).toString("utf8"),
+              options.scpTrust,
+            );
       let crl: CrlUpdate | undefined;
       if (options.crl !== undefined && options.issuer !== undefined) {
         const issuers = parseCertificates(await readInput(ctx, options.issuer), options.issuer);
@@ -64,6 +78,7 @@ Examples:
           outcome,
           trustAnchor: describeCertificate(anchor, resolve(dir, STATION_FILES.trustAnchor)),
           crl: crl ? describeCrl(crl.crl, crl.path) : null,
+          scpTrustAnchors: scpAnchors ?? null,
         });
         return;
       }
@@ -77,6 +92,12 @@ Examples:
         ctx.stdout,
         `Station ${verb} in ${dir}: trust anchor "${anchor.subject}" (SHA-256 ${fingerprint(anchor)}, valid until ${anchor.notAfter.toISOString()})`,
       );
+      if (scpAnchors !== undefined) {
+        writeLine(
+          ctx.stdout,
+          `SCP trust: ${scpAnchors} anchor(s) installed; the SCP11 channel is required for every card`,
+        );
+      }
       if (crl) writeLine(ctx.stdout, crlLine(crl));
       else
         writeLine(

@@ -3,6 +3,7 @@ import { ExitCode } from "../../../errors.js";
 import { type ReceiptReport, type ReceiptRow, readReceipts } from "../../../station/read-receipts.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import {
+  ALLOW_PLAINTEXT_HELP,
   DEFAULT_CARD_TIMEOUT_SECONDS,
   integerIn,
   openStationCard,
@@ -15,6 +16,7 @@ interface ReceiptsOptions {
   readonly reader?: string;
   readonly timeout: number;
   readonly stationDir?: string;
+  readonly allowPlaintext?: boolean;
   readonly json?: boolean;
 }
 
@@ -30,6 +32,7 @@ export function stationReceiptsCommand(ctx: CliContext): Command {
       DEFAULT_CARD_TIMEOUT_SECONDS,
     )
     .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
     .option("--json", "print the report as JSON")
     .addHelpText(
       "after",
@@ -50,6 +53,8 @@ Examples:
         ...(options.reader === undefined ? {} : { reader: options.reader }),
         timeoutSeconds: options.timeout,
         whose: "the card with the receipts",
+        stationDir: dir,
+        allowPlaintext: options.allowPlaintext === true,
       });
       let report: ReceiptReport;
       try {
@@ -82,6 +87,7 @@ function reportJson(report: ReceiptReport) {
       outcome: r.outcome ?? null,
       outcomeName: r.outcomeName ?? null,
       dryRun: r.dryRun === true,
+      channel: r.channel ?? null,
       time: r.time?.toISOString() ?? null,
       configurationId: r.configurationId ?? null,
       sequence: r.sequence ?? null,
@@ -106,17 +112,18 @@ function printReport(ctx: CliContext, report: ReceiptReport): void {
     writeLine(ctx.stdout, "No receipts on the card yet.");
     return;
   }
-  const header = ["SERIAL", "HOSTNAME", "ADDRESSES APPLIED", "OUTCOME", "TIME", "VERIFIED"];
+  const header = ["SERIAL", "HOSTNAME", "ADDRESSES APPLIED", "OUTCOME", "CHANNEL", "TIME", "VERIFIED"];
   const rows = report.receipts.map((r: ReceiptRow) => [
     r.serial ?? "?",
     r.hostname ?? "-",
     r.addresses.length > 0 ? r.addresses.join(", ") : "-",
     r.outcomeName === undefined ? "-" : `${r.outcomeName} (${r.outcome})`,
+    r.channel ?? "-",
     r.time ? r.time.toISOString().replace(".000Z", "Z") : "-",
     r.verified ? "✓" : `✗ ${r.reason ?? ""}`,
   ]);
   const widths = header.map((h, i) =>
-    Math.max(h.length, ...rows.map((row) => (i === 5 ? 0 : row[i]!.length))),
+    Math.max(h.length, ...rows.map((row) => (i === 6 ? 0 : row[i]!.length))),
   );
   const format = (cells: string[]) =>
     cells

@@ -6,6 +6,7 @@ import { X509Certificate } from "../../../util/x509.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { describeCertificate, describeCrl } from "../pki/describe.js";
 import {
+  ALLOW_PLAINTEXT_HELP,
   crlLine,
   DEFAULT_CARD_TIMEOUT_SECONDS,
   integerIn,
@@ -16,6 +17,7 @@ import {
 } from "./common.js";
 
 interface UpdateCrlOptions {
+  readonly allowPlaintext?: boolean;
   readonly crl: string;
   readonly issuer?: string;
   readonly fromCard?: boolean;
@@ -45,6 +47,7 @@ export function stationUpdateCrlCommand(ctx: CliContext): Command {
       DEFAULT_CARD_TIMEOUT_SECONDS,
     )
     .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
     .option("--json", "print the result as JSON")
     .addHelpText(
       "after",
@@ -73,6 +76,8 @@ Examples:
           ...(options.reader === undefined ? {} : { reader: options.reader }),
           timeoutSeconds: options.timeout,
           whose: "the officer's card",
+          stationDir: dir,
+          allowPlaintext: options.allowPlaintext === true,
         });
         try {
           const identity = await card.element.identity();

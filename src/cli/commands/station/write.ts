@@ -13,6 +13,7 @@ import {
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
 import {
+  ALLOW_PLAINTEXT_HELP,
   bytes,
   DEFAULT_CARD_TIMEOUT_SECONDS,
   integerIn,
@@ -30,6 +31,7 @@ interface WriteOptions {
   readonly validDays: number;
   readonly timeout: number;
   readonly stationDir?: string;
+  readonly allowPlaintext?: boolean;
   readonly json?: boolean;
   readonly pinStdin?: boolean;
   readonly pinFd?: number;
@@ -81,6 +83,7 @@ export function stationWriteCommand(ctx: CliContext): Command {
       DEFAULT_CARD_TIMEOUT_SECONDS,
     )
     .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
     .option("--json", "print the summary as JSON")
     .option("--pin-stdin", "read the PIN (then the TOTP code) from standard input, one per line")
     .option("--pin-fd <n>", "read the PIN (then the TOTP code) from this file descriptor", parseFd)
@@ -103,6 +106,8 @@ export function stationWriteCommand(ctx: CliContext): Command {
         ...(options.reader === undefined ? {} : { reader: options.reader }),
         timeoutSeconds: options.timeout,
         whose: "the officer's card",
+        stationDir: dir,
+        allowPlaintext: options.allowPlaintext === true,
       }).catch((error: unknown) => {
         pinSource.close();
         throw error;

@@ -1,0 +1,68 @@
+/**
+ * The secure-channel policy of station and agent (SPEC §4, Secure channel; issue 11):
+ * - the SCP trust anchors (card vendors' CAs: Yubico's SD root for real YubiKeys, the emulator's
+ *   vendor CA for the virtual card) are installed once, with `station init --scp-trust FILE` or
+ *   `agent factory-init --scp-trust FILE`, as `scp-trust.pem` in the station or agent directory;
+ * - with anchors installed, every PIV card must open SCP11b to one of them: a card that cannot is
+ *   refused (exit 11) unless the run passes `--allow-plaintext`, which is then recorded (audit log,
+ *   agent status, receipt, station output);
+ * - a failed handshake (unknown vendor, bad receipt, invalid point) is never softened to plaintext.
+ * Without anchors installed the station and agent run in plaintext and say so in the same places.
+ */
+import { X509Certificate } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { DEFAULT_SCP11B_KVN } from "../apdu/scp11/host.js";
+import { UsageError } from "../errors.js";
+import { atomicWriteFile } from "../util/fs.js";
+import type { SecureChannelPolicy } from "./piv-element.js";
+
+export const SCP_TRUST_FILE = "scp-trust.pem";
+const MAX_SCP_ANCHORS = 8;
+
+/** Parses PEM text holding one or more CA certificates; UsageError for anything else. */
+export function parseScpTrust(text: string, shownAs: string): Uint8Array[] {
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0 || blocks.length > MAX_SCP_ANCHORS) {
+    throw new UsageError(`${shownAs}: expected 1 to ${MAX_SCP_ANCHORS} PEM certificates (SCP trust anchors)`);
+  }
+  return blocks.map((pem, i) => {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(pem);
+    } catch (cause) {
+      throw new UsageError(`${shownAs}: certificate ${i + 1} does not parse`, { cause });
+    }
+    if (!cert.ca) throw new UsageError(`${shownAs}: "${cert.subject}" is not a CA certificate`);
+    return new Uint8Array(cert.raw);
+  });
+}
+
+/** Installs the SCP trust anchors into `dir` (station or agent directory). */
+export async function installScpTrust(dir: string, text: string, shownAs: string): Promise<number> {
+  const anchors = parseScpTrust(text, shownAs);
+  await atomicWriteFile(join(dir, SCP_TRUST_FILE), text.endsWith("\n") ? text : `${text}\n`);
+  return anchors.length;
+}
+
+/** The installed SCP trust anchors, or undefined when none are installed. */
+export async function readScpTrust(dir: string): Promise<Uint8Array[] | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, SCP_TRUST_FILE), "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+  return parseScpTrust(text, join(dir, SCP_TRUST_FILE));
+}
+
+/** The policy a run applies: SCP11b to the installed anchors, plaintext only if allowed. */
+export function secureChannelPolicy(
+  anchors: readonly Uint8Array[] | undefined,
+  allowPlaintext: boolean,
+): SecureChannelPolicy {
+  // No anchors installed: this installation has not adopted the channel (recorded as plaintext).
+  if (!anchors) return { allowPlaintext: true };
+  return { scp: { variant: "b", kvn: DEFAULT_SCP11B_KVN, trust: { anchors } }, allowPlaintext };
+}
