@@ -16,7 +16,15 @@
  * and re-applied, and then start() refuses to go on (IntegrityError, exit 15): no card is onboarded
  * on top of a log that cannot say what happened before.
  */
-import { ExitCode, IntegrityError, isOnboardError, NetworkApplyError, UsageError } from "../errors.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  ExitCode,
+  IntegrityError,
+  isOnboardError,
+  NetworkApplyError,
+  PcscError,
+  UsageError,
+} from "../errors.js";
 import { warmUpValidation } from "../pki/path-validation.js";
 import type { SecureElement } from "../secure-element/secure-element.js";
 import { AuditLog } from "./audit-log.js";
@@ -34,6 +42,7 @@ import {
   plannedAddresses,
 } from "./net/net-backend.js";
 import { type AgentTrust, type OnboardingResult, onboard, type PinSource } from "./onboarding.js";
+import { backoffMs } from "./service.js";
 import { type AgentStage, AgentStateStore } from "./state-store.js";
 
 export type NetBackendChoice = "dry-run" | "iproute2" | "networkd";
@@ -264,41 +273,81 @@ export class Agent {
    * The agent's loop (SPEC.md §6): wait for a card (one already inserted counts), onboard it, release
    * it, and with `once` return; otherwise wait for the card to be removed and for the next one, until
    * `signal`. A card that cannot be opened is reported and must be removed (with `once`, its error is
-   * thrown); a wait that runs out (NoCardError, 10) or a failure of the PC/SC service is thrown.
+   * thrown); a wait that runs out (NoCardError, 10) is thrown. The PC/SC service going away is thrown
+   * with `once`; without it, it is waited out (bounded backoff, issue 12) and the wait begins again.
+   * A card in progress when `signal` fires is finished (or rolled back by its own failure path).
    * Returns the last result (none when stopped before a card came). Never closes the agent.
    */
   async serve(options: ServeOptions): Promise<OnboardingResult | undefined> {
     const { source, signal } = options;
     const timeoutMs = options.timeoutMs ?? Number.POSITIVE_INFINITY;
+    const status = options.onStatus ?? (() => {});
     let last: OnboardingResult | undefined;
+    // Without `once`, the PC/SC service going away is waited out (issue 12): a backoff bounded by
+    // its cap (a service lives as long as the HSM, so the number of waits is not), then the wait for
+    // a card begins again. SIGTERM (`signal`) ends any wait at once.
+    let serviceGone = 0;
+    const serviceWait = async (error: PcscError): Promise<void> => {
+      const ms = backoffMs(serviceGone++, options.backoff?.maxMs, options.backoff?.firstMs);
+      this.#log(`PC/SC service gone (${error.message}); waiting ${Math.round(ms / 100) / 10} s for it`);
+      status(`waiting for the PC/SC service (pcscd)`);
+      await sleep(ms, undefined, signal ? { signal } : {}).catch(() => undefined);
+    };
     try {
       while (!signal?.aborted) {
         this.#log(`HSM ${this.store.state.serial} waiting for a card`);
+        status(this.store.state.configured ? "configured; waiting for a card" : "waiting for a card");
         let element: SecureElement;
         try {
           element = await source.nextCard({ timeoutMs, ...(signal ? { signal } : {}) });
         } catch (error) {
           if (signal?.aborted) break;
+          if (!options.once && pcscServiceGone(error)) {
+            await source.release().catch(() => undefined);
+            await serviceWait(error);
+            continue;
+          }
           if (options.once || !isOnboardError(error) || error.exitCode === ExitCode.noCard) throw error;
           this.#log(`cannot use this card: ${error.message}; remove it`);
           await source.release().catch(() => undefined);
-          await source.waitForRemoval(signal ? { signal } : {});
+          await this.#waitForRemoval(source, options, serviceWait);
           continue;
         }
+        serviceGone = 0;
+        status("card: onboarding");
         try {
           last = await this.onboard(element, options.pinSource);
         } finally {
           await source.release().catch(() => undefined);
         }
         options.onResult?.(last);
+        status(
+          last.ok
+            ? `${last.dryRun ? "dry run — nothing applied" : "configured"}: ${last.hostname} sequence ${last.sequence}; remove the card`
+            : `card refused (exit ${last.exitCode}); remove the card`,
+        );
         if (options.once) break;
         this.#log("remove the card");
-        await source.waitForRemoval(signal ? { signal } : {});
+        await this.#waitForRemoval(source, options, serviceWait);
       }
     } finally {
       await source.release().catch(() => undefined);
     }
     return last;
+  }
+
+  /** Waits for the card to go; the PC/SC service going away meanwhile is waited out (not with once). */
+  async #waitForRemoval(
+    source: CardSource,
+    options: ServeOptions,
+    serviceWait: (error: PcscError) => Promise<void>,
+  ): Promise<void> {
+    try {
+      await source.waitForRemoval(options.signal ? { signal: options.signal } : {});
+    } catch (error) {
+      if (options.once || !pcscServiceGone(error)) throw error;
+      await serviceWait(error);
+    }
   }
 
   async close(): Promise<void> {
@@ -331,6 +380,15 @@ export interface ServeOptions {
   readonly signal?: AbortSignal;
   /** Each result, as soon as it is known (the CLI prints it). */
   readonly onResult?: (result: OnboardingResult) => void;
+  /** One short status per phase (waiting / card / configured): sd_notify STATUS= in `agent run`. */
+  readonly onStatus?: (status: string) => void;
+  /** Backoff while the PC/SC service is gone (default 1 s doubling to 30 s). */
+  readonly backoff?: { readonly firstMs?: number; readonly maxMs?: number };
+}
+
+/** The PC/SC service itself is gone (pcscd stopped or restarting), not a card problem. */
+export function pcscServiceGone(error: unknown): error is PcscError {
+  return error instanceof PcscError && error.code === "ERR_PCSC_NO_SERVICE";
 }
 
 export interface RunAgentOnceOptions extends OpenAgentOptions {

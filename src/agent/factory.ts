@@ -6,11 +6,12 @@
  * owners) — and the quorum of co-signatures a configuration needs.
  */
 import { X509Certificate } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { chmod, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
 import { isTokenCa, spkiSha256, tokenCaOwner } from "../pki/ca-facts.js";
 import { type CrlView, readCrl } from "../pki/fast-x509.js";
+import { DEVICE_FILES } from "../pki/files.js";
 import { PEM_LABELS, pemToDer } from "../pki/pem.js";
 import { checkSerial } from "../pki/profiles.js";
 import { atomicWriteFile } from "../util/fs.js";
@@ -161,12 +162,16 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
       der: new Uint8Array(parsed.rawData),
     };
   }
+  // The HSM owns its device key from here on (issue 12): a key directory is copied into the state
+  // directory (key 0600), so the state never points into a `pki issue-device` output; a PKCS#11 key
+  // stays a URI (the token holds the key; a URI with a PIN in it is refused above).
+  const device = isPkcs11Uri(options.device) ? options.device : join(options.stateDir, STATE_FILES.device);
   const store = await AgentStateStore.create(
     options.stateDir,
     {
       serial,
       stage: "factory",
-      device: options.device,
+      device,
       applier: options.applier,
       ...(options.applier === "networkd" ? { networkDir: options.networkDir ?? DEFAULT_NETWORKD_DIR } : {}),
       ...(binding ? { owner: { ...binding, boundBy: "factory" as const } } : {}),
@@ -176,6 +181,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
     { clock, ...(options.force ? { force: true } : {}) },
   );
   await atomicWriteFile(join(options.stateDir, STATE_FILES.root), `${root.toString()}`, 0o644);
+  if (device !== options.device) await copyDeviceKey(options.device, device);
   if (crl) await store.storeCrl(crl.issuer, crl.der);
   const rootSha256 = root.fingerprint256.replace(/:/g, "").toLowerCase();
   const audit = await AuditLog.open(store.path("audit"), { clock });
@@ -201,6 +207,29 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
     ...(crl ? { crlNumber: crl.number.toString() } : {}),
     applier: options.applier,
   };
+}
+
+/** Copies a `pki issue-device` directory's key (0600), certificate and chain into `to` (0700). */
+async function copyDeviceKey(from: string, to: string): Promise<void> {
+  await mkdir(to, { recursive: true, mode: 0o700 });
+  await chmod(to, 0o700);
+  for (const [file, mode] of [
+    [DEVICE_FILES.key, 0o600],
+    [DEVICE_FILES.cert, 0o644],
+    [DEVICE_FILES.chain, 0o644],
+  ] as const) {
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(join(from, file));
+    } catch (error) {
+      if (file === DEVICE_FILES.chain && (error as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw new UsageError(
+        `cannot copy the device key: ${join(from, file)}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+      );
+    }
+    await atomicWriteFile(join(to, file), bytes, mode);
+    bytes.fill(0);
+  }
 }
 
 /** The manufacturer root installed in a state directory (DER). */

@@ -97,7 +97,19 @@ export interface AgentTrust {
 
 /** Where the card PIN comes from: the HSM console (echo off), standard input or a file descriptor. */
 export interface PinSource {
-  read(prompt: string): Promise<string>;
+  /** `card` says which card and officer the PIN is for (asked only once the card is authenticated). */
+  read(prompt: string, card?: PinRequest): Promise<string>;
+}
+
+/** What a front panel is told when the PIN is asked for (issue 12): never a secret. */
+export interface PinRequest {
+  readonly hsmSerial: string;
+  readonly owner?: string;
+  readonly officer?: string;
+  /** Subject of the card-authentication certificate. */
+  readonly subject?: string;
+  readonly cardSerial?: string;
+  readonly triesLeft: number;
 }
 
 export interface OnboardOptions {
@@ -320,10 +332,21 @@ async function recogniseAppliedConfigurationStep(
 async function authenticateUserStep(run: Onboarding): Promise<void> {
   const { element, state, pinSource, log } = run.options;
   run.target = "user-authenticated";
-  if ((await element.pinTriesLeft()) === 0) {
+  const triesLeft = await element.pinTriesLeft();
+  if (triesLeft === 0) {
     throw new PinBlockedError("the card's PIN is blocked; unblock it with the PUK at the station");
   }
-  await element.verifyPin(await pinSource.read("PIN"));
+  const card = run.card;
+  await element.verifyPin(
+    await pinSource.read("PIN", {
+      hsmSerial: run.serial,
+      triesLeft,
+      ...(card?.owner !== undefined ? { owner: card.owner } : {}),
+      ...(card?.officer !== undefined ? { officer: card.officer } : {}),
+      ...(card?.subject !== undefined ? { subject: card.subject } : {}),
+      ...(card?.cardSerial !== undefined ? { cardSerial: card.cardSerial } : {}),
+    }),
+  );
   run.pinVerified = true;
   await state.setStage("user-authenticated");
   log("PIN verified");

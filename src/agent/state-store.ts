@@ -12,6 +12,8 @@
  *   audit.log             the hash-chained audit log (audit-log.ts)
  *   network.dry-run.json  what the dry-run applier would have done (net/dry-run.ts)
  *   agent.lock            held by the running agent (its PID)
+ *   device/               the device key, certificate and chain, copied by factory-init (key 0600;
+ *                         a PKCS#11 device key stays a URI in state.json, without a PIN)
  *
  * Interrupted apply (stage `applying` found at start): the agent ROLLS BACK to the snapshot stored
  * with it, rather than re-applying. The snapshot was persisted before the first change, so it is
@@ -49,6 +51,8 @@ export const STATE_FILES = {
   audit: "audit.log",
   dryRun: "network.dry-run.json",
   lock: "agent.lock",
+  /** The device key copied by factory-init (key 0600, certificate, chain), when it is a key file. */
+  device: "device",
 } as const;
 
 const hex = (bytes: number) => z.string().regex(new RegExp(`^[0-9a-f]{${bytes * 2}}$`));
@@ -124,7 +128,7 @@ const stateSchema = z.object({
   serial: z.string().min(1),
   stage: z.enum(AGENT_STAGES),
   updatedAt: isoTime,
-  /** The device key: an absolute directory written by `pki issue-device`, or a PKCS#11 URI. */
+  /** The device key: its copy in this directory (`device/`, by factory-init), or a PKCS#11 URI. */
   device: z.string().min(1),
   /**
    * The network applier chosen at the factory (`factory-init --net`, issue 12): what `agent run` uses

@@ -1,12 +1,13 @@
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { Command } from "commander";
 import { type AuditRecord, readAuditLog } from "../../../agent/audit-log.js";
 import { AgentStateStore, STATE_FILES } from "../../../agent/state-store.js";
 import { ExitCode } from "../../../errors.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { resolveStateDir, STATE_DIR_HELP } from "./state-dir.js";
 
 interface AuditOptions {
-  stateDir: string;
+  stateDir?: string;
   verify?: boolean;
   json?: boolean;
 }
@@ -21,7 +22,7 @@ function describeRecord(r: AuditRecord): string {
 export function agentAuditCommand(ctx: CliContext): Command {
   return new Command("audit")
     .description("Print the agent's audit log; --verify checks its hash chain (exit 15 if broken)")
-    .requiredOption("--state-dir <dir>", "the agent's state directory")
+    .option("--state-dir <dir>", STATE_DIR_HELP)
     .option("--verify", "check the hash chain and that the log reaches the newest record the agent wrote")
     .option("--json", "print the records (and the verification) as JSON")
     .addHelpText(
@@ -36,7 +37,7 @@ Examples:
   $ hsm-onboard agent audit --state-dir ./agent --verify`,
     )
     .action(async (options: AuditOptions) => {
-      const dir = resolve(ctx.cwd, options.stateDir);
+      const dir = resolveStateDir(ctx, options.stateDir);
       const { state } = await AgentStateStore.open(dir);
       const result = await readAuditLog(
         join(dir, STATE_FILES.audit),

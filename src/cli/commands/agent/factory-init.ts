@@ -6,9 +6,10 @@ import { factoryInit } from "../../../agent/factory.js";
 import { UsageError } from "../../../errors.js";
 import { installScpTrust } from "../../../secure-element/channel-policy.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { resolveStateDir, STATE_DIR_HELP } from "./state-dir.js";
 
 interface FactoryInitCliOptions {
-  stateDir: string;
+  stateDir?: string;
   serial: string;
   trust: string;
   device: string;
@@ -40,7 +41,7 @@ async function readInput(path: string, what: string): Promise<Uint8Array> {
 export function agentFactoryInitCommand(ctx: CliContext): Command {
   return new Command("factory-init")
     .description("Install an HSM's trust anchor, device identity, serial, owner and quorum (factory step)")
-    .requiredOption("--state-dir <dir>", "the agent's state directory (created)")
+    .option("--state-dir <dir>", STATE_DIR_HELP)
     .requiredOption("--serial <serial>", "this HSM's serial number (must match the device certificate)")
     .requiredOption("--trust <root.pem>", "the manufacturer root certificate: the only trust anchor")
     .requiredOption(
@@ -94,7 +95,7 @@ owner has its own token CA, and only cards of this one configure the HSM.`,
     )
     .action(async (options: FactoryInitCliOptions) => {
       const result = await factoryInit({
-        stateDir: resolve(ctx.cwd, options.stateDir),
+        stateDir: resolveStateDir(ctx, options.stateDir),
         serial: options.serial,
         root: await readInput(resolve(ctx.cwd, options.trust), "the trust anchor"),
         device: normalizeDeviceSpec(options.device, ctx.cwd),

@@ -1,16 +1,19 @@
-import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { Agent } from "../../../agent/agent.js";
 import { cardSource } from "../../../agent/card-source.js";
 import type { InterfaceMap } from "../../../agent/net/net-backend.js";
-import type { OnboardingResult } from "../../../agent/onboarding.js";
+import type { OnboardingResult, PinSource } from "../../../agent/onboarding.js";
+import { pinCommandSource } from "../../../agent/pin-command.js";
+import { priorityOf, SdNotifier, stderrIsJournal, withPriority } from "../../../agent/service.js";
+import { UsageError } from "../../../errors.js";
 import { readScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
 import { cardOpener, VIRTUAL_CARD_ENV } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, secretSource } from "../../secrets.js";
+import { resolveStateDir, STATE_DIR_HELP } from "./state-dir.js";
 
 interface RunOptions {
-  stateDir: string;
+  stateDir?: string;
   allowPlaintext?: boolean;
   reader?: string;
   net?: "iproute2" | "networkd" | "dry-run";
@@ -19,6 +22,7 @@ interface RunOptions {
   json?: boolean;
   pinStdin?: boolean;
   pinFd?: number;
+  pinCommand?: string;
   timeout?: number;
 }
 
@@ -71,7 +75,7 @@ export function describeResult(result: OnboardingResult): string {
 export function agentRunCommand(ctx: CliContext): Command {
   return new Command("run")
     .description("Wait for a configuration card, verify it, apply this HSM's network, write a receipt")
-    .requiredOption("--state-dir <dir>", "the agent's state directory (agent factory-init)")
+    .option("--state-dir <dir>", STATE_DIR_HELP)
     .option("--reader <name>", "only cards in a reader whose name contains this")
     .addOption(
       new Option(
@@ -93,15 +97,26 @@ export function agentRunCommand(ctx: CliContext): Command {
     .option("--json", "print each result as a JSON object on standard output")
     .option("--pin-stdin", "read the card PIN from standard input (one line per card)")
     .option("--pin-fd <n>", "read the card PIN from this file descriptor", parseFd)
+    .option(
+      "--pin-command <cmd>",
+      "run this front-panel program (sh -c) for each card's PIN: first line of its output; told the card in HSM_ONBOARD_CARD_* variables",
+    )
     .option("--timeout <seconds>", "give up waiting for a card after this long (exit 10)", parseSeconds)
     .addHelpText(
       "after",
       `
 At start the agent rolls back an apply that was interrupted and re-applies the configured network
 (nothing changes when it is in place). Then it waits for a card (one already inserted counts),
-asks for the PIN on the console with echo off (or --pin-stdin / --pin-fd), and prints one status
-line per step on standard error. Without --once it then waits for the card to be removed and for
-the next one, until SIGINT or SIGTERM. Exit codes with --once (table: hsm-onboard --help):
+asks for the PIN on the console with echo off (or --pin-stdin / --pin-fd / --pin-command), only
+once the card is authenticated, and prints one status line per step on standard error. Without
+--once it then waits for the card to be removed and for the next one, until SIGINT or SIGTERM:
+a card in progress is finished (or rolled back) first, then it exits 0. Without --once the PC/SC
+service going away is waited out (backoff 1 s doubling to 30 s), never an exit.
+Under systemd (Type=notify): READY=1 once started, STATUS= per phase, WATCHDOG=1 when WatchdogSec=
+is set (sent through systemd-notify to NOTIFY_SOCKET); log lines carry <N> priorities when
+standard error is the journal. The PIN program gets HSM_ONBOARD_HSM_SERIAL, HSM_ONBOARD_CARD_OWNER,
+HSM_ONBOARD_CARD_OFFICER, HSM_ONBOARD_CARD_SUBJECT, HSM_ONBOARD_CARD_SERIAL, HSM_ONBOARD_PIN_TRIES;
+its output is never logged. Exit codes with --once (table: hsm-onboard --help):
 0 configured, 11 card not trusted, 13 wrong PIN, 15 integrity, 16 not for this HSM, 17 replay,
 21 address conflict, …
 The applier is the one chosen at factory-init (--net there; iproute2 unless told otherwise); a
@@ -110,22 +125,30 @@ A card carrying exactly the configuration this HSM applied is recognised before 
 ${VIRTUAL_CARD_ENV}=FILE opens that virtual card state file in-process instead of PC/SC.
 
 Examples:
-  $ hsm-onboard agent run --state-dir /var/lib/hsm-onboard --net iproute2
+  $ hsm-onboard agent run --pin-command /usr/lib/front-panel/ask-pin
   $ hsm-onboard agent run --state-dir ./agent --once --json --pin-stdin <<< 123456
   $ hsm-onboard agent run --state-dir ./agent --net iproute2 --iface eth0=ens3 --iface eth1=ens4`,
     )
     .action(async (options: RunOptions) => {
       const interfaces = parseInterfaceMap(options.iface);
-      const log = (line: string) => writeLine(ctx.stderr, `agent: ${line}`);
-      const controller = new AbortController();
-      const onSignal = () => controller.abort();
-      process.once("SIGINT", onSignal);
-      process.once("SIGTERM", onSignal);
-      const pins = secretSource(ctx, {
-        ...(options.pinStdin ? { pinStdin: true } : {}),
-        ...(options.pinFd !== undefined ? { pinFd: options.pinFd } : {}),
+      const stateDir = resolveStateDir(ctx, options.stateDir);
+      const pinChoices = [options.pinStdin, options.pinFd !== undefined, options.pinCommand !== undefined];
+      if (pinChoices.filter(Boolean).length > 1)
+        throw new UsageError("use one of --pin-stdin, --pin-fd and --pin-command");
+      const tty = (ctx.stdin as { isTTY?: boolean }).isTTY === true;
+      if (!pinChoices.some(Boolean) && !tty) {
+        // Refused before any card is taken (issue 12), not after one was authenticated.
+        throw new UsageError(
+          "no terminal to read the PIN from: use --pin-fd N or --pin-command CMD (or --pin-stdin)",
+        );
+      }
+      const journal = ctx.stderr === process.stderr && stderrIsJournal(ctx.env as NodeJS.ProcessEnv);
+      const log = (line: string) =>
+        writeLine(ctx.stderr, withPriority(`agent: ${line}`, journal, priorityOf(line)));
+      const notifier = new SdNotifier({
+        env: ctx.env as NodeJS.ProcessEnv,
+        onError: (message) => log(`cannot notify: ${message}`),
       });
-      const stateDir = resolve(ctx.cwd, options.stateDir);
       const channel = secureChannelPolicy(await readScpTrust(stateDir), options.allowPlaintext === true);
       if (!channel.scp || options.allowPlaintext) {
         log(
@@ -134,11 +157,31 @@ Examples:
             : "no SCP trust anchor installed: cards are read without a secure channel (recorded)",
         );
       }
+      const controller = new AbortController();
+      const onSignal = () => {
+        if (!controller.signal.aborted) {
+          log("stopping: the card in progress, if any, is finished first");
+          void notifier.stopping("stopping");
+        }
+        controller.abort();
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      const pins: PinSource & { close(): void } =
+        options.pinCommand !== undefined
+          ? {
+              ...pinCommandSource({ command: options.pinCommand, env: ctx.env as NodeJS.ProcessEnv }),
+              close: () => {},
+            }
+          : secretSource(ctx, {
+              ...(options.pinStdin ? { pinStdin: true } : {}),
+              ...(options.pinFd !== undefined ? { pinFd: options.pinFd } : {}),
+            });
       const source = cardSource({
         element: { channel },
         ...(options.reader !== undefined ? { reader: options.reader } : {}),
         openCard: cardOpener(ctx),
-        onPrompt: () => writeLine(ctx.stderr, "agent: insert or tap the configuration card"),
+        onPrompt: () => log("insert or tap the configuration card"),
       });
       let agent: Agent | undefined;
       try {
@@ -148,8 +191,13 @@ Examples:
           interfaces,
           log,
         });
-        await agent.start();
+        const started = await agent.start();
+        await notifier.ready(
+          started.stage === "configured" ? "configured; waiting for a card" : "waiting for a card",
+        );
+        notifier.startWatchdog();
         const last = await agent.serve({
+          onStatus: (status) => void notifier.status(status),
           source,
           pinSource: pins,
           ...(options.once ? { once: true } : {}),
@@ -160,7 +208,7 @@ Examples:
               if (options.once) writeJson(ctx.stdout, result);
               else writeLine(ctx.stdout, JSON.stringify(result));
             } else {
-              writeLine(ctx.stderr, describeResult(result));
+              writeLine(ctx.stderr, withPriority(describeResult(result), journal, result.ok ? 6 : 3));
             }
           },
         });
@@ -168,6 +216,7 @@ Examples:
       } finally {
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);
+        await notifier.stop();
         pins.close();
         await source.release().catch(() => undefined);
         await agent?.close();

@@ -1,19 +1,19 @@
-import { resolve } from "node:path";
 import { Command } from "commander";
 import { describeDevice } from "../../../agent/device-identity.js";
 import { plannedAddresses } from "../../../agent/net/net-backend.js";
 import { AgentStateStore } from "../../../agent/state-store.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { resolveStateDir, STATE_DIR_HELP } from "./state-dir.js";
 
 interface StatusOptions {
-  stateDir: string;
+  stateDir?: string;
   json?: boolean;
 }
 
 export function agentStatusCommand(ctx: CliContext): Command {
   return new Command("status")
     .description("Show the agent's stage, serial, owner, applied configuration and last error")
-    .requiredOption("--state-dir <dir>", "the agent's state directory")
+    .option("--state-dir <dir>", STATE_DIR_HELP)
     .option("--json", "print the status as JSON")
     .addHelpText(
       "after",
@@ -23,7 +23,7 @@ Examples:
   $ hsm-onboard agent status --state-dir ./agent --json`,
     )
     .action(async (options: StatusOptions) => {
-      const { state } = await AgentStateStore.open(resolve(ctx.cwd, options.stateDir));
+      const { state } = await AgentStateStore.open(resolveStateDir(ctx, options.stateDir));
       const configured = state.configured;
       const status = {
         stage: state.stage,
