@@ -26,6 +26,10 @@ const SYSTEM_PACKAGES = [
   { pkg: "yubico-piv-tool", for: "yubico-piv-tool interoperability tests" },
   { pkg: "softhsm2", for: "PKCS#11 tests against SoftHSM2" },
   { pkg: "iproute2", for: "network tests in namespaces" },
+  {
+    pkg: "systemd",
+    for: "systemd-analyze verify of the unit file, systemd-notify, systemd-networkd in a namespace",
+  },
 ];
 
 // Paths below (node_modules, package-lock.json) are the project's, wherever this is started from.

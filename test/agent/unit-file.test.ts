@@ -1,0 +1,93 @@
+/**
+ * The appliance unit file (packaging/hsm-onboard-agent.service, issue 12), checked by systemd's own
+ * `systemd-analyze verify` (no warning at all: an unknown key or a bad value is a warning there) and
+ * scored by `systemd-analyze security --offline=true`. ExecStart= points at this checkout's
+ * bin/hsm-onboard.js for the check (verify refuses a program that does not exist).
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { PROJECT_ROOT, requireOrSkip, toolAvailable } from "../helpers/pcsc-env.js";
+
+const run = promisify(execFile);
+const cap = requireOrSkip(
+  toolAvailable("systemd-analyze")
+    ? { ok: true, reason: "" }
+    : { ok: false, reason: "systemd-analyze not installed (package systemd)" },
+);
+const UNIT = join(PROJECT_ROOT, "packaging", "hsm-onboard-agent.service");
+
+async function analyze(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run("systemd-analyze", args, { timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === "number" ? e.code : 1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+describe.skipIf(!cap.ok)("the unit file", () => {
+  let dir: string;
+  let text: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "hsm-unit-"));
+    text = (await readFile(UNIT, "utf8")).replaceAll(
+      "/usr/bin/hsm-onboard",
+      join(PROJECT_ROOT, "bin", "hsm-onboard.js"),
+    );
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("systemd-analyze verify accepts it without a single warning", async () => {
+    const file = join(dir, "hsm-onboard-agent.service");
+    await writeFile(file, text);
+    const result = await analyze(["verify", file]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr.trim()).toBe("");
+  });
+
+  test("the check is real: a misspelt key or a missing program is reported", async () => {
+    const typo = join(dir, "typo.service");
+    await writeFile(typo, text.replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"));
+    expect((await analyze(["verify", typo])).stderr).toMatch(/Unknown key 'NoNewPrivilege'/);
+    const missing = join(dir, "missing.service");
+    await writeFile(
+      missing,
+      text.replaceAll(join(PROJECT_ROOT, "bin", "hsm-onboard.js"), "/nonexistent/hsm-onboard"),
+    );
+    const refused = await analyze(["verify", missing]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/nonexistent\/hsm-onboard/);
+  });
+
+  test("what the issue asks of it, and systemd's own exposure score", async () => {
+    const unit = await readFile(UNIT, "utf8");
+    for (const line of [
+      "Type=notify",
+      "StateDirectory=hsm-onboard",
+      "CapabilityBoundingSet=CAP_NET_ADMIN",
+      "AmbientCapabilities=CAP_NET_ADMIN",
+      "After=pcscd.socket network-pre.target systemd-networkd.service",
+      "Restart=on-failure",
+      "WatchdogSec=60s",
+      "NoNewPrivileges=yes",
+      "ProtectSystem=strict",
+      "PrivateDevices=yes",
+    ]) {
+      expect(unit.split("\n"), line).toContain(line);
+    }
+    const file = join(dir, "hsm-onboard-agent.service");
+    await writeFile(file, text);
+    const security = await analyze(["security", "--offline=true", file]);
+    const score = /Overall exposure level for hsm-onboard-agent\.service: ([\d.]+)/.exec(security.stdout);
+    expect(score, security.stdout + security.stderr).not.toBeNull();
+    console.info(`systemd-analyze security --offline: exposure ${score![1]} (0 best, 10 worst)`);
+    expect(Number(score![1])).toBeLessThan(4);
+  });
+});
