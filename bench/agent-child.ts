@@ -31,6 +31,8 @@ export interface AgentChildRun {
   readonly error?: string;
   readonly wallMs: number;
   readonly cpuMs: number;
+  /** Agent.open + start before the card (not in cpuMs). */
+  readonly startCpuMs: number;
   readonly emulatorMs: number;
   readonly modeledCardMs: number;
   readonly apdus: number;
@@ -63,6 +65,7 @@ for (let i = 0; i < Math.min(Math.max(0, job.runs), 50); i++) {
     ...(m.result.error ? { error: m.result.error.message } : {}),
     wallMs: m.wallMs,
     cpuMs: m.cpuMs,
+    startCpuMs: m.startCpuMs,
     emulatorMs: m.totals.emulatorMs,
     modeledCardMs: m.totals.modeledMs,
     apdus: m.totals.apdus,

@@ -123,6 +123,10 @@ export async function benchAgentHost(
       ],
     ],
   );
+  print(
+    `  before the card, not counted above: agent start (Agent.open + start: lock, state, audit log, device key,` +
+      ` validation warm-up) ${colds.map((r) => fixed(r.startCpuMs, 1)).join(" / ")} ms CPU in the fresh processes`,
+  );
   const mib = (kib: number) => `${fixed(kib / 1024)} MiB = ${fixed((kib * 1024) / 1e6)} MB`;
   print();
   table(

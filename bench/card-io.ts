@@ -50,7 +50,9 @@ export async function benchCardIo(
   profiles: readonly LatencyProfile[],
 ): Promise<CardIoRun[]> {
   section("1. Card I/O of one agent onboarding (real agent flow, modeled card time)");
-  print("  runAgentOnce + onboard (src/agent), dry-run network, in-process virtual card behind MeteredCard;");
+  print(
+    "  Agent.open + start, then onboard (src/agent), dry-run network, in-process virtual card behind MeteredCard;",
+  );
   print("  the measured HSM is the first of each plan. Bytes include APDU headers and status words.");
   const runs: CardIoRun[] = [];
   for (const profile of profiles) {

@@ -4,7 +4,7 @@
  * benchmark's child process (agent-child.ts) measures the agent's memory, not the harness's.
  */
 import { cp, mkdir, rm } from "node:fs/promises";
-import { runAgentOnce } from "../src/agent/agent.js";
+import { Agent } from "../src/agent/agent.js";
 import type { OnboardingResult } from "../src/agent/onboarding.js";
 import { type CardState, MemoryCardStateStore } from "../src/card-emulator/card-state-store.js";
 import { ApduMeter, type LatencyProfile, type MeterTotals } from "../src/card-emulator/latency-profile.js";
@@ -34,13 +34,19 @@ export interface MeasuredOnboarding {
   readonly wallMs: number;
   /** User + system CPU of this process (all threads) over the same span, emulator included. */
   readonly cpuMs: number;
+  /**
+   * CPU of starting the agent before the card is present (Agent.open + start: lock, state, audit
+   * log, device key, validation warm-up), as `agent run` does once per process. Not in `cpuMs`.
+   */
+  readonly startCpuMs: number;
 }
 
 /**
  * One onboarding: a copy of `cardState` is powered on under `profile.card` behind a MeteredCard, PIV
- * is opened (SELECT, version, serial — what openCard does), then runAgentOnce with the dry-run
- * network on a fresh copy of the agent state directory `agentTemplate`. The metered span is
- * card-present → result.
+ * is opened (SELECT, version, serial — what openCard does), then the agent onboards it with the
+ * dry-run network on a fresh copy of the agent state directory `agentTemplate`. The agent is opened
+ * and started first, as `agent run` does before any card (timed apart: startCpuMs). The metered
+ * span is card-present → result.
  */
 export async function measureOnboarding(
   cardState: CardState,
@@ -51,20 +57,35 @@ export async function measureOnboarding(
   const meter = new ApduMeter(profile);
   const card = new VirtualPivCard({ store: new MemoryCardStateStore(cardState), profile: profile.card });
   try {
-    const cpu = process.cpuUsage();
-    const started = performance.now();
-    const element = await PivElement.open(
-      new InProcessTransport(new MeteredCard(card, meter), { readerName: "bench virtual card" }),
-    );
-    const result = await runAgentOnce({
-      stateDir,
-      net: "dry-run",
-      element,
-      pinSource: { read: async () => BENCH_PIN },
-    });
-    const wallMs = performance.now() - started;
-    const used = process.cpuUsage(cpu);
-    return { result, meter, totals: meter.totals, wallMs, cpuMs: (used.user + used.system) / 1000 };
+    const startCpu = process.cpuUsage();
+    const agent = await Agent.open({ stateDir, net: "dry-run" });
+    try {
+      await agent.start();
+      const startUsed = process.cpuUsage(startCpu);
+      const cpu = process.cpuUsage();
+      const started = performance.now();
+      const element = await PivElement.open(
+        new InProcessTransport(new MeteredCard(card, meter), { readerName: "bench virtual card" }),
+      );
+      let result: OnboardingResult;
+      try {
+        result = await agent.onboard(element, { read: async () => BENCH_PIN });
+      } finally {
+        await element.close();
+      }
+      const wallMs = performance.now() - started;
+      const used = process.cpuUsage(cpu);
+      return {
+        result,
+        meter,
+        totals: meter.totals,
+        wallMs,
+        cpuMs: (used.user + used.system) / 1000,
+        startCpuMs: (startUsed.user + startUsed.system) / 1000,
+      };
+    } finally {
+      await agent.close();
+    }
   } finally {
     await rm(stateDir, { recursive: true, force: true });
   }
