@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, type webcrypto } from "node:crypto";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
@@ -16,6 +16,7 @@ import { openInProcessCard } from "../../src/secure-element/open-card.js";
 import { readReceipts } from "../../src/station/read-receipts.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
 import { configSigningValidator, writeConfigurationToCard } from "../../src/station/write-card.js";
+import * as x509 from "../../src/util/x509.js";
 import {
   EXAMPLES,
   makePki,
@@ -238,5 +239,56 @@ describe("readReceipts", () => {
     expect(r.receipts).toEqual([
       expect.objectContaining({ location: "receipt-0", authentic: false, verified: false }),
     ]);
+  });
+});
+
+describe("receipts only under a device CA (issue 10 finding 2)", () => {
+  it("a device certificate under a CA without CA-level EKU (a token CA from before issue 10) is not a device: ✗", async () => {
+    const { card, stationDir, manifest, digestOf } = await configuredCard();
+    const serial = "1234567";
+    // A legacy token CA under the same root: CA, keyCertSign, but no extendedKeyUsage at all, so the
+    // validator's CA-level EKU rule has nothing to refuse; only "issued by a device CA" stops it.
+    const keys = (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+      "sign",
+      "verify",
+    ])) as webcrypto.CryptoKeyPair;
+    const rootSki = pki.root.certificate.getExtension(x509.SubjectKeyIdentifierExtension)!;
+    const legacy = await x509.X509CertificateGenerator.create({
+      serialNumber: "0a1b2c3d",
+      subject: "O=ACME Bank, CN=ACME Bank Legacy Token CA",
+      issuer: pki.root.certificate.subjectName,
+      notBefore: new Date(Date.now() - 3_600_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      publicKey: keys.publicKey,
+      signingKey: pki.root.privateKey,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-384" },
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        new x509.AuthorityKeyIdentifierExtension(rootSki.keyId),
+      ],
+    });
+    const { certificate, privateKey } = await createDeviceIdentity({
+      deviceCa: { certificate: legacy, privateKey: keys.privateKey },
+      serial,
+    });
+    const forged = await signReceipt(
+      receiptFor(manifest, serial, await digestOf(serial)),
+      createSoftwareSigner({
+        privateKey: await exportPrivateKeyPem(privateKey),
+        certificateChain: [new Uint8Array(certificate.rawData), new Uint8Array(legacy.rawData)],
+      }),
+    );
+    const genuine = await signReceipt(
+      receiptFor(manifest, serial, await digestOf(serial)),
+      await deviceSigner(pki, serial),
+    );
+    await addReceipt(card, "receipt-0", forged);
+    await addReceipt(card, "receipt-1", genuine);
+    const r = await report(card, stationDir);
+    expect(r.receipts[0]).toMatchObject({ authentic: false, verified: false });
+    expect(r.receipts[0]!.reason).toMatch(/is not a device CA/);
+    expect(r.receipts[1]).toMatchObject({ verified: true });
   });
 });
