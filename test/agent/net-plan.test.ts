@@ -68,6 +68,27 @@ describe("host network configuration of a shard entry", () => {
     );
   });
 
+  test("never an IPv4-mapped IPv6 address or gateway from a card (issue 10)", async () => {
+    const plan = await examplePlan("room-40.yaml");
+    const hsm = plan.hsms.find((h) => h.serial === "1500001")!;
+    const used = new Set(hsm.interfaces.map((i) => i.subnet));
+    const subnets = plan.subnets.filter((s) => used.has(s.name));
+    const mapped = {
+      ...hsm,
+      interfaces: hsm.interfaces.map((i, k) => (k === 0 ? { ...i, ipv6: "::ffff:198.51.100.11" } : i)),
+    };
+    expect(() => hostNetworkConfig({ hsm: mapped, subnets }, {})).toThrow(
+      /refusing the IPv4-mapped IPv6 address ::ffff:198\.51\.100\.11/,
+    );
+    const withIpv6 = hsm.interfaces.find((i) => i.ipv6 !== undefined)!;
+    const gatewaySubnets = subnets.map((s) =>
+      s.name === withIpv6.subnet ? { ...s, ipv6Gateway: "::ffff:198.51.100.1" } : s,
+    );
+    expect(() => hostNetworkConfig({ hsm, subnets: gatewaySubnets }, {})).toThrow(
+      /refusing the IPv4-mapped IPv6 gateway/,
+    );
+  });
+
   test("the desired state raises a parent's MTU for a jumbo VLAN and removes VLANs the plan lacks", async () => {
     const config = await roomConfig();
     const current: NetSnapshot = {

@@ -14,6 +14,7 @@
  * them, since deleting an address makes the kernel drop routes that depend on it.
  */
 import { z } from "zod";
+import { classifyAddress, parseIpv6 } from "../../config/ip.js";
 import type { HsmConfig } from "../../config/shard.js";
 import { NetworkApplyError, OnboardError, RollbackFailedError } from "../../errors.js";
 import type { AgentFaults } from "../faults.js";
@@ -91,6 +92,17 @@ export function hostNetworkConfig(config: HsmConfig, map: InterfaceMap = {}): Ho
     // Never the loopback device (issue 10 finding 5): addresses there would never reach the LAN.
     if (physical === "lo")
       throw new NetworkApplyError(`interface ${itf.name}: refusing the loopback device lo`);
+    // Nor an IPv4-mapped IPv6 address or gateway (issue 10): the station refuses them in plans; a
+    // configuration signed elsewhere is refused here too.
+    for (const [what, text] of [
+      ["IPv6 address", itf.ipv6],
+      ["IPv6 gateway", itf.ipv6 !== undefined ? subnet.ipv6Gateway : undefined],
+    ] as const) {
+      const address = text === undefined ? undefined : parseIpv6(text);
+      if (address && classifyAddress(address)?.cls === "ipv4-mapped") {
+        throw new NetworkApplyError(`interface ${itf.name}: refusing the IPv4-mapped ${what} ${text}`);
+      }
+    }
     if (devices.has(device)) throw new NetworkApplyError(`two planned interfaces on device ${device}`);
     devices.add(device);
     for (const s of subnet.dns) dns.add(s);
