@@ -30,7 +30,7 @@ import type { SecureElement } from "../secure-element/secure-element.js";
 import { AuditLog } from "./audit-log.js";
 import type { CardSource } from "./card-source.js";
 import { type DeviceIdentity, loadDeviceIdentity } from "./device-identity.js";
-import { readTrustAnchor } from "./factory.js";
+import { DEFAULT_NETWORKD_DIR, readTrustAnchor } from "./factory.js";
 import { type AgentFaults, faultsFromEnv } from "./faults.js";
 import { DryRunBackend } from "./net/dry-run.js";
 import { Iproute2Backend } from "./net/iproute2.js";
@@ -41,6 +41,7 @@ import {
   type NetBackend,
   plannedAddresses,
 } from "./net/net-backend.js";
+import { NetworkdBackend } from "./net/networkd.js";
 import { type AgentTrust, type OnboardingResult, onboard, type PinSource } from "./onboarding.js";
 import { backoffMs } from "./service.js";
 import { type AgentStage, AgentStateStore } from "./state-store.js";
@@ -57,7 +58,9 @@ export interface OpenAgentOptions {
    * a state without one refuses to start (issue 12: never a silent dry run).
    */
   readonly net?: NetBackend | NetBackendChoice;
-  /** For `iproute2`: run `ip` in this network namespace (`ip -n NS`). */
+  /** For `networkd`: the directory of its files (default: the state's, else /etc/systemd/network). */
+  readonly networkDir?: string;
+  /** For `iproute2` and `networkd`: run `ip` in this network namespace (`ip -n NS`). */
   readonly netns?: string;
   /** Plan interface name → device on this host. */
   readonly interfaces?: InterfaceMap;
@@ -158,9 +161,11 @@ export class Agent {
             ? new Iproute2Backend({ ...(options.netns ? { netns: options.netns } : {}), faults })
             : choice === "dry-run"
               ? await DryRunBackend.open({ file: store.path("dryRun"), clock })
-              : (() => {
-                  throw new UsageError(`the ${choice} applier is not available in this build`);
-                })();
+              : new NetworkdBackend({
+                  dir: options.networkDir ?? store.state.networkDir ?? DEFAULT_NETWORKD_DIR,
+                  ...(options.netns ? { netns: options.netns } : {}),
+                  faults,
+                });
       return new Agent({
         store,
         trust: { root, device },

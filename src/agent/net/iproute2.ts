@@ -19,6 +19,10 @@
  *
  * `ip -batch` is not transactional (TESTBED.md), so nothing here relies on it: one command per
  * change, and the rollback is computed from what is live.
+ *
+ * The kernel alone holds what this applier sets: after a reboot nothing is configured until the
+ * agent starts, which re-applies the configured network (Agent.start). An appliance whose network
+ * must come up without the agent uses the systemd-networkd applier (networkd.ts) instead.
  */
 import { execFile } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";

@@ -183,6 +183,8 @@ export const netSnapshotSchema = z.object({
   links: z.array(linkSchema),
   /** Non-kernel unicast routes (main table) through the snapshot's devices. */
   routes: z.array(routeSchema),
+  /** The networkd applier's own files (name → content) before the apply: what a rollback writes back. */
+  files: z.record(z.string(), z.string()).optional(),
 });
 
 export type AddressState = z.infer<typeof addressSchema>;
