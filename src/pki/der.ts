@@ -344,6 +344,7 @@ export function readName(bytes: Uint8Array, element: DerElement, what: string): 
       const value = pair.next();
       pair.end();
       checkAttributeValue(value, what);
+      if (value.tag === TAG.integer) integerContent(bytes, value, what); // minimal, non-empty
       rdn.push({
         type,
         valueTag: value.tag,
@@ -361,10 +362,30 @@ export function readName(bytes: Uint8Array, element: DerElement, what: string): 
  * A name's attribute value must be a primitive universal type (X.520 values are strings, and OpenSSL
  * reads nothing else there); BMPString and UniversalString come in whole characters.
  */
+/** NumericString, PrintableString, TeletexString, VideotexString, IA5String, GraphicString,
+ * VisibleString, GeneralString, UniversalString, BMPString, UTF8String; INTEGER. */
+const NAME_VALUE_TAGS: ReadonlySet<number> = new Set([
+  0x12,
+  0x13,
+  0x14,
+  0x15,
+  0x16,
+  0x19,
+  0x1a,
+  0x1b,
+  0x1c,
+  0x1e,
+  0x0c,
+  TAG.integer,
+]);
+
 function checkAttributeValue(value: DerElement, what: string): void {
   const length = value.end - value.contentStart;
-  if ((value.tag & 0xe0) !== 0 || (value.tag & 0x1f) === 0x1f) {
-    throw malformed(what, "name attribute value is not a primitive universal type");
+  // The string types, and INTEGER (which @peculiar/x509 reads there); nothing else — the
+  // differential test found this reader taking values (tag 0, a BIT STRING with 65 unused bits) that
+  // OpenSSL and @peculiar/x509 both refuse.
+  if (!NAME_VALUE_TAGS.has(value.tag)) {
+    throw malformed(what, "name attribute value is not a string (or INTEGER)");
   }
   if (
     (value.tag === TAG.bmpString && length % 2 !== 0) ||
