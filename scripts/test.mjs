@@ -30,6 +30,7 @@ const SYSTEM_PACKAGES = [
     pkg: "systemd",
     for: "systemd-analyze verify of the unit file, systemd-notify, systemd-networkd in a namespace",
   },
+  { pkg: "postgresql", for: "the station inventory's PostgreSQL engine (tests start their own server)" },
 ];
 
 // Paths below (node_modules, package-lock.json) are the project's, wherever this is started from.
@@ -85,11 +86,14 @@ function ensureSystemPackages() {
   }
 }
 
-const NATIVE_MODULES = ["pcsclite", "pkcs11js"];
+const NATIVE_MODULES = ["pcsclite", "pkcs11js", "better-sqlite3"];
+/** better-sqlite3 opens its binding only when a database is opened. */
+const PROBES = { "better-sqlite3": "new (require('better-sqlite3'))(':memory:').close()" };
 
 /** Loads in a fresh node (a failed load is not cached there, and the binding is really opened). */
 function loads(name) {
-  const r = spawnSync(process.execPath, ["-e", `require(${JSON.stringify(name)})`], { stdio: "ignore" });
+  const probe = PROBES[name] ?? `require(${JSON.stringify(name)})`;
+  const r = spawnSync(process.execPath, ["-e", probe], { stdio: "ignore" });
   return r.status === 0;
 }
 

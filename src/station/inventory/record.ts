@@ -1,0 +1,65 @@
+/** From the station's results (plans, writes, receipt reports) to inventory records. */
+import { createHash } from "node:crypto";
+import type { NetworkPlan } from "../../config/plan-model.js";
+import type { ReceiptReport } from "../read-receipts.js";
+import type { WriteResult } from "../write-card.js";
+import type { PlanRecord, ReceiptRecord, WriteRecord } from "./inventory.js";
+
+/** SHA-256 of the validated plan's JSON form (the parser fixes the key order), hex. */
+export function planDigest(plan: NetworkPlan): string {
+  return createHash("sha256").update(JSON.stringify(plan)).digest("hex");
+}
+
+export function planRecordOf(plan: NetworkPlan, recordedAt: Date = new Date()): PlanRecord {
+  return {
+    digest: planDigest(plan),
+    owner: plan.owner,
+    recordedAt,
+    hsms: plan.hsms.map((h) => ({
+      serial: h.serial,
+      hostname: h.hostname,
+      addresses: h.interfaces.flatMap((i) => [
+        ...(i.ipv4 === undefined ? [] : [`${i.name} ${i.ipv4}`]),
+        ...(i.ipv6 === undefined ? [] : [`${i.name} ${i.ipv6}`]),
+      ]),
+    })),
+  };
+}
+
+export function writeRecordOf(result: WriteResult, digest: string): WriteRecord {
+  return {
+    kind: "write",
+    configurationId: result.configurationId,
+    owner: result.owner,
+    sequence: result.sequence,
+    planDigest: digest,
+    ...(result.card.serial === undefined ? {} : { cardSerial: result.card.serial }),
+    cardName: result.card.name,
+    ...(result.officer === undefined ? {} : { officer: result.officer }),
+    writtenAt: result.issuedAt,
+    hsms: result.hsms,
+  };
+}
+
+/** Every row of a receipt report, verified or not. */
+export function receiptRecordsOf(report: ReceiptReport, collectedAt: Date = new Date()): ReceiptRecord[] {
+  return report.receipts.map((r) => ({
+    ...(r.serial === undefined ? {} : { serial: r.serial }),
+    ...(r.hostname === undefined ? {} : { hostname: r.hostname }),
+    ...(r.configurationId === undefined ? {} : { configurationId: r.configurationId }),
+    ...(r.sequence === undefined ? {} : { sequence: r.sequence }),
+    ...(r.outcome === undefined ? {} : { outcome: r.outcome }),
+    ...(r.outcomeName === undefined ? {} : { outcomeName: r.outcomeName }),
+    verified: r.verified,
+    authentic: r.authentic,
+    ...(r.reason === undefined ? {} : { reason: r.reason }),
+    addresses: r.addresses,
+    ...(r.stateDigest === undefined ? {} : { networkDigest: r.stateDigest }),
+    ...(r.plannedDigest === undefined ? {} : { planDigest: r.plannedDigest }),
+    // Receipts without the dry-run flag are from appliers that apply (issue 12): known only when authentic.
+    ...(r.authentic ? { dryRun: r.dryRun === true } : {}),
+    ...(r.time === undefined ? {} : { time: r.time }),
+    ...(report.card.serial === undefined ? {} : { cardSerial: report.card.serial }),
+    collectedAt,
+  }));
+}

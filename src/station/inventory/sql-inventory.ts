@@ -1,0 +1,388 @@
+/**
+ * The inventory over SQL, written once for both engines: the engine supplies a `SqlDriver`
+ * (sqlite.ts, postgres.ts) that runs statements with `?` placeholders, transactions and the one
+ * statement whose spelling differs (the greater of two numbers).
+ */
+import { IntegrityError, UsageError } from "../../errors.js";
+import type {
+  AllocateOptions,
+  HistoryEntry,
+  HsmState,
+  Inventory,
+  InventoryEngine,
+  JournalRecord,
+  PlanRecord,
+  ReceiptRecord,
+  WriteRecord,
+} from "./inventory.js";
+import { receiptKey } from "./inventory.js";
+import { MIGRATIONS, SCHEMA_VERSION } from "./migrations.js";
+
+export type Row = Record<string, unknown>;
+export type Param = string | number | null;
+
+export interface SqlQueries {
+  all(sql: string, params?: readonly Param[]): Promise<Row[]>;
+  run(sql: string, params?: readonly Param[]): Promise<number>;
+}
+
+export interface SqlDriver extends SqlQueries {
+  readonly engine: InventoryEngine;
+  readonly location: string;
+  /** Runs `fn` in one transaction that excludes other writers (SQLite: BEGIN IMMEDIATE). */
+  transaction<T>(fn: (q: SqlQueries) => Promise<T>): Promise<T>;
+  /** Runs a script of several statements (migrations). */
+  exec(q: SqlQueries, script: string): Promise<void>;
+  /** SQL for the greater of two expressions. */
+  greatest(a: string, b: string): string;
+  /** Serialises migrations between processes (PostgreSQL advisory lock; SQLite's write lock). */
+  migrationLock<T>(fn: (q: SqlQueries) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+const iso = (d: Date) => d.toISOString();
+const bool = (b: boolean | undefined): number | null => (b === undefined ? null : b ? 1 : 0);
+const unbool = (v: unknown): boolean | undefined =>
+  v === null || v === undefined ? undefined : Number(v) === 1;
+const str = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
+const num = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
+
+export async function migrate(driver: SqlDriver): Promise<number> {
+  return driver.migrationLock(async (q) => {
+    await driver.exec(
+      q,
+      "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    );
+    const rows = await q.all("SELECT MAX(version) AS v FROM schema_migrations");
+    const current = Number(rows[0]?.v ?? 0);
+    if (current > SCHEMA_VERSION) {
+      throw new UsageError(
+        `the inventory ${driver.location} has schema version ${current}, newer than this station knows (${SCHEMA_VERSION}): upgrade hsm-onboard`,
+      );
+    }
+    for (const m of MIGRATIONS) {
+      if (m.version <= current) continue;
+      await driver.exec(q, m.sql(driver.engine));
+      await q.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)", [
+        m.version,
+        m.name,
+        iso(new Date()),
+      ]);
+    }
+    return SCHEMA_VERSION;
+  });
+}
+
+export class SqlInventory implements Inventory {
+  readonly engine: InventoryEngine;
+  readonly location: string;
+
+  constructor(private readonly db: SqlDriver) {
+    this.engine = db.engine;
+    this.location = db.location;
+  }
+
+  async schemaVersion(): Promise<number> {
+    const rows = await this.db.all("SELECT MAX(version) AS v FROM schema_migrations");
+    return Number(rows[0]?.v ?? 0);
+  }
+
+  async allocateSequence(owner: string, options: AllocateOptions): Promise<number> {
+    const atLeast = options.atLeast ?? 0;
+    if (!Number.isSafeInteger(atLeast) || atLeast < 0) throw new UsageError("atLeast must be a whole number");
+    const now = iso(options.now ?? new Date());
+    return this.db.transaction(async (q) => {
+      // One statement: the row lock (PostgreSQL) or the write lock (SQLite) orders concurrent stations.
+      const rows = await q.all(
+        `INSERT INTO sequences (owner, last, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (owner) DO UPDATE SET last = ${this.db.greatest("sequences.last + 1", "excluded.last")}, updated_at = excluded.updated_at
+         RETURNING last`,
+        [owner, Math.max(1, atLeast), now],
+      );
+      const next = Number(rows[0]?.last);
+      if (!Number.isSafeInteger(next) || next < 1) {
+        throw new IntegrityError(`the inventory returned no sequence number for "${owner}"`);
+      }
+      // The primary key (owner, sequence) is the last guard: a number handed out twice cannot be recorded.
+      await q.run(
+        "INSERT INTO sequence_allocations (owner, sequence, station, allocated_at) VALUES (?, ?, ?, ?)",
+        [owner, next, options.station, now],
+      );
+      return next;
+    });
+  }
+
+  async lastSequence(owner: string): Promise<number> {
+    const rows = await this.db.all("SELECT last FROM sequences WHERE owner = ?", [owner]);
+    return rows.length === 0 ? 0 : Number(rows[0]?.last);
+  }
+
+  async raiseSequence(owner: string, last: number, station: string, now = new Date()): Promise<void> {
+    if (!Number.isSafeInteger(last) || last < 0) throw new UsageError("a sequence is a whole number");
+    await this.db.transaction(async (q) => {
+      const before = await q.all("SELECT last FROM sequences WHERE owner = ?", [owner]);
+      const was = before.length === 0 ? 0 : Number(before[0]?.last);
+      if (last <= was) return;
+      await q.run(
+        `INSERT INTO sequences (owner, last, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (owner) DO UPDATE SET last = ${this.db.greatest("sequences.last", "excluded.last")}, updated_at = excluded.updated_at`,
+        [owner, last, iso(now)],
+      );
+      await q.run("INSERT INTO journal (event, key, number, station, time) VALUES (?, ?, ?, ?, ?)", [
+        "sequence-raised",
+        owner,
+        String(last),
+        station,
+        iso(now),
+      ]);
+    });
+  }
+
+  async recordPlan(plan: PlanRecord): Promise<void> {
+    const at = iso(plan.recordedAt ?? new Date());
+    await this.db.transaction(async (q) => {
+      const inserted = await q.run(
+        "INSERT INTO plans (digest, owner, hsms, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+        [plan.digest, plan.owner, plan.hsms.length, at],
+      );
+      if (inserted === 0) return; // the same plan again: its rows are there
+      const columns = 5;
+      const batch = Math.floor(900 / columns);
+      for (let i = 0; i < plan.hsms.length; i += batch) {
+        const slice = plan.hsms.slice(i, i + batch);
+        const params: Param[] = [];
+        for (const h of slice) {
+          params.push(plan.digest, h.serial, h.hostname, JSON.stringify(h.addresses), h.stateDigest ?? null);
+        }
+        await q.run(
+          `INSERT INTO plan_hsms (plan_digest, serial, hostname, addresses, state_digest) VALUES ${slice
+            .map(() => "(?, ?, ?, ?, ?)")
+            .join(", ")}`,
+          params,
+        );
+      }
+    });
+  }
+
+  async recordWrite(w: WriteRecord): Promise<void> {
+    await this.db.run(
+      `INSERT INTO writes (kind, configuration_id, owner, sequence, plan_digest, card_serial, card_name, officer,
+         card_index, card_count, hsms, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [
+        w.kind ?? "write",
+        w.configurationId,
+        w.owner,
+        w.sequence,
+        w.planDigest ?? null,
+        w.cardSerial ?? null,
+        w.cardName ?? null,
+        w.officer ?? null,
+        w.cardIndex ?? null,
+        w.cardCount ?? null,
+        w.hsms,
+        iso(w.writtenAt),
+      ],
+    );
+  }
+
+  async recordReceipts(receipts: readonly ReceiptRecord[]): Promise<number> {
+    if (receipts.length === 0) return 0;
+    return this.db.transaction(async (q) => {
+      let added = 0;
+      for (const r of receipts) {
+        added += await q.run(
+          `INSERT INTO receipts (receipt_key, serial, hostname, configuration_id, sequence, outcome, outcome_name,
+             verified, authentic, reason, addresses, network_digest, plan_digest, dry_run, scp, receipt_time,
+             card_serial, collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (receipt_key) DO NOTHING`,
+          [
+            receiptKey(r),
+            r.serial ?? null,
+            r.hostname ?? null,
+            r.configurationId ?? null,
+            r.sequence ?? null,
+            r.outcome ?? null,
+            r.outcomeName ?? null,
+            r.verified ? 1 : 0,
+            r.authentic ? 1 : 0,
+            r.reason ?? null,
+            JSON.stringify(r.addresses),
+            r.networkDigest ?? null,
+            r.planDigest ?? null,
+            bool(r.dryRun),
+            bool(r.scp),
+            r.time ? iso(r.time) : null,
+            r.cardSerial ?? null,
+            iso(r.collectedAt),
+          ],
+        );
+      }
+      return added;
+    });
+  }
+
+  async appendJournal(e: JournalRecord): Promise<void> {
+    await this.db.run("INSERT INTO journal (event, key, number, station, time) VALUES (?, ?, ?, ?, ?)", [
+      e.event,
+      e.key,
+      e.number,
+      e.station,
+      iso(e.time),
+    ]);
+  }
+
+  async journal(limit = 1000): Promise<JournalRecord[]> {
+    const rows = await this.db.all(
+      "SELECT event, key, number, station, time FROM journal ORDER BY id DESC LIMIT ?",
+      [limit],
+    );
+    return rows.reverse().map((r) => ({
+      event: String(r.event),
+      key: String(r.key),
+      number: String(r.number),
+      station: String(r.station),
+      time: new Date(String(r.time)),
+    }));
+  }
+
+  async inventory(options: { readonly owner?: string } = {}): Promise<HsmState[]> {
+    const owner = options.owner;
+    const where = owner === undefined ? "" : "WHERE p.owner = ?";
+    const params: Param[] = owner === undefined ? [] : [owner];
+    // The latest plan that names each serial wins; then its latest write and the serial's latest receipt.
+    const planned = await this.db.all(
+      `SELECT p.owner, p.digest, p.recorded_at, h.serial, h.hostname FROM plan_hsms h
+       JOIN plans p ON p.digest = h.plan_digest ${where} ORDER BY p.recorded_at, p.digest`,
+      params,
+    );
+    const writes = await this.db.all(
+      `SELECT w.plan_digest, w.configuration_id, w.sequence, w.card_serial, w.officer, w.written_at FROM writes w
+       ${owner === undefined ? "" : "WHERE w.owner = ?"} ORDER BY w.written_at, w.id`,
+      params,
+    );
+    const receipts = await this.db.all(
+      `SELECT serial, outcome, outcome_name, verified, reason, addresses, dry_run, scp, sequence, collected_at, receipt_time
+       FROM receipts WHERE serial IS NOT NULL ORDER BY collected_at, id`,
+    );
+    const latestWrite = new Map<string, Row>();
+    for (const w of writes) if (w.plan_digest !== null) latestWrite.set(String(w.plan_digest), w);
+    const latestReceipt = new Map<string, Row>();
+    for (const r of receipts) latestReceipt.set(String(r.serial), r);
+    const bySerial = new Map<string, HsmState>();
+    for (const p of planned) {
+      const serial = String(p.serial);
+      const w = latestWrite.get(String(p.digest));
+      const r = latestReceipt.get(serial);
+      bySerial.set(`${String(p.owner)}\u0000${serial}`, {
+        owner: String(p.owner),
+        serial,
+        hostname: String(p.hostname),
+        planDigest: String(p.digest),
+        plannedAt: new Date(String(p.recorded_at)),
+        ...(w
+          ? {
+              written: {
+                configurationId: String(w.configuration_id),
+                sequence: Number(w.sequence),
+                ...(str(w.card_serial) === undefined ? {} : { cardSerial: String(w.card_serial) }),
+                ...(str(w.officer) === undefined ? {} : { officer: String(w.officer) }),
+                at: new Date(String(w.written_at)),
+              },
+            }
+          : {}),
+        ...(r ? { receipt: receiptState(r) } : {}),
+      });
+    }
+    return [...bySerial.values()].sort((a, b) =>
+      a.owner === b.owner ? compareSerial(a.serial, b.serial) : a.owner < b.owner ? -1 : 1,
+    );
+  }
+
+  async history(options: { readonly owner?: string; readonly limit?: number } = {}): Promise<HistoryEntry[]> {
+    const limit = options.limit ?? 100;
+    const owner = options.owner;
+    const ownerParams: Param[] = owner === undefined ? [] : [owner];
+    const plans = await this.db.all(
+      `SELECT owner, digest, hsms, recorded_at FROM plans ${owner === undefined ? "" : "WHERE owner = ?"} ORDER BY recorded_at DESC LIMIT ?`,
+      [...ownerParams, limit],
+    );
+    const writes = await this.db.all(
+      `SELECT kind, owner, configuration_id, sequence, card_serial, officer, card_index, card_count, hsms, written_at FROM writes
+       ${owner === undefined ? "" : "WHERE owner = ?"} ORDER BY written_at DESC, id DESC LIMIT ?`,
+      [...ownerParams, limit],
+    );
+    const receipts = await this.db.all(
+      `SELECT serial, hostname, outcome_name, verified, reason, sequence, collected_at FROM receipts
+       ORDER BY collected_at DESC, id DESC LIMIT ?`,
+      [limit],
+    );
+    const journal = await this.db.all(
+      `SELECT event, key, number, station, time FROM journal ${owner === undefined ? "" : "WHERE key = ?"} ORDER BY time DESC, id DESC LIMIT ?`,
+      [...ownerParams, limit],
+    );
+    const entries: HistoryEntry[] = [
+      ...plans.map((p) => ({
+        time: new Date(String(p.recorded_at)),
+        kind: "plan" as const,
+        owner: String(p.owner),
+        text: `plan ${String(p.digest).slice(0, 16)}… of "${String(p.owner)}": ${Number(p.hsms)} HSMs`,
+      })),
+      ...writes.map((w) => ({
+        time: new Date(String(w.written_at)),
+        kind: w.kind === "cosign" ? ("cosign" as const) : ("write" as const),
+        owner: String(w.owner),
+        text: `${w.kind === "cosign" ? "co-signed" : "written"}: configuration ${String(w.configuration_id)} sequence ${Number(
+          w.sequence,
+        )} (${Number(w.hsms)} HSMs) on card ${str(w.card_serial) ?? "?"}${
+          w.officer === null ? "" : ` by "${String(w.officer)}"`
+        }${w.card_index === null ? "" : ` (card ${Number(w.card_index)} of ${Number(w.card_count)})`}`,
+      })),
+      ...receipts.map((r) => ({
+        time: new Date(String(r.collected_at)),
+        kind: "receipt" as const,
+        text: `receipt of ${str(r.serial) ?? "?"} (${str(r.hostname) ?? "?"}): ${str(r.outcome_name) ?? "?"} ${
+          Number(r.verified) === 1
+            ? "✓ verified"
+            : `✗ not verified${r.reason === null ? "" : `: ${String(r.reason)}`}`
+        }${r.sequence === null ? "" : `, sequence ${Number(r.sequence)}`}`,
+      })),
+      ...journal.map((j) => ({
+        time: new Date(String(j.time)),
+        kind: "journal" as const,
+        text: `journal: ${String(j.event)} ${String(j.key)} ${String(j.number)} (station ${String(j.station)})`,
+      })),
+    ];
+    return entries.sort((a, b) => b.time.getTime() - a.time.getTime()).slice(0, limit);
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+}
+
+function receiptState(r: Row): NonNullable<HsmState["receipt"]> {
+  const outcome = num(r.outcome);
+  const outcomeName = str(r.outcome_name);
+  const reason = str(r.reason);
+  const dryRun = unbool(r.dry_run);
+  const scp = unbool(r.scp);
+  const sequence = num(r.sequence);
+  return {
+    ...(outcome === undefined ? {} : { outcome }),
+    ...(outcomeName === undefined ? {} : { outcomeName }),
+    verified: Number(r.verified) === 1,
+    ...(reason === undefined ? {} : { reason }),
+    addresses: JSON.parse(String(r.addresses)) as string[],
+    ...(dryRun === undefined ? {} : { dryRun }),
+    ...(scp === undefined ? {} : { scp }),
+    ...(sequence === undefined ? {} : { sequence }),
+    at: new Date(String(r.collected_at)),
+  };
+}
+
+const SERIAL_ORDER = new Intl.Collator("en", { numeric: true });
+
+/** Serials in natural order: HSM-2 before HSM-10. */
+export function compareSerial(a: string, b: string): number {
+  return SERIAL_ORDER.compare(a, b);
+}
