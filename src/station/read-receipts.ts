@@ -78,6 +78,10 @@ export interface ReceiptRow {
   readonly reason?: string;
   /** The device certificate is revoked by its device CA's CRL (`station update-crl --device`). */
   readonly revoked?: boolean;
+  /** The network state digest the HSM reported, hex (authentic receipts). */
+  readonly stateDigest?: string;
+  /** The digest of the HSM's planned entry on the card, hex, when it was found (inventory, issue 14). */
+  readonly plannedDigest?: string;
 }
 
 export interface ReceiptReport {
@@ -215,6 +219,7 @@ async function checkReceipt(
     configurationId: Buffer.from(receipt.configurationId).toString("hex"),
     sequence: receipt.sequence,
     authentic: true,
+    stateDigest: Buffer.from(receipt.stateDigest).toString("hex"),
   };
   const { manifest } = context;
   if (!manifest) {
@@ -255,13 +260,15 @@ async function checkReceipt(
     };
   }
   const hostname = planned.hsm.hostname;
+  const plannedDigest = Buffer.from(networkStateDigest(planned)).toString("hex");
   if (receipt.outcome !== ExitCode.ok) {
     // The HSM says it did not apply the configuration; the receipt is genuine, the outcome is the news.
-    return { ...base, hostname, addresses: [], current: true, verified: true };
+    return { ...base, plannedDigest, hostname, addresses: [], current: true, verified: true };
   }
   if (!bytesEqual(receipt.stateDigest, networkStateDigest(planned))) {
     return {
       ...base,
+      plannedDigest,
       hostname,
       addresses: [],
       current: true,
@@ -271,9 +278,9 @@ async function checkReceipt(
   }
   if (receipt.dryRun) {
     // Genuine and for the planned state, but nothing was applied: no addresses to show as applied.
-    return { ...base, hostname, addresses: [], current: true, verified: true };
+    return { ...base, plannedDigest, hostname, addresses: [], current: true, verified: true };
   }
-  return { ...base, hostname, addresses: addressesOf(planned), current: true, verified: true };
+  return { ...base, plannedDigest, hostname, addresses: addressesOf(planned), current: true, verified: true };
 }
 
 function unreadable(location: string, reason: string): ReceiptRow {

@@ -2,24 +2,31 @@
  * Per-owner sequence numbers (SPEC.md §4, §5): every configuration the station signs for an owner
  * carries a number higher than any before, so an HSM can refuse an older card (exit 17).
  *
- * A number is persisted before it is used: `allocateSequence` writes the counter (atomically, under
- * the station's `sequences` lock) and only then returns the number. If the card write fails later,
- * the number is spent, never handed out again. Gaps are harmless; reuse would not be. The station
- * journal (station-journal.ts) records each number too: a sequences.json put back is found (17).
+ * The inventory allocates them (src/station/inventory: SQLite in the station directory, or a
+ * PostgreSQL database several stations share): strictly increasing per owner across every station on
+ * the database, each number recorded once before it is returned. If the card write fails later, the
+ * number is spent, never handed out again. Gaps are harmless; reuse would not be.
+ *
+ * The station journal (station-journal.ts) records each number this station handed out, too. An
+ * inventory that says less than the journal was put back (an older inventory.sqlite restored, a
+ * database restored from a dump): the station refuses with ReplayError (17) rather than trust it.
+ * A whole station directory restored (journal included) is caught by a shared database, which still
+ * knows the later numbers, and by the card: a write over a newer configuration starts above it.
+ *
+ * `sequences.json` (the counter file before the inventory) is migrated: its numbers raise the
+ * inventory's counters (never lower them) and the file is renamed `sequences.json.imported`.
  */
+import { rename } from "node:fs/promises";
+import { join } from "node:path";
 import { z } from "zod";
 import { ReplayError } from "../errors.js";
-import {
-  jsonText,
-  type LockOptions,
-  readStationJson,
-  STATION_FILES,
-  withStationLock,
-  writeStationFile,
-} from "./station-dir.js";
-import { appendJournal, checkSequenceNotRolledBack, readJournal } from "./station-journal.js";
+import type { Inventory } from "./inventory/inventory.js";
+import { openInventory, stationName } from "./inventory/open.js";
+import { type LockOptions, readStationJson, STATION_FILES, withStationLock } from "./station-dir.js";
+import { appendJournal, checkSequenceNotRolledBack, type HighWater, readJournal } from "./station-journal.js";
 
 const FORMAT = "hsm-onboard/station-sequences";
+export const IMPORTED_SEQUENCES = `${STATION_FILES.sequences}.imported`;
 
 const sequencesSchema = z.object({
   format: z.literal(FORMAT),
@@ -32,7 +39,6 @@ const sequencesSchema = z.object({
     }),
   ),
 });
-type SequencesFile = z.infer<typeof sequencesSchema>;
 
 export interface AllocateSequenceOptions extends LockOptions {
   /**
@@ -41,22 +47,62 @@ export interface AllocateSequenceOptions extends LockOptions {
    */
   readonly atLeast?: number;
   readonly now?: Date;
+  /** The inventory that allocates; default: the station's SQLite inventory (opened and closed here). */
+  readonly inventory?: Inventory;
+}
+
+/** Runs `fn` with `inventory`, or with the station's own SQLite inventory opened for the call. */
+export async function withInventory<T>(
+  stationDir: string,
+  inventory: Inventory | undefined,
+  fn: (inventory: Inventory) => Promise<T>,
+): Promise<T> {
+  if (inventory) return fn(inventory);
+  const opened = await openInventory({ stationDir });
+  try {
+    return await fn(opened);
+  } finally {
+    await opened.close();
+  }
 }
 
 /** The last number handed out for `owner`; 0 when none was. */
-export async function lastSequence(stationDir: string, owner: string): Promise<number> {
-  const file = await readStationJson(stationDir, STATION_FILES.sequences, sequencesSchema);
-  return file ? (ownerEntry(file, owner)?.last ?? 0) : 0;
-}
-
-/** Own properties only: an owner called "constructor" or "__proto__" is just a name. */
-function ownerEntry(file: SequencesFile, owner: string): SequencesFile["owners"][string] | undefined {
-  return Object.hasOwn(file.owners, owner) ? file.owners[owner] : undefined;
+export async function lastSequence(
+  stationDir: string,
+  owner: string,
+  options: { readonly inventory?: Inventory } = {},
+): Promise<number> {
+  return withInventory(stationDir, options.inventory, async (inventory) => {
+    await importSequencesFile(stationDir, inventory, await readJournal(stationDir));
+    return inventory.lastSequence(owner);
+  });
 }
 
 /**
- * Allocates `owner`'s next sequence number (1 for the first), persisted before it is returned.
- * Concurrent allocations (other processes too) get distinct numbers through the lock file.
+ * Moves a `sequences.json` into the inventory (raising counters only) and renames it. A file that
+ * says less than the journal recorded was put back: ReplayError, as before the inventory.
+ */
+export async function importSequencesFile(
+  stationDir: string,
+  inventory: Inventory,
+  journal: HighWater,
+  now: Date = new Date(),
+): Promise<number> {
+  const file = await readStationJson(stationDir, STATION_FILES.sequences, sequencesSchema);
+  if (!file) return 0;
+  const owners = Object.entries(file.owners);
+  for (const [owner, entry] of owners) checkSequenceNotRolledBack(journal, owner, entry.last);
+  for (const [owner, entry] of owners) {
+    await inventory.raiseSequence(owner, entry.last, stationName(stationDir), now);
+  }
+  await rename(join(stationDir, STATION_FILES.sequences), join(stationDir, IMPORTED_SEQUENCES));
+  return owners.length;
+}
+
+/**
+ * Allocates `owner`'s next sequence number (1 for the first), recorded in the inventory and the
+ * station journal before it is returned. Concurrent allocations (other processes, other stations on a
+ * shared database) get distinct numbers.
  */
 export async function allocateSequence(
   stationDir: string,
@@ -66,33 +112,37 @@ export async function allocateSequence(
   return withStationLock(
     stationDir,
     "sequences",
-    async () => {
-      const file: SequencesFile = (await readStationJson(
-        stationDir,
-        STATION_FILES.sequences,
-        sequencesSchema,
-      )) ?? {
-        format: FORMAT,
-        version: 1,
-        owners: {},
-      };
-      const last = ownerEntry(file, owner)?.last ?? 0;
-      checkSequenceNotRolledBack(await readJournal(stationDir), owner, last);
-      const next = Math.max(last + 1, options.atLeast ?? 0);
-      if (!Number.isSafeInteger(next)) {
-        throw new ReplayError(`the sequence number of "${owner}" cannot grow any further`);
-      }
-      const updated: SequencesFile = {
-        ...file,
-        owners: {
-          ...file.owners,
-          [owner]: { last: next, allocatedAt: (options.now ?? new Date()).toISOString() },
-        },
-      };
-      await writeStationFile(stationDir, STATION_FILES.sequences, jsonText(updated));
-      await appendJournal(stationDir, "sequence", owner, next, options.now);
-      return next;
-    },
+    () =>
+      withInventory(stationDir, options.inventory, async (inventory) => {
+        const journal = await readJournal(stationDir);
+        await importSequencesFile(stationDir, inventory, journal, options.now);
+        const recorded = journal.sequences.get(owner);
+        if (recorded !== undefined) {
+          const last = await inventory.lastSequence(owner);
+          if (BigInt(last) < recorded) {
+            throw new ReplayError(
+              `station rollback detected: the inventory ${inventory.location} says ${last} for "${owner}", but the station journal recorded ${recorded}; the inventory was restored or edited — refusing to hand out a sequence number again`,
+            );
+          }
+        }
+        const next = await inventory.allocateSequence(owner, {
+          ...(options.atLeast === undefined ? {} : { atLeast: options.atLeast }),
+          station: stationName(stationDir),
+          ...(options.now === undefined ? {} : { now: options.now }),
+        });
+        if (!Number.isSafeInteger(next + 1)) {
+          throw new ReplayError(`the sequence number of "${owner}" cannot grow any further`);
+        }
+        await appendJournal(stationDir, "sequence", owner, next, options.now);
+        await inventory.appendJournal({
+          event: "sequence",
+          key: owner,
+          number: String(next),
+          station: stationName(stationDir),
+          time: options.now ?? new Date(),
+        });
+        return next;
+      }),
     options,
   );
 }

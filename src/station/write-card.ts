@@ -52,7 +52,9 @@ import { bytesEqual } from "../util/bytes.js";
 import { X509Certificate, X509Crl } from "../util/x509.js";
 import { type StationTrust, stationCardPolicy, stationCrlFor } from "./authenticate-card.js";
 import { type CrlUpdate, updateStationCrl } from "./crl-update.js";
-import { allocateSequence } from "./sequence-store.js";
+import type { Inventory } from "./inventory/inventory.js";
+import { planRecordOf, writeRecordOf } from "./inventory/record.js";
+import { allocateSequence, withInventory } from "./sequence-store.js";
 import {
   jsonText,
   loadStationTrust,
@@ -122,6 +124,8 @@ export interface WriteConfigurationOptions {
   readonly onProgress?: (progress: WriteProgress) => void;
   /** Bytes kept free for receipts (default one PIV object, 3,063). */
   readonly receiptReserveBytes?: number;
+  /** Allocates the sequence and records the plan and the write (default: the station's SQLite inventory). */
+  readonly inventory?: Inventory;
 }
 
 export interface WrittenShard {
@@ -247,6 +251,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
   const sequence = await allocateSequence(stationDir, plan.owner, {
     ...(previous && previous.owner === plan.owner ? { atLeast: previous.sequence + 1 } : {}),
     now,
+    ...(options.inventory ? { inventory: options.inventory } : {}),
   });
   progress({ step: "allocate-sequence", message: `sequence ${sequence} allocated for "${plan.owner}"` });
 
@@ -358,7 +363,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
   });
 
   const content = encoded.manifestContent;
-  return {
+  const result: WriteResult = {
     owner: card.owner,
     ...(card.officer ? { officer: card.officer } : {}),
     card: element.info,
@@ -388,6 +393,13 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     ...(previous ? { previousSequence: previous.sequence } : {}),
     durationMs: Math.round(performance.now() - started),
   };
+  // 8. The inventory: the plan and the write (issue 14).
+  await withInventory(stationDir, options.inventory, async (inventory) => {
+    const planRecord = planRecordOf(plan, now);
+    await inventory.recordPlan(planRecord);
+    await inventory.recordWrite(writeRecordOf(result, planRecord.digest));
+  });
+  return result;
 }
 
 /** A signature that does not verify (not a malformed encoding). */

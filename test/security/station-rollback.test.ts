@@ -2,7 +2,8 @@
  * Issue 10 finding 5: a station must detect its own rollback. Over the real stack (pcscd + vpcd +
  * `card emulate`, CLI children): a station takes CRL 1 then CRL 2 of its token CA and writes a card
  * twice (sequences 1 and 2). Then
- * - sequences.json put back to 1 → `station write` refuses with 17 (before: it re-issued sequence 2);
+ * - the inventory (inventory.sqlite, formerly sequences.json) put back to 1 → `station write` refuses
+ *   with 17 (before: it re-issued sequence 2);
  * - the CRL 1 file put back → `station write` refuses with 17 (before: it wrote the older CRL, which
  *   may not list a revoked card);
  * - an edited journal line → 15.
@@ -13,7 +14,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { planToYaml } from "../../src/config/plan.js";
 import { ExitCode } from "../../src/errors.js";
-import { createTestPki, LAB_PLAN, OWNER, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { createTestPki, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
 import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { put, Stack, stackCapability } from "./stack.js";
 import { CardTemplate } from "./support.js";
@@ -39,7 +40,7 @@ describe.skipIf(!cap.ok)(
       await base?.cleanup();
     });
 
-    test("a lowered sequences.json and an older CRL file are refused with 17; an edited journal with 15", async () => {
+    test("a lowered inventory and an older CRL file are refused with 17; an edited journal with 15", async () => {
       const station = join(base.dir, "station");
       const issuer = join(testPki.dir, "token-ca.pem");
       const crl1 = await put(join(base.dir, "crl-1.der"), await testPki.crl(1));
@@ -87,22 +88,23 @@ describe.skipIf(!cap.ok)(
       const first = await write();
       ok(first);
       expect(sequenceOf(first)).toBe(1);
+      // Each CLI process closed the inventory: no write-ahead log beside it, the file is complete.
+      expect(await readdir(station)).not.toContain("inventory.sqlite-wal");
+      const afterFirst = await readFile(join(station, "inventory.sqlite"));
       const second = await write();
       ok(second);
       expect(sequenceOf(second)).toBe(2);
 
-      // sequences.json put back to 1.
-      const sequencesPath = join(station, "sequences.json");
-      const sequences = await readFile(sequencesPath, "utf8");
-      const lowered = JSON.parse(sequences) as { owners: Record<string, { last: number }> };
-      lowered.owners[OWNER]!.last = 1;
-      await writeFile(sequencesPath, JSON.stringify(lowered));
+      // The inventory put back to its copy from after the first write (issue 14: it replaced sequences.json).
+      const inventoryPath = join(station, "inventory.sqlite");
+      const current = await readFile(inventoryPath);
+      await writeFile(inventoryPath, afterFirst);
       const afterLowering = await write();
       expect(afterLowering.code, afterLowering.stderr).toBe(ExitCode.replay);
       expect(afterLowering.stderr).toMatch(
-        /station rollback detected: sequences\.json says 1 for "ACME Bank", but the station journal recorded 2/,
+        /station rollback detected: the inventory .*inventory\.sqlite says 1 for "ACME Bank", but the station journal recorded 2/,
       );
-      await writeFile(sequencesPath, sequences);
+      await writeFile(inventoryPath, current);
       const third = await write();
       ok(third);
       expect(sequenceOf(third)).toBe(3);

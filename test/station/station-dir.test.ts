@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode, IntegrityError, ReplayError, UsageError, ValidityError } from "../../src/errors.js";
 import { updateStationCrl } from "../../src/station/crl-update.js";
 import { initStation } from "../../src/station/init-station.js";
+import { openInventory } from "../../src/station/inventory/open.js";
 import { allocateSequence, lastSequence } from "../../src/station/sequence-store.js";
 import {
   defaultStationDir,
@@ -107,9 +108,12 @@ describe("sequence store", () => {
     expect(await allocateSequence(dir, "Globex")).toBe(1);
     expect(await allocateSequence(dir, "__proto__")).toBe(1);
     expect(await lastSequence(dir, "ACME Bank")).toBe(2);
-    const file = JSON.parse(await readFile(join(dir, "sequences.json"), "utf8"));
-    expect(file.owners["ACME Bank"].last).toBe(2);
-    expect((await stat(join(dir, "sequences.json"))).mode & 0o777).toBe(0o600);
+    // Kept in the station's inventory (issue 14), not in a sequences.json any more.
+    const inventory = await openInventory({ stationDir: dir });
+    expect(await inventory.lastSequence("ACME Bank")).toBe(2);
+    await inventory.close();
+    expect((await stat(join(dir, "inventory.sqlite"))).mode & 0o777).toBe(0o600);
+    expect(await readdir(dir)).not.toContain("sequences.json");
   });
 
   it("never hands out a number twice under concurrency", async () => {

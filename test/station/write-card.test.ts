@@ -483,7 +483,7 @@ describe("station directory after writes", () => {
     const stationDir = await makeStation(pki);
     await write(card, stationDir, rack4);
     const { stat } = await import("node:fs/promises");
-    for (const name of ["root.pem", "sequences.json", "station.json"]) {
+    for (const name of ["root.pem", "inventory.sqlite", "journal.log", "station.json"]) {
       expect((await stat(join(stationDir, name))).mode & 0o777).toBe(0o600);
     }
     expect(await readdir(join(stationDir, "issuers"))).toHaveLength(1);

@@ -1,7 +1,9 @@
 import { Command } from "commander";
 import type { CliContext } from "../../context.js";
 import { stationEnrollTotpCommand } from "./enroll-totp.js";
+import { stationHistoryCommand } from "./history.js";
 import { stationInitCommand } from "./init.js";
+import { DB_HELP, stationInventoryCommand } from "./inventory.js";
 import { stationReceiptsCommand } from "./receipts.js";
 import { stationUpdateCrlCommand } from "./update-crl.js";
 import { stationWriteCommand } from "./write.js";
@@ -14,10 +16,17 @@ export function stationCommand(ctx: CliContext): Command {
     stationEnrollTotpCommand,
     stationWriteCommand,
     stationReceiptsCommand,
+    stationInventoryCommand,
+    stationHistoryCommand,
   ];
   const station = new Command("station").description(
     "Officer's station: trust anchor and CRL, TOTP enrolment, write configurations to cards, read receipts",
   );
-  for (const make of subcommands) station.addCommand(make(ctx));
+  for (const make of subcommands) {
+    const command = make(ctx);
+    // Every station command takes the inventory database (issue 14).
+    if (!command.options.some((o) => o.long === "--db")) command.option("--db <url>", DB_HELP);
+    station.addCommand(command);
+  }
   return station;
 }

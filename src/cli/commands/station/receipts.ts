@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { ExitCode } from "../../../errors.js";
+import { receiptRecordsOf } from "../../../station/inventory/record.js";
 import { type ReceiptReport, type ReceiptRow, readReceipts } from "../../../station/read-receipts.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import {
@@ -11,6 +12,7 @@ import {
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
+import { openCommandInventory } from "./inventory.js";
 
 interface ReceiptsOptions {
   readonly reader?: string;
@@ -18,6 +20,7 @@ interface ReceiptsOptions {
   readonly stationDir?: string;
   readonly allowPlaintext?: boolean;
   readonly json?: boolean;
+  readonly db?: string;
 }
 
 /** `hsm-onboard station receipts [--reader NAME] [--station-dir DIR] [--json]` (SPEC.md §7). */
@@ -61,6 +64,13 @@ Examples:
         report = await readReceipts({ element: card.element, stationDir: dir });
       } finally {
         await card.dispose();
+      }
+      // Every receipt read, verified or not, goes into the inventory (issue 14).
+      const inventory = await openCommandInventory(ctx, options);
+      try {
+        await inventory.recordReceipts(receiptRecordsOf(report));
+      } finally {
+        await inventory.close();
       }
       if (options.json) writeJson(ctx.stdout, reportJson(report));
       else printReport(ctx, report);

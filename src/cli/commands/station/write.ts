@@ -22,6 +22,7 @@ import {
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
+import { openCommandInventory } from "./inventory.js";
 
 interface WriteOptions {
   readonly plan: string;
@@ -36,6 +37,7 @@ interface WriteOptions {
   readonly pinStdin?: boolean;
   readonly pinFd?: number;
   readonly totpStdin?: boolean;
+  readonly db?: string;
 }
 
 const HELP = `
@@ -93,8 +95,11 @@ export function stationWriteCommand(ctx: CliContext): Command {
       const dir = stationDirOf(ctx, options.stationDir);
       await loadStationTrust(dir); // not initialised: say so before asking for a card
       const plan = await loadPlan(ctx, options);
+      // The inventory allocates the sequence and records the write; unusable: say so before the card.
+      const inventory = await openCommandInventory(ctx, options);
       if (!options.pinStdin && options.pinFd === undefined && !(ctx.stdin as { isTTY?: boolean }).isTTY) {
         // Say it now, not after the officer has inserted the card.
+        await inventory.close();
         throw new UsageError("no terminal to read the PIN from: use --pin-stdin or --pin-fd N");
       }
       const pinSource = secretSource(ctx, {
@@ -108,8 +113,9 @@ export function stationWriteCommand(ctx: CliContext): Command {
         whose: "the officer's card",
         stationDir: dir,
         allowPlaintext: options.allowPlaintext === true,
-      }).catch((error: unknown) => {
+      }).catch(async (error: unknown) => {
         pinSource.close();
+        await inventory.close();
         throw error;
       });
       let result: WriteResult;
@@ -119,6 +125,7 @@ export function stationWriteCommand(ctx: CliContext): Command {
           element: card.element,
           plan,
           stationDir: dir,
+          inventory,
           validDays: options.validDays,
           pin: (request) =>
             pinSource.read(
@@ -140,6 +147,7 @@ export function stationWriteCommand(ctx: CliContext): Command {
         pinSource.close();
         if (totpSource !== pinSource) totpSource?.close();
         await card.dispose();
+        await inventory.close();
       }
       if (options.json) writeJson(ctx.stdout, writeResultJson(result));
       else printSummary(ctx, result);
