@@ -32,6 +32,7 @@ import type { CardSource } from "./card-source.js";
 import { type DeviceIdentity, loadDeviceIdentity } from "./device-identity.js";
 import { DEFAULT_NETWORKD_DIR, readTrustAnchor } from "./factory.js";
 import { type AgentFaults, faultsFromEnv } from "./faults.js";
+import { HostSettings, type HostSettingsOptions, withHostSettings } from "./host-settings.js";
 import { DryRunBackend } from "./net/dry-run.js";
 import { Iproute2Backend } from "./net/iproute2.js";
 import {
@@ -58,6 +59,11 @@ export interface OpenAgentOptions {
    * a state without one refuses to start (issue 12: never a silent dry run).
    */
   readonly net?: NetBackend | NetBackendChoice;
+  /**
+   * Also apply the hostname (and, with iproute2, DNS and NTP files) from the configuration, under
+   * the same contract (host-settings.ts). Off by default.
+   */
+  readonly host?: HostSettingsOptions;
   /** For `networkd`: the directory of its files (default: the state's, else /etc/systemd/network). */
   readonly networkDir?: string;
   /** For `iproute2` and `networkd`: run `ip` in this network namespace (`ip -n NS`). */
@@ -154,7 +160,7 @@ export class Agent {
           `no network applier chosen for ${options.stateDir}: run factory-init with --net iproute2|networkd|dry-run, or agent run with --net`,
         );
       }
-      const net =
+      const backend =
         typeof choice === "object"
           ? choice
           : choice === "iproute2"
@@ -166,6 +172,7 @@ export class Agent {
                   ...(options.netns ? { netns: options.netns } : {}),
                   faults,
                 });
+      const net = options.host ? withHostSettings(backend, new HostSettings(options.host)) : backend;
       return new Agent({
         store,
         trust: { root, device },

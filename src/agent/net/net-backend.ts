@@ -185,6 +185,8 @@ export const netSnapshotSchema = z.object({
   routes: z.array(routeSchema),
   /** The networkd applier's own files (name → content) before the apply: what a rollback writes back. */
   files: z.record(z.string(), z.string()).optional(),
+  /** Host settings before the apply (host-settings.ts): the hostname and the files it writes. */
+  host: z.object({ hostname: z.string(), files: z.record(z.string(), z.string().nullable()) }).optional(),
 });
 
 export type AddressState = z.infer<typeof addressSchema>;

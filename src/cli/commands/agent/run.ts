@@ -1,10 +1,13 @@
+import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { Agent } from "../../../agent/agent.js";
 import { cardSource } from "../../../agent/card-source.js";
+import { hostSettingsUnder } from "../../../agent/host-settings.js";
 import type { InterfaceMap } from "../../../agent/net/net-backend.js";
 import type { OnboardingResult, PinSource } from "../../../agent/onboarding.js";
 import { pinCommandSource } from "../../../agent/pin-command.js";
 import { priorityOf, SdNotifier, stderrIsJournal, withPriority } from "../../../agent/service.js";
+import { AgentStateStore } from "../../../agent/state-store.js";
 import { UsageError } from "../../../errors.js";
 import { readScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
 import { cardOpener, VIRTUAL_CARD_ENV } from "../../card-opener.js";
@@ -23,6 +26,8 @@ interface RunOptions {
   pinStdin?: boolean;
   pinFd?: number;
   pinCommand?: string;
+  hostSettings?: boolean;
+  etcDir?: string;
   timeout?: number;
 }
 
@@ -101,6 +106,11 @@ export function agentRunCommand(ctx: CliContext): Command {
       "--pin-command <cmd>",
       "run this front-panel program (sh -c) for each card's PIN: first line of its output; told the card in HSM_ONBOARD_CARD_* variables",
     )
+    .option(
+      "--host-settings",
+      "also apply the hostname (sethostname, /etc/hostname) and, with iproute2, /etc/resolv.conf and a timesyncd drop-in",
+    )
+    .option("--etc-dir <dir>", "where --host-settings writes its files instead of /etc")
     .option("--timeout <seconds>", "give up waiting for a card after this long (exit 10)", parseSeconds)
     .addHelpText(
       "after",
@@ -185,8 +195,19 @@ Examples:
       });
       let agent: Agent | undefined;
       try {
+        const applier = options.net ?? (await AgentStateStore.open(stateDir)).state.applier;
+        if (options.hostSettings && applier === "dry-run")
+          throw new UsageError("--host-settings changes the host: not with the dry-run applier");
         agent = await Agent.open({
           stateDir,
+          ...(options.hostSettings
+            ? {
+                host: hostSettingsUnder(
+                  options.etcDir !== undefined ? resolve(ctx.cwd, options.etcDir) : "/etc",
+                  applier === "networkd" ? "networkd" : "iproute2",
+                ),
+              }
+            : {}),
           ...(options.net !== undefined ? { net: options.net } : {}),
           interfaces,
           log,
