@@ -42,6 +42,7 @@ import type { PivElement } from "../secure-element/piv-element.js";
 import { parseItemName, type SecureElement } from "../secure-element/secure-element.js";
 import { updateStationCrl } from "../station/crl-update.js";
 import { initStation } from "../station/init-station.js";
+import { recordReceiptReport } from "../station/inventory/record.js";
 import { personalizeCard } from "../station/personalize-card.js";
 import { type ReceiptRow, readReceipts } from "../station/read-receipts.js";
 import { writeConfigurationToCard } from "../station/write-card.js";
@@ -542,6 +543,7 @@ class DemoRun {
     const report = await withCard(card, "Station reader", (element) =>
       readReceipts({ element, stationDir: this.#stationDir }),
     );
+    await recordReceiptReport(this.#stationDir, report); // the station's inventory (issue 14)
     const rows = [...collected, ...report.receipts.map((row) => ({ collection: 0, row }))];
     const hsms = this.plan.hsms.map((hsm, i): DemoHsm => {
       const { result, ms, io } = results[i]!;
@@ -722,6 +724,7 @@ export async function collectReceipts(
   options: CollectReceiptsOptions,
 ): Promise<ReceiptRow[]> {
   const report = await readReceipts({ element, stationDir: options.stationDir });
+  await recordReceiptReport(options.stationDir, report); // the station's inventory (issue 14)
   const names = (await element.listItems())
     .map((i) => i.name)
     .filter((n) => parseItemName(n)?.kind === "receipt");

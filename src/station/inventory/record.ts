@@ -2,8 +2,9 @@
 import { createHash } from "node:crypto";
 import type { NetworkPlan } from "../../config/plan-model.js";
 import type { ReceiptReport } from "../read-receipts.js";
+import { withInventory } from "../sequence-store.js";
 import type { WriteResult } from "../write-card.js";
-import type { PlanRecord, ReceiptRecord, WriteRecord } from "./inventory.js";
+import type { Inventory, PlanRecord, ReceiptRecord, WriteRecord } from "./inventory.js";
 
 /** SHA-256 of the validated plan's JSON form (the parser fixes the key order), hex. */
 export function planDigest(plan: NetworkPlan): string {
@@ -62,4 +63,14 @@ export function receiptRecordsOf(report: ReceiptReport, collectedAt: Date = new 
     ...(report.card.serial === undefined ? {} : { cardSerial: report.card.serial }),
     collectedAt,
   }));
+}
+
+/** Records every row of a receipt report in `inventory` (default: the station's SQLite inventory). */
+export function recordReceiptReport(
+  stationDir: string,
+  report: ReceiptReport,
+  inventory?: Inventory,
+  collectedAt: Date = new Date(),
+): Promise<number> {
+  return withInventory(stationDir, inventory, (i) => i.recordReceipts(receiptRecordsOf(report, collectedAt)));
 }

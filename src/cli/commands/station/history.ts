@@ -51,9 +51,7 @@ Examples:
         return;
       }
       ctx.stdout.write(
-        entries
-          .map((e) => `${e.time.toISOString().replace(".000Z", "Z")}  ${e.kind.padEnd(8)} ${e.text}\n`)
-          .join(""),
+        entries.map((e) => `${e.time.toISOString().slice(0, 19)}Z  ${e.kind.padEnd(8)} ${e.text}\n`).join(""),
       );
     });
 }

@@ -89,7 +89,7 @@ Examples:
       }
       const rows = states.map((s) => {
         const { state, detail } = stateOf(s);
-        const when = (s.receipt?.at ?? s.written?.at ?? s.plannedAt).toISOString().replace(".000Z", "Z");
+        const when = `${(s.receipt?.at ?? s.written?.at ?? s.plannedAt).toISOString().slice(0, 19)}Z`;
         return [s.owner, s.serial, s.hostname, state, String(s.written?.sequence ?? "-"), when, detail];
       });
       const header = ["OWNER", "SERIAL", "HOSTNAME", "STATE", "SEQ", "WHEN", "DETAIL"];
