@@ -5,9 +5,9 @@
  * PCSCLITE_CSOCK_NAME once per process).
  *
  * What the agent does (and docs/SECURITY.md states): when pcscd goes away while the agent waits
- * for a card, its reader watcher fails (PC/SC service gone) and `agent run` exits 10 — with --once
- * and without it — having changed nothing; run again (by hand, or by the service manager that keeps
- * the agent running), it finds the restarted pcscd and the card, and configures the HSM. When pcscd
+ * for a card, its reader watcher fails (PC/SC service gone) and `agent run --once` exits 10, having
+ * changed nothing; run again, it finds the restarted pcscd and the card, and configures the HSM.
+ * (Without --once the agent waits pcscd out instead: test/security/service-mode.test.ts.) When pcscd
  * restarts in the middle of a session with the card, the card's commands fail (exit 10) before
  * anything is applied — or, if the restart lands after the apply, only the receipt is lost.
  */
