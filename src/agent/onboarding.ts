@@ -30,6 +30,7 @@
  *     logged, not fatal), and an audit record.
  */
 import { createHash } from "node:crypto";
+import { leafPublicKey } from "../config/cose.js";
 import { checkManifestValidity, findShardFor, type Manifest, verifyManifest } from "../config/manifest.js";
 import { appendReceipt, type Receipt, type ReceiptChannel, signReceipt } from "../config/receipt.js";
 import { decodeShardEntry, type HsmConfig, networkStateDigest } from "../config/shard.js";
@@ -730,13 +731,17 @@ async function verifyConfiguration(
   const valid: Uint8Array[] = [];
   const refused = new Map<string, OnboardError>();
   const { manifest } = await verifyManifest(bytes, {
+    // One card signing twice is one vote: counted below by key, refused as a quorum shortfall (19).
+    duplicateKeys: "count-once",
     validateChain: async (chain) => {
       const leaf = chain[0];
       if (!leaf) throw new MalformedError("a manifest signature carries no certificate");
       try {
         const validated = await validateChainView({
           leaf,
-          intermediates: chain.slice(1),
+          // A co-signature may carry its leaf only: its issuer must be the card's token CA anyway
+          // (checked below), and the card carries that certificate.
+          intermediates: chain.length > 1 ? chain.slice(1) : identity.intermediates,
           trustAnchor: ctx.root,
           crls: ctx.crls,
           now: ctx.now,
@@ -764,7 +769,11 @@ async function verifyConfiguration(
   if (!valid.some((leaf) => hex(leaf) === own)) {
     throw new IntegrityError("the configuration is not signed by this card's signing key (9C)");
   }
-  return { manifest, validSigners: valid.length };
+  // A quorum counts keys, not signatures or certificates.
+  const keys = new Set(
+    valid.map((leaf) => leafPublicKey([leaf]).export({ format: "der", type: "spki" }).toString("hex")),
+  );
+  return { manifest, validSigners: keys.size };
 }
 
 /**

@@ -11,6 +11,7 @@ import { Tag } from "cbor-x";
 import { ECDSA_PROFILES, type EcdsaAlgorithm, verifyEcdsaRaw } from "../crypto/ecdsa.js";
 import type { Signer } from "../crypto/signer.js";
 import { IntegrityError, MalformedError, UsageError } from "../errors.js";
+import { bytesEqual } from "../util/bytes.js";
 import {
   cborHeadSize,
   decodeCborStrict,
@@ -509,6 +510,64 @@ export async function signCoseSign(
     signatures.push([signerProtected, new Map(), signature]);
   }
   return encodeCbor(new Tag([bodyProtected, new Map(), payload, signatures], COSE_SIGN_TAG));
+}
+
+/** One more signature on an existing COSE_Sign, laid out before anyone signs. */
+export interface PreparedCoseCosignature {
+  /** The length of the COSE_Sign with the added signature. */
+  readonly length: number;
+  /** Has the signer sign; gives exactly `length` bytes: the message with its signature appended. */
+  sign(): Promise<Uint8Array>;
+}
+
+/**
+ * Appends a signer to a COSE_Sign (dual control): the payload and every existing signature stay as
+ * they are, byte for byte; the new signature covers the same body header and payload. The length is
+ * known before the signer is asked (raw r‖s signatures have a fixed length). MalformedError for a
+ * message that is not a COSE_Sign in the one encoding this profile writes (it would not survive the
+ * re-encoding unchanged); UsageError when it already holds the most signatures a message may carry.
+ * The caller verifies the existing signatures first (verifyCoseSign): this function does not.
+ */
+export function prepareCoseCosignature(
+  bytes: Uint8Array,
+  signer: Signer,
+  options: CoseDecodeOptions = {},
+): PreparedCoseCosignature {
+  const parsed = parseCoseSign(bytes, options);
+  if (parsed.signatures.length >= MAX_SIGNATURES) {
+    throw new UsageError(`COSE_Sign holds ${parsed.signatures.length} signatures, the most it may carry`);
+  }
+  const existing = parsed.signatures.map((s) => [s.protectedBytes, s.unprotectedHeader, s.signature]);
+  const encode = (added: unknown[]) =>
+    encodeCbor(
+      new Tag(
+        [parsed.body.protectedBytes, parsed.body.unprotectedHeader, parsed.payload, [...existing, ...added]],
+        COSE_SIGN_TAG,
+      ),
+    );
+  if (!bytesEqual(encode([]), bytes)) {
+    throw new MalformedError("COSE_Sign: not in the canonical encoding; it cannot be co-signed unchanged");
+  }
+  const signerProtected = signerProtectedHeader(signer, signer.certificateChain);
+  const size = 2 * ECDSA_PROFILES[signer.algorithm].size;
+  const length = encode([[signerProtected, new Map(), new Uint8Array(size)]]).length;
+  return {
+    length,
+    sign: async () => {
+      const toBeSigned = signStructure(
+        protectedForSigning(parsed.body),
+        signerProtected,
+        options.externalAad ?? EMPTY,
+        parsed.payload,
+      );
+      const signature = await signChecked(signer, toBeSigned, `COSE_Sign signer ${parsed.signatures.length}`);
+      const signed = encode([[signerProtected, new Map(), signature]]);
+      if (signed.length !== length) {
+        throw new Error(`internal: the co-signed message is ${signed.length} bytes, laid out ${length}`);
+      }
+      return signed;
+    },
+  };
 }
 
 /** Builds a COSE_Sign1 (tag 18); alg, content type and x5chain are all in the protected header. */

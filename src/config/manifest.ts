@@ -48,6 +48,8 @@ import {
   type CoseSignerInfo,
   coseSignLength,
   leafPublicKey,
+  type PreparedCoseCosignature,
+  prepareCoseCosignature,
   signCoseSign,
   verifyCoseSign,
   withoutSelfSignedRoot,
@@ -321,6 +323,54 @@ export async function signManifest(
   return prepareManifest(manifest, signers, options).sign();
 }
 
+/**
+ * x5chain of a co-signature: `leaf` (default) carries the co-signer's 9C certificate only. Every
+ * relying party already holds the token CA (the agent from the carrier card, which must be the
+ * co-signer's token CA too; the station from its directory), and RFC 9360 §2 lets x5chain leave
+ * out what the relying party has: ~650 bytes per co-signer, which is what lets three officers share
+ * one 3,063-byte object.
+ */
+export type CosignatureChain = "leaf" | "without-root" | "full";
+
+function cosignatureSigner(signer: Signer, chain: CosignatureChain): Signer {
+  const certificateChain =
+    chain === "full"
+      ? signer.certificateChain
+      : chain === "leaf"
+        ? signer.certificateChain.slice(0, 1)
+        : withoutSelfSignedRoot(signer.certificateChain);
+  return { algorithm: signer.algorithm, certificateChain, sign: (toBeSigned) => signer.sign(toBeSigned) };
+}
+
+/**
+ * One more officer's signature on a signed manifest (dual control): the payload, its padding and
+ * every signature already there stay byte for byte. The length is known before the card is asked to
+ * sign, so that a manifest that would outgrow its object is refused first. The caller verifies the
+ * manifest (verifyManifest) before and after.
+ */
+export function prepareManifestCosignature(
+  bytes: Uint8Array,
+  signer: Signer,
+  options: { readonly chain?: CosignatureChain } = {},
+): PreparedCoseCosignature {
+  return prepareCoseCosignature(bytes, cosignatureSigner(signer, options.chain ?? "leaf"), {
+    maxBytes: MAX_UNTRUSTED_INPUT_BYTES,
+  });
+}
+
+/**
+ * The bytes one co-signature adds to a manifest, for a co-signer like `signer` (same algorithm and
+ * certificate size): a station writing for dual control keeps this much room per co-signer, plus a
+ * margin for longer names in the co-signers' certificates.
+ */
+export function cosignatureBytes(
+  signer: Signer,
+  options: { readonly chain?: CosignatureChain } = {},
+): number {
+  const one = cosignatureSigner(signer, options.chain ?? "leaf");
+  return coseSignLength(0, [one, one]) - coseSignLength(0, [one]);
+}
+
 export interface ManifestSigner {
   readonly algorithm: EcdsaAlgorithm;
   /** x5chain as carried, leaf first; validated by the caller's `validateChain`. */
@@ -341,6 +391,12 @@ export interface VerifyManifestOptions {
    */
   readonly validateChain: (chain: readonly Uint8Array[], signerIndex: number) => void | Promise<void>;
   readonly maxBytes?: number;
+  /**
+   * A second signature by a key that already signed: `refuse` (default) throws MalformedError;
+   * `count-once` verifies it like any other and leaves counting to the caller (an agent counts
+   * distinct keys towards its quorum, so one card signing twice is one vote: 19, not 15).
+   */
+  readonly duplicateKeys?: "refuse" | "count-once";
 }
 
 function sameLabels(header: ReadonlyMap<unknown, unknown>, labels: readonly number[]): boolean {
@@ -373,7 +429,7 @@ export async function verifyManifest(
       const key = leafPublicKey(signer.x5chain);
       // A quorum counts keys, not certificates: one card must not sign twice, under any certificate.
       const spki = key.export({ format: "der", type: "spki" }).toString("base64");
-      if (signerKeys.has(spki)) {
+      if (signerKeys.has(spki) && options.duplicateKeys !== "count-once") {
         throw new MalformedError(`manifest signature ${signer.index}: the same key signs twice`);
       }
       signerKeys.add(spki);

@@ -21,7 +21,12 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { type EncodedConfig, encodeConfig } from "../config/encode-config.js";
-import { CONFIGURATION_ID_BYTES, type Manifest, verifyManifest } from "../config/manifest.js";
+import {
+  CONFIGURATION_ID_BYTES,
+  cosignatureBytes,
+  type Manifest,
+  verifyManifest,
+} from "../config/manifest.js";
 import type { NetworkPlan } from "../config/plan-model.js";
 import { decodeShard, shardDigest } from "../config/shard.js";
 import type { Signer } from "../crypto/signer.js";
@@ -126,7 +131,15 @@ export interface WriteConfigurationOptions {
   readonly receiptReserveBytes?: number;
   /** Allocates the sequence and records the plan and the write (default: the station's SQLite inventory). */
   readonly inventory?: Inventory;
+  /**
+   * Co-signatures still to come (`station cosign`, dual control): the manifest leaves room for
+   * each in its object and on the card (default 0).
+   */
+  readonly cosigners?: number;
 }
+
+/** Room kept per expected co-signer beyond what the writer's own signature takes (longer names). */
+export const COSIGNER_MARGIN_BYTES = 128;
 
 export interface WrittenShard {
   readonly item: string;
@@ -164,6 +177,8 @@ export interface WriteResult {
   readonly archivedReceipts?: string;
   /** Sequence of the verified configuration that was on the card before, if any. */
   readonly previousSequence?: number;
+  /** Co-signatures the manifest keeps room for. */
+  readonly cosigners: number;
   readonly durationMs: number;
 }
 
@@ -184,6 +199,10 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     throw new UsageError(`validity must be 1..${MAX_VALID_DAYS} whole days, got ${validDays}`);
   }
   const reserve = options.receiptReserveBytes ?? DEFAULT_RECEIPT_RESERVE_BYTES;
+  const cosigners = options.cosigners ?? 0;
+  if (!Number.isInteger(cosigners) || cosigners < 0 || cosigners > 15) {
+    throw new UsageError(`co-signers must be 0..15, got ${cosigners}`);
+  }
   const progress = (p: WriteProgress) => options.onProgress?.(p);
 
   // 1. The card.
@@ -285,17 +304,20 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     notAfter: issuedAt + validDays * 86_400,
   };
   const signer = validatedSigner(await element.signer(), card);
+  const cosignRoom = cosigners * (cosignatureBytes(signer) + COSIGNER_MARGIN_BYTES);
   let encoded: EncodedConfig;
   try {
     encoded = await encodeConfig(plan, metadata, signer, {
       maxObjectBytes: capacity.maxItemBytes,
-      cardCapacityBytes: budget,
+      cardCapacityBytes: budget - cosignRoom,
+      ...(cosigners > 0 ? { maxManifestBytes: capacity.maxItemBytes - cosignRoom } : {}),
     });
   } catch (error) {
     if (isSignatureFailure(error)) throw keyMismatch(error);
     if (error instanceof CardFullError) {
       throw new CardFullError(
-        `the plan does not fit the card: ${error.message} (${budgetText}); nothing was written`,
+        `the plan does not fit the card: ${error.message} (${budgetText}` +
+          `${cosigners > 0 ? `, room for ${cosigners} co-signature${cosigners === 1 ? "" : "s"}: ${cosignRoom}` : ""}); nothing was written`,
         {
           cause: error,
         },
@@ -391,6 +413,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     removed: removals.filter((name) => !shardItems.some((s) => s.name === name) && name !== "manifest"),
     ...(archivedReceipts ? { archivedReceipts } : {}),
     ...(previous ? { previousSequence: previous.sequence } : {}),
+    cosigners,
     durationMs: Math.round(performance.now() - started),
   };
   // 8. The inventory: the plan and the write (issue 14).
@@ -419,7 +442,7 @@ function keyMismatch(cause: unknown): CardNotTrustedError {
  * The card's signer, with the certificate chain the station validated (9C leaf, then the token CA)
  * instead of whatever the card's `certificates` item holds.
  */
-function validatedSigner(
+export function validatedSigner(
   signer: Signer,
   card: AuthenticatedCard & { readonly signing: ValidatedChain },
 ): Signer {
@@ -439,9 +462,13 @@ export function configSigningValidator(
   trust: StationTrust,
   now: Date,
 ): (chain: readonly Uint8Array[]) => Promise<void> {
+  // A co-signer's x5chain may carry its leaf only (prepareManifestCosignature): the token CAs this
+  // station already checked are offered next to whatever the chain carries.
+  const known = (trust.knownIssuers ?? []).map((c) => new Uint8Array(c.rawData));
   return async (chain) => {
-    const [leaf, ...intermediates] = chain;
+    const [leaf, ...carried] = chain;
     if (!leaf) throw new MalformedError("manifest signer without a certificate");
+    const intermediates = [...carried, ...known.filter((k) => !carried.some((c) => bytesEqual(c, k)))];
     await validateChain({
       leaf,
       intermediates,

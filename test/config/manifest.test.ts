@@ -12,12 +12,14 @@ import { CoseHeader, coseSignLength } from "../../src/config/cose.js";
 import { encodeConfig } from "../../src/config/encode-config.js";
 import {
   checkManifestValidity,
+  cosignatureBytes,
   decodeManifestPayload,
   encodeManifestPayload,
   findShardFor,
   MANIFEST_CONTENT_TYPE,
   MANIFEST_FORMAT_VERSION,
   type Manifest,
+  prepareManifestCosignature,
   signedManifestLength,
   signManifest,
   verifyManifest,
@@ -477,6 +479,79 @@ describe("encodeConfig → agent", () => {
     });
     const sameKey = await signManifest(encoded.manifestContent, [alice.signer, aliceAgain]);
     await expect(verifyManifest(sameKey, trustAll)).rejects.toThrow(/same key signs twice/);
+  });
+
+  it("adds a co-signature later (station cosign): payload and first signature byte for byte, length known first", async () => {
+    const encoded = await encodeConfig(generatePlan(10), METADATA, alice.signer, { maxManifestBytes: 2000 });
+    const prepared = prepareManifestCosignature(encoded.manifest, bob.signer);
+    const cosigned = await prepared.sign();
+    expect(cosigned.length).toBe(prepared.length);
+    expect(prepared.length - encoded.manifest.length).toBe(cosignatureBytes(bob.signer));
+    const chains: (readonly Uint8Array[])[] = [];
+    const verified = await verifyManifest(cosigned, { validateChain: (chain) => void chains.push(chain) });
+    expect(verified.manifest).toEqual((await verifyManifest(encoded.manifest, trustAll)).manifest);
+    expect(verified.signers.map((s) => s.algorithm)).toEqual(["ES256", "ES384"]);
+    // the co-signer's x5chain is its leaf alone (RFC 9360: the relying parties hold the token CA)
+    expect(chains[1]).toEqual([bob.chain[0]]);
+    expect(chains[0]!.length).toBe(2);
+    // the first signature and the payload are unchanged: the old message is a prefix up to the array
+    const [body, , payload, signatures] = decodeCborStrict(cosigned, {
+      what: "t",
+      allowTopLevelTag: true,
+      maxBytes: MAX_UNTRUSTED_INPUT_BYTES,
+    }).value as unknown[];
+    const [, , payload0, signatures0] = decodeCborStrict(encoded.manifest, {
+      what: "t",
+      allowTopLevelTag: true,
+      maxBytes: MAX_UNTRUSTED_INPUT_BYTES,
+    }).value as unknown[];
+    expect(payload).toEqual(payload0);
+    expect((signatures as unknown[])[0]).toEqual((signatures0 as unknown[])[0]);
+    expect(body).toBeInstanceOf(Uint8Array);
+    // the same key again: the verifier refuses it by default, an agent counts it once
+    const twice = await prepareManifestCosignature(encoded.manifest, alice.signer).sign();
+    await expect(verifyManifest(twice, trustAll)).rejects.toThrow(/same key signs twice/);
+    expect((await verifyManifest(twice, { ...trustAll, duplicateKeys: "count-once" })).signers).toHaveLength(
+      2,
+    );
+    // three officers
+    const carol = await createTestIdentity({ officer: "Carol" });
+    const three = await prepareManifestCosignature(cosigned, carol.signer).sign();
+    expect((await verifyManifest(three, trustAll)).signers).toHaveLength(3);
+  });
+
+  it("co-signing throws only typed errors on altered bytes and on random bytes", async () => {
+    const encoded = await encodeConfig(generatePlan(3), METADATA, alice.signer, { maxManifestBytes: 2000 });
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), async (bytes) => {
+        try {
+          prepareManifestCosignature(bytes, bob.signer);
+        } catch (e) {
+          expect(isOnboardError(e), String(e)).toBe(true);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: encoded.manifest.length - 1 }),
+        fc.integer({ min: 1, max: 255 }),
+        async (at, xor) => {
+          const bytes = Uint8Array.from(encoded.manifest);
+          bytes[at]! ^= xor;
+          try {
+            const prepared = prepareManifestCosignature(bytes, bob.signer);
+            // whatever is accepted here is then refused by the verifier unless it still verifies
+            await verifyManifest(await prepared.sign(), trustAll).catch((e) => {
+              if (!isOnboardError(e)) throw e;
+            });
+          } catch (e) {
+            if (!isOnboardError(e)) throw e;
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
   });
 
   it("detects any single changed byte anywhere in the signed manifest, padding included (every position)", async () => {

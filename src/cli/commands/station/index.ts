@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import type { CliContext } from "../../context.js";
+import { stationCosignCommand } from "./cosign.js";
 import { stationEnrollTotpCommand } from "./enroll-totp.js";
 import { stationHistoryCommand } from "./history.js";
 import { stationInitCommand } from "./init.js";
@@ -15,6 +16,7 @@ export function stationCommand(ctx: CliContext): Command {
     stationUpdateCrlCommand,
     stationEnrollTotpCommand,
     stationWriteCommand,
+    stationCosignCommand,
     stationReceiptsCommand,
     stationInventoryCommand,
     stationHistoryCommand,

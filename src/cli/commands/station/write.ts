@@ -38,6 +38,7 @@ interface WriteOptions {
   readonly pinFd?: number;
   readonly totpStdin?: boolean;
   readonly db?: string;
+  readonly cosigners: number;
 }
 
 const HELP = `
@@ -84,6 +85,12 @@ export function stationWriteCommand(ctx: CliContext): Command {
       integerIn("--timeout", 1, 3600),
       DEFAULT_CARD_TIMEOUT_SECONDS,
     )
+    .option(
+      "--cosigners <n>",
+      "co-signatures to keep room for (dual control: station cosign adds them)",
+      integerIn("--cosigners", 0, 15),
+      0,
+    )
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
     .option("--json", "print the summary as JSON")
@@ -127,6 +134,7 @@ export function stationWriteCommand(ctx: CliContext): Command {
           stationDir: dir,
           inventory,
           validDays: options.validDays,
+          cosigners: options.cosigners,
           pin: (request) =>
             pinSource.read(
               `PIN of ${request.officer ? `"${request.officer}"` : "the card"} (${
@@ -195,6 +203,7 @@ export function writeResultJson(result: WriteResult) {
     removed: result.removed,
     archivedReceipts: result.archivedReceipts ?? null,
     previousSequence: result.previousSequence ?? null,
+    cosigners: result.cosigners,
     verified: true,
     durationMs: result.durationMs,
   };

@@ -1,0 +1,201 @@
+import { Command } from "commander";
+import { NoCardError, UsageError, WaitTimeoutError } from "../../../errors.js";
+import { type CosignResult, cosignConfiguration, type HeldCard } from "../../../station/cosign-card.js";
+import { usesVirtualCard } from "../../card-opener.js";
+import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
+import {
+  bytes,
+  DEFAULT_CARD_TIMEOUT_SECONDS,
+  integerIn,
+  openStationCard,
+  plural,
+  STATION_DIR_HELP,
+  stationDirOf,
+} from "./common.js";
+
+interface CosignOptions {
+  readonly reader?: string;
+  readonly signerReader?: string;
+  readonly timeout: number;
+  readonly stationDir?: string;
+  readonly json?: boolean;
+  readonly pinStdin?: boolean;
+  readonly pinFd?: number;
+  readonly totpStdin?: boolean;
+}
+
+const HELP = `
+Dual control: a configuration that one officer wrote onto the carrier card (station write
+--cosigners N) gets another officer's signature, for HSMs set up with agent factory-init --quorum M.
+
+Steps: the carrier card is authenticated and its configuration verified; the co-signer's card is
+authenticated (chain to the manufacturer root, the token CA's CRL, a live challenge); it must belong
+to the same owner and must not have signed already (one card, one key, one vote); the co-signed
+manifest must fit its 3,063-byte object. Then what is being signed is shown (owner, sequence, HSM
+count, validity, configuration digest), the co-signer's PIN (and TOTP code when enrolled) is asked,
+card 2 signs; the carrier comes back, its officer's PIN is asked, the manifest is written, read
+back and verified.
+
+One reader (--reader only): insert the carrier, then swap cards when told (remove, insert the
+co-signer's card, remove, insert the carrier again). Two readers: the carrier in --reader, the
+co-signer's card in --signer-reader.
+
+Secrets, one per line with --pin-stdin or --pin-fd N: the co-signer's PIN, its TOTP code when it is
+enrolled (or from --totp-stdin), then the carrier officer's PIN.
+
+Exit status: 0 co-signed and verified, 2 usage, 10 no card in time (or a card not removed), 11 card
+not trusted, 12 card revoked, 13 wrong PIN or TOTP code, 14 PIN blocked, 15 read-back mismatch or
+manifest changed, 16 card of another owner or not the carrier, 18 configuration expired,
+19 this card or officer already signed, 22 the co-signed manifest would not fit (nothing signed).
+
+Examples:
+  $ hsm-onboard station cosign --reader Yubico
+  $ hsm-onboard station cosign --reader "Reader 0" --signer-reader "Reader 1" --pin-stdin --json
+`;
+
+/** `hsm-onboard station cosign --reader CARRIER [--signer-reader OTHER]`: a second officer signs. */
+export function stationCosignCommand(ctx: CliContext): Command {
+  return new Command("cosign")
+    .description("Add another officer's signature to the configuration on the carrier card (dual control)")
+    .option("--reader <name>", "the reader of the carrier card (and of the co-signer's card with one reader)")
+    .option("--signer-reader <name>", "a second reader for the co-signer's card")
+    .option(
+      "--timeout <seconds>",
+      "how long to wait for each card (and each removal)",
+      integerIn("--timeout", 1, 3600),
+      DEFAULT_CARD_TIMEOUT_SECONDS,
+    )
+    .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option("--json", "print the summary as JSON")
+    .option("--pin-stdin", "read the PINs (and TOTP code) from standard input, one per line")
+    .option("--pin-fd <n>", "read the PINs (and TOTP code) from this file descriptor", parseFd)
+    .option("--totp-stdin", "read the TOTP code from standard input")
+    .addHelpText("after", HELP)
+    .action(async (options: CosignOptions) => {
+      const dir = stationDirOf(ctx, options.stationDir);
+      if (usesVirtualCard(ctx)) {
+        throw new UsageError(
+          "station cosign needs two cards: it works with readers (PC/SC), not a virtual card file",
+        );
+      }
+      if (options.reader === undefined) {
+        throw new UsageError("--reader is required: the reader of the carrier card");
+      }
+      if (!options.pinStdin && options.pinFd === undefined && !(ctx.stdin as { isTTY?: boolean }).isTTY) {
+        throw new UsageError("no terminal to read the PINs from: use --pin-stdin or --pin-fd N");
+      }
+      const carrierReader = options.reader;
+      const signerReader = options.signerReader ?? options.reader;
+      const oneReader = options.signerReader === undefined;
+      const pins = secretSource(ctx, {
+        ...(options.pinStdin ? { pinStdin: true } : {}),
+        ...(options.pinFd === undefined ? {} : { pinFd: options.pinFd }),
+      });
+      let totpSource: SecretSource | undefined;
+      const timeoutMs = options.timeout * 1000;
+      const hold = async (reader: string, whose: string, removal: string): Promise<HeldCard> => {
+        const card = await openStationCard(ctx, { reader, timeoutSeconds: options.timeout, whose });
+        writeLine(ctx.stderr, `Card found in ${card.readerName}`);
+        return {
+          element: card.element,
+          release: async (next) => {
+            await card.dispose();
+            if (next && oneReader) await awaitRemoval(ctx, reader, removal, timeoutMs);
+          },
+        };
+      };
+      let result: CosignResult;
+      try {
+        result = await cosignConfiguration({
+          stationDir: dir,
+          openCarrier: (phase) =>
+            hold(
+              carrierReader,
+              phase === "read" ? "the carrier card (with the configuration)" : "the carrier card again",
+              "Remove the carrier card",
+            ),
+          openSigner: () =>
+            hold(signerReader, "the co-signing officer's card", "Remove the co-signer's card"),
+          signerPin: (request) =>
+            pins.read(
+              `PIN of co-signer ${request.officer ? `"${request.officer}"` : "card"} (${
+                request.triesLeft < 0 ? "tries left unknown" : plural(request.triesLeft, "try", "tries")
+              } left)`,
+            ),
+          signerTotp: (request) => {
+            totpSource ??=
+              options.totpStdin && !options.pinStdin ? secretSource(ctx, { pinStdin: true }) : pins;
+            return totpSource.read(`TOTP code of "${request.officer}"`);
+          },
+          carrierPin: (request) =>
+            pins.read(
+              `PIN of the carrier's officer ${request.officer ? `"${request.officer}"` : ""} (${
+                request.triesLeft < 0 ? "tries left unknown" : plural(request.triesLeft, "try", "tries")
+              } left)`,
+            ),
+          onSummary: (s) => {
+            writeLine(ctx.stderr, "To be co-signed:");
+            writeLine(ctx.stderr, `  owner          "${s.owner}"`);
+            writeLine(ctx.stderr, `  configuration  ${s.configurationId}, sequence ${s.sequence}`);
+            writeLine(ctx.stderr, `  HSMs           ${s.hsms}`);
+            writeLine(
+              ctx.stderr,
+              `  valid          ${s.notBefore.toISOString()} → ${s.notAfter.toISOString()}`,
+            );
+            writeLine(ctx.stderr, `  digest         sha256 ${s.digest}`);
+            writeLine(ctx.stderr, `  signed by      ${s.signedBy.join("; ")}`);
+            writeLine(ctx.stderr, `  co-signer      ${s.signer}`);
+            writeLine(ctx.stderr, `  manifest       ${bytes(s.bytesBefore)} → ${bytes(s.bytesAfter)} bytes`);
+          },
+          onProgress: (p) => writeLine(ctx.stderr, `  ${p.message}`),
+        });
+      } finally {
+        pins.close();
+        if (totpSource !== pins) totpSource?.close();
+      }
+      if (options.json) {
+        writeJson(ctx.stdout, {
+          ...result,
+          notBefore: result.notBefore.toISOString(),
+          notAfter: result.notAfter.toISOString(),
+          verified: true,
+        });
+      } else {
+        writeLine(
+          ctx.stdout,
+          `Co-signed by ${result.signer} and verified: configuration ${result.configurationId} (sequence ${result.sequence}, ` +
+            `${plural(result.hsms, "HSM")}) now carries ${plural(result.signatures, "signature")}, manifest ${bytes(result.bytesAfter)} bytes`,
+        );
+      }
+    });
+}
+
+/** One reader: asks for the card to come out and waits (bounded) until the reader is empty. */
+async function awaitRemoval(
+  ctx: CliContext,
+  reader: string,
+  prompt: string,
+  timeoutMs: number,
+): Promise<void> {
+  const { ReaderWatcher } = await import("../../../transport/reader-watcher.js");
+  const watcher = await ReaderWatcher.open();
+  try {
+    if (watcher.present(reader).length === 0) return;
+    writeLine(ctx.stderr, `${prompt}… (waiting up to ${Math.round(timeoutMs / 1000)} s)`);
+    await watcher.waitForRemoval({ reader, timeoutMs }).catch((error: unknown) => {
+      if (error instanceof WaitTimeoutError) {
+        // Exit 10, like a card that does not come: the swap did not happen in time.
+        throw new NoCardError(
+          `${prompt.toLowerCase()}: not removed within ${Math.round(timeoutMs / 1000)} s`,
+          {
+            cause: error,
+          },
+        );
+      }
+      throw error;
+    });
+  } finally {
+    watcher.close();
+  }
+}

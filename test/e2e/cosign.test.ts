@@ -1,0 +1,407 @@
+/**
+ * Dual control end to end (issue 13): the compiled CLI as child processes over a private pcscd with
+ * two vpcd readers, officers' cards as `card emulate` processes. One officer writes (`station write
+ * --cosigners 2`), others co-sign (`station cosign`) — swapping cards in one reader when told, or
+ * with a second reader — and HSMs set up with `agent factory-init --quorum 2|3` (dry-run applier)
+ * take the card or refuse it with 19.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import { prepareManifestCosignature } from "../../src/config/manifest.js";
+import { planToYaml } from "../../src/config/plan.js";
+import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../../src/pki/index.js";
+import { openInProcessCard } from "../../src/secure-element/open-card.js";
+import type { PivElement } from "../../src/secure-element/piv-element.js";
+import { rackPlan } from "../../src/sim/demo.js";
+import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
+import { updateStationCrl } from "../../src/station/crl-update.js";
+import { initStation } from "../../src/station/init-station.js";
+import { personalizeCard } from "../../src/station/personalize-card.js";
+import {
+  buildForChildren,
+  cliLauncher,
+  NodeChild,
+  type PrivateBuild,
+  pcscE2eCapability,
+  requireOrSkip,
+} from "../helpers/pcsc-env.js";
+
+const cap = requireOrSkip(pcscE2eCapability());
+const OWNER = "ACME Bank";
+const OFFICERS = { alice: "111111", bob: "222222", carol: "333333" } as const;
+type Officer = keyof typeof OFFICERS;
+
+async function withCardFile<T>(path: string, fn: (element: PivElement) => Promise<T>): Promise<T> {
+  const opened = await openInProcessCard(VirtualPivCard.fromFile(path));
+  try {
+    return await fn(opened.element);
+  } finally {
+    await opened.dispose();
+  }
+}
+
+/** A CLI run: output, exit, bounded; stdin written up front. */
+class Run {
+  readonly child: ChildProcess;
+  stdout = "";
+  stderr = "";
+  readonly exited: Promise<number | null>;
+  constructor(script: string, args: string[], env: Record<string, string>, input = "") {
+    this.child = spawn("setpriv", ["--pdeathsig", "TERM", process.execPath, script, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.child.stdout?.on("data", (d: Buffer) => {
+      this.stdout += d.toString();
+    });
+    this.child.stderr?.on("data", (d: Buffer) => {
+      this.stderr += d.toString();
+    });
+    this.child.stdin?.on("error", () => {});
+    this.child.stdin?.end(input);
+    this.exited = new Promise((resolve) => this.child.once("close", (code) => resolve(code)));
+  }
+  async code(timeoutMs = 60_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([
+      this.exited,
+      new Promise<"timeout">((r) => {
+        timer = setTimeout(() => r("timeout"), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (result === "timeout") {
+      this.child.kill("SIGTERM");
+      throw new Error(`still running after ${timeoutMs} ms:\n${this.stderr.slice(-3000)}`);
+    }
+    return result;
+  }
+  async waitForStderr(pattern: RegExp, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (let turn = 0; turn < 10_000 && Date.now() < deadline; turn++) {
+      if (pattern.test(this.stderr)) return;
+      if (this.child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`stderr never matched ${pattern}:\n${this.stderr.slice(-3000)}`);
+  }
+  json<T>(): T {
+    return JSON.parse(this.stdout) as T;
+  }
+}
+
+describe.skipIf(!cap.ok)(
+  `station cosign over pcscd + vpcd${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
+  () => {
+    let build: PrivateBuild;
+    let cli: string;
+    let work: string;
+    let pcscd: PrivatePcscd;
+    let stationDir: string;
+    let planFile: string;
+    let rootPem: string;
+    let pkiDir: string;
+    const cards = {} as Record<Officer, string>;
+    const inserted = new Map<number, NodeChild>();
+    const serials: string[] = [];
+
+    beforeAll(async () => {
+      build = await buildForChildren(["cli/main.js", "station/cosign-card.js"]);
+      cli = await cliLauncher(build);
+      work = await mkdtemp(join(tmpdir(), "hsm-onboard-cosign-"));
+      pkiDir = join(work, "pki");
+      const { pki, crl } = await initPkiDirectory(pkiDir, { owner: OWNER });
+      rootPem = join(pkiDir, PKI_FILES.rootCert);
+      for (const [officer, pin] of Object.entries(OFFICERS) as [Officer, string][]) {
+        cards[officer] = join(work, `${officer}.json`);
+        await withCardFile(cards[officer], (element) =>
+          personalizeCard({
+            element,
+            pki: { tokenCa: pki.tokenCa, root: pki.root },
+            crl,
+            owner: OWNER,
+            officer: officer[0]!.toUpperCase() + officer.slice(1),
+            newPin: pin,
+            newPuk: "87654321",
+          }),
+        );
+      }
+      stationDir = join(work, "station");
+      await initStation(stationDir, pki.root.certificate);
+      await updateStationCrl(stationDir, crl, { issuers: [pki.tokenCa.certificate] });
+      const plan = rackPlan({ hsms: 4, vlan: false, ipv6: false });
+      serials.push(...plan.hsms.map((h) => h.serial));
+      planFile = join(work, "plan.yaml");
+      await writeFile(planFile, planToYaml(plan));
+      pcscd = await startPrivatePcscd();
+    }, 180_000);
+
+    afterEach(async () => {
+      for (const slot of [...inserted.keys()]) await remove(slot);
+    });
+
+    afterAll(async () => {
+      for (const slot of [...inserted.keys()]) await remove(slot);
+      await pcscd?.stop();
+      await build?.cleanup();
+      if (work) await rm(work, { recursive: true, force: true });
+    });
+
+    const reader = (slot: number) => pcscd.slots[slot]!.readerName;
+
+    async function insert(officer: Officer, slot = 0): Promise<void> {
+      const child = new NodeChild(
+        cli,
+        {},
+        {
+          args: [
+            "card",
+            "emulate",
+            "--vpcd",
+            `127.0.0.1:${pcscd.slots[slot]!.vpcdPort}`,
+            "--state",
+            cards[officer],
+          ],
+        },
+      );
+      inserted.set(slot, child);
+      await child.waitForStderr(/inserted: connected to vpcd/, 10_000);
+    }
+
+    async function remove(slot = 0): Promise<void> {
+      const child = inserted.get(slot);
+      inserted.delete(slot);
+      if (!child) return;
+      child.signal("SIGTERM");
+      await child.exitCode(10_000);
+    }
+
+    function cliRun(args: string[], input = ""): Run {
+      return new Run(cli, args, pcscd.env, input);
+    }
+
+    async function hsm(serial: string, quorum: number): Promise<string> {
+      const stateDir = join(work, "hsms", `${serial}-q${quorum}`);
+      const deviceDir = join(work, "devices", serial);
+      await mkdir(join(work, "devices"), { recursive: true });
+      await issueDeviceToDirectory(pkiDir, deviceDir, serial);
+      const run = cliRun([
+        "agent",
+        "factory-init",
+        "--state-dir",
+        stateDir,
+        "--serial",
+        serial,
+        "--trust",
+        rootPem,
+        "--device",
+        deviceDir,
+        "--quorum",
+        String(quorum),
+        "--net",
+        "dry-run",
+        "--json",
+      ]);
+      expect(await run.code(), run.stderr).toBe(0);
+      expect(run.json<{ quorum: number }>().quorum).toBe(quorum);
+      return stateDir;
+    }
+
+    /** `agent run --once` with the card in reader 0; its exit code. */
+    async function agentRun(stateDir: string, pin: string): Promise<{ code: number | null; run: Run }> {
+      const run = cliRun(
+        [
+          "agent",
+          "run",
+          "--state-dir",
+          stateDir,
+          "--reader",
+          reader(0),
+          "--once",
+          "--json",
+          "--pin-stdin",
+          "--timeout",
+          "20",
+        ],
+        `${pin}\n`,
+      );
+      return { code: await run.code(), run };
+    }
+
+    async function write(
+      officer: Officer,
+      cosigners: number,
+    ): Promise<{ manifestBytes: number; sequence: number }> {
+      await insert(officer, 0);
+      const run = cliRun(
+        [
+          "station",
+          "write",
+          "--plan",
+          planFile,
+          "--station-dir",
+          stationDir,
+          "--reader",
+          reader(0),
+          "--timeout",
+          "20",
+          "--cosigners",
+          String(cosigners),
+          "--pin-stdin",
+          "--json",
+        ],
+        `${OFFICERS[officer]}\n`,
+      );
+      expect(await run.code(), run.stderr).toBe(0);
+      await remove(0);
+      return run.json();
+    }
+
+    /**
+     * `station cosign` with one reader: the carrier is in, the co-signer's card comes when asked, then
+     * the carrier again. Returns the run once it exited.
+     */
+    async function cosignOneReader(carrier: Officer, signer: Officer, expectSwap = true): Promise<Run> {
+      await insert(carrier, 0);
+      const run = cliRun(
+        [
+          "station",
+          "cosign",
+          "--reader",
+          reader(0),
+          "--station-dir",
+          stationDir,
+          "--timeout",
+          "20",
+          "--pin-stdin",
+          "--json",
+        ],
+        `${OFFICERS[signer]}\n${OFFICERS[carrier]}\n`,
+      );
+      if (expectSwap) {
+        await run.waitForStderr(/Remove the carrier card/);
+        await remove(0);
+        await run.waitForStderr(/Insert or tap the co-signing officer's card/);
+        await insert(signer, 0);
+        await run.waitForStderr(/Remove the co-signer's card|hsm-onboard:/);
+        if (/Remove the co-signer's card/.test(run.stderr)) {
+          await remove(0);
+          await run.waitForStderr(/Insert or tap the carrier card again/);
+          await insert(carrier, 0);
+        }
+      }
+      await run.code();
+      await remove(0);
+      return run;
+    }
+
+    test("quorum 2 and 3 from the CLI: missing co-signature 19; co-signed in one reader and with two; same card refused", async () => {
+      const q2 = await hsm(serials[0]!, 2);
+      const q3 = await hsm(serials[1]!, 3);
+
+      const written = await write("alice", 2);
+      expect(written.manifestBytes).toBeLessThan(3063);
+
+      // One signature: both HSMs refuse with 19, nothing applied.
+      await insert("alice", 0);
+      const missing = await agentRun(q2, OFFICERS.alice);
+      expect(missing.code, missing.run.stderr).toBe(19);
+      expect(missing.run.stderr).toMatch(/1 valid signature\(s\) on the configuration; this HSM requires 2/);
+      await remove(0);
+
+      // Bob co-signs, swapping cards in one reader.
+      const bob = await cosignOneReader("alice", "bob");
+      expect(await bob.code(), bob.stderr).toBe(0);
+      const bobResult = bob.json<{
+        signatures: number;
+        bytesAfter: number;
+        hsms: number;
+        sequence: number;
+        owner: string;
+      }>();
+      expect(bobResult).toMatchObject({ signatures: 2, hsms: 4, sequence: written.sequence, owner: OWNER });
+      expect(bobResult.bytesAfter).toBeLessThanOrEqual(3063);
+      expect(bob.stderr).toMatch(/To be co-signed:/);
+      expect(bob.stderr).toMatch(/HSMs\s+4/);
+      expect(bob.stderr).toMatch(/digest\s+sha256 [0-9a-f]{64}/);
+
+      await insert("alice", 0);
+      const q2ok = await agentRun(q2, OFFICERS.alice);
+      expect(q2ok.code, q2ok.run.stderr).toBe(0);
+      const q3short = await agentRun(q3, OFFICERS.alice);
+      expect(q3short.code, q3short.run.stderr).toBe(19);
+      expect(q3short.run.stderr).toMatch(/2 valid signature\(s\) on the configuration; this HSM requires 3/);
+      await remove(0);
+
+      // The same card twice, and the same officer again: refused at the station (19), nothing signed.
+      for (const again of ["alice", "bob"] as const) {
+        const twice = await cosignOneReader("alice", again);
+        expect(await twice.code()).toBe(19);
+        expect(twice.stderr).toMatch(/already signed this configuration/);
+        expect(twice.stderr).not.toMatch(/To be co-signed:/);
+      }
+
+      // Carol co-signs with a second reader: no swap.
+      await insert("alice", 0);
+      await insert("carol", 1);
+      const carol = cliRun(
+        [
+          "station",
+          "cosign",
+          "--reader",
+          reader(0),
+          "--signer-reader",
+          reader(1),
+          "--station-dir",
+          stationDir,
+          "--timeout",
+          "20",
+          "--pin-stdin",
+          "--json",
+        ],
+        `${OFFICERS.carol}\n${OFFICERS.alice}\n`,
+      );
+      expect(await carol.code(), carol.stderr).toBe(0);
+      expect(carol.stderr).not.toMatch(/Remove the/);
+      const carolResult = carol.json<{ signatures: number; bytesAfter: number }>();
+      expect(carolResult.signatures).toBe(3);
+      expect(carolResult.bytesAfter).toBeLessThanOrEqual(3063);
+      await remove(1);
+
+      const q3ok = await agentRun(q3, OFFICERS.alice);
+      expect(q3ok.code, q3ok.run.stderr).toBe(0);
+      await remove(0);
+    }, 300_000);
+
+    test("a co-signature from the same card twice (forged past the station) → 19 at the HSM", async () => {
+      const q2 = await hsm(serials[2]!, 2);
+      await write("alice", 1);
+      // What the station refuses, done by hand: Alice's card signs its own manifest a second time.
+      await withCardFile(cards.alice, async (element) => {
+        await element.verifyPin(OFFICERS.alice);
+        const manifest = (await element.readItem("manifest"))!;
+        const twice = await prepareManifestCosignature(manifest, await element.signer()).sign();
+        await element.writeItem("manifest", twice);
+      });
+      await insert("alice", 0);
+      const agent = await agentRun(q2, OFFICERS.alice);
+      expect(agent.code, agent.run.stderr).toBe(19);
+      expect(agent.run.stderr).toMatch(/1 valid signature\(s\) on the configuration; this HSM requires 2/);
+    }, 120_000);
+
+    test("a manifest that would outgrow its 3,063-byte object is refused before any PIN or signature (22)", async () => {
+      await write("alice", 0); // padded to the whole object: no room for a co-signature
+      const full = await cosignOneReader("alice", "bob");
+      expect(await full.code()).toBe(22);
+      expect(full.stderr).toMatch(/co-signed manifest would be \d+ bytes; its object holds 3063/);
+      expect(full.stderr).toMatch(/nothing was signed/);
+      // Bob's PIN was not tried: his full count is left.
+      const status = await withCardFile(cards.bob, (element) => element.pinTriesLeft());
+      expect(status).toBe(3);
+    }, 120_000);
+  },
+);
