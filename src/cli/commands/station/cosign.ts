@@ -5,6 +5,7 @@ import { usesVirtualCard } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
 import {
+  ALLOW_PLAINTEXT_HELP,
   bytes,
   DEFAULT_CARD_TIMEOUT_SECONDS,
   integerIn,
@@ -23,6 +24,7 @@ interface CosignOptions {
   readonly pinStdin?: boolean;
   readonly pinFd?: number;
   readonly totpStdin?: boolean;
+  readonly allowPlaintext?: boolean;
 }
 
 const HELP = `
@@ -71,6 +73,7 @@ export function stationCosignCommand(ctx: CliContext): Command {
     .option("--pin-stdin", "read the PINs (and TOTP code) from standard input, one per line")
     .option("--pin-fd <n>", "read the PINs (and TOTP code) from this file descriptor", parseFd)
     .option("--totp-stdin", "read the TOTP code from standard input")
+    .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
     .addHelpText("after", HELP)
     .action(async (options: CosignOptions) => {
       const dir = stationDirOf(ctx, options.stationDir);
@@ -95,7 +98,13 @@ export function stationCosignCommand(ctx: CliContext): Command {
       let totpSource: SecretSource | undefined;
       const timeoutMs = options.timeout * 1000;
       const hold = async (reader: string, whose: string, removal: string): Promise<HeldCard> => {
-        const card = await openStationCard(ctx, { reader, timeoutSeconds: options.timeout, whose });
+        const card = await openStationCard(ctx, {
+          reader,
+          timeoutSeconds: options.timeout,
+          whose,
+          stationDir: dir,
+          allowPlaintext: options.allowPlaintext === true,
+        });
         writeLine(ctx.stderr, `Card found in ${card.readerName}`);
         return {
           element: card.element,
