@@ -6,6 +6,7 @@
  */
 import type { CardState } from "../src/card-emulator/card-state-store.js";
 import type { LatencyProfile, MeterLine, MeterTotals } from "../src/card-emulator/latency-profile.js";
+import { createScpVendorCa } from "../src/pki/scp-certificates.js";
 import { itemObjectId, MAX_RECEIPTS, MAX_SHARDS } from "../src/secure-element/card-layout.js";
 import { measureOnboarding, objectBytesRead } from "./onboarding.js";
 import { fixed, int, print, section, table } from "./report.js";
@@ -13,6 +14,8 @@ import { fixed, int, print, section, table } from "./report.js";
 export interface CardIoRun {
   readonly hsms: number;
   readonly profile: string;
+  /** "SCP11b" when the onboarding ran inside the secure channel, else "plaintext". */
+  readonly channel: string;
   readonly ok: boolean;
   readonly error?: string;
   readonly totals: MeterTotals;
@@ -55,25 +58,31 @@ export async function benchCardIo(
   );
   print("  the measured HSM is the first of each plan. Bytes include APDU headers and status words.");
   const runs: CardIoRun[] = [];
+  const vendor = await createScpVendorCa("bench card vendor");
   for (const profile of profiles) {
     for (const [hsms, state] of cards) {
-      const m = await measureOnboarding(state, agentTemplate, profile);
-      runs.push({
-        hsms,
-        profile: profile.name,
-        ok: m.result.ok,
-        ...(m.result.error ? { error: `${m.result.error.code}: ${m.result.error.message}` } : {}),
-        totals: m.totals,
-        objectBytesRead: objectBytesRead(m.meter),
-        breakdown: m.meter.breakdown(),
-        objects: m.meter.objects(),
-        hostWallMs: m.wallMs - m.totals.emulatorMs,
-      });
+      // SCP11b (issue 11) on the YubiKey model only: eToken-class tokens do not offer it.
+      for (const scp of profile.name === "yubikey5" ? [false, true] : [false]) {
+        const m = await measureOnboarding(state, agentTemplate, profile, scp ? vendor : undefined);
+        runs.push({
+          hsms,
+          profile: profile.name,
+          channel: scp ? "SCP11b" : "plaintext",
+          ok: m.result.ok,
+          ...(m.result.error ? { error: `${m.result.error.code}: ${m.result.error.message}` } : {}),
+          totals: m.totals,
+          objectBytesRead: objectBytesRead(m.meter),
+          breakdown: m.meter.breakdown(),
+          objects: m.meter.objects(),
+          hostWallMs: m.wallMs - m.totals.emulatorMs,
+        });
+      }
     }
   }
   table(
     [
       "profile",
+      "channel",
       "plan",
       "ok",
       "APDUs",
@@ -86,6 +95,7 @@ export async function benchCardIo(
     ],
     runs.map((r) => [
       r.profile,
+      r.channel,
       `${int(r.hsms)} HSM${r.hsms === 1 ? "" : "s"}`,
       r.ok ? "yes" : "NO",
       r.totals.apdus,
@@ -107,7 +117,7 @@ export async function benchCardIo(
 
   const largest = Math.max(...cards.keys());
   for (const profile of profiles) {
-    const r = runs.find((x) => x.profile === profile.name && x.hsms === largest);
+    const r = runs.find((x) => x.profile === profile.name && x.hsms === largest && x.channel === "plaintext");
     if (!r) continue;
     print();
     print(`  where the modeled card time goes — ${profile.name}, ${int(largest)} HSMs:`);
@@ -123,14 +133,34 @@ export async function benchCardIo(
       ]),
     );
   }
-  const reference = runs.find((x) => x.profile === profiles[0]?.name && x.hsms === largest);
+  const scpRun = runs.find((x) => x.channel === "SCP11b" && x.hsms === largest);
+  if (scpRun) {
+    print();
+    print(`  where the modeled card time goes — yubikey5 inside SCP11b, ${int(largest)} HSMs:`);
+    table(
+      ["command", "APDUs", "bytes out", "bytes in", "modeled ms", "share"],
+      scpRun.breakdown.map((l) => [
+        l.label,
+        l.apdus,
+        int(l.bytesOut),
+        int(l.bytesIn),
+        fixed(l.modeledMs),
+        `${fixed((100 * l.modeledMs) / scpRun.totals.modeledMs, 0)}%`,
+      ]),
+    );
+  }
+  const reference = runs.find(
+    (x) => x.profile === profiles[0]?.name && x.hsms === largest && x.channel === "plaintext",
+  );
   if (reference) {
     print();
     print(
       `  data objects touched — ${reference.profile}, ${int(largest)} HSMs (GET RESPONSE pieces counted with their object):`,
     );
     const byPlan = (hsms: number, id: number) =>
-      runs.find((x) => x.profile === reference.profile && x.hsms === hsms)?.objects.get(id)?.bytesIn ?? 0;
+      runs
+        .find((x) => x.profile === reference.profile && x.hsms === hsms && x.channel === "plaintext")
+        ?.objects.get(id)?.bytesIn ?? 0;
     const plans = [...cards.keys()];
     table(
       ["object", "reads", "writes", ...plans.map((n) => `bytes in @${int(n)}`), "bytes out"],

@@ -9,7 +9,10 @@ import type { OnboardingResult } from "../src/agent/onboarding.js";
 import { type CardState, MemoryCardStateStore } from "../src/card-emulator/card-state-store.js";
 import { ApduMeter, type LatencyProfile, type MeterTotals } from "../src/card-emulator/latency-profile.js";
 import { MeteredCard } from "../src/card-emulator/metered-card.js";
+import { provisionScpKey } from "../src/card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../src/card-emulator/virtual-piv-card.js";
+import type { IssuerCredentials } from "../src/pki/issue.js";
+import { secureChannelPolicy } from "../src/secure-element/channel-policy.js";
 import { PivElement } from "../src/secure-element/piv-element.js";
 import { InProcessTransport } from "../src/transport/in-process.js";
 
@@ -52,10 +55,16 @@ export async function measureOnboarding(
   cardState: CardState,
   agentTemplate: string,
   profile: LatencyProfile,
+  /** With an SCP vendor CA: the card gets an SCP11b key from it and the agent requires the channel. */
+  scpVendor?: IssuerCredentials,
 ): Promise<MeasuredOnboarding> {
   const stateDir = await freshAgentDir(agentTemplate);
   const meter = new ApduMeter(profile);
   const card = new VirtualPivCard({ store: new MemoryCardStateStore(cardState), profile: profile.card });
+  if (scpVendor) await provisionScpKey(card, scpVendor);
+  const channel = scpVendor
+    ? secureChannelPolicy([new Uint8Array(scpVendor.certificate.rawData)], false)
+    : undefined;
   try {
     const startCpu = process.cpuUsage();
     const agent = await Agent.open({ stateDir, net: "dry-run" });
@@ -66,6 +75,7 @@ export async function measureOnboarding(
       const started = performance.now();
       const element = await PivElement.open(
         new InProcessTransport(new MeteredCard(card, meter), { readerName: "bench virtual card" }),
+        channel ? { channel } : {},
       );
       let result: OnboardingResult;
       try {

@@ -108,16 +108,22 @@ async function main(): Promise<number> {
     section("3. Card-present → network configured, modeled (card model + measured host time)");
     const presentRows: (string | number)[][] = [];
     const totals = new Map<string, { wall: number; cpu: number }>();
-    for (const p of PROFILES) {
-      const r = cardIo.find((x) => x.profile === p.name && x.hsms === largest);
+    const variants = [
+      ...PROFILES.map((p) => ({ name: p.name, profile: p.name, channel: "plaintext" })),
+      { name: `${YUBIKEY5_LATENCY.name} + SCP11b`, profile: YUBIKEY5_LATENCY.name, channel: "SCP11b" },
+    ];
+    for (const v of variants) {
+      const r = cardIo.find((x) => x.profile === v.profile && x.hsms === largest && x.channel === v.channel);
       if (!r || host.coldHostWallMs === undefined || host.coldHostCpuMs === undefined) continue;
+      // Host time is the plaintext flow's; the secure channel's host cost (one ECDH pair, AES per
+      // APDU) is inside section 1's host wall figures, a few milliseconds.
       const total = {
         wall: r.totals.modeledMs + host.coldHostWallMs,
         cpu: r.totals.modeledMs + host.coldHostCpuMs,
       };
-      totals.set(p.name, total);
+      totals.set(v.name, total);
       presentRows.push([
-        p.name,
+        v.name,
         fixed(r.totals.linkMs),
         fixed(r.totals.processingMs),
         fixed(host.coldHostWallMs),
@@ -206,7 +212,7 @@ async function main(): Promise<number> {
     // ---- 8. targets -------------------------------------------------------------------------
     section("8. SPEC.md §9 targets");
     const targets: TargetResult[] = [];
-    const ykRuns = cardIo.filter((r) => r.profile === YUBIKEY5_LATENCY.name);
+    const ykRuns = cardIo.filter((r) => r.profile === YUBIKEY5_LATENCY.name && r.channel === "plaintext");
     const same = (pick: (r: CardIoRun) => number) => new Set(ykRuns.map(pick)).size === 1;
     const list = (pick: (r: CardIoRun) => number) =>
       ykRuns.map((r) => `${int(pick(r))}@${int(r.hsms)}`).join(", ");
@@ -229,6 +235,16 @@ async function main(): Promise<number> {
           ? "not measured"
           : `${fixed(ykTotal.wall / 1000, 3)} s (host CPU only: ${fixed(ykTotal.cpu / 1000, 3)} s)`,
       met: ykTotal === undefined ? false : ykTotal.wall <= 300,
+    });
+    const scpTotal = totals.get(`${YUBIKEY5_LATENCY.name} + SCP11b`);
+    targets.push({
+      target: "card-present → configured ≤ 0.30 s inside SCP11b (yubikey5 model, cold host wall)",
+      measured:
+        scpTotal === undefined
+          ? "not measured"
+          : `${fixed(scpTotal.wall / 1000, 3)} s (host CPU only: ${fixed(scpTotal.cpu / 1000, 3)} s)`,
+      met: scpTotal === undefined ? false : scpTotal.wall <= 300,
+      note: "the handshake's on-card cost is an assumption (3 P-256 scalar multiplications), see PERFORMANCE.md",
     });
     targets.push({
       target: "≥ 1,000 HSMs on one 50 KB card with manifest and certificates",

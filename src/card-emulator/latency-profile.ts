@@ -60,6 +60,13 @@ export interface ProcessingModel {
   readonly getResponseMs: number;
   /** Anything else (GET VERSION, GET SERIAL, GET METADATA, an empty VERIFY, refused commands). */
   readonly otherMs: number;
+  /**
+   * SCP11 INTERNAL/MUTUAL AUTHENTICATE (80 88 / 80 82): an ephemeral P-256 key pair, two ECDH, the
+   * X9.63 KDF and the receipt CMAC on the card.
+   */
+  readonly scpHandshakeMs: number;
+  /** Per wrapped APDU (CLA x4): C-MAC check and decryption of the command, encryption and R-MAC of the answer. */
+  readonly scpWrapMs: number;
 }
 
 export interface LatencyProfile {
@@ -133,6 +140,8 @@ export const YUBIKEY5_LATENCY: LatencyProfile = {
     putDataPerByteMs: 0.004,
     getResponseMs: 0,
     otherMs: 0,
+    scpHandshakeMs: 3 * 71.0 + 2.0,
+    scpWrapMs: 0.3,
   },
   assumptions: [
     "Link: 1.0 ms per exchange plus 0.5 ms per 256 bytes (1.95 µs/byte), so a 256-byte response APDU " +
@@ -144,6 +153,10 @@ export const YUBIKEY5_LATENCY: LatencyProfile = {
     "Management-key step (3DES/AES block operation): 1.5 ms. PUT DATA: 5 ms + 4 µs per byte written " +
       "to flash (≈ 10 ms for a 700-byte receipt). Assumptions, not measurements.",
     "Extended APDUs: up to 3,062-byte commands (yubikit YK4_3); objects ≤ 3,063 bytes, ≈ 50,225 in all.",
+    "SCP11b handshake (80 88): 215 ms on the card = three P-256 scalar multiplications (ephemeral key " +
+      "pair, ECDH with ePK.OCE twice: ShSee and ShSes) costed like the 71 ms signature, + 2 ms for the " +
+      "X9.63 KDF and receipt CMAC. An assumption from the signature figure, not a measurement: Yubico " +
+      "publishes no SCP11 timing. Each wrapped APDU: + 0.3 ms (AES-CBC and CMAC of command and answer).",
   ],
 };
 
@@ -175,6 +188,8 @@ export const ETOKEN_LATENCY: LatencyProfile = {
     putDataPerByteMs: 0.05,
     getResponseMs: 0.5,
     otherMs: 1.0,
+    scpHandshakeMs: 3 * 180.0 + 5.0,
+    scpWrapMs: 2.0,
   },
   assumptions: [
     "Short APDUs only, ≤ 271 bytes per message: responses in 256-byte GET RESPONSE pieces, commands " +
@@ -189,6 +204,8 @@ export const ETOKEN_LATENCY: LatencyProfile = {
       "The emulated applet still answers the Yubico GET VERSION, GET SERIAL and GET METADATA (3 short " +
       "APDUs); a card without them answers 6D00 and the host then probes the OTP applet (+2 APDUs) and " +
       "assumes a 3DES management key.",
+    "SCP11 (were such a token to offer it): 3 × 180 ms + 5 ms handshake, 2 ms per wrapped APDU. " +
+      "Hypothetical: eToken-class PIV tokens do not implement SCP11; the channel is reported as absent.",
   ],
 };
 
@@ -209,6 +226,7 @@ export type ApduKind =
   | "get-data"
   | "put-data"
   | "get-response"
+  | "scp-handshake"
   | "other";
 
 export interface ApduCost {
@@ -310,64 +328,79 @@ export function modelApdu(profile: LatencyProfile, command: Uint8Array, response
   let processingMs = p.otherMs;
   let objectId: number | undefined;
 
-  switch (ins) {
-    case PIV_INS.select:
-      kind = "select";
-      label = "SELECT A4";
-      processingMs = p.selectMs;
-      break;
-    case PIV_INS.verify:
-      if (decoded && decoded.data.length > 0 && decoded.p1 === 0x00) {
-        kind = "verify-pin";
-        label = "VERIFY 20 (PIN)";
-        processingMs = p.pinVerifyMs;
-      } else {
-        kind = "verify-other";
-        label = "VERIFY 20 (status / logout)";
-      }
-      break;
-    case PIV_INS.generalAuthenticate: {
-      if (decoded?.p2 === KEY_MANAGEMENT) {
-        kind = "management-auth";
-        label = "GENERAL AUTHENTICATE 87 (management key)";
-        processingMs = ok ? p.managementAuthMs : p.otherMs;
+  const wrapped = decoded !== undefined && (decoded.cla & 0x04) !== 0 && (decoded.cla & 0x80) === 0;
+  const gp = decoded !== undefined && (decoded.cla & 0x80) !== 0;
+  if (gp && (ins === 0x88 || ins === 0x82)) {
+    kind = "scp-handshake";
+    label = ins === 0x88 ? "INTERNAL AUTHENTICATE 88 (SCP11b)" : "MUTUAL AUTHENTICATE 82 (SCP11a)";
+    processingMs = ok ? p.scpHandshakeMs : p.otherMs;
+  } else if (gp && ins === 0x2a) {
+    label = "PERFORM SECURITY OPERATION 2A (SCP11a OCE certificate)";
+  } else if (ins === 0xca) {
+    label = "GET DATA CA (SD certificate store)";
+  } else {
+    switch (ins) {
+      case PIV_INS.select:
+        kind = "select";
+        label = "SELECT A4";
+        processingMs = p.selectMs;
+        break;
+      case PIV_INS.verify:
+        if (decoded && decoded.data.length > 0 && decoded.p1 === 0x00) {
+          kind = "verify-pin";
+          label = "VERIFY 20 (PIN)";
+          processingMs = p.pinVerifyMs;
+        } else {
+          kind = "verify-other";
+          label = "VERIFY 20 (status / logout)";
+        }
+        break;
+      case PIV_INS.generalAuthenticate: {
+        if (decoded?.p2 === KEY_MANAGEMENT) {
+          kind = "management-auth";
+          label = "GENERAL AUTHENTICATE 87 (management key)";
+          processingMs = ok ? p.managementAuthMs : p.otherMs;
+          break;
+        }
+        const curve = decoded ? ALGORITHM_CURVE[decoded.p1] : undefined;
+        // Wrapped, the template cannot be read: in these flows it is the 9E challenge (a signature).
+        const what =
+          decoded && !chainedBlock ? (wrapped ? "sign" : authenticateKind(decoded.data)) : undefined;
+        if (curve && what) {
+          kind = what;
+          label = `GENERAL AUTHENTICATE 87 (${what} ${curve})`;
+          processingMs = ok ? (what === "sign" ? p.signMs[curve] : p.ecdhMs[curve]) : p.otherMs;
+        } else {
+          label = "GENERAL AUTHENTICATE 87";
+        }
         break;
       }
-      const curve = decoded ? ALGORITHM_CURVE[decoded.p1] : undefined;
-      const what = decoded && !chainedBlock ? authenticateKind(decoded.data) : undefined;
-      if (curve && what) {
-        kind = what;
-        label = `GENERAL AUTHENTICATE 87 (${what} ${curve})`;
-        processingMs = ok ? (what === "sign" ? p.signMs[curve] : p.ecdhMs[curve]) : p.otherMs;
-      } else {
-        label = "GENERAL AUTHENTICATE 87";
+      case PIV_INS.getData:
+        kind = "get-data";
+        label = "GET DATA CB";
+        processingMs = p.getDataMs;
+        objectId = decoded ? objectIdOf(decoded.data) : undefined;
+        break;
+      case PIV_INS.putData: {
+        kind = "put-data";
+        label = "PUT DATA DB";
+        const written = decoded?.data.length ?? 0;
+        // Every block is written to memory; the command's fixed cost comes with its last block.
+        processingMs = (chainedBlock ? 0 : ok ? p.putDataMs : p.otherMs) + written * p.putDataPerByteMs;
+        objectId = decoded ? objectIdOf(decoded.data) : undefined;
+        break;
       }
-      break;
+      case PIV_INS.getResponse:
+        kind = "get-response";
+        label = "GET RESPONSE C0";
+        processingMs = p.getResponseMs;
+        break;
+      default:
+        break;
     }
-    case PIV_INS.getData:
-      kind = "get-data";
-      label = "GET DATA CB";
-      processingMs = p.getDataMs;
-      objectId = decoded ? objectIdOf(decoded.data) : undefined;
-      break;
-    case PIV_INS.putData: {
-      kind = "put-data";
-      label = "PUT DATA DB";
-      const written = decoded?.data.length ?? 0;
-      // Every block is written to memory; the command's fixed cost comes with its last block.
-      processingMs = (chainedBlock ? 0 : ok ? p.putDataMs : p.otherMs) + written * p.putDataPerByteMs;
-      objectId = decoded ? objectIdOf(decoded.data) : undefined;
-      break;
-    }
-    case PIV_INS.getResponse:
-      kind = "get-response";
-      label = "GET RESPONSE C0";
-      processingMs = p.getResponseMs;
-      break;
-    default:
-      break;
   }
   if (chainedBlock && kind !== "put-data") processingMs = 0;
+  if (wrapped && !chainedBlock) processingMs += p.scpWrapMs;
 
   const linkMs = link.perApduMs + (command.length + response.length) * link.perByteMs;
   const outOfProfile =

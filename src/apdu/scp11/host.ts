@@ -21,7 +21,7 @@
 import type { KeyObject } from "node:crypto";
 import { ScpUnavailableError } from "../../errors.js";
 import type { ApduProcessor, SmartCardProtocol } from "../chaining.js";
-import type { CommandApdu } from "../command.js";
+import { type CommandApdu, EXTENDED_MAX_LE } from "../command.js";
 import { formatSw, type ResponseApdu } from "../response.js";
 import { encodeTlv } from "../tlv.js";
 import { decodeCertificateStore } from "./cert-store.js";
@@ -93,6 +93,8 @@ export class ScpProcessor implements ApduProcessor {
   constructor(
     private readonly next: ApduProcessor,
     readonly channel: ScpHostChannel,
+    /** The stack's APDU format: with extended APDUs a command asking for more than 256 bytes is sent extended. */
+    private readonly format: () => "short" | "extended" = () => "short",
   ) {}
 
   async process(command: CommandApdu): Promise<ResponseApdu> {
@@ -101,7 +103,13 @@ export class ScpProcessor implements ApduProcessor {
       this.channel.close("SELECT inside the secure channel");
       throw new ScpIntegrityError("secure channel: a SELECT would end the session; refused");
     }
-    const wrapped = this.channel.wrap(command);
+    // With extended APDUs, a command that expects a long answer (a PIV object) asks for it whole
+    // (Le 65536) instead of in 256-byte GET RESPONSE pieces; its Lc′ is then MACed in extended form.
+    const extendedLe =
+      this.format() === "extended" && command.le !== undefined && command.le > 256
+        ? EXTENDED_MAX_LE
+        : undefined;
+    const wrapped = this.channel.wrap(command, extendedLe);
     let response: ResponseApdu;
     try {
       response = await this.next.process(wrapped);
@@ -234,6 +242,6 @@ export async function openScp11(
     pkSd: chain.pkSd,
   });
   const channel = new ScpHostChannel(session);
-  protocol.use((next) => new ScpProcessor(next, channel));
+  protocol.use((next) => new ScpProcessor(next, channel, () => protocol.format));
   return { protocol: `SCP11${variant}`, kid, kvn, chain: chain.subjects, session };
 }

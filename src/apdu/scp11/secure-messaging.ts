@@ -128,9 +128,10 @@ abstract class ScpChannelState {
 export class ScpHostChannel extends ScpChannelState {
   /**
    * Wraps one command (before command chaining). The result has CLA | 04, the encrypted data and
-   * the C-MAC, and no Le.
+   * the C-MAC, and no Le — unless `extendedLe` is given: then it asks for that many bytes and will
+   * travel as an extended APDU, so Lc′ is MACed in extended form (what the card then sees).
    */
-  wrap(command: CommandApdu): CommandApdu {
+  wrap(command: CommandApdu, extendedLe?: number): CommandApdu {
     this.ensureOpen();
     // The whole command is wrapped, on the basic channel; command chaining happens below.
     if ((command.cla & 0x13) !== 0)
@@ -143,9 +144,10 @@ export class ScpHostChannel extends ScpChannelState {
     );
     this.counter++;
     if (encrypted.length + SCP_MAC_BYTES > MAX_WRAPPED_DATA) this.fail("command too long to wrap");
+    const extended = extendedLe !== undefined;
     const mac = aesCmac(
       this.keys.sMac,
-      this.cmacInput(cla, command.ins, command.p1, command.p2, encrypted, false),
+      this.cmacInput(cla, command.ins, command.p1, command.p2, encrypted, extended),
     );
     this.chain = mac;
     return {
@@ -154,6 +156,7 @@ export class ScpHostChannel extends ScpChannelState {
       p1: command.p1,
       p2: command.p2,
       data: concatBytes(encrypted, mac.subarray(0, SCP_MAC_BYTES)),
+      ...(extended ? { le: extendedLe } : {}),
     };
   }
 
