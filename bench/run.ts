@@ -36,6 +36,7 @@ import { BENCH_SERIAL, benchPlan } from "./plans.js";
 import { fixed, int, print, ratio, section, type TargetResult, table } from "./report.js";
 import { benchSimRack } from "./sim-rack.js";
 import { benchStation } from "./station.js";
+import { benchStationWrite } from "./station-write.js";
 import { benchSztp } from "./sztp.js";
 
 const PLAN_SIZES = [1, 40, 1000] as const;
@@ -103,6 +104,7 @@ async function main(): Promise<number> {
       agentTemplate,
       PROFILES,
     );
+    await benchStationWrite(fixture, benchPlan(largest), largest);
     const host = await benchAgentHost(fixture, card1000.state, agentTemplate, BENCH_SERIAL, largest);
 
     section("3. Card-present → network configured, modeled (card model + measured host time)");
