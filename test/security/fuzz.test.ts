@@ -24,6 +24,13 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { loadDeviceIdentity } from "../../src/agent/device-identity.js";
 import { decodeCommandApdu } from "../../src/apdu/command.js";
 import { decodeResponseApdu } from "../../src/apdu/response.js";
+import {
+  completeHostHandshake,
+  decodeAuthenticateData,
+  decodeCertificateStore,
+  p256PrivateKeyFromScalar,
+  ScpHostChannel,
+} from "../../src/apdu/scp11/index.js";
 import { decodeTlv, decodeTlvs, decodeTlvTree } from "../../src/apdu/tlv.js";
 import { decodeCborStrict, encodeCbor } from "../../src/config/cbor.js";
 import {
@@ -64,6 +71,7 @@ import { decodeCertificateList, verifyChallengeProof } from "../../src/secure-el
 import type { ApduResponder } from "../../src/transport/apdu-responder.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { createTestPki, EXAMPLES, initAgent, LAB_PLAN, PIN, tempDir } from "../agent/fixtures.js";
+import { samsungA, scp11b, h as unhex } from "../apdu/scp11/vectors.js";
 import { CardTemplate, openMetered } from "./support.js";
 
 /** Base runs per decoder; `npm run fuzz` raises it. */
@@ -419,7 +427,55 @@ const chainOptions = () => ({
   ...VALIDATION_REQUIREMENTS.cardAuthentication,
 });
 
+// SCP11 (issue 11): the vectors of test/vectors/scp11 are the seeds.
+const scpB = scp11b();
+const scpAuthCommand = decodeCommandApdu(unhex(scpB.internal_authenticate_capdu));
+const scpAnswer = decodeResponseApdu(unhex(scpB.internal_authenticate_rapdu)).data;
+const scpKeys = {
+  eSkOce: p256PrivateKeyFromScalar(
+    unhex(scpB["eSK.OCE (Samsung OpenSCP-Java Scp11TestData.ESK_OCE_ECKA_P256)"]),
+  ),
+  pkSd: unhex(scpB["PK.SD"]),
+};
+const scpStore = Buffer.concat(
+  samsungA()
+    .transcript.slice(0, 3)
+    .map((t) => decodeResponseApdu(unhex(t.response)).data),
+);
+/** A host channel in the vector's session after its first wrapped command (VERIFY). */
+function scpChannelAfterVerify(): ScpHostChannel {
+  const session = completeHostHandshake({ authData: scpAuthCommand.data, answer: scpAnswer, ...scpKeys });
+  const channel = new ScpHostChannel(session);
+  channel.wrap({ ...decodeCommandApdu(unhex(scpB.messages[0]!.plain_command)), le: undefined });
+  return channel;
+}
+
 const TARGETS: Target[] = [
+  // SCP11: the certificate store, the card's authenticate answer, the host's authenticate data (as
+  // the card reads it), a wrapped answer.
+  {
+    name: "SCP certificate store, BF21 or bare (decodeCertificateStore)",
+    input: () => inputs([new Uint8Array(scpStore), new Uint8Array(scpStore.subarray(4))], { maxRandom: 600 }),
+    decode: decodeCertificateStore,
+  },
+  {
+    name: "SCP11 authenticate answer (completeHostHandshake: point checks, receipt)",
+    input: () => inputs([scpAnswer]),
+    decode: (b) => completeHostHandshake({ authData: scpAuthCommand.data, answer: b, ...scpKeys }),
+    onlyAccepts: () => [scpAnswer],
+  },
+  {
+    name: "SCP11 authenticate data, the card's side (decodeAuthenticateData)",
+    input: () => inputs([scpAuthCommand.data]),
+    decode: decodeAuthenticateData,
+  },
+  {
+    name: "SCP11 wrapped answer (ScpHostChannel.unwrap: R-MAC, padding)",
+    input: () => inputs([unhex(scpB.messages[0]!.wrapped_response)]),
+    // A bare error status (no data) passes unauthenticated by design; a mutated protected answer
+    // never does (test/apdu/scp11/properties.test.ts flips every bit).
+    decode: (b) => scpChannelAfterVerify().unwrap(decodeResponseApdu(b)),
+  },
   // APDU layer: what a card sends back.
   {
     name: "response APDU (decodeResponseApdu)",
