@@ -66,6 +66,8 @@ export interface OpenAgentOptions {
   readonly host?: HostSettingsOptions;
   /** For `networkd`: the directory of its files (default: the state's, else /etc/systemd/network). */
   readonly networkDir?: string;
+  /** For `networkd`: how networkd is told to apply the files (default: networkctl reload + reconfigure). */
+  readonly networkdReload?: (devices: readonly string[]) => Promise<void>;
   /** For `iproute2` and `networkd`: run `ip` in this network namespace (`ip -n NS`). */
   readonly netns?: string;
   /** Plan interface name → device on this host. */
@@ -170,6 +172,7 @@ export class Agent {
               : new NetworkdBackend({
                   dir: options.networkDir ?? store.state.networkDir ?? DEFAULT_NETWORKD_DIR,
                   ...(options.netns ? { netns: options.netns } : {}),
+                  ...(options.networkdReload ? { reload: options.networkdReload } : {}),
                   faults,
                 });
       const net = options.host ? withHostSettings(backend, new HostSettings(options.host)) : backend;

@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { Agent } from "../../../agent/agent.js";
@@ -8,7 +9,7 @@ import type { OnboardingResult, PinSource } from "../../../agent/onboarding.js";
 import { pinCommandSource } from "../../../agent/pin-command.js";
 import { priorityOf, SdNotifier, stderrIsJournal, withPriority } from "../../../agent/service.js";
 import { AgentStateStore } from "../../../agent/state-store.js";
-import { UsageError } from "../../../errors.js";
+import { NetworkApplyError, UsageError } from "../../../errors.js";
 import { readScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
 import { cardOpener, VIRTUAL_CARD_ENV } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
@@ -27,6 +28,8 @@ interface RunOptions {
   pinFd?: number;
   pinCommand?: string;
   hostSettings?: boolean;
+  networkDir?: string;
+  networkdReload?: string;
   etcDir?: string;
   timeout?: number;
 }
@@ -50,6 +53,25 @@ function parseSeconds(value: string): number {
   if (!(n > 0) || !Number.isFinite(n))
     throw new InvalidArgumentError("expected a positive number of seconds.");
   return n;
+}
+
+/** `--networkd-reload CMD`: sh -c CMD, bounded (60 s), HSM_ONBOARD_DEVICES="dev …" in its environment. */
+function shellReload(command: string, env: NodeJS.ProcessEnv): (devices: readonly string[]) => Promise<void> {
+  return (devices) =>
+    new Promise((resolvePromise, reject) => {
+      execFile(
+        "/bin/sh",
+        ["-c", command],
+        { env: { ...env, HSM_ONBOARD_DEVICES: devices.join(" ") }, timeout: 60_000, killSignal: "SIGKILL" },
+        (error, _stdout, stderr) => {
+          if (error)
+            reject(
+              new NetworkApplyError(`--networkd-reload failed: ${String(stderr).trim() || error.message}`),
+            );
+          else resolvePromise();
+        },
+      );
+    });
 }
 
 /** One line for a technician at the HSM console. */
@@ -111,6 +133,14 @@ export function agentRunCommand(ctx: CliContext): Command {
       "also apply the hostname (sethostname, /etc/hostname) and, with iproute2, /etc/resolv.conf and a timesyncd drop-in",
     )
     .option("--etc-dir <dir>", "where --host-settings writes its files instead of /etc")
+    .option(
+      "--network-dir <dir>",
+      "networkd applier: its directory instead of the one chosen at factory-init",
+    )
+    .option(
+      "--networkd-reload <cmd>",
+      "networkd applier: run this (sh -c; HSM_ONBOARD_DEVICES names the devices) instead of networkctl reload + reconfigure",
+    )
     .option("--timeout <seconds>", "give up waiting for a card after this long (exit 10)", parseSeconds)
     .addHelpText(
       "after",
@@ -200,6 +230,10 @@ Examples:
           throw new UsageError("--host-settings changes the host: not with the dry-run applier");
         agent = await Agent.open({
           stateDir,
+          ...(options.networkDir !== undefined ? { networkDir: resolve(ctx.cwd, options.networkDir) } : {}),
+          ...(options.networkdReload !== undefined
+            ? { networkdReload: shellReload(options.networkdReload, ctx.env as NodeJS.ProcessEnv) }
+            : {}),
           ...(options.hostSettings
             ? {
                 host: hostSettingsUnder(
