@@ -3,19 +3,24 @@
  * two vpcd readers, officers' cards as `card emulate` processes. One officer writes (`station write
  * --cosigners 2`), others co-sign (`station cosign`) — swapping cards in one reader when told, or
  * with a second reader — and HSMs set up with `agent factory-init --quorum 2|3` (dry-run applier)
- * take the card or refuse it with 19.
+ * take the card or refuse it with 19. Then receipts mid-room: `station receipts --collect` verifies,
+ * archives and clears a card full of receipts (a tampered receipt object stays), and the second
+ * rack's receipts fit.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { runAgentOnce } from "../../src/agent/agent.js";
+import { factoryInit } from "../../src/agent/factory.js";
 import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { prepareManifestCosignature } from "../../src/config/manifest.js";
 import { planToYaml } from "../../src/config/plan.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../../src/pki/index.js";
 import { openInProcessCard } from "../../src/secure-element/open-card.js";
 import type { PivElement } from "../../src/secure-element/piv-element.js";
+import { parseItemName } from "../../src/secure-element/secure-element.js";
 import { rackPlan } from "../../src/sim/demo.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
 import { updateStationCrl } from "../../src/station/crl-update.js";
@@ -235,6 +240,7 @@ describe.skipIf(!cap.ok)(
     async function write(
       officer: Officer,
       cosigners: number,
+      plan = planFile,
     ): Promise<{ manifestBytes: number; sequence: number }> {
       await insert(officer, 0);
       const run = cliRun(
@@ -242,7 +248,7 @@ describe.skipIf(!cap.ok)(
           "station",
           "write",
           "--plan",
-          planFile,
+          plan,
           "--station-dir",
           stationDir,
           "--reader",
@@ -403,5 +409,119 @@ describe.skipIf(!cap.ok)(
       const status = await withCardFile(cards.bob, (element) => element.pinTriesLeft());
       expect(status).toBe(3);
     }, 120_000);
+
+    test("receipts mid-room: --collect verifies, archives (durable, read back) and clears; a tampered object stays; the second rack's receipts fit", async () => {
+      const plan = rackPlan({ hsms: 60, vlan: false, ipv6: false });
+      const roomPlan = join(work, "room-60.yaml");
+      await writeFile(roomPlan, planToYaml(plan));
+      const room = plan.hsms.map((h) => h.serial);
+      const stateOf = (serial: string) => join(work, "room", serial, "state");
+      for (const serial of room) {
+        const deviceDir = join(work, "room", serial, "device");
+        await issueDeviceToDirectory(pkiDir, deviceDir, serial);
+        await factoryInit({
+          stateDir: stateOf(serial),
+          serial,
+          root: new Uint8Array(await readFile(rootPem)),
+          device: deviceDir,
+          applier: "dry-run",
+        });
+      }
+      await write("alice", 0, roomPlan);
+
+      // Rack 1: HSMs onboard (in-process, the card file) until the card has no room for a receipt.
+      const receiptItems = () =>
+        withCardFile(cards.alice, async (e) =>
+          (await e.listItems()).filter((i) => parseItemName(i.name)?.kind === "receipt").map((i) => i.name),
+        );
+      const onboardInProcess = (serial: string) =>
+        withCardFile(cards.alice, (element) =>
+          runAgentOnce({
+            stateDir: stateOf(serial),
+            element,
+            pinSource: { read: async () => OFFICERS.alice },
+            keepElementOpen: true,
+          }),
+        );
+      let next = 0;
+      let full = false;
+      for (; next < room.length && !full; next++) {
+        const result = await onboardInProcess(room[next]!);
+        expect(result.ok, result.error?.message).toBe(true);
+        full = result.receipt?.written === false;
+      }
+      expect(full, "the card never filled up with receipts").toBe(true);
+      const rack1 = next - 1; // receipts on the card
+      const before = await receiptItems();
+      expect(before.length).toBeGreaterThan(1);
+      // One receipt object tampered with (its last byte: a signature): it must stay on the card.
+      const tampered = before[1]!;
+      await withCardFile(cards.alice, async (e) => {
+        await e.verifyPin(OFFICERS.alice);
+        const bytes = (await e.readItem(tampered))!;
+        bytes[bytes.length - 1]! ^= 0x01;
+        await e.writeItem(tampered, bytes);
+      });
+
+      await insert("alice", 0);
+      const collect = cliRun(
+        [
+          "station",
+          "receipts",
+          "--collect",
+          "--reader",
+          reader(0),
+          "--station-dir",
+          stationDir,
+          "--timeout",
+          "20",
+          "--pin-stdin",
+          "--json",
+        ],
+        `${OFFICERS.alice}\n`,
+      );
+      expect(await collect.code(), collect.stderr).toBe(15); // the tampered object: kept, said so
+      await remove(0);
+      const report = collect.json<{
+        receipts: { verified: boolean; location: string }[];
+        collected: {
+          archive: string;
+          receiptsArchived: number;
+          cleared: string[];
+          kept: { item: string }[];
+          freeBytes: number;
+        };
+      }>();
+      expect(report.collected.kept.map((k) => k.item)).toEqual([tampered]);
+      expect(report.collected.cleared).toEqual(before.filter((n) => n !== tampered));
+      // Archived: exactly the receipts of the cleared objects, each verified; the tampered object's
+      // receipt is not verified and its whole object stayed.
+      const inCleared = report.receipts.filter((r) =>
+        report.collected.cleared.includes(r.location.slice(0, r.location.indexOf("["))),
+      );
+      expect(inCleared.every((r) => r.verified)).toBe(true);
+      expect(report.collected.receiptsArchived).toBe(inCleared.length);
+      expect(report.receipts.some((r) => r.location.startsWith(`${tampered}[`) && !r.verified)).toBe(true);
+      expect(report.collected.receiptsArchived).toBeGreaterThan(0);
+      expect(report.collected.receiptsArchived).toBeLessThanOrEqual(rack1);
+      // The archive holds every cleared object as the card held it (base64).
+      const archive = JSON.parse(await readFile(report.collected.archive, "utf8")) as {
+        items: Record<string, string>;
+      };
+      expect(Object.keys(archive.items).sort()).toEqual([...report.collected.cleared].sort());
+      expect(report.collected.archive.startsWith(join(stationDir, "receipts-archive"))).toBe(true);
+      expect(await receiptItems()).toEqual([tampered]);
+
+      // Rack 2: the next HSM through the CLI over PC/SC, its receipt on the card; then more in-process.
+      await insert("alice", 0);
+      const agent = await agentRun(stateOf(room[next]!), OFFICERS.alice);
+      expect(agent.code, agent.run.stderr).toBe(0);
+      expect(agent.run.json<{ receipt: { written: boolean } }>().receipt.written).toBe(true);
+      await remove(0);
+      for (const serial of room.slice(next + 1, next + 11)) {
+        const result = await onboardInProcess(serial);
+        expect(result.receipt?.written, `${serial}: ${result.receipt?.reason}`).toBe(true);
+      }
+    }, 300_000);
   },
 );

@@ -1,8 +1,10 @@
 import { Command } from "commander";
 import { ExitCode } from "../../../errors.js";
+import { type CollectResult, collectReceiptsToStation } from "../../../station/collect-receipts.js";
 import { receiptRecordsOf } from "../../../station/inventory/record.js";
 import { type ReceiptReport, type ReceiptRow, readReceipts } from "../../../station/read-receipts.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
+import { parseFd, secretSource } from "../../secrets.js";
 import {
   ALLOW_PLAINTEXT_HELP,
   DEFAULT_CARD_TIMEOUT_SECONDS,
@@ -21,6 +23,9 @@ interface ReceiptsOptions {
   readonly allowPlaintext?: boolean;
   readonly json?: boolean;
   readonly db?: string;
+  readonly collect?: boolean;
+  readonly pinStdin?: boolean;
+  readonly pinFd?: number;
 }
 
 /** `hsm-onboard station receipts [--reader NAME] [--station-dir DIR] [--json]` (SPEC.md §7). */
@@ -37,10 +42,19 @@ export function stationReceiptsCommand(ctx: CliContext): Command {
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
     .option("--json", "print the report as JSON")
+    .option(
+      "--collect",
+      "archive the verified receipts in the station directory (durably), then clear them from the card (PIN)",
+    )
+    .option("--pin-stdin", "with --collect: read the PIN from standard input")
+    .option("--pin-fd <n>", "with --collect: read the PIN from this file descriptor", parseFd)
     .addHelpText(
       "after",
       `
-No PIN is needed. A receipt is verified (✓) when its signature and device certificate chain to the
+No PIN is needed to read. With --collect the receipts are then archived in the station directory
+(receipts-archive/, fsync'd and read back) and the receipt objects whose every receipt is verified
+are cleared from the card (the card's PIN), so that the next rack's receipts fit; an object holding
+a receipt that is not verified stays on the card (exit 15). A receipt is verified (✓) when its signature and device certificate chain to the
 trust anchor, the certificate names the receipt's HSM serial, it is for the configuration the card
 holds now, and the state the HSM applied is its planned entry. Otherwise ✗ and the reason.
 Exit status: 0 read (whatever the receipts say), 10 no card, 15 at least one receipt is forged or
@@ -60,8 +74,31 @@ Examples:
         allowPlaintext: options.allowPlaintext === true,
       });
       let report: ReceiptReport;
+      let collected: CollectResult | undefined;
       try {
-        report = await readReceipts({ element: card.element, stationDir: dir });
+        if (options.collect) {
+          // Receipts mid-room (issue 13): verified, archived durably, only then cleared.
+          const pins = secretSource(ctx, {
+            ...(options.pinStdin ? { pinStdin: true } : {}),
+            ...(options.pinFd === undefined ? {} : { pinFd: options.pinFd }),
+          });
+          try {
+            collected = await collectReceiptsToStation({
+              element: card.element,
+              stationDir: dir,
+              pin: (request) =>
+                pins.read(
+                  `PIN of the card (${request.triesLeft < 0 ? "tries left unknown" : plural(request.triesLeft, "try", "tries")} left)`,
+                ),
+              onProgress: (message) => writeLine(ctx.stderr, `  ${message}`),
+            });
+          } finally {
+            pins.close();
+          }
+          report = collected.report;
+        } else {
+          report = await readReceipts({ element: card.element, stationDir: dir });
+        }
       } finally {
         await card.dispose();
       }
@@ -72,9 +109,35 @@ Examples:
       } finally {
         await inventory.close();
       }
-      if (options.json) writeJson(ctx.stdout, reportJson(report));
-      else printReport(ctx, report);
-      if (report.receipts.some((r) => !r.authentic)) ctx.exitCode = ExitCode.integrity;
+      if (options.json) {
+        writeJson(ctx.stdout, {
+          ...reportJson(report),
+          ...(collected
+            ? {
+                collected: {
+                  archive: collected.archive ?? null,
+                  receiptsArchived: collected.receiptsArchived,
+                  cleared: collected.cleared,
+                  kept: collected.kept,
+                  freeBytes: collected.freeBytes,
+                },
+              }
+            : {}),
+        });
+      } else {
+        printReport(ctx, report);
+        if (collected) {
+          writeLine(
+            ctx.stdout,
+            `Collected: ${plural(collected.receiptsArchived, "receipt")} archived in ${collected.archive ?? "(nothing to archive)"}; ` +
+              `${plural(collected.cleared.length, "object")} cleared, ${plural(collected.kept.length, "object")} kept; ${collected.freeBytes} bytes free`,
+          );
+          for (const k of collected.kept) writeLine(ctx.stdout, `  kept ${k.item}: ${k.reason}`);
+        }
+      }
+      if (report.receipts.some((r) => !r.authentic) || (collected?.kept.length ?? 0) > 0) {
+        ctx.exitCode = ExitCode.integrity;
+      }
     });
 }
 
