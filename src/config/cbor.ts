@@ -192,6 +192,23 @@ export function decodeCborStrict(bytes: Uint8Array, options: StrictCborOptions):
 }
 
 /**
+ * Checks bytes against the strict profile above without building any value: the validating skip a
+ * bounded decoder runs over a whole object before it decodes only the part it needs. Same checks
+ * and same MalformedError as decodeCborStrict (no top-level tag).
+ */
+export function checkCborStrict(bytes: Uint8Array, options: StrictCborOptions): void {
+  const { what } = options;
+  if (!(bytes instanceof Uint8Array)) throw new MalformedError(`${what}: expected bytes`);
+  if (bytes.length === 0) throw new MalformedError(`${what}: empty input`);
+  if (bytes.length > options.maxBytes) {
+    throw new MalformedError(`${what}: ${bytes.length} bytes exceeds the ${options.maxBytes}-byte limit`);
+  }
+  const scanner = new CborScanner(bytes, what, options.maxDepth ?? DEFAULT_MAX_DEPTH);
+  scanner.item(0);
+  if (scanner.pos !== bytes.length) scanner.fail("bytes after the CBOR item");
+}
+
+/**
  * Encodes plain values (numbers, bigint, strings, Uint8Array, arrays, Maps, booleans, null, Tag) in
  * preferred serialization. Integers of 2^32 and above must be passed through `cborUint`, since
  * cbor-x would otherwise write them as floats.

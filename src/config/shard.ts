@@ -49,8 +49,10 @@ import {
 import {
   cborHeadSize,
   cborUint,
+  checkCborStrict,
   decodeCborStrict,
   encodeCbor,
+  encodeZeroPadding,
   expectArray,
   expectBytes,
   expectIntKeyedMap,
@@ -674,10 +676,19 @@ export function shardDigest(bytes: Uint8Array): Uint8Array {
 }
 
 /**
- * Agent side: checks a shard read from the card against its manifest entry (SHA-256 first, before
- * any parsing), decodes it, and returns this HSM's configuration. IntegrityError when the bytes do
- * not match the manifest, MalformedError when they are not a shard, NotForThisHsmError when the
- * serial is not in it.
+ * Agent side: checks a shard read from the card against its manifest entry (length and SHA-256
+ * first, over the whole object, before any parsing), and returns this HSM's configuration.
+ * IntegrityError when the bytes do not match the manifest, MalformedError when they are not a
+ * shard, NotForThisHsmError when the serial is not in it.
+ *
+ * Bounded: it accepts exactly the shards decodeShard accepts (the same canonical-form guarantee, so
+ * the same typed errors), but only the HSM's own entry and the tables are decoded into values. The
+ * whole object goes through the strict CBOR check (checkCborStrict, no values built), then one
+ * pass over the entries checks, on the raw bytes, every rule that decodeShard's re-encoding
+ * enforces: shapes and ranges, strictly increasing serials, tables in order of first use with every
+ * item used and none twice, the hostname split, the IPv4/IPv6 host parts, and the exact padding.
+ * The subnets (few per shard) are decoded and re-encoded one by one. test/config/shard-bounded.test.ts
+ * checks the agreement with decodeShard on valid shards and on mutated ones.
  */
 export function decodeShardEntry(shardBytes: Uint8Array, ref: ShardRef, serial: string): HsmConfig {
   const what = `shard 0x${ref.objectId.toString(16).toUpperCase()}`;
@@ -692,25 +703,274 @@ export function decodeShardEntry(shardBytes: Uint8Array, ref: ShardRef, serial: 
   if (!bytesEqual(sha256(shardBytes), ref.sha256)) {
     throw new IntegrityError(`${what}: SHA-256 does not match the signed manifest`);
   }
-  const { hsms, subnets } = decodeShard(shardBytes, { what });
-  if (hsms[0]!.serial !== ref.firstSerial || hsms[hsms.length - 1]!.serial !== ref.lastSerial) {
+  checkCborStrict(shardBytes, { what, maxBytes: MAX_UNTRUSTED_INPUT_BYTES });
+  const scan = malformedUnlessTyped(what, () => scanShard(shardBytes, what, serialKey(serial)));
+  if (scan.firstSerial !== ref.firstSerial || scan.lastSerial !== ref.lastSerial) {
     throw new MalformedError(`${what}: serial range differs from the signed manifest`);
   }
-  const key = serialKey(serial);
-  let low = 0;
-  let high = hsms.length - 1;
-  while (low <= high) {
-    const middle = (low + high) >> 1;
-    const hsm = hsms[middle]!;
-    const order = compareSerialKeys(serialKey(hsm.serial), key);
-    if (order === 0) {
-      const used = new Set(hsm.interfaces.map((i) => i.subnet));
-      return { hsm, subnets: subnets.filter((s) => used.has(s.name)) };
-    }
-    if (order < 0) low = middle + 1;
-    else high = middle - 1;
+  if (scan.config === undefined)
+    throw new NotForThisHsmError(`serial ${serial} is not in this configuration`);
+  return scan.config;
+}
+
+/**
+ * A cursor over bytes checkCborStrict has accepted: every head is well formed, in shortest form and
+ * within the bytes, so the cursor only checks types and values.
+ */
+class ShardCursor {
+  pos = 0;
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly what: string,
+  ) {}
+
+  fail(message: string): never {
+    throw new MalformedError(`${this.what}: ${message} (at byte ${this.pos})`);
   }
-  throw new NotForThisHsmError(`serial ${serial} is not in this configuration`);
+
+  /** Reads one head: [major type, argument]. */
+  head(): [number, number] {
+    const b = this.bytes;
+    const initial = b[this.pos]!;
+    const info = initial & 0x1f;
+    this.pos += 1;
+    if (info < 24) return [initial >> 5, info];
+    const p = this.pos;
+    let value: number;
+    if (info === 24) value = b[p]!;
+    else if (info === 25) value = (b[p]! << 8) | b[p + 1]!;
+    else if (info === 26) value = b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
+    else {
+      const high = b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
+      const low = b[p + 4]! * 0x1000000 + ((b[p + 5]! << 16) | (b[p + 6]! << 8) | b[p + 7]!);
+      value = high * 0x100000000 + low;
+    }
+    this.pos += 1 << (info - 24);
+    return [initial >> 5, value];
+  }
+
+  /** Skips one item (nesting is bounded by the strict check). */
+  skip(): void {
+    const [major, arg] = this.head();
+    if (major === 2 || major === 3) this.pos += arg;
+    else if (major === 4) for (let i = 0; i < arg; i++) this.skip();
+    else if (major === 5) for (let i = 0; i < arg * 2; i++) this.skip();
+  }
+
+  /** An array head with min..max items; returns the count. */
+  array(what: string, min: number, max: number): number {
+    const [major, n] = this.head();
+    if (major !== 4) this.fail(`${what}: expected an array`);
+    if (n < min || n > max) this.fail(`${what}: expected ${min}..${max} items, got ${n}`);
+    return n;
+  }
+
+  uint(what: string, min: number, max: number): number {
+    const [major, n] = this.head();
+    if (major !== 0) this.fail(`${what}: expected an integer`);
+    if (n < min || n > max) this.fail(`${what}: ${n} is outside ${min}..${max}`);
+    return n;
+  }
+
+  /** A text item of minBytes..maxBytes; returns where its content starts (it ends at pos). */
+  text(what: string, minBytes: number, maxBytes: number): number {
+    const [major, n] = this.head();
+    if (major !== 3) this.fail(`${what}: expected text`);
+    if (n < minBytes || n > maxBytes) this.fail(`${what}: expected ${minBytes}..${maxBytes} bytes of text`);
+    const start = this.pos;
+    this.pos += n;
+    return start;
+  }
+
+  string(start: number, end: number): string {
+    return Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).toString(
+      "utf8",
+      start,
+      end,
+    );
+  }
+
+  key(expected: number): void {
+    if (this.bytes[this.pos] !== expected) this.fail("not in canonical form (shard map keys)");
+    this.pos += 1;
+  }
+}
+
+interface ShardScan {
+  readonly firstSerial: string;
+  readonly lastSerial: string;
+  readonly config: HsmConfig | undefined;
+}
+
+function isDigit(byte: number): boolean {
+  return byte >= 0x30 && byte <= 0x39;
+}
+
+/** Distinct items of a table, compared by their bytes; returns [start, end] of each content. */
+function textTable(c: ShardCursor, what: string, minBytes: number, maxBytes: number): [number, number][] {
+  const count = c.array(what, 1, Number.MAX_SAFE_INTEGER);
+  const items: [number, number][] = [];
+  const seen = new Set<string>();
+  for (let i = 0; i < count; i++) {
+    const start = c.text(what, minBytes, maxBytes);
+    const key = c.string(start, c.pos);
+    if (seen.has(key)) c.fail(`not in canonical form (${what}: an item twice)`);
+    seen.add(key);
+    items.push([start, c.pos]);
+  }
+  return items;
+}
+
+/** The one pass of decodeShardEntry (see there); throws MalformedError for what decodeShard refuses. */
+function scanShard(bytes: Uint8Array, what: string, own: SerialKey): ShardScan {
+  const c: ShardCursor = new ShardCursor(bytes, what);
+  const [topMajor, topCount] = c.head();
+  if (topMajor !== 5 || topCount !== 5) c.fail("expected a map of the five shard keys");
+
+  // Subnets: decoded one by one and re-encoded, the same checks decodeShard's re-encoding makes.
+  c.key(Shard.subnets);
+  const subnetCount = c.array(`${what} subnets`, 1, Number.MAX_SAFE_INTEGER);
+  const subnets: DecodedSubnet[] = [];
+  const subnetNames = new Set<string>();
+  for (let i = 0; i < subnetCount; i++) {
+    const start = c.pos;
+    c.skip();
+    const raw = bytes.subarray(start, c.pos);
+    const where = `${what} subnets[${i}]`;
+    const decoded = decodeSubnet(decodeCborStrict(raw, { what: where, maxBytes: raw.length }).value, where);
+    const problems: PlanProblem[] = [];
+    const prepared = prepareSubnet(decoded.subnet, problems);
+    if (problems.length > 0 || subnetNames.has(decoded.subnet.name)) c.fail(`${where}: not a valid subnet`);
+    if (!bytesEqual(encodeCbor(prepared.value), raw)) c.fail(`${where}: not in canonical form`);
+    subnetNames.add(decoded.subnet.name);
+    subnets.push(decoded);
+  }
+
+  c.key(Shard.hostnamePrefixes);
+  const prefixes = textTable(c, `${what} hostname prefixes`, 0, MAX_HOSTNAME_BYTES);
+  for (const [start, end] of prefixes) {
+    // The encoder puts every trailing digit of a hostname in the suffix.
+    if (end > start && isDigit(bytes[end - 1]!)) c.fail("not in canonical form (hostname prefix)");
+  }
+  c.key(Shard.interfaceNames);
+  const names = textTable(c, `${what} interface names`, 1, MAX_NAME_BYTES);
+
+  c.key(Shard.entries);
+  const entryCount = c.array(`${what} entries`, 1, Number.MAX_SAFE_INTEGER);
+  // Tables are in order of first use: an index is either one already used or the next one.
+  let prefixesUsed = 0;
+  let namesUsed = 0;
+  let subnetsUsed = 0;
+  let previous: SerialKey | undefined;
+  let ownStart = -1;
+  let ownEnd = -1;
+  let firstSerial = "";
+  let lastSerial = "";
+  for (let i = 0; i < entryCount; i++) {
+    const where = `${what} entries[${i}]`;
+    const entryStart = c.pos;
+    const itemCount = c.array(where, 4, 3 + MAX_INTERFACES);
+    const [serialMajor, serialArg] = c.head();
+    let key: SerialKey;
+    if (serialMajor === 0) {
+      key = { numeric: serialArg, utf8: undefined };
+    } else if (serialMajor === 3) {
+      if (serialArg < 1 || serialArg > MAX_SERIAL_BYTES)
+        c.fail(`${where} serial: 1..${MAX_SERIAL_BYTES} bytes`);
+      const text = bytes.subarray(c.pos, c.pos + serialArg);
+      c.pos += serialArg;
+      if (
+        serialArg <= 16 &&
+        text.every(isDigit) &&
+        numericSerial(c.string(c.pos - serialArg, c.pos)) !== undefined
+      )
+        c.fail(`${where} serial: must be stored as an integer`);
+      key = { numeric: undefined, utf8: Buffer.from(text.buffer, text.byteOffset, text.byteLength) };
+    } else {
+      c.fail(`${where} serial: expected an integer or text`);
+    }
+    if (previous !== undefined && compareSerialKeys(previous, key) >= 0)
+      c.fail(`entries not in strictly increasing serial order at ${i}`);
+    previous = key;
+    if (i === 0 || i === entryCount - 1) {
+      const text =
+        key.numeric !== undefined ? String(key.numeric) : c.string(c.pos - key.utf8!.length, c.pos);
+      if (i === 0) firstSerial = text;
+      if (i === entryCount - 1) lastSerial = text;
+    }
+    const prefix = c.uint(`${where} hostname prefix index`, 0, Math.min(prefixes.length - 1, prefixesUsed));
+    if (prefix === prefixesUsed) prefixesUsed++;
+    const suffixStart = c.text(`${where} hostname suffix`, 0, MAX_HOSTNAME_BYTES);
+    for (let p = suffixStart; p < c.pos; p++)
+      if (!isDigit(bytes[p]!)) c.fail(`${where}: hostname suffix must be digits`);
+    const hostnameBytes = prefixes[prefix]![1] - prefixes[prefix]![0] + (c.pos - suffixStart);
+    if (hostnameBytes < 1 || hostnameBytes > MAX_HOSTNAME_BYTES)
+      c.fail(`${where}: hostname of ${hostnameBytes} bytes`);
+    const namesHere = new Set<number>();
+    for (let j = 0; j < itemCount - 3; j++) {
+      const at = `${where} interfaces[${j}]`;
+      const length = c.array(at, 3, 4);
+      const name = c.uint(`${at} name index`, 0, Math.min(names.length - 1, namesUsed));
+      if (name === namesUsed) namesUsed++;
+      if (namesHere.has(name)) c.fail(`${at}: interface twice`);
+      namesHere.add(name);
+      const index = c.uint(`${at} subnet index`, 0, Math.min(subnets.length - 1, subnetsUsed));
+      if (index === subnetsUsed) subnetsUsed++;
+      const subnet = subnets[index]!;
+      let addresses = 0;
+      if (bytes[c.pos] === 0xf6) {
+        c.pos += 1;
+      } else {
+        if (!subnet.ipv4) c.fail(`${at}: IPv4 address in a subnet without IPv4`);
+        c.uint(`${at} IPv4 host`, 0, 2 ** (32 - subnet.ipv4.prefixLength) - 1);
+        addresses++;
+      }
+      if (length === 4) {
+        if (!subnet.ipv6) c.fail(`${at}: IPv6 address in a subnet without IPv6`);
+        const [major, n] = c.head();
+        if (major !== 2) c.fail(`${at} IPv6 host: expected a byte string`);
+        if (addressFromHostPart(subnet.ipv6, bytes.subarray(c.pos, c.pos + n)) === undefined)
+          c.fail(`${at}: IPv6 host part not shortest or too large`);
+        c.pos += n;
+        addresses++;
+      }
+      if (addresses === 0) c.fail(`${at}: no address`);
+    }
+    if (compareSerialKeys(key, own) === 0) {
+      ownStart = entryStart;
+      ownEnd = c.pos;
+    }
+  }
+  if (prefixesUsed !== prefixes.length || namesUsed !== names.length || subnetsUsed !== subnets.length)
+    c.fail("not in canonical form (a table item no entry uses)");
+
+  c.key(Shard.padding);
+  if (!bytesEqual(bytes.subarray(c.pos), encodeZeroPadding(bytes.length - c.pos)))
+    c.fail("not in canonical form (padding)");
+
+  if (ownStart < 0) return { firstSerial, lastSerial, config: undefined };
+  // The own entry, decoded as decodeShard decodes every entry.
+  const where = `${what} own entry`;
+  const items = decodeCborStrict(bytes.subarray(ownStart, ownEnd), {
+    what: where,
+    maxBytes: ownEnd - ownStart,
+  }).value as unknown[];
+  const [prefixStart, prefixEnd] = prefixes[items[1] as number]!;
+  const nameStrings = names.map(([start, end]) => c.string(start, end));
+  const interfaces = items
+    .slice(3)
+    .map((itf, j) => decodeInterface(itf, `${where} interfaces[${j}]`, nameStrings, subnets));
+  const hsm: HsmEntry = {
+    serial: serialFromCbor(items[0], `${where} serial`),
+    hostname: c.string(prefixStart, prefixEnd) + (items[2] as string),
+    interfaces,
+  };
+  const used = new Set(interfaces.map((i) => i.subnet));
+  return {
+    firstSerial,
+    lastSerial,
+    config: { hsm, subnets: subnets.filter((s) => used.has(s.subnet.name)).map((s) => s.subnet) },
+  };
 }
 
 /**

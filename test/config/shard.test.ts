@@ -652,3 +652,122 @@ describe("shard decoding", () => {
     );
   });
 });
+
+// The bounded own-entry decoder against the full decoder ----------------------------------------------
+
+/** What decodeShardEntry must do: decodeShard the whole object, then pick the entry (the reference). */
+function fullDecodeEntry(shard: Uint8Array, ref: ReturnType<typeof refFor>, serial: string) {
+  const { hsms, subnets } = decodeShard(shard, { what: "shard 0x5FFF20" });
+  if (hsms[0]!.serial !== ref.firstSerial || hsms[hsms.length - 1]!.serial !== ref.lastSerial)
+    throw new MalformedError("serial range differs from the signed manifest");
+  const hsm = hsms.find((h) => h.serial === serial);
+  if (hsm === undefined) throw new NotForThisHsmError(`serial ${serial} is not in this configuration`);
+  const used = new Set(hsm.interfaces.map((i) => i.subnet));
+  return { hsm, subnets: subnets.filter((s) => used.has(s.name)) };
+}
+
+/** The outcome of a decode: its value, or the class of the typed error it threw. */
+function outcome(decode: () => unknown): unknown {
+  try {
+    return { ok: decode() };
+  } catch (e) {
+    if (!isOnboardError(e)) throw e;
+    return { error: (e as Error).constructor.name };
+  }
+}
+
+/** Bytes decoders often trip on: heads of each major type, null, digits, small integers. */
+const interestingByte = fc.oneof(
+  fc.integer({ min: 0, max: 255 }),
+  fc.constantFrom(0x00, 0x01, 0x02, 0x03, 0x04, 0x17, 0x18, 0x19, 0x20, 0x30, 0x39, 0x40, 0x41, 0x44),
+  fc.constantFrom(0x50, 0x60, 0x61, 0x80, 0x81, 0x83, 0x84, 0x85, 0xa0, 0xa5, 0xf4, 0xf6, 0xf7),
+);
+
+describe("bounded own-entry decoding (decodeShardEntry) agrees with the full decoder", () => {
+  it("returns what decodeShard holds for every entry of any valid padded shard, and the same refusal for absent serials", () => {
+    fc.assert(
+      fc.property(paddedShard, serial, ({ content, size }, other) => {
+        const shard = encodeShard(content, { size });
+        const ref = refFor(shard, content);
+        for (const s of [...content.hsms.map((h) => h.serial), other]) {
+          expect(outcome(() => decodeShardEntry(shard, ref, s))).toEqual(
+            outcome(() => fullDecodeEntry(shard, ref, s)),
+          );
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("accepts exactly what decodeShard accepts: changed, inserted and removed bytes (hash recomputed)", () => {
+    const mutation = fc.oneof(
+      fc.record({ kind: fc.constant("set" as const), at: fc.nat(), byte: interestingByte }),
+      fc.record({ kind: fc.constant("insert" as const), at: fc.nat(), byte: interestingByte }),
+      fc.record({ kind: fc.constant("remove" as const), at: fc.nat(), byte: fc.constant(0) }),
+    );
+    let accepted = 0;
+    let refused = 0;
+    fc.assert(
+      fc.property(
+        paddedShard,
+        fc.array(mutation, { minLength: 1, maxLength: 3 }),
+        fc.nat(),
+        ({ content, size }, mutations, pick) => {
+          const valid = encodeShard(content, { size });
+          const paddingStart = paddingOf(valid).start;
+          const bytes = [...valid];
+          for (const m of mutations) {
+            // Mostly inside the content: the padding is checked byte for byte by both.
+            const at = m.at % (m.at % 8 === 0 ? bytes.length : paddingStart + 2);
+            if (m.kind === "set") bytes[at] = m.byte;
+            else if (m.kind === "insert") bytes.splice(at, 0, m.byte);
+            else if (bytes.length > 1) bytes.splice(at, 1);
+          }
+          const shard = new Uint8Array(bytes);
+          const ref = { ...refFor(valid, content), sha256: shardDigest(shard), size: shard.length };
+          const hsms = normalized(content).hsms;
+          const serial = hsms[pick % hsms.length]!.serial;
+          const bounded = outcome(() => decodeShardEntry(shard, ref, serial));
+          expect(bounded).toEqual(outcome(() => fullDecodeEntry(shard, ref, serial)));
+          if ((bounded as { ok?: unknown }).ok !== undefined) accepted++;
+          else refused++;
+        },
+      ),
+      { numRuns: 3000 },
+    );
+    // Both sides of the agreement were exercised.
+    expect(refused).toBeGreaterThan(100);
+    expect(accepted).toBeGreaterThan(0);
+  });
+
+  it("refuses a shard whose tables are out of first-use order, unused or repeated, as decodeShard does", () => {
+    const content = generatePlan(3);
+    const shard = encodeShard(content, { size: 600 });
+    const ref = refFor(shard, content);
+    const map = decodeCborStrict(shard, { what: "t", maxBytes: 1e6 }).value as Map<number, unknown>;
+    const variants: Map<number, unknown>[] = [];
+    // An unused hostname prefix, a repeated interface name, an entry pointing at the unused item.
+    variants.push(new Map([...map, [1, [...(map.get(1) as string[]), "spare-"]]]));
+    variants.push(new Map([...map, [2, [...(map.get(2) as string[]), ...(map.get(2) as string[])]]]));
+    const entries = map.get(3) as unknown[][];
+    const withSecondPrefix = entries.map((e, i) => (i === 0 ? [e[0], 1, ...e.slice(2)] : e));
+    variants.push(new Map([...map, [1, [...(map.get(1) as string[]), "spare-"]], [3, withSecondPrefix]]));
+    // A digit moved from the suffixes into the prefix: same hostnames, not the encoder's split.
+    const prefix = (map.get(1) as string[])[0]!;
+    expect(entries.every((e) => (e[2] as string)[0] === "0")).toBe(true);
+    variants.push(
+      new Map([
+        ...map,
+        [1, [`${prefix}0`]],
+        [3, entries.map((e) => [e[0], e[1], (e[2] as string).slice(1), ...e.slice(3)])],
+      ]),
+    );
+    for (const variant of variants) {
+      variant.set(4, new Uint8Array(0));
+      const bytes = encodeCbor(variant);
+      const changed = { ...ref, sha256: shardDigest(bytes), size: bytes.length };
+      expect(() => decodeShard(bytes)).toThrow(MalformedError);
+      expect(() => decodeShardEntry(bytes, changed, content.hsms[0]!.serial)).toThrow(MalformedError);
+    }
+  });
+});
