@@ -78,15 +78,19 @@ class CborScanner {
     throw new MalformedError(`${this.what}: ${message} (at byte ${this.pos})`);
   }
 
-  /** Reads one head; returns [major type, argument]. */
-  head(): [number, number] {
+  /** The major type of the last head read. */
+  major = 0;
+
+  /** Reads one head; returns its argument (its major type in `major`). */
+  head(): number {
     const initial = this.bytes[this.pos];
     if (initial === undefined) this.fail("truncated CBOR");
     const major = initial >> 5;
     const info = initial & 0x1f;
+    this.major = major;
     if (info < 24) {
       this.pos += 1;
-      return [major, info];
+      return info;
     }
     if (info === 31) this.fail("indefinite-length items are not accepted");
     if (info > 27) this.fail("reserved CBOR additional information");
@@ -110,12 +114,14 @@ class CborScanner {
     const minimum = size === 1 ? 24 : size === 2 ? 0x100 : size === 4 ? 0x10000 : 0x100000000;
     if (value < minimum) this.fail("CBOR head not in its shortest form");
     this.pos = p + size;
-    return [major, value];
+    return value;
   }
 
   item(depth: number): void {
     if (depth > this.maxDepth) this.fail("CBOR nested too deeply");
-    const [major, arg] = this.head();
+    // Two reads, not a destructured pair: cold (interpreted) code pays for the array and iterator.
+    const arg = this.head();
+    const major = this.major;
     const remaining = this.bytes.length - this.pos;
     switch (major) {
       case 0:
@@ -178,7 +184,7 @@ export function decodeCborStrict(bytes: Uint8Array, options: StrictCborOptions):
   const scanner = new CborScanner(bytes, what, options.maxDepth ?? DEFAULT_MAX_DEPTH);
   let tag: number | undefined;
   if (options.allowTopLevelTag && bytes[0]! >> 5 === 6) {
-    tag = scanner.head()[1];
+    tag = scanner.head();
     if (bytes[scanner.pos] !== undefined && bytes[scanner.pos]! >> 5 === 6) scanner.fail("nested tags");
   }
   const contentStart = scanner.pos;

@@ -715,43 +715,62 @@ export function decodeShardEntry(shardBytes: Uint8Array, ref: ShardRef, serial: 
 
 /**
  * A cursor over bytes checkCborStrict has accepted: every head is well formed, in shortest form and
- * within the bytes, so the cursor only checks types and values.
+ * within the bytes, so the cursor only checks types and values. Written for cold code (the agent
+ * runs it once per process, interpreted): no destructured pairs, no message built before a failure.
  */
 class ShardCursor {
   pos = 0;
+  private lastMajor = 0;
+  /** The entry being read, for messages. */
+  entry = -1;
+
   constructor(
     readonly bytes: Uint8Array,
     readonly what: string,
   ) {}
 
   fail(message: string): never {
-    throw new MalformedError(`${this.what}: ${message} (at byte ${this.pos})`);
+    const where = this.entry < 0 ? "" : ` entries[${this.entry}]`;
+    throw new MalformedError(`${this.what}${where}: ${message} (at byte ${this.pos})`);
   }
 
-  /** Reads one head: [major type, argument]. */
-  head(): [number, number] {
+  /** Reads one head; returns its argument (its major type in `major`). */
+  head(): number {
     const b = this.bytes;
     const initial = b[this.pos]!;
     const info = initial & 0x1f;
-    this.pos += 1;
-    if (info < 24) return [initial >> 5, info];
-    const p = this.pos;
-    let value: number;
-    if (info === 24) value = b[p]!;
-    else if (info === 25) value = (b[p]! << 8) | b[p + 1]!;
-    else if (info === 26) value = b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
-    else {
-      const high = b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
-      const low = b[p + 4]! * 0x1000000 + ((b[p + 5]! << 16) | (b[p + 6]! << 8) | b[p + 7]!);
-      value = high * 0x100000000 + low;
+    this.lastMajor = initial >> 5;
+    const p = this.pos + 1;
+    if (info < 24) {
+      this.pos = p;
+      return info;
     }
-    this.pos += 1 << (info - 24);
-    return [initial >> 5, value];
+    if (info === 24) {
+      this.pos = p + 1;
+      return b[p]!;
+    }
+    if (info === 25) {
+      this.pos = p + 2;
+      return (b[p]! << 8) | b[p + 1]!;
+    }
+    if (info === 26) {
+      this.pos = p + 4;
+      return b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
+    }
+    this.pos = p + 8;
+    const high = b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
+    return high * 0x100000000 + b[p + 4]! * 0x1000000 + ((b[p + 5]! << 16) | (b[p + 6]! << 8) | b[p + 7]!);
+  }
+
+  /** The major type of the last head read (a method: a field would be narrowed by the checker). */
+  major(): number {
+    return this.lastMajor;
   }
 
   /** Skips one item (nesting is bounded by the strict check). */
   skip(): void {
-    const [major, arg] = this.head();
+    const arg = this.head();
+    const major = this.lastMajor;
     if (major === 2 || major === 3) this.pos += arg;
     else if (major === 4) for (let i = 0; i < arg; i++) this.skip();
     else if (major === 5) for (let i = 0; i < arg * 2; i++) this.skip();
@@ -759,23 +778,23 @@ class ShardCursor {
 
   /** An array head with min..max items; returns the count. */
   array(what: string, min: number, max: number): number {
-    const [major, n] = this.head();
-    if (major !== 4) this.fail(`${what}: expected an array`);
+    const n = this.head();
+    if (this.lastMajor !== 4) this.fail(`${what}: expected an array`);
     if (n < min || n > max) this.fail(`${what}: expected ${min}..${max} items, got ${n}`);
     return n;
   }
 
   uint(what: string, min: number, max: number): number {
-    const [major, n] = this.head();
-    if (major !== 0) this.fail(`${what}: expected an integer`);
+    const n = this.head();
+    if (this.lastMajor !== 0) this.fail(`${what}: expected an integer`);
     if (n < min || n > max) this.fail(`${what}: ${n} is outside ${min}..${max}`);
     return n;
   }
 
   /** A text item of minBytes..maxBytes; returns where its content starts (it ends at pos). */
   text(what: string, minBytes: number, maxBytes: number): number {
-    const [major, n] = this.head();
-    if (major !== 3) this.fail(`${what}: expected text`);
+    const n = this.head();
+    if (this.lastMajor !== 3) this.fail(`${what}: expected text`);
     if (n < minBytes || n > maxBytes) this.fail(`${what}: expected ${minBytes}..${maxBytes} bytes of text`);
     const start = this.pos;
     this.pos += n;
@@ -821,15 +840,29 @@ function textTable(c: ShardCursor, what: string, minBytes: number, maxBytes: num
   return items;
 }
 
+/** Compares a serial read from the shard (numeric, or UTF-8 bytes at start..end) with a key. */
+function compareStoredSerial(
+  bytes: Uint8Array,
+  numeric: number,
+  start: number,
+  end: number,
+  key: SerialKey,
+): number {
+  if (start < 0) return key.numeric === undefined ? -1 : Math.sign(numeric - key.numeric);
+  if (key.numeric !== undefined) return 1;
+  return Buffer.compare(bytes.subarray(start, end), key.utf8!);
+}
+
 /** The one pass of decodeShardEntry (see there); throws MalformedError for what decodeShard refuses. */
 function scanShard(bytes: Uint8Array, what: string, own: SerialKey): ShardScan {
   const c: ShardCursor = new ShardCursor(bytes, what);
-  const [topMajor, topCount] = c.head();
-  if (topMajor !== 5 || topCount !== 5) c.fail("expected a map of the five shard keys");
+  const topCount = c.head();
+  const topMajor = c.major();
+  if (topCount !== 5 || topMajor !== 5) c.fail("expected a map of the five shard keys");
 
   // Subnets: decoded one by one and re-encoded, the same checks decodeShard's re-encoding makes.
   c.key(Shard.subnets);
-  const subnetCount = c.array(`${what} subnets`, 1, Number.MAX_SAFE_INTEGER);
+  const subnetCount = c.array("subnets", 1, Number.MAX_SAFE_INTEGER);
   const subnets: DecodedSubnet[] = [];
   const subnetNames = new Set<string>();
   for (let i = 0; i < subnetCount; i++) {
@@ -840,107 +873,128 @@ function scanShard(bytes: Uint8Array, what: string, own: SerialKey): ShardScan {
     const decoded = decodeSubnet(decodeCborStrict(raw, { what: where, maxBytes: raw.length }).value, where);
     const problems: PlanProblem[] = [];
     const prepared = prepareSubnet(decoded.subnet, problems);
-    if (problems.length > 0 || subnetNames.has(decoded.subnet.name)) c.fail(`${where}: not a valid subnet`);
-    if (!bytesEqual(encodeCbor(prepared.value), raw)) c.fail(`${where}: not in canonical form`);
+    if (problems.length > 0 || subnetNames.has(decoded.subnet.name))
+      c.fail(`subnets[${i}]: not a valid subnet`);
+    if (!bytesEqual(encodeCbor(prepared.value), raw)) c.fail(`subnets[${i}]: not in canonical form`);
     subnetNames.add(decoded.subnet.name);
     subnets.push(decoded);
   }
+  // Host ranges of the subnets, looked up per interface.
+  const ipv4Max = subnets.map((s) => (s.ipv4 === undefined ? -1 : 2 ** (32 - s.ipv4.prefixLength) - 1));
 
   c.key(Shard.hostnamePrefixes);
-  const prefixes = textTable(c, `${what} hostname prefixes`, 0, MAX_HOSTNAME_BYTES);
+  const prefixes = textTable(c, "hostname prefixes", 0, MAX_HOSTNAME_BYTES);
   for (const [start, end] of prefixes) {
     // The encoder puts every trailing digit of a hostname in the suffix.
     if (end > start && isDigit(bytes[end - 1]!)) c.fail("not in canonical form (hostname prefix)");
   }
   c.key(Shard.interfaceNames);
-  const names = textTable(c, `${what} interface names`, 1, MAX_NAME_BYTES);
+  const names = textTable(c, "interface names", 1, MAX_NAME_BYTES);
 
   c.key(Shard.entries);
-  const entryCount = c.array(`${what} entries`, 1, Number.MAX_SAFE_INTEGER);
+  const entryCount = c.array("entries", 1, Number.MAX_SAFE_INTEGER);
   // Tables are in order of first use: an index is either one already used or the next one.
   let prefixesUsed = 0;
   let namesUsed = 0;
   let subnetsUsed = 0;
-  let previous: SerialKey | undefined;
+  // The previous serial: numeric, or UTF-8 bytes at previousStart..previousEnd (start ≥ 0).
+  let previousNumeric = -1;
+  let previousStart = -2;
+  let previousEnd = -1;
   let ownStart = -1;
   let ownEnd = -1;
   let firstSerial = "";
   let lastSerial = "";
   for (let i = 0; i < entryCount; i++) {
-    const where = `${what} entries[${i}]`;
+    c.entry = i;
     const entryStart = c.pos;
-    const itemCount = c.array(where, 4, 3 + MAX_INTERFACES);
-    const [serialMajor, serialArg] = c.head();
-    let key: SerialKey;
-    if (serialMajor === 0) {
-      key = { numeric: serialArg, utf8: undefined };
-    } else if (serialMajor === 3) {
-      if (serialArg < 1 || serialArg > MAX_SERIAL_BYTES)
-        c.fail(`${where} serial: 1..${MAX_SERIAL_BYTES} bytes`);
-      const text = bytes.subarray(c.pos, c.pos + serialArg);
+    const itemCount = c.array("entry", 4, 3 + MAX_INTERFACES);
+    const serialArg = c.head();
+    let numeric = -1;
+    let textStart = -1;
+    if (c.major() === 0) {
+      numeric = serialArg;
+    } else if (c.major() === 3) {
+      if (serialArg < 1 || serialArg > MAX_SERIAL_BYTES) c.fail(`serial: 1..${MAX_SERIAL_BYTES} bytes`);
+      textStart = c.pos;
       c.pos += serialArg;
-      if (
-        serialArg <= 16 &&
-        text.every(isDigit) &&
-        numericSerial(c.string(c.pos - serialArg, c.pos)) !== undefined
-      )
-        c.fail(`${where} serial: must be stored as an integer`);
-      key = { numeric: undefined, utf8: Buffer.from(text.buffer, text.byteOffset, text.byteLength) };
+      if (serialArg <= 16 && numericSerial(c.string(textStart, c.pos)) !== undefined)
+        c.fail("serial must be stored as an integer");
     } else {
-      c.fail(`${where} serial: expected an integer or text`);
+      c.fail("serial: expected an integer or text");
     }
-    if (previous !== undefined && compareSerialKeys(previous, key) >= 0)
-      c.fail(`entries not in strictly increasing serial order at ${i}`);
-    previous = key;
+    const textEnd = c.pos;
+    if (previousStart !== -2) {
+      // previous < this: the same comparison as compareSerialKeys.
+      const order =
+        previousStart < 0
+          ? textStart >= 0
+            ? -1
+            : Math.sign(previousNumeric - numeric)
+          : textStart < 0
+            ? 1
+            : Buffer.compare(bytes.subarray(previousStart, previousEnd), bytes.subarray(textStart, textEnd));
+      if (order >= 0) c.fail(`entries not in strictly increasing serial order at ${i}`);
+    }
+    previousNumeric = numeric;
+    previousStart = textStart;
+    previousEnd = textEnd;
     if (i === 0 || i === entryCount - 1) {
-      const text =
-        key.numeric !== undefined ? String(key.numeric) : c.string(c.pos - key.utf8!.length, c.pos);
+      const text = textStart < 0 ? String(numeric) : c.string(textStart, textEnd);
       if (i === 0) firstSerial = text;
       if (i === entryCount - 1) lastSerial = text;
     }
-    const prefix = c.uint(`${where} hostname prefix index`, 0, Math.min(prefixes.length - 1, prefixesUsed));
+    const isOwn = compareStoredSerial(bytes, numeric, textStart, textEnd, own) === 0;
+
+    const prefix = c.uint("hostname prefix index", 0, Math.min(prefixes.length - 1, prefixesUsed));
     if (prefix === prefixesUsed) prefixesUsed++;
-    const suffixStart = c.text(`${where} hostname suffix`, 0, MAX_HOSTNAME_BYTES);
+    const suffixStart = c.text("hostname suffix", 0, MAX_HOSTNAME_BYTES);
     for (let p = suffixStart; p < c.pos; p++)
-      if (!isDigit(bytes[p]!)) c.fail(`${where}: hostname suffix must be digits`);
+      if (!isDigit(bytes[p]!)) c.fail("hostname suffix must be digits");
     const hostnameBytes = prefixes[prefix]![1] - prefixes[prefix]![0] + (c.pos - suffixStart);
-    if (hostnameBytes < 1 || hostnameBytes > MAX_HOSTNAME_BYTES)
-      c.fail(`${where}: hostname of ${hostnameBytes} bytes`);
-    const namesHere = new Set<number>();
+    if (hostnameBytes < 1 || hostnameBytes > MAX_HOSTNAME_BYTES) c.fail(`hostname of ${hostnameBytes} bytes`);
+
+    let namesHere = 0; // bit set of the name indices of this entry (at most 16 interfaces)
+    const seenNames: number[] = [];
     for (let j = 0; j < itemCount - 3; j++) {
-      const at = `${where} interfaces[${j}]`;
-      const length = c.array(at, 3, 4);
-      const name = c.uint(`${at} name index`, 0, Math.min(names.length - 1, namesUsed));
+      const length = c.array("interface", 3, 4);
+      const name = c.uint("interface name index", 0, Math.min(names.length - 1, namesUsed));
       if (name === namesUsed) namesUsed++;
-      if (namesHere.has(name)) c.fail(`${at}: interface twice`);
-      namesHere.add(name);
-      const index = c.uint(`${at} subnet index`, 0, Math.min(subnets.length - 1, subnetsUsed));
+      if (name < 31) {
+        if (namesHere & (1 << name)) c.fail("interface twice");
+        namesHere |= 1 << name;
+      } else {
+        if (seenNames.includes(name)) c.fail("interface twice");
+        seenNames.push(name);
+      }
+      const index = c.uint("interface subnet index", 0, Math.min(subnets.length - 1, subnetsUsed));
       if (index === subnetsUsed) subnetsUsed++;
-      const subnet = subnets[index]!;
       let addresses = 0;
       if (bytes[c.pos] === 0xf6) {
         c.pos += 1;
       } else {
-        if (!subnet.ipv4) c.fail(`${at}: IPv4 address in a subnet without IPv4`);
-        c.uint(`${at} IPv4 host`, 0, 2 ** (32 - subnet.ipv4.prefixLength) - 1);
+        if (ipv4Max[index]! < 0) c.fail("IPv4 address in a subnet without IPv4");
+        c.uint("interface IPv4 host", 0, ipv4Max[index]!);
         addresses++;
       }
       if (length === 4) {
-        if (!subnet.ipv6) c.fail(`${at}: IPv6 address in a subnet without IPv6`);
-        const [major, n] = c.head();
-        if (major !== 2) c.fail(`${at} IPv6 host: expected a byte string`);
-        if (addressFromHostPart(subnet.ipv6, bytes.subarray(c.pos, c.pos + n)) === undefined)
-          c.fail(`${at}: IPv6 host part not shortest or too large`);
+        const ipv6 = subnets[index]!.ipv6;
+        if (ipv6 === undefined) c.fail("IPv6 address in a subnet without IPv6");
+        const n = c.head();
+        if (c.major() !== 2) c.fail("interface IPv6 host: expected a byte string");
+        if (addressFromHostPart(ipv6, bytes.subarray(c.pos, c.pos + n)) === undefined)
+          c.fail("IPv6 host part not shortest or too large");
         c.pos += n;
         addresses++;
       }
-      if (addresses === 0) c.fail(`${at}: no address`);
+      if (addresses === 0) c.fail("interface with no address");
     }
-    if (compareSerialKeys(key, own) === 0) {
+    if (isOwn) {
       ownStart = entryStart;
       ownEnd = c.pos;
     }
   }
+  c.entry = -1;
   if (prefixesUsed !== prefixes.length || namesUsed !== names.length || subnetsUsed !== subnets.length)
     c.fail("not in canonical form (a table item no entry uses)");
 
