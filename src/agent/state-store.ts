@@ -25,7 +25,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "../util/schema.js";
 import { UsageError } from "../errors.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 import { acquireLockFile } from "../util/lock.js";

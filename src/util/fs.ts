@@ -14,7 +14,6 @@ import {
 } from "node:fs";
 import { open, readFile, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import type { z } from "zod";
 import { UsageError } from "../errors.js";
 
 /** Writes `data` to `path` so that readers see the old or the new file, never a torn one. */
@@ -95,13 +94,23 @@ export interface ReadJsonFileOptions<M> {
   readonly unreadable?: (path: string, error: NodeJS.ErrnoException) => Error;
 }
 
+/** What readJsonFile checks a file against: a zod schema, or one of src/util/schema.ts. */
+export interface JsonSchema<T> {
+  safeParse(value: unknown):
+    | { readonly success: true; readonly data: T }
+    | {
+        readonly success: false;
+        readonly error: { readonly issues: readonly { path: PropertyKey[]; message: string }[] };
+      };
+}
+
 /**
  * Reads a JSON file and checks it against `schema`. Not JSON, or not of the schema: UsageError naming
  * the file and the first issue (a hand-edited or foreign file is the user's to fix).
  */
 export async function readJsonFile<T, M>(
   path: string,
-  schema: z.ZodType<T>,
+  schema: JsonSchema<T>,
   options: ReadJsonFileOptions<M>,
 ): Promise<T | M> {
   let text: string;

@@ -13,7 +13,7 @@
  * Other static routes through a managed device are not changed by an apply, but a rollback restores
  * them, since deleting an address makes the kernel drop routes that depend on it.
  */
-import { z } from "zod";
+import * as z from "../../util/schema.js";
 import { classifyAddress, parseIpv6 } from "../../config/ip.js";
 import type { HsmConfig } from "../../config/shard.js";
 import { NetworkApplyError, OnboardError, RollbackFailedError } from "../../errors.js";
