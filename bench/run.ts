@@ -10,6 +10,7 @@
  *   6. sim rack wall time (root + src/sim/rack.ts), else skipped with the reason
  *   7. SZTP-style baseline with openssl cms
  *   8. every SPEC.md §9 target, met or missed
+ *   9. station inventory (issue 14): 10,000 HSMs on SQLite and PostgreSQL, sequence allocations/s
  *
  * Card time is modeled (src/card-emulator/latency-profile.ts): nothing sleeps. About 45 s; as root,
  * with sim rack, about 3 minutes more — `npm run bench -- --no-sim` leaves it out.
@@ -25,6 +26,7 @@ import {
 import { benchAgentHost } from "./agent-host.js";
 import { benchCardIo, type CardIoRun } from "./card-io.js";
 import { benchDensity } from "./density.js";
+import { benchInventory } from "./inventory.js";
 import {
   type BenchFixture,
   createFixture,
@@ -72,6 +74,10 @@ function profileLine(p: LatencyProfile): string {
 
 async function main(): Promise<number> {
   const started = performance.now();
+  if (process.argv.includes("--only-inventory")) {
+    await benchInventory();
+    return 0;
+  }
   print("hsm-onboard benchmarks (SPEC.md §9) — docs/PERFORMANCE.md explains each figure");
   print(
     `machine: ${cpuModel()}, ${availableParallelism()} CPUs (nproc); Node ${process.version}; ${process.platform}`,
@@ -159,6 +165,7 @@ async function main(): Promise<number> {
     const station = await benchStation();
     const rack = await benchSimRack(sourceRoot, !process.argv.includes("--no-sim"));
     const sztp = await benchSztp(fixture, benchPlan(largest));
+    await benchInventory();
     if (sztp.cmsBytesPerDevice !== undefined && sztp.verifyMs !== undefined) {
       print();
       const verify = host.verification;

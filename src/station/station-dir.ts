@@ -7,7 +7,10 @@
  *     root.pem                  the trust anchor: the self-signed manufacturer root (`station init`)
  *     issuers/<id>.pem          token CA certificates checked against root.pem: the CRL issuers
  *     crls/<id>.pem             the current CRL of each token CA (`station update-crl`)
- *     sequences.json            per-owner sequence counters (sequence-store.ts)
+ *     inventory.sqlite          the station inventory (src/station/inventory, issue 14): plans, writes,
+ *                               receipts, journal, and the per-owner sequence counters — unless
+ *                               --db/HSM_ONBOARD_DB names a shared PostgreSQL database
+ *     sequences.json.imported   the counter file of older releases, once migrated (sequence-store.ts)
  *     journal.log               hash-chained record of sequences and CRLs taken: the high-water mark
  *                               that finds a file put back (station-journal.ts)
  *     totp.json                 officers' TOTP enrolments and last accepted time steps (totp.ts)
