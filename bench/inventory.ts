@@ -195,14 +195,18 @@ export async function benchInventory(): Promise<InventoryBench> {
   try {
     const rows: InventoryBenchRow[] = [];
     const sqliteDir = await mkdtemp(join(scratch, "station-"));
-    rows.push(await benchEngine("SQLite", sqliteDir, () => openInventory({ stationDir: sqliteDir }), undefined));
+    rows.push(
+      await benchEngine("SQLite", sqliteDir, () => openInventory({ stationDir: sqliteDir }), undefined),
+    );
     const missing = postgresUnavailable();
     let allocationsPerSecondPg: number | undefined;
     if (!missing) {
       server = await startPostgres();
       const url = server.createDatabase("bench");
       const pgDir = await mkdtemp(join(scratch, "station-"));
-      rows.push(await benchEngine("PostgreSQL", pgDir, () => openInventory({ stationDir: pgDir, db: url }), url));
+      rows.push(
+        await benchEngine("PostgreSQL", pgDir, () => openInventory({ stationDir: pgDir, db: url }), url),
+      );
       allocationsPerSecondPg = await allocationRate(scratch, STATIONS, server.createDatabase("alloc"));
     }
     const allocationsPerSecondSqlite = await allocationRate(scratch, 1, undefined);
@@ -212,7 +216,10 @@ export async function benchInventory(): Promise<InventoryBench> {
         ["record a 10,000-HSM write: plan rows + write (ms)", ...rows.map((r) => fixed(r.recordWriteMs))],
         ["record 10,000 receipts (ms)", ...rows.map((r) => fixed(r.recordReceiptsMs))],
         ["inventory query, 10,000 HSMs (ms, median of 3)", ...rows.map((r) => fixed(r.inventoryQueryMs))],
-        ["`station inventory` in-process: open, query, table (ms)", ...rows.map((r) => fixed(r.inventoryCommandMs))],
+        [
+          "`station inventory` in-process: open, query, table (ms)",
+          ...rows.map((r) => fixed(r.inventoryCommandMs)),
+        ],
         ["  its output (bytes)", ...rows.map((r) => int(r.inventoryCommandBytes))],
         ["`station inventory --json` (ms)", ...rows.map((r) => fixed(r.inventoryJsonMs))],
         ["`station history --limit 100` (ms)", ...rows.map((r) => fixed(r.historyCommandMs))],
@@ -223,7 +230,9 @@ export async function benchInventory(): Promise<InventoryBench> {
       `sequence allocations through the station path (lock, journal, inventory), ${ALLOCATIONS_PER_STATION} per station:`,
     );
     if (allocationsPerSecondPg !== undefined) {
-      print(`  PostgreSQL, ${STATIONS} station processes at once: ${fixed(allocationsPerSecondPg)} allocations/s`);
+      print(
+        `  PostgreSQL, ${STATIONS} station processes at once: ${fixed(allocationsPerSecondPg)} allocations/s`,
+      );
     } else {
       print(`  PostgreSQL: skipped (${missing})`);
     }

@@ -26,7 +26,6 @@ import {
 import { benchAgentHost } from "./agent-host.js";
 import { benchCardIo, type CardIoRun } from "./card-io.js";
 import { benchDensity } from "./density.js";
-import { benchInventory } from "./inventory.js";
 import {
   type BenchFixture,
   createFixture,
@@ -34,6 +33,7 @@ import {
   type WrittenCard,
   writePlanCard,
 } from "./fixture.js";
+import { benchInventory } from "./inventory.js";
 import { BENCH_SERIAL, benchPlan } from "./plans.js";
 import { fixed, int, print, ratio, section, type TargetResult, table } from "./report.js";
 import { benchSimRack } from "./sim-rack.js";
