@@ -42,7 +42,7 @@ const valueArb = fc.letrec((tie) => ({
     { depthSize: "small", withCrossShrink: true },
     near,
     fc.array(tie("value"), { maxLength: 3 }),
-    fc.dictionary(fc.constantFrom("name", "id", "seq", "hash", "k", "__proto__"), tie("value"), {
+    fc.dictionary(fc.constantFrom("name", "id", "seq", "hash", "k"), tie("value"), {
       maxKeys: 3,
     }),
   ),
@@ -110,6 +110,8 @@ describe("src/util/schema.ts (the agent's validator) against zod", () => {
     expect(refused).toBeGreaterThan(50);
   });
 
+  // The one deliberate difference: zod 4 passes over a `__proto__` key of a record without checking
+  // it; here it is checked and kept as a plain key. (So `__proto__` is left out of the values above.)
   it("parse throws naming the path of the first problem; a __proto__ key stays data", () => {
     expect(() => mini.object({ a: mini.array(mini.int()) }).parse({ a: [1, "x"] })).toThrow(
       /^a\.1: expected an integer/,
@@ -117,5 +119,8 @@ describe("src/util/schema.ts (the agent's validator) against zod", () => {
     const record = mini.record(mini.string(), mini.string()).parse(JSON.parse('{"__proto__": "x"}'));
     expect(Object.getPrototypeOf(record)).toBe(Object.prototype);
     expect(Object.keys(record)).toEqual(["__proto__"]);
+    expect(mini.record(mini.string(), mini.string()).safeParse(JSON.parse('{"__proto__": 1}')).success).toBe(
+      false,
+    );
   });
 });
