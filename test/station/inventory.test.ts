@@ -12,7 +12,9 @@ import type { Inventory, ReceiptRecord } from "../../src/station/inventory/inven
 import { SCHEMA_VERSION } from "../../src/station/inventory/migrations.js";
 import { openInventory } from "../../src/station/inventory/open.js";
 import { redactUrl } from "../../src/station/inventory/postgres.js";
+import { receiptRecordsOf } from "../../src/station/inventory/record.js";
 import { SQLITE_FILE } from "../../src/station/inventory/sqlite.js";
+import type { ReceiptReport, ReceiptRow } from "../../src/station/read-receipts.js";
 import { requireOrSkipReason } from "../helpers/pcsc-env.js";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../helpers/postgres.js";
 
@@ -262,5 +264,51 @@ describe("inventory locations", () => {
     const error = await openInventory({ stationDir }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UsageError);
     expect((error as Error).message).not.toMatch(/\n/);
+  });
+});
+
+describe("receipt rows to inventory records", () => {
+  const base = { location: "receipt-0[0]", addresses: [], authentic: true, current: true, verified: true };
+  const report = (rows: ReceiptRow[]): ReceiptReport => ({
+    card: {
+      backend: "piv",
+      name: "Virtual PIV",
+      serial: "12345678",
+      contactless: false,
+      channel: { kind: "plaintext" },
+    },
+    receipts: rows,
+  });
+
+  it("keeps SCP or plaintext as the receipt says, NULL when it does not; dry run only for authentic receipts", () => {
+    const at = new Date("2026-12-01T12:00:00Z");
+    const records = receiptRecordsOf(
+      report([
+        { ...base, serial: "A", channel: "SCP11b", stateDigest: "aa", plannedDigest: "bb" },
+        { ...base, serial: "B", channel: "plaintext", dryRun: true },
+        { ...base, serial: "C" },
+        {
+          location: "receipt-0[3]",
+          addresses: [],
+          authentic: false,
+          current: false,
+          verified: false,
+          reason: "x",
+        },
+      ]),
+      at,
+    );
+    expect(records.map((r) => [r.serial, r.scp, r.dryRun])).toEqual([
+      ["A", true, false],
+      ["B", false, true],
+      ["C", undefined, false],
+      [undefined, undefined, undefined],
+    ]);
+    expect(records[0]).toMatchObject({
+      networkDigest: "aa",
+      planDigest: "bb",
+      cardSerial: "12345678",
+      collectedAt: at,
+    });
   });
 });

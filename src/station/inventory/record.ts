@@ -59,6 +59,8 @@ export function receiptRecordsOf(report: ReceiptReport, collectedAt: Date = new 
     ...(r.plannedDigest === undefined ? {} : { planDigest: r.plannedDigest }),
     // Receipts without the dry-run flag are from appliers that apply (issue 12): known only when authentic.
     ...(r.authentic ? { dryRun: r.dryRun === true } : {}),
+    // The receipt's channel (issue 11): SCP11… or plaintext; NULL when the receipt does not say.
+    ...(r.channel === undefined ? {} : { scp: /^scp/i.test(r.channel) }),
     ...(r.time === undefined ? {} : { time: r.time }),
     ...(report.card.serial === undefined ? {} : { cardSerial: report.card.serial }),
     collectedAt,
