@@ -1,32 +1,47 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { ExitCode, isOnboardError } from "../errors.js";
-import { agentCommand } from "./commands/agent/index.js";
-import { cardCommand } from "./commands/card/index.js";
-import { demoCommand } from "./commands/demo.js";
-import { pkiCommand } from "./commands/pki/index.js";
-import { planCommand } from "./commands/plan/index.js";
-import { simCommand } from "./commands/sim/index.js";
-import { stationCommand } from "./commands/station/index.js";
 import { type CliContext, processContext, writeJson, writeLine } from "./context.js";
 import { EXIT_CODE_MEANINGS, exitCodeHelp } from "./exit-codes.js";
 
 const PROGRAM = "hsm-onboard";
 
-export function buildProgram(ctx: CliContext): Command {
+type CommandMaker = (ctx: CliContext) => Command;
+
+/**
+ * The command groups, each loaded only when needed: `hsm-onboard agent run` loads the agent's
+ * commands and what they import, not the station's, the PKI tools' or the simulator's (SPEC.md §9:
+ * an agent's start-up CPU and resident memory). In help order.
+ */
+const COMMAND_GROUPS: Record<string, () => Promise<CommandMaker>> = {
+  plan: async () => (await import("./commands/plan/index.js")).planCommand,
+  card: async () => (await import("./commands/card/index.js")).cardCommand,
+  pki: async () => (await import("./commands/pki/index.js")).pkiCommand,
+  agent: async () => (await import("./commands/agent/index.js")).agentCommand,
+  station: async () => (await import("./commands/station/index.js")).stationCommand,
+  demo: async () => (await import("./commands/demo.js")).demoCommand,
+  sim: async () => (await import("./commands/sim/index.js")).simCommand,
+};
+
+/**
+ * Loads the command groups `argv` needs: only the group it names, when its first word (before any
+ * option) is one; every group otherwise (top-level help, an unknown command and its suggestions).
+ */
+export async function loadCommandGroups(argv?: readonly string[]): Promise<CommandMaker[]> {
+  const first = argv?.[0];
+  const names =
+    first !== undefined && Object.hasOwn(COMMAND_GROUPS, first) ? [first] : Object.keys(COMMAND_GROUPS);
+  return Promise.all(names.map((name) => COMMAND_GROUPS[name]!()));
+}
+
+export function buildProgram(ctx: CliContext, groups: readonly CommandMaker[]): Command {
   const program = new Command(PROGRAM)
     .description("Trusted, zero-touch first network setup of HSMs with a secure element")
     .version(packageVersion())
     .showHelpAfterError("(run with --help for usage)")
     .addHelpText("after", exitCodeHelp());
   program.addCommand(versionCommand(ctx));
-  program.addCommand(planCommand(ctx));
-  program.addCommand(cardCommand(ctx));
-  program.addCommand(pkiCommand(ctx));
-  program.addCommand(agentCommand(ctx));
-  program.addCommand(stationCommand(ctx));
-  program.addCommand(demoCommand(ctx));
-  program.addCommand(simCommand(ctx));
+  for (const make of groups) program.addCommand(make(ctx));
   applyToAll(program, (cmd) =>
     cmd.exitOverride().configureOutput({
       writeOut: (s) => ctx.stdout.write(s),
@@ -38,8 +53,8 @@ export function buildProgram(ctx: CliContext): Command {
 
 /** Runs the CLI with `argv` (without node and script) and returns the process exit code. */
 export async function runCli(argv: readonly string[], ctx: CliContext = processContext()): Promise<number> {
-  const program = buildProgram(ctx);
   try {
+    const program = buildProgram(ctx, await loadCommandGroups(argv));
     await program.parseAsync([...argv], { from: "user" });
     return ctx.exitCode;
   } catch (error) {

@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildProgram } from "../../src/cli/main.js";
+import { buildProgram, loadCommandGroups } from "../../src/cli/main.js";
 import { ExitCode } from "../../src/errors.js";
 import { createTestContext, runCliInProcess } from "../helpers/cli.js";
 import {
@@ -174,12 +174,14 @@ describe("version", () => {
   });
 });
 
+const allGroups = await loadCommandGroups();
+
 describe("help texts", () => {
   function allCommands(cmd: Command, path: string[] = []): { path: string; command: Command }[] {
     const here = { path: [...path, cmd.name()].join(" "), command: cmd };
     return [here, ...cmd.commands.flatMap((c) => allCommands(c, [...path, cmd.name()]))];
   }
-  const commands = allCommands(buildProgram(createTestContext().ctx));
+  const commands = allCommands(buildProgram(createTestContext().ctx, allGroups));
 
   it("no option states its default twice", () => {
     expect(commands.length).toBeGreaterThan(20);
