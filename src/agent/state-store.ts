@@ -25,10 +25,10 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import * as z from "../util/schema.js";
 import { UsageError } from "../errors.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 import { acquireLockFile } from "../util/lock.js";
+import * as z from "../util/schema.js";
 import { hostNetworkConfigSchema, netSnapshotSchema } from "./net/net-backend.js";
 
 export const AGENT_STAGES = [

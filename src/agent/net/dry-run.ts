@@ -10,9 +10,9 @@
  * apply fail with AddressConflictError, as the live probe would.
  */
 import { readFile } from "node:fs/promises";
-import * as z from "../../util/schema.js";
 import { AddressConflictError, NetworkApplyError, UsageError } from "../../errors.js";
 import { atomicWriteFile } from "../../util/fs.js";
+import * as z from "../../util/schema.js";
 import {
   absentPhysical,
   addressSteps,

@@ -13,10 +13,11 @@
  * Other static routes through a managed device are not changed by an apply, but a rollback restores
  * them, since deleting an address makes the kernel drop routes that depend on it.
  */
-import * as z from "../../util/schema.js";
+
 import { classifyAddress, parseIpv6 } from "../../config/ip.js";
 import type { HsmConfig } from "../../config/shard.js";
 import { NetworkApplyError, OnboardError, RollbackFailedError } from "../../errors.js";
+import * as z from "../../util/schema.js";
 import type { AgentFaults } from "../faults.js";
 
 export { RollbackFailedError } from "../../errors.js";
