@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
-import { z } from "zod";
 import { MalformedError } from "../errors.js";
 import { atomicWriteFileSync } from "../util/fs.js";
+import * as z from "../util/schema.js";
 
 export const CARD_STATE_FORMAT = "hsm-onboard/virtual-piv-card";
 export const CARD_STATE_VERSION = 1;

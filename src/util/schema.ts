@@ -105,6 +105,11 @@ class Refinable<T> extends ZodType<T> {
     });
   }
 
+  /** Accepts only values for which `predicate` holds. */
+  refine(predicate: (value: T) => boolean, message = "invalid"): this {
+    return this.with((v) => (predicate(v) ? undefined : message));
+  }
+
   protected with(refine: (value: T) => string | undefined): this {
     const Ctor = this.constructor as new (
       base: Check,
@@ -121,10 +126,10 @@ export class ZodString extends Refinable<string> {
   max(length: number): this {
     return this.with((v) => (v.length > length ? `too long: at most ${length} characters` : undefined));
   }
-  regex(pattern: RegExp): this {
+  regex(pattern: RegExp, message?: string): this {
     return this.with((v) => {
       pattern.lastIndex = 0;
-      return pattern.test(v) ? undefined : `does not match ${pattern}`;
+      return pattern.test(v) ? undefined : (message ?? `does not match ${pattern}`);
     });
   }
 }
@@ -158,6 +163,21 @@ export function int(): ZodInt {
     Number.isSafeInteger(value)
       ? value
       : fail(issues, path, `expected an integer, received ${typeOf(value)}`),
+  );
+}
+
+export class ZodNumber extends ZodInt {
+  int(): ZodInt {
+    return this.with((v) => (Number.isSafeInteger(v) ? undefined : "expected an integer"));
+  }
+}
+
+/** A finite number (zod 4 refuses NaN and ±Infinity too); `.int()` for a safe integer. */
+export function number(): ZodNumber {
+  return new ZodNumber((value, path, issues) =>
+    typeof value === "number" && Number.isFinite(value)
+      ? value
+      : fail(issues, path, `expected number, received ${typeOf(value)}`),
   );
 }
 

@@ -15,10 +15,17 @@ function build(z: any) {
     format: z.literal("fmt"),
     version: z.literal(1),
     serial: z.string().min(1),
+    even: z
+      .string()
+      .regex(/^[0-9a-f]*$/, "hex")
+      .refine((v: string) => v.length % 2 === 0, "whole bytes")
+      .optional(),
     channel: z.string().max(3).optional(),
     stage: z.enum(["a", "b"]),
     family: z.union([z.literal(4), z.literal(6)]),
     count: z.int().nonnegative(),
+    byte: z.number().int().min(0).max(255).optional(),
+    ratio: z.number().optional(),
     port: z.int().min(1).max(10).optional(),
     positive: z.int().positive().optional(),
     flag: z.boolean().optional(),
@@ -34,7 +41,7 @@ const theirs = build(zod);
 
 const near = fc.oneof(
   fc.constantFrom("fmt", "a", "b", "c", "", "12", "1x", "abcd", "ABCD", "abc", "0a1f", "x"),
-  fc.constantFrom(0, 1, -1, 4, 6, 10, 11, 1.5, 2 ** 53, -(2 ** 53), 1e300),
+  fc.constantFrom(0, 1, -1, 4, 6, 10, 11, 1.5, 255, 256, 2 ** 53, -(2 ** 53), 1e300),
   fc.constantFrom(true, false, null),
 );
 const valueArb = fc.letrec((tie) => ({
@@ -54,10 +61,13 @@ const document = fc
     format: fc.constant("fmt"),
     version: fc.constant(1),
     serial: fc.constantFrom("s1", "x"),
+    even: fc.option(fc.constantFrom("", "0a", "0a1f", "abc", "zz"), { nil: undefined }),
     channel: fc.option(fc.constantFrom("ab", "abc"), { nil: undefined }),
     stage: fc.constantFrom("a", "b"),
     family: fc.constantFrom(4, 6),
     count: fc.nat(),
+    byte: fc.option(fc.integer({ min: 0, max: 255 }), { nil: undefined }),
+    ratio: fc.option(fc.double({ noNaN: true, noDefaultInfinity: true }), { nil: undefined }),
     port: fc.option(fc.integer({ min: 1, max: 10 }), { nil: undefined }),
     positive: fc.option(fc.integer({ min: 1, max: 2 }), { nil: undefined }),
     flag: fc.option(fc.boolean(), { nil: undefined }),
