@@ -152,6 +152,8 @@ export interface Inventory {
   journal(limit?: number): Promise<JournalRecord[]>;
   inventory(options?: { readonly owner?: string }): Promise<HsmState[]>;
   history(options?: { readonly owner?: string; readonly limit?: number }): Promise<HistoryEntry[]>;
+  /** A short text that changes whenever plans, writes, receipts or the journal gain rows (the rack view's live updates). */
+  changeMark(): Promise<string>;
   close(): Promise<void>;
 }
 

@@ -355,6 +355,15 @@ export class SqlInventory implements Inventory {
     return entries.sort((a, b) => b.time.getTime() - a.time.getTime()).slice(0, limit);
   }
 
+  async changeMark(): Promise<string> {
+    const rows = await this.db.all(
+      `SELECT (SELECT COUNT(*) FROM plans) AS p, (SELECT COUNT(*) FROM writes) AS w,
+              (SELECT COUNT(*) FROM receipts) AS r, (SELECT COUNT(*) FROM journal) AS j`,
+    );
+    const r = rows[0] ?? {};
+    return [r.p, r.w, r.r, r.j].map((v) => String(v ?? 0)).join(".");
+  }
+
   close(): Promise<void> {
     return this.db.close();
   }

@@ -6,6 +6,7 @@ import { stationHistoryCommand } from "./history.js";
 import { stationInitCommand } from "./init.js";
 import { DB_HELP, stationInventoryCommand } from "./inventory.js";
 import { stationReceiptsCommand } from "./receipts.js";
+import { stationServeCommand } from "./serve.js";
 import { stationUpdateCrlCommand } from "./update-crl.js";
 import { stationWriteCommand } from "./write.js";
 
@@ -20,6 +21,7 @@ export function stationCommand(ctx: CliContext): Command {
     stationReceiptsCommand,
     stationInventoryCommand,
     stationHistoryCommand,
+    stationServeCommand,
   ];
   const station = new Command("station").description(
     "Officer's station: trust anchor and CRL, TOTP enrolment, write configurations to cards, read receipts",

@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import type { HsmState, Inventory } from "../../../station/inventory/inventory.js";
 import { dbOf, openInventory } from "../../../station/inventory/open.js";
+import { hsmStateJson, stateOf } from "../../../station/inventory/state.js";
 import { type CliContext, writeJson } from "../../context.js";
 import { STATION_DIR_HELP, stationDirOf } from "./common.js";
 
@@ -24,34 +25,6 @@ export function openCommandInventory(
     stationDir: stationDirOf(ctx, options.stationDir),
     ...(db === undefined ? {} : { db }),
   });
-}
-
-/** What an HSM's row says: planned, on a card, onboarded ✓, failed ✗ (reason), dry run. */
-export function stateOf(s: HsmState): { state: string; detail: string } {
-  const r = s.receipt;
-  if (r && (s.written === undefined || r.sequence === undefined || r.sequence >= s.written.sequence)) {
-    if (!r.verified) return { state: "receipt ✗", detail: r.reason ?? "not verified" };
-    if (r.dryRun) return { state: "dry run", detail: r.outcomeName ?? "" };
-    if (r.outcome === 0) return { state: "onboarded ✓", detail: r.addresses.join(", ") };
-    return { state: "failed ✗", detail: `${r.outcomeName ?? "?"} (exit ${r.outcome ?? "?"})` };
-  }
-  if (s.written) return { state: "on card", detail: `card ${s.written.cardSerial ?? "?"}` };
-  return { state: "planned", detail: "" };
-}
-
-export function hsmStateJson(s: HsmState) {
-  const { state, detail } = stateOf(s);
-  return {
-    owner: s.owner,
-    serial: s.serial,
-    hostname: s.hostname,
-    state,
-    detail,
-    planDigest: s.planDigest,
-    plannedAt: s.plannedAt.toISOString(),
-    written: s.written ? { ...s.written, at: s.written.at.toISOString() } : null,
-    receipt: s.receipt ? { ...s.receipt, at: s.receipt.at.toISOString() } : null,
-  };
 }
 
 /** `hsm-onboard station inventory [--owner NAME] [--json]` (issue 14). */
