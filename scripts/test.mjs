@@ -31,6 +31,7 @@ const SYSTEM_PACKAGES = [
     for: "systemd-analyze verify of the unit file, systemd-notify, systemd-networkd in a namespace",
   },
   { pkg: "postgresql", for: "the station inventory's PostgreSQL engine (tests start their own server)" },
+  { pkg: "chromium", for: "the rack view (station serve) driven in a real browser by playwright-core" },
 ];
 
 // Paths below (node_modules, package-lock.json) are the project's, wherever this is started from.
