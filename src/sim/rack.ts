@@ -26,7 +26,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -240,6 +240,8 @@ export interface RackReport {
   readonly exitCode: number;
   readonly problems: readonly string[];
   readonly runId: string;
+  /** The HSMs' network applier (`--net`). */
+  readonly applier: "iproute2" | "networkd";
   readonly lan: RackNamespaceInfo;
   readonly station: { readonly namespace: string };
   readonly configurationId?: string;
@@ -274,7 +276,38 @@ export interface RackOptions {
   readonly stateRoot?: string;
   /** Parent of the work directory (default: the OS temp dir). */
   readonly tempParent?: string;
+  /**
+   * The HSMs' network applier (default iproute2). `networkd`: each HSM namespace gets the real
+   * systemd-networkd (private mount namespace, its own directory; TESTBED.md), and the agent tells it
+   * to apply its files by restarting it (--networkd-reload: there is no D-Bus for networkctl).
+   */
+  readonly net?: "iproute2" | "networkd";
 }
+
+/**
+ * "networkctl reload" without D-Bus: restarts systemd-networkd in the current network namespace with
+ * a private mount namespace reading $1 (its PID in $2); bounded (5 s to stop, 5 s to start).
+ */
+export const NETWORKD_RESTART_SCRIPT = `#!/bin/sh
+dir="$1"
+pidfile="$2"
+old=$(cat "$pidfile" 2>/dev/null)
+if [ -n "$old" ] && kill "$old" 2>/dev/null; then
+  i=0
+  while kill -0 "$old" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+fi
+unshare -m --propagation private sh -c 'mkdir -p /run/systemd && mount -t tmpfs tmpfs /run/systemd && mount --bind "$1" /etc/systemd/network && mount -o remount,bind,ro /sys && exec /lib/systemd/systemd-networkd' sh "$dir" </dev/null >/dev/null 2>&1 &
+pid=$!
+echo "$pid" > "$pidfile"
+i=0
+while [ "$i" -lt 50 ]; do
+  if [ -n "$(ls "/proc/$pid/root/run/systemd/netif/links" 2>/dev/null)" ]; then exit 0; fi
+  sleep 0.1
+  i=$((i + 1))
+done
+echo "systemd-networkd did not start" >&2
+exit 1
+`;
 
 /** Runs the rack simulation; see the file comment. */
 export async function runRack(options: RackOptions): Promise<RackReport> {
@@ -284,6 +317,8 @@ export async function runRack(options: RackOptions): Promise<RackReport> {
     throw new UsageError(`--hsms must be a whole number from 1 to ${MAX_RACK_HSMS}`);
   }
   const missing = rackPrerequisites(cliMain);
+  if (options.net === "networkd" && !existsSync("/lib/systemd/systemd-networkd"))
+    missing.push("/lib/systemd/systemd-networkd (package systemd) for --net networkd");
   if (missing.length > 0) throw new UsageError(`sim rack needs ${missing.join(", ")}`);
 
   const started = performance.now();
@@ -340,6 +375,9 @@ interface HsmSlot {
   readonly namespace: string;
   readonly addresses: readonly string[];
   readonly stateDir: string;
+  /** networkd applier: its directory and the PID file of the networkd the agent restarts. */
+  readonly networkDir: string;
+  readonly networkdPid: string;
   pcscd?: PrivatePcscd;
   agent?: NamespaceProcess;
 }
@@ -437,6 +475,8 @@ class Rack {
   readonly station: string;
   #lanAddresses: string[] = [];
   #entry = "";
+  readonly #net: "iproute2" | "networkd";
+  #slots: HsmSlot[] = [];
 
   constructor(
     readonly runId: string,
@@ -446,6 +486,7 @@ class Rack {
     readonly options: RackOptions,
   ) {
     this.#signal = options.signal;
+    this.#net = options.net ?? "iproute2";
     this.lan = `${runId}-lan`;
     this.station = `${runId}-station`;
   }
@@ -523,6 +564,8 @@ class Rack {
       namespace: `${this.runId}-hsm${index + 1}`,
       addresses: addressesOf(plan, hsm.serial),
       stateDir: join(this.workDir, "hsms", hsm.serial, "state"),
+      networkDir: join(this.workDir, "hsms", hsm.serial, "network"),
+      networkdPid: join(this.workDir, "hsms", hsm.serial, "networkd.pid"),
     }));
     await inBatches(slots, SETUP_CONCURRENCY, async (slot) => {
       this.#checkAbort();
@@ -533,9 +576,18 @@ class Rack {
         serial: slot.serial,
         root: rootPem,
         device: deviceDir,
-        applier: "iproute2",
+        applier: this.#net,
+        ...(this.#net === "networkd" ? { networkDir: slot.networkDir } : {}),
       });
+      if (this.#net === "networkd") {
+        await mkdir(slot.networkDir, { recursive: true });
+        await chmod(slot.networkDir, 0o755); // networkd reads it as the systemd-network user
+      }
     });
+    this.#slots = slots;
+    if (this.#net === "networkd") {
+      await writeFile(join(this.workDir, "networkd-restart.sh"), NETWORKD_RESTART_SCRIPT, { mode: 0o755 });
+    }
     this.#entry = join(this.workDir, "hsm-onboard.mjs");
     await writeFile(
       this.#entry,
@@ -731,7 +783,7 @@ class Rack {
       "onboard",
       outcome.result?.ok
         ? `HSM ${slot.serial} ${slot.hostname} in ${slot.namespace} configured ${outcome.result.addresses?.join(" ")} ` +
-            "by its agent through pcscd"
+            `by its agent through pcscd (${this.#net})`
         : `HSM ${slot.serial} in ${slot.namespace} not configured (exit ${outcome.exitCode}): ${outcome.error}`,
       t,
       outcome.result?.ok === true,
@@ -858,6 +910,7 @@ class Rack {
       exitCode,
       problems,
       runId: this.runId,
+      applier: this.#net,
       lan: { namespace: this.lan, addresses: this.#lanAddresses },
       station: { namespace: this.station },
       ...(write.configurationId ? { configurationId: write.configurationId } : {}),
@@ -1079,7 +1132,15 @@ class Rack {
             "--state-dir",
             slot.stateDir,
             "--net",
-            "iproute2",
+            this.#net,
+            ...(this.#net === "networkd"
+              ? [
+                  "--network-dir",
+                  slot.networkDir,
+                  "--networkd-reload",
+                  `sh '${join(this.workDir, "networkd-restart.sh")}' '${slot.networkDir}' '${slot.networkdPid}'`,
+                ]
+              : []),
             "--iface",
             "eth0",
             "--reader",
@@ -1173,6 +1234,28 @@ class Rack {
    * Waiting here first also means stop() finds them gone and leaves no 3-second timer behind that
    * would keep this process alive after the run.
    */
+  /** The networkd processes the agents started (by the PID each one recorded). */
+  async #stopNetworkds(): Promise<void> {
+    if (this.#net !== "networkd") return;
+    for (const slot of this.#slots) {
+      const pid = Number(await readFile(slot.networkdPid, "utf8").catch(() => ""));
+      if (!(pid > 0)) continue;
+      try {
+        process.kill(pid, "SIGTERM");
+      } catch {
+        continue; // already gone
+      }
+      for (let turn = 0; turn < 50; turn++) {
+        try {
+          process.kill(pid, 0);
+        } catch {
+          break;
+        }
+        await sleep(100);
+      }
+    }
+  }
+
   async #stopPcscds(): Promise<void> {
     const running = this.#pcscds.filter((p) => p.pid !== undefined);
     for (const pcscd of running) {
@@ -1210,6 +1293,7 @@ class Rack {
     await Promise.all([...this.#transient].map((proc) => attempt(`stop ${proc.pid}`, () => proc.stop())));
     this.#transient.clear();
     await attempt("stop pcscd", () => this.#stopPcscds());
+    await attempt("stop systemd-networkd", () => this.#stopNetworkds());
     if (keep && report) {
       await this.state.update((r) => ({
         ...r,

@@ -33,6 +33,7 @@ interface RackJson {
   exitCode: number;
   problems: string[];
   runId: string;
+  applier: string;
   lan: { namespace: string; addresses: string[] };
   station: { namespace: string };
   hsms: {
@@ -170,6 +171,35 @@ describe.skipIf(!cap.ok)(
       }
       await expectNothingLeft(report.runId, report.workDir, report.stateFile);
     }, 120_000);
+
+    test("--net networkd: each HSM configured through the real systemd-networkd in its namespace; receipts verified; no networkd left", async () => {
+      const run = new CliRun(
+        cli,
+        ["sim", "rack", "--hsms", "2", "--net", "networkd", "--json"],
+        env,
+        tmpdir(),
+      );
+      const code = await run.exitCode(120_000);
+      expect(code, run.stderr.slice(-3000)).toBe(0);
+      const report = JSON.parse(run.stdout) as RackJson;
+      expect(report).toMatchObject({ ok: true, exitCode: 0, problems: [], kept: false, applier: "networkd" });
+      expect(run.stderr).toMatch(/\(networkd\)/);
+      for (const [i, h] of report.hsms.entries()) {
+        expect(h.configured).toBe(true);
+        expect(h.addresses).toEqual([`198.51.100.${11 + i}/24`, `2001:db8:100::${11 + i}/64`]);
+        expect(h.reachable.every((r) => r.ok)).toBe(true);
+        expect(h.receipt.verified).toBe(true);
+      }
+      await expectNothingLeft(report.runId, report.workDir, report.stateFile);
+      // No systemd-networkd of this run is left (each one had the run's directory bind-mounted).
+      for (const entry of await readdir("/proc")) {
+        if (!/^\d+$/.test(entry)) continue;
+        const comm = await readFile(`/proc/${entry}/comm`, "utf8").catch(() => "");
+        if (comm.trim() !== "systemd-network") continue;
+        const mounts = await readFile(`/proc/${entry}/mountinfo`, "utf8").catch(() => "");
+        expect(mounts, `systemd-networkd ${entry}`).not.toContain(report.workDir);
+      }
+    }, 150_000);
 
     test("--keep leaves a rack anyone can reach from the LAN namespace; --cleanup removes it", async () => {
       const run = new CliRun(cli, ["sim", "rack", "--hsms", "1", "--keep", "--json"], env, tmpdir());

@@ -1,4 +1,4 @@
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { ExitCode, UsageError } from "../../../errors.js";
 import {
   cleanupKeptRacks,
@@ -38,6 +38,7 @@ address not reachable, 15 a receipt not verified); 130 interrupted.
 Examples:
   $ sudo hsm-onboard sim rack --hsms 4
   $ sudo hsm-onboard sim rack --hsms 8 --keep --json
+  $ sudo hsm-onboard sim rack --hsms 2 --net networkd
   $ sudo hsm-onboard sim rack --cleanup`;
 
 interface SimRackOptions {
@@ -45,6 +46,7 @@ interface SimRackOptions {
   readonly keep?: boolean;
   readonly json?: boolean;
   readonly cleanup?: boolean;
+  readonly net?: "iproute2" | "networkd";
 }
 
 function parseHsms(value: string): number {
@@ -65,6 +67,14 @@ export function simRackCommand(ctx: CliContext): Command {
     .option("--keep", "leave the namespaces and TCP services up (remove them later with --cleanup)")
     .option("--json", "print the report as JSON on standard output (progress goes to standard error)")
     .option("--cleanup", "remove what kept (or crashed) runs left, then exit")
+    .addOption(
+      new Option(
+        "--net <applier>",
+        "the HSMs' network applier: iproute2, or networkd (the real systemd-networkd in each HSM namespace)",
+      )
+        .choices(["iproute2", "networkd"])
+        .default("iproute2"),
+    )
     .addHelpText("after", HELP)
     .action(async (options: SimRackOptions) => {
       if (process.getuid?.() !== 0) {
@@ -91,6 +101,7 @@ export function simRackCommand(ctx: CliContext): Command {
         report = await runRack({
           hsms,
           keep: options.keep === true,
+          ...(options.net === "networkd" ? { net: "networkd" as const } : {}),
           ...stateRoot(ctx),
           signal: controller.signal,
           onProgress: (p) => writeLine(progressOut, progressLine(p)),
@@ -210,6 +221,7 @@ export function rackReportJson(report: RackReport) {
     exitCode: report.exitCode,
     problems: report.problems,
     runId: report.runId,
+    applier: report.applier,
     lan: report.lan,
     station: report.station,
     configurationId: report.configurationId ?? null,
