@@ -6,6 +6,7 @@
  * path (lock, journal, inventory).
  */
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +16,7 @@ import { runCli } from "../src/cli/main.js";
 import type { Inventory, ReceiptRecord } from "../src/station/inventory/inventory.js";
 import { openInventory } from "../src/station/inventory/open.js";
 import { planRecordOf } from "../src/station/inventory/record.js";
+import { startRackServer } from "../src/station/serve/server.js";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../test/helpers/postgres.js";
 import { BENCH_OWNER, benchPlan } from "./plans.js";
 import { fixed, int, median, print, section, table } from "./report.js";
@@ -181,6 +183,41 @@ await inventory.close();
   return (stations * ALLOCATIONS_PER_STATION) / (wall / 1000);
 }
 
+const CHROMIUM = "/usr/bin/chromium";
+
+/** First load of the rack view on `stationDir`'s inventory in headless chromium: ms to all tiles drawn, bytes. */
+async function rackViewLoad(
+  stationDir: string,
+): Promise<{ ms: number; bytes: number; tiles: number } | string> {
+  if (!existsSync(CHROMIUM)) return "needs Debian's chromium";
+  const { chromium } = await import("playwright-core");
+  const inventory = await openInventory({ stationDir });
+  const server = await startRackServer({ inventory, host: "127.0.0.1", port: 0 });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    let bytes = 0;
+    page.on("response", (r) => {
+      bytes += Number(r.headers()["content-length"] ?? 0);
+    });
+    const t = performance.now();
+    await page.goto(server.url);
+    await page.waitForSelector(`body[data-loaded='${HSMS}']`, { timeout: 120_000 });
+    // One more frame: the tiles are laid out and painted.
+    await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(undefined)))");
+    const ms = performance.now() - t;
+    const tiles = await page.locator(".tile").count();
+    return { ms, bytes, tiles };
+  } finally {
+    await browser.close();
+    await server.close();
+    await inventory.close();
+  }
+}
+
 export interface InventoryBench {
   readonly rows: InventoryBenchRow[];
   readonly allocationsPerSecondPg?: number;
@@ -198,6 +235,7 @@ export async function benchInventory(): Promise<InventoryBench> {
     rows.push(
       await benchEngine("SQLite", sqliteDir, () => openInventory({ stationDir: sqliteDir }), undefined),
     );
+    const view = await rackViewLoad(sqliteDir);
     const missing = postgresUnavailable();
     let allocationsPerSecondPg: number | undefined;
     if (!missing) {
@@ -237,6 +275,14 @@ export async function benchInventory(): Promise<InventoryBench> {
       print(`  PostgreSQL: skipped (${missing})`);
     }
     print(`  SQLite, 1 station: ${fixed(allocationsPerSecondSqlite)} allocations/s`);
+    print();
+    if (typeof view === "string") print(`rack view, first page load of ${int(HSMS)} HSMs: skipped (${view})`);
+    else {
+      print(
+        `rack view (station serve), first page load in headless chromium, ${int(HSMS)} HSMs: ` +
+          `${fixed(view.ms)} ms to ${int(view.tiles)} tiles drawn, ${int(view.bytes)} bytes transferred (page, script, style, inventory JSON)`,
+      );
+    }
     return {
       rows,
       ...(allocationsPerSecondPg === undefined ? { skipped: missing } : { allocationsPerSecondPg }),
