@@ -9,7 +9,6 @@ import type { OnboardingResult } from "../src/agent/onboarding.js";
 import { type CardState, MemoryCardStateStore } from "../src/card-emulator/card-state-store.js";
 import { ApduMeter, type LatencyProfile, type MeterTotals } from "../src/card-emulator/latency-profile.js";
 import { MeteredCard } from "../src/card-emulator/metered-card.js";
-import { provisionScpKey } from "../src/card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../src/card-emulator/virtual-piv-card.js";
 import type { IssuerCredentials } from "../src/pki/issue.js";
 import { secureChannelPolicy } from "../src/secure-element/channel-policy.js";
@@ -61,7 +60,12 @@ export async function measureOnboarding(
   const stateDir = await freshAgentDir(agentTemplate);
   const meter = new ApduMeter(profile);
   const card = new VirtualPivCard({ store: new MemoryCardStateStore(cardState), profile: profile.card });
-  if (scpVendor) await provisionScpKey(card, scpVendor);
+  // Loaded only for the SCP11 runs: it brings the issuing side of the PKI (@peculiar/x509, ≈ 18 MiB),
+  // which is the emulated card's, not the agent's, and would count in the agent child's maxRSS.
+  if (scpVendor) {
+    const { provisionScpKey } = await import("../src/card-emulator/scp-provision.js");
+    await provisionScpKey(card, scpVendor);
+  }
   const channel = scpVendor
     ? secureChannelPolicy([new Uint8Array(scpVendor.certificate.rawData)], false)
     : undefined;
