@@ -9,6 +9,7 @@ import { issueCardCertificate } from "../src/pki/issue.js";
 import { generateEcKeyPair } from "../src/pki/keys.js";
 import { CARD_CAPACITY_BYTES } from "../src/secure-element/card-layout.js";
 import { DEFAULT_RECEIPT_RESERVE_BYTES, type WriteResult } from "../src/station/write-card.js";
+import { type DualControlRow, dualControlFigures } from "./dual-control.js";
 import type { BenchFixture } from "./fixture.js";
 import { BENCH_OWNER, benchPlan } from "./plans.js";
 import { fixed, int, print, section, table } from "./report.js";
@@ -25,6 +26,8 @@ export interface DensityResult {
   /** Most HSMs `station write` puts on one card (its budget: identity objects, certificates, CRL, receipt reserve). */
   readonly maxHsmsStationBudget: number;
   readonly stationBudgetBytes: number;
+  /** One, two and three officers (issue 13): HSMs per card and the co-signed manifest's size. */
+  readonly dualControl: readonly DualControlRow[];
 }
 
 const METADATA = {
@@ -91,6 +94,11 @@ export async function benchDensity(fixture: BenchFixture, write1000: WriteResult
   };
   const maxHsmsConfigOnly = await largestFitting(1000, 5000, fitsWithin(CARD_CAPACITY_BYTES));
   const maxHsmsStationBudget = await largestFitting(500, 5000, fitsWithin(budget));
+  const dualControl = await dualControlFigures(
+    signer,
+    [await officerLikeSigner(fixture), await officerLikeSigner(fixture)],
+    budget,
+  );
   const result: DensityResult = {
     hsms,
     shardBytesPerHsm: shardBytes / hsms,
@@ -99,6 +107,7 @@ export async function benchDensity(fixture: BenchFixture, write1000: WriteResult
     maxHsmsConfigOnly,
     maxHsmsStationBudget,
     stationBudgetBytes: budget,
+    dualControl,
   };
   print(
     `  ${int(hsms)}-HSM plan (7-digit serials, hostnames, one IPv4 each, one shared subnet) as written by station write:`,
@@ -128,6 +137,21 @@ export async function benchDensity(fixture: BenchFixture, write1000: WriteResult
         int(maxHsmsStationBudget),
       ],
     ],
+  );
+  print();
+  table(
+    [
+      "officers (station write --cosigners N, station cosign)",
+      "room kept",
+      "HSMs per card",
+      `signed manifest, ${dualControl[0]?.sampleHsms ?? 0} HSMs`,
+    ],
+    dualControl.map((r) => [
+      `${r.officers}${r.officers > 1 ? " (x5chain: leaf only)" : ""}`,
+      int(r.reservedBytes),
+      int(r.maxHsms),
+      int(r.signedManifestBytes),
+    ]),
   );
   return result;
 }

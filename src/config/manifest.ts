@@ -224,9 +224,10 @@ export function decodeManifestPayload(bytes: Uint8Array): Manifest {
 export interface SignManifestOptions {
   /**
    * `without-root` (default): x5chain leaves out a trailing self-signed root, which every HSM pins
-   * anyway; `full`: the signer's chain as it is.
+   * anyway; `full`: the signer's chain as it is; `leaf`: the signer's certificate alone (dual
+   * control: every relying party holds the token CA, see CosignatureChain).
    */
-  readonly chain?: "without-root" | "full";
+  readonly chain?: "without-root" | "full" | "leaf";
   /**
    * Pad the signed manifest to this size (normally its object size, MAX_ITEM_BYTES of the card layout), so
    * that it has the same size whatever the plan; CardFullError if it needs more. Exactly this
@@ -258,13 +259,7 @@ export function prepareManifest(
   const chosen =
     options.chain === "full"
       ? signers
-      : signers.map(
-          (s): Signer => ({
-            algorithm: s.algorithm,
-            certificateChain: withoutSelfSignedRoot(s.certificateChain),
-            sign: (toBeSigned) => s.sign(toBeSigned),
-          }),
-        );
+      : signers.map((s) => cosignatureSigner(s, options.chain === "leaf" ? "leaf" : "without-root"));
   const smallest = encodeManifestPayload(manifest);
   const cose = { contentType: MANIFEST_CONTENT_TYPE };
   const prepared = (payload: Uint8Array): PreparedManifest => {

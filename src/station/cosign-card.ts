@@ -133,7 +133,7 @@ async function verifyPinOf(element: SecureElement, card: AuthenticatedCard, inpu
 
 /** The subject of a leaf certificate (node's rendering), to tell officers apart. */
 function subjectOf(leaf: Uint8Array): string {
-  return new X509Certificate(Buffer.from(leaf)).subject;
+  return new X509Certificate(Buffer.from(leaf)).subject.split("\n").join(", ");
 }
 
 export async function cosignConfiguration(options: CosignOptions): Promise<CosignResult> {

@@ -310,7 +310,11 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     encoded = await encodeConfig(plan, metadata, signer, {
       maxObjectBytes: capacity.maxItemBytes,
       cardCapacityBytes: budget - cosignRoom,
-      ...(cosigners > 0 ? { maxManifestBytes: capacity.maxItemBytes - cosignRoom } : {}),
+      // With co-signers to come, every x5chain is the leaf alone (the card carries the token CA):
+      // ~650 bytes more for shards in the manifest object, which three officers' signatures share.
+      ...(cosigners > 0
+        ? { maxManifestBytes: capacity.maxItemBytes - cosignRoom, chain: "leaf" as const }
+        : {}),
     });
   } catch (error) {
     if (isSignatureFailure(error)) throw keyMismatch(error);

@@ -53,6 +53,7 @@ import {
   SHARD_OBJECT_LAST,
   shardItemName,
 } from "../../src/secure-element/card-layout.js";
+import { COSIGNER_MARGIN_BYTES } from "../../src/station/write-card.js";
 import {
   createTestIdentity,
   generatePlan,
@@ -739,6 +740,25 @@ describe("density (SPEC.md §9)", () => {
     },
     60_000,
   );
+
+  it("three officers signing in turn (station write --cosigners 2, station cosign twice): 1,000 HSMs, one 3,063-byte object", async () => {
+    const carol = await createTestIdentity({ officer: "Carol" });
+    const room = 2 * (cosignatureBytes(alice.signer) + COSIGNER_MARGIN_BYTES);
+    const written = await encodeConfig(generatePlan(1000), METADATA, alice.signer, {
+      chain: "leaf",
+      maxManifestBytes: MAX_ITEM_BYTES - room,
+    });
+    expect(written.manifest.length).toBeLessThanOrEqual(MAX_ITEM_BYTES - room);
+    const two = await prepareManifestCosignature(written.manifest, bob.signer).sign();
+    const three = await prepareManifestCosignature(two, carol.signer).sign();
+    expect(three.length).toBeLessThanOrEqual(MAX_ITEM_BYTES);
+    const chains: number[] = [];
+    const verified = await verifyManifest(three, {
+      validateChain: (chain) => void chains.push(chain.length),
+    });
+    expect(chains).toEqual([1, 1, 1]);
+    expect(verified.manifest.shards.length).toBe(written.shards.length);
+  }, 60_000);
 
   it("holds ≥ 1,000 HSMs with two co-signers (dual control) in the same fixed-size manifest", async () => {
     const most = await mostOnOneCard([alice.signer, bob.signer], "without-root");

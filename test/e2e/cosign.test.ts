@@ -70,7 +70,7 @@ class Run {
     this.child.stdin?.end(input);
     this.exited = new Promise((resolve) => this.child.once("close", (code) => resolve(code)));
   }
-  async code(timeoutMs = 60_000): Promise<number | null> {
+  async code(timeoutMs = 180_000): Promise<number | null> {
     let timer: NodeJS.Timeout | undefined;
     const result = await Promise.race([
       this.exited,
@@ -230,7 +230,7 @@ describe.skipIf(!cap.ok)(
           "--json",
           "--pin-stdin",
           "--timeout",
-          "20",
+          "60",
         ],
         `${pin}\n`,
       );
@@ -254,7 +254,7 @@ describe.skipIf(!cap.ok)(
           "--reader",
           reader(0),
           "--timeout",
-          "20",
+          "60",
           "--cosigners",
           String(cosigners),
           "--pin-stdin",
@@ -282,7 +282,7 @@ describe.skipIf(!cap.ok)(
           "--station-dir",
           stationDir,
           "--timeout",
-          "20",
+          "60",
           "--pin-stdin",
           "--json",
         ],
@@ -334,6 +334,7 @@ describe.skipIf(!cap.ok)(
       expect(bob.stderr).toMatch(/To be co-signed:/);
       expect(bob.stderr).toMatch(/HSMs\s+4/);
       expect(bob.stderr).toMatch(/digest\s+sha256 [0-9a-f]{64}/);
+      expect(bob.stderr).toMatch(/signed by\s+O=ACME Bank, CN=Alice, serialNumber=\d+\n/);
 
       await insert("alice", 0);
       const q2ok = await agentRun(q2, OFFICERS.alice);
@@ -365,7 +366,7 @@ describe.skipIf(!cap.ok)(
           "--station-dir",
           stationDir,
           "--timeout",
-          "20",
+          "60",
           "--pin-stdin",
           "--json",
         ],
@@ -381,7 +382,7 @@ describe.skipIf(!cap.ok)(
       const q3ok = await agentRun(q3, OFFICERS.alice);
       expect(q3ok.code, q3ok.run.stderr).toBe(0);
       await remove(0);
-    }, 300_000);
+    }, 600_000);
 
     test("a co-signature from the same card twice (forged past the station) → 19 at the HSM", async () => {
       const q2 = await hsm(serials[2]!, 2);
@@ -474,7 +475,7 @@ describe.skipIf(!cap.ok)(
           "--station-dir",
           stationDir,
           "--timeout",
-          "20",
+          "60",
           "--pin-stdin",
           "--json",
         ],
@@ -522,6 +523,6 @@ describe.skipIf(!cap.ok)(
         const result = await onboardInProcess(serial);
         expect(result.receipt?.written, `${serial}: ${result.receipt?.reason}`).toBe(true);
       }
-    }, 300_000);
+    }, 600_000);
   },
 );
