@@ -81,6 +81,10 @@ export interface CosignSummary {
   /** Subjects of the 9C certificates that signed already. */
   readonly signedBy: readonly string[];
   readonly signer: string;
+  /** The co-signing officer (CN of the card's certificates), when the card names one. */
+  readonly signerOfficer?: string;
+  /** The co-signer's card (reader name and serial). */
+  readonly signerCard: { readonly name: string; readonly serial?: string };
   /** The manifest's size before and after the co-signature. */
   readonly bytesBefore: number;
   readonly bytesAfter: number;
@@ -263,6 +267,11 @@ export async function cosignConfiguration(options: CosignOptions): Promise<Cosig
       digest: payloadDigest,
       signedBy: subjects,
       signer: who(card),
+      ...(card.officer !== undefined ? { signerOfficer: card.officer } : {}),
+      signerCard: {
+        name: held.element.info.name,
+        ...(held.element.info.serial !== undefined ? { serial: held.element.info.serial } : {}),
+      },
       bytesBefore: manifestBytes.length,
       bytesAfter: prepared.length,
     };

@@ -25,6 +25,7 @@ import { rackPlan } from "../../src/sim/demo.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
 import { updateStationCrl } from "../../src/station/crl-update.js";
 import { initStation } from "../../src/station/init-station.js";
+import { openInventory } from "../../src/station/inventory/open.js";
 import { personalizeCard } from "../../src/station/personalize-card.js";
 import {
   buildForChildren,
@@ -378,6 +379,17 @@ describe.skipIf(!cap.ok)(
       expect(carolResult.signatures).toBe(3);
       expect(carolResult.bytesAfter).toBeLessThanOrEqual(3063);
       await remove(1);
+
+      // Both co-signatures are in the station's inventory (issue 14), with the co-signing officer.
+      const inventory = await openInventory({ stationDir });
+      try {
+        const cosigns = (await inventory.history({ owner: OWNER })).filter((h) => h.kind === "cosign");
+        expect(cosigns).toHaveLength(2);
+        expect(cosigns.map((h) => h.text).join("\n")).toMatch(/Bob/);
+        expect(cosigns.map((h) => h.text).join("\n")).toMatch(/Carol/);
+      } finally {
+        await inventory.close();
+      }
 
       const q3ok = await agentRun(q3, OFFICERS.alice);
       expect(q3ok.code, q3ok.run.stderr).toBe(0);

@@ -14,6 +14,7 @@ import {
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
+import { DB_HELP, openCommandInventory } from "./inventory.js";
 
 interface CosignOptions {
   readonly reader?: string;
@@ -25,6 +26,7 @@ interface CosignOptions {
   readonly pinFd?: number;
   readonly totpStdin?: boolean;
   readonly allowPlaintext?: boolean;
+  readonly db?: string;
 }
 
 const HELP = `
@@ -74,6 +76,7 @@ export function stationCosignCommand(ctx: CliContext): Command {
     .option("--pin-fd <n>", "read the PINs (and TOTP code) from this file descriptor", parseFd)
     .option("--totp-stdin", "read the TOTP code from standard input")
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
+    .option("--db <url>", DB_HELP)
     .addHelpText("after", HELP)
     .action(async (options: CosignOptions) => {
       const dir = stationDirOf(ctx, options.stationDir);
@@ -162,6 +165,23 @@ export function stationCosignCommand(ctx: CliContext): Command {
       } finally {
         pins.close();
         if (totpSource !== pins) totpSource?.close();
+      }
+      // The co-signature goes into the station's inventory (issue 14: writes of kind "cosign").
+      const inventory = await openCommandInventory(ctx, options);
+      try {
+        await inventory.recordWrite({
+          kind: "cosign",
+          configurationId: result.configurationId,
+          owner: result.owner,
+          sequence: result.sequence,
+          ...(result.signerOfficer !== undefined ? { officer: result.signerOfficer } : {}),
+          ...(result.signerCard.serial !== undefined ? { cardSerial: result.signerCard.serial } : {}),
+          cardName: result.signerCard.name,
+          writtenAt: new Date(),
+          hsms: result.hsms,
+        });
+      } finally {
+        await inventory.close();
       }
       if (options.json) {
         writeJson(ctx.stdout, {
