@@ -34,6 +34,7 @@ export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 /** Every `code` an OnboardError can carry. */
 export type OnboardErrorCode =
   | "ERR_INTERNAL"
+  | "ERR_SCHEMA"
   | "ERR_USAGE"
   | "ERR_NO_CARD"
   | "ERR_CARD_NOT_TRUSTED"
@@ -281,6 +282,17 @@ export class InternalError extends OnboardError {
   static from(error: unknown): OnboardError {
     if (error instanceof OnboardError) return error;
     return new InternalError(error instanceof Error ? error.message : String(error), { cause: error });
+  }
+}
+
+/** A value that does not match a schema of the agent's own files (src/util/schema.ts's `parse`). */
+export class SchemaError extends OnboardError {
+  readonly code: "ERR_SCHEMA" = "ERR_SCHEMA";
+  readonly exitCode: ExitCode = ExitCode.internal;
+
+  constructor(readonly issues: readonly { path: (string | number)[]; message: string }[]) {
+    const first = issues[0];
+    super(first ? `${first.path.join(".") || "top level"}: ${first.message}` : "invalid");
   }
 }
 

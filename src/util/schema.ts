@@ -12,6 +12,10 @@
  * name the path and the first problem, as zod's first issue does (util/fs.ts readJsonFile).
  */
 
+import { SchemaError } from "../errors.js";
+
+export { SchemaError };
+
 export interface Issue {
   readonly path: (string | number)[];
   readonly message: string;
@@ -20,15 +24,6 @@ export interface Issue {
 export type SafeParseResult<T> =
   | { readonly success: true; readonly data: T }
   | { readonly success: false; readonly error: SchemaError };
-
-/** What `parse` throws: the first issue in its message, all issues in `issues`. */
-export class SchemaError extends Error {
-  constructor(readonly issues: readonly Issue[]) {
-    const first = issues[0];
-    super(first ? `${first.path.join(".") || "top level"}: ${first.message}` : "invalid");
-    this.name = "SchemaError";
-  }
-}
 
 type Check = (value: unknown, path: (string | number)[], issues: Issue[]) => unknown;
 
