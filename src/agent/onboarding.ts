@@ -66,6 +66,7 @@ import {
   type SecureElementIdentity,
   YUBIKEY_STORAGE,
 } from "../secure-element/secure-element.js";
+import { hex } from "../util/bytes.js";
 import type { AuditLog } from "./audit-log.js";
 import type { DeviceIdentity } from "./device-identity.js";
 import type { AgentFaults } from "./faults.js";
@@ -857,8 +858,4 @@ function issuerOf(der: Uint8Array): string {
 
 function sha256Hex(bytes: ArrayBuffer | Uint8Array): string {
   return createHash("sha256").update(new Uint8Array(bytes)).digest("hex");
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString("hex");
 }

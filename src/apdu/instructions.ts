@@ -24,3 +24,14 @@ export const PIV_INS = {
   /** Yubico OTP application: serial number on firmware before 5. */
   otpApiRequest: 0x01,
 } as const;
+
+/**
+ * Instruction bytes of the GlobalPlatform security domain that SCP11 uses (GP Card Spec 2.3
+ * Amendment F §7): the one table of the host (apdu/scp11) and the virtual card's security domain.
+ */
+export const GP_INS = {
+  getData: 0xca,
+  performSecurityOperation: 0x2a,
+  mutualAuthenticate: 0x82,
+  internalAuthenticate: 0x88,
+} as const;

@@ -24,7 +24,7 @@ import {
   timingSafeEqual,
 } from "node:crypto";
 import { type DecodedCommandApdu, decodeCommandApdu } from "../apdu/command.js";
-import { PIV_INS } from "../apdu/instructions.js";
+import { GP_INS, PIV_INS } from "../apdu/instructions.js";
 import { encodeResponseApdu } from "../apdu/response.js";
 import { ISD_AID } from "../apdu/scp11/host.js";
 import { SW } from "../apdu/status-words.js";
@@ -111,10 +111,10 @@ const DEFAULT_PUK = new TextEncoder().encode("12345678");
 
 const INS = PIV_INS;
 
-const INS_PERFORM_SECURITY_OPERATION = 0x2a;
-const INS_MUTUAL_AUTHENTICATE = 0x82;
-const INS_INTERNAL_AUTHENTICATE = 0x88;
-const INS_GET_DATA_GP = 0xca;
+const INS_PERFORM_SECURITY_OPERATION = GP_INS.performSecurityOperation;
+const INS_MUTUAL_AUTHENTICATE = GP_INS.mutualAuthenticate;
+const INS_INTERNAL_AUTHENTICATE = GP_INS.internalAuthenticate;
+const INS_GET_DATA_GP = GP_INS.getData;
 /** CLA bit b3: secure messaging (84, 04). */
 const CLA_SM = 0x04;
 /** CLA bit b8: proprietary class (GlobalPlatform 80). */

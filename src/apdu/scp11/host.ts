@@ -22,6 +22,7 @@ import type { KeyObject } from "node:crypto";
 import { ScpUnavailableError } from "../../errors.js";
 import type { ApduProcessor, SmartCardProtocol } from "../chaining.js";
 import { type CommandApdu, EXTENDED_MAX_LE } from "../command.js";
+import { GP_INS } from "../instructions.js";
 import { formatSw, type ResponseApdu } from "../response.js";
 import { encodeTlv } from "../tlv.js";
 import { decodeCertificateStore } from "./cert-store.js";
@@ -40,10 +41,10 @@ import { ScpHostChannel } from "./secure-messaging.js";
 
 /** GlobalPlatform issuer security domain. */
 export const ISD_AID = Uint8Array.of(0xa0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00);
-export const INS_INTERNAL_AUTHENTICATE = 0x88;
-export const INS_MUTUAL_AUTHENTICATE = 0x82;
-export const INS_PERFORM_SECURITY_OPERATION = 0x2a;
-export const INS_GET_DATA = 0xca;
+export const INS_INTERNAL_AUTHENTICATE = GP_INS.internalAuthenticate;
+export const INS_MUTUAL_AUTHENTICATE = GP_INS.mutualAuthenticate;
+export const INS_PERFORM_SECURITY_OPERATION = GP_INS.performSecurityOperation;
+export const INS_GET_DATA = GP_INS.getData;
 const INS_SELECT = 0xa4;
 /** Key version of the YubiKey's factory SCP11b key. */
 export const DEFAULT_SCP11B_KVN = 0x01;
