@@ -7,7 +7,9 @@
  *   refused (exit 11) unless the run passes `--allow-plaintext`, which is then recorded (audit log,
  *   agent status, receipt, station output);
  * - a failed handshake (unknown vendor, bad receipt, invalid point) is never softened to plaintext.
- * Without anchors installed the station and agent run in plaintext and say so in the same places.
+ * The channel is required by default: without anchors installed every PIV card is refused (exit 11)
+ * unless the run passes `--allow-plaintext` (then recorded in the same places). PKCS#11 tokens are
+ * not concerned (their channel is the token's business).
  */
 import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -62,7 +64,8 @@ export function secureChannelPolicy(
   anchors: readonly Uint8Array[] | undefined,
   allowPlaintext: boolean,
 ): SecureChannelPolicy {
-  // No anchors installed: this installation has not adopted the channel (recorded as plaintext).
-  if (!anchors) return { allowPlaintext: true };
+  // No anchors installed: no channel can be opened, so a PIV card is used only when plaintext is
+  // explicitly allowed (required by default, issue 11).
+  if (!anchors) return { allowPlaintext };
   return { scp: { variant: "b", kvn: DEFAULT_SCP11B_KVN, trust: { anchors } }, allowPlaintext };
 }

@@ -336,6 +336,12 @@ export class PivElement implements SecureElement {
     }
     const sizes = this.#objectSizes ?? new Map<number, number>();
     for (const id of ids) {
+      // A PIN-protected object is not asked for before the PIN: the card would answer 6982, which
+      // inside SCP11 cannot be told from a failed C-MAC and so closes the channel (fail-closed).
+      if (this.#pin === undefined && PIN_PROTECTED_OBJECTS.has(id)) {
+        this.#unreadObjects.add(id);
+        continue;
+      }
       try {
         const content = await this.session.getData(id);
         if (content.length > 0) sizes.set(id, content.length);
@@ -424,7 +430,7 @@ async function openSession(transport: CardTransport, options: PivElementOptions)
   if (!channel.scp) {
     if (channel.allowPlaintext) return PivSession.open(transport, rest);
     throw new ScpUnavailableError(
-      "no SCP trust anchor configured, so no secure channel to the card: configure one (--scp-trust) or pass --allow-plaintext",
+      "the SCP11 secure channel is required and no SCP trust anchor is installed (station init / agent factory-init --scp-trust FILE): card refused; --allow-plaintext would use it in clear (recorded)",
     );
   }
   try {

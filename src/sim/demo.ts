@@ -32,13 +32,20 @@ import { runAgentOnce } from "../agent/agent.js";
 import { factoryInit } from "../agent/factory.js";
 import type { OnboardingResult } from "../agent/onboarding.js";
 import { ApduMeter, type MeterTotals, YUBIKEY5_LATENCY } from "../card-emulator/latency-profile.js";
+import {
+  createScpVendor,
+  loadScpVendor,
+  provisionScpKey,
+  SCP_VENDOR_CA_FILE,
+} from "../card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../card-emulator/virtual-piv-card.js";
 import { parsePlan, planToYaml } from "../config/plan.js";
 import type { NetworkPlan } from "../config/plan-model.js";
 import { ExitCode, isOnboardError, UsageError } from "../errors.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../pki/index.js";
+import { installScpTrust, readScpTrust, secureChannelPolicy } from "../secure-element/channel-policy.js";
 import { openInProcessCard } from "../secure-element/open-card.js";
-import type { PivElement } from "../secure-element/piv-element.js";
+import type { PivElement, SecureChannelPolicy } from "../secure-element/piv-element.js";
 import { parseItemName, type SecureElement } from "../secure-element/secure-element.js";
 import { updateStationCrl } from "../station/crl-update.js";
 import { initStation } from "../station/init-station.js";
@@ -285,6 +292,14 @@ class DemoRun {
   readonly #secrets = demoSecrets();
   readonly #pkiDir: string;
   readonly #stationDir: string;
+  /** The emulator's SCP vendor CA (certificate and key): the card vendor of the demo. */
+  get #scpVendorDir(): string {
+    return join(this.dir, "scp-vendor");
+  }
+
+  async #scpTrustPem(): Promise<string> {
+    return (await loadScpVendor(this.#scpVendorDir)).certificate.toString("pem");
+  }
   /** Set while an HSM has the card: what it exchanges with the card. */
   #meter: ApduMeter | undefined;
 
@@ -368,6 +383,9 @@ class DemoRun {
         return response;
       },
     });
+    // The card vendor's step (a YubiKey 5.7 ships so): an SCP11b key certified by the emulator's vendor
+    // CA, which station and agents are given as their SCP trust anchor (the channel is required).
+    await provisionScpKey(card, await createScpVendor(this.#scpVendorDir));
     await withCard(card, "Officer's reader", async (element) => {
       await personalizeCard({
         element,
@@ -381,7 +399,7 @@ class DemoRun {
     });
     this.#progress(
       "card",
-      `card ${card.serial} personalised for "${DEMO_OWNER}", officer "${DEMO_OFFICER}": keys generated on the card, PIN set`,
+      `card ${card.serial} personalised for "${DEMO_OWNER}", officer "${DEMO_OFFICER}": keys generated on the card, PIN set, SCP11b key from the card vendor's CA`,
       t,
     );
     this.#checkAbort();
@@ -393,7 +411,12 @@ class DemoRun {
     const t = performance.now();
     await initStation(this.#stationDir, pki.root.certificate);
     await updateStationCrl(this.#stationDir, crl, { issuers: [pki.tokenCa.certificate] });
-    this.#progress("station", "station trusts the manufacturer root and holds the token CA's CRL", t);
+    await installScpTrust(this.#stationDir, await this.#scpTrustPem(), SCP_VENDOR_CA_FILE);
+    this.#progress(
+      "station",
+      "station trusts the manufacturer root, holds the token CA's CRL and requires SCP11b to the card vendor's CA",
+      t,
+    );
   }
 
   /** 4. The plan, as the officer would write it. */
@@ -410,6 +433,7 @@ class DemoRun {
   async #factory(): Promise<void> {
     const t = performance.now();
     const rootPem = new Uint8Array(await readFile(join(this.#pkiDir, PKI_FILES.rootCert)));
+    const scpTrust = await this.#scpTrustPem();
     await inBatches(this.plan.hsms, FACTORY_CONCURRENCY, async (hsm) => {
       this.#checkAbort();
       const deviceDir = join(this.#hsmDir(hsm.serial), "device");
@@ -422,6 +446,7 @@ class DemoRun {
         // The demo runs without root: its HSMs record what they would do (asked for, and said so).
         applier: "dry-run",
       });
+      await installScpTrust(join(this.#hsmDir(hsm.serial), "state"), scpTrust, SCP_VENDOR_CA_FILE);
     });
     const n = this.plan.hsms.length;
     this.#progress(
@@ -436,8 +461,11 @@ class DemoRun {
   async #writeCard(card: VirtualPivCard): Promise<{ written: Written; ms: number }> {
     const t = performance.now();
     const { pin } = this.#secrets;
-    const written = await withCard(card, "Officer's reader", (element) =>
-      writeConfigurationToCard({ element, plan: this.plan, stationDir: this.#stationDir, pin }),
+    const written = await withCard(
+      card,
+      "Officer's reader",
+      (element) => writeConfigurationToCard({ element, plan: this.plan, stationDir: this.#stationDir, pin }),
+      await requiredChannel(this.#stationDir),
     );
     this.#progress(
       "write",
@@ -485,13 +513,17 @@ class DemoRun {
   /** The card is full of receipts: the station verifies, archives and removes them. */
   async #collectReceipts(card: VirtualPivCard, collection: number): Promise<ReceiptRow[]> {
     const t = performance.now();
-    const rows = await withCard(card, "Station reader", (element) =>
-      collectReceipts(element, {
-        stationDir: this.#stationDir,
-        pin: this.#secrets.pin,
-        archiveDir: join(this.dir, "collected-receipts"),
-        collection,
-      }),
+    const rows = await withCard(
+      card,
+      "Station reader",
+      (element) =>
+        collectReceipts(element, {
+          stationDir: this.#stationDir,
+          pin: this.#secrets.pin,
+          archiveDir: join(this.dir, "collected-receipts"),
+          collection,
+        }),
+      await requiredChannel(this.#stationDir),
     );
     this.#progress(
       "collect",
@@ -506,14 +538,19 @@ class DemoRun {
   async #onboard(card: VirtualPivCard, serial: string): Promise<HsmRun> {
     const t = performance.now();
     this.#meter = new ApduMeter(YUBIKEY5_LATENCY);
-    const result = await withCard(card, `HSM ${serial} reader`, (element) =>
-      runAgentOnce({
-        stateDir: join(this.#hsmDir(serial), "state"),
-        net: "dry-run",
-        element,
-        pinSource: { read: async () => this.#secrets.pin },
-        keepElementOpen: true,
-      }),
+    const stateDir = join(this.#hsmDir(serial), "state");
+    const result = await withCard(
+      card,
+      `HSM ${serial} reader`,
+      (element) =>
+        runAgentOnce({
+          stateDir,
+          net: "dry-run",
+          element,
+          pinSource: { read: async () => this.#secrets.pin },
+          keepElementOpen: true,
+        }),
+      await requiredChannel(stateDir),
     );
     const io = cardIo(this.#meter.totals);
     this.#meter = undefined;
@@ -540,8 +577,11 @@ class DemoRun {
     }: { results: HsmRun[]; collected: CollectedRow[]; collections: number },
   ): Promise<{ hsms: DemoHsm[]; ms: number }> {
     const t = performance.now();
-    const report = await withCard(card, "Station reader", (element) =>
-      readReceipts({ element, stationDir: this.#stationDir }),
+    const report = await withCard(
+      card,
+      "Station reader",
+      (element) => readReceipts({ element, stationDir: this.#stationDir }),
+      await requiredChannel(this.#stationDir),
     );
     await recordReceiptReport(this.#stationDir, report); // the station's inventory (issue 14)
     const rows = [...collected, ...report.receipts.map((row) => ({ collection: 0, row }))];
@@ -692,13 +732,26 @@ async function cardRoom(card: VirtualPivCard): Promise<CardRoom> {
   });
 }
 
-/** Opens the in-process card (a fresh power-on: an insertion), runs `fn`, and closes it again. */
+/**
+ * The channel policy of the station or agent directory `dir`, as their CLI applies it: SCP11b to the
+ * installed SCP trust anchors, no plaintext fallback.
+ */
+async function requiredChannel(dir: string): Promise<SecureChannelPolicy> {
+  return secureChannelPolicy(await readScpTrust(dir), false);
+}
+
+/**
+ * Opens the in-process card (a fresh power-on: an insertion), runs `fn`, and closes it again; with
+ * `channel`, as station and agent open it (SCP11b first). Personalisation and the card's room are
+ * looked at as the card's issuer does, without the channel.
+ */
 async function withCard<T>(
   card: VirtualPivCard,
   readerName: string,
   fn: (element: PivElement) => Promise<T>,
+  channel?: SecureChannelPolicy,
 ): Promise<T> {
-  const opened = await openInProcessCard(card, { readerName });
+  const opened = await openInProcessCard(card, { readerName, ...(channel ? { element: { channel } } : {}) });
   try {
     return await fn(opened.element);
   } finally {

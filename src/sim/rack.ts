@@ -34,11 +34,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { factoryInit } from "../agent/factory.js";
 import type { OnboardingResult } from "../agent/onboarding.js";
+import { createScpVendor, SCP_VENDOR_CA_FILE } from "../card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../card-emulator/virtual-piv-card.js";
 import { planToYaml } from "../config/plan.js";
 import type { NetworkPlan } from "../config/plan-model.js";
 import { ExitCode, RackError, UsageError } from "../errors.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../pki/index.js";
+import { installScpTrust } from "../secure-element/channel-policy.js";
 import { openInProcessCard } from "../secure-element/open-card.js";
 import type { PivElement } from "../secure-element/piv-element.js";
 import { parseItemName } from "../secure-element/secure-element.js";
@@ -477,6 +479,10 @@ class Rack {
   #entry = "";
   readonly #net: "iproute2" | "networkd";
   #slots: HsmSlot[] = [];
+  /** The emulator's SCP vendor CA (certificate and key), created at setup. */
+  get #scpVendorDir(): string {
+    return join(this.workDir, "scp-vendor");
+  }
 
   constructor(
     readonly runId: string,
@@ -557,6 +563,11 @@ class Rack {
     const stationDir = join(this.workDir, "station");
     await initStation(stationDir, pki.root.certificate);
     await updateStationCrl(stationDir, crl, { issuers: [pki.tokenCa.certificate] });
+    // The secure channel is required (issue 11): the emulator's vendor CA certifies the card's SCP11b
+    // key (`card emulate --scp-vendor`) and is the SCP trust anchor of station and agents.
+    const scpVendor = await createScpVendor(this.#scpVendorDir);
+    const scpTrustPem = scpVendor.certificate.toString("pem");
+    await installScpTrust(stationDir, scpTrustPem, SCP_VENDOR_CA_FILE);
     const slots: HsmSlot[] = plan.hsms.map((hsm, index) => ({
       index,
       serial: hsm.serial,
@@ -583,6 +594,7 @@ class Rack {
         await mkdir(slot.networkDir, { recursive: true });
         await chmod(slot.networkDir, 0o755); // networkd reads it as the systemd-network user
       }
+      await installScpTrust(slot.stateDir, scpTrustPem, SCP_VENDOR_CA_FILE);
     });
     this.#slots = slots;
     if (this.#net === "networkd") {
@@ -1073,6 +1085,8 @@ class Rack {
         join(this.workDir, "card.json"),
         "--vpcd",
         `127.0.0.1:${pcscd.vpcdPort}`,
+        "--scp-vendor",
+        this.#scpVendorDir,
       ],
       {},
     );

@@ -64,7 +64,17 @@ describe.skipIf(!netns.ok)("agent run as a process in a network namespace", () =
       { [VIRTUAL_CARD_ENV]: cardFile },
       {
         netns: hsm,
-        args: ["agent", "run", "--state-dir", stateDir, "--net", "iproute2", "--json", "--pin-stdin"],
+        args: [
+          "agent",
+          "run",
+          "--allow-plaintext",
+          "--state-dir",
+          stateDir,
+          "--net",
+          "iproute2",
+          "--json",
+          "--pin-stdin",
+        ],
       },
     );
     await child.waitForStderr(/agent: HSM 1234567 waiting for a card/, 20_000);

@@ -116,9 +116,29 @@ describe("agent CLI", () => {
     expect(JSON.parse(result.stdout)).toMatchObject({ stage: "factory", serial: "1234567", addresses: [] });
   });
 
-  test("run --once with a wrong PIN exits 13 and leaves the network alone", async () => {
+  test("run --once requires the secure channel by default: no SCP trust anchor and no --allow-plaintext → exit 11 before any PIN", async () => {
+    const cardBefore = await readFile(cardFile);
     const result = await runCliInProcess(
       ["agent", "run", "--state-dir", stateDir, "--once", "--json", "--pin-stdin"],
+      { stdin: `${PIN}\n`, env: agentEnv() },
+    );
+    expect(result.exitCode, result.stderr).toBe(11);
+    expect(result.stderr).toMatch(
+      /no SCP trust anchor installed \(agent factory-init --scp-trust FILE\): every PIV card will be refused/,
+    );
+    expect(JSON.parse(result.stdout)).toMatchObject({ error: { code: "ERR_SCP_UNAVAILABLE", exit: 11 } });
+    expect(result.stdout + result.stderr).toMatch(
+      /SCP11 secure channel is required and no SCP trust anchor is installed/,
+    );
+    expect(result.stderr).not.toMatch(/PIN verified/);
+    // Nothing applied, nothing written onto the card.
+    await expect(readFile(join(stateDir, "network.dry-run.json"), "utf8")).rejects.toThrow();
+    expect(Buffer.compare(await readFile(cardFile), cardBefore)).toBe(0);
+  });
+
+  test("run --once with a wrong PIN exits 13 and leaves the network alone", async () => {
+    const result = await runCliInProcess(
+      ["agent", "run", "--allow-plaintext", "--state-dir", stateDir, "--once", "--json", "--pin-stdin"],
       { stdin: `${WRONG_PIN}\n`, env: agentEnv() },
     );
     expect(result.exitCode).toBe(13);
@@ -128,7 +148,7 @@ describe("agent CLI", () => {
 
   test("run --once configures the HSM from the card: one status line per step, a JSON result", async () => {
     const result = await runCliInProcess(
-      ["agent", "run", "--state-dir", stateDir, "--once", "--json", "--pin-stdin"],
+      ["agent", "run", "--allow-plaintext", "--state-dir", stateDir, "--once", "--json", "--pin-stdin"],
       { stdin: `${PIN}\n`, env: agentEnv() },
     );
     expect(result.exitCode, result.stderr).toBe(0);
@@ -162,10 +182,13 @@ describe("agent CLI", () => {
   });
 
   test("run --once again: the same card is recognised before the PIN (exit 0, no PIN on stdin)", async () => {
-    const result = await runCliInProcess(["agent", "run", "--state-dir", stateDir, "--once", "--pin-stdin"], {
-      stdin: "",
-      env: agentEnv(),
-    });
+    const result = await runCliInProcess(
+      ["agent", "run", "--allow-plaintext", "--state-dir", stateDir, "--once", "--pin-stdin"],
+      {
+        stdin: "",
+        env: agentEnv(),
+      },
+    );
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stderr).toMatch(
       /HSM 1234567 already configured with configuration [0-9a-f]{8}, sequence 7 \(dry run — nothing applied\): nothing changed/,
@@ -222,7 +245,17 @@ describe("agent CLI", () => {
 
   test("run --once without a card exits 10", async () => {
     const result = await runCliInProcess(
-      ["agent", "run", "--state-dir", stateDir, "--once", "--timeout", "1", "--pin-stdin"],
+      [
+        "agent",
+        "run",
+        "--allow-plaintext",
+        "--state-dir",
+        stateDir,
+        "--once",
+        "--timeout",
+        "1",
+        "--pin-stdin",
+      ],
       {
         env: { [VIRTUAL_CARD_ENV]: join(base.dir, "no-such-card.json") },
       },

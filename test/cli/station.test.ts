@@ -155,7 +155,16 @@ describe("station update-crl", () => {
     expect(withoutIssuer.stderr).toMatch(/--issuer FILE/);
     const card = await cardFile();
     const fromCard = await run(
-      ["station", "update-crl", "--crl", "pki/token-ca.crl.pem", "--from-card", "--station-dir", dir],
+      [
+        "station",
+        "update-crl",
+        "--crl",
+        "pki/token-ca.crl.pem",
+        "--from-card",
+        "--allow-plaintext",
+        "--station-dir",
+        dir,
+      ],
       { card },
     );
     expect(fromCard.exitCode, fromCard.stderr).toBe(0);
@@ -182,11 +191,42 @@ describe("station enroll-totp", () => {
 });
 
 describe("station write", () => {
+  it("requires the secure channel by default: no SCP trust anchor and no --allow-plaintext → exit 11, card untouched", async () => {
+    const dir = await station();
+    const card = await cardFile();
+    const before = await readFile(card);
+    const result = await run(
+      ["station", "write", "--plan", join(EXAMPLES, "rack-4.yaml"), "--station-dir", dir, "--pin-stdin"],
+      { stdin: `${PIN}\n`, card },
+    );
+    expect(result.exitCode, result.stderr).toBe(11);
+    expect(result.stderr).toMatch(/SCP11 secure channel is required and no SCP trust anchor is installed/);
+    expect(result.stderr).toMatch(/--allow-plaintext/);
+    expect(result.stdout).toBe("");
+    // Nothing written: the card file is byte for byte what it was, and it carries no manifest.
+    expect(Buffer.compare(await readFile(card), before)).toBe(0);
+    const opened = await openVirtualCardFile(card);
+    try {
+      expect(await opened.element.readItem("manifest")).toBeUndefined();
+    } finally {
+      await opened.dispose();
+    }
+  });
+
   it("writes examples/rack-4.yaml to the card and prints the summary", async () => {
     const dir = await station();
     const card = await cardFile();
     const result = await run(
-      ["station", "write", "--plan", join(EXAMPLES, "rack-4.yaml"), "--station-dir", dir, "--pin-stdin"],
+      [
+        "station",
+        "write",
+        "--allow-plaintext",
+        "--plan",
+        join(EXAMPLES, "rack-4.yaml"),
+        "--station-dir",
+        dir,
+        "--pin-stdin",
+      ],
       { stdin: `${PIN}\n`, card },
     );
     expect(result.exitCode, result.stderr).toBe(0);
@@ -209,6 +249,7 @@ describe("station write", () => {
     const args = [
       "station",
       "write",
+      "--allow-plaintext",
       "--plan",
       join(EXAMPLES, "room-40.yaml"),
       "--station-dir",
@@ -250,7 +291,16 @@ describe("station write", () => {
     const dir = await station();
     const card = await cardFile();
     const result = await run(
-      ["station", "write", "--plan", join(EXAMPLES, "rack-4.yaml"), "--station-dir", dir, "--pin-stdin"],
+      [
+        "station",
+        "write",
+        "--allow-plaintext",
+        "--plan",
+        join(EXAMPLES, "rack-4.yaml"),
+        "--station-dir",
+        dir,
+        "--pin-stdin",
+      ],
       { stdin: `${WRONG_PIN}\n`, card },
     );
     expect(result.exitCode).toBe(13);
@@ -274,6 +324,7 @@ describe("station write", () => {
     const args = [
       "station",
       "write",
+      "--allow-plaintext",
       "--plan",
       join(EXAMPLES, "rack-4.yaml"),
       "--station-dir",
@@ -301,10 +352,13 @@ describe("station write", () => {
     await personaliseCardFile(globexPki, globex, { owner: "Globex Corporation" });
     await updateStationCrl(join(root, dir), globexPki.crl, { issuers: [globexPki.tokenCa.certificate] });
     const plan = join(EXAMPLES, "rack-4.yaml");
-    const owner = await run(["station", "write", "--plan", plan, "--station-dir", dir, "--pin-stdin"], {
-      stdin: `${PIN}\n`,
-      card: globex,
-    });
+    const owner = await run(
+      ["station", "write", "--allow-plaintext", "--plan", plan, "--station-dir", dir, "--pin-stdin"],
+      {
+        stdin: `${PIN}\n`,
+        card: globex,
+      },
+    );
     expect(owner.exitCode).toBe(16);
     expect(owner.stderr).toMatch(
       /the plan is for owner "ACME Bank" but the card belongs to "Globex Corporation"/,
@@ -317,24 +371,38 @@ describe("station write", () => {
         "owner: ACME Bank\nsubnets:\n  - name: n\n    cidr: 198.51.100.0/24\nhsms:\n  - serial: '1'\n    hostname: a\n    subnet: n\n    ipv4: 203.0.113.5\n  - serial: '1'\n    hostname: b\n    subnet: n\n    ipv4: 198.51.100.6\n",
       ),
     );
-    const invalid = await run(["station", "write", "--plan", bad, "--station-dir", dir, "--pin-stdin"], {
-      stdin: `${PIN}\n`,
-      card: globex,
-    });
+    const invalid = await run(
+      ["station", "write", "--allow-plaintext", "--plan", bad, "--station-dir", dir, "--pin-stdin"],
+      {
+        stdin: `${PIN}\n`,
+        card: globex,
+      },
+    );
     expect(invalid.exitCode).toBe(23);
     expect(invalid.stderr.split("\n").filter((l) => l.startsWith(bad)).length).toBeGreaterThanOrEqual(2);
 
-    const none = await run(["station", "write", "--plan", plan, "--station-dir", dir, "--pin-stdin"], {
-      stdin: `${PIN}\n`,
-      card: join(root, "no-such-card.json"),
-    });
+    const none = await run(
+      ["station", "write", "--allow-plaintext", "--plan", plan, "--station-dir", dir, "--pin-stdin"],
+      {
+        stdin: `${PIN}\n`,
+        card: join(root, "no-such-card.json"),
+      },
+    );
     expect(none.exitCode).toBe(10);
   });
 
   it("without --pin-stdin or --pin-fd and no terminal, says so before waiting for a card (exit 2)", async () => {
     const dir = await station();
     const result = await run(
-      ["station", "write", "--plan", join(EXAMPLES, "rack-4.yaml"), "--station-dir", dir],
+      [
+        "station",
+        "write",
+        "--allow-plaintext",
+        "--plan",
+        join(EXAMPLES, "rack-4.yaml"),
+        "--station-dir",
+        dir,
+      ],
       {
         card: join(root, "no-such-card.json"),
       },
@@ -348,6 +416,7 @@ describe("station write", () => {
       [
         "station",
         "write",
+        "--allow-plaintext",
         "--plan",
         join(EXAMPLES, "rack-4.yaml"),
         "--station-dir",
@@ -366,11 +435,20 @@ describe("station receipts", () => {
     const dir = await station();
     const card = await cardFile();
     const written = await run(
-      ["station", "write", "--plan", join(EXAMPLES, "rack-4.yaml"), "--station-dir", dir, "--pin-stdin"],
+      [
+        "station",
+        "write",
+        "--allow-plaintext",
+        "--plan",
+        join(EXAMPLES, "rack-4.yaml"),
+        "--station-dir",
+        dir,
+        "--pin-stdin",
+      ],
       { stdin: `${PIN}\n`, card },
     );
     expect(written.exitCode).toBe(0);
-    const empty = await run(["station", "receipts", "--station-dir", dir], { card });
+    const empty = await run(["station", "receipts", "--allow-plaintext", "--station-dir", dir], { card });
     expect(empty.exitCode).toBe(0);
     expect(empty.stdout).toContain("No receipts on the card yet.");
 
@@ -441,7 +519,7 @@ describe("station receipts", () => {
       await opened.dispose();
     }
 
-    const table = await run(["station", "receipts", "--station-dir", dir], { card });
+    const table = await run(["station", "receipts", "--allow-plaintext", "--station-dir", dir], { card });
     expect(table.exitCode, table.stderr).toBe(0);
     const lines = table.stdout.split("\n");
     expect(lines[1]).toMatch(/^SERIAL\s+HOSTNAME\s+ADDRESSES APPLIED\s+OUTCOME\s+CHANNEL\s+TIME\s+VERIFIED$/);
@@ -455,7 +533,8 @@ describe("station receipts", () => {
     expect(table.stdout).toContain("2 receipts, 2 verified");
 
     const json = JSON.parse(
-      (await run(["station", "receipts", "--station-dir", dir, "--json"], { card })).stdout,
+      (await run(["station", "receipts", "--allow-plaintext", "--station-dir", dir, "--json"], { card }))
+        .stdout,
     );
     expect(json.configuration).toMatchObject({ owner: "ACME Bank", sequence: 1 });
     expect(json.receipts).toEqual([
@@ -484,7 +563,9 @@ describe("station receipts", () => {
     } finally {
       await forged.dispose();
     }
-    const withForgery = await run(["station", "receipts", "--station-dir", dir], { card });
+    const withForgery = await run(["station", "receipts", "--allow-plaintext", "--station-dir", dir], {
+      card,
+    });
     expect(withForgery.exitCode).toBe(15);
     expect(withForgery.stdout).toMatch(/\?\s+-\s+-\s+-\s+-\s+-\s+✗ not authentic/);
     expect(withForgery.stdout).toContain("3 receipts, 2 verified");

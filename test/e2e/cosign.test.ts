@@ -223,6 +223,7 @@ describe.skipIf(!cap.ok)(
         [
           "agent",
           "run",
+          "--allow-plaintext",
           "--state-dir",
           stateDir,
           "--reader",
@@ -248,6 +249,7 @@ describe.skipIf(!cap.ok)(
         [
           "station",
           "write",
+          "--allow-plaintext",
           "--plan",
           plan,
           "--station-dir",
@@ -278,6 +280,7 @@ describe.skipIf(!cap.ok)(
         [
           "station",
           "cosign",
+          "--allow-plaintext",
           "--reader",
           reader(0),
           "--station-dir",
@@ -360,6 +363,7 @@ describe.skipIf(!cap.ok)(
         [
           "station",
           "cosign",
+          "--allow-plaintext",
           "--reader",
           reader(0),
           "--signer-reader",

@@ -87,6 +87,7 @@ describe.skipIf(!cap.ok)(
       const agentArgs = [
         "agent",
         "run",
+        "--allow-plaintext",
         "--state-dir",
         stateDir,
         "--once",

@@ -131,7 +131,18 @@ describe.skipIf(!cap.ok)(
       const run = (env: Record<string, string>): Promise<ChildResult> =>
         runCliChild(
           build,
-          ["agent", "run", "--state-dir", stateDir, "--once", "--net", "iproute2", "--pin-stdin", "--json"],
+          [
+            "agent",
+            "run",
+            "--allow-plaintext",
+            "--state-dir",
+            stateDir,
+            "--once",
+            "--net",
+            "iproute2",
+            "--pin-stdin",
+            "--json",
+          ],
           {
             netns: hsm,
             env,

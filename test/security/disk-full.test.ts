@@ -148,7 +148,18 @@ describe.skipIf(!tmpfs.ok)(
       ].join("\n");
       return runCliChild(
         build,
-        ["agent", "run", "--state-dir", mountPoint, "--once", "--net", "dry-run", "--pin-stdin", "--json"],
+        [
+          "agent",
+          "run",
+          "--allow-plaintext",
+          "--state-dir",
+          mountPoint,
+          "--once",
+          "--net",
+          "dry-run",
+          "--pin-stdin",
+          "--json",
+        ],
         {
           env: { [VIRTUAL_CARD_ENV]: cardFile },
           stdin: `${PIN}\n`,

@@ -76,6 +76,7 @@ describe.skipIf(!cap.ok)(
         [
           "station",
           "write",
+          "--allow-plaintext",
           "--plan",
           plan,
           "--station-dir",
@@ -110,6 +111,7 @@ describe.skipIf(!cap.ok)(
         [
           "agent",
           "run",
+          "--allow-plaintext",
           "--state-dir",
           path(`${name}-state`),
           "--once",
@@ -310,7 +312,14 @@ describe.skipIf(!cap.ok)(
       }
       await stack.insert(path("a.card.json"));
       const receipts = async () => {
-        const r = await stack.cli(["station", "receipts", "--station-dir", path("station-a"), "--json"]);
+        const r = await stack.cli([
+          "station",
+          "receipts",
+          "--allow-plaintext",
+          "--station-dir",
+          path("station-a"),
+          "--json",
+        ]);
         return JSON.parse(r.stdout) as {
           receipts: {
             location: string;

@@ -95,6 +95,7 @@ describe.skipIf(!cap.ok)(
       const args = [
         "agent",
         "run",
+        "--allow-plaintext",
         "--state-dir",
         stateDir,
         "--once",

@@ -184,6 +184,7 @@ describe("no PIN or PUK in any output, trace, log, audit record or state file", 
     const write = [
       "station",
       "write",
+      "--allow-plaintext",
       "--plan",
       "plan.yaml",
       "--station-dir",
@@ -227,6 +228,7 @@ describe("no PIN or PUK in any output, trace, log, audit record or state file", 
     const run = [
       "agent",
       "run",
+      "--allow-plaintext",
       "--state-dir",
       "agent",
       "--once",
@@ -238,9 +240,13 @@ describe("no PIN or PUK in any output, trace, log, audit record or state file", 
     wrong(await cli("agent run, wrong PIN", run, { stdin: `${wrongPin}\n`, card: "card.json" }));
     ok(await cli("agent run", run, { stdin: `${pin}\n`, card: "card.json" }));
     ok(
-      await cli("station receipts", ["station", "receipts", "--station-dir", "station"], {
-        card: "card.json",
-      }),
+      await cli(
+        "station receipts",
+        ["station", "receipts", "--allow-plaintext", "--station-dir", "station"],
+        {
+          card: "card.json",
+        },
+      ),
     );
     ok(await cli("agent audit", ["agent", "audit", "--state-dir", "agent", "--verify"]));
     ok(await cli("agent status", ["agent", "status", "--state-dir", "agent", "--json"]));

@@ -68,7 +68,7 @@ describe.skipIf(!cap.ok)(
       await stack.insert(cardFile, template.cardState);
       const plan = await put(join(base.dir, "lab.yaml"), planToYaml(LAB_PLAN));
       const write = await stack.cli(
-        ["station", "write", "--plan", plan, "--station-dir", stationDir, "--pin-stdin"],
+        ["station", "write", "--allow-plaintext", "--plan", plan, "--station-dir", stationDir, "--pin-stdin"],
         {
           stdin: `${PIN}\n`,
         },
@@ -83,6 +83,7 @@ describe.skipIf(!cap.ok)(
         [
           "agent",
           "run",
+          "--allow-plaintext",
           "--state-dir",
           stateDir,
           "--once",
@@ -98,7 +99,14 @@ describe.skipIf(!cap.ok)(
       expect(agent.code, agent.stderr).toBe(ExitCode.ok);
       expect(JSON.parse(agent.stdout).receipt).toEqual({ written: true, item: "receipt-1" });
 
-      const receipts = await stack.cli(["station", "receipts", "--station-dir", stationDir, "--json"]);
+      const receipts = await stack.cli([
+        "station",
+        "receipts",
+        "--allow-plaintext",
+        "--station-dir",
+        stationDir,
+        "--json",
+      ]);
       const report = JSON.parse(receipts.stdout) as {
         configurationProblem?: string;
         receipts: { location: string; verified: boolean; serial?: string; reason?: string }[];

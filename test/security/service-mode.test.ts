@@ -106,7 +106,18 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
 
     const agent = await startCliChild(
       build,
-      ["agent", "run", "--state-dir", stateDir, "--net", "dry-run", "--json", "--pin-command", frontPanel],
+      [
+        "agent",
+        "run",
+        "--allow-plaintext",
+        "--state-dir",
+        stateDir,
+        "--net",
+        "dry-run",
+        "--json",
+        "--pin-command",
+        frontPanel,
+      ],
       { netns: ns, env: { ...pcscd.env, NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: "2000000" } },
     );
     const pid = agent.pid!;

@@ -81,9 +81,22 @@ describe.skipIf(!cap.ok)(
       await stack.insert(join(base.dir, "card.json"), template.cardState);
       const plan = await put(join(base.dir, "plan.yaml"), planToYaml(LAB_PLAN));
       const write = () =>
-        stack.cli(["station", "write", "--plan", plan, "--station-dir", station, "--pin-stdin", "--json"], {
-          stdin: `${PIN}\n`,
-        });
+        stack.cli(
+          [
+            "station",
+            "write",
+            "--allow-plaintext",
+            "--plan",
+            plan,
+            "--station-dir",
+            station,
+            "--pin-stdin",
+            "--json",
+          ],
+          {
+            stdin: `${PIN}\n`,
+          },
+        );
       const sequenceOf = (r: { stdout: string }) => (JSON.parse(r.stdout) as { sequence: number }).sequence;
       const first = await write();
       ok(first);

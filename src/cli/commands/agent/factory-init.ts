@@ -72,7 +72,7 @@ export function agentFactoryInitCommand(ctx: CliContext): Command {
     )
     .option(
       "--scp-trust <file>",
-      "SCP trust anchors (PEM: card vendors' CAs): the SCP11 channel to every card becomes required",
+      "SCP trust anchors (PEM: card vendors' CAs): the SCP11 channel is required, and without anchors agent run needs --allow-plaintext",
     )
     .option("--force", "replace an agent state that already exists in --state-dir")
     .option("--json", "print the result as JSON")
@@ -137,7 +137,7 @@ owner has its own token CA, and only cards of this one configure the HSM.`,
         ctx.stdout,
         scpAnchors !== undefined
           ? `SCP trust: ${scpAnchors} anchor(s); the SCP11 channel is required for every card`
-          : "SCP trust: none installed (cards are read without a secure channel; --scp-trust FILE to require it)",
+          : "SCP trust: none installed: agent run refuses every PIV card (exit 11) unless --allow-plaintext; --scp-trust FILE installs the card vendors' CAs",
       );
     });
 }

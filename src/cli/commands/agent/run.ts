@@ -190,11 +190,15 @@ Examples:
         onError: (message) => log(`cannot notify: ${message}`),
       });
       const channel = secureChannelPolicy(await readScpTrust(stateDir), options.allowPlaintext === true);
-      if (!channel.scp || options.allowPlaintext) {
+      if (options.allowPlaintext) {
         log(
           channel.scp
             ? "--allow-plaintext: a card without the SCP11 channel will be read in clear (recorded)"
-            : "no SCP trust anchor installed: cards are read without a secure channel (recorded)",
+            : "--allow-plaintext and no SCP trust anchor installed: cards are read without a secure channel (recorded)",
+        );
+      } else if (!channel.scp) {
+        log(
+          "no SCP trust anchor installed (agent factory-init --scp-trust FILE): every PIV card will be refused (exit 11) unless --allow-plaintext",
         );
       }
       const controller = new AbortController();

@@ -77,7 +77,9 @@ export async function openStationCard(ctx: CliContext, options: StationCardOptio
     c.kind === "scp11"
       ? `Secure channel: ${c.protocol} to the card's SD key (certified by "${c.chain.at(-1)}")`
       : `WARNING: no secure channel to the card: PIN and configuration cross the reader in clear${
-          channel.scp ? " (--allow-plaintext)" : " (no SCP trust anchor installed: station init --scp-trust)"
+          channel.scp
+            ? " (--allow-plaintext)"
+            : " (--allow-plaintext; no SCP trust anchor installed: station init --scp-trust)"
         }`,
   );
   return card;

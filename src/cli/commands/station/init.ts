@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import { Command } from "commander";
 import { UsageError } from "../../../errors.js";
-import { installScpTrust } from "../../../secure-element/channel-policy.js";
+import { installScpTrust, readScpTrust } from "../../../secure-element/channel-policy.js";
 import { type CrlUpdate, parseCrlFile, updateStationCrl } from "../../../station/crl-update.js";
 import { initStation } from "../../../station/init-station.js";
 import { parseCertificates, STATION_FILES } from "../../../station/station-dir.js";
@@ -30,7 +30,7 @@ export function stationInitCommand(ctx: CliContext): Command {
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option(
       "--scp-trust <file>",
-      "SCP trust anchors (PEM: card vendors' CAs, e.g. Yubico's SD root): SCP11 to every card becomes required",
+      "SCP trust anchors (PEM: card vendors' CAs, e.g. Yubico's SD root); without them every PIV card needs --allow-plaintext",
     )
     .option("--force", "replace a different trust anchor (drops the token CAs and CRLs kept under it)")
     .option("--json", "print the result as JSON")
@@ -59,7 +59,7 @@ Examples:
       const outcome = await initStation(dir, anchor, { force: options.force === true });
       const scpAnchors =
         options.scpTrust === undefined
-          ? undefined
+          ? (await readScpTrust(dir))?.length
           : await installScpTrust(
               dir,
               Buffer.from(await readInput(ctx, options.scpTrust)).toString("utf8"),
@@ -92,12 +92,12 @@ Examples:
         ctx.stdout,
         `Station ${verb} in ${dir}: trust anchor "${anchor.subject}" (SHA-256 ${fingerprint(anchor)}, valid until ${anchor.notAfter.toISOString()})`,
       );
-      if (scpAnchors !== undefined) {
-        writeLine(
-          ctx.stdout,
-          `SCP trust: ${scpAnchors} anchor(s) installed; the SCP11 channel is required for every card`,
-        );
-      }
+      writeLine(
+        ctx.stdout,
+        scpAnchors !== undefined
+          ? `SCP trust: ${scpAnchors} anchor(s) installed; the SCP11 channel is required for every card`
+          : "SCP trust: none installed: station commands refuse every PIV card (exit 11) unless --allow-plaintext; --scp-trust FILE installs the card vendors' CAs",
+      );
       if (crl) writeLine(ctx.stdout, crlLine(crl));
       else
         writeLine(
