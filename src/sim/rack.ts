@@ -40,9 +40,9 @@ import { planToYaml } from "../config/plan.js";
 import type { NetworkPlan } from "../config/plan-model.js";
 import { ExitCode, RackError, UsageError } from "../errors.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../pki/index.js";
-import { installScpTrust } from "../secure-element/channel-policy.js";
+import { installScpTrust, readScpTrust, secureChannelPolicy } from "../secure-element/channel-policy.js";
 import { openInProcessCard } from "../secure-element/open-card.js";
-import type { PivElement } from "../secure-element/piv-element.js";
+import type { PivElement, SecureChannelPolicy } from "../secure-element/piv-element.js";
 import { parseItemName } from "../secure-element/secure-element.js";
 import { updateStationCrl } from "../station/crl-update.js";
 import { initStation } from "../station/init-station.js";
@@ -724,13 +724,17 @@ class Rack {
     collection: number,
   ): Promise<ReceiptCollection> {
     const t = performance.now();
-    const rows = await withCardFile(cardPath, (element) =>
-      collectReceipts(element, {
-        stationDir,
-        pin: this.#pin,
-        archiveDir: join(this.workDir, "collected-receipts"),
-        collection,
-      }),
+    const rows = await withCardFile(
+      cardPath,
+      (element) =>
+        collectReceipts(element, {
+          stationDir,
+          pin: this.#pin,
+          archiveDir: join(this.workDir, "collected-receipts"),
+          collection,
+        }),
+      // As the station's CLI opens the card: SCP11b to its SCP trust anchor, no plaintext fallback.
+      secureChannelPolicy(await readScpTrust(stationDir), false),
     );
     this.progress(
       "collect",
@@ -1365,9 +1369,14 @@ function addressesOf(plan: NetworkPlan, serial: string): string[] {
   return out;
 }
 
-async function withCardFile<T>(path: string, fn: (element: PivElement) => Promise<T>): Promise<T> {
+async function withCardFile<T>(
+  path: string,
+  fn: (element: PivElement) => Promise<T>,
+  channel?: SecureChannelPolicy,
+): Promise<T> {
   const opened = await openInProcessCard(VirtualPivCard.fromFile(path), {
     readerName: "Station (in-process)",
+    ...(channel ? { element: { channel } } : {}),
   });
   try {
     return await fn(opened.element);
