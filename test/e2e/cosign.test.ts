@@ -485,6 +485,7 @@ describe.skipIf(!cap.ok)(
         [
           "station",
           "receipts",
+          "--allow-plaintext",
           "--collect",
           "--reader",
           reader(0),
