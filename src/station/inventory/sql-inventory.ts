@@ -335,7 +335,13 @@ export class SqlInventory implements Inventory {
           w.sequence,
         )} (${Number(w.hsms)} HSMs) on card ${str(w.card_serial) ?? "?"}${
           w.officer === null ? "" : ` by "${String(w.officer)}"`
-        }${w.card_index === null ? "" : ` (card ${Number(w.card_index)} of ${Number(w.card_count)})`}`,
+        }${
+          w.card_index === null
+            ? ""
+            : w.card_count === null
+              ? ` (signature ${Number(w.card_index)})`
+              : ` (card ${Number(w.card_index)} of ${Number(w.card_count)})`
+        }`,
       })),
       ...receipts.map((r) => ({
         time: new Date(String(r.collected_at)),
