@@ -1,7 +1,7 @@
 /**
  * Issue 12 proof: the networkd applier under a real crash. `agent run --once --net networkd` as a
  * child process in a network namespace with the real systemd-networkd (TESTBED.md; "networkctl
- * reload" is test/helpers/networkd-restart.sh, a restart of that networkd, given with
+ * reload" is sim rack's NETWORKD_RESTART_SCRIPT, a restart of that networkd, given with
  * --networkd-reload), the card in-process (HSM_ONBOARD_VIRTUAL_CARD).
  *
  * The agent is killed (SIGKILL, HSM_ONBOARD_CRASH_AT) after its first file was written, before
@@ -9,13 +9,14 @@
  * audit record), then onboards the same card: networkd applies the files, `ip -json` shows the plan,
  * and networkd's own link state carries DNS and NTP.
  */
-import { chmod, mkdir, readdir, readFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { readAuditLog } from "../../src/agent/audit-log.js";
 import { CRASH_AT_ENV } from "../../src/agent/faults.js";
 import { AgentStateStore } from "../../src/agent/state-store.js";
 import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
+import { NETWORKD_RESTART_SCRIPT } from "../../src/sim/rack.js";
 import {
   createTestPki,
   initAgent,
@@ -28,7 +29,6 @@ import {
 import { addrJson, ip, NetnsLab, netnsCapability, routesJson } from "../agent/netns.js";
 import {
   buildForChildren,
-  PROJECT_ROOT,
   type PrivateBuild,
   requireOrSkip,
   toolAvailable,
@@ -48,7 +48,6 @@ const cap = requireOrSkip(
       ? { ok: true, reason: "" }
       : { ok: false, reason: `${NETWORKD} not installed (package systemd)` },
 );
-const RESTART = join(PROJECT_ROOT, "test", "helpers", "networkd-restart.sh");
 
 describe.skipIf(!cap.ok)(
   `networkd applier, agent killed mid-apply${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
@@ -82,6 +81,9 @@ describe.skipIf(!cap.ok)(
       await mkdir(netDir);
       await chmod(netDir, 0o755); // networkd reads it as the systemd-network user
       pidfile = join(base.dir, "networkd.pid");
+      // "networkctl reload" without D-Bus: the same restart script sim rack uses.
+      const restart = join(base.dir, "networkd-restart.sh");
+      await writeFile(restart, NETWORKD_RESTART_SCRIPT, { mode: 0o755 });
       const { stateDir } = await initAgent(base.dir, testPki, { crl, applier: "networkd" });
       const cardFile = join(base.dir, "card.json");
       const { card } = await personalizeCard(testPki.pki.tokenCa, { path: cardFile });
@@ -104,7 +106,7 @@ describe.skipIf(!cap.ok)(
         "--network-dir",
         netDir,
         "--networkd-reload",
-        `'${RESTART}' '${netDir}' '${pidfile}'`,
+        `sh '${restart}' '${netDir}' '${pidfile}'`,
       ];
 
       const crashed = await runCliChild(build, args, {
