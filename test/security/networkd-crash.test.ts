@@ -27,12 +27,7 @@ import {
   writeConfig,
 } from "../agent/fixtures.js";
 import { addrJson, ip, NetnsLab, netnsCapability, routesJson } from "../agent/netns.js";
-import {
-  buildForChildren,
-  type PrivateBuild,
-  requireOrSkip,
-  toolAvailable,
-} from "../helpers/pcsc-env.js";
+import { buildForChildren, type PrivateBuild, requireOrSkip, toolAvailable } from "../helpers/pcsc-env.js";
 import { runCliChild, stopChildren } from "./children.js";
 
 const NETWORKD = "/lib/systemd/systemd-networkd";
