@@ -113,7 +113,7 @@ describe("the PIN from a front-panel program (--pin-command)", () => {
   test("it is told the card and officer in its environment; the first line of its output is the PIN", async () => {
     const seen = join(base.dir, "front-panel.env");
     const source = pinCommandSource({
-      command: `env | grep ^HSM_ONBOARD_ | sort > '${seen}'; printf 'S3cret\\nignored\\n'`,
+      command: `env | grep -E '^HSM_ONBOARD_(CARD|HSM|PIN)_' | sort > '${seen}'; printf 'S3cret\\nignored\\n'`,
     });
     const pin = await source.read("PIN", {
       hsmSerial: "1234567",
