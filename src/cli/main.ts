@@ -51,6 +51,26 @@ export function buildProgram(ctx: CliContext, groups: readonly CommandMaker[]): 
   return program;
 }
 
+/**
+ * The program's entry (bin/hsm-onboard.js): runs the CLI, flushes standard output and error, then
+ * exits with the command's code. A command is over when its action returns (long-running ones —
+ * card emulate, agent run, station serve — return only on SIGTERM/SIGINT), so nothing may keep the
+ * process alive after it: pcsc-lite's native monitor thread can, after a card was released.
+ */
+export async function main(argv: readonly string[]): Promise<never> {
+  const code = await runCli(argv);
+  const flushed = (stream: NodeJS.WriteStream) =>
+    new Promise<void>((resolve) => {
+      if (stream.destroyed || !stream.writable) return resolve();
+      stream.write("", () => resolve());
+    });
+  await Promise.race([
+    Promise.all([flushed(process.stdout), flushed(process.stderr)]),
+    new Promise((resolve) => setTimeout(resolve, 2000).unref()),
+  ]);
+  process.exit(code);
+}
+
 /** Runs the CLI with `argv` (without node and script) and returns the process exit code. */
 export async function runCli(argv: readonly string[], ctx: CliContext = processContext()): Promise<number> {
   try {

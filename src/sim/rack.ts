@@ -603,8 +603,8 @@ class Rack {
     this.#entry = join(this.workDir, "hsm-onboard.mjs");
     await writeFile(
       this.#entry,
-      `import { runCli } from ${JSON.stringify(pathToFileURL(this.cliMain).href)};\n` +
-        "process.exitCode = await runCli(process.argv.slice(2));\n",
+      `import { main } from ${JSON.stringify(pathToFileURL(this.cliMain).href)};\n` +
+        "await main(process.argv.slice(2));\n",
     );
     this.progress(
       "setup",

@@ -451,10 +451,7 @@ export async function pcscClientLauncher(
 /** Writes a launcher for the compiled CLI into the build; returns its path (run it with NodeChild). */
 export async function cliLauncher(build: PrivateBuild): Promise<string> {
   const script = join(build.dir, "e2e-hsm-onboard.mjs");
-  await writeFile(
-    script,
-    'import { runCli } from "./cli/main.js";\nprocess.exitCode = await runCli(process.argv.slice(2));\n',
-  );
+  await writeFile(script, 'import { main } from "./cli/main.js";\nawait main(process.argv.slice(2));\n');
   return script;
 }
 
