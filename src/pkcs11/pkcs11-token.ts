@@ -132,6 +132,12 @@ export interface PinStatus {
   readonly mustChange: boolean;
 }
 
+/** An object named by CKA_LABEL, CKA_ID or both (RFC 7512 `object=` and `id=`). */
+export interface ObjectSelector {
+  readonly label?: string;
+  readonly id?: Uint8Array;
+}
+
 /** A private EC key on the token. */
 export interface EcPrivateKey {
   readonly handle: Handle;
@@ -307,19 +313,23 @@ export class Pkcs11Token implements Disposable {
    * The EC private key labelled `label`, or undefined. A key with CKA_PRIVATE set is invisible until
    * the user is logged in (PKCS#11 v2.40 §4.4), so "not found" before login may mean "PIN needed".
    */
-  findPrivateKey(label: string): EcPrivateKey | undefined {
+  findPrivateKey(selector: string | ObjectSelector): EcPrivateKey | undefined {
     const handle = this.#findOne("private key", [
       { type: CKA_CLASS, value: CKO_PRIVATE_KEY },
       { type: CKA_KEY_TYPE, value: CKK_EC },
-      { type: CKA_LABEL, value: label },
+      ...selectorTemplate(selector),
     ]);
     if (!handle) return undefined;
+    const label =
+      typeof selector === "string"
+        ? selector
+        : (this.#optionalAttribute(handle, CKA_LABEL)?.toString("utf8") ?? selector.label ?? "");
     let ecParams = this.#optionalAttribute(handle, CKA_EC_PARAMS);
     if (!ecParams) {
       // Some modules keep CKA_EC_PARAMS only on the public half.
       const pub = this.#findOne("public key", [
         { type: CKA_CLASS, value: CKO_PUBLIC_KEY },
-        { type: CKA_LABEL, value: label },
+        ...selectorTemplate(selector),
       ]);
       ecParams = pub && this.#optionalAttribute(pub, CKA_EC_PARAMS);
     }
@@ -336,13 +346,15 @@ export class Pkcs11Token implements Disposable {
   }
 
   /** SubjectPublicKeyInfo DER of the EC public key object labelled `label`, or undefined. */
-  publicKeySpki(label: string): Uint8Array | undefined {
+  publicKeySpki(selector: string | ObjectSelector): Uint8Array | undefined {
     const handle = this.#findOne("public key", [
       { type: CKA_CLASS, value: CKO_PUBLIC_KEY },
       { type: CKA_KEY_TYPE, value: CKK_EC },
-      { type: CKA_LABEL, value: label },
+      ...selectorTemplate(selector),
     ]);
-    return handle && this.#spkiOf(handle, label);
+    return (
+      handle && this.#spkiOf(handle, typeof selector === "string" ? selector : describeSelector(selector))
+    );
   }
 
   /**
@@ -696,11 +708,10 @@ export class Pkcs11Token implements Disposable {
     const handles = this.#find(template);
     if (handles.length > 1) {
       const label = template.find((a) => a.type === CKA_LABEL)?.value;
-      throw pkcs11Failure(
-        "find object",
-        undefined,
-        `${handles.length} objects match ${what} "${String(label)}"`,
-      );
+      const id = template.find((a) => a.type === CKA_ID)?.value;
+      const named =
+        label !== undefined ? `"${String(label)}"` : `id ${Buffer.from(id as Buffer).toString("hex")}`;
+      throw pkcs11Failure("find object", undefined, `${handles.length} objects match ${what} ${named}`);
     }
     return handles[0];
   }
@@ -820,6 +831,22 @@ function dataObject(application: string, label: string, value: Uint8Array): Pkcs
     { type: CKA_MODIFIABLE, value: true },
     { type: CKA_VALUE, value: Buffer.from(value) },
   ];
+}
+
+/** Search attributes for an object named by label (CKA_LABEL), id (CKA_ID) or both. */
+function selectorTemplate(selector: string | ObjectSelector): Pkcs11Attribute[] {
+  if (typeof selector === "string") return [{ type: CKA_LABEL, value: selector }];
+  if (selector.label === undefined && selector.id === undefined) {
+    throw new TypeError("an object selector needs a label or an id");
+  }
+  return [
+    ...(selector.label === undefined ? [] : [{ type: CKA_LABEL, value: selector.label }]),
+    ...(selector.id === undefined ? [] : [{ type: CKA_ID, value: Buffer.from(selector.id) }]),
+  ];
+}
+
+function describeSelector(selector: ObjectSelector): string {
+  return selector.label ?? `id ${Buffer.from(selector.id ?? []).toString("hex")}`;
 }
 
 function decodeBool(value: Buffer | undefined): boolean | undefined {
