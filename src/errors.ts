@@ -41,6 +41,7 @@ export type OnboardErrorCode =
   | "ERR_SCP_UNAVAILABLE"
   | "ERR_CARD_REVOKED"
   | "ERR_WRONG_PIN"
+  | "ERR_WRONG_PASSPHRASE"
   | "ERR_PIN_BLOCKED"
   | IntegrityErrorCode
   | "ERR_NOT_FOR_THIS_HSM"
@@ -113,6 +114,15 @@ export class WrongPinError extends OnboardError {
   ) {
     super(message);
   }
+}
+
+/**
+ * A passphrase-encrypted key file did not open with the passphrase given (exit 13, like a wrong PIN:
+ * a secret was wrong). PKCS#8 cannot tell a wrong passphrase from a damaged file; the message says so.
+ */
+export class WrongPassphraseError extends OnboardError {
+  readonly code: "ERR_WRONG_PASSPHRASE" = "ERR_WRONG_PASSPHRASE";
+  readonly exitCode: ExitCode = ExitCode.wrongPin;
 }
 
 /** The PIN is blocked; the PUK is needed (exit 14). */

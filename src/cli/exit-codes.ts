@@ -11,7 +11,7 @@ export const EXIT_CODE_MEANINGS: Readonly<Record<ExitCode, string>> = {
   [ExitCode.noCard]: "no card (also: no reader, or pcscd not running — its own message and code)",
   [ExitCode.cardNotTrusted]: "card not trusted",
   [ExitCode.cardRevoked]: "card revoked",
-  [ExitCode.wrongPin]: "wrong PIN (the card's counter dropped)",
+  [ExitCode.wrongPin]: "wrong PIN (the card's counter dropped) or wrong key passphrase",
   [ExitCode.pinBlocked]: "PIN blocked",
   [ExitCode.integrity]: "signature or integrity failure",
   [ExitCode.notForThisHsm]: "not for this HSM (serial or owner)",

@@ -12,7 +12,7 @@ import { encodeCrlNumber } from "./der.js";
 import { crlNumberOfParsed, parseCrlDer } from "./fast-x509.js";
 import type { IssuerCredentials } from "./issue.js";
 import { signingAlgorithmFor } from "./issue.js";
-import { type CryptoProvider, nodeCrypto } from "./keys.js";
+import { type CryptoProvider, cryptoForKey, nodeCrypto } from "./keys.js";
 import { EXT } from "./oids.js";
 import { DEFAULT_BACKDATE_MS } from "./profiles.js";
 
@@ -89,7 +89,7 @@ export async function issueCrl(params: IssueCrlParams): Promise<X509Crl> {
       signingKey: params.issuer.privateKey,
       signingAlgorithm: signingAlgorithmFor(params.issuer.privateKey),
     },
-    crypto,
+    cryptoForKey(params.issuer.privateKey, crypto),
   );
   return new X509Crl(crl.rawData);
 }

@@ -15,6 +15,7 @@ import { encodeDirectoryNameConstraints } from "./constraints.js";
 import {
   type CryptoKey,
   type CryptoProvider,
+  cryptoForKey,
   generateEcKeyPair,
   hashForCurve,
   type NamedCurve,
@@ -288,7 +289,8 @@ async function signCertificate(args: {
       signingAlgorithm: signingAlgorithmFor(signingKey),
       extensions,
     },
-    crypto,
+    // A key on a PKCS#11 token signs through its own provider (keys.ts, externalSigningKey).
+    cryptoForKey(signingKey, crypto),
   );
   // Re-parse from DER so callers hold exactly what a verifier will see.
   return new X509Certificate(certificate.rawData);

@@ -94,6 +94,77 @@ export async function importPrivateKeyPem(
   return { key, curve: named };
 }
 
+/** Signs `data` (the whole message; the signer hashes it with `hash`) and returns raw r‖s. */
+export type ExternalSign = (data: Uint8Array, hash: "SHA-256" | "SHA-384") => Promise<Uint8Array>;
+
+const externalSigners = new WeakMap<object, ExternalSign>();
+
+/**
+ * A CryptoKey stand-in for a private key held elsewhere (a PKCS#11 token): it carries the algorithm
+ * WebCrypto callers read (ECDSA and its curve) and signs through `sign`. Only the providers made by
+ * {@link cryptoForKey} can sign with it; node's own WebCrypto refuses it (it is no native key).
+ */
+export function externalSigningKey(curve: NamedCurve, sign: ExternalSign): CryptoKey {
+  const key = Object.freeze({
+    type: "private",
+    extractable: false,
+    algorithm: Object.freeze({ name: "ECDSA", namedCurve: curve }),
+    usages: Object.freeze(["sign"]),
+  }) as unknown as CryptoKey;
+  externalSigners.set(key, sign);
+  return key;
+}
+
+export function isExternalSigningKey(key: CryptoKey): boolean {
+  return externalSigners.has(key);
+}
+
+/**
+ * `crypto` unchanged for a native key; for an {@link externalSigningKey}, a provider that sends
+ * `subtle.sign` with that key to its signer and everything else (digests, random numbers, other keys)
+ * to `crypto`. The signer returns r‖s, the WebCrypto form, so certificate and CRL generators encode
+ * the signature as they would a software one.
+ */
+export function cryptoForKey(key: CryptoKey, crypto: CryptoProvider): CryptoProvider {
+  const sign = externalSigners.get(key);
+  if (!sign) return crypto;
+  const subtle = crypto.subtle;
+  const wrappedSubtle = new Proxy(subtle, {
+    get(target, property) {
+      if (property === "sign") {
+        return async (
+          algorithm: { name?: string; hash?: string | { name: string } },
+          k: CryptoKey,
+          data: ArrayBuffer | ArrayBufferView,
+        ) => {
+          if (k !== key) return target.sign(algorithm as never, k, data);
+          const hash = typeof algorithm.hash === "string" ? algorithm.hash : algorithm.hash?.name;
+          if (algorithm.name !== "ECDSA" || (hash !== "SHA-256" && hash !== "SHA-384")) {
+            throw new UsageError(
+              `a token key signs ECDSA with SHA-256 or SHA-384 only (asked: ${algorithm.name})`,
+            );
+          }
+          const bytes =
+            data instanceof ArrayBuffer
+              ? new Uint8Array(data)
+              : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+          const signature = await sign(bytes, hash);
+          return signature.buffer.slice(signature.byteOffset, signature.byteOffset + signature.byteLength);
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return {
+    subtle: wrappedSubtle,
+    getRandomValues: <T extends ArrayBufferView | null>(array: T) =>
+      crypto.getRandomValues(array as never) as T,
+    randomUUID: () => crypto.randomUUID(),
+    CryptoKey: crypto.CryptoKey,
+  } as unknown as CryptoProvider;
+}
+
 const OPENSSL_CURVES: Readonly<Record<string, NamedCurve>> = {
   prime256v1: "P-256",
   secp384r1: "P-384",

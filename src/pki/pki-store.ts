@@ -6,6 +6,15 @@ import { bytesEqual } from "../util/bytes.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 import { acquireLockFile } from "../util/lock.js";
 import { X509Certificate, type X509Crl } from "../util/x509.js";
+import {
+  assertKeyOfCertificate,
+  type CaKeySecrets,
+  canonicalCaKeyReference,
+  generateCaKeyOnToken,
+  isPkcs11Uri,
+  type OpenedCaKey,
+  openCaKey,
+} from "./ca-key.js";
 import { CRL_REASONS, type CrlReasonName, crlToPem, DEFAULT_CRL_VALIDITY_DAYS, issueCrl } from "./crl.js";
 import { certificateParts } from "./der.js";
 import { DEVICE_FILES } from "./files.js";
@@ -17,12 +26,16 @@ import {
   issueCaCertificate,
   type OnboardingPki,
 } from "./issue.js";
-import { type CryptoProvider, exportPrivateKeyPem, importPrivateKeyPem, nodeCrypto } from "./keys.js";
+import { privateKeyPem } from "./key-files.js";
+import { type CryptoKey, type CryptoProvider, nodeCrypto } from "./keys.js";
 
 /**
- * The on-disk PKI directory written by `pki init` (a development and test PKI: keys are unencrypted
- * PKCS#8 files, mode 0600). Every file is written atomically (temporary file, fsync, rename, fsync of
- * the directory), and operations that change the CRL state hold a lock file.
+ * The on-disk PKI directory written by `pki init` and `pki issue-token-ca`. A CA key is a PKCS#8 file
+ * (mode 0600; passphrase-encrypted with `--encrypt`, plain otherwise, which warns each time it is
+ * loaded) or a key on a PKCS#11 token, recorded in pki-state.json as `keys.<ca>` (a `pkcs11:` URI
+ * without PIN) instead of a key file (docs/PKI.md, "CA keys"). Every file is written atomically
+ * (temporary file, fsync, rename, fsync of the directory), and operations that change the CRL state
+ * hold a lock file.
  */
 export const PKI_FILES = {
   rootCert: "root.pem",
@@ -46,8 +59,17 @@ const revokedRecord = z.object({
   reason: z.enum(CRL_REASONS),
   subject: z.string(),
 });
+const keyReference = z.string().refine(isPkcs11Uri, "a key reference in the state is a pkcs11: URI");
 const pkiStateSchema = z.object({
   version: z.literal(1),
+  /** CA keys held in a PKCS#11 token (no PIN in them); a CA not named here has its key file. */
+  keys: z
+    .object({
+      root: keyReference.optional(),
+      tokenCa: keyReference.optional(),
+      deviceCa: keyReference.optional(),
+    })
+    .optional(),
   owner: z.string().optional(),
   manufacturer: z.string(),
   /** CRL number the next signed CRL gets; numbers are never reused. */
@@ -63,6 +85,81 @@ export interface LoadedPki extends OnboardingPki {
   readonly state: PkiState;
 }
 
+/** The three CAs whose keys a PKI directory can hold. */
+export type CaName = "root" | "tokenCa" | "deviceCa";
+
+const CA_FILES: Readonly<Record<CaName, { cert: string; key: string; what: string }>> = {
+  root: { cert: PKI_FILES.rootCert, key: PKI_FILES.rootKey, what: "the root CA" },
+  tokenCa: { cert: PKI_FILES.tokenCaCert, key: PKI_FILES.tokenCaKey, what: "the token CA" },
+  deviceCa: { cert: PKI_FILES.deviceCaCert, key: PKI_FILES.deviceCaKey, what: "the device CA" },
+};
+
+/**
+ * Secrets for library callers that give none: a plain key file loads (no warning; the CLI passes
+ * one), an encrypted file or a token key is refused with the option that supplies the secret.
+ */
+export const NO_SECRETS: CaKeySecrets = {
+  pin: async (what) => {
+    throw new UsageError(`the ${what} is needed: give it with --ca-pin-fd N or --ca-pin-env NAME`);
+  },
+  passphrase: async (what) => {
+    throw new UsageError(
+      `the ${what} is needed: give it with --ca-passphrase-fd N or --ca-passphrase-env NAME`,
+    );
+  },
+  warn: () => {},
+};
+
+/** Options of every function that loads a CA key. */
+export interface CaKeyLoadOptions {
+  readonly crypto?: CryptoProvider;
+  readonly secrets?: CaKeySecrets;
+  /** Load this CA key instead of the one the directory records (a file path or a pkcs11: URI). */
+  readonly keyOverride?: Partial<Record<CaName, string>>;
+}
+
+/** Where a CA's key is: the override, else the state's pkcs11: reference, else the key file. */
+export function caKeyReference(dir: string, state: PkiState, ca: CaName, override?: string): string {
+  return override ?? state.keys?.[ca] ?? join(dir, CA_FILES[ca].key);
+}
+
+/** A CA certificate with its key opened (close it: a token key holds a session). */
+export interface OpenedIssuer extends IssuerCredentials {
+  readonly opened: OpenedCaKey;
+}
+
+/** Opens one CA of a PKI directory: its certificate and its key, checked to belong together. */
+export async function openIssuer(
+  dir: string,
+  state: PkiState,
+  ca: CaName,
+  options: CaKeyLoadOptions = {},
+): Promise<OpenedIssuer> {
+  const certificate = await readCertificateFile(join(dir, CA_FILES[ca].cert));
+  const reference = caKeyReference(dir, state, ca, options.keyOverride?.[ca]);
+  const opened = await openCaKey(reference, options.secrets ?? NO_SECRETS, {
+    ...(options.crypto ? { crypto: options.crypto } : {}),
+  }).catch((error: unknown) => {
+    const cause = (error as { cause?: NodeJS.ErrnoException }).cause;
+    if (!isPkcs11Uri(reference) && cause?.code === "ENOENT") {
+      throw new UsageError(`${dir} has no key for ${CA_FILES[ca].what} (${reference})`, { cause: error });
+    }
+    throw error;
+  });
+  try {
+    await assertKeyOfCertificate(
+      opened,
+      certificate,
+      `${CA_FILES[ca].what} certificate ${CA_FILES[ca].cert}`,
+      options.crypto,
+    );
+  } catch (error) {
+    opened.close();
+    throw error;
+  }
+  return { certificate, privateKey: opened.key, opened };
+}
+
 /** Whether `dir` already holds any file of a PKI. */
 export async function holdsPki(dir: string): Promise<boolean> {
   for (const file of Object.values(PKI_FILES)) {
@@ -72,6 +169,8 @@ export async function holdsPki(dir: string): Promise<boolean> {
 }
 
 export interface InitPkiOptions {
+  /** Encrypt the three key files with this passphrase (PBES2, scrypt; key-files.ts). */
+  readonly passphrase?: string;
   readonly owner?: string;
   readonly manufacturer?: string;
   readonly force?: boolean;
@@ -106,9 +205,17 @@ export async function initPkiDirectory(
       crlValidityDays: options.crlValidityDays ?? DEFAULT_CRL_VALIDITY_DAYS,
       revoked: [],
     };
-    await writeCredentials(dir, PKI_FILES.rootCert, PKI_FILES.rootKey, pki.root, crypto);
-    await writeCredentials(dir, PKI_FILES.tokenCaCert, PKI_FILES.tokenCaKey, pki.tokenCa, crypto);
-    await writeCredentials(dir, PKI_FILES.deviceCaCert, PKI_FILES.deviceCaKey, pki.deviceCa, crypto);
+    const passphrase = options.passphrase;
+    await writeCredentials(dir, PKI_FILES.rootCert, PKI_FILES.rootKey, pki.root, crypto, passphrase);
+    await writeCredentials(dir, PKI_FILES.tokenCaCert, PKI_FILES.tokenCaKey, pki.tokenCa, crypto, passphrase);
+    await writeCredentials(
+      dir,
+      PKI_FILES.deviceCaCert,
+      PKI_FILES.deviceCaKey,
+      pki.deviceCa,
+      crypto,
+      passphrase,
+    );
     const { crl, state: next } = await signNextCrl(dir, pki.tokenCa, state, options.now, crypto);
     return { pki, crl, state: next };
   });
@@ -125,44 +232,109 @@ export async function issueTokenCaToDirectory(
   manufacturerDir: string,
   owner: string,
   outDir: string,
-  options: { force?: boolean; now?: Date; crlValidityDays?: number; crypto?: CryptoProvider } = {},
+  options: IssueTokenCaOptions = {},
 ): Promise<{ tokenCa: IssuerCredentials; root: X509Certificate; crl: X509Crl; state: PkiState }> {
   const crypto = options.crypto ?? nodeCrypto;
+  const secrets = options.secrets ?? NO_SECRETS;
+  const tokenKey = options.tokenCaKey;
+  if (tokenKey && !isPkcs11Uri(tokenKey.reference)) {
+    throw new UsageError("--token-ca-key: a new token CA key goes into a token: give a pkcs11: URI");
+  }
+  if (tokenKey && options.passphrase !== undefined) {
+    throw new UsageError("--encrypt is for a key file; a key in a token has no file to encrypt");
+  }
   const manufacturerState = await readState(manufacturerDir);
-  const root = await readCredentials(manufacturerDir, PKI_FILES.rootCert, PKI_FILES.rootKey, crypto);
   if ((await realpathOrSelf(manufacturerDir)) === (await realpathOrSelf(outDir))) {
     throw new UsageError("--out must be a directory of its own, not the manufacturer's PKI directory");
   }
-  await mkdir(outDir, { recursive: true, mode: 0o700 });
-  if (!options.force && (await holdsPki(outDir))) {
-    throw new UsageError(`${outDir} already holds a PKI; pass --force to replace it`);
-  }
-  return withPkiLock(outDir, async () => {
-    const tokenCa = await issueCaCertificate({
-      issuer: root,
-      kind: "tokenCa",
-      organization: owner,
-      commonName: `${owner} Token CA`,
-      ...(options.now ? { now: options.now } : {}),
-      crypto,
-    });
-    const state: PkiState = {
-      version: 1,
-      owner,
-      manufacturer: manufacturerState.manufacturer,
-      nextCrlNumber: 1,
-      crlValidityDays: options.crlValidityDays ?? DEFAULT_CRL_VALIDITY_DAYS,
-      revoked: [],
-    };
-    // An owner directory from an earlier --force must not keep another PKI's keys.
-    for (const stale of [PKI_FILES.rootKey, PKI_FILES.deviceCaKey, PKI_FILES.deviceCaCert]) {
-      await rm(join(outDir, stale), { force: true });
+  const root = await openIssuer(manufacturerDir, manufacturerState, "root", { crypto, secrets });
+  let tokenCaKey: OpenedCaKey | undefined;
+  try {
+    await mkdir(outDir, { recursive: true, mode: 0o700 });
+    if (!options.force && (await holdsPki(outDir))) {
+      throw new UsageError(`${outDir} already holds a PKI; pass --force to replace it`);
     }
-    await atomicWriteFile(join(outDir, PKI_FILES.rootCert), pem(root.certificate));
-    await writeCredentials(outDir, PKI_FILES.tokenCaCert, PKI_FILES.tokenCaKey, tokenCa, crypto);
-    const { crl, state: next } = await signNextCrl(outDir, tokenCa, state, options.now, crypto);
-    return { tokenCa, root: root.certificate, crl, state: next };
-  });
+    return await withPkiLock(outDir, async () => {
+      let keys: { publicKey: CryptoKey; privateKey: CryptoKey } | undefined;
+      if (tokenKey) {
+        tokenCaKey = tokenKey.generate
+          ? await generateCaKeyOnToken(tokenKey.reference, "P-384", secrets, { crypto })
+          : await openCaKey(tokenKey.reference, secrets, { crypto });
+        if (!tokenCaKey.spki) {
+          throw new UsageError(
+            `${tokenCaKey.description}: the token holds no public key object for this key, so it cannot be certified`,
+          );
+        }
+        keys = { publicKey: await importPublicKey(tokenCaKey.spki, crypto), privateKey: tokenCaKey.key };
+      }
+      const issued = await issueCaCertificate({
+        issuer: root,
+        kind: "tokenCa",
+        organization: owner,
+        commonName: `${owner} Token CA`,
+        ...(options.now ? { now: options.now } : {}),
+        ...(keys ? { keys } : {}),
+        crypto,
+      });
+      const state: PkiState = {
+        version: 1,
+        ...(tokenKey ? { keys: { tokenCa: canonicalCaKeyReference(tokenKey.reference) } } : {}),
+        owner,
+        manufacturer: manufacturerState.manufacturer,
+        nextCrlNumber: 1,
+        crlValidityDays: options.crlValidityDays ?? DEFAULT_CRL_VALIDITY_DAYS,
+        revoked: [],
+      };
+      // An owner directory from an earlier --force must not keep another PKI's keys.
+      const stale: string[] = [PKI_FILES.rootKey, PKI_FILES.deviceCaKey, PKI_FILES.deviceCaCert];
+      if (tokenKey) stale.push(PKI_FILES.tokenCaKey);
+      for (const file of stale) await rm(join(outDir, file), { force: true });
+      await atomicWriteFile(join(outDir, PKI_FILES.rootCert), pem(root.certificate));
+      if (tokenCaKey) {
+        // The token then holds its certificate next to the key (same label and id), as PKCS#11 tools expect.
+        tokenCaKey.storeCertificate(new Uint8Array(issued.certificate.rawData));
+        await atomicWriteFile(join(outDir, PKI_FILES.tokenCaCert), pem(issued.certificate));
+      } else {
+        const passphrase =
+          options.passphrase ?? (options.newPassphrase ? await options.newPassphrase() : undefined);
+        await writeCredentials(
+          outDir,
+          PKI_FILES.tokenCaCert,
+          PKI_FILES.tokenCaKey,
+          issued,
+          crypto,
+          passphrase,
+        );
+      }
+      const { crl, state: next } = await signNextCrl(outDir, issued, state, options.now, crypto);
+      return { tokenCa: issued, root: root.certificate, crl, state: next };
+    });
+  } finally {
+    tokenCaKey?.close();
+    root.opened.close();
+  }
+}
+
+export interface IssueTokenCaOptions {
+  readonly force?: boolean;
+  readonly now?: Date;
+  readonly crlValidityDays?: number;
+  readonly crypto?: CryptoProvider;
+  /** Secrets of the root key (and of the token for a pkcs11: token CA key). */
+  readonly secrets?: CaKeySecrets;
+  /** The token CA key in a PKCS#11 token (a pkcs11: URI); `generate` makes the key pair there first. */
+  readonly tokenCaKey?: { readonly reference: string; readonly generate: boolean };
+  /** Encrypt the new token-ca.key.pem with this passphrase. */
+  readonly passphrase?: string;
+  /** Or ask for it, after the root key is open (so a terminal asks in a sensible order). */
+  readonly newPassphrase?: () => Promise<string>;
+}
+
+async function importPublicKey(spki: Uint8Array, crypto: CryptoProvider): Promise<CryptoKey> {
+  const { curveOfSpki } = await import("./keys.js");
+  return crypto.subtle.importKey("spki", spki, { name: "ECDSA", namedCurve: curveOfSpki(spki) }, true, [
+    "verify",
+  ]);
 }
 
 /** A PKI directory as far as its token CA goes: the state, the root certificate, the token CA and key. */
@@ -171,6 +343,8 @@ export interface LoadedTokenCa {
   readonly state: PkiState;
   readonly root: { readonly certificate: X509Certificate };
   readonly tokenCa: IssuerCredentials;
+  /** Closes the token CA key (a token session); a no-op for a key file. */
+  close(): void;
 }
 
 /**
@@ -179,25 +353,48 @@ export interface LoadedTokenCa {
  */
 export async function loadTokenCaDirectory(
   dir: string,
-  crypto: CryptoProvider = nodeCrypto,
+  options: CryptoProvider | CaKeyLoadOptions = {},
 ): Promise<LoadedTokenCa> {
+  const load = loadOptions(options);
   const state = await readState(dir);
-  const [root, tokenCa] = await Promise.all([
-    readCertificateFile(join(dir, PKI_FILES.rootCert)),
-    readCredentials(dir, PKI_FILES.tokenCaCert, PKI_FILES.tokenCaKey, crypto),
-  ]);
-  return { dir, state, root: { certificate: root }, tokenCa };
+  const root = await readCertificateFile(join(dir, PKI_FILES.rootCert));
+  const tokenCa = await openIssuer(dir, state, "tokenCa", load);
+  return {
+    dir,
+    state,
+    root: { certificate: root },
+    tokenCa: { certificate: tokenCa.certificate, privateKey: tokenCa.privateKey },
+    close: () => tokenCa.opened.close(),
+  };
 }
 
-/** Reads a PKI directory written by `pki init`. */
-export async function loadPkiDirectory(dir: string, crypto: CryptoProvider = nodeCrypto): Promise<LoadedPki> {
+function loadOptions(options: CryptoProvider | CaKeyLoadOptions): CaKeyLoadOptions {
+  return "subtle" in options ? { crypto: options as CryptoProvider } : (options as CaKeyLoadOptions);
+}
+
+/** Reads a PKI directory written by `pki init` (all three CA keys; close it when they are in a token). */
+export async function loadPkiDirectory(
+  dir: string,
+  options: CryptoProvider | CaKeyLoadOptions = {},
+): Promise<LoadedPki & { close(): void }> {
+  const load = loadOptions(options);
   const state = await readState(dir);
-  const [root, tokenCa, deviceCa] = await Promise.all([
-    readCredentials(dir, PKI_FILES.rootCert, PKI_FILES.rootKey, crypto),
-    readCredentials(dir, PKI_FILES.tokenCaCert, PKI_FILES.tokenCaKey, crypto),
-    readCredentials(dir, PKI_FILES.deviceCaCert, PKI_FILES.deviceCaKey, crypto),
-  ]);
-  return { dir, state, root, tokenCa, deviceCa };
+  const opened: OpenedIssuer[] = [];
+  const close = () => {
+    for (const issuer of opened) issuer.opened.close();
+  };
+  try {
+    for (const ca of ["root", "tokenCa", "deviceCa"] as const)
+      opened.push(await openIssuer(dir, state, ca, load));
+  } catch (error) {
+    close();
+    throw error;
+  }
+  const [root, tokenCa, deviceCa] = opened.map((o) => ({
+    certificate: o.certificate,
+    privateKey: o.privateKey,
+  })) as [IssuerCredentials, IssuerCredentials, IssuerCredentials];
+  return { dir, state, root, tokenCa, deviceCa, close };
 }
 
 /** `pki issue-device`: a device key, its certificate and the chain up to the root, in `outDir`. */
@@ -205,10 +402,11 @@ export async function issueDeviceToDirectory(
   pkiDir: string,
   outDir: string,
   serial: string,
-  options: { force?: boolean; now?: Date; crypto?: CryptoProvider } = {},
+  options: { force?: boolean; now?: Date; crypto?: CryptoProvider; secrets?: CaKeySecrets } = {},
 ): Promise<{ certificate: X509Certificate; files: { key: string; cert: string; chain: string } }> {
   const crypto = options.crypto ?? nodeCrypto;
-  const pki = await loadPkiDirectory(pkiDir, crypto);
+  const state = await readState(pkiDir);
+  const rootCertificate = await readCertificateFile(join(pkiDir, PKI_FILES.rootCert));
   const files = {
     key: join(outDir, DEVICE_FILES.key),
     cert: join(outDir, DEVICE_FILES.cert),
@@ -220,18 +418,28 @@ export async function issueDeviceToDirectory(
       if (await exists(file)) throw new UsageError(`${file} already exists; pass --force to replace it`);
     }
   }
-  const { certificate, privateKey } = await createDeviceIdentity({
-    deviceCa: pki.deviceCa,
-    serial,
-    manufacturer: pki.state.manufacturer,
-    ...(options.now ? { now: options.now } : {}),
+  // Only the device CA key is needed (not the root's or the token CA's).
+  const deviceCa = await openIssuer(pkiDir, state, "deviceCa", {
     crypto,
+    ...(options.secrets ? { secrets: options.secrets } : {}),
   });
-  // The key first: a certificate without its key is useless, a key without a certificate is harmless.
-  await atomicWriteFile(files.key, await exportPrivateKeyPem(privateKey, crypto), KEY_MODE);
-  await atomicWriteFile(files.cert, pem(certificate));
-  await atomicWriteFile(files.chain, pem(pki.deviceCa.certificate) + pem(pki.root.certificate));
-  return { certificate, files };
+  try {
+    const { certificate, privateKey } = await createDeviceIdentity({
+      deviceCa,
+      serial,
+      manufacturer: state.manufacturer,
+      ...(options.now ? { now: options.now } : {}),
+      crypto,
+    });
+    // The key first: a certificate without its key is useless, a key without a certificate is harmless.
+    // The device key stays a plain file: the agent reads it unattended (or the HSM holds it: pkcs11:).
+    await atomicWriteFile(files.key, await privateKeyPem(privateKey, undefined, crypto), KEY_MODE);
+    await atomicWriteFile(files.cert, pem(certificate));
+    await atomicWriteFile(files.chain, pem(deviceCa.certificate) + pem(rootCertificate));
+    return { certificate, files };
+  } finally {
+    deviceCa.opened.close();
+  }
 }
 
 /**
@@ -242,12 +450,31 @@ export async function revokeInPki(
   dir: string,
   certificateFile: string,
   reason: CrlReasonName,
-  options: { now?: Date; crypto?: CryptoProvider } = {},
+  options: { now?: Date } & CaKeyLoadOptions = {},
 ): Promise<{ certificate: X509Certificate; record: RevokedRecord; alreadyRevoked: boolean; crl?: X509Crl }> {
   const crypto = options.crypto ?? nodeCrypto;
   const certificate = await readCertificateFile(certificateFile);
   return withPkiLock(dir, async () => {
-    const pki = await loadTokenCaDirectory(dir, crypto);
+    const pki = await loadTokenCaDirectory(dir, { ...options, crypto });
+    try {
+      return await revokeWith(pki, certificate, certificateFile, reason, options.now, crypto);
+    } finally {
+      pki.close();
+    }
+  });
+}
+
+async function revokeWith(
+  pki: LoadedTokenCa,
+  certificate: X509Certificate,
+  certificateFile: string,
+  reason: CrlReasonName,
+  now: Date | undefined,
+  crypto: CryptoProvider,
+): Promise<{ certificate: X509Certificate; record: RevokedRecord; alreadyRevoked: boolean; crl?: X509Crl }> {
+  const dir = pki.dir;
+  const options = { now };
+  {
     await assertIssuedBy(certificate, pki.tokenCa, certificateFile, crypto);
     const serialNumber = certificate.serialNumber.toLowerCase();
     const previous = pki.state.revoked.find((r) => r.serialNumber === serialNumber);
@@ -261,22 +488,26 @@ export async function revokeInPki(
     const state: PkiState = { ...pki.state, revoked: [...pki.state.revoked, record] };
     const { crl } = await signNextCrl(dir, pki.tokenCa, state, options.now, crypto);
     return { certificate, record, alreadyRevoked: false, crl };
-  });
+  }
 }
 
 /** `pki crl`: signs a fresh CRL (next CRL number) with the current revocations. */
 export async function resignCrl(
   dir: string,
-  options: { now?: Date; validityDays?: number; crypto?: CryptoProvider } = {},
+  options: { now?: Date; validityDays?: number } & CaKeyLoadOptions = {},
 ): Promise<{ crl: X509Crl; state: PkiState }> {
   const crypto = options.crypto ?? nodeCrypto;
   return withPkiLock(dir, async () => {
-    const pki = await loadTokenCaDirectory(dir, crypto);
-    const state =
-      options.validityDays !== undefined
-        ? { ...pki.state, crlValidityDays: options.validityDays }
-        : pki.state;
-    return signNextCrl(dir, pki.tokenCa, state, options.now, crypto);
+    const pki = await loadTokenCaDirectory(dir, { ...options, crypto });
+    try {
+      const state =
+        options.validityDays !== undefined
+          ? { ...pki.state, crlValidityDays: options.validityDays }
+          : pki.state;
+      return await signNextCrl(dir, pki.tokenCa, state, options.now, crypto);
+    } finally {
+      pki.close();
+    }
   });
 }
 
@@ -345,27 +576,14 @@ async function writeCredentials(
   keyFile: string,
   credentials: IssuerCredentials,
   crypto: CryptoProvider,
+  passphrase?: string,
 ): Promise<void> {
   await atomicWriteFile(
     join(dir, keyFile),
-    await exportPrivateKeyPem(credentials.privateKey, crypto),
+    await privateKeyPem(credentials.privateKey, passphrase, crypto),
     KEY_MODE,
   );
   await atomicWriteFile(join(dir, certFile), pem(credentials.certificate));
-}
-
-async function readCredentials(
-  dir: string,
-  certFile: string,
-  keyFile: string,
-  crypto: CryptoProvider,
-): Promise<IssuerCredentials> {
-  const certificate = await readCertificateFile(join(dir, certFile));
-  const keyPath = join(dir, keyFile);
-  const { key } = await importPrivateKeyPem(await readText(keyPath), crypto).catch((error: unknown) => {
-    throw new UsageError(`${keyPath}: ${(error as Error).message}`, { cause: error });
-  });
-  return { certificate, privateKey: key };
 }
 
 /** Reads a certificate from a PEM or DER file. */
@@ -410,16 +628,6 @@ async function assertIssuedBy(
 
 function pem(certificate: X509Certificate): string {
   return `${certificate.toString("pem")}\n`;
-}
-
-async function readText(path: string): Promise<string> {
-  try {
-    return await readFile(path, "utf8");
-  } catch (error) {
-    throw new UsageError(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, {
-      cause: error,
-    });
-  }
 }
 
 async function realpathOrSelf(path: string): Promise<string> {
