@@ -15,7 +15,8 @@
  */
 import { gzipSync } from "node:zlib";
 import { decodeCommandApdu } from "../apdu/command.js";
-import { PIV_INS } from "../apdu/instructions.js";
+import { GP_INS, PIV_INS } from "../apdu/instructions.js";
+import type { ScpCardChannel } from "../apdu/scp11/secure-messaging.js";
 import { concatBytes, encodeLength, encodeTlv, readTlv } from "../apdu/tlv.js";
 import type { ApduInterceptor } from "./virtual-piv-card.js";
 
@@ -62,6 +63,19 @@ function dataObjectCommand(ins: number, objectId: number | undefined): CommandMa
   };
 }
 
+/** GET DATA BF21 in the issuer security domain: the SCP certificate store (`xx CA BF 21`). */
+export const scpCertificateStoreRequest: CommandMatcher = (command) =>
+  command[1] === GP_INS.getData && command[2] === 0xbf && command[3] === 0x21;
+
+/** INTERNAL AUTHENTICATE (`80 88`, SCP11b) or MUTUAL AUTHENTICATE (`80 82`, SCP11a/c). */
+export const scpAuthenticate: CommandMatcher = (command) =>
+  (command[0] === 0x80 || command[0] === 0x84) &&
+  (command[1] === GP_INS.internalAuthenticate || command[1] === GP_INS.mutualAuthenticate);
+
+/** A command wrapped in the secure channel (CLA b3 set), GET RESPONSE excepted. */
+export const scpWrappedCommand: CommandMatcher = (command) =>
+  ((command[0] ?? 0) & 0x04) !== 0 && command[1] !== PIV_INS.getResponse;
+
 /** GENERAL AUTHENTICATE with the key in `slot` (P2: 0x9E, 0x9C, …), any slot when not given. */
 export function generalAuthenticateWith(slot?: number): CommandMatcher {
   return (command) =>
@@ -76,6 +90,21 @@ const dataOf = (response: Uint8Array) => response.subarray(0, Math.max(0, respon
 const swOf = (response: Uint8Array) => response.subarray(Math.max(0, response.length - 2));
 const isOk = (response: Uint8Array) =>
   response.length >= 2 && response[response.length - 2] === 0x90 && response[response.length - 1] === 0x00;
+
+/**
+ * The card's whole answer to `command`: its 61xx pieces fetched with GET RESPONSE (bounded) and
+ * joined, so that a lie can change its end (an R-MAC) and send it back as one response.
+ */
+function wholeAnswer(command: Uint8Array, card: (command: Uint8Array) => Uint8Array): Uint8Array {
+  let r = card(command);
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < 1024 && r.length >= 2 && r[r.length - 2] === 0x61; i++) {
+    parts.push(dataOf(r));
+    r = card(Uint8Array.of(0x00, PIV_INS.getResponse, 0x00, 0x00, r[r.length - 1]!));
+  }
+  parts.push(dataOf(r));
+  return concatBytes(...parts, swOf(r));
+}
 
 /** `count` bytes of a recognisable filler. */
 function filler(count: number, byte = 0x00): Uint8Array {
@@ -110,6 +139,11 @@ export interface HostileOptions {
   readonly otherCommand?: Uint8Array;
   /** Signed challenge answer to replay (`7C … 82 …` ‖ 9000), for `replayed-signature`; recorded when absent. */
   readonly recorded?: Uint8Array;
+  /**
+   * The card's end of its SCP11 session (VirtualPivCard.scpChannel), for the modes where the card
+   * itself lies inside the channel: it holds the session keys, so its lies carry a valid R-MAC.
+   */
+  readonly scpChannel?: () => ScpCardChannel | undefined;
 }
 
 /** The genuine card and the command; returns what the hostile card answers instead. */
@@ -286,7 +320,230 @@ export const HOSTILE_MODES = {
       return genuine;
     },
   },
+  // ---- SCP11 (issue 11): the certificate store (GET DATA BF21) ---------------------------------
+  /** The first certificate's DER length one byte short: a byte is left over after it. */
+  "scp-store-wrong-length": {
+    describe: "certificate store whose first certificate's length field is 1 byte short",
+    lie: (command, card) => storeLie(command, card, (store) => adjustFirstLength(store, -1)),
+  },
+  /** The first certificate's DER length 16 bytes longer than what follows. */
+  "scp-store-length-overrun": {
+    describe: "certificate store whose first certificate's length announces 16 bytes more than are sent",
+    lie: (command, card) => storeLie(command, card, (store) => adjustFirstLength(store, 16)),
+  },
+  /** `BF21 84 FF FF FF FF` and a few bytes: a 4 GiB store announced. */
+  "scp-store-huge-length": {
+    describe: "certificate store `BF21 84 FF FF FF FF` + 16 bytes: 4 GiB announced",
+    lie: () =>
+      concatBytes(Uint8Array.of(0xbf, 0x21, 0x84, 0xff, 0xff, 0xff, 0xff), filler(16, 0x30), sw(0x9000)),
+  },
+  /** A well-formed store of SEQUENCEs larger than any genuine one (20 KB). */
+  "scp-store-oversized": {
+    describe: "certificate store of well-formed SEQUENCEs, `bytes` long (default 20,000) in one answer",
+    lie: (_command, _card, _state, options: HostileOptions) => {
+      const size = options.bytes ?? 20_000;
+      const one = encodeTlv(0x30, filler(996, 0x41));
+      const count = Math.ceil(size / one.length);
+      return concatBytes(
+        encodeTlv(0xbf21, concatBytes(...Array.from({ length: count }, () => one))),
+        sw(0x9000),
+      );
+    },
+  },
+  /** The certificates' SEQUENCE tag (30) changed to SET (31). */
+  "scp-store-wrong-tag": {
+    describe: "certificate store whose certificates are tagged 31 (SET) instead of 30",
+    lie: (command, card) =>
+      storeLie(command, card, (store) => {
+        const out = store.slice();
+        out[0] = 0x31;
+        return out;
+      }),
+  },
+  /** The leaf first, then another certificate (`content`, e.g. the vendor CA): not leaf-last. */
+  "scp-store-leaf-first": {
+    describe: "certificate store with the leaf first and a CA certificate (`content`) after it",
+    lie: (command, card, _state, options: HostileOptions) =>
+      storeLie(command, card, (store) => concatBytes(store, options.content ?? store)),
+  },
+  /** The store in a BF21 template (as Samsung's test card sends it): genuine, to be accepted. */
+  "scp-store-wrapped": {
+    describe: "the genuine certificate store inside a BF21 template (a valid form)",
+    lie: (command, card) => storeLie(command, card, (store) => encodeTlv(0xbf21, store)),
+  },
+  /** BF21 { BF21 { store } }. */
+  "scp-store-wrapper-duplicated": {
+    describe: "the genuine certificate store inside two BF21 templates",
+    lie: (command, card) => storeLie(command, card, (store) => encodeTlv(0xbf21, encodeTlv(0xbf21, store))),
+  },
+  /** BF21 { store } followed by a second BF21 { store }. */
+  "scp-store-wrapper-repeated": {
+    describe: "the genuine certificate store twice, each in its own BF21 template",
+    lie: (command, card) =>
+      storeLie(command, card, (store) => concatBytes(encodeTlv(0xbf21, store), encodeTlv(0xbf21, store))),
+  },
+
+  // ---- SCP11: the card's authenticate answer (5F49 ePK.SD ‖ 86 receipt) ----------------------
+  /** ePK.SD with one bit of Y flipped: 65 bytes, uncompressed, not on P-256. */
+  "scp-epk-off-curve": {
+    describe: "authenticate answer whose ePK.SD has a bit of Y flipped (off the curve)",
+    lie: (command, card) =>
+      answerLie(command, card, (epk, receipt) => {
+        const bad = epk.slice();
+        bad[64]! ^= 0x01;
+        return concatBytes(encodeTlv(0x5f49, bad), encodeTlv(0x86, receipt));
+      }),
+  },
+  /** ePK.SD the point at infinity (SEC 1 encoding: one 00 byte). */
+  "scp-epk-identity": {
+    describe: "authenticate answer whose ePK.SD is the point at infinity (`5F49 01 00`)",
+    lie: (command, card) =>
+      answerLie(command, card, (_epk, receipt) =>
+        concatBytes(encodeTlv(0x5f49, Uint8Array.of(0)), encodeTlv(0x86, receipt)),
+      ),
+  },
+  /** ePK.SD `04 ‖ 0…0 ‖ 0…0`: 65 bytes, the "zero point" some decoders take for the identity. */
+  "scp-epk-zero": {
+    describe: "authenticate answer whose ePK.SD is 04 followed by 64 zero bytes",
+    lie: (command, card) =>
+      answerLie(command, card, (_epk, receipt) =>
+        concatBytes(encodeTlv(0x5f49, concatBytes(Uint8Array.of(4), filler(64))), encodeTlv(0x86, receipt)),
+      ),
+  },
+  /** ePK.SD one byte short (64 bytes). */
+  "scp-epk-wrong-length": {
+    describe: "authenticate answer whose ePK.SD is 64 bytes (its last byte cut)",
+    lie: (command, card) =>
+      answerLie(command, card, (epk, receipt) =>
+        concatBytes(encodeTlv(0x5f49, epk.subarray(0, 64)), encodeTlv(0x86, receipt)),
+      ),
+  },
+  /** 5F49 only: no receipt. */
+  "scp-receipt-missing": {
+    describe: "authenticate answer without its receipt (5F49 only)",
+    lie: (command, card) => answerLie(command, card, (epk) => encodeTlv(0x5f49, epk)),
+  },
+  /** 5F49 ‖ 86 ‖ 86: the receipt twice. */
+  "scp-receipt-duplicated": {
+    describe: "authenticate answer with the receipt twice (5F49 ‖ 86 ‖ 86)",
+    lie: (command, card) =>
+      answerLie(command, card, (epk, receipt) =>
+        concatBytes(encodeTlv(0x5f49, epk), encodeTlv(0x86, receipt), encodeTlv(0x86, receipt)),
+      ),
+  },
+  /** The receipt with one bit flipped: a card that does not hold SK.SD (or a tampered handshake). */
+  "scp-receipt-wrong": {
+    describe: "authenticate answer whose receipt has one bit flipped",
+    lie: (command, card) =>
+      answerLie(command, card, (epk, receipt) => {
+        const bad = receipt.slice();
+        bad[15]! ^= 0x01;
+        return concatBytes(encodeTlv(0x5f49, epk), encodeTlv(0x86, bad));
+      }),
+  },
+
+  // ---- SCP11: wrapped answers ----------------------------------------------------------------
+  /** The last bit of the R-MAC flipped. */
+  "scp-rmac-flipped": {
+    describe: "wrapped answer whose R-MAC has one bit flipped",
+    lie: (command, card) => {
+      const r = wholeAnswer(command, card);
+      const data = dataOf(r).slice();
+      if (data.length > 0) data[data.length - 1]! ^= 0x01;
+      return concatBytes(data, swOf(r));
+    },
+  },
+  /** The wrapped answer cut in half (R-MAC gone, blocks cut). */
+  "scp-response-truncated": {
+    describe: "wrapped answer cut to half its length",
+    lie: (command, card) => {
+      const r = wholeAnswer(command, card);
+      const data = dataOf(r);
+      return concatBytes(data.subarray(0, Math.floor(data.length / 2)), swOf(r));
+    },
+  },
+  /** 9000 with no data: the R-MAC left out. */
+  "scp-response-no-rmac": {
+    describe: "answers a bare 9000 to a wrapped command (no R-MAC)",
+    lie: (command, card) => {
+      wholeAnswer(command, card);
+      return sw(0x9000);
+    },
+  },
+  /** An error status word with data (errors come back bare in SCP). */
+  "scp-error-with-data": {
+    describe: "answers 6A82 with 16 bytes of data to a wrapped command",
+    lie: (command, card) => {
+      wholeAnswer(command, card);
+      return concatBytes(filler(16, 0x41), sw(0x6a82));
+    },
+  },
+  /** The card (it holds the keys) encrypts a block without `80 00…` padding and MACs it correctly. */
+  "scp-response-bad-padding": {
+    describe: "wrapped answer, correctly MACed by the card, whose decrypted block has no 80 padding",
+    lie: (command, card, _state, options: HostileOptions) => {
+      wholeAnswer(command, card);
+      const channel = options.scpChannel?.();
+      if (!channel) throw new Error("scp-response-bad-padding needs the card's SCP channel");
+      return concatBytes(
+        channel.wrapResponse(filler(16, 0x41), 0x9000, (d) => d),
+        sw(0x9000),
+      );
+    },
+  },
+  /** The card wraps (validly) an answer larger than any PIV object: 40 KB in one response. */
+  "scp-response-oversized": {
+    describe: "wrapped answer of `bytes` (default 40,000) bytes, correctly MACed by the card",
+    lie: (command, card, _state, options: HostileOptions) => {
+      wholeAnswer(command, card);
+      const channel = options.scpChannel?.();
+      if (!channel) throw new Error("scp-response-oversized needs the card's SCP channel");
+      const plain = encodeTlv(0x53, filler(options.bytes ?? 40_000, 0x41));
+      return concatBytes(channel.wrapResponse(plain, 0x9000), sw(0x9000));
+    },
+  },
 } satisfies Record<string, { describe: string; lie: Lie }>;
+
+// ---------------------------------------------------------------------------------------------
+// SCP11 surgery
+
+/** The certificate store (bare, as the virtual card sends it) changed by `change`; errors pass. */
+function storeLie(
+  command: Uint8Array,
+  card: (command: Uint8Array) => Uint8Array,
+  change: (store: Uint8Array) => Uint8Array,
+): Uint8Array {
+  const r = wholeAnswer(command, card);
+  if (!isOk(r)) return r;
+  return concatBytes(change(dataOf(r)), sw(0x9000));
+}
+
+/** `store` with its first TLV's length field (1, 2 or 3 bytes after 81/82/83) changed by `delta`. */
+function adjustFirstLength(store: Uint8Array, delta: number): Uint8Array {
+  const out = store.slice();
+  const first = out[1] ?? 0;
+  const n = first & 0x80 ? first & 0x7f : 0;
+  let length = 0;
+  for (let i = 0; i < (n || 1); i++) length = length * 256 + (n ? out[2 + i]! : first);
+  length = Math.max(0, length + delta);
+  if (n === 0) out[1] = Math.min(length, 0x7f);
+  else for (let i = n - 1; i >= 0; i--, length = Math.floor(length / 256)) out[2 + i] = length & 0xff;
+  return out;
+}
+
+/** The authenticate answer rebuilt from its ePK.SD and receipt by `rebuild`; errors pass. */
+function answerLie(
+  command: Uint8Array,
+  card: (command: Uint8Array) => Uint8Array,
+  rebuild: (epk: Uint8Array, receipt: Uint8Array) => Uint8Array,
+): Uint8Array {
+  const r = wholeAnswer(command, card);
+  if (!isOk(r)) return r;
+  const data = dataOf(r);
+  const epk = readTlv(data, 0);
+  const receipt = readTlv(data, epk.end);
+  return concatBytes(rebuild(epk.tlv.value, receipt.tlv.value), sw(0x9000));
+}
 
 export type HostileMode = keyof typeof HOSTILE_MODES;
 
@@ -298,6 +555,28 @@ const DEFAULT_TARGET: Partial<Record<HostileMode, CommandMatcher>> = {
   "gzip-bomb-certificate": getDataOf(0x5fc101),
   "stale-responses": (command) => command[1] !== PIV_INS.select,
   "swallowed-write": putDataOf(),
+  "scp-store-wrong-length": scpCertificateStoreRequest,
+  "scp-store-length-overrun": scpCertificateStoreRequest,
+  "scp-store-huge-length": scpCertificateStoreRequest,
+  "scp-store-oversized": scpCertificateStoreRequest,
+  "scp-store-wrong-tag": scpCertificateStoreRequest,
+  "scp-store-leaf-first": scpCertificateStoreRequest,
+  "scp-store-wrapped": scpCertificateStoreRequest,
+  "scp-store-wrapper-duplicated": scpCertificateStoreRequest,
+  "scp-store-wrapper-repeated": scpCertificateStoreRequest,
+  "scp-epk-off-curve": scpAuthenticate,
+  "scp-epk-identity": scpAuthenticate,
+  "scp-epk-zero": scpAuthenticate,
+  "scp-epk-wrong-length": scpAuthenticate,
+  "scp-receipt-missing": scpAuthenticate,
+  "scp-receipt-duplicated": scpAuthenticate,
+  "scp-receipt-wrong": scpAuthenticate,
+  "scp-rmac-flipped": scpWrappedCommand,
+  "scp-response-truncated": scpWrappedCommand,
+  "scp-response-no-rmac": scpWrappedCommand,
+  "scp-error-with-data": scpWrappedCommand,
+  "scp-response-bad-padding": scpWrappedCommand,
+  "scp-response-oversized": scpWrappedCommand,
 };
 
 let bomb: Uint8Array | undefined;

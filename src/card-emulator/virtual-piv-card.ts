@@ -27,6 +27,7 @@ import { type DecodedCommandApdu, decodeCommandApdu } from "../apdu/command.js";
 import { GP_INS, PIV_INS } from "../apdu/instructions.js";
 import { encodeResponseApdu } from "../apdu/response.js";
 import { ISD_AID } from "../apdu/scp11/host.js";
+import type { ScpCardChannel } from "../apdu/scp11/secure-messaging.js";
 import { SW } from "../apdu/status-words.js";
 import { concatBytes, decodeTlv, decodeTlvs, encodeTlv, encodeTlvs, findTlv, type Tlv } from "../apdu/tlv.js";
 import { ECDSA_PROFILES, ecdsaRawToDer } from "../crypto/ecdsa.js";
@@ -523,6 +524,11 @@ export class VirtualPivCard implements ApduResponder {
   /** True while an SCP11 session is open (tests). */
   get scpSessionOpen(): boolean {
     return this.volatile.scp.session !== undefined;
+  }
+
+  /** The card's end of the open SCP11 session: what a hostile card signs its lies with (tests). */
+  get scpChannel(): ScpCardChannel | undefined {
+    return this.volatile.scp.session;
   }
 
   /** Sends at most 256 bytes (or Ne of an extended command) and keeps the rest for GET RESPONSE. */

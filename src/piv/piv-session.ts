@@ -81,6 +81,20 @@ import {
 
 const INS = PIV_INS;
 
+/**
+ * Inside SCP11, the command that tells a PIV "security status not satisfied" (6982, session alive)
+ * from a channel break (6982, session dropped): GET DATA of the discovery object, readable always,
+ * without side effects (SP 800-73-4 Part 1 §3.3.2). See Scp11HostOptions.liveProbe.
+ */
+const SCP_LIVE_PROBE = {
+  cla: 0,
+  ins: PIV_INS.getData,
+  p1: 0x3f,
+  p2: 0xff,
+  data: Uint8Array.of(0x5c, 0x01, 0x7e),
+  le: 256,
+} as const;
+
 const PIN_REFERENCE = 0x80;
 const PUK_REFERENCE = 0x81;
 
@@ -188,8 +202,10 @@ export class PivSession {
   static async open(transport: CardTransport, options: PivSessionOptions = {}): Promise<PivSession> {
     const session = new PivSession(new SmartCardProtocol(transport, options));
     if (options.scp) {
-      const { session: _keys, ...info } = await openScp11(session.protocol, options.scp, () =>
-        session.select(),
+      const { session: _keys, ...info } = await openScp11(
+        session.protocol,
+        { liveProbe: SCP_LIVE_PROBE, ...options.scp },
+        () => session.select(),
       );
       session.secureChannel = info;
     } else {

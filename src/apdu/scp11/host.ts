@@ -13,8 +13,9 @@
  *        command chaining, every answer reassembled (GET RESPONSE travels bare) then unwrapped.
  *
  * Fail-closed: a SELECT through the session, a transport failure (card reset or pulled), a card
- * answer of 6982 (bad C-MAC, session lost) or any R-MAC/padding failure closes the channel for
- * good and throws ScpIntegrityError (exit 15); nothing is ever re-sent in clear. A card that does
+ * answer of 6982 after which the session is gone (bad C-MAC; see ScpProcessor and liveProbe) or
+ * any R-MAC/padding failure closes the channel for good and throws ScpIntegrityError (exit 15);
+ * nothing is ever re-sent in clear. A card that does
  * not offer SCP11 at all (no SD, no such key, authenticate refused) is ScpUnavailableError (exit
  * 11): the flows refuse it unless plaintext was explicitly allowed.
  */
@@ -78,6 +79,14 @@ export interface Scp11HostOptions {
   readonly oce?: OceCredentials;
   /** Known-answer tests only: pins the host's ephemeral key. */
   readonly ephemeralKey?: KeyObject;
+  /**
+   * A command of the selected application with no side effect that always answers 9000 with data
+   * (PIV: GET DATA of the discovery object 7E). Sent wrapped after a bare 6982 to learn whether the
+   * session survived: if it did, the 6982 was the application's answer ("security status not
+   * satisfied", e.g. a PIN-protected object before VERIFY) and is returned as such; if not, the
+   * channel failed (exit 15). Without it every 6982 inside the session is a channel failure.
+   */
+  readonly liveProbe?: CommandApdu;
 }
 
 /** What an opened channel reports (for the audit log, status, receipts). */
@@ -96,6 +105,8 @@ export class ScpProcessor implements ApduProcessor {
     readonly channel: ScpHostChannel,
     /** The stack's APDU format: with extended APDUs a command asking for more than 256 bytes is sent extended. */
     private readonly format: () => "short" | "extended" = () => "short",
+    /** See Scp11HostOptions.liveProbe. */
+    private readonly probe?: CommandApdu,
   ) {}
 
   async process(command: CommandApdu): Promise<ResponseApdu> {
@@ -119,13 +130,41 @@ export class ScpProcessor implements ApduProcessor {
       this.channel.close("the card connection failed");
       throw e;
     }
-    if (response.sw === 0x6982) {
+    if (response.sw === 0x6982 && response.data.length === 0) {
+      // 6982 is an error status: it comes back bare (GP Amendment D §6.2.6), so it cannot say
+      // whether the application refused the command (PIV: PIN not verified) or the security domain
+      // rejected its C-MAC and ended the session. A live session tells them apart (see docs/SECURITY.md).
+      if (await this.sessionSurvived()) return response;
       this.channel.close("card refused a wrapped command (6982)");
       throw new ScpIntegrityError(
         "secure channel: the card refused a wrapped command (6982: bad MAC or session lost); nothing re-sent",
       );
     }
     return this.channel.unwrap(response);
+  }
+
+  /**
+   * After a bare 6982: sends the probe (a wrapped command without side effects that a live session
+   * answers 9000 with data, e.g. PIV's discovery object) and says whether its answer carried a valid
+   * R-MAC. A card drops the session on a C-MAC failure, so only then can the 6982 be the
+   * application's. Without a probe every 6982 is a channel failure. A failure of the probe itself
+   * (6982 again, a bad R-MAC, no card) is a channel failure too.
+   */
+  private async sessionSurvived(): Promise<boolean> {
+    if (!this.probe || this.channel.closed) return false;
+    let answer: ResponseApdu;
+    try {
+      answer = await this.next.process(this.channel.wrap(this.probe));
+    } catch {
+      return false;
+    }
+    if (answer.sw !== 0x9000 || answer.data.length === 0) return false;
+    try {
+      this.channel.unwrap(answer);
+      return true;
+    } catch {
+      return false;
+    }
   }
 }
 
@@ -243,6 +282,6 @@ export async function openScp11(
     pkSd: chain.pkSd,
   });
   const channel = new ScpHostChannel(session);
-  protocol.use((next) => new ScpProcessor(next, channel, () => protocol.format));
+  protocol.use((next) => new ScpProcessor(next, channel, () => protocol.format, options.liveProbe));
   return { protocol: `SCP11${variant}`, kid, kvn, chain: chain.subjects, session };
 }

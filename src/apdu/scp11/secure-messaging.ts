@@ -215,12 +215,19 @@ export class ScpCardChannel extends ScpChannelState {
     return plain;
   }
 
-  /** The data field to send with `sw`: encrypted data ‖ R-MAC for 9000/62xx/63xx, else nothing. */
-  wrapResponse(data: Uint8Array, sw: number): Uint8Array {
+  /**
+   * The data field to send with `sw`: encrypted data ‖ R-MAC for 9000/62xx/63xx, else nothing.
+   * `pad` is ISO 9797-1 method 2; only a hostile test card passes another one.
+   */
+  wrapResponse(
+    data: Uint8Array,
+    sw: number,
+    pad: (data: Uint8Array) => Uint8Array = padIso9797m2,
+  ): Uint8Array {
     this.ensureOpen();
     if (!isProtectedStatus(sw)) return new Uint8Array(0);
     const encrypted =
-      data.length === 0 ? new Uint8Array(0) : aesCbc(this.keys.sEnc, this.responseIv(), padIso9797m2(data));
+      data.length === 0 ? new Uint8Array(0) : aesCbc(this.keys.sEnc, this.responseIv(), pad(data));
     return concatBytes(encrypted, this.rmac(encrypted, sw));
   }
 }

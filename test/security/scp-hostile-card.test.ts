@@ -1,0 +1,394 @@
+/**
+ * Issue 11: a hostile card against the SCP11 decoders of the host (src/apdu/scp11), through the
+ * whole PIV stack in this process (PivElement with the station's and agent's channel policy,
+ * SCP11b to the test vendor CA). The hostile modes (src/card-emulator/hostile-card.ts) lie about
+ * - the certificate store (GET DATA BF21): wrong lengths, a huge or endless store, wrong tags, the
+ *   leaf first, the BF21 wrapper doubled or repeated (one wrapper, or none, is valid);
+ * - the handshake answer: ePK.SD off the curve, the point at infinity, the zero point, a wrong
+ *   length; the receipt missing, twice, or wrong;
+ * - wrapped answers: a flipped R-MAC, an answer cut short, a bare 9000 without R-MAC, an error
+ *   status with data, a card-MACed block without its padding, a card-MACed answer too long.
+ * Each one must end in its typed error with its documented exit code (15 for a channel failure; 11
+ * for an SCP certificate chain that does not validate), before any PIN reaches the card: no VERIFY
+ * is sent, the card's PIN retry counter is untouched, nothing is written onto the card and — where
+ * the agent got as far as its flow — nothing is applied (dry-run record and network state as before).
+ *
+ * It also pins the two rules of the host's response handling (docs/SECURITY.md §8):
+ * - R-MAC: exactly 9000, 62xx and 63xx carry one (even without data); every other status is bare;
+ * - 6982: a bare 6982 after which the session is still alive (a wrapped probe answers with a valid
+ *   R-MAC) is the application's "security status not satisfied" (SecurityStatusError, the session
+ *   goes on); if the session is gone (the card rejected the C-MAC) it is a channel failure (15).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { runAgentOnce } from "../../src/agent/agent.js";
+import { AgentStateStore } from "../../src/agent/state-store.js";
+import { DEFAULT_MAX_RESPONSE_BYTES } from "../../src/apdu/chaining.js";
+import { SecurityStatusError } from "../../src/apdu/status-words.js";
+import { type CardState, MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
+import {
+  type HostileMode,
+  type HostileOptions,
+  hostileCard,
+  MAX_READER_RESPONSE_BYTES,
+  scpCertificateStoreRequest,
+} from "../../src/card-emulator/hostile-card.js";
+import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
+import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import {
+  CertificateValidationError,
+  ExitCode,
+  MalformedError,
+  type OnboardError,
+  ScpIntegrityError,
+  ScpMalformedError,
+} from "../../src/errors.js";
+import type { IssuerCredentials } from "../../src/pki/issue.js";
+import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
+import { type PivElement, PivElement as PivElementClass } from "../../src/secure-element/piv-element.js";
+import { writeConfigurationToCard } from "../../src/station/write-card.js";
+import { InProcessTransport } from "../../src/transport/in-process.js";
+import { createTestPki, initAgent, LAB_PLAN, PIN, pins, type TestPki, tempDir } from "../agent/fixtures.js";
+import {
+  CardTemplate,
+  dryRunIn,
+  dryRunRecord,
+  expectTypedError,
+  networkFacts,
+  TransportMeter,
+} from "./support.js";
+
+const INS_VERIFY = 0x20;
+
+let base: { dir: string; cleanup: () => Promise<void> };
+let testPki: TestPki;
+let crl1: Uint8Array;
+let vendor: IssuerCredentials;
+let vendorDer: Uint8Array;
+/** A personalised card with LAB_PLAN (sequence 3) and its SCP11b key from `vendor`. */
+let template: CardTemplate;
+
+beforeAll(async () => {
+  base = await tempDir("hsm-security-scp-hostile-");
+  testPki = await createTestPki(base.dir);
+  crl1 = await testPki.crl(1);
+  vendor = await createScpVendorCa("Hostile Test Card Vendor");
+  vendorDer = new Uint8Array(vendor.certificate.rawData);
+  const personalised = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
+  await personalised.write(LAB_PLAN, { crl: crl1, sequence: 3 });
+  template = await personalised.derive((card) => provisionScpKey(card, vendor));
+}, 120_000);
+afterAll(async () => {
+  await base?.cleanup();
+});
+
+/** A fresh card of the template, its state store (to compare before/after), hostile when asked. */
+function cardWith(mode?: HostileMode, options: HostileOptions = {}) {
+  const store = new MemoryCardStateStore(template.cardState);
+  let card: VirtualPivCard | undefined;
+  const hostile = mode
+    ? hostileCard(mode, { ...options, armed: false, scpChannel: () => card?.scpChannel })
+    : undefined;
+  card = new VirtualPivCard({ store, ...(hostile ? { intercept: hostile.intercept } : {}) });
+  return { card, store, hostile };
+}
+
+/** What a write or a PIN try would change: the PIN (value and retry counter) and the data objects. */
+function persistent(store: MemoryCardStateStore): Pick<CardState, "pin" | "puk" | "objects"> {
+  const s = store.load()!;
+  return { pin: s.pin, puk: s.puk, objects: s.objects };
+}
+
+/** Opens the card as station and agent do: SCP11b to the vendor CA required, no plaintext. */
+function openScp(card: VirtualPivCard, meter: TransportMeter): Promise<PivElement> {
+  return PivElementClass.open(meter.wrap(new InProcessTransport(card, { readerName: "Virtual PIV card" })), {
+    channel: { scp: { variant: "b", kvn: 1, trust: { anchors: [vendorDer] } }, allowPlaintext: false },
+  });
+}
+
+interface Case {
+  readonly mode: HostileMode;
+  readonly error: abstract new (...args: never[]) => OnboardError;
+  readonly exit: number;
+  readonly reason: RegExp;
+  readonly options?: () => HostileOptions;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The handshake: refused while the channel opens (before the flow, before any PIN)
+
+const HANDSHAKE_CASES: Case[] = [
+  { mode: "scp-store-wrong-length", error: ScpMalformedError, exit: 15, reason: /certificate store/ },
+  { mode: "scp-store-length-overrun", error: ScpMalformedError, exit: 15, reason: /certificate store/ },
+  { mode: "scp-store-huge-length", error: ScpMalformedError, exit: 15, reason: /certificate store/ },
+  { mode: "scp-store-oversized", error: ScpMalformedError, exit: 15, reason: /\(max 16384\)/ },
+  {
+    mode: "scp-store-wrong-tag",
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /something else than a certificate/,
+  },
+  {
+    mode: "scp-store-leaf-first",
+    error: CertificateValidationError,
+    exit: ExitCode.cardNotTrusted,
+    reason: /SCP certificate/,
+    options: () => ({ content: vendorDer }),
+  },
+  { mode: "scp-store-wrapper-duplicated", error: ScpMalformedError, exit: 15, reason: /certificate/ },
+  { mode: "scp-store-wrapper-repeated", error: ScpMalformedError, exit: 15, reason: /bytes after the BF21/ },
+  { mode: "scp-epk-off-curve", error: ScpIntegrityError, exit: 15, reason: /ePK\.SD: not a point on P-256/ },
+  { mode: "scp-epk-identity", error: ScpMalformedError, exit: 15, reason: /ePK\.SD is not a 65-byte point/ },
+  { mode: "scp-epk-zero", error: ScpIntegrityError, exit: 15, reason: /ePK\.SD: not a point on P-256/ },
+  {
+    mode: "scp-epk-wrong-length",
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /ePK\.SD is not a 65-byte point/,
+  },
+  { mode: "scp-receipt-missing", error: ScpMalformedError, exit: 15, reason: /must be 5F49 then 86/ },
+  { mode: "scp-receipt-duplicated", error: ScpMalformedError, exit: 15, reason: /not BER-TLV|5F49 then 86/ },
+  { mode: "scp-receipt-wrong", error: ScpIntegrityError, exit: 15, reason: /receipt does not verify/ },
+];
+
+describe("hostile card during the SCP11 handshake: refused before any PIN, the card untouched", () => {
+  for (const c of HANDSHAKE_CASES)
+    test(`${c.mode}: ${c.error.name}, exit ${c.exit}`, async () => {
+      const { card, store, hostile } = cardWith(c.mode, c.options?.() ?? {});
+      hostile!.armed = true;
+      const before = persistent(store);
+      const meter = new TransportMeter();
+      const failure = await openScp(card, meter).then(
+        async (element) => {
+          await element.close();
+          return undefined;
+        },
+        (error: unknown) => error,
+      );
+      expect(hostile!.lies, "the hostile card was never reached").toBeGreaterThan(0);
+      expectTypedError(failure, c.error, c.exit);
+      expect((failure as Error).message).toMatch(c.reason);
+      expect(meter.instructions, "no VERIFY (no PIN) after a failed handshake").not.toContain(INS_VERIFY);
+      // Nothing after the handshake: no wrapped command was sent.
+      expect(meter.instructions.at(-1)).toBe(c.mode.startsWith("scp-store") ? 0xca : 0x88);
+      expect(persistent(store)).toEqual(before);
+    });
+
+  test("endless 61xx chaining of the certificate store: bounded, exit 15, before any PIN", async () => {
+    const { card, store, hostile } = cardWith("endless-chaining", { when: scpCertificateStoreRequest });
+    hostile!.armed = true;
+    const before = persistent(store);
+    const meter = new TransportMeter();
+    const failure = await openScp(card, meter).catch((e: unknown) => e);
+    expectTypedError(failure, MalformedError, ExitCode.integrity);
+    expect(meter.bytesReceived).toBeLessThanOrEqual(DEFAULT_MAX_RESPONSE_BYTES + MAX_READER_RESPONSE_BYTES);
+    expect(meter.instructions).not.toContain(INS_VERIFY);
+    expect(persistent(store)).toEqual(before);
+  });
+
+  test("the store inside one BF21 template (Samsung's form) is accepted: the channel opens", async () => {
+    const { card, hostile } = cardWith("scp-store-wrapped");
+    hostile!.armed = true;
+    const element = await openScp(card, new TransportMeter());
+    try {
+      expect(hostile!.lies).toBe(1);
+      expect(element.info.channel).toMatchObject({ kind: "scp11", protocol: "SCP11b" });
+      expect(card.scpSessionOpen).toBe(true);
+    } finally {
+      await element.close();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Wrapped answers: the first wrapped command of the agent's and the station's flow (before the PIN)
+
+const RESPONSE_CASES: Case[] = [
+  { mode: "scp-rmac-flipped", error: ScpIntegrityError, exit: 15, reason: /R-MAC of the card's answer/ },
+  { mode: "scp-response-truncated", error: ScpIntegrityError, exit: 15, reason: /R-MAC|whole blocks/ },
+  { mode: "scp-response-no-rmac", error: ScpIntegrityError, exit: 15, reason: /without R-MAC/ },
+  { mode: "scp-error-with-data", error: ScpIntegrityError, exit: 15, reason: /6a82 with unprotected data/ },
+  { mode: "scp-response-bad-padding", error: ScpIntegrityError, exit: 15, reason: /padding/ },
+  { mode: "scp-response-oversized", error: MalformedError, exit: 15, reason: /exceeds 32768 bytes/ },
+];
+
+/** The stable code the agent reports. */
+function codeOf(type: Case["error"]): string {
+  if (type === ScpIntegrityError) return "ERR_SCP_INTEGRITY";
+  if (type === ScpMalformedError) return "ERR_SCP_MALFORMED";
+  return "ERR_MALFORMED";
+}
+
+describe("hostile card inside the channel, against the agent (runAgentOnce, dry-run applier)", () => {
+  for (const c of RESPONSE_CASES)
+    test(`${c.mode}: exit ${c.exit} before the PIN, nothing applied, nothing written`, async () => {
+      const { stateDir } = await initAgent(base.dir, testPki, { crl: crl1, name: `agent-${c.mode}` });
+      const { card, store, hostile } = cardWith(c.mode);
+      const before = persistent(store);
+      const meter = new TransportMeter();
+      const element = await openScp(card, meter);
+      hostile!.armed = true; // the channel opened honestly; the flow's first wrapped answer lies
+      const factsBefore = await networkFacts(stateDir);
+      const recordBefore = await dryRunRecord(stateDir);
+      const pinSource = pins(PIN);
+      const result = await runAgentOnce({ stateDir, net: await dryRunIn(stateDir), element, pinSource });
+
+      expect(hostile!.lies).toBe(1);
+      expect(result, JSON.stringify(result.error)).toMatchObject({ ok: false, exitCode: c.exit });
+      expect(result.error?.code).toBe(codeOf(c.error));
+      expect(result.error?.message).toMatch(c.reason);
+      expect(pinSource.prompts).toEqual([]);
+      expect(meter.instructions).not.toContain(INS_VERIFY);
+      expect(await dryRunRecord(stateDir)).toBe(recordBefore);
+      expect(await networkFacts(stateDir)).toEqual(factsBefore);
+      const { state } = await AgentStateStore.open(stateDir);
+      expect(state.stage).toBe("waiting-for-card");
+      expect(state.lastError?.exitCode).toBe(c.exit);
+      expect(persistent(store)).toEqual(before);
+    });
+});
+
+describe("hostile card inside the channel, against the station (writeConfigurationToCard)", () => {
+  for (const c of RESPONSE_CASES)
+    test(`${c.mode}: ${c.error.name}, exit ${c.exit} before the PIN, nothing written`, async () => {
+      const { card, store, hostile } = cardWith(c.mode);
+      const before = persistent(store);
+      const meter = new TransportMeter();
+      const element = await openScp(card, meter);
+      hostile!.armed = true;
+      let asked = false;
+      const failure = await writeConfigurationToCard({
+        element,
+        plan: LAB_PLAN,
+        stationDir: await stationDir(),
+        pin: async () => {
+          asked = true;
+          return PIN;
+        },
+      }).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      await element.close();
+      expect(hostile!.lies).toBe(1);
+      expectTypedError(failure, c.error, c.exit);
+      expect((failure as Error).message).toMatch(c.reason);
+      expect(asked).toBe(false);
+      expect(meter.instructions).not.toContain(INS_VERIFY);
+      expect(persistent(store)).toEqual(before);
+    });
+});
+
+let station: string | undefined;
+async function stationDir(): Promise<string> {
+  if (station) return station;
+  const { join } = await import("node:path");
+  const { initStation } = await import("../../src/station/init-station.js");
+  const { updateStationCrl } = await import("../../src/station/crl-update.js");
+  const { parseCrl } = await import("../../src/pki/crl.js");
+  const dir = join(base.dir, "station");
+  await initStation(dir, testPki.pki.root.certificate);
+  await updateStationCrl(dir, parseCrl(crl1), { issuers: [testPki.pki.tokenCa.certificate] });
+  station = dir;
+  return dir;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host's rules for status words inside the channel
+
+describe("status words inside the channel (GP Amendment D §6.2.5–6.2.6, as the host applies them)", () => {
+  test("a PIN-protected object read before VERIFY: the card's 6982 with the session alive is SecurityStatusError (not a channel failure), and the session goes on", async () => {
+    const { card } = cardWith();
+    const meter = new TransportMeter();
+    const element = await openScp(card, meter);
+    try {
+      // Printed information (5FC109) is PIN-protected on a PIV card.
+      const failure = await element.session.getData(0x5fc109).catch((e: unknown) => e);
+      expect(failure).toBeInstanceOf(SecurityStatusError);
+      expect((failure as OnboardError).exitCode).not.toBe(ExitCode.integrity);
+      expect(card.scpSessionOpen).toBe(true);
+      // One wrapped probe followed the 6982 (GET DATA of the discovery object), then the session
+      // carries on: the PIN is verified inside it and the object reads.
+      await element.verifyPin(PIN);
+      expect(meter.instructions).toContain(INS_VERIFY);
+      await expect(element.session.getData(0x5fc109)).resolves.toBeInstanceOf(Uint8Array);
+    } finally {
+      await element.close();
+    }
+  });
+
+  test("a 6982 after which the session is gone (the card rejected a C-MAC) is a channel failure: exit 15, channel closed", async () => {
+    let flip = false;
+    const store = new MemoryCardStateStore(template.cardState);
+    const card = new VirtualPivCard({
+      store,
+      intercept: (command, answer) => {
+        if (!flip || (command[0]! & 0x04) === 0) return answer(command);
+        flip = false;
+        const bad = command.slice();
+        bad[bad.length - 9]! ^= 0x01; // inside the encrypted data
+        return answer(bad);
+      },
+    });
+    const element = await openScp(card, new TransportMeter());
+    try {
+      flip = true;
+      const failure = await element.session.getData(0x5fc102).catch((e: unknown) => e);
+      expectTypedError(failure, ScpIntegrityError, ExitCode.integrity);
+      expect((failure as Error).message).toMatch(/6982/);
+      expect(card.scpSessionOpen).toBe(false);
+      // Closed for good: nothing more is sent, in clear or wrapped.
+      const again = await element.session.getData(0x5fc102).catch((e: unknown) => e);
+      expectTypedError(again, ScpIntegrityError, ExitCode.integrity);
+    } finally {
+      await element.close();
+    }
+  });
+
+  test("a forged bare 6982 in place of a genuine answer, the session alive: reported as the card's refusal, never as success", async () => {
+    // An attacker on the reader can turn any answer into a bare error status (GP gives error
+    // statuses no R-MAC); what it cannot do is turn an error into a success or change data.
+    let forge = false;
+    const store = new MemoryCardStateStore(template.cardState);
+    const card = new VirtualPivCard({
+      store,
+      intercept: (command, answer) => {
+        const r = answer(command);
+        if (!forge || (command[0]! & 0x04) === 0) return r;
+        forge = false;
+        return Uint8Array.of(0x69, 0x82);
+      },
+    });
+    const element = await openScp(card, new TransportMeter());
+    try {
+      forge = true;
+      const failure = await element.session.getData(0x5fc102).catch((e: unknown) => e);
+      expect(failure).toBeInstanceOf(SecurityStatusError);
+      expect(card.scpSessionOpen).toBe(true);
+    } finally {
+      await element.close();
+    }
+  });
+
+  test("warnings carry an R-MAC: a bare 63C2 to the wrapped VERIFY is a channel failure (15), the counter as the card left it", async () => {
+    const store = new MemoryCardStateStore(template.cardState);
+    let strip = false;
+    const card = new VirtualPivCard({
+      store,
+      intercept: (command, answer) => {
+        const r = answer(command);
+        if (!strip || command[1] !== INS_VERIFY) return r;
+        strip = false;
+        return r.subarray(r.length - 2); // the status word alone
+      },
+    });
+    const element = await openScp(card, new TransportMeter());
+    try {
+      strip = true;
+      const failure = await element.verifyPin("999999").catch((e: unknown) => e);
+      expectTypedError(failure, ScpIntegrityError, ExitCode.integrity);
+      expect((failure as Error).message).toMatch(/without R-MAC/);
+    } finally {
+      await element.close();
+    }
+  });
+});
