@@ -233,6 +233,8 @@ export class Agent {
         error = messageOf(rollbackError);
         this.#log(`an interrupted apply could not be rolled back: ${error}`);
         await this.#record("interrupted-apply-rollback-failed", { message: error });
+        // `applying` and its snapshot stay for the next start; a damaged log still refuses here.
+        this.#refuseOnDamagedAudit();
         return { stage: "applying", reconciled, error };
       }
     }
@@ -256,9 +258,7 @@ export class Agent {
     }
     const stage: AgentStage = configured ? "configured" : "waiting-for-card";
     if (this.store.state.stage !== stage) await this.store.setStage(stage);
-    if (this.audit.damage) {
-      throw new IntegrityError(`${this.audit.damage}; network reconciled, onboarding refused`);
-    }
+    this.#refuseOnDamagedAudit();
     return {
       stage,
       ...(reconciled ? { reconciled } : {}),
@@ -372,6 +372,13 @@ export class Agent {
       await this.trust.device.close();
     } finally {
       await this.#unlock();
+    }
+  }
+
+  /** Every way out of start() ends here: no card is onboarded on top of a damaged audit log. */
+  #refuseOnDamagedAudit(): void {
+    if (this.audit.damage) {
+      throw new IntegrityError(`${this.audit.damage}; network reconciled, onboarding refused`);
     }
   }
 

@@ -1,5 +1,6 @@
 import { createReadStream } from "node:fs";
 import type { Readable } from "node:stream";
+import { InvalidArgumentError } from "commander";
 import { UsageError } from "../errors.js";
 import type { CliContext } from "./context.js";
 
@@ -49,11 +50,14 @@ export function secretSource(ctx: CliContext, options: SecretOptions): SecretSou
   return new TerminalSecretSource(stdin as Readable & { setRawMode: (raw: boolean) => void }, ctx);
 }
 
-/** Parses a secret given as a command-line option value for `--pin-fd`. */
+/**
+ * Parses a file descriptor number given to an option (`--pin-fd`, `--management-key-fd`, …): commander
+ * names the option in its message ("option '--management-key-fd <n>' argument 'x' is invalid"), exit 2.
+ */
 export function parseFd(value: string): number {
   const fd = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(fd))
-    throw new UsageError(`--pin-fd: not a file descriptor: ${value}`);
+    throw new InvalidArgumentError("expected a file descriptor number.");
   return fd;
 }
 

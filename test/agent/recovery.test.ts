@@ -8,7 +8,7 @@
  * copied as it is at that moment — what a power cut would leave — and a new agent is started on the
  * copy.
  */
-import { cp, readdir, readFile } from "node:fs/promises";
+import { cp, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { Agent } from "../../src/agent/agent.js";
@@ -18,7 +18,7 @@ import { Iproute2Backend } from "../../src/agent/net/iproute2.js";
 import type { HostNetworkConfig, NetBackend, NetSnapshot } from "../../src/agent/net/net-backend.js";
 import type { OnboardingResult } from "../../src/agent/onboarding.js";
 import { AgentStateStore, STATE_FILES } from "../../src/agent/state-store.js";
-import { UsageError } from "../../src/errors.js";
+import { IntegrityError, UsageError } from "../../src/errors.js";
 import { requireOrSkip } from "../helpers/pcsc-env.js";
 import {
   createTestPki,
@@ -284,6 +284,37 @@ describe("an apply interrupted by a crash is rolled back at the next start (dry-
       await element.close();
       await again.close();
     }
+  });
+
+  test("the rollback fails and the audit log is damaged: start refuses (15), `applying` stays for the next start", async () => {
+    dir = await tempDir();
+    const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
+    const crashed = join(dir.dir, "crashed-state");
+    const inner = await DryRunBackend.open({ file: join(stateDir, STATE_FILES.dryRun) });
+    await crashDuringApply(stateDir, inner, crashed);
+    const auditFile = join(crashed, STATE_FILES.audit);
+    const text = await readFile(auditFile, "utf8");
+    await writeFile(auditFile, text.replace('"event":"factory-init"', '"event":"factory-inix"'));
+    const failing: NetBackend = {
+      name: "dry-run",
+      snapshot: (config) => inner.snapshot(config),
+      apply: (config) => inner.apply(config),
+      verify: (config) => inner.verify(config),
+      rollback: async () => {
+        throw new Error("the applier cannot roll back");
+      },
+      probeConflicts: (config) => inner.probeConflicts(config),
+    };
+    const agent = await Agent.open({ stateDir: crashed, net: failing });
+    try {
+      await expect(agent.start()).rejects.toThrow(IntegrityError);
+    } finally {
+      await agent.close();
+    }
+    const { state } = await AgentStateStore.open(crashed);
+    expect(state.stage).toBe("applying");
+    expect(state.applying).toBeDefined();
+    expect(await readFile(auditFile, "utf8")).toContain('"event":"factory-inix"');
   });
 
   test("the interrupted apply is rolled back only with the applier that made it", async () => {

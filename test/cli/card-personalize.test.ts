@@ -106,6 +106,11 @@ describe("card personalize: usage errors (one line, exit 2, card untouched)", ()
       /--management-key-file \/dev\/null: expected 32, 48 or 64 hex digits/,
     ],
     ["a bad --timeout", [...STANDARD, "--timeout", "soon"], /--timeout.*seconds/],
+    [
+      "a --management-key-fd that is not a number (the message names that option, not --pin-fd)",
+      [...STANDARD, "--management-key-fd", "x"],
+      /option '--management-key-fd <n>' argument 'x' is invalid\. expected a file descriptor number/,
+    ],
     ["--pin-stdin with --pin-fd", [...STANDARD, "--pin-fd", "3"], /either --pin-stdin or --pin-fd/],
     ["an empty owner", ["--pki", "pki", "--owner", "", "--pin-stdin"], /owner must be non-empty/],
   ])("refuses %s", async (_what, args, pattern) => {
