@@ -267,8 +267,11 @@ export class Agent {
     };
   }
 
-  /** Runs the onboarding flow for one open card. The caller closes the card. */
-  onboard(element: SecureElement, pinSource: PinSource): Promise<OnboardingResult> {
+  /**
+   * Runs the onboarding flow for one open card. The caller closes the card. `signal` (SIGTERM): a
+   * card not yet past the PIN is let go, one past it is finished (onboarding.ts).
+   */
+  onboard(element: SecureElement, pinSource: PinSource, signal?: AbortSignal): Promise<OnboardingResult> {
     if (this.#closed) throw new UsageError("the agent is closed");
     return onboard({
       element,
@@ -281,6 +284,7 @@ export class Agent {
       log: this.#log,
       interfaces: this.#interfaces,
       faults: this.#faults,
+      ...(signal ? { signal } : {}),
     });
   }
 
@@ -290,7 +294,8 @@ export class Agent {
    * `signal`. A card that cannot be opened is reported and must be removed (with `once`, its error is
    * thrown); a wait that runs out (NoCardError, 10) is thrown. The PC/SC service going away is thrown
    * with `once`; without it, it is waited out (bounded backoff, issue 12) and the wait begins again.
-   * A card in progress when `signal` fires is finished (or rolled back by its own failure path).
+   * A card in progress when `signal` fires is let go if its PIN was not yet given (nothing changed,
+   * onboarding.ts), else finished (or rolled back by its own failure path).
    * Returns the last result (none when stopped before a card came). Never closes the agent.
    */
   async serve(options: ServeOptions): Promise<OnboardingResult | undefined> {
@@ -331,7 +336,7 @@ export class Agent {
         serviceGone = 0;
         status("card: onboarding");
         try {
-          last = await this.onboard(element, options.pinSource);
+          last = await this.onboard(element, options.pinSource, signal);
         } finally {
           await source.release().catch(() => undefined);
         }
@@ -339,7 +344,9 @@ export class Agent {
         status(
           last.ok
             ? `${last.dryRun ? "dry run — nothing applied" : "configured"}: ${last.hostname} sequence ${last.sequence}; remove the card`
-            : `card refused (exit ${last.exitCode}); remove the card`,
+            : last.stopped
+              ? "stopped before the PIN: nothing changed"
+              : `card refused (exit ${last.exitCode}); remove the card`,
         );
         if (options.once) break;
         this.#log("remove the card");

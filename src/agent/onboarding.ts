@@ -99,8 +99,12 @@ export interface AgentTrust {
 
 /** Where the card PIN comes from: the HSM console (echo off), standard input or a file descriptor. */
 export interface PinSource {
-  /** `card` says which card and officer the PIN is for (asked only once the card is authenticated). */
-  read(prompt: string, card?: PinRequest): Promise<string>;
+  /**
+   * `card` says which card and officer the PIN is for (asked only once the card is authenticated).
+   * `signal` fires when the agent is stopped (SIGTERM) while it waits: the source gives up (a PIN
+   * program is killed); the flow then ends before the PIN, nothing changed.
+   */
+  read(prompt: string, card?: PinRequest, signal?: AbortSignal): Promise<string>;
 }
 
 /** What a front panel is told when the PIN is asked for (issue 12): never a secret. */
@@ -129,6 +133,11 @@ export interface OnboardOptions {
   readonly interfaces?: InterfaceMap;
   /** Crash points for the fault tests (faults.ts); none by default. */
   readonly faults?: AgentFaults;
+  /**
+   * The agent is stopping (SIGTERM): before the PIN, the card is let go — nothing was changed; once
+   * the PIN is verified, the flow is finished (apply and verify, or roll back; the receipt).
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface ReceiptOutcome {
@@ -163,6 +172,11 @@ export interface OnboardingResult {
    * after the card was authenticated and before the PIN; nothing changed, no receipt written.
    */
   readonly alreadyConfigured?: boolean;
+  /**
+   * The agent was stopped (SIGTERM) before the PIN: the card was authenticated, nothing else was done
+   * (exit 0, `ok` false, the stage as before the card).
+   */
+  readonly stopped?: boolean;
   readonly durationMs: number;
 }
 
@@ -224,7 +238,7 @@ export async function onboard(options: OnboardOptions): Promise<OnboardingResult
     const card = await authenticateCardStep(run);
     const again = await recogniseAppliedConfigurationStep(run, card);
     if (again) return again;
-    await authenticateUserStep(run);
+    if (!(await authenticateUserStep(run))) return await stoppedBeforePin(run);
     const configuration = await verifyConfigurationStep(run, card);
     const entry = await selectOwnEntryStep(run, configuration);
     const applied = await applyNetworkStep(run, card, configuration, entry);
@@ -238,8 +252,9 @@ export async function onboard(options: OnboardOptions): Promise<OnboardingResult
 
 /** 1. The card (354): chain of trust to the manufacturer root, revocation, live challenge, owner. */
 async function authenticateCardStep(run: Onboarding): Promise<CardStep> {
-  const { element, state, trust, clock, log } = run.options;
+  const { element, state, trust, clock, log, faults } = run.options;
   run.target = "card-authenticated";
+  faults?.reached("card-inserted");
   // The identity is read once per session (the element keeps it): here for the CRL ratchet's key.
   const identity = await element.identity();
   const cardCrl = await element.readItem("crl");
@@ -330,28 +345,82 @@ async function recogniseAppliedConfigurationStep(
   };
 }
 
-/** 2. The user (356): the card PIN. */
-async function authenticateUserStep(run: Onboarding): Promise<void> {
-  const { element, state, pinSource, log } = run.options;
+/** 2. The user (356): the card PIN. False when the agent was stopped before a PIN was given. */
+async function authenticateUserStep(run: Onboarding): Promise<boolean> {
+  const { element, state, pinSource, log, signal } = run.options;
   run.target = "user-authenticated";
+  if (signal?.aborted) return false;
   const triesLeft = await element.pinTriesLeft();
   if (triesLeft === 0) {
     throw new PinBlockedError("the card's PIN is blocked; unblock it with the PUK at the station");
   }
   const card = run.card;
-  await element.verifyPin(
-    await pinSource.read("PIN", {
-      hsmSerial: run.serial,
-      triesLeft,
-      ...(card?.owner !== undefined ? { owner: card.owner } : {}),
-      ...(card?.officer !== undefined ? { officer: card.officer } : {}),
-      ...(card?.subject !== undefined ? { subject: card.subject } : {}),
-      ...(card?.cardSerial !== undefined ? { cardSerial: card.cardSerial } : {}),
-    }),
-  );
+  const request: PinRequest = {
+    hsmSerial: run.serial,
+    triesLeft,
+    ...(card?.owner !== undefined ? { owner: card.owner } : {}),
+    ...(card?.officer !== undefined ? { officer: card.officer } : {}),
+    ...(card?.subject !== undefined ? { subject: card.subject } : {}),
+    ...(card?.cardSerial !== undefined ? { cardSerial: card.cardSerial } : {}),
+  };
+  const pin = await readPinUnlessStopped(pinSource, request, signal);
+  if (pin === undefined) return false;
+  await element.verifyPin(pin);
   run.pinVerified = true;
   await state.setStage("user-authenticated");
   log("PIN verified");
+  return true;
+}
+
+/** The PIN, or undefined when `signal` fires first (the source is told, and its outcome ignored). */
+async function readPinUnlessStopped(
+  pinSource: PinSource,
+  request: PinRequest,
+  signal: AbortSignal | undefined,
+): Promise<string | undefined> {
+  if (!signal) return pinSource.read("PIN", request);
+  if (signal.aborted) return undefined;
+  const reading = pinSource.read("PIN", request, signal);
+  let onAbort = () => {};
+  const stopped = new Promise<undefined>((resolve) => {
+    onAbort = () => resolve(undefined);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([reading, stopped]);
+  } catch (error) {
+    // A PIN program killed by the same stop (KillMode=control-group) fails first: still a stop.
+    if (signal.aborted) return undefined;
+    throw error;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    reading.catch(() => undefined);
+  }
+}
+
+/**
+ * Stopped (SIGTERM) before the PIN: the card was authenticated and nothing else done. The stage goes
+ * back to what it was before the card (configured, or waiting), an audit record says so; exit 0.
+ */
+async function stoppedBeforePin(run: Onboarding): Promise<OnboardingResult> {
+  const { state, log } = run.options;
+  const stage: AgentStage = state.state.configured ? "configured" : "waiting-for-card";
+  await state.setStage(stage);
+  log("stopping before the PIN: the card was not used, nothing changed");
+  await appendAudit(run, "onboarding-stopped", {
+    serial: run.serial,
+    stage: "user-authenticated",
+    ...(run.card ? { card: run.card } : {}),
+  });
+  return {
+    ok: false,
+    stopped: true,
+    exitCode: ExitCode.ok,
+    stage,
+    serial: run.serial,
+    ...(run.card ? { card: run.card } : {}),
+    durationMs: performance.now() - run.started,
+  };
 }
 
 /** 3. The configuration (358): signatures, owner, quorum, sequence, validity. */

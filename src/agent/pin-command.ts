@@ -15,7 +15,8 @@
  * Its output is never logged: standard output is read into memory (at most 4 KiB) and only the first
  * line is used; its standard error is discarded. A program that fails, times out (default 120 s:
  * the officer types on a front panel) or prints nothing gives a UsageError naming the program, never
- * the output. No secret goes through argv.
+ * the output. No secret goes through argv. The program runs in its own process group: a timeout, or
+ * the agent being stopped (SIGTERM) while it waits, kills the group.
  */
 import { spawn } from "node:child_process";
 import { UsageError } from "../errors.js";
@@ -49,12 +50,27 @@ export function pinCommandSource(options: PinCommandOptions): PinSource {
   if (options.command.trim() === "") throw new UsageError("--pin-command needs a command");
   const timeoutMs = options.timeoutMs ?? 120_000;
   return {
-    read: (prompt, request) =>
+    read: (prompt, request, signal) =>
       new Promise<string>((resolve, reject) => {
+        // Its own process group: a timeout or a stop kills the program and whatever it started.
         const child = spawn("/bin/sh", ["-c", options.command], {
           env: { ...(options.env ?? process.env), ...pinCommandEnv(prompt, request) },
           stdio: ["ignore", "pipe", "ignore"],
+          detached: true,
         });
+        const kill = () => {
+          try {
+            if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+          } catch {
+            child.kill("SIGKILL");
+          }
+        };
+        const onAbort = () => {
+          kill();
+          finish(
+            new UsageError(`stopped while waiting for the ${prompt} from the PIN program (--pin-command)`),
+          );
+        };
         const chunks: Buffer[] = [];
         let size = 0;
         let settled = false;
@@ -62,12 +78,13 @@ export function pinCommandSource(options: PinCommandOptions): PinSource {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
           chunks.fill(Buffer.alloc(0));
           if (error) reject(error);
           else resolve(pin!);
         };
         const timer = setTimeout(() => {
-          child.kill("SIGKILL");
+          kill();
           finish(
             new UsageError(`the PIN program (--pin-command) gave no ${prompt} within ${timeoutMs / 1000} s`),
           );
@@ -75,12 +92,14 @@ export function pinCommandSource(options: PinCommandOptions): PinSource {
         child.stdout.on("data", (chunk: Buffer) => {
           size += chunk.length;
           if (size > MAX_OUTPUT) {
-            child.kill("SIGKILL");
+            kill();
             finish(new UsageError(`the PIN program (--pin-command) printed more than ${MAX_OUTPUT} bytes`));
             return;
           }
           chunks.push(chunk);
         });
+        if (signal?.aborted) onAbort();
+        else signal?.addEventListener("abort", onAbort, { once: true });
         child.on("error", (error) =>
           finish(new UsageError(`the PIN program (--pin-command) could not be started: ${error.message}`)),
         );

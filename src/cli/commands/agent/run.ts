@@ -76,6 +76,9 @@ function shellReload(command: string, env: NodeJS.ProcessEnv): (devices: readonl
 
 /** One line for a technician at the HSM console. */
 export function describeResult(result: OnboardingResult): string {
+  if (result.stopped) {
+    return `HSM ${result.serial} stopped before the PIN: the card was not used; nothing changed`;
+  }
   if (result.ok && result.alreadyConfigured) {
     return (
       `HSM ${result.serial} already configured with configuration ${result.configurationId?.slice(0, 8)}, ` +
