@@ -10,6 +10,9 @@ import { ReplayError, UsageError } from "../errors.js";
 import { isDeviceCa } from "../pki/ca-facts.js";
 import { crlParts } from "../pki/der.js";
 import { type X509Certificate, X509Crl } from "../util/x509.js";
+import type { Inventory } from "./inventory/inventory.js";
+import { stationName } from "./inventory/open.js";
+import { withInventory } from "./sequence-store.js";
 import {
   crlPath,
   issuerId,
@@ -44,6 +47,19 @@ export interface UpdateCrlOptions {
   /** Candidate token CA certificates (from --issuer or from a card), besides those the station keeps. */
   readonly issuers?: readonly X509Certificate[];
   readonly now?: Date;
+  /** The inventory that records the event (default: the station's SQLite inventory). */
+  readonly inventory?: Inventory;
+}
+
+/** How a CRL reads in the inventory's journal: issuer, what it revokes, what it replaces. */
+export function crlDetail(crl: X509Crl, previous?: bigint): string {
+  const serials = crl.entries.map((e) => e.serialNumber.toLowerCase());
+  const shown = serials.slice(0, 10).join(", ");
+  const revoked =
+    serials.length === 0
+      ? "revokes nothing"
+      : `revokes ${serials.length} certificate${serials.length === 1 ? "" : "s"} (serial ${shown}${serials.length > 10 ? ", …" : ""})`;
+  return `"${crl.issuer}" ${revoked}${previous === undefined ? "" : `, replacing CRL number ${previous}`}`;
 }
 
 /** Parses a CRL given as PEM or DER bytes; UsageError when it is not one. */
@@ -126,7 +142,19 @@ export async function updateStationCrl(
     }
     if (options.device !== true) await storeIssuer(stationDir, verifiedIssuer); // issuers/: token CAs
     const path = await storeCrl(stationDir, crl);
-    await appendJournal(stationDir, "crl", issuerId(crlParts(crl.rawData).issuer), verifiedNumber, now);
+    const key = issuerId(crlParts(crl.rawData).issuer);
+    await appendJournal(stationDir, "crl", key, verifiedNumber, now);
+    // The inventory's journal too (issue 14): `station history` shows what the CRL revokes.
+    await withInventory(stationDir, options.inventory, (inventory) =>
+      inventory.appendJournal({
+        event: options.device === true ? "crl-device" : "crl",
+        key,
+        number: String(verifiedNumber),
+        station: stationName(stationDir),
+        time: now,
+        detail: crlDetail(crl, stored?.crlNumber),
+      }),
+    );
     return {
       crl,
       crlNumber: verifiedNumber,

@@ -82,6 +82,10 @@ export interface ReceiptRow {
   readonly stateDigest?: string;
   /** The digest of the HSM's planned entry on the card, hex, when it was found (inventory, issue 14). */
   readonly plannedDigest?: string;
+  /** Subject of the device certificate whose chain validated (authentic receipts; inventory, issue 14). */
+  readonly deviceSubject?: string;
+  /** Subject of the device CA that issued it. */
+  readonly deviceCa?: string;
 }
 
 export interface ReceiptReport {
@@ -91,6 +95,8 @@ export interface ReceiptReport {
   /** Why there is no configuration to match receipts against. */
   readonly configurationProblem?: string;
   readonly receipts: readonly ReceiptRow[];
+  /** Subject of the station's trust anchor that receipts were validated against. */
+  readonly trustAnchor?: string;
 }
 
 export interface ReadReceiptsOptions {
@@ -183,6 +189,7 @@ export async function readReceipts(options: ReadReceiptsOptions): Promise<Receip
       : {}),
     ...(configurationProblem ? { configurationProblem } : {}),
     receipts: rows,
+    trustAnchor: trust.trustAnchor.subject,
   };
 }
 
@@ -199,8 +206,11 @@ async function checkReceipt(
   context: ReceiptContext,
 ): Promise<ReceiptRow> {
   let verified: Awaited<ReturnType<typeof verifyReceipt>>;
+  const device: DeviceSeen = {};
   try {
-    verified = await verifyReceipt(bytes, { validateDevice: deviceValidator(context.trust, context.now) });
+    verified = await verifyReceipt(bytes, {
+      validateDevice: deviceValidator(context.trust, context.now, device),
+    });
   } catch (error) {
     if (error instanceof CardRevokedError) {
       return { ...unreadable(location, `revoked: ${messageOf(error)}`), revoked: true };
@@ -220,6 +230,8 @@ async function checkReceipt(
     sequence: receipt.sequence,
     authentic: true,
     stateDigest: Buffer.from(receipt.stateDigest).toString("hex"),
+    ...(device.subject === undefined ? {} : { deviceSubject: device.subject }),
+    ...(device.ca === undefined ? {} : { deviceCa: device.ca }),
   };
   const { manifest } = context;
   if (!manifest) {
@@ -287,8 +299,14 @@ function unreadable(location: string, reason: string): ReceiptRow {
   return { location, addresses: [], authentic: false, current: false, verified: false, reason };
 }
 
+/** What the device validator saw of a chain that validated (for the inventory's receipt detail). */
+interface DeviceSeen {
+  subject?: string;
+  ca?: string;
+}
+
 /** Device chain to the trust anchor for receipts, and the certificate names the receipt's serial. */
-function deviceValidator(trust: StationTrust, now: Date) {
+function deviceValidator(trust: StationTrust, now: Date, seen: DeviceSeen) {
   return async (chain: readonly Uint8Array[], serial: string): Promise<void> => {
     const [leaf, ...intermediates] = chain;
     if (!leaf)
@@ -325,6 +343,8 @@ function deviceValidator(trust: StationTrust, now: Date) {
         `the device certificate is for serial ${validated.subjectSerialNumber ?? "(none)"}, the receipt for ${serial}`,
       );
     }
+    seen.subject = validated.leaf.subject;
+    seen.ca = issuer.subject;
   };
 }
 

@@ -206,7 +206,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
   const progress = (p: WriteProgress) => options.onProgress?.(p);
 
   // 1. The card.
-  const adopted = await adoptNewerCrlFromCard(element, stationDir, now);
+  const adopted = await adoptNewerCrlFromCard(element, stationDir, now, options.inventory);
   if (adopted) {
     progress({
       step: "authenticate-card",
@@ -496,6 +496,7 @@ async function adoptNewerCrlFromCard(
   element: SecureElement,
   stationDir: string,
   now: Date,
+  inventory: Inventory | undefined,
 ): Promise<CrlUpdate | undefined> {
   const bytes = await element.readItem("crl");
   if (!bytes) return undefined;
@@ -508,6 +509,7 @@ async function adoptNewerCrlFromCard(
     const update = await updateStationCrl(stationDir, crl, {
       issuers: intermediates.map((der) => new X509Certificate(der.slice().buffer)),
       now,
+      ...(inventory === undefined ? {} : { inventory }),
     });
     return update.unchanged ? undefined : update;
   } catch {

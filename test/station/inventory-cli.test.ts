@@ -41,6 +41,41 @@ describe("the demo fills the inventory", () => {
     }
   });
 
+  it("keeps each HSM's full verified receipt: device certificate, who verified, channel, network digest = plan state digest", async () => {
+    const json = await runCliInProcess(["station", "inventory", "--station-dir", stationDir, "--json"]);
+    expect(json.exitCode, json.stderr).toBe(0);
+    const rows = JSON.parse(json.stdout) as {
+      serial: string;
+      plannedStateDigest: string | null;
+      receipt: {
+        networkDigest: string;
+        planDigest: string;
+        digestMatchesPlan: boolean | null;
+        deviceSubject: string;
+        verifiedBy: string;
+        channel: string;
+        dryRun: boolean;
+        time: string | null;
+      };
+    }[];
+    expect(rows).toHaveLength(6);
+    for (const r of rows) {
+      // The digest the inventory computed from the plan is the one a real agent reported after applying
+      // its entry, and the one the station computed from the card.
+      expect(r.plannedStateDigest).toMatch(/^[0-9a-f]{64}$/);
+      expect(r.receipt.networkDigest).toBe(r.plannedStateDigest);
+      expect(r.receipt.planDigest).toBe(r.plannedStateDigest);
+      expect(r.receipt.digestMatchesPlan).toBe(true);
+      expect(r.receipt.deviceSubject).toContain(r.serial);
+      expect(r.receipt.verifiedBy).toMatch(
+        /^station .*: COSE signature .*device chain via ".+" to trust anchor ".+"$/,
+      );
+      expect(r.receipt.channel).toBe("SCP11b");
+      expect(r.receipt.dryRun).toBe(true);
+      expect(Number.isNaN(Date.parse(r.receipt.time ?? ""))).toBe(false);
+    }
+  });
+
   it("station inventory prints one row per HSM and a summary; --json the same as data", async () => {
     const table = await runCliInProcess(["station", "inventory", "--station-dir", stationDir]);
     expect(table.exitCode, table.stderr).toBe(0);
@@ -81,6 +116,7 @@ describe("the demo fills the inventory", () => {
     expect(text).toMatch(/ write +written: configuration [0-9a-f]{32} sequence 1 \(6 HSMs\)/);
     expect(text.match(/ receipt +receipt of /g)?.length).toBe(6);
     expect(text).toMatch(/ journal +journal: sequence .* 1 \(station /);
+    expect(text).toMatch(/ crl +token CA CRL number 1 taken in: ".*Token CA.*" revokes nothing \(station /);
     const times = outputLines(text).map((l) => l.slice(0, 20));
     expect([...times].sort().reverse()).toEqual(times);
   });

@@ -6,14 +6,16 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UsageError } from "../../src/errors.js";
 import type { Inventory, ReceiptRecord } from "../../src/station/inventory/inventory.js";
-import { SCHEMA_VERSION } from "../../src/station/inventory/migrations.js";
+import { MIGRATIONS, SCHEMA_VERSION } from "../../src/station/inventory/migrations.js";
 import { openInventory } from "../../src/station/inventory/open.js";
 import { redactUrl } from "../../src/station/inventory/postgres.js";
 import { receiptRecordsOf } from "../../src/station/inventory/record.js";
 import { SQLITE_FILE } from "../../src/station/inventory/sqlite.js";
+import { digestMatch, hsmStateJson } from "../../src/station/inventory/state.js";
 import type { ReceiptReport, ReceiptRow } from "../../src/station/read-receipts.js";
 import { requireOrSkipReason } from "../helpers/pcsc-env.js";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../helpers/postgres.js";
@@ -225,6 +227,84 @@ describe.each([
     await inventory.close();
   });
 
+  test("keeps each receipt's full detail; the plan entry's state digest beside it; one HSM by serial", async () => {
+    const { inventory } = await engine.fresh();
+    const p = plan("ACME Bank", 2);
+    await inventory.recordPlan({
+      ...p,
+      hsms: p.hsms.map((h, i) => ({ ...h, stateDigest: (i === 0 ? "11" : "22").repeat(32) })),
+    });
+    await inventory.recordReceipts([
+      receipt("HSM-1", {
+        channel: "SCP11b",
+        scp: true,
+        deviceSubject: "CN=HSM HSM-1, serialNumber=HSM-1",
+        verifiedBy: 'station s1: device chain via "CN=Device CA" to trust anchor "CN=Root"',
+        cardSerial: "12345678",
+      }),
+      // Reports another state than the one planned for it.
+      receipt("HSM-2", { networkDigest: "33".repeat(32), time: at(7), collectedAt: at(8) }),
+    ]);
+    const [one] = await inventory.inventory({ serial: "HSM-1" });
+    expect(one).toMatchObject({
+      serial: "HSM-1",
+      addresses: ["eth0 198.51.100.10"],
+      stateDigest: "11".repeat(32),
+      receipt: {
+        authentic: true,
+        channel: "SCP11b",
+        scp: true,
+        deviceSubject: "CN=HSM HSM-1, serialNumber=HSM-1",
+        verifiedBy: 'station s1: device chain via "CN=Device CA" to trust anchor "CN=Root"',
+        networkDigest: "11".repeat(32),
+        planDigest: "11".repeat(32),
+        configurationId: "ab".repeat(16),
+        cardSerial: "12345678",
+        time: at(5),
+        at: at(6),
+      },
+    });
+    expect(digestMatch(one!)).toBe(true);
+    const [two] = await inventory.inventory({ owner: "ACME Bank", serial: "HSM-2" });
+    expect(two?.receipt?.channel).toBeUndefined();
+    expect(digestMatch(two!)).toBe(false);
+    expect(hsmStateJson(two!).receipt).toMatchObject({ digestMatchesPlan: false, time: at(7).toISOString() });
+    expect(await inventory.inventory({ owner: "Globex", serial: "HSM-1" })).toEqual([]);
+    await inventory.close();
+  });
+
+  test("keeps CRL events in the journal with what they revoke; history shows them for every owner", async () => {
+    const { inventory } = await engine.fresh();
+    await inventory.appendJournal({
+      event: "crl",
+      key: "issuer-x",
+      number: "2",
+      station: "s1",
+      time: at(3),
+      detail: '"CN=ACME Token CA" revokes 1 certificate (serial 0a1b), replacing CRL number 1',
+    });
+    await inventory.appendJournal({
+      event: "crl-device",
+      key: "issuer-d",
+      number: "4",
+      station: "s1",
+      time: at(4),
+    });
+    expect((await inventory.journal()).map((j) => [j.event, j.number, j.detail])).toEqual([
+      ["crl", "2", '"CN=ACME Token CA" revokes 1 certificate (serial 0a1b), replacing CRL number 1'],
+      ["crl-device", "4", undefined],
+    ]);
+    const history = await inventory.history({ owner: "ACME Bank" });
+    expect(history.map((h) => [h.kind, h.text])).toEqual([
+      ["crl", "device CA CRL number 4 taken in (station s1)"],
+      [
+        "crl",
+        'token CA CRL number 2 taken in: "CN=ACME Token CA" revokes 1 certificate (serial 0a1b), replacing CRL number 1 (station s1)',
+      ],
+    ]);
+    await inventory.close();
+  });
+
   test("keeps the journal in order", async () => {
     const { inventory } = await engine.fresh();
     for (let i = 1; i <= 3; i++) {
@@ -238,6 +318,31 @@ describe.each([
     }
     expect((await inventory.journal()).map((j) => j.number)).toEqual(["1", "2", "3"]);
     expect((await inventory.journal(2)).map((j) => j.number)).toEqual(["2", "3"]);
+    await inventory.close();
+  });
+});
+
+describe("schema migrations", () => {
+  it("takes a version-1 SQLite inventory to the current version, keeping its rows", async () => {
+    const stationDir = await mkdtemp(join(scratch, "v1-"));
+    const db = new Database(join(stationDir, SQLITE_FILE));
+    db.exec(
+      "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    );
+    db.exec(MIGRATIONS[0]!.sql("sqlite"));
+    db.exec("INSERT INTO schema_migrations VALUES (1, 'v1', '2026-11-01T00:00:00Z')");
+    db.exec(
+      `INSERT INTO receipts (receipt_key, serial, verified, authentic, addresses, collected_at)
+       VALUES ('k', 'HSM-1', 1, 1, '[]', '2026-11-01T00:00:00Z')`,
+    );
+    db.close();
+    const inventory = await openInventory({ stationDir });
+    expect(await inventory.schemaVersion()).toBe(SCHEMA_VERSION);
+    expect(SCHEMA_VERSION).toBeGreaterThanOrEqual(2);
+    await inventory.recordPlan(plan("ACME Bank", 1));
+    const [state] = await inventory.inventory();
+    expect(state?.receipt).toMatchObject({ verified: true, authentic: true });
+    expect(state?.receipt?.deviceSubject).toBeUndefined();
     await inventory.close();
   });
 });
@@ -309,6 +414,8 @@ describe("receipt rows to inventory records", () => {
       planDigest: "bb",
       cardSerial: "12345678",
       collectedAt: at,
+      channel: "SCP11b",
     });
+    expect(records[2]?.channel).toBeUndefined();
   });
 });

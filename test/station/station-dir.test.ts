@@ -15,6 +15,7 @@ import {
   StationBusyError,
   withStationLock,
 } from "../../src/station/station-dir.js";
+import { outputLines, runCliInProcess } from "../helpers/cli.js";
 import { crlOf, makePki, removeTempDirs, type TestPki, tempDir } from "./fixtures.js";
 
 let pki: TestPki;
@@ -161,6 +162,50 @@ describe("CRL updates", () => {
     await expect(updateStationCrl(dir, await crlOf(pki, 5n))).rejects.toBeInstanceOf(ReplayError);
     expect((await readCrls(dir)).map((c) => c.crlNumber)).toEqual([5n]);
     expect(await readdir(join(dir, "crls"))).toHaveLength(1);
+  });
+
+  it("records every CRL taken in as an event of the inventory's journal; station history shows what it revokes", async () => {
+    const dir = await station();
+    const files = await tempDir();
+    const write = async (name: string, pem: string) => {
+      await writeFile(join(files, name), pem);
+      return join(files, name);
+    };
+    const issuer = await write("token-ca.pem", pki.tokenCa.certificate.toString("pem"));
+    const first = await write("crl-1.pem", pki.crl.toString("pem"));
+    const revoked = pki.deviceCa.certificate; // any certificate of the PKI: its serial is what the CRL lists
+    const second = await write("crl-2.pem", (await crlOf(pki, 2n, [revoked])).toString("pem"));
+    for (const crl of [first, second, second]) {
+      const r = await runCliInProcess([
+        "station",
+        "update-crl",
+        "--crl",
+        crl,
+        "--issuer",
+        issuer,
+        "--station-dir",
+        dir,
+      ]);
+      expect(r.exitCode, r.stderr).toBe(0);
+    }
+    const inventory = await openInventory({ stationDir: dir });
+    const events = (await inventory.journal()).filter((j) => j.event === "crl");
+    await inventory.close();
+    // The same CRL again (unchanged) is not a new event.
+    expect(events.map((e) => e.number)).toEqual(["1", "2"]);
+    expect(events[0]?.detail).toBe(`"${pki.tokenCa.certificate.subject}" revokes nothing`);
+    expect(events[1]?.detail).toBe(
+      `"${pki.tokenCa.certificate.subject}" revokes 1 certificate (serial ${revoked.serialNumber.toLowerCase()}), replacing CRL number 1`,
+    );
+    const history = await runCliInProcess(["station", "history", "--station-dir", dir]);
+    expect(history.exitCode, history.stderr).toBe(0);
+    const lines = outputLines(history.stdout).filter((l) => / crl +/.test(l));
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(
+      new RegExp(
+        `crl +token CA CRL number 2 taken in: ".*" revokes 1 certificate \\(serial ${revoked.serialNumber.toLowerCase()}\\), replacing CRL number 1 \\(station `,
+      ),
+    );
   });
 
   it("refuses a CRL whose token CA is unknown, not under the anchor, or that is out of date", async () => {

@@ -72,6 +72,12 @@ export interface ReceiptRecord {
   readonly dryRun?: boolean;
   /** true: carried under SCP11; false: plaintext; absent: not known (issue 11). */
   readonly scp?: boolean;
+  /** The channel as the signed receipt names it ("SCP11b", "plaintext"…); absent when it does not say. */
+  readonly channel?: string;
+  /** Subject of the device certificate that signed the receipt (authentic receipts). */
+  readonly deviceSubject?: string;
+  /** Who verified it and against what: the station and the chain to its trust anchor. */
+  readonly verifiedBy?: string;
   /** When the HSM wrote the receipt. */
   readonly time?: Date;
   readonly cardSerial?: string;
@@ -84,6 +90,8 @@ export interface JournalRecord {
   readonly number: string;
   readonly time: Date;
   readonly station: string;
+  /** Free text for people (a CRL's issuer and what it revokes); absent for sequence events. */
+  readonly detail?: string;
 }
 
 /** One HSM as `station inventory` shows it: the latest of each kind of event. */
@@ -93,6 +101,10 @@ export interface HsmState {
   readonly hostname: string;
   readonly planDigest: string;
   readonly plannedAt: Date;
+  /** The planned addresses ("eth0 198.51.100.11", one per interface and family). */
+  readonly addresses: readonly string[];
+  /** SHA-256 of the HSM's planned network state (what a receipt must report), hex; absent for plans recorded before it was kept. */
+  readonly stateDigest?: string;
   /** Latest configuration written for its plan. */
   readonly written?: {
     readonly configurationId: string;
@@ -106,18 +118,31 @@ export interface HsmState {
     readonly outcome?: number;
     readonly outcomeName?: string;
     readonly verified: boolean;
+    readonly authentic: boolean;
     readonly reason?: string;
     readonly addresses: readonly string[];
     readonly dryRun?: boolean;
     readonly scp?: boolean;
+    readonly channel?: string;
     readonly sequence?: number;
+    readonly configurationId?: string;
+    /** The network state digest the HSM reported, hex. */
+    readonly networkDigest?: string;
+    /** The planned digest the verifying station computed from the card's entry, hex. */
+    readonly planDigest?: string;
+    readonly deviceSubject?: string;
+    readonly verifiedBy?: string;
+    readonly cardSerial?: string;
+    /** When the HSM wrote it (its own clock). */
+    readonly time?: Date;
+    /** When the station collected it. */
     readonly at: Date;
   };
 }
 
 export interface HistoryEntry {
   readonly time: Date;
-  readonly kind: "plan" | "write" | "cosign" | "receipt" | "sequence" | "journal";
+  readonly kind: "plan" | "write" | "cosign" | "receipt" | "sequence" | "journal" | "crl";
   readonly owner?: string;
   readonly text: string;
 }
@@ -150,7 +175,8 @@ export interface Inventory {
   recordReceipts(receipts: readonly ReceiptRecord[]): Promise<number>;
   appendJournal(entry: JournalRecord): Promise<void>;
   journal(limit?: number): Promise<JournalRecord[]>;
-  inventory(options?: { readonly owner?: string }): Promise<HsmState[]>;
+  /** Every planned HSM (of `owner`; only `serial` when given), in owner and natural serial order. */
+  inventory(options?: { readonly owner?: string; readonly serial?: string }): Promise<HsmState[]>;
   history(options?: { readonly owner?: string; readonly limit?: number }): Promise<HistoryEntry[]>;
   /** A short text that changes whenever plans, writes, receipts or the journal gain rows (the rack view's live updates). */
   changeMark(): Promise<string>;

@@ -103,6 +103,16 @@ CREATE TABLE journal (
 CREATE INDEX journal_time ON journal (time);
 `,
   },
+  {
+    version: 2,
+    name: "receipt detail (device certificate, who verified, channel); journal detail (CRL events)",
+    sql: () => `
+ALTER TABLE receipts ADD COLUMN device_subject TEXT;
+ALTER TABLE receipts ADD COLUMN verified_by TEXT;
+ALTER TABLE receipts ADD COLUMN channel TEXT;
+ALTER TABLE journal ADD COLUMN detail TEXT;
+`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -193,7 +193,8 @@ export class SqlInventory implements Inventory {
         added += await q.run(
           `INSERT INTO receipts (receipt_key, serial, hostname, configuration_id, sequence, outcome, outcome_name,
              verified, authentic, reason, addresses, network_digest, plan_digest, dry_run, scp, receipt_time,
-             card_serial, collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             card_serial, collected_at, device_subject, verified_by, channel)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (receipt_key) DO NOTHING`,
           [
             receiptKey(r),
@@ -214,6 +215,9 @@ export class SqlInventory implements Inventory {
             r.time ? iso(r.time) : null,
             r.cardSerial ?? null,
             iso(r.collectedAt),
+            r.deviceSubject ?? null,
+            r.verifiedBy ?? null,
+            r.channel ?? null,
           ],
         );
       }
@@ -222,18 +226,15 @@ export class SqlInventory implements Inventory {
   }
 
   async appendJournal(e: JournalRecord): Promise<void> {
-    await this.db.run("INSERT INTO journal (event, key, number, station, time) VALUES (?, ?, ?, ?, ?)", [
-      e.event,
-      e.key,
-      e.number,
-      e.station,
-      iso(e.time),
-    ]);
+    await this.db.run(
+      "INSERT INTO journal (event, key, number, station, time, detail) VALUES (?, ?, ?, ?, ?, ?)",
+      [e.event, e.key, e.number, e.station, iso(e.time), e.detail ?? null],
+    );
   }
 
   async journal(limit = 1000): Promise<JournalRecord[]> {
     const rows = await this.db.all(
-      "SELECT event, key, number, station, time FROM journal ORDER BY id DESC LIMIT ?",
+      "SELECT event, key, number, station, time, detail FROM journal ORDER BY id DESC LIMIT ?",
       [limit],
     );
     return rows.reverse().map((r) => ({
@@ -242,18 +243,23 @@ export class SqlInventory implements Inventory {
       number: String(r.number),
       station: String(r.station),
       time: new Date(String(r.time)),
+      ...(r.detail === null || r.detail === undefined ? {} : { detail: String(r.detail) }),
     }));
   }
 
-  async inventory(options: { readonly owner?: string } = {}): Promise<HsmState[]> {
-    const owner = options.owner;
-    const where = owner === undefined ? "" : "WHERE p.owner = ?";
+  async inventory(options: { readonly owner?: string; readonly serial?: string } = {}): Promise<HsmState[]> {
+    const { owner, serial: only } = options;
     const params: Param[] = owner === undefined ? [] : [owner];
+    const conditions = [
+      ...(owner === undefined ? [] : ["p.owner = ?"]),
+      ...(only === undefined ? [] : ["h.serial = ?"]),
+    ];
     // The latest plan that names each serial wins; then its latest write and the serial's latest receipt.
     const planned = await this.db.all(
-      `SELECT p.owner, p.digest, p.recorded_at, h.serial, h.hostname FROM plan_hsms h
-       JOIN plans p ON p.digest = h.plan_digest ${where} ORDER BY p.recorded_at, p.digest`,
-      params,
+      `SELECT p.owner, p.digest, p.recorded_at, h.serial, h.hostname, h.addresses, h.state_digest FROM plan_hsms h
+       JOIN plans p ON p.digest = h.plan_digest ${conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`}
+       ORDER BY p.recorded_at, p.digest`,
+      only === undefined ? params : [...params, only],
     );
     const writes = await this.db.all(
       `SELECT w.plan_digest, w.configuration_id, w.sequence, w.card_serial, w.officer, w.written_at FROM writes w
@@ -261,8 +267,10 @@ export class SqlInventory implements Inventory {
       params,
     );
     const receipts = await this.db.all(
-      `SELECT serial, outcome, outcome_name, verified, reason, addresses, dry_run, scp, sequence, collected_at, receipt_time
-       FROM receipts WHERE serial IS NOT NULL ORDER BY collected_at, id`,
+      `SELECT serial, outcome, outcome_name, verified, authentic, reason, addresses, dry_run, scp, channel, sequence,
+         configuration_id, network_digest, plan_digest, device_subject, verified_by, card_serial, collected_at, receipt_time
+       FROM receipts WHERE ${only === undefined ? "serial IS NOT NULL" : "serial = ?"} ORDER BY collected_at, id`,
+      only === undefined ? [] : [only],
     );
     const latestWrite = new Map<string, Row>();
     for (const w of writes) if (w.plan_digest !== null) latestWrite.set(String(w.plan_digest), w);
@@ -279,6 +287,8 @@ export class SqlInventory implements Inventory {
         hostname: String(p.hostname),
         planDigest: String(p.digest),
         plannedAt: new Date(String(p.recorded_at)),
+        addresses: JSON.parse(String(p.addresses)) as string[],
+        ...(str(p.state_digest) === undefined ? {} : { stateDigest: String(p.state_digest) }),
         ...(w
           ? {
               written: {
@@ -316,8 +326,10 @@ export class SqlInventory implements Inventory {
        ORDER BY collected_at DESC, id DESC LIMIT ?`,
       [limit],
     );
+    // CRL events are the station's, not an owner's: shown with every owner's history.
     const journal = await this.db.all(
-      `SELECT event, key, number, station, time FROM journal ${owner === undefined ? "" : "WHERE key = ?"} ORDER BY time DESC, id DESC LIMIT ?`,
+      `SELECT event, key, number, station, time, detail FROM journal
+       ${owner === undefined ? "" : "WHERE key = ? OR event IN ('crl', 'crl-device')"} ORDER BY time DESC, id DESC LIMIT ?`,
       [...ownerParams, limit],
     );
     const entries: HistoryEntry[] = [
@@ -352,11 +364,21 @@ export class SqlInventory implements Inventory {
             : `✗ not verified${r.reason === null ? "" : `: ${String(r.reason)}`}`
         }${r.sequence === null ? "" : `, sequence ${Number(r.sequence)}`}`,
       })),
-      ...journal.map((j) => ({
-        time: new Date(String(j.time)),
-        kind: "journal" as const,
-        text: `journal: ${String(j.event)} ${String(j.key)} ${String(j.number)} (station ${String(j.station)})`,
-      })),
+      ...journal.map((j) =>
+        j.event === "crl" || j.event === "crl-device"
+          ? {
+              time: new Date(String(j.time)),
+              kind: "crl" as const,
+              text: `${j.event === "crl" ? "token CA" : "device CA"} CRL number ${String(j.number)} taken in${
+                j.detail === null || j.detail === undefined ? "" : `: ${String(j.detail)}`
+              } (station ${String(j.station)})`,
+            }
+          : {
+              time: new Date(String(j.time)),
+              kind: "journal" as const,
+              text: `journal: ${String(j.event)} ${String(j.key)} ${String(j.number)} (station ${String(j.station)})`,
+            },
+      ),
     ];
     return entries.sort((a, b) => b.time.getTime() - a.time.getTime()).slice(0, limit);
   }
@@ -377,20 +399,29 @@ export class SqlInventory implements Inventory {
 
 function receiptState(r: Row): NonNullable<HsmState["receipt"]> {
   const outcome = num(r.outcome);
-  const outcomeName = str(r.outcome_name);
-  const reason = str(r.reason);
   const dryRun = unbool(r.dry_run);
   const scp = unbool(r.scp);
   const sequence = num(r.sequence);
+  const text = (key: string, value: unknown) => (str(value) === undefined ? {} : { [key]: String(value) });
+  const time = str(r.receipt_time);
   return {
     ...(outcome === undefined ? {} : { outcome }),
-    ...(outcomeName === undefined ? {} : { outcomeName }),
+    ...text("outcomeName", r.outcome_name),
     verified: Number(r.verified) === 1,
-    ...(reason === undefined ? {} : { reason }),
+    authentic: Number(r.authentic) === 1,
+    ...text("reason", r.reason),
     addresses: JSON.parse(String(r.addresses)) as string[],
     ...(dryRun === undefined ? {} : { dryRun }),
     ...(scp === undefined ? {} : { scp }),
+    ...text("channel", r.channel),
     ...(sequence === undefined ? {} : { sequence }),
+    ...text("configurationId", r.configuration_id),
+    ...text("networkDigest", r.network_digest),
+    ...text("planDigest", r.plan_digest),
+    ...text("deviceSubject", r.device_subject),
+    ...text("verifiedBy", r.verified_by),
+    ...text("cardSerial", r.card_serial),
+    ...(time === undefined ? {} : { time: new Date(time) }),
     at: new Date(String(r.collected_at)),
   };
 }

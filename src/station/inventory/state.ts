@@ -14,8 +14,20 @@ export function stateOf(s: HsmState): { state: string; detail: string } {
   return { state: "planned", detail: "" };
 }
 
+/**
+ * Whether the receipt shows the HSM applied what the inventory recorded as its plan: the network
+ * digest it reported against the plan entry's state digest. undefined when either is not known.
+ */
+export function digestMatch(s: HsmState): boolean | undefined {
+  const reported = s.receipt?.networkDigest;
+  if (reported === undefined || s.stateDigest === undefined) return undefined;
+  return reported === s.stateDigest;
+}
+
+/** One HSM in full (`station inventory --json`, the rack view's detail). */
 export function hsmStateJson(s: HsmState) {
   const { state, detail } = stateOf(s);
+  const match = digestMatch(s);
   return {
     owner: s.owner,
     serial: s.serial,
@@ -24,7 +36,42 @@ export function hsmStateJson(s: HsmState) {
     detail,
     planDigest: s.planDigest,
     plannedAt: s.plannedAt.toISOString(),
+    plannedAddresses: s.addresses,
+    plannedStateDigest: s.stateDigest ?? null,
     written: s.written ? { ...s.written, at: s.written.at.toISOString() } : null,
-    receipt: s.receipt ? { ...s.receipt, at: s.receipt.at.toISOString() } : null,
+    receipt: s.receipt
+      ? {
+          ...s.receipt,
+          time: s.receipt.time?.toISOString() ?? null,
+          at: s.receipt.at.toISOString(),
+          digestMatchesPlan: match ?? null,
+        }
+      : null,
   };
+}
+
+/** The states in the order the rack view's compact list numbers them. */
+export const VIEW_STATES = ["planned", "on card", "onboarded ✓", "failed ✗", "receipt ✗", "dry run"] as const;
+
+/**
+ * The rack view's first load, compact: the plans once, then per HSM one short array
+ * [plan index, serial, hostname, state index, detail] instead of an object with every field (the
+ * full record is fetched for the one HSM a person opens).
+ */
+export function compactInventory(states: readonly HsmState[], mark: string) {
+  const plans: { owner: string; digest: string }[] = [];
+  const planIndex = new Map<string, number>();
+  const rows: [number, string, string, number, string][] = [];
+  for (const s of states) {
+    let p = planIndex.get(s.planDigest);
+    if (p === undefined) {
+      p = plans.length;
+      planIndex.set(s.planDigest, p);
+      plans.push({ owner: s.owner, digest: s.planDigest });
+    }
+    const { state, detail } = stateOf(s);
+    const code = (VIEW_STATES as readonly string[]).indexOf(state);
+    rows.push([p, s.serial, s.hostname, Math.max(code, 0), detail]);
+  }
+  return { mark, states: VIEW_STATES, plans, hsms: rows };
 }

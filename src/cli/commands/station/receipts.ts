@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { ExitCode } from "../../../errors.js";
 import { type CollectResult, collectReceiptsToStation } from "../../../station/collect-receipts.js";
+import { stationName } from "../../../station/inventory/open.js";
 import { receiptRecordsOf } from "../../../station/inventory/record.js";
 import { type ReceiptReport, type ReceiptRow, readReceipts } from "../../../station/read-receipts.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
@@ -105,7 +106,7 @@ Examples:
       // Every receipt read, verified or not, goes into the inventory (issue 14).
       const inventory = await openCommandInventory(ctx, options);
       try {
-        await inventory.recordReceipts(receiptRecordsOf(report));
+        await inventory.recordReceipts(receiptRecordsOf(report, new Date(), stationName(dir)));
       } finally {
         await inventory.close();
       }

@@ -15,6 +15,7 @@ import {
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
+import { DB_HELP, openCommandInventory } from "./inventory.js";
 
 interface UpdateCrlOptions {
   readonly allowPlaintext?: boolean;
@@ -25,6 +26,7 @@ interface UpdateCrlOptions {
   readonly reader?: string;
   readonly timeout: number;
   readonly stationDir?: string;
+  readonly db?: string;
   readonly json?: boolean;
 }
 
@@ -47,6 +49,7 @@ export function stationUpdateCrlCommand(ctx: CliContext): Command {
       DEFAULT_CARD_TIMEOUT_SECONDS,
     )
     .option("--station-dir <dir>", STATION_DIR_HELP)
+    .option("--db <url>", DB_HELP)
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
     .option("--json", "print the result as JSON")
     .addHelpText(
@@ -89,10 +92,18 @@ Examples:
       if (options.device && (options.fromCard || options.reader !== undefined)) {
         throw new UsageError("--device takes the device CA with --issuer, not from a card");
       }
-      const update = await updateStationCrl(dir, crl, {
-        issuers,
-        ...(options.device ? { device: true } : {}),
-      });
+      // The CRL event goes into the inventory's journal too (station history shows it).
+      const inventory = await openCommandInventory(ctx, options);
+      let update: Awaited<ReturnType<typeof updateStationCrl>>;
+      try {
+        update = await updateStationCrl(dir, crl, {
+          issuers,
+          inventory,
+          ...(options.device ? { device: true } : {}),
+        });
+      } finally {
+        await inventory.close();
+      }
       if (options.json) {
         writeJson(ctx.stdout, {
           stationDir: dir,
