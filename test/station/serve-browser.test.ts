@@ -1,7 +1,9 @@
 /**
  * Issue 14: the rack view in a real browser — Debian's chromium, headless, driven by playwright-core
- * — on a 40-HSM room in every state; the live update while a receipt arrives; the screenshot
- * docs/rack-view-40.png (written when HSM_ONBOARD_SCREENSHOT=1).
+ * — on a 40-HSM room in every state: tiles coloured by state (dry runs drawn unlike configured
+ * ones), filters, the per-HSM detail with the verified receipt, the live update while a receipt
+ * arrives, and the login form of a view that needs a token. One browser for the file. Screenshots
+ * docs/rack-view-40.png and docs/rack-view-detail.png (written when HSM_ONBOARD_SCREENSHOT=1).
  */
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -27,6 +29,7 @@ describe.skipIf(missing !== undefined)(
     let server: RackServer;
     let browser: Browser;
     const digest = "ef".repeat(32);
+    const digestOf = (i: number) => (i + 16).toString(16).padStart(2, "0").repeat(32);
 
     beforeAll(async () => {
       scratch = await mkdtemp(join(tmpdir(), "hsm-serve-browser-"));
@@ -39,6 +42,7 @@ describe.skipIf(missing !== undefined)(
           serial,
           hostname: `hsm-fra1-${String.fromCharCode(97 + Math.floor(i / 10))}${String((i % 10) + 1).padStart(2, "0")}`,
           addresses: [`eth0 198.51.100.${11 + i}`],
+          stateDigest: digestOf(i),
         })),
       });
       await inventory.recordWrite({
@@ -63,6 +67,16 @@ describe.skipIf(missing !== undefined)(
           ...(i >= 33 && i < 35 ? { reason: "not authentic: bad signature" } : {}),
           dryRun: i >= 35,
           addresses: i < 30 ? [`eth0 198.51.100.${11 + i}/24`] : [],
+          // HSM 1234568 reported a state other than its plan entry's.
+          networkDigest: i === 1 ? "99".repeat(32) : digestOf(i),
+          channel: i % 2 === 0 ? "SCP11b" : "plaintext",
+          scp: i % 2 === 0,
+          ...(i >= 33 && i < 35
+            ? {}
+            : { deviceSubject: `CN=HSM ${serial}, serialNumber=${serial}, O=Example HSM Maker` }),
+          verifiedBy:
+            'station bench:/srv/station: COSE signature with the device certificate\'s key, device chain via "CN=Example Device CA" to trust anchor "CN=Example Root"',
+          time: new Date(Date.now() - 60_000),
           collectedAt: new Date(),
         })),
       );
@@ -99,14 +113,70 @@ describe.skipIf(missing !== undefined)(
         await page.screenshot({ path: join(import.meta.dirname, "../../docs/rack-view-40.png") });
       }
 
+      // Dry runs are drawn unlike configured HSMs (hatched amber, dashed border), not only named so.
+      const look = (serial: string) =>
+        page.locator(`.tile[data-serial='${serial}']`).evaluate((e) => {
+          type Style = { backgroundImage: string; backgroundColor: string; borderStyle: string };
+          const c = (globalThis as unknown as { getComputedStyle(e: unknown): Style }).getComputedStyle(e);
+          return `${c.backgroundImage}|${c.backgroundColor}|${c.borderStyle}`;
+        });
+      const dry = await look("1234602");
+      expect(dry).toMatch(/repeating-linear-gradient/);
+      expect(dry).toMatch(/dashed/);
+      expect(await look("1234567")).not.toBe(dry);
+
       await page.selectOption("#state", "failed ✗");
       expect(await count(".tile")).toBe(3);
+      await page.selectOption("#owner", "ACME Bank");
+      expect(await count(".tile")).toBe(3);
       await page.locator(".tile").first().click();
-      expect(await page.locator("#detail-body").textContent()).toContain("address-conflict");
+      await page.waitForSelector("body[data-detail='1234597']");
+      expect(await page.locator("#detail-body").textContent()).toContain("address-conflict (exit 21)");
       await page.selectOption("#state", "");
       await page.fill("#find", "hsm-fra1-d10");
       expect(await count(".tile")).toBe(1);
       await page.fill("#find", "");
+
+      // The detail of an onboarded HSM: the whole verified receipt, field by field.
+      await page.locator(".tile[data-serial='1234567']").click();
+      await page.waitForSelector("body[data-detail='1234567']");
+      const detail = async () => {
+        const names = await page.locator("#detail-body dt:not(.section)").allTextContents();
+        const values = await page.locator("#detail-body dd").allTextContents();
+        return Object.fromEntries(names.map((n, i) => [n, values[i]]));
+      };
+      const one = await detail();
+      expect(one).toMatchObject({
+        Verified: "✓ verified",
+        "Signature verified by": expect.stringMatching(/^station .*trust anchor "CN=Example Root"$/),
+        "Device certificate": "CN=HSM 1234567, serialNumber=1234567, O=Example HSM Maker",
+        "Addresses applied": "eth0 198.51.100.11/24",
+        "Planned addresses": "eth0 198.51.100.11",
+        "Plan state digest": digestOf(0),
+        "Network digest": digestOf(0),
+        "vs plan digest": "✓ matches the plan state digest",
+        Applied: "applied",
+        Channel: "SCP11b",
+        Sequence: "1",
+        Card: "22398303",
+        Officer: "Alice",
+      });
+      expect(Date.parse(one["HSM wrote it"] ?? "")).toBeLessThan(Date.parse(one.Collected ?? ""));
+      if (process.env.HSM_ONBOARD_SCREENSHOT === "1") {
+        await page.screenshot({ path: join(import.meta.dirname, "../../docs/rack-view-detail.png") });
+      }
+      // Another: a state that differs from the plan, over plaintext.
+      await page.locator(".tile[data-serial='1234568']").click();
+      await page.waitForSelector("body[data-detail='1234568']");
+      expect(await detail()).toMatchObject({
+        "vs plan digest": "✗ differs from the plan state digest",
+        Channel: "plaintext",
+      });
+      // A dry run: nothing applied.
+      await page.locator(".tile[data-serial='1234602']").click();
+      await page.waitForSelector("body[data-detail='1234602']");
+      expect((await detail()).Applied).toBe("dry run — nothing applied");
+      await page.click("#close");
 
       // A receipt arrives for one of the HSMs still on the card: its tile turns green without a reload.
       await inventory.recordReceipts([
@@ -125,6 +195,34 @@ describe.skipIf(missing !== undefined)(
       expect(await count(".tile.on-card")).toBe(2);
       expect(failures).toEqual([]);
       await page.close();
+    }, 60_000);
+
+    it("a view with a token asks for it once (login form), then keeps a session cookie", async () => {
+      const token = "rack-view-token-for-the-browser-test";
+      const guarded = await startRackServer({ inventory, host: "127.0.0.1", port: 0, token });
+      const context = await browser.newContext();
+      try {
+        const page = await context.newPage();
+        const first = await page.goto(guarded.url);
+        expect(first?.status()).toBe(401);
+        await page.fill("input[name=token]", "not-the-token-not-the-token");
+        await page.click("button[type=submit]");
+        await page.waitForSelector("#wrong");
+        expect(await page.locator(".tile").count()).toBe(0);
+        await page.fill("input[name=token]", token);
+        await page.click("button[type=submit]");
+        await page.waitForSelector("body[data-loaded='40']");
+        expect(await page.locator(".tile").count()).toBe(40);
+        await page.waitForSelector("#live.on"); // the event stream passes with the cookie too
+        const cookies = await context.cookies();
+        expect(cookies.map((c) => [c.name, c.httpOnly, c.sameSite])).toEqual([
+          ["hsm_onboard_session", true, "Strict"],
+        ]);
+        expect(cookies[0]?.value).not.toContain(token);
+      } finally {
+        await context.close();
+        await guarded.close();
+      }
     }, 60_000);
   },
 );

@@ -1,17 +1,26 @@
 /**
  * Issue 14: the rack view (`station serve`) over real HTTP on loopback — the page and its assets
- * from the package, the inventory as JSON, a live "changed" event when a receipt is recorded,
- * read-only, loopback only, Host checked. (Not yet driven in a browser: see the report.)
+ * from the package, the inventory as a compact JSON list (brotli or gzip when accepted), one HSM's
+ * full record, a live "changed" event when a receipt is recorded, read-only, Host checked, plain
+ * HTTP refused beyond loopback, and the access token (bearer or login cookie) when there is one.
+ * TLS beyond loopback in network namespaces: serve-tls.test.ts; in a browser: serve-browser.test.ts.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UsageError } from "../../src/errors.js";
 import type { Inventory } from "../../src/station/inventory/inventory.js";
 import { openInventory } from "../../src/station/inventory/open.js";
-import { parseListen, type RackServer, startRackServer } from "../../src/station/serve/server.js";
+import {
+  parseListen,
+  type RackServer,
+  secretsEqual,
+  startRackServer,
+} from "../../src/station/serve/server.js";
+import { runCliInProcess } from "../helpers/cli.js";
 
 let scratch: string;
 let inventory: Inventory;
@@ -37,27 +46,63 @@ afterAll(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-function get(path: string, options: { method?: string; host?: string } = {}) {
-  const url = new URL(path, server.url);
-  return new Promise<{ status: number; headers: Record<string, unknown>; body: string }>(
-    (resolve, reject) => {
-      const req = request(
-        url,
-        { method: options.method ?? "GET", headers: options.host ? { host: options.host } : {} },
-        (res) => {
-          let body = "";
-          res.setEncoding("utf8");
-          res.on("data", (d: string) => {
-            body += d;
-          });
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-        },
-      );
-      req.on("error", reject);
-      req.end();
-    },
-  );
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  bytes: number;
 }
+
+function get(
+  path: string,
+  options: {
+    method?: string;
+    host?: string;
+    headers?: Record<string, string>;
+    body?: string;
+    base?: string;
+  } = {},
+) {
+  const url = new URL(path, options.base ?? server.url);
+  return new Promise<Reply>((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: options.method ?? "GET",
+        headers: { ...(options.host ? { host: options.host } : {}), ...(options.headers ?? {}) },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (d: Buffer) => chunks.push(d));
+        res.on("end", () => {
+          const raw = Buffer.concat(chunks);
+          const encoding = res.headers["content-encoding"];
+          const body =
+            encoding === "br" ? brotliDecompressSync(raw) : encoding === "gzip" ? gunzipSync(raw) : raw;
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: body.toString("utf8"),
+            bytes: raw.length,
+          });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(options.body);
+  });
+}
+
+type Compact = {
+  mark: string;
+  states: string[];
+  plans: { owner: string; digest: string }[];
+  hsms: [number, string, string, number, string][];
+};
+const stateOfRow = (data: Compact, serial: string) => {
+  const row = data.hsms.find((h) => h[1] === serial);
+  return row === undefined ? undefined : data.states[row[3]];
+};
 
 describe("station serve: the rack view over HTTP", () => {
   it("serves the page and its script and style from the package, under a same-origin CSP", async () => {
@@ -65,17 +110,51 @@ describe("station serve: the rack view over HTTP", () => {
     expect(page.status).toBe(200);
     expect(page.body).toContain('<script src="/app.js"></script>');
     expect(page.body).not.toMatch(/https?:\/\//); // no CDN
-    expect(page.headers["content-security-policy"]).toBe("default-src 'self'; frame-ancestors 'none'");
+    expect(page.headers["content-security-policy"]).toBe(
+      "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    );
     expect((await get("/app.js")).body).toContain('new EventSource("/api/events")');
     expect((await get("/app.css")).status).toBe(200);
     expect((await get("/nothing")).status).toBe(404);
   });
 
-  it("gives the inventory as JSON: 40 planned HSMs", async () => {
+  it("gives the inventory as a compact list: 40 planned HSMs, one short array each", async () => {
     const res = await get("/api/inventory");
-    const data = JSON.parse(res.body) as { hsms: { serial: string; state: string }[] };
+    const data = JSON.parse(res.body) as Compact;
+    expect(data.plans).toEqual([{ owner: "ACME Bank", digest: "cd".repeat(32) }]);
     expect(data.hsms).toHaveLength(40);
-    expect(new Set(data.hsms.map((h) => h.state))).toEqual(new Set(["planned"]));
+    expect(data.hsms[0]).toEqual([0, "1000", "hsm-0", 0, ""]);
+    expect(new Set(data.hsms.map((h) => data.states[h[3]]))).toEqual(new Set(["planned"]));
+    expect(res.headers["content-encoding"]).toBeUndefined(); // not asked for
+  });
+
+  it("compresses with brotli or gzip when the client accepts it (node:zlib), the same content", async () => {
+    const plain = await get("/api/inventory");
+    const br = await get("/api/inventory", { headers: { "accept-encoding": "gzip, deflate, br" } });
+    const gz = await get("/api/inventory", { headers: { "accept-encoding": "gzip" } });
+    expect(br.headers["content-encoding"]).toBe("br");
+    expect(gz.headers["content-encoding"]).toBe("gzip");
+    expect(br.headers.vary).toBe("Accept-Encoding");
+    expect(br.body).toBe(plain.body);
+    expect(gz.body).toBe(plain.body);
+    expect(Number(br.headers["content-length"])).toBe(br.bytes);
+    expect(br.bytes).toBeLessThan(plain.bytes / 3);
+    const script = await get("/app.js", { headers: { "accept-encoding": "br" } });
+    expect(script.headers["content-encoding"]).toBe("br");
+    expect(script.body).toContain('new EventSource("/api/events")');
+  });
+
+  it("gives one HSM's full record (the detail), 404 for an unknown one", async () => {
+    const one = await get(`/api/hsm?owner=${encodeURIComponent("ACME Bank")}&serial=1001`);
+    expect(one.status).toBe(200);
+    expect(JSON.parse(one.body)).toMatchObject({
+      serial: "1001",
+      hostname: "hsm-1",
+      state: "planned",
+      receipt: null,
+    });
+    expect((await get("/api/hsm?serial=nope")).status).toBe(404);
+    expect((await get("/api/hsm")).status).toBe(400);
   });
 
   it("sends a live 'changed' event when a receipt is recorded", async () => {
@@ -111,17 +190,93 @@ describe("station serve: the rack view over HTTP", () => {
       req.end();
     });
     expect(events).toMatch(/event: changed\ndata: "1\.0\.1\.0"/);
-    const data = JSON.parse((await get("/api/inventory")).body) as {
-      hsms: { serial: string; state: string }[];
-    };
-    expect(data.hsms.find((h) => h.serial === "1000")?.state).toBe("onboarded ✓");
+    const data = JSON.parse((await get("/api/inventory")).body) as Compact;
+    expect(data.mark).toBe("1.0.1.0");
+    expect(stateOfRow(data, "1000")).toBe("onboarded ✓");
   });
 
-  it("is read-only, checks the Host header, and listens on loopback only", async () => {
+  it("is read-only, checks the Host header, and refuses plain HTTP beyond loopback", async () => {
     expect((await get("/api/inventory", { method: "POST" })).status).toBe(405);
     expect((await get("/", { host: "evil.example:80" })).status).toBe(403);
-    await expect(startRackServer({ inventory, host: "0.0.0.0", port: 0 })).rejects.toBeInstanceOf(UsageError);
+    const refused = await startRackServer({ inventory, host: "0.0.0.0", port: 0 }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(UsageError);
+    expect((refused as Error).message).toBe(
+      "station serve refuses plain HTTP beyond loopback: listening on 0.0.0.0 needs TLS (--tls-cert and --tls-key) and an access token",
+    );
+    // TLS without a token is not enough either.
+    await expect(
+      startRackServer({ inventory, host: "0.0.0.0", port: 0, tls: { cert: "x", key: "y" } }),
+    ).rejects.toBeInstanceOf(UsageError);
     expect(parseListen("[::1]:8080")).toEqual({ host: "::1", port: 8080 });
     expect(() => parseListen("8080")).toThrow(UsageError);
+    const cli = await runCliInProcess([
+      "station",
+      "serve",
+      "--listen",
+      "192.0.2.1:8080",
+      "--station-dir",
+      scratch,
+    ]);
+    expect(cli.exitCode).toBe(2);
+    expect(cli.stderr).toMatch(
+      /refuses plain HTTP beyond loopback: listening on 192\.0\.2\.1 needs --tls-cert and --tls-key/,
+    );
+  });
+
+  it("with a token: 401 without it or with a wrong one; the bearer header or the login cookie opens it", async () => {
+    const token = "correct-horse-battery-staple-42";
+    const guarded = await startRackServer({ inventory, host: "127.0.0.1", port: 0, token });
+    try {
+      const base = guarded.url;
+      const none = await get("/api/inventory", { base });
+      expect(none.status).toBe(401);
+      expect(none.headers["www-authenticate"]).toBe('Bearer realm="hsm-onboard rack view"');
+      const page = await get("/", { base });
+      expect(page.status).toBe(401);
+      expect(page.body).toContain('<form id="login" method="post" action="/login">');
+      expect(
+        (await get("/api/inventory", { base, headers: { authorization: "Bearer wrong-token-wrong-token" } }))
+          .status,
+      ).toBe(401);
+      expect(
+        (await get("/api/inventory", { base, headers: { authorization: `Basic ${token}` } })).status,
+      ).toBe(401);
+      expect((await get("/app.js", { base })).status).toBe(401);
+      expect((await get("/app.css", { base })).status).toBe(200); // the login page's style; no data
+      const bearer = await get("/api/inventory", { base, headers: { authorization: `Bearer ${token}` } });
+      expect(bearer.status).toBe(200);
+      expect((JSON.parse(bearer.body) as Compact).hsms).toHaveLength(40);
+
+      const form = { "content-type": "application/x-www-form-urlencoded" };
+      const wrong = await get("/login", { base, method: "POST", headers: form, body: "token=nope" });
+      expect(wrong.status).toBe(401);
+      expect(wrong.headers["set-cookie"]).toBeUndefined();
+      expect(wrong.body).toContain("That token is not right.");
+      const login = await get("/login", {
+        base,
+        method: "POST",
+        headers: form,
+        body: `token=${encodeURIComponent(token)}`,
+      });
+      expect(login.status).toBe(303);
+      expect(login.headers.location).toBe("/");
+      const cookie = String(login.headers["set-cookie"]).split(";")[0]!;
+      expect(String(login.headers["set-cookie"])).toMatch(/; Path=\/; HttpOnly; SameSite=Strict$/);
+      expect(cookie).not.toContain(token); // a session value, not the token
+      expect((await get("/", { base, headers: { cookie } })).status).toBe(200);
+      expect((await get("/api/inventory", { base, headers: { cookie: `${cookie}x` } })).status).toBe(401);
+      // With a token the Host header is not what guards it.
+      expect(
+        (await get("/", { base, host: "rack.example:443", headers: { authorization: `Bearer ${token}` } }))
+          .status,
+      ).toBe(200);
+      expect(secretsEqual(token, token)).toBe(true);
+      expect(secretsEqual(token, `${token}x`)).toBe(false);
+    } finally {
+      await guarded.close();
+    }
+    await expect(startRackServer({ inventory, port: 0, token: "short" })).rejects.toThrow(
+      /at least 20 characters/,
+    );
   });
 });

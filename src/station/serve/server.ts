@@ -1,33 +1,60 @@
 /**
- * `station serve` (issue 14): a read-only rack view of the inventory over HTTP on loopback. One page
+ * `station serve` (issue 14): a read-only rack view of the inventory over HTTP(S). One page
  * (page.ts: HTML, CSS and a small script, all served from here — no CDN, no framework), the
- * inventory as JSON, and a server-sent event stream that says "changed" when the inventory did (it
- * is polled once a second), so the page refreshes while receipts arrive.
+ * inventory as a compact JSON list, one HSM's full record, and a server-sent event stream that says
+ * "changed" when the inventory did (it is polled once a second), so the page refreshes while
+ * receipts arrive. Bodies are compressed (brotli or gzip, node:zlib) when the client accepts it.
  *
- * Only GET and HEAD. Listening beyond loopback would need TLS and a token; neither exists yet, so a
- * non-loopback address is refused (UsageError). The Host header must name the address listened on
- * (a page on another site cannot reach the view through DNS rebinding). The page's Content Security
- * Policy allows only this origin.
+ * Loopback (127.0.0.1, ::1, localhost) is the default and needs neither TLS nor a token. Any other
+ * address needs both: TLS (a certificate and key the operator gives) and an access token, or the
+ * server refuses to start (UsageError, exit 2) — plain HTTP beyond loopback is never served. The
+ * token is checked on every request, in constant time: `Authorization: Bearer TOKEN`, or the
+ * session cookie a browser gets from the login form (POST /login; the cookie is an HMAC of a fixed
+ * label under the token, HttpOnly, Secure, SameSite=Strict — never the token itself). Without a
+ * token (loopback) the Host header must name the address listened on, so a page on another site
+ * cannot reach the view through DNS rebinding. The page's Content Security Policy allows only this
+ * origin. Only GET and HEAD, and POST /login when there is a token.
  */
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import { promisify } from "node:util";
+import { brotliCompress, gzip, constants as zlib } from "node:zlib";
 import { UsageError } from "../../errors.js";
 import type { Inventory } from "../inventory/inventory.js";
-import { hsmStateJson } from "../inventory/state.js";
-import { PAGE_HTML, PAGE_SCRIPT, PAGE_STYLE } from "./page.js";
+import { compactInventory, hsmStateJson } from "../inventory/state.js";
+import { loginPage, PAGE_HTML, PAGE_SCRIPT, PAGE_STYLE } from "./page.js";
 
 const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
 const POLL_MS = 1000;
+/** A token given by the operator must be at least this long (a generated one is 43 characters). */
+export const MIN_TOKEN_LENGTH = 20;
+const SESSION_COOKIE = "hsm_onboard_session";
+const MAX_LOGIN_BODY = 4096;
+/** Bodies shorter than this go uncompressed. */
+const COMPRESS_FROM = 1024;
+
+const brotli = promisify(brotliCompress);
+const gzipAsync = promisify(gzip);
 
 export interface RackServerOptions {
   readonly inventory: Inventory;
   readonly host?: string;
   readonly port?: number;
+  /** PEM certificate (chain) and key: serve HTTPS. Required beyond loopback. */
+  readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
+  /** The access token every request must carry. Required beyond loopback. */
+  readonly token?: string;
 }
 
 export interface RackServer {
   readonly url: string;
   close(): Promise<void>;
+}
+
+export function isLoopback(host: string): boolean {
+  return LOOPBACK.has(host);
 }
 
 /** "127.0.0.1:8080", "[::1]:8080", "localhost:0" → host and port. */
@@ -40,13 +67,31 @@ export function parseListen(value: string): { host: string; port: number } {
   return { host: (m[1] ?? m[2]) as string, port };
 }
 
+/** Constant-time comparison of two secrets of any length (their SHA-256 digests are compared). */
+export function secretsEqual(given: string, expected: string): boolean {
+  const a = createHash("sha256").update(given, "utf8").digest();
+  const b = createHash("sha256").update(expected, "utf8").digest();
+  return timingSafeEqual(a, b);
+}
+
+function sessionValue(token: string): string {
+  return createHmac("sha256", token).update("hsm-onboard rack view session").digest("base64url");
+}
+
 export async function startRackServer(options: RackServerOptions): Promise<RackServer> {
   const host = options.host ?? "127.0.0.1";
-  if (!LOOPBACK.has(host)) {
+  const { tls, token } = options;
+  if (!isLoopback(host) && (tls === undefined || token === undefined)) {
     throw new UsageError(
-      `station serve listens on loopback only (127.0.0.1, ::1): listening on ${host} would need TLS and a token, which the rack view does not have yet`,
+      `station serve refuses plain HTTP beyond loopback: listening on ${host} needs TLS (--tls-cert and --tls-key) and an access token${
+        tls === undefined ? "" : " (none was given)"
+      }`,
     );
   }
+  if (token !== undefined && token.length < MIN_TOKEN_LENGTH) {
+    throw new UsageError(`the access token must be at least ${MIN_TOKEN_LENGTH} characters`);
+  }
+  const session = token === undefined ? undefined : sessionValue(token);
   const { inventory } = options;
   const streams = new Set<ServerResponse>();
   let mark = await inventory.changeMark();
@@ -67,27 +112,94 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
       });
   }, POLL_MS);
 
+  // The compact list, encoded once per change of the inventory (many browsers, one query).
+  let listCache: { mark: string; body: Buffer; br?: Buffer; gzip?: Buffer } | undefined;
+
   let allowedHosts: Set<string> = new Set();
-  const server: Server = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     void handle(req, res).catch(() => {
-      if (!res.headersSent) send(res, 500, "text/plain", "internal error\n");
+      if (!res.headersSent) send(req, res, 500, "text/plain", "internal error\n");
       else res.end();
     });
-  });
+  };
+  let server: Server;
+  try {
+    server =
+      tls === undefined
+        ? createServer(handler)
+        : createHttpsServer({ ...tls, minVersion: "TLSv1.2" }, handler);
+  } catch (cause) {
+    clearInterval(timer);
+    throw new UsageError(
+      `--tls-cert/--tls-key: not a usable certificate and key (${cause instanceof Error ? cause.message : String(cause)})`,
+      { cause },
+    );
+  }
+
+  function authorized(req: IncomingMessage): boolean {
+    if (token === undefined || session === undefined) return true;
+    const auth = req.headers.authorization;
+    if (auth !== undefined) {
+      const m = /^Bearer ([\x21-\x7e]{1,512})$/.exec(auth);
+      return m !== null && secretsEqual(m[1] as string, token);
+    }
+    const cookie = cookieOf(req, SESSION_COOKIE);
+    return cookie !== undefined && secretsEqual(cookie, session);
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (!allowedHosts.has(req.headers.host ?? "")) return send(res, 403, "text/plain", "wrong Host\n");
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.setHeader("Allow", "GET, HEAD");
-      return send(res, 405, "text/plain", "read-only\n");
+    if (token === undefined && !allowedHosts.has(req.headers.host ?? "")) {
+      return send(req, res, 403, "text/plain", "wrong Host\n");
     }
     const path = new URL(req.url ?? "/", "http://x").pathname;
-    if (path === "/") return send(res, 200, "text/html; charset=utf-8", PAGE_HTML);
-    if (path === "/app.js") return send(res, 200, "text/javascript; charset=utf-8", PAGE_SCRIPT);
-    if (path === "/app.css") return send(res, 200, "text/css; charset=utf-8", PAGE_STYLE);
+    if (path === "/login" && token !== undefined && session !== undefined) {
+      if (req.method === "GET" || req.method === "HEAD") {
+        return send(req, res, 200, "text/html; charset=utf-8", loginPage(false));
+      }
+      if (req.method !== "POST") return send(req, res, 405, "text/plain", "GET or POST\n");
+      const form = new URLSearchParams(await readBody(req, MAX_LOGIN_BODY));
+      if (!secretsEqual(form.get("token") ?? "", token)) {
+        return send(req, res, 401, "text/html; charset=utf-8", loginPage(true));
+      }
+      res.writeHead(303, {
+        ...HEADERS,
+        Location: "/",
+        "Set-Cookie": `${SESSION_COOKIE}=${session}; Path=/; HttpOnly; SameSite=Strict${tls ? "; Secure" : ""}`,
+        "Content-Length": 0,
+      });
+      res.end();
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.setHeader("Allow", "GET, HEAD");
+      return send(req, res, 405, "text/plain", "read-only\n");
+    }
+    // The style sheet holds no data; the login page uses it.
+    if (path === "/app.css") return send(req, res, 200, "text/css; charset=utf-8", PAGE_STYLE);
+    if (!authorized(req)) {
+      res.setHeader("WWW-Authenticate", 'Bearer realm="hsm-onboard rack view"');
+      return path === "/"
+        ? send(req, res, 401, "text/html; charset=utf-8", loginPage(false))
+        : send(req, res, 401, "text/plain", "access token needed\n");
+    }
+    if (path === "/") return send(req, res, 200, "text/html; charset=utf-8", PAGE_HTML);
+    if (path === "/app.js") return send(req, res, 200, "text/javascript; charset=utf-8", PAGE_SCRIPT);
     if (path === "/api/inventory") {
-      const states = await inventory.inventory();
-      return send(res, 200, "application/json", JSON.stringify({ mark, hsms: states.map(hsmStateJson) }));
+      const now = await inventory.changeMark();
+      if (listCache?.mark !== now) {
+        const states = await inventory.inventory();
+        listCache = { mark: now, body: Buffer.from(JSON.stringify(compactInventory(states, now))) };
+      }
+      return sendCached(req, res, listCache);
+    }
+    if (path === "/api/hsm") {
+      const query = new URL(req.url ?? "/", "http://x").searchParams;
+      const serial = query.get("serial");
+      const owner = query.get("owner");
+      if (!serial) return send(req, res, 400, "text/plain", "serial needed\n");
+      const [state] = await inventory.inventory({ serial, ...(owner ? { owner } : {}) });
+      if (!state) return send(req, res, 404, "text/plain", "no such HSM\n");
+      return send(req, res, 200, "application/json", JSON.stringify(hsmStateJson(state)));
     }
     if (path === "/api/events") {
       res.writeHead(200, { ...HEADERS, "Content-Type": "text/event-stream", "Cache-Control": "no-store" });
@@ -96,7 +208,7 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
       req.on("close", () => streams.delete(res));
       return;
     }
-    return send(res, 404, "text/plain", "not found\n");
+    return send(req, res, 404, "text/plain", "not found\n");
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -107,22 +219,100 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
   const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
   allowedHosts = new Set([`${shown}:${address.port}`, `localhost:${address.port}`]);
   return {
-    url: `http://${shown}:${address.port}/`,
+    url: `${tls ? "https" : "http"}://${shown}:${address.port}/`,
     async close() {
       clearInterval(timer);
       for (const s of streams) s.end();
+      server.closeAllConnections?.();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 }
 
 const HEADERS = {
-  "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+  "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
   "X-Content-Type-Options": "nosniff",
   "Referrer-Policy": "no-referrer",
 };
 
-function send(res: ServerResponse, status: number, type: string, body: string): void {
-  res.writeHead(status, { ...HEADERS, "Content-Type": type, "Content-Length": Buffer.byteLength(body) });
-  res.end(res.req.method === "HEAD" ? undefined : body);
+function cookieOf(req: IncomingMessage, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? "").split(";")) {
+    const [key, ...value] = part.trim().split("=");
+    if (key === name) return value.join("=");
+  }
+  return undefined;
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk: string) => {
+      body += chunk;
+      if (body.length > limit) {
+        reject(new UsageError("request body too large"));
+        req.destroy();
+      }
+    });
+    req.on("end", () => resolve(body));
+    req.on("error", reject);
+  });
+}
+
+/** The encoding the client accepts that we use: brotli, else gzip, else none. */
+function encodingFor(req: IncomingMessage): "br" | "gzip" | undefined {
+  const accepted = String(req.headers["accept-encoding"] ?? "")
+    .split(",")
+    .map((e) => e.trim().split(";")[0]);
+  if (accepted.includes("br")) return "br";
+  if (accepted.includes("gzip")) return "gzip";
+  return undefined;
+}
+
+async function compress(body: Buffer, encoding: "br" | "gzip"): Promise<Buffer> {
+  return encoding === "br"
+    ? brotli(body, {
+        params: {
+          [zlib.BROTLI_PARAM_QUALITY]: 5,
+          [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT,
+          [zlib.BROTLI_PARAM_SIZE_HINT]: body.length,
+        },
+      })
+    : gzipAsync(body, { level: 6 });
+}
+
+/** Fixed bodies (page, script, style, login page) with their compressed forms, encoded once. */
+const FIXED = new Map<string, { body: Buffer; br?: Buffer; gzip?: Buffer }>();
+
+function send(req: IncomingMessage, res: ServerResponse, status: number, type: string, body: string): void {
+  let cache = FIXED.get(body);
+  if (!cache) {
+    cache = { body: Buffer.from(body) };
+    if (body.length >= COMPRESS_FROM && FIXED.size < 16) FIXED.set(body, cache);
+  }
+  void sendCached(req, res, cache, status, type).catch(() => res.end());
+}
+
+async function sendCached(
+  req: IncomingMessage,
+  res: ServerResponse,
+  cache: { body: Buffer; br?: Buffer; gzip?: Buffer },
+  status = 200,
+  type = "application/json",
+): Promise<void> {
+  const encoding = cache.body.length >= COMPRESS_FROM ? encodingFor(req) : undefined;
+  let body = cache.body;
+  if (encoding !== undefined) {
+    const done = cache[encoding];
+    body = done ?? (await compress(cache.body, encoding));
+    cache[encoding] = body;
+  }
+  res.writeHead(status, {
+    ...HEADERS,
+    "Content-Type": type,
+    "Content-Length": body.length,
+    Vary: "Accept-Encoding",
+    ...(encoding === undefined ? {} : { "Content-Encoding": encoding }),
+  });
+  res.end(req.method === "HEAD" ? undefined : body);
 }
