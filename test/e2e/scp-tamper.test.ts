@@ -1,31 +1,41 @@
 /**
  * Issue 11, tampering on the wire, over the real stack: a private pcscd with vpcd, the virtual card
- * (profile yubikey-5.7, SCP11b key from a test vendor CA) behind a vpcd bridge in this process, and
- * `station write` / `agent run` as child processes through pcscd. The fault is injected where pcscd
- * hands the card its APDUs (the card's intercept hook, in this test process only): the product's
- * processes are the real CLI, untouched.
- * - one flipped bit in a wrapped command (the PIN's VERIFY at the agent, the first PUT DATA at the
- *   station) → the card answers 6982 and drops the session, the host exits 15;
+ * (profile yubikey-5.7, SCP11b key from a test vendor CA, a configuration written onto it as
+ * `station write` writes one) behind a vpcd bridge in this process, and `agent run --net iproute2`
+ * as a child process through pcscd, inside a network namespace this test created (eth0, a veth
+ * whose peer holds the plan's gateway), applying with the real iproute2 applier. The fault is
+ * injected where pcscd hands the card its APDUs (the card's intercept hook, in this test process
+ * only): the product's processes are the real CLI.
+ * - one flipped bit in a wrapped command (the PIN's VERIFY) → the card answers 6982 and drops the
+ *   session, the host exits 15 (the station's side, a flipped PUT DATA, runs in-process in
+ *   test/security/scp-hostile-card.test.ts: a station write scans ~290 objects, ~18 s over pcscd);
  * - one flipped bit in a wrapped answer → the host exits 15 (R-MAC);
  * - a wrapped command replayed in place of the next one → the card answers 6982, the host exits 15;
- * in every case nothing is applied (the agent's dry-run record absent, its status unchanged) and
- * nothing is written onto the card (its data objects byte for byte as before).
+ * - a forged receipt or an invalid ePK.SD in the handshake → exit 15 before any VERIFY;
+ * in every case nothing is applied (`ip -json addr` in the namespace as before, the agent's status
+ * still waiting), nothing is written onto the card (its data objects byte for byte as before: no
+ * receipt) and the PIN retry counter is where it was. The untampered run, last, applies (the
+ * addresses appear in the namespace) and writes its receipt: the checks above can see a change.
+ * One pcscd and one namespace for the file; one agent run per case (~2–3 s each).
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { AgentStateStore } from "../../src/agent/state-store.js";
 import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
+import { type HostileMode, hostileCard } from "../../src/card-emulator/hostile-card.js";
 import { YUBIKEY_5_7_PROFILE } from "../../src/card-emulator/profiles.js";
 import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { VpcdBridge } from "../../src/card-emulator/vpcd-bridge.js";
-import { planToYaml } from "../../src/config/plan.js";
+import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { ExitCode } from "../../src/errors.js";
 import type { IssuerCredentials } from "../../src/pki/issue.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
 import { installScpTrust } from "../../src/secure-element/channel-policy.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { createTestPki, initAgent, OWNER, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { addrJson, ip, NetnsLab, netnsCapability, settled } from "../agent/netns.js";
 import {
   buildForChildren,
   type PrivateBuild,
@@ -33,14 +43,34 @@ import {
   requireOrSkip,
 } from "../helpers/pcsc-env.js";
 import { runCliChild, stopChildren } from "../security/children.js";
-import { put } from "../security/stack.js";
 import { CardTemplate } from "../security/support.js";
 
-const cap = requireOrSkip(pcscE2eCapability());
+const pcscCap = requireOrSkip(pcscE2eCapability());
+const netnsCap = requireOrSkip(netnsCapability());
+const cap =
+  pcscCap.ok && netnsCap.ok ? pcscCap : { ok: false, reason: pcscCap.ok ? netnsCap.reason : pcscCap.reason };
+
+/** IPv4 only (no DAD to wait for): the HSM of serial 1234567 on eth0, its gateway on the veth peer. */
+const PLAN: NetworkPlan = {
+  owner: OWNER,
+  subnets: [{ name: "lab", cidr: "198.51.100.0/24", gateway: "198.51.100.1", dns: [], ntp: [], mtu: 1400 }],
+  hsms: [
+    {
+      serial: "1234567",
+      hostname: "hsm-tamper-01",
+      interfaces: [{ name: "eth0", subnet: "lab", ipv4: "198.51.100.11" }],
+    },
+    {
+      serial: "1234568",
+      hostname: "hsm-tamper-02",
+      interfaces: [{ name: "eth0", subnet: "lab", ipv4: "198.51.100.12" }],
+    },
+  ],
+};
 
 const INS_VERIFY = 0x20;
+const INS_AUTHENTICATE = 0x88;
 const INS_GET_DATA = 0xcb;
-const INS_PUT_DATA = 0xdb;
 const SW_SECURITY = 0x6982;
 
 const isWrapped = (command: Uint8Array) => (command[0]! & 0x04) !== 0;
@@ -51,13 +81,21 @@ interface Fault {
   fired: boolean;
   cardSaw?: Buffer;
   cardAnswered?: number;
+  /** INS of every command the card was handed. */
+  instructions: number[];
 }
 
 type Tamper = (command: Uint8Array, answer: (c: Uint8Array) => Uint8Array, fault: Fault) => Uint8Array;
 
-/** The card's data objects (what a write would change), as stored in its state file. */
-async function cardObjects(cardFile: string): Promise<Record<string, string>> {
-  return (JSON.parse(await readFile(cardFile, "utf8")) as { objects: Record<string, string> }).objects;
+/** What a write or a PIN try changes: the card's data objects and its PIN retry counter. */
+async function cardObjects(
+  cardFile: string,
+): Promise<{ objects: Record<string, string>; pinTriesLeft: number }> {
+  const state = JSON.parse(await readFile(cardFile, "utf8")) as {
+    objects: Record<string, string>;
+    pin: { triesLeft: number };
+  };
+  return { objects: state.objects, pinTriesLeft: state.pin.triesLeft };
 }
 
 describe.skipIf(!cap.ok)(
@@ -72,6 +110,10 @@ describe.skipIf(!cap.ok)(
     let vendorPem: string;
     let pcscd: PrivatePcscd;
     let bridge: VpcdBridge | undefined;
+    const lab = new NetnsLab();
+    /** The HSM's namespace: eth0 (down, no address), its veth peer holds the gateway. */
+    let hsm: string;
+    let pristine: unknown;
 
     beforeAll(async () => {
       base = await tempDir("hsm-scp-tamper-");
@@ -79,14 +121,22 @@ describe.skipIf(!cap.ok)(
       testPki = await createTestPki(base.dir);
       crl = await testPki.crl(1);
       template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
+      await template.write(PLAN, { crl, sequence: 1 });
       vendor = await createScpVendorCa("Tamper Test Card Vendor");
       vendorPem = vendor.certificate.toString("pem");
       pcscd = await startPrivatePcscd();
+      hsm = lab.namespace("hsm");
+      const peer = lab.namespace("peer");
+      lab.link(hsm, "eth0", peer, "lan0");
+      ip(["-n", peer, "addr", "add", "198.51.100.1/24", "dev", "lan0"]);
+      ip(["-n", peer, "link", "set", "lan0", "up"]);
+      pristine = addrJson(hsm);
     }, 240_000);
     afterAll(async () => {
       await bridge?.stop();
       await stopChildren();
       await pcscd?.stop();
+      await lab.cleanup();
       await build?.cleanup();
       await base?.cleanup();
     });
@@ -94,103 +144,58 @@ describe.skipIf(!cap.ok)(
     /** Inserts the card; `tamper` (if any) stands between pcscd and the card. */
     async function insert(cardFile: string, tamper?: Tamper): Promise<Fault> {
       await bridge?.stop();
-      const fault: Fault = { fired: false };
+      const fault: Fault = { fired: false, instructions: [] };
       const card = VirtualPivCard.fromFile(cardFile, {
         profile: YUBIKEY_5_7_PROFILE,
-        ...(tamper ? { intercept: (command, answer) => tamper(command, answer, fault) } : {}),
+        intercept: (command, answer) => {
+          fault.instructions.push(command[1]!);
+          return tamper ? tamper(command, answer, fault) : answer(command);
+        },
       });
       bridge = new VpcdBridge({ responder: card, host: "127.0.0.1", port: pcscd.vpcdPort, atr: card.atr });
       await bridge.start();
       return fault;
     }
 
-    const cli = (args: string[], stdin?: string) =>
-      runCliChild(build, args, { env: pcscd.env, timeoutMs: 90_000, ...(stdin ? { stdin } : {}) });
-
-    /** Station and agent with the vendor CA as SCP trust anchor, a card with its SCP11b key. */
+    /**
+     * An agent with the vendor CA as SCP trust anchor, and a card carrying PLAN (written in this
+     * process, as `station write` writes it) with its SCP11b key.
+     */
     async function setUp(name: string) {
       const dir = join(base.dir, name);
       const { stateDir } = await initAgent(dir, testPki, { crl, name: "hsm" });
-      const stationDir = join(dir, "station");
-      const init = await cli([
-        "station",
-        "init",
-        "--trust",
-        await put(join(dir, "root.pem"), testPki.rootPem),
-        "--crl",
-        await put(join(dir, "token-ca.crl"), crl),
-        "--issuer",
-        join(testPki.dir, "token-ca.pem"),
-        "--station-dir",
-        stationDir,
-        "--scp-trust",
-        await put(join(dir, "vendor.pem"), vendorPem),
-      ]);
-      expect(init.code, init.stderr).toBe(ExitCode.ok);
       await installScpTrust(stateDir, vendorPem, "vendor");
       const cardFile = join(dir, "card.json");
       new FileCardStateStore(cardFile).save(template.cardState);
       await provisionScpKey(VirtualPivCard.fromFile(cardFile, { profile: YUBIKEY_5_7_PROFILE }), vendor);
-      const plan = await put(join(dir, "lab.yaml"), planToYaml(LAB_PLAN));
-      return { stateDir, stationDir, cardFile, plan };
+      return { stateDir, cardFile };
     }
 
-    const write = (s: { plan: string; stationDir: string }) =>
-      cli(["station", "write", "--plan", s.plan, "--station-dir", s.stationDir, "--pin-stdin"], `${PIN}\n`);
+    /** `agent run --once` in the HSM's namespace with the real iproute2 applier. */
     const onboard = (stateDir: string) =>
-      cli(
-        ["agent", "run", "--state-dir", stateDir, "--once", "--net", "dry-run", "--json", "--pin-stdin"],
-        `${PIN}\n`,
+      runCliChild(
+        build,
+        ["agent", "run", "--state-dir", stateDir, "--once", "--net", "iproute2", "--json", "--pin-stdin"],
+        { env: pcscd.env, netns: hsm, timeoutMs: 90_000, stdin: `${PIN}\n` },
       );
 
-    /** Nothing applied at the HSM: no dry-run record, and its status still waits for a first configuration. */
+    /** Nothing applied at the HSM: its namespace as created, its state still waiting for a first configuration. */
     async function expectNothingApplied(stateDir: string): Promise<void> {
-      await expect(readFile(join(stateDir, "network.dry-run.json"), "utf8")).rejects.toThrow();
-      const status = await cli(["agent", "status", "--state-dir", stateDir, "--json"]);
-      expect(status.code, status.stderr).toBe(ExitCode.ok);
-      // Still waiting for its first configuration: no address, no configuration recorded.
-      expect(JSON.parse(status.stdout)).toMatchObject({ stage: "waiting-for-card", addresses: [] });
+      expect(addrJson(hsm)).toEqual(pristine);
+      const { state } = await AgentStateStore.open(stateDir);
+      expect(state.stage).toBe("waiting-for-card");
+      expect(state.configured).toBeUndefined();
+      expect(state.applying).toBeUndefined();
     }
 
-    test("station write: one flipped bit in the first wrapped PUT DATA → card 6982, exit 15, nothing on the card", async () => {
-      const s = await setUp("station-flip");
-      const before = await cardObjects(s.cardFile);
-      const fault = await insert(s.cardFile, (command, answer, f) => {
-        // The first wrapped PUT DATA that is not an inner piece of a chain (the card checks the C-MAC
-        // once the chain is whole, so a flip in the last piece is what it answers).
-        if (f.fired || !isWrapped(command) || command[1] !== INS_PUT_DATA || (command[0]! & 0x10) !== 0)
-          return answer(command);
-        f.fired = true;
-        const flipped = Buffer.from(command);
-        flipped[flipped.length - 12]! ^= 0x10; // inside the encrypted data, before the C-MAC
-        f.cardSaw = flipped;
-        const r = answer(flipped);
-        f.cardAnswered = swOf(r);
-        return r;
-      });
-      const result = await write(s);
-      expect(fault.fired).toBe(true);
-      expect(fault.cardAnswered).toBe(SW_SECURITY);
-      expect(result.code, result.stderr).toBe(ExitCode.integrity);
-      expect(result.stderr).toMatch(/secure channel: the card refused a wrapped command \(6982/);
-      await bridge?.stop();
-      bridge = undefined;
-      expect(await cardObjects(s.cardFile)).toEqual(before);
-    }, 300_000);
-
-    describe("agent run on a card the station wrote over SCP11b", () => {
+    describe("agent run --net iproute2 (in its namespace) on a card written with SCP11b", () => {
       let s: Awaited<ReturnType<typeof setUp>>;
       let written: Buffer;
 
       beforeAll(async () => {
         s = await setUp("agent");
-        await insert(s.cardFile);
-        const w = await write(s);
-        expect(w.code, w.stderr).toBe(ExitCode.ok);
-        await bridge?.stop();
-        bridge = undefined;
         written = await readFile(s.cardFile);
-      }, 300_000);
+      }, 120_000);
 
       /** Puts the written card back (as it left the station), inserts it with `tamper`, runs the agent. */
       async function tampered(tamper: Tamper) {
@@ -262,10 +267,41 @@ describe.skipIf(!cap.ok)(
         expect(after).toEqual(before);
       }, 300_000);
 
-      test("the same card untampered onboards (the faults above were the only difference)", async () => {
-        const { run } = await tampered((command, answer) => answer(command));
+      /** A hostile-card mode on the handshake (src/card-emulator/hostile-card.ts), as a tamper. */
+      const handshakeLie = (mode: HostileMode): Tamper => {
+        const hostile = hostileCard(mode);
+        return (command, answer, f) => {
+          if (command[1] === INS_AUTHENTICATE) f.fired = true;
+          return hostile.intercept(command, answer);
+        };
+      };
+
+      for (const [mode, what] of [
+        ["scp-receipt-wrong", "a forged receipt"],
+        ["scp-epk-off-curve", "an ePK.SD off the curve"],
+      ] as const)
+        test(`${what} in the handshake → exit 15 before any VERIFY, nothing applied or written`, async () => {
+          const { fault, run, before, after } = await tampered(handshakeLie(mode));
+          expect(fault.fired).toBe(true);
+          expect(run.code, run.stderr).toBe(ExitCode.integrity);
+          expect(run.stderr).toMatch(mode === "scp-receipt-wrong" ? /receipt does not verify/ : /ePK\.SD/);
+          // The handshake was the last thing the card saw: no VERIFY, nothing wrapped.
+          expect(fault.instructions.at(-1)).toBe(INS_AUTHENTICATE);
+          expect(fault.instructions).not.toContain(INS_VERIFY);
+          await expectNothingApplied(s.stateDir);
+          expect(after).toEqual(before);
+        }, 300_000);
+
+      test("the same card untampered onboards: applied in the namespace, receipt written (the faults above were the only difference)", async () => {
+        const { run, before, after } = await tampered((command, answer) => answer(command));
         expect(run.code, run.stderr).toBe(ExitCode.ok);
-        expect(JSON.parse(run.stdout).card.channel).toBe("SCP11b");
+        const result = JSON.parse(run.stdout);
+        expect(result.card.channel).toBe("SCP11b");
+        expect(result.receipt).toMatchObject({ written: true });
+        await settled(hsm);
+        expect(JSON.stringify(addrJson(hsm))).toContain("198.51.100.11");
+        expect(after.pinTriesLeft).toBe(before.pinTriesLeft);
+        expect(Object.keys(after.objects).length).toBeGreaterThan(Object.keys(before.objects).length);
       }, 300_000);
     });
   },

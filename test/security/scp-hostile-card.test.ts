@@ -278,6 +278,47 @@ describe("hostile card inside the channel, against the station (writeConfigurati
     });
 });
 
+describe("a flipped bit in the station's first wrapped PUT DATA", () => {
+  test("the card answers 6982 and drops the session; the station fails with exit 15; nothing written, the PIN counter as before", async () => {
+    const store = new MemoryCardStateStore(template.cardState);
+    const seen: { sw?: number } = {};
+    let fired = false;
+    const card = new VirtualPivCard({
+      store,
+      intercept: (command, answer) => {
+        // The last (or only) piece of the first wrapped PUT DATA: the card checks the C-MAC once
+        // the chain is whole.
+        if (fired || (command[0]! & 0x04) === 0 || command[1] !== 0xdb || (command[0]! & 0x10) !== 0)
+          return answer(command);
+        fired = true;
+        const flipped = command.slice();
+        flipped[flipped.length - 12]! ^= 0x10; // inside the encrypted data, before the C-MAC
+        const r = answer(flipped);
+        seen.sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
+        return r;
+      },
+    });
+    const before = persistent(store);
+    const element = await openScp(card, new TransportMeter());
+    const failure = await writeConfigurationToCard({
+      element,
+      plan: LAB_PLAN,
+      stationDir: await stationDir(),
+      pin: PIN,
+    }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await element.close();
+    expect(fired).toBe(true);
+    expect(seen.sw).toBe(0x6982);
+    expectTypedError(failure, ScpIntegrityError, ExitCode.integrity);
+    expect((failure as Error).message).toMatch(/the card refused a wrapped command \(6982/);
+    expect(card.scpSessionOpen).toBe(false);
+    expect(persistent(store)).toEqual(before);
+  });
+});
+
 let station: string | undefined;
 async function stationDir(): Promise<string> {
   if (station) return station;
