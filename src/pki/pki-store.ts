@@ -119,8 +119,13 @@ export interface CaKeyLoadOptions {
 }
 
 /** Where a CA's key is: the override, else the state's pkcs11: reference, else the key file. */
-export function caKeyReference(dir: string, state: PkiState, ca: CaName, override?: string): string {
-  return override ?? state.keys?.[ca] ?? join(dir, CA_FILES[ca].key);
+export function caKeyReference(
+  dir: string,
+  state: PkiState | undefined,
+  ca: CaName,
+  override?: string,
+): string {
+  return override ?? state?.keys?.[ca] ?? join(dir, CA_FILES[ca].key);
 }
 
 /** A CA certificate with its key opened (close it: a token key holds a session). */
@@ -455,40 +460,28 @@ export async function revokeInPki(
   const crypto = options.crypto ?? nodeCrypto;
   const certificate = await readCertificateFile(certificateFile);
   return withPkiLock(dir, async () => {
+    // Checked with the certificates alone, so a refused revocation asks no PIN or passphrase.
+    const state = await readState(dir);
+    const tokenCaCertificate = await readCertificateFile(join(dir, PKI_FILES.tokenCaCert));
+    await assertIssuedBy(certificate, tokenCaCertificate, certificateFile, crypto);
+    const serialNumber = certificate.serialNumber.toLowerCase();
+    const previous = state.revoked.find((r) => r.serialNumber === serialNumber);
+    if (previous) return { certificate, record: previous, alreadyRevoked: true };
     const pki = await loadTokenCaDirectory(dir, { ...options, crypto });
     try {
-      return await revokeWith(pki, certificate, certificateFile, reason, options.now, crypto);
+      const record: RevokedRecord = {
+        serialNumber,
+        revokedAt: (options.now ?? new Date()).toISOString(),
+        reason,
+        subject: certificate.subject,
+      };
+      const next: PkiState = { ...pki.state, revoked: [...pki.state.revoked, record] };
+      const { crl } = await signNextCrl(dir, pki.tokenCa, next, options.now, crypto);
+      return { certificate, record, alreadyRevoked: false, crl };
     } finally {
       pki.close();
     }
   });
-}
-
-async function revokeWith(
-  pki: LoadedTokenCa,
-  certificate: X509Certificate,
-  certificateFile: string,
-  reason: CrlReasonName,
-  now: Date | undefined,
-  crypto: CryptoProvider,
-): Promise<{ certificate: X509Certificate; record: RevokedRecord; alreadyRevoked: boolean; crl?: X509Crl }> {
-  const dir = pki.dir;
-  const options = { now };
-  {
-    await assertIssuedBy(certificate, pki.tokenCa, certificateFile, crypto);
-    const serialNumber = certificate.serialNumber.toLowerCase();
-    const previous = pki.state.revoked.find((r) => r.serialNumber === serialNumber);
-    if (previous) return { certificate, record: previous, alreadyRevoked: true };
-    const record: RevokedRecord = {
-      serialNumber,
-      revokedAt: (options.now ?? new Date()).toISOString(),
-      reason,
-      subject: certificate.subject,
-    };
-    const state: PkiState = { ...pki.state, revoked: [...pki.state.revoked, record] };
-    const { crl } = await signNextCrl(dir, pki.tokenCa, state, options.now, crypto);
-    return { certificate, record, alreadyRevoked: false, crl };
-  }
 }
 
 /** `pki crl`: signs a fresh CRL (next CRL number) with the current revocations. */
@@ -561,6 +554,12 @@ export async function withPkiLock<T>(dir: string, fn: () => Promise<T>): Promise
   }
 }
 
+/** The state of a PKI directory, or undefined when it has no state file (any other problem throws). */
+export async function readPkiStateIfAny(dir: string): Promise<PkiState | undefined> {
+  if (!(await exists(join(dir, PKI_FILES.state)))) return undefined;
+  return readState(dir);
+}
+
 async function readState(dir: string): Promise<PkiState> {
   return readJsonFile(join(dir, PKI_FILES.state), pkiStateSchema, {
     what: "PKI state",
@@ -609,21 +608,21 @@ export async function readCertificateFile(path: string): Promise<X509Certificate
 /** The certificate must be signed by this token CA: revoking someone else's serial would mean nothing. */
 async function assertIssuedBy(
   certificate: X509Certificate,
-  issuer: IssuerCredentials,
+  issuerCertificate: X509Certificate,
   file: string,
   crypto: CryptoProvider,
 ): Promise<void> {
   const sameName = bytesEqual(
     certificateParts(certificate.rawData).issuer,
-    certificateParts(issuer.certificate.rawData).subject,
+    certificateParts(issuerCertificate.rawData).subject,
   );
   const signed =
     sameName &&
     (await certificate
-      .verify({ publicKey: issuer.certificate.publicKey, signatureOnly: true }, crypto)
+      .verify({ publicKey: issuerCertificate.publicKey, signatureOnly: true }, crypto)
       .catch(() => false));
   if (!signed)
-    throw new UsageError(`${file} was not issued by this PKI's token CA ("${issuer.certificate.subject}")`);
+    throw new UsageError(`${file} was not issued by this PKI's token CA ("${issuerCertificate.subject}")`);
 }
 
 function pem(certificate: X509Certificate): string {

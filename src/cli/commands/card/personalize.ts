@@ -1,4 +1,3 @@
-import { createPrivateKey, createPublicKey } from "node:crypto";
 import { closeSync, readFileSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -8,10 +7,10 @@ import { ManagementKeyError } from "../../../piv/errors.js";
 import type { EcCurve } from "../../../piv/objects.js";
 import { encodePin } from "../../../piv/piv-session.js";
 import { tokenCaOwner } from "../../../pki/ca-facts.js";
+import { assertKeyOfCertificate, type CaKeySecrets, isPkcs11Uri, openCaKey } from "../../../pki/ca-key.js";
 import { parseCrl } from "../../../pki/crl.js";
 import type { IssuerCredentials } from "../../../pki/issue.js";
-import { importPrivateKeyPem } from "../../../pki/keys.js";
-import { PKI_FILES, readCertificateFile } from "../../../pki/pki-store.js";
+import { caKeyReference, PKI_FILES, readCertificateFile, readPkiStateIfAny } from "../../../pki/pki-store.js";
 import { cardSubject } from "../../../pki/profiles.js";
 import {
   DEFAULT_PIN,
@@ -21,6 +20,7 @@ import {
   personalizeCard,
 } from "../../../station/personalize-card.js";
 import type { X509Certificate, X509Crl } from "../../../util/x509.js";
+import { addCaKeyOptions, CA_KEY_HELP, type CaKeyCliOptions, caKeySecrets } from "../../ca-key-options.js";
 import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
@@ -44,8 +44,10 @@ Examples:
   $ hsm-onboard card personalize --pki ./pki --owner "ACME Bank" --algorithm P-384 --reader "Yubico"
 `;
 
-interface PersonalizeOptions {
+interface PersonalizeOptions extends CaKeyCliOptions {
   readonly pki: string;
+  /** The token CA key: a file or a pkcs11: URI (default: what the PKI directory records). */
+  readonly tokenCaKey?: string;
   readonly owner: string;
   readonly officer?: string;
   readonly reader?: string;
@@ -63,10 +65,14 @@ interface PersonalizeOptions {
 
 /** `hsm-onboard card personalize --pki DIR --owner NAME [--officer NAME] [--reader NAME]` (SPEC.md §7). */
 export function cardPersonalizeCommand(ctx: CliContext): Command {
-  return new Command("personalize")
+  const command = new Command("personalize")
     .description("Make a PIV card an onboarding secure element: keys on the card, certificates, PIN, PUK")
     .requiredOption("--pki <dir>", "PKI directory written by `pki init` (token CA with its key, root, CRL)")
     .requiredOption("--owner <name>", "customer organisation (subject O of the card certificates)")
+    .option(
+      "--token-ca-key <file|pkcs11-uri>",
+      "the token CA key: a key file or pkcs11:token=…;object=…?module-path=… (default: what --pki records)",
+    )
     .option("--officer <name>", "security officer holding the card (subject CN)")
     .option("--reader <name>", "use only readers whose name contains this (case-insensitive)")
     .addOption(
@@ -93,54 +99,78 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
     .option("--pin-stdin", "read the secrets from standard input, one per line")
     .option("--pin-fd <n>", "read the secrets from file descriptor N, one per line", parseFd)
     .option("--timeout <seconds>", "how long to wait for a card", parseSeconds, 60)
-    .option("--json", "print the result as JSON")
-    .addHelpText("after", EXAMPLES)
+    .option("--json", "print the result as JSON");
+  return addCaKeyOptions(command)
+    .addHelpText("after", EXAMPLES + CA_KEY_HELP)
     .action(async (options: PersonalizeOptions) => {
       cardSubject(options.owner, options.officer); // names checked before anything else
       const managementKey = await readManagementKey(options);
       const dir = resolve(ctx.cwd, options.pki);
-      const pki = await loadPersonalizationPki(dir, options.owner);
-      const secrets = await readSecrets(ctx, options);
-      const say = (line: string) => writeLine(ctx.stderr, `card personalize: ${line}`);
-      const card = await cardOpener(ctx)({
-        ...(options.reader === undefined ? {} : { reader: options.reader }),
-        timeoutMs: options.timeout * 1000,
-        onPrompt: ({ readers }) =>
-          say(
-            `insert the card to personalise${options.reader ? ` into a reader matching "${options.reader}"` : ""}` +
-              ` (readers: ${readers.length > 0 ? readers.join(", ") : "none yet"})`,
-          ),
-      });
-      const started = performance.now();
-      let result: PersonalizeResult;
+      const keySecrets = caKeySecrets(ctx, options, "card personalize");
+      let pki: PersonalizationPkiFiles;
       try {
-        say(`card ${card.element.info.serial ?? "(no serial)"} in ${card.readerName}`);
-        result = await personalizeCard({
-          element: card.element,
-          pki,
-          crl: pki.crl,
-          owner: options.owner,
-          ...(options.officer === undefined ? {} : { officer: options.officer }),
-          newPin: secrets.newPin,
-          newPuk: secrets.newPuk,
-          ...(secrets.currentPin === undefined ? {} : { currentPin: secrets.currentPin }),
-          ...(secrets.currentPuk === undefined ? {} : { currentPuk: secrets.currentPuk }),
-          ...(managementKey ? { managementKey } : {}),
-          algorithm: options.algorithm,
-          onProgress: ({ message }) => say(message),
-        });
-      } catch (error) {
-        throw explain(error, options);
+        const override =
+          options.tokenCaKey === undefined || isPkcs11Uri(options.tokenCaKey)
+            ? options.tokenCaKey
+            : resolve(ctx.cwd, options.tokenCaKey);
+        pki = await loadPersonalizationPki(dir, options.owner, override, keySecrets);
       } finally {
-        await card.dispose();
+        keySecrets.close();
       }
-      const elapsedMs = Math.round(performance.now() - started);
-      if (options.json) {
-        writeJson(ctx.stdout, summaryJson(result, card.readerName, elapsedMs));
-      } else {
-        for (const line of summaryLines(result, card.readerName, elapsedMs)) writeLine(ctx.stdout, line);
+      try {
+        await personalizeWith(ctx, options, pki, managementKey);
+      } finally {
+        pki.close();
       }
     });
+}
+
+async function personalizeWith(
+  ctx: CliContext,
+  options: PersonalizeOptions,
+  pki: PersonalizationPkiFiles,
+  managementKey: Uint8Array | undefined,
+): Promise<void> {
+  const secrets = await readSecrets(ctx, options);
+  const say = (line: string) => writeLine(ctx.stderr, `card personalize: ${line}`);
+  const card = await cardOpener(ctx)({
+    ...(options.reader === undefined ? {} : { reader: options.reader }),
+    timeoutMs: options.timeout * 1000,
+    onPrompt: ({ readers }) =>
+      say(
+        `insert the card to personalise${options.reader ? ` into a reader matching "${options.reader}"` : ""}` +
+          ` (readers: ${readers.length > 0 ? readers.join(", ") : "none yet"})`,
+      ),
+  });
+  const started = performance.now();
+  let result: PersonalizeResult;
+  try {
+    say(`card ${card.element.info.serial ?? "(no serial)"} in ${card.readerName}`);
+    result = await personalizeCard({
+      element: card.element,
+      pki,
+      crl: pki.crl,
+      owner: options.owner,
+      ...(options.officer === undefined ? {} : { officer: options.officer }),
+      newPin: secrets.newPin,
+      newPuk: secrets.newPuk,
+      ...(secrets.currentPin === undefined ? {} : { currentPin: secrets.currentPin }),
+      ...(secrets.currentPuk === undefined ? {} : { currentPuk: secrets.currentPuk }),
+      ...(managementKey ? { managementKey } : {}),
+      algorithm: options.algorithm,
+      onProgress: ({ message }) => say(message),
+    });
+  } catch (error) {
+    throw explain(error, options);
+  } finally {
+    await card.dispose();
+  }
+  const elapsedMs = Math.round(performance.now() - started);
+  if (options.json) {
+    writeJson(ctx.stdout, summaryJson(result, card.readerName, elapsedMs));
+  } else {
+    for (const line of summaryLines(result, card.readerName, elapsedMs)) writeLine(ctx.stdout, line);
+  }
 }
 
 // ---- inputs ---------------------------------------------------------------------------------------
@@ -256,33 +286,40 @@ interface PersonalizationPkiFiles {
   readonly tokenCa: IssuerCredentials;
   readonly root: { readonly certificate: X509Certificate };
   readonly crl: X509Crl;
+  /** Closes the token CA key (a PKCS#11 session); a no-op for a key file. */
+  close(): void;
 }
 
 /**
  * What personalisation needs from the PKI directory: the token CA certificate and key (the key must
  * match the certificate), the root (to check the new certificates against), the token CA's current
- * CRL (valid now, issued by the token CA). The root and device CA keys are not needed.
+ * CRL (valid now, issued by the token CA). The root and device CA keys are not needed. The key is
+ * `--token-ca-key` when given, else the pkcs11: key pki-state.json records, else token-ca.key.pem;
+ * it is opened (PIN or passphrase asked) only once everything else checked out.
  */
-async function loadPersonalizationPki(dir: string, owner: string): Promise<PersonalizationPkiFiles> {
+async function loadPersonalizationPki(
+  dir: string,
+  owner: string,
+  keyOverride: string | undefined,
+  secrets: CaKeySecrets,
+): Promise<PersonalizationPkiFiles> {
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory()) throw new UsageError(`--pki: ${dir} is not a directory`);
   const file = (name: string) => join(dir, name);
-  const keyPem = await readFile(file(PKI_FILES.tokenCaKey), "utf8").catch((error: NodeJS.ErrnoException) => {
+  const state = await readPkiStateIfAny(dir).catch(() => undefined);
+  const reference = caKeyReference(dir, state, "tokenCa", keyOverride);
+  if (
+    keyOverride === undefined &&
+    !isPkcs11Uri(reference) &&
+    !(await stat(reference).catch(() => undefined))
+  ) {
     throw new UsageError(
-      error.code === "ENOENT"
-        ? `--pki: ${dir} has no token CA key (${PKI_FILES.tokenCaKey}): card certificates are issued with it`
-        : `cannot read ${file(PKI_FILES.tokenCaKey)}: ${error.code ?? error.message}`,
+      `--pki: ${dir} has no token CA key (${PKI_FILES.tokenCaKey}): card certificates are issued with it` +
+        " (or give it with --token-ca-key FILE|pkcs11:…)",
     );
-  });
+  }
   const certificate = await readCertificateFile(file(PKI_FILES.tokenCaCert));
   const root = await readCertificateFile(file(PKI_FILES.rootCert));
-  const { key } = await importPrivateKeyPem(keyPem).catch((error: unknown) => {
-    throw new UsageError(`${file(PKI_FILES.tokenCaKey)}: ${(error as Error).message}`);
-  });
-  const keySpki = createPublicKey(createPrivateKey(keyPem)).export({ type: "spki", format: "der" });
-  if (!keySpki.equals(Buffer.from(certificate.publicKey.rawData))) {
-    throw new UsageError(`--pki: ${PKI_FILES.tokenCaKey} is not the key of ${PKI_FILES.tokenCaCert}`);
-  }
   const now = new Date();
   if (certificate.notAfter < now) {
     throw new UsageError(`--pki: the token CA expired on ${certificate.notAfter.toISOString()}`);
@@ -302,7 +339,7 @@ async function loadPersonalizationPki(dir: string, owner: string): Promise<Perso
         `sign a fresh one: hsm-onboard pki crl --pki ${dir} --out ${file(PKI_FILES.crl)}`,
     );
   }
-  const pkiOwner = await readPkiOwner(file(PKI_FILES.state));
+  const pkiOwner = state?.owner;
   if (pkiOwner !== undefined && pkiOwner !== owner) {
     throw new UsageError(`--owner "${owner}" is not the owner of this PKI ("${pkiOwner}")`);
   }
@@ -313,17 +350,19 @@ async function loadPersonalizationPki(dir: string, owner: string): Promise<Perso
       `--owner "${owner}": this token CA may only certify "${caOwner}" (an owner gets its own: pki issue-token-ca)`,
     );
   }
-  return { tokenCa: { certificate, privateKey: key }, root: { certificate: root }, crl };
-}
-
-/** The owner `pki init --owner` recorded, if any (a PKI made without one serves any owner). */
-async function readPkiOwner(stateFile: string): Promise<string | undefined> {
+  const opened = await openCaKey(reference, secrets);
   try {
-    const state = JSON.parse(await readFile(stateFile, "utf8")) as { owner?: unknown };
-    return typeof state.owner === "string" ? state.owner : undefined;
-  } catch {
-    return undefined;
+    await assertKeyOfCertificate(opened, certificate, PKI_FILES.tokenCaCert);
+  } catch (error) {
+    opened.close();
+    throw error;
   }
+  return {
+    tokenCa: { certificate, privateKey: opened.key },
+    root: { certificate: root },
+    crl,
+    close: () => opened.close(),
+  };
 }
 
 /** A refused management key is the caller's to fix: say how. */

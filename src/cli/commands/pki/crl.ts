@@ -3,10 +3,11 @@ import { Command, InvalidArgumentError } from "commander";
 import { crlNumberOf, encodeCrl } from "../../../pki/crl.js";
 import { resignCrl } from "../../../pki/pki-store.js";
 import { atomicWriteFile } from "../../../util/fs.js";
+import { addCaKeyOptions, CA_KEY_HELP, type CaKeyCliOptions, caKeySecrets } from "../../ca-key-options.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { day, describeCrl } from "./describe.js";
 
-interface CrlOptions {
+interface CrlOptions extends CaKeyCliOptions {
   pki: string;
   out: string;
   nextUpdateDays?: number;
@@ -28,17 +29,20 @@ function parseDays(value: string): number {
 }
 
 export function pkiCrlCommand(ctx: CliContext): Command {
-  return new Command("crl")
+  const command = new Command("crl")
     .description("Sign a fresh CRL of the token CA (next CRL number) and write it")
     .requiredOption("--pki <dir>", "PKI directory written by `pki init`")
     .requiredOption("--out <file>", "where to write the CRL: DER for .der/.crl, PEM otherwise")
     .option("--next-update-days <n>", "days until nextUpdate (default 30, then remembered)", parseDays)
-    .option("--json", "print the result as JSON")
+    .option("--json", "print the result as JSON");
+  return addCaKeyOptions(command)
     .addHelpText(
       "after",
       `
 Every call signs a new CRL with the next CRL number (agents refuse a CRL older than one they have seen)
-and also refreshes token-ca.crl.pem in the PKI directory.
+and also refreshes token-ca.crl.pem in the PKI directory. It is signed with the token CA key:
+token-ca.key.pem, or the pkcs11: key recorded by pki issue-token-ca --token-ca-key.
+${CA_KEY_HELP}
 
 Examples:
   $ hsm-onboard pki crl --pki ./pki --out token-ca.crl
@@ -47,9 +51,16 @@ Examples:
     .action(async (options: CrlOptions) => {
       const dir = resolve(ctx.cwd, options.pki);
       const out = resolve(ctx.cwd, options.out);
-      const { crl } = await resignCrl(dir, {
-        ...(options.nextUpdateDays !== undefined ? { validityDays: options.nextUpdateDays } : {}),
-      });
+      const secrets = caKeySecrets(ctx, options, "pki crl");
+      let crl: Awaited<ReturnType<typeof resignCrl>>["crl"];
+      try {
+        ({ crl } = await resignCrl(dir, {
+          ...(options.nextUpdateDays !== undefined ? { validityDays: options.nextUpdateDays } : {}),
+          secrets,
+        }));
+      } finally {
+        secrets.close();
+      }
       const format = crlFormatFor(out);
       await atomicWriteFile(out, encodeCrl(crl, format));
       if (options.json) {

@@ -2,9 +2,10 @@ import { resolve } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { CRL_REASONS, type CrlReasonName, crlNumberOf } from "../../../pki/crl.js";
 import { PKI_FILES, revokeInPki } from "../../../pki/pki-store.js";
+import { addCaKeyOptions, CA_KEY_HELP, type CaKeyCliOptions, caKeySecrets } from "../../ca-key-options.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 
-interface RevokeOptions {
+interface RevokeOptions extends CaKeyCliOptions {
   pki: string;
   cert: string;
   reason: CrlReasonName;
@@ -20,24 +21,33 @@ export function parseCrlReason(value: string): CrlReasonName {
 }
 
 export function pkiRevokeCommand(ctx: CliContext): Command {
-  return new Command("revoke")
+  const command = new Command("revoke")
     .description("Revoke a secure-element certificate of the token CA and sign a new CRL")
     .requiredOption("--pki <dir>", "PKI directory written by `pki init`")
     .requiredOption("--cert <file>", "the certificate to revoke (PEM or DER), issued by this token CA")
     .option("--reason <reason>", `RFC 5280 reason: ${CRL_REASONS.join(", ")}`, parseCrlReason, "unspecified")
-    .option("--json", "print the result as JSON")
+    .option("--json", "print the result as JSON");
+  return addCaKeyOptions(command)
     .addHelpText(
       "after",
       `
 The new CRL replaces token-ca.crl.pem in the PKI directory with the next CRL number; put it on the
-cards (and on the stations) so agents refuse the revoked card.
+cards (and on the stations) so agents refuse the revoked card. The CRL is signed with the token CA
+key: token-ca.key.pem, or the pkcs11: key recorded by pki issue-token-ca --token-ca-key.
+${CA_KEY_HELP}
 
 Examples:
   $ hsm-onboard pki revoke --pki ./pki --cert alice-9e.pem --reason key-compromise`,
     )
     .action(async (options: RevokeOptions) => {
       const dir = resolve(ctx.cwd, options.pki);
-      const result = await revokeInPki(dir, resolve(ctx.cwd, options.cert), options.reason);
+      const secrets = caKeySecrets(ctx, options, "pki revoke");
+      let result: Awaited<ReturnType<typeof revokeInPki>>;
+      try {
+        result = await revokeInPki(dir, resolve(ctx.cwd, options.cert), options.reason, { secrets });
+      } finally {
+        secrets.close();
+      }
       const crlNumber = result.crl ? Number(crlNumberOf(result.crl)) : undefined;
       const crlFile = resolve(dir, PKI_FILES.crl);
       if (options.json) {
