@@ -346,7 +346,9 @@ export class Agent {
             ? `${last.dryRun ? "dry run — nothing applied" : "configured"}: ${last.hostname} sequence ${last.sequence}; remove the card`
             : last.stopped
               ? "stopped before the PIN: nothing changed"
-              : `card refused (exit ${last.exitCode}); remove the card`,
+              : last.stage === "configured" && last.hostname !== undefined
+                ? `configured: ${last.hostname} sequence ${last.sequence}; no receipt (exit ${last.exitCode}); remove the card`
+                : `card refused (exit ${last.exitCode}); remove the card`,
         );
         if (options.once) break;
         this.#log("remove the card");

@@ -48,6 +48,7 @@ import {
   PinBlockedError,
   QuorumError,
   ReplayError,
+  ScpIntegrityError,
 } from "../errors.js";
 import { spkiSha256 } from "../pki/ca-facts.js";
 import {
@@ -547,6 +548,12 @@ async function applyNetworkStep(
 /**
  * 6. The receipt, signed by the device key, onto the card; then the audit record. The HSM is
  * configured from here on: a card pulled now or a full card costs the receipt, not the result.
+ * A secure-channel failure while writing it (a MAC that does not verify, the card's session
+ * dropped: ScpIntegrityError) is reported as what it is — exit 15, `lastError` in the state, the
+ * audit record saying so — but the network stays applied: everything it was built from was read
+ * and verified (R-MAC on every answer, the manifest's signatures) before the channel broke, so
+ * undoing it would only hand whoever broke the channel a way to undo a genuine onboarding. The card
+ * then carries no receipt for this configuration; the station sees it missing (`station receipts`).
  */
 async function issueReceiptStep(
   run: Onboarding,
@@ -554,9 +561,10 @@ async function issueReceiptStep(
   { config, network }: EntryStep,
   { digest, appliedAt }: ApplyStep,
 ): Promise<OnboardingResult> {
-  const { element, trust, log, net } = run.options;
+  const { element, trust, log, net, state } = run.options;
   const dryRun = net.name === "dry-run";
   let receipt: ReceiptOutcome;
+  let channelFailure: ScpIntegrityError | undefined;
   try {
     receipt = await writeReceipt(element, trust.device.signer, {
       serial: run.serial,
@@ -570,8 +578,29 @@ async function issueReceiptStep(
     });
   } catch (receiptError) {
     receipt = { written: false, reason: (receiptError as Error).message };
+    if (receiptError instanceof ScpIntegrityError) channelFailure = receiptError;
   }
   log(receipt.written ? `receipt written to ${receipt.item}` : `receipt not written: ${receipt.reason}`);
+  if (channelFailure) {
+    const failure = channelFailure;
+    log(
+      `secure channel failed while writing the receipt (exit ${failure.exitCode}); the network stays applied`,
+    );
+    await state
+      .update((s) => ({
+        ...s,
+        lastError: {
+          code: failure.code,
+          exitCode: failure.exitCode,
+          message: `configured, but no receipt: ${failure.message}`,
+          at: run.options.clock().toISOString(),
+          stage: "configured",
+        },
+      }))
+      .catch((persistError: unknown) =>
+        log(`could not record the failure in the state file: ${(persistError as Error).message}`),
+      );
+  }
   await appendAudit(run, "configured", {
     serial: run.serial,
     card: run.card,
@@ -584,10 +613,14 @@ async function issueReceiptStep(
     backend: net.name,
     ...(dryRun ? { dryRun: true } : {}),
     receipt,
+    ...(channelFailure
+      ? { channelFailure: { code: channelFailure.code, exitCode: channelFailure.exitCode } }
+      : {}),
   });
   return {
-    ok: true,
-    exitCode: ExitCode.ok,
+    ok: channelFailure === undefined,
+    exitCode: channelFailure?.exitCode ?? ExitCode.ok,
+    ...(channelFailure ? { error: { code: channelFailure.code, message: channelFailure.message } } : {}),
     stage: "configured",
     serial: run.serial,
     card: run.card,
@@ -888,8 +921,13 @@ export async function writeReceipt(
 
 // ---- helpers ------------------------------------------------------------------------------------------
 
-/** A read that failed because of the object (its bytes, its size, the card's answer to it), not the card. */
+/**
+ * A read that failed because of the object (its bytes, its size, the card's answer to it), not the
+ * card. A secure-channel failure is not one: the channel is closed, every later command would fail
+ * the same way, and it must be reported as a channel failure (exit 15), not as objects skipped.
+ */
 export function unreadableObject(error: unknown): boolean {
+  if (error instanceof ScpIntegrityError) return false;
   return error instanceof IntegrityError || error instanceof ApduError;
 }
 

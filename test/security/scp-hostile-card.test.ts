@@ -319,6 +319,70 @@ describe("a flipped bit in the station's first wrapped PUT DATA", () => {
   });
 });
 
+describe("the secure channel breaks while the agent writes its receipt", () => {
+  test("exit 15 (a channel failure, not 'receipt not written'), the network stays applied, no receipt on the card, the audit log and state say so", async () => {
+    const { stateDir } = await initAgent(base.dir, testPki, { crl: crl1, name: "agent-receipt-break" });
+    const store = new MemoryCardStateStore(template.cardState);
+    const seen: { sw?: number } = {};
+    let fired = false;
+    const card = new VirtualPivCard({
+      store,
+      intercept: (command, answer) => {
+        // The agent's only PUT DATA is its receipt: its last piece gets one bit flipped.
+        if (fired || (command[0]! & 0x04) === 0 || command[1] !== 0xdb || (command[0]! & 0x10) !== 0)
+          return answer(command);
+        fired = true;
+        const flipped = command.slice();
+        flipped[flipped.length - 12]! ^= 0x10;
+        const r = answer(flipped);
+        seen.sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
+        return r;
+      },
+    });
+    const before = persistent(store);
+    const element = await openScp(card, new TransportMeter());
+    const lines: string[] = [];
+    const result = await runAgentOnce({
+      stateDir,
+      net: await dryRunIn(stateDir),
+      element,
+      pinSource: pins(PIN),
+      log: (line: string) => lines.push(line),
+    });
+    expect(fired).toBe(true);
+    expect(seen.sw).toBe(0x6982);
+    expect(result).toMatchObject({
+      ok: false,
+      exitCode: ExitCode.integrity,
+      stage: "configured",
+      error: { code: "ERR_SCP_INTEGRITY" },
+      receipt: { written: false },
+    });
+    expect(result.error?.message).toMatch(/6982/);
+    // Applied and kept: the dry-run applier's record, the configuration in the state.
+    expect(await dryRunRecord(stateDir)).toBeDefined();
+    const { state } = await AgentStateStore.open(stateDir);
+    expect(state.stage).toBe("configured");
+    expect(state.configured?.sequence).toBe(3);
+    expect(state.lastError).toMatchObject({ code: "ERR_SCP_INTEGRITY", exitCode: 15, stage: "configured" });
+    // Nothing written onto the card: the receipt is missing, the PIN counter as before.
+    expect(persistent(store)).toEqual(before);
+    const { readFile } = await import("node:fs/promises");
+    const { join } = await import("node:path");
+    const audit = (await readFile(join(stateDir, "audit.log"), "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
+    const configured = audit.filter((r) => r.event === "configured");
+    expect(configured).toHaveLength(1);
+    expect(configured[0]!.data).toMatchObject({
+      receipt: { written: false },
+      channelFailure: { code: "ERR_SCP_INTEGRITY", exitCode: 15 },
+    });
+    expect(lines.join("\n")).toMatch(/the network stays applied/);
+  });
+});
+
 let station: string | undefined;
 async function stationDir(): Promise<string> {
   if (station) return station;

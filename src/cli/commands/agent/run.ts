@@ -99,6 +99,14 @@ export function describeResult(result: OnboardingResult): string {
       (result.receipt?.written ? `; receipt on the card` : `; no receipt: ${result.receipt?.reason}`)
     );
   }
+  if (result.stage === "configured" && result.hostname !== undefined) {
+    // Applied, then the secure channel failed while the receipt was written (onboarding.ts).
+    return (
+      `HSM ${result.serial} configured: ${result.hostname} ${result.addresses?.join(" ")} ` +
+      `(owner "${result.owner}", sequence ${result.sequence}), but the secure channel failed while ` +
+      `writing the receipt (exit ${result.exitCode}): ${result.error?.message}; no receipt on the card`
+    );
+  }
   return `HSM ${result.serial} not configured (exit ${result.exitCode}): ${result.error?.message}; network unchanged`;
 }
 
