@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import type { CliContext } from "../../context.js";
 import { pkiCrlCommand } from "./crl.js";
+import { pkiEncryptKeyCommand } from "./encrypt-key.js";
 import { pkiInitCommand } from "./init.js";
 import { pkiIssueDeviceCommand } from "./issue-device.js";
 import { pkiIssueTokenCaCommand } from "./issue-token-ca.js";
@@ -15,5 +16,6 @@ export function pkiCommand(ctx: CliContext): Command {
     .addCommand(pkiIssueTokenCaCommand(ctx))
     .addCommand(pkiIssueDeviceCommand(ctx))
     .addCommand(pkiRevokeCommand(ctx))
-    .addCommand(pkiCrlCommand(ctx));
+    .addCommand(pkiCrlCommand(ctx))
+    .addCommand(pkiEncryptKeyCommand(ctx));
 }
