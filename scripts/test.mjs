@@ -30,6 +30,10 @@ const SYSTEM_PACKAGES = [
     pkg: "systemd",
     for: "systemd-analyze verify of the unit file, systemd-notify, systemd-networkd in a namespace",
   },
+  {
+    pkg: "dbus-daemon",
+    for: "a private D-Bus system bus for systemd-hostnamed and networkctl in a namespace",
+  },
   { pkg: "postgresql", for: "the station inventory's PostgreSQL engine (tests start their own server)" },
   { pkg: "chromium", for: "the rack view (station serve) driven in a real browser by playwright-core" },
 ];

@@ -23,6 +23,7 @@ import {
   parsePkcs11Uri,
   validateDeviceIdentity,
 } from "./device-identity.js";
+import type { HostSettingsChoice } from "./host-settings.js";
 import { AgentStateStore, crlIssuerKey, STATE_FILES } from "./state-store.js";
 
 /** Where networkd reads administrator .network/.netdev files. */
@@ -56,6 +57,11 @@ export interface FactoryInitOptions {
   readonly applier: "iproute2" | "networkd" | "dry-run";
   /** For `networkd`: the directory its .network/.netdev files go into (default /etc/systemd/network). */
   readonly networkDir?: string;
+  /**
+   * How the hostname (and with iproute2 DNS and NTP) is applied (host-settings.ts). Default here:
+   * none (library callers, tests, sim); `agent factory-init` defaults to hostnamed for a real applier.
+   */
+  readonly hostSettings?: HostSettingsChoice;
   readonly force?: boolean;
   readonly clock?: () => Date;
 }
@@ -73,6 +79,7 @@ export interface FactoryInitResult {
   readonly quorum: number;
   readonly crlNumber?: string;
   readonly applier: "iproute2" | "networkd" | "dry-run";
+  readonly hostSettings: HostSettingsChoice;
 }
 
 /**
@@ -165,6 +172,9 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
   // The HSM owns its device key from here on (issue 12): a key directory is copied into the state
   // directory (key 0600), so the state never points into a `pki issue-device` output; a PKCS#11 key
   // stays a URI (the token holds the key; a URI with a PIN in it is refused above).
+  const hostSettings = options.hostSettings ?? "none";
+  if (options.applier === "dry-run" && hostSettings !== "none")
+    throw new UsageError("host settings change the host: not with the dry-run applier");
   const device = isPkcs11Uri(options.device) ? options.device : join(options.stateDir, STATE_FILES.device);
   const store = await AgentStateStore.create(
     options.stateDir,
@@ -174,6 +184,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
       device,
       applier: options.applier,
       ...(options.applier === "networkd" ? { networkDir: options.networkDir ?? DEFAULT_NETWORKD_DIR } : {}),
+      hostSettings,
       ...(binding ? { owner: { ...binding, boundBy: "factory" as const } } : {}),
       quorum: { required: quorum, pinned: false },
       crlNumbers: crl ? { [crl.issuer]: crl.number.toString() } : {},
@@ -192,6 +203,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
     ...(binding ? { owner: binding.name, ownerCaSpkiSha256: binding.tokenCaSpkiSha256 } : {}),
     quorum,
     applier: options.applier,
+    hostSettings,
     ...(crl ? { crlNumber: crl.number.toString() } : {}),
   });
   await store.update((s) => ({ ...s, auditHead: { seq: record.seq, hash: record.hash } }));
@@ -206,6 +218,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
     quorum,
     ...(crl ? { crlNumber: crl.number.toString() } : {}),
     applier: options.applier,
+    hostSettings,
   };
 }
 

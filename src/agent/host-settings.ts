@@ -1,9 +1,20 @@
 /**
- * Host settings from the signed configuration (issue 12): the hostname (sethostname through the
- * `hostname` program, and the hostname file), and — for the iproute2 applier, which has nobody else
- * to hand them to — DNS servers (a resolv.conf) and NTP servers (a systemd-timesyncd drop-in). With
- * the networkd applier DNS= and NTP= are in its .network files already, so only the hostname is set
- * here.
+ * Host settings from the signed configuration (issue 12): the hostname, and — for the iproute2
+ * applier, which has nobody else to hand them to — DNS servers (a resolv.conf) and NTP servers (a
+ * systemd-timesyncd drop-in). With the networkd applier DNS= and NTP= are in its .network files
+ * already, so only the hostname is set here.
+ *
+ * How the hostname is set (chosen at factory-init, docs/DECISIONS.md "hostname through hostnamed"):
+ * - `hostnamed` (the appliance default): `hostnamectl --static hostname NAME` over D-Bus.
+ *   systemd-hostnamed writes /etc/hostname and sets the kernel hostname; the agent needs neither
+ *   CAP_SYS_ADMIN (sethostname) nor a writable /etc — the unit keeps CAP_NET_ADMIN only. hostnamed
+ *   lets a root caller do this without polkit rules (tested with a CAP_NET_ADMIN-only agent).
+ * - `sethostname`: the `hostname` program (sethostname(2), CAP_SYS_ADMIN) and the hostname file
+ *   written by the agent — for systems without systemd; the unit would have to grant CAP_SYS_ADMIN
+ *   and a writable /etc/hostname, which the shipped unit does not.
+ * DNS and NTP files go into the agent's own directory (default /etc/hsm-onboard, the unit's
+ * ConfigurationDirectory=): the image links /etc/resolv.conf and the timesyncd drop-in to them
+ * (docs/APPLIANCE.md), so the agent writes nowhere else under /etc.
  *
  * `withHostSettings(net, host)` wraps an applier so that the host settings share its contract: the
  * snapshot carries the previous hostname and file contents, apply sets them after the network,
@@ -11,31 +22,53 @@
  * again) before the network is rolled back. Every file is written atomically.
  */
 import { execFile } from "node:child_process";
-import { readFile, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { NetworkApplyError } from "../errors.js";
 import { atomicWriteFile } from "../util/fs.js";
 import type { HostNetworkConfig, NetBackend, NetSnapshot } from "./net/net-backend.js";
 
+/** How the hostname is set: through systemd-hostnamed, or by the agent itself. */
+export type HostnameVia = "hostnamed" | "sethostname";
+
+/** factory-init / agent run `--host-settings`: how, or not at all. */
+export const HOST_SETTINGS_CHOICES = ["hostnamed", "sethostname", "none"] as const;
+export type HostSettingsChoice = (typeof HOST_SETTINGS_CHOICES)[number];
+
 export interface HostSettingsOptions {
-  /** The hostname file (default /etc/hostname). */
+  /** Default `hostnamed`. */
+  readonly hostnameVia?: HostnameVia;
+  /** The hostname file (default /etc/hostname): written by hostnamed (read here), or here. */
   readonly hostnameFile?: string;
   /** resolv.conf for DNS= (undefined: DNS not written here, e.g. with networkd). */
   readonly resolvConf?: string;
   /** systemd-timesyncd drop-in for NTP= (undefined: not written here). */
   readonly timesyncdDropIn?: string;
-  /** The `hostname` program and any prefix (default ["hostname"]): sets and reads the UTS hostname. */
+  /** The `hostname` program and any prefix (default ["hostname"]): reads the kernel's name; sets it with `sethostname`. */
   readonly hostnameCommand?: readonly string[];
+  /** `hostnamed`: the hostnamectl program and any prefix (default ["hostnamectl"]). */
+  readonly hostnamectl?: readonly string[];
 }
 
-/** The usual places under an /etc directory; resolv.conf and timesyncd only for iproute2. */
-export function hostSettingsUnder(etc: string, applier: NetBackend["name"]): HostSettingsOptions {
+/** The agent's own directory under `etc` for the DNS and NTP files (the unit's ConfigurationDirectory=). */
+export const HOST_FILES_DIR = "hsm-onboard";
+
+/**
+ * The usual places under an /etc directory: the hostname file; for iproute2 also
+ * `etc/hsm-onboard/resolv.conf` and `etc/hsm-onboard/timesyncd.conf`.
+ */
+export function hostSettingsUnder(
+  etc: string,
+  applier: NetBackend["name"],
+  hostnameVia: HostnameVia = "hostnamed",
+): HostSettingsOptions {
   return {
+    hostnameVia,
     hostnameFile: join(etc, "hostname"),
     ...(applier === "iproute2"
       ? {
-          resolvConf: join(etc, "resolv.conf"),
-          timesyncdDropIn: join(etc, "systemd", "timesyncd.conf.d", "50-hsm-onboard.conf"),
+          resolvConf: join(etc, HOST_FILES_DIR, "resolv.conf"),
+          timesyncdDropIn: join(etc, HOST_FILES_DIR, "timesyncd.conf"),
         }
       : {}),
   };
@@ -52,17 +85,27 @@ export interface HostSnapshot {
 
 export class HostSettings {
   readonly #options: HostSettingsOptions;
+  readonly #via: HostnameVia;
   readonly #command: readonly string[];
+  readonly #hostnamectl: readonly string[];
+  readonly #hostnameFile: string;
 
   constructor(options: HostSettingsOptions = {}) {
     this.#options = options;
+    this.#via = options.hostnameVia ?? "hostnamed";
     this.#command = options.hostnameCommand ?? ["hostname"];
+    this.#hostnamectl = options.hostnamectl ?? ["hostnamectl"];
+    this.#hostnameFile = options.hostnameFile ?? "/etc/hostname";
   }
 
-  /** The files and their planned content for `config`. */
+  get hostnameVia(): HostnameVia {
+    return this.#via;
+  }
+
+  /** The files and their planned content for `config` (the hostname file too: hostnamed writes it). */
   files(config: HostNetworkConfig): Map<string, string> {
     const out = new Map<string, string>();
-    out.set(this.#options.hostnameFile ?? "/etc/hostname", `${config.hostname}\n`);
+    out.set(this.#hostnameFile, `${config.hostname}\n`);
     if (this.#options.resolvConf) {
       out.set(
         this.#options.resolvConf,
@@ -88,8 +131,12 @@ export class HostSettings {
   async apply(config: HostNetworkConfig): Promise<void> {
     if (!HOSTNAME.test(config.hostname))
       throw new NetworkApplyError(`hostname ${JSON.stringify(config.hostname)} is not a valid host name`);
-    for (const [path, content] of this.files(config)) await atomicWriteFile(path, content, 0o644);
-    await this.#run([config.hostname]);
+    for (const [path, content] of this.files(config)) {
+      if (path === this.#hostnameFile && this.#via === "hostnamed") continue;
+      await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+      await atomicWriteFile(path, content, 0o644);
+    }
+    await this.#setHostname(config.hostname);
   }
 
   async verify(config: HostNetworkConfig): Promise<void> {
@@ -106,18 +153,34 @@ export class HostSettings {
 
   async rollback(snapshot: HostSnapshot): Promise<void> {
     for (const [path, content] of Object.entries(snapshot.files)) {
+      if (path === this.#hostnameFile && this.#via === "hostnamed") continue;
       if (content === null) await rm(path, { force: true });
       else await atomicWriteFile(path, content, 0o644);
     }
-    await this.#run([snapshot.hostname]);
+    if (this.#via === "sethostname") {
+      await this.#run(this.#command, [snapshot.hostname]);
+      return;
+    }
+    // hostnamed: the static name back (an empty one removes /etc/hostname), then the kernel's if it
+    // still differs (no static name before, or a kernel name that was not the static one).
+    const before = snapshot.files[this.#hostnameFile];
+    await this.#run(this.#hostnamectl, ["--static", "hostname", before?.trim() ?? ""]);
+    if ((await this.#hostname()) !== snapshot.hostname)
+      await this.#run(this.#hostnamectl, ["--transient", "hostname", snapshot.hostname]);
   }
 
+  async #setHostname(name: string): Promise<void> {
+    if (this.#via === "hostnamed") await this.#run(this.#hostnamectl, ["--static", "hostname", name]);
+    else await this.#run(this.#command, [name]);
+  }
+
+  /** The kernel's hostname, read with the `hostname` program (reading needs no capability). */
   async #hostname(): Promise<string> {
-    return (await this.#run([])).trim();
+    return (await this.#run(this.#command, [])).trim();
   }
 
-  #run(args: string[]): Promise<string> {
-    const [cmd, ...prefix] = this.#command as [string, ...string[]];
+  #run(command: readonly string[], args: string[]): Promise<string> {
+    const [cmd, ...prefix] = command as [string, ...string[]];
     return new Promise((resolve, reject) => {
       execFile(
         cmd,

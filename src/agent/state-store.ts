@@ -137,6 +137,11 @@ const stateSchema = z.object({
   applier: z.enum(["iproute2", "networkd", "dry-run"]).optional(),
   /** For the networkd applier: the directory its .network/.netdev files go into. */
   networkDir: z.string().min(1).optional(),
+  /**
+   * How the configuration's hostname (and, with iproute2, DNS and NTP) is applied, chosen at the
+   * factory (host-settings.ts): through systemd-hostnamed, by sethostname, or not; absent: not.
+   */
+  hostSettings: z.enum(["hostnamed", "sethostname", "none"]).optional(),
   /** The owner this HSM belongs to: bound at the factory or pinned by the first onboarding. */
   owner: z
     .object({

@@ -56,16 +56,16 @@ describe.skipIf(!cap.ok)("host settings in a UTS namespace", () => {
     execFileSync("nsenter", ["-t", String(uts.pid), "-u", "hostname"], { encoding: "utf8" }).trim();
   const settings = (applier: "iproute2" | "networkd" = "iproute2") =>
     new HostSettings({
-      ...hostSettingsUnder(etc, applier),
+      ...hostSettingsUnder(etc, applier, "sethostname"),
       hostnameCommand: ["nsenter", "-t", String(uts.pid), "-u", "hostname"],
     });
 
   beforeEach(async () => {
     dir = await tempDir("hsm-host-");
     etc = join(dir.dir, "etc");
-    await mkdir(join(etc, "systemd", "timesyncd.conf.d"), { recursive: true });
+    await mkdir(join(etc, "hsm-onboard"), { recursive: true });
     await writeFile(join(etc, "hostname"), "factory-name\n");
-    await writeFile(join(etc, "resolv.conf"), "nameserver 192.0.2.1\n");
+    await writeFile(join(etc, "hsm-onboard", "resolv.conf"), "nameserver 192.0.2.1\n");
     uts = spawn("unshare", ["-u", "sh", "-c", "hostname factory-name && exec sleep 120"], {
       stdio: "ignore",
     });
@@ -90,18 +90,18 @@ describe.skipIf(!cap.ok)("host settings in a UTS namespace", () => {
       hostname: "factory-name",
       files: {
         [join(etc, "hostname")]: "factory-name\n",
-        [join(etc, "resolv.conf")]: "nameserver 192.0.2.1\n",
-        [join(etc, "systemd", "timesyncd.conf.d", "50-hsm-onboard.conf")]: null,
+        [join(etc, "hsm-onboard", "resolv.conf")]: "nameserver 192.0.2.1\n",
+        [join(etc, "hsm-onboard", "timesyncd.conf")]: null,
       },
     });
     await host.apply(CONFIG);
     await host.verify(CONFIG);
     expect(hostnameIn()).toBe("hsm-lab-01");
     expect(await readFile(join(etc, "hostname"), "utf8")).toBe("hsm-lab-01\n");
-    expect(await readFile(join(etc, "resolv.conf"), "utf8")).toMatch(
+    expect(await readFile(join(etc, "hsm-onboard", "resolv.conf"), "utf8")).toMatch(
       /\nnameserver 198\.51\.100\.53\nnameserver 2001:db8:120::53\n$/,
     );
-    expect(await readFile(join(etc, "systemd", "timesyncd.conf.d", "50-hsm-onboard.conf"), "utf8")).toMatch(
+    expect(await readFile(join(etc, "hsm-onboard", "timesyncd.conf"), "utf8")).toMatch(
       /\[Time\]\nNTP=198\.51\.100\.123 198\.51\.100\.124\n$/,
     );
     await host.rollback(before);
@@ -148,10 +148,12 @@ describe.skipIf(!cap.ok)("host settings in a UTS namespace", () => {
         await agent.close();
       }
       expect(hostnameIn()).toBe("hsm-lab-01");
-      expect(await readFile(join(etc, "resolv.conf"), "utf8")).toContain("nameserver 198.51.100.53\n");
-      expect(
-        await readFile(join(etc, "systemd", "timesyncd.conf.d", "50-hsm-onboard.conf"), "utf8"),
-      ).toContain("NTP=198.51.100.123\n");
+      expect(await readFile(join(etc, "hsm-onboard", "resolv.conf"), "utf8")).toContain(
+        "nameserver 198.51.100.53\n",
+      );
+      expect(await readFile(join(etc, "hsm-onboard", "timesyncd.conf"), "utf8")).toContain(
+        "NTP=198.51.100.123\n",
+      );
       expect(JSON.stringify(JSON.parse(ip(["-n", hsm, "-json", "addr", "show", "eth0"])))).toContain(
         "198.51.100.11",
       );
@@ -177,7 +179,7 @@ describe.skipIf(!cap.ok)("host settings in a UTS namespace", () => {
       const broken = {
         ...net,
         verify: async () => {
-          seen.push(hostnameIn(), await readFile(join(etc, "resolv.conf"), "utf8"));
+          seen.push(hostnameIn(), await readFile(join(etc, "hsm-onboard", "resolv.conf"), "utf8"));
           throw new NetworkApplyError("injected: verification failed");
         },
       };
@@ -186,7 +188,9 @@ describe.skipIf(!cap.ok)("host settings in a UTS namespace", () => {
       expect(seen[0]).toBe("hsm-other"); // it was applied before the failure
       expect(seen[1]).toContain("nameserver 198.51.100.99\n");
       expect(hostnameIn()).toBe("hsm-lab-01");
-      expect(await readFile(join(etc, "resolv.conf"), "utf8")).toContain("nameserver 198.51.100.53\n");
+      expect(await readFile(join(etc, "hsm-onboard", "resolv.conf"), "utf8")).toContain(
+        "nameserver 198.51.100.53\n",
+      );
       const addresses = JSON.stringify(JSON.parse(ip(["-n", hsm, "-json", "addr", "show", "eth0"])));
       expect(addresses).toContain("198.51.100.11");
       expect(addresses).not.toContain("198.51.100.21");

@@ -2,13 +2,15 @@
  * The systemd-networkd applier (issue 12) against the real systemd-networkd, run inside a network
  * namespace this test created with a private mount namespace (TESTBED.md, last section): a tmpfs on
  * /run/systemd, the applier's directory bind-mounted over /etc/systemd/network, /sys read-only.
- * networkctl needs D-Bus, which is not there: "networkd applies the files" is a restart of that
- * networkd process (by its PID) here, `networkctl reload` + `reconfigure` on an appliance.
+ * "networkd applies the files" is a restart of that networkd process (by its PID) in most tests; one
+ * test gives networkd a private D-Bus system bus (dbus-daemon on a socket in the test's directory)
+ * and lets the applier run the real `networkctl reload` + `networkctl reconfigure` over it.
  *
  * Checked with `ip -json` (the applier's own verification and the test's comparison) and with the
  * state networkd itself writes (/run/systemd/netif/links/IFINDEX: DNS=, NTP=, ADMIN_STATE).
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { chmod, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -46,6 +48,12 @@ const networkdCap = requireOrSkip(
       : { ok: false, reason: `${NETWORKD} not installed (package systemd)` },
 );
 
+const dbusCap = requireOrSkip(
+  toolAvailable("dbus-daemon") && toolAvailable("networkctl")
+    ? { ok: true, reason: "" }
+    : { ok: false, reason: "dbus-daemon or networkctl not installed" },
+);
+
 const A: HostNetworkConfig = {
   hostname: "hsm-lab-01",
   links: [
@@ -77,6 +85,8 @@ class Networkd {
   constructor(
     readonly ns: string,
     readonly dir: string,
+    /** Its environment: DBUS_SYSTEM_BUS_ADDRESS puts it on a private system bus. */
+    readonly env: NodeJS.ProcessEnv = process.env,
   ) {}
 
   get pid(): number {
@@ -103,7 +113,7 @@ class Networkd {
         this.dir,
         NETWORKD,
       ],
-      { stdio: ["ignore", "ignore", "pipe"] },
+      { stdio: ["ignore", "ignore", "pipe"], env: this.env },
     );
     this.#child = child;
     // Its state files appear once it has enumerated the links.
@@ -295,6 +305,53 @@ describe.skipIf(!networkdCap.ok)(
       await settled(hsm);
       expect(networkOf(hsm)).toEqual(liveBefore);
     });
+
+    test.skipIf(!dbusCap.ok)(
+      "the default reload: the real `networkctl reload` + `reconfigure` over a private D-Bus system bus; networkd is not restarted",
+      async () => {
+        const bus = join(dir.dir, "system_bus.sock");
+        const conf = join(dir.dir, "bus.conf");
+        await writeFile(
+          conf,
+          `<busconfig><type>system</type><listen>unix:path=${bus}</listen><auth>EXTERNAL</auth><policy context="default"><allow user="*"/><allow own="*"/><allow send_type="method_call"/><allow send_type="signal"/><allow send_type="method_return"/><allow send_type="error"/><allow receive_type="method_call"/><allow receive_type="signal"/><allow receive_type="method_return"/><allow receive_type="error"/></policy></busconfig>\n`,
+        );
+        const daemon = spawn(
+          "setpriv",
+          ["--pdeathsig", "KILL", "dbus-daemon", "--config-file", conf, "--nofork", "--nopidfile"],
+          {
+            stdio: "ignore",
+          },
+        );
+        const address = `unix:path=${bus}`;
+        const saved = process.env.DBUS_SYSTEM_BUS_ADDRESS;
+        try {
+          await waitUntil(() => existsSync(bus), 5000, "the private system bus");
+          await networkd.stop();
+          networkd = new Networkd(hsm, dir.dir, { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: address });
+          await networkd.start();
+          const pid = networkd.pid;
+          process.env.DBUS_SYSTEM_BUS_ADDRESS = address; // for the networkctl the applier runs
+          const viaDbus = new NetworkdBackend({ dir: dir.dir, netns: hsm, settleTimeoutMs: 10_000 });
+          await applyWithRollback(viaDbus, A, await viaDbus.snapshot(A));
+          await settled(hsm);
+          await applyWithRollback(viaDbus, B, await viaDbus.snapshot(B));
+          await viaDbus.verify(B);
+          expect(networkd.pid).toBe(pid);
+          expect(() => process.kill(pid, 0)).not.toThrow(); // the same networkd, told over D-Bus
+          expect(JSON.stringify(addrJson(hsm))).toContain("198.51.100.12");
+          expect(JSON.stringify(addrJson(hsm))).not.toContain("198.51.100.11");
+          expect(await networkd.linkState("eth0")).toMatchObject({
+            DNS: "198.51.100.54",
+            NTP: "198.51.100.124",
+          });
+        } finally {
+          if (saved === undefined) delete process.env.DBUS_SYSTEM_BUS_ADDRESS;
+          else process.env.DBUS_SYSTEM_BUS_ADDRESS = saved;
+          await networkd.stop();
+          daemon.kill("SIGTERM");
+        }
+      },
+    );
 
     test("the agent with the networkd applier: a card configures the HSM through files, the state says networkd, a restart re-applies without change", async () => {
       const testPki = await createTestPki(join(dir.dir, "pki"));

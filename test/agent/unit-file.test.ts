@@ -79,9 +79,15 @@ describe.skipIf(!cap.ok)("the unit file", () => {
       "NoNewPrivileges=yes",
       "ProtectSystem=strict",
       "PrivateDevices=yes",
+      "KillMode=mixed",
+      "ConfigurationDirectory=hsm-onboard",
+      "ReadWritePaths=-/etc/systemd/network /etc/hsm-onboard",
     ]) {
       expect(unit.split("\n"), line).toContain(line);
     }
+    // The hostname goes through hostnamed: no CAP_SYS_ADMIN, and the host's UTS namespace.
+    expect(unit).not.toMatch(/CAP_SYS_ADMIN\s*$/m);
+    expect(unit).not.toMatch(/^ProtectHostname=/m);
     const file = join(dir, "hsm-onboard-agent.service");
     await writeFile(file, text);
     const security = await analyze(["security", "--offline=true", file]);

@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { normalizeDeviceSpec } from "../../../agent/device-identity.js";
 import { factoryInit } from "../../../agent/factory.js";
+import { HOST_SETTINGS_CHOICES, type HostSettingsChoice } from "../../../agent/host-settings.js";
 import { UsageError } from "../../../errors.js";
 import { installScpTrust } from "../../../secure-element/channel-policy.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
@@ -19,6 +20,7 @@ interface FactoryInitCliOptions {
   quorum?: number;
   net: "iproute2" | "networkd" | "dry-run";
   networkDir?: string;
+  hostSettings?: HostSettingsChoice;
   scpTrust?: string;
   force?: boolean;
   json?: boolean;
@@ -70,6 +72,12 @@ export function agentFactoryInitCommand(ctx: CliContext): Command {
       "--network-dir <dir>",
       "for --net networkd: where the .network/.netdev files go (default /etc/systemd/network)",
     )
+    .addOption(
+      new Option(
+        "--host-settings <how>",
+        "how the configuration's hostname (and with iproute2 DNS/NTP) is applied: hostnamed (default; systemd-hostnamed over D-Bus, no CAP_SYS_ADMIN), sethostname (the agent itself: needs CAP_SYS_ADMIN), none (default with dry-run)",
+      ).choices([...HOST_SETTINGS_CHOICES]),
+    )
     .option(
       "--scp-trust <file>",
       "SCP trust anchors (PEM: card vendors' CAs): the SCP11 channel is required, and without anchors agent run needs --allow-plaintext",
@@ -108,6 +116,7 @@ owner has its own token CA, and only cards of this one configure the HSM.`,
           : {}),
         ...(options.quorum !== undefined ? { quorum: options.quorum } : {}),
         applier: options.net,
+        hostSettings: options.hostSettings ?? (options.net === "dry-run" ? "none" : "hostnamed"),
         ...(options.networkDir !== undefined ? { networkDir: resolve(ctx.cwd, options.networkDir) } : {}),
         ...(options.force ? { force: true } : {}),
       });
@@ -130,6 +139,7 @@ owner has its own token CA, and only cards of this one configure the HSM.`,
         `HSM ${result.serial} initialised in ${result.stateDir}: trust anchor "${result.rootSubject}" ` +
           `(SHA-256 ${result.rootSha256.slice(0, 16)}…), device "${result.deviceSubject}", ` +
           `network applier ${result.applier}${result.applier === "dry-run" ? " (dry run: nothing will be applied)" : ""}, ` +
+          `host settings ${result.hostSettings}, ` +
           `${result.owner !== undefined ? `owner "${result.owner}" (token CA key ${result.ownerCaSpkiSha256?.slice(0, 16)}…)` : "owner pinned at first onboarding"}, quorum ${result.quorum}` +
           (result.crlNumber !== undefined ? `, CRL number ${result.crlNumber}` : ""),
       );

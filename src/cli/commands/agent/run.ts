@@ -3,7 +3,11 @@ import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { Agent } from "../../../agent/agent.js";
 import { cardSource } from "../../../agent/card-source.js";
-import { hostSettingsUnder } from "../../../agent/host-settings.js";
+import {
+  HOST_SETTINGS_CHOICES,
+  type HostSettingsChoice,
+  hostSettingsUnder,
+} from "../../../agent/host-settings.js";
 import type { InterfaceMap } from "../../../agent/net/net-backend.js";
 import type { OnboardingResult, PinSource } from "../../../agent/onboarding.js";
 import { pinCommandSource } from "../../../agent/pin-command.js";
@@ -27,7 +31,7 @@ interface RunOptions {
   pinStdin?: boolean;
   pinFd?: number;
   pinCommand?: string;
-  hostSettings?: boolean;
+  hostSettings?: HostSettingsChoice;
   networkDir?: string;
   networkdReload?: string;
   etcDir?: string;
@@ -139,11 +143,13 @@ export function agentRunCommand(ctx: CliContext): Command {
       "--pin-command <cmd>",
       "run this front-panel program (sh -c) for each card's PIN: first line of its output; told the card in HSM_ONBOARD_CARD_* variables",
     )
-    .option(
-      "--host-settings",
-      "also apply the hostname (sethostname, /etc/hostname) and, with iproute2, /etc/resolv.conf and a timesyncd drop-in",
+    .addOption(
+      new Option(
+        "--host-settings <how>",
+        "instead of the factory-init choice: apply the hostname (and with iproute2 DNS/NTP files) through hostnamed, by sethostname, or none",
+      ).choices([...HOST_SETTINGS_CHOICES]),
     )
-    .option("--etc-dir <dir>", "where --host-settings writes its files instead of /etc")
+    .option("--etc-dir <dir>", "where the host settings' files are instead of /etc (hostname, hsm-onboard/)")
     .option(
       "--network-dir <dir>",
       "networkd applier: its directory instead of the one chosen at factory-init",
@@ -240,8 +246,11 @@ Examples:
       });
       let agent: Agent | undefined;
       try {
-        const applier = options.net ?? (await AgentStateStore.open(stateDir)).state.applier;
-        if (options.hostSettings && applier === "dry-run")
+        const factory = (await AgentStateStore.open(stateDir)).state;
+        const applier = options.net ?? factory.applier;
+        const hostSettings =
+          options.hostSettings ?? (applier === "dry-run" ? "none" : factory.hostSettings) ?? "none";
+        if (hostSettings !== "none" && applier === "dry-run")
           throw new UsageError("--host-settings changes the host: not with the dry-run applier");
         agent = await Agent.open({
           stateDir,
@@ -249,11 +258,12 @@ Examples:
           ...(options.networkdReload !== undefined
             ? { networkdReload: shellReload(options.networkdReload, ctx.env as NodeJS.ProcessEnv) }
             : {}),
-          ...(options.hostSettings
+          ...(hostSettings !== "none"
             ? {
                 host: hostSettingsUnder(
                   options.etcDir !== undefined ? resolve(ctx.cwd, options.etcDir) : "/etc",
                   applier === "networkd" ? "networkd" : "iproute2",
+                  hostSettings,
                 ),
               }
             : {}),
