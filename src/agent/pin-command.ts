@@ -46,6 +46,38 @@ export function pinCommandEnv(prompt: string, request: PinRequest | undefined): 
   return env;
 }
 
+/**
+ * The same facts as one JSON line, for a front panel that hands the PIN in through a descriptor
+ * (`agent run --pin-fd N --pin-prompt-fd M`): written to M before the PIN is read from N.
+ */
+export function pinPromptLine(prompt: string, request: PinRequest | undefined): string {
+  return `${JSON.stringify({
+    for: prompt,
+    ...(request
+      ? {
+          hsmSerial: request.hsmSerial,
+          ...(request.owner !== undefined ? { owner: request.owner } : {}),
+          ...(request.officer !== undefined ? { officer: request.officer } : {}),
+          ...(request.subject !== undefined ? { subject: request.subject } : {}),
+          ...(request.cardSerial !== undefined ? { cardSerial: request.cardSerial } : {}),
+          ...(request.triesLeft >= 0 ? { triesLeft: request.triesLeft } : {}),
+        }
+      : {}),
+  })}\n`;
+}
+
+/** One log line naming the card a PIN is asked for (never a secret). */
+export function describePinRequest(prompt: string, request: PinRequest | undefined): string {
+  if (!request) return `asking for the ${prompt}`;
+  const who = request.officer ?? request.subject ?? "the card";
+  const facts = [
+    request.owner,
+    request.cardSerial !== undefined ? `card serial ${request.cardSerial}` : undefined,
+    request.triesLeft >= 0 ? `${request.triesLeft} tries left` : undefined,
+  ].filter((f) => f !== undefined);
+  return `asking for the ${prompt} of ${who}${facts.length > 0 ? ` (${facts.join(", ")})` : ""}`;
+}
+
 export function pinCommandSource(options: PinCommandOptions): PinSource {
   if (options.command.trim() === "") throw new UsageError("--pin-command needs a command");
   const timeoutMs = options.timeoutMs ?? 120_000;

@@ -2,6 +2,7 @@
  * `hsm-onboard agent …` in-process: factory-init, run (one card, an in-process virtual card given by
  * HSM_ONBOARD_VIRTUAL_CARD, the dry-run applier), status and audit, with their exit codes.
  */
+import { closeSync, openSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -146,12 +147,52 @@ describe("agent CLI", () => {
     await expect(readFile(join(stateDir, "network.dry-run.json"), "utf8")).rejects.toThrow();
   });
 
-  test("run --once configures the HSM from the card: one status line per step, a JSON result", async () => {
-    const result = await runCliInProcess(
-      ["agent", "run", "--allow-plaintext", "--state-dir", stateDir, "--once", "--json", "--pin-stdin"],
-      { stdin: `${PIN}\n`, env: agentEnv() },
-    );
+  test("run --once configures the HSM from the card: one status line per step, a JSON result; --pin-fd with --pin-prompt-fd tells the front panel the card and officer", async () => {
+    // The front panel's two descriptors: the PIN comes in on one, the prompt goes out on the other.
+    const pinFile = join(base.dir, "front-panel-pin");
+    const promptFile = join(base.dir, "front-panel-prompt");
+    await writeFile(pinFile, `${PIN}\n`, { mode: 0o600 });
+    const pinFd = openSync(pinFile, "r"); // closed by the agent's reader
+    const promptFd = openSync(promptFile, "w");
+    let result: Awaited<ReturnType<typeof runCliInProcess>>;
+    try {
+      result = await runCliInProcess(
+        [
+          "agent",
+          "run",
+          "--allow-plaintext",
+          "--state-dir",
+          stateDir,
+          "--once",
+          "--json",
+          "--pin-fd",
+          String(pinFd),
+          "--pin-prompt-fd",
+          String(promptFd),
+        ],
+        { env: agentEnv() },
+      );
+    } finally {
+      closeSync(promptFd);
+    }
     expect(result.exitCode, result.stderr).toBe(0);
+    const prompts = (await readFile(promptFile, "utf8")).split("\n").filter((l) => l !== "");
+    expect(prompts.map((l) => JSON.parse(l))).toEqual([
+      {
+        for: "PIN",
+        hsmSerial: "1234567",
+        owner: "ACME Bank",
+        officer: "Alice Officer",
+        subject: expect.stringContaining("Alice Officer"),
+        cardSerial: expect.stringMatching(/^\d+$/),
+        triesLeft: 2,
+      },
+    ]);
+    expect(prompts.join("")).not.toContain(PIN);
+    const { cardSerial } = JSON.parse(prompts[0]!) as { cardSerial: string };
+    expect(outputLines(result.stderr)).toContain(
+      `agent: asking for the PIN of Alice Officer (ACME Bank, card serial ${cardSerial}, 2 tries left)`,
+    );
     expect(JSON.parse(result.stdout)).toMatchObject({
       dryRun: true,
       ok: true,
@@ -261,6 +302,15 @@ describe("agent CLI", () => {
       },
     );
     expect(result.exitCode).toBe(10);
+  });
+
+  test("--pin-prompt-fd without --pin-fd or --pin-stdin is a usage error (2)", async () => {
+    const result = await runCliInProcess(
+      ["agent", "run", "--state-dir", stateDir, "--once", "--pin-command", "true", "--pin-prompt-fd", "1"],
+      { env: agentEnv() },
+    );
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/--pin-prompt-fd goes with --pin-fd or --pin-stdin/);
   });
 
   test("a state directory that was never initialised is a usage error", async () => {

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { Agent } from "../../../agent/agent.js";
@@ -10,7 +11,7 @@ import {
 } from "../../../agent/host-settings.js";
 import type { InterfaceMap } from "../../../agent/net/net-backend.js";
 import type { OnboardingResult, PinSource } from "../../../agent/onboarding.js";
-import { pinCommandSource } from "../../../agent/pin-command.js";
+import { describePinRequest, pinCommandSource, pinPromptLine } from "../../../agent/pin-command.js";
 import { priorityOf, SdNotifier, stderrIsJournal, withPriority } from "../../../agent/service.js";
 import { AgentStateStore } from "../../../agent/state-store.js";
 import { NetworkApplyError, UsageError } from "../../../errors.js";
@@ -30,6 +31,7 @@ interface RunOptions {
   json?: boolean;
   pinStdin?: boolean;
   pinFd?: number;
+  pinPromptFd?: number;
   pinCommand?: string;
   hostSettings?: HostSettingsChoice;
   networkDir?: string;
@@ -140,6 +142,11 @@ export function agentRunCommand(ctx: CliContext): Command {
     .option("--pin-stdin", "read the card PIN from standard input (one line per card)")
     .option("--pin-fd <n>", "read the card PIN from this file descriptor", parseFd)
     .option(
+      "--pin-prompt-fd <m>",
+      "with --pin-fd/--pin-stdin: before each PIN, write one JSON line naming the card and officer to this descriptor",
+      parseFd,
+    )
+    .option(
       "--pin-command <cmd>",
       "run this front-panel program (sh -c) for each card's PIN: first line of its output; told the card in HSM_ONBOARD_CARD_* variables",
     )
@@ -173,7 +180,9 @@ Under systemd (Type=notify): READY=1 once started, STATUS= per phase, WATCHDOG=1
 is set (sent through systemd-notify to NOTIFY_SOCKET); log lines carry <N> priorities when
 standard error is the journal. The PIN program gets HSM_ONBOARD_HSM_SERIAL, HSM_ONBOARD_CARD_OWNER,
 HSM_ONBOARD_CARD_OFFICER, HSM_ONBOARD_CARD_SUBJECT, HSM_ONBOARD_CARD_SERIAL, HSM_ONBOARD_PIN_TRIES;
-its output is never logged. Exit codes with --once (table: hsm-onboard --help):
+its output is never logged. With --pin-fd N, --pin-prompt-fd M writes the same facts as one JSON
+line ({"for":"PIN","hsmSerial","owner","officer","subject","cardSerial","triesLeft"}) to M
+before each PIN is read from N. Exit codes with --once (table: hsm-onboard --help):
 0 configured, 11 card not trusted, 13 wrong PIN, 15 integrity, 16 not for this HSM, 17 replay,
 21 address conflict, …
 The applier is the one chosen at factory-init (--net there; iproute2 unless told otherwise); a
@@ -192,6 +201,10 @@ Examples:
       const pinChoices = [options.pinStdin, options.pinFd !== undefined, options.pinCommand !== undefined];
       if (pinChoices.filter(Boolean).length > 1)
         throw new UsageError("use one of --pin-stdin, --pin-fd and --pin-command");
+      if (options.pinPromptFd !== undefined && options.pinFd === undefined && !options.pinStdin)
+        throw new UsageError(
+          "--pin-prompt-fd goes with --pin-fd or --pin-stdin (a --pin-command is told in its environment)",
+        );
       const tty = (ctx.stdin as { isTTY?: boolean }).isTTY === true;
       if (!pinChoices.some(Boolean) && !tty) {
         // Refused before any card is taken (issue 12), not after one was authenticated.
@@ -228,7 +241,7 @@ Examples:
       };
       process.on("SIGINT", onSignal);
       process.on("SIGTERM", onSignal);
-      const pins: PinSource & { close(): void } =
+      const source: PinSource & { close(): void } =
         options.pinCommand !== undefined
           ? {
               ...pinCommandSource({ command: options.pinCommand, env: ctx.env as NodeJS.ProcessEnv }),
@@ -238,7 +251,26 @@ Examples:
               ...(options.pinStdin ? { pinStdin: true } : {}),
               ...(options.pinFd !== undefined ? { pinFd: options.pinFd } : {}),
             });
-      const source = cardSource({
+      // Every PIN request is announced (issue 12: the front panel is told which card and officer):
+      // a log line always, and a JSON line on --pin-prompt-fd; a --pin-command also gets it in its
+      // environment. Never a secret.
+      const pins: PinSource & { close(): void } = {
+        read: (prompt, card, signal) => {
+          log(describePinRequest(prompt, card));
+          if (options.pinPromptFd !== undefined) {
+            try {
+              writeSync(options.pinPromptFd, pinPromptLine(prompt, card));
+            } catch (error) {
+              throw new UsageError(
+                `cannot write the PIN prompt to file descriptor ${options.pinPromptFd}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+              );
+            }
+          }
+          return source.read(prompt, card, signal);
+        },
+        close: () => source.close(),
+      };
+      const cards = cardSource({
         element: { channel },
         ...(options.reader !== undefined ? { reader: options.reader } : {}),
         openCard: cardOpener(ctx),
@@ -278,7 +310,7 @@ Examples:
         notifier.startWatchdog();
         const last = await agent.serve({
           onStatus: (status) => void notifier.status(status),
-          source,
+          source: cards,
           pinSource: pins,
           ...(options.once ? { once: true } : {}),
           ...(options.timeout !== undefined ? { timeoutMs: options.timeout * 1000 } : {}),
@@ -298,7 +330,7 @@ Examples:
         process.off("SIGTERM", onSignal);
         await notifier.stop();
         pins.close();
-        await source.release().catch(() => undefined);
+        await cards.release().catch(() => undefined);
         await agent?.close();
       }
     });
