@@ -315,20 +315,33 @@ function objectIdOf(data: Uint8Array): number | undefined {
  * charged on the last block of a chain (CLA 10 blocks only carry data), and only when the card did
  * the work (a refused signature costs a cheap "other").
  */
-export function modelApdu(profile: LatencyProfile, command: Uint8Array, response: Uint8Array): ApduCost {
+export function modelApdu(
+  profile: LatencyProfile,
+  command: Uint8Array,
+  response: Uint8Array,
+  /**
+   * For a command wrapped by SCP11: the command as the card unwrapped it (plain header and data),
+   * when the meter can know it (the virtual card says, metered-card.ts). Processing is then charged
+   * by what the command asks (an empty VERIFY is not a PIN check); the link by the wire bytes.
+   */
+  unwrapped?: Uint8Array,
+): ApduCost {
   const { link, processing: p } = profile;
   const ins = command[1] ?? 0;
   const sw =
     response.length >= 2 ? (response[response.length - 2]! << 8) | response[response.length - 1]! : 0;
-  const decoded = decode(command);
-  const chainedBlock = decoded !== undefined && (decoded.cla & CLA_CHAINING) !== 0;
+  const wire = decode(command);
+  const chainedBlock = wire !== undefined && (wire.cla & CLA_CHAINING) !== 0;
   const ok = performed(sw);
   let kind: ApduKind = "other";
   let label = OTHER_LABELS[ins] ?? `INS ${insName(ins)}`;
   let processingMs = p.otherMs;
   let objectId: number | undefined;
 
-  const wrapped = decoded !== undefined && (decoded.cla & 0x04) !== 0 && (decoded.cla & 0x80) === 0;
+  const wrapped = wire !== undefined && (wire.cla & 0x04) !== 0 && (wire.cla & 0x80) === 0;
+  const plain = wrapped && unwrapped !== undefined && !chainedBlock ? decode(unwrapped) : undefined;
+  /** What the card processes: the unwrapped command when known, else the wire command. */
+  const decoded = plain ?? wire;
   const gp = decoded !== undefined && (decoded.cla & 0x80) !== 0;
   if (gp && (ins === 0x88 || ins === 0x82)) {
     kind = "scp-handshake";
@@ -363,9 +376,14 @@ export function modelApdu(profile: LatencyProfile, command: Uint8Array, response
           break;
         }
         const curve = decoded ? ALGORITHM_CURVE[decoded.p1] : undefined;
-        // Wrapped, the template cannot be read: in these flows it is the 9E challenge (a signature).
+        // Wrapped and not unwrapped for us, the template cannot be read: in these flows it is the 9E
+        // challenge (a signature).
         const what =
-          decoded && !chainedBlock ? (wrapped ? "sign" : authenticateKind(decoded.data)) : undefined;
+          decoded && !chainedBlock
+            ? wrapped && !plain
+              ? "sign"
+              : authenticateKind(decoded.data)
+            : undefined;
         if (curve && what) {
           kind = what;
           label = `GENERAL AUTHENTICATE 87 (${what} ${curve})`;
@@ -384,7 +402,9 @@ export function modelApdu(profile: LatencyProfile, command: Uint8Array, response
       case PIV_INS.putData: {
         kind = "put-data";
         label = "PUT DATA DB";
-        const written = decoded?.data.length ?? 0;
+        // The wire's data length (a wrapped block carries padding and MAC too): as before the hint,
+        // and never counted twice for a chain (the card unwraps only at its last block).
+        const written = wire?.data.length ?? 0;
         // Every block is written to memory; the command's fixed cost comes with its last block.
         processingMs = (chainedBlock ? 0 : ok ? p.putDataMs : p.otherMs) + written * p.putDataPerByteMs;
         objectId = decoded ? objectIdOf(decoded.data) : undefined;
@@ -406,7 +426,7 @@ export function modelApdu(profile: LatencyProfile, command: Uint8Array, response
   const outOfProfile =
     command.length > link.maxMessageBytes ||
     response.length > link.maxMessageBytes ||
-    (link.apduFormat === "short" && decoded?.extended === true);
+    (link.apduFormat === "short" && wire?.extended === true);
   return {
     ins,
     kind,
@@ -437,6 +457,11 @@ export interface MeterTotals {
   readonly outOfProfile: number;
   /** Measured wall time spent inside the emulated card (to subtract from host-side measurements). */
   readonly emulatorMs: number;
+  /**
+   * Measured CPU (process.cpuUsage) spent inside the emulated card, where the wrapper measures it
+   * (MeteredCard): the figure to subtract from host CPU, which wall time is not on a loaded machine.
+   */
+  readonly emulatorCpuMs: number;
 }
 
 export interface MeterLine {
@@ -480,12 +505,23 @@ export class ApduMeter {
       processingMs: 0,
       outOfProfile: 0,
       emulatorMs: 0,
+      emulatorCpuMs: 0,
     };
   }
 
-  /** Records one exchange; `emulatorMs` is the wall time the emulated card took to answer it. */
-  record(command: Uint8Array, response: Uint8Array, emulatorMs = 0): ApduCost {
-    const cost = modelApdu(this.profile, command, response);
+  /**
+   * Records one exchange; `emulatorMs` is the wall time the emulated card took to answer it;
+   * `unwrapped` the plain command inside an SCP11-wrapped one, when known (see modelApdu);
+   * `emulatorCpuMs` the CPU the emulated card used for it.
+   */
+  record(
+    command: Uint8Array,
+    response: Uint8Array,
+    emulatorMs = 0,
+    unwrapped?: Uint8Array,
+    emulatorCpuMs = 0,
+  ): ApduCost {
+    const cost = modelApdu(this.profile, command, response, unwrapped);
     const t = this.#totals;
     t.apdus++;
     t.bytesOut += cost.commandBytes;
@@ -495,6 +531,7 @@ export class ApduMeter {
     t.processingMs += cost.processingMs;
     if (cost.outOfProfile) t.outOfProfile++;
     t.emulatorMs += emulatorMs;
+    t.emulatorCpuMs += emulatorCpuMs;
     const line = this.#lines.get(cost.label) ?? { apdus: 0, bytesOut: 0, bytesIn: 0, modeledMs: 0 };
     line.apdus++;
     line.bytesOut += cost.commandBytes;

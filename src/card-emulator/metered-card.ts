@@ -30,8 +30,14 @@ export class MeteredCard implements ApduResponder {
 
   transmit(command: Uint8Array): Uint8Array {
     const started = performance.now();
+    const cpu = process.cpuUsage();
     const response = this.inner.transmit(command);
-    this.meter.record(command, response, performance.now() - started);
+    const used = process.cpuUsage(cpu);
+    const elapsed = performance.now() - started;
+    // Inside SCP11 the wire carries ciphertext: the virtual card says what it unwrapped, so that an
+    // empty VERIFY (tries left) is not charged as a PIN check, and object ids show in the breakdown.
+    const unwrapped = (this.inner as { lastUnwrapped?: Uint8Array }).lastUnwrapped;
+    this.meter.record(command, response, elapsed, unwrapped, (used.user + used.system) / 1000);
     return response;
   }
 

@@ -23,7 +23,12 @@ import {
   randomBytes,
   timingSafeEqual,
 } from "node:crypto";
-import { type DecodedCommandApdu, decodeCommandApdu } from "../apdu/command.js";
+import {
+  type DecodedCommandApdu,
+  decodeCommandApdu,
+  encodeCommandApdu,
+  SHORT_MAX_DATA,
+} from "../apdu/command.js";
 import { GP_INS, PIV_INS } from "../apdu/instructions.js";
 import { encodeResponseApdu } from "../apdu/response.js";
 import { ISD_AID } from "../apdu/scp11/host.js";
@@ -284,6 +289,12 @@ export class VirtualPivCard implements ApduResponder {
   private volatile: VolatileState = freshVolatile();
   private powered = false;
   private readonly keyCache = new Map<string, KeyObject>();
+  /**
+   * The last command as the applet saw it after SCP unwrapping (header and plain data, CLA without
+   * the secure-messaging bit), undefined when the last command was not wrapped or was refused before
+   * unwrapping. For metering only (latency-profile.ts): a meter outside the card sees ciphertext.
+   */
+  lastUnwrapped: Uint8Array | undefined;
 
   /** Loads the card from `options.store`, or initialises (and saves) a factory-fresh one. */
   constructor(options: VirtualPivCardOptions = {}) {
@@ -336,6 +347,7 @@ export class VirtualPivCard implements ApduResponder {
   }
 
   transmit(command: Uint8Array): Uint8Array {
+    this.lastUnwrapped = undefined;
     if (this.intercept) return this.intercept(command.slice(), (c) => this.process(c));
     return this.process(command);
   }
@@ -467,6 +479,10 @@ export class VirtualPivCard implements ApduResponder {
         return this.reply(sw(SW.securityStatusNotSatisfied), cmd);
       }
       wrapped = true;
+      this.lastUnwrapped = encodeCommandApdu(
+        { cla: cla & ~CLA_SM, ins: cmd.ins, p1: cmd.p1, p2: cmd.p2, data },
+        data.length > SHORT_MAX_DATA ? "extended" : "short",
+      );
     } else if (session) {
       this.endScpSession();
       if (cmd.ins !== INS.select) return this.reply(sw(SW.securityStatusNotSatisfied), cmd);

@@ -65,6 +65,31 @@ describe("latency model (yubikey5)", () => {
     expect(costs[7]!.processingMs).toBe(0);
   });
 
+  it("charges a wrapped VERIFY by what the card unwrapped: the tries-left query is not a PIN check", () => {
+    // Inside SCP11 both carry one encrypted block and a C-MAC: 24 bytes on the wire either way.
+    const wire = cat(hex("04200080 18"), filled(24, 0x5a));
+    const answer = cat(filled(8, 0x33), hex("63C3"));
+    const triesLeft = modelApdu(YUBIKEY5_LATENCY, wire, answer, hex("00200080"));
+    const pin = modelApdu(YUBIKEY5_LATENCY, wire, hex("9000"), hex("00200080 08 313233343536FFFF"));
+    const unknown = modelApdu(YUBIKEY5_LATENCY, wire, hex("9000"));
+    expect(triesLeft.kind).toBe("verify-other");
+    expect(triesLeft.processingMs).toBeCloseTo(YUBIKEY5_LATENCY.processing.scpWrapMs, 9);
+    expect(pin.kind).toBe("verify-pin");
+    expect(pin.processingMs).toBeCloseTo(8 + YUBIKEY5_LATENCY.processing.scpWrapMs, 9);
+    // Without the hint the meter can only assume the costlier reading.
+    expect(unknown.kind).toBe("verify-pin");
+    // The link is charged for the wire bytes, whatever the hint.
+    expect(triesLeft.linkMs).toBeCloseTo(1 + (wire.length + answer.length) / 512, 9);
+    // A wrapped GET DATA names its object only through the hint.
+    const getData = modelApdu(
+      YUBIKEY5_LATENCY,
+      cat(hex("04CB3FFF 18"), filled(24)),
+      hex("9000"),
+      hex("00CB3FFF 05 5C035FFF10"),
+    );
+    expect(getData.objectId).toBe(0x5fff10);
+  });
+
   it("gives the same total for the same sequence, every time", () => {
     const a = modelSequence(YUBIKEY5_LATENCY, SEQUENCE);
     const b = modelSequence(YUBIKEY5_LATENCY, SEQUENCE);
@@ -137,7 +162,11 @@ describe("metering wrappers", () => {
     await session.getSerial();
     for (const meter of [viaCard, viaTransport, viaIntercept]) {
       expect(meter.totals.apdus).toBe(4); // SELECT by hand, then SELECT, GET VERSION, GET SERIAL
-      expect(meter.totals).toEqual({ ...viaCard.totals, emulatorMs: meter.totals.emulatorMs });
+      expect(meter.totals).toEqual({
+        ...viaCard.totals,
+        emulatorMs: meter.totals.emulatorMs,
+        emulatorCpuMs: meter.totals.emulatorCpuMs,
+      });
     }
     expect(transport.atr).toEqual(card.atr);
   });
