@@ -25,7 +25,7 @@ import {
   PcscError,
   UsageError,
 } from "../errors.js";
-import { warmUpValidation } from "../pki/path-validation.js";
+import { primeTrustAnchor, warmUpValidation } from "../pki/path-validation.js";
 import type { SecureElement } from "../secure-element/secure-element.js";
 import { AuditLog } from "./audit-log.js";
 import type { CardSource } from "./card-source.js";
@@ -46,6 +46,7 @@ import { NetworkdBackend } from "./net/networkd.js";
 import { type AgentTrust, type OnboardingResult, onboard, type PinSource } from "./onboarding.js";
 import { backoffMs } from "./service.js";
 import { type AgentStage, AgentStateStore } from "./state-store.js";
+import { warmUpOnboarding } from "./warm-up.js";
 
 export type NetBackendChoice = "dry-run" | "iproute2" | "networkd";
 
@@ -77,6 +78,12 @@ export interface OpenAgentOptions {
   readonly log?: (line: string) => void;
   /** Crash points for the fault tests (faults.ts); default: HSM_ONBOARD_CRASH_AT, else none. */
   readonly faults?: AgentFaults;
+  /**
+   * Run the onboarding path once over a built-in configuration at start (warm-up.ts), so that the
+   * first card does not pay first-use costs. Default true; the benchmark turns it off to measure a
+   * truly cold onboarding.
+   */
+  readonly warmUp?: boolean;
 }
 
 export interface StartReport {
@@ -132,9 +139,20 @@ export class Agent {
     let device: DeviceIdentity | undefined;
     try {
       const root = await readTrustAnchor(options.stateDir);
-      // Validation's first-use costs (compiling the validator, OpenSSL's first use of each curve, the
-      // root parsed and its signature checked) are paid here, before any card: docs/PERFORMANCE.md.
-      await warmUpValidation(root);
+      // First-use costs (compiling the validator and the decoders, OpenSSL's first use of each curve,
+      // the root parsed and its signature checked) are paid here, before any card: docs/PERFORMANCE.md.
+      const log = options.log ?? (() => {});
+      if (options.warmUp === false) {
+        primeTrustAnchor(root);
+      } else {
+        await warmUpValidation(root);
+        try {
+          await warmUpOnboarding();
+        } catch (error) {
+          // A defect of this build, not of any card: the real checks all run again on each card.
+          log(`warm-up at start failed (the first card will be slower): ${(error as Error).message}`);
+        }
+      }
       device = await loadDeviceIdentity(store.state.device);
       const audit = await AuditLog.open(store.path("audit"), {
         clock,
@@ -144,7 +162,6 @@ export class Agent {
         if (!(error instanceof IntegrityError)) throw error;
         return AuditLog.damaged(store.path("audit"), error.message);
       });
-      const log = options.log ?? (() => {});
       const recovered = audit.recovered;
       if (recovered) {
         await store.update((s) => ({
