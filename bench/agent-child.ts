@@ -18,6 +18,10 @@ export interface AgentChildJob {
   readonly agentTemplate: string;
   readonly profile: string;
   readonly runs: number;
+  /** SCP11b: the card state holds an SD key; the agent requires the channel to this vendor CA (DER). */
+  readonly scpAnchorBase64?: string;
+  /** The agent's warm-up at start (default true); false: a truly cold agent. */
+  readonly warmUp?: boolean;
   /** Then (once maxRSS is taken) time the verification steps; run it with `runs: 0` for cold figures. */
   readonly verification?: {
     readonly rootDerBase64: string;
@@ -34,8 +38,19 @@ export interface AgentChildRun {
   /** Agent.open + start before the card (not in cpuMs). */
   readonly startCpuMs: number;
   readonly emulatorMs: number;
+  /** CPU the emulated card used (subtracted from cpuMs for host CPU). */
+  readonly emulatorCpuMs: number;
   readonly modeledCardMs: number;
   readonly apdus: number;
+  /** Up to "network configured" (`configured` persisted, before the receipt), when reached. */
+  readonly configured?: {
+    readonly wallMs: number;
+    readonly cpuMs: number;
+    readonly emulatorMs: number;
+    readonly emulatorCpuMs: number;
+    readonly modeledCardMs: number;
+    readonly apdus: number;
+  };
 }
 
 export interface AgentChildReport {
@@ -59,7 +74,14 @@ const baselineMaxRssKiB = process.resourceUsage().maxRSS;
 let firstMaxRssKiB = baselineMaxRssKiB;
 const runs: AgentChildRun[] = [];
 for (let i = 0; i < Math.min(Math.max(0, job.runs), 50); i++) {
-  const m = await measureOnboarding(cardState, job.agentTemplate, profile);
+  const m = await measureOnboarding(
+    cardState,
+    job.agentTemplate,
+    profile,
+    job.scpAnchorBase64 ? { anchor: new Uint8Array(Buffer.from(job.scpAnchorBase64, "base64")) } : undefined,
+    job.warmUp ?? true,
+  );
+  const c = m.configured;
   runs.push({
     ok: m.result.ok,
     ...(m.result.error ? { error: m.result.error.message } : {}),
@@ -67,8 +89,21 @@ for (let i = 0; i < Math.min(Math.max(0, job.runs), 50); i++) {
     cpuMs: m.cpuMs,
     startCpuMs: m.startCpuMs,
     emulatorMs: m.totals.emulatorMs,
+    emulatorCpuMs: m.totals.emulatorCpuMs,
     modeledCardMs: m.totals.modeledMs,
     apdus: m.totals.apdus,
+    ...(c
+      ? {
+          configured: {
+            wallMs: c.wallMs,
+            cpuMs: c.cpuMs,
+            emulatorMs: c.totals.emulatorMs,
+            emulatorCpuMs: c.totals.emulatorCpuMs,
+            modeledCardMs: c.totals.modeledMs,
+            apdus: c.totals.apdus,
+          },
+        }
+      : {}),
   });
   if (i === 0) firstMaxRssKiB = process.resourceUsage().maxRSS;
 }
@@ -85,6 +120,8 @@ if (job.verification) {
       new Uint8Array(Buffer.from(job.verification.rootDerBase64, "base64")),
       job.verification.serial,
       device.signer,
+      15,
+      job.warmUp ?? true,
     );
   } finally {
     await device.close();

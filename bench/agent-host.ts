@@ -18,25 +18,64 @@ import { runChild } from "./child.js";
 import type { BenchFixture } from "./fixture.js";
 import { fixed, median, print, section, table } from "./report.js";
 
+/** Host time of first onboardings in fresh processes (cold), emulated card time subtracted. */
+export interface ColdHostFigures {
+  /** Each cold run, card present → result (receipt included). */
+  readonly wallMs: readonly number[];
+  readonly cpuMs: readonly number[];
+  /** Each cold run, card present → network configured (`configured` persisted, before the receipt). */
+  readonly configuredWallMs: readonly number[];
+  readonly configuredCpuMs: readonly number[];
+  /** Modeled card time and APDUs of one run, to configured and in all. */
+  readonly modeledCardMs: number;
+  readonly configuredModeledCardMs: number;
+  readonly apdus: number;
+  readonly configuredApdus: number;
+}
+
 export interface AgentHostResult {
   readonly report?: AgentChildReport;
   readonly verification?: NonNullable<AgentChildReport["verification"]>;
   readonly error?: string;
-  /** First onboarding in a process: the lowest over the cold runs, emulated card time subtracted. */
+  /** First onboarding in a process: the median over the cold runs, emulated card time subtracted. */
   readonly coldHostWallMs?: number;
   readonly coldHostCpuMs?: number;
   readonly warmHostWallMs?: number;
   readonly warmHostCpuMs?: number;
+  /** The cold runs themselves, plaintext and (when measured) inside SCP11b. */
+  readonly cold?: ColdHostFigures;
+  readonly coldScp?: ColdHostFigures;
+  /** Cold runs of an agent started without its warm-up (Agent.open warmUp: false): truly cold. */
+  readonly coldNoWarmUp?: ColdHostFigures;
+  /** The verification steps in a process that skipped the warm-up. */
+  readonly verificationNoWarmUp?: NonNullable<AgentChildReport["verification"]>;
   /** maxRSS (KiB) after the first onboarding with --max-semi-space-size=1. */
   readonly smallYoungGenMaxRssKiB?: number;
 }
 
 const RUNS = 8;
-const COLD_REPEATS = 2;
+/** Fresh processes besides the main one, each onboarding once (cold); SCP11b: COLD_REPEATS + 1. */
+const COLD_REPEATS = 4;
 const SMALL_YOUNG_GENERATION = "--max-semi-space-size=1";
 
 const hostWall = (r: AgentChildRun) => r.wallMs - r.emulatorMs;
-const hostCpu = (r: AgentChildRun) => r.cpuMs - r.emulatorMs;
+const hostCpu = (r: AgentChildRun) => r.cpuMs - r.emulatorCpuMs;
+
+function coldFigures(runs: readonly AgentChildRun[]): ColdHostFigures | undefined {
+  const ok = runs.filter((r) => r.ok && r.configured);
+  const first = ok[0];
+  if (!first?.configured) return undefined;
+  return {
+    wallMs: ok.map(hostWall),
+    cpuMs: ok.map(hostCpu),
+    configuredWallMs: ok.map((r) => r.configured!.wallMs - r.configured!.emulatorMs),
+    configuredCpuMs: ok.map((r) => r.configured!.cpuMs - r.configured!.emulatorCpuMs),
+    modeledCardMs: first.modeledCardMs,
+    configuredModeledCardMs: first.configured.modeledCardMs,
+    apdus: first.apdus,
+    configuredApdus: first.configured.apdus,
+  };
+}
 
 export async function benchAgentHost(
   fixture: BenchFixture,
@@ -44,6 +83,8 @@ export async function benchAgentHost(
   agentTemplate: string,
   serial: string,
   hsms: number,
+  /** The same card with an SCP11b key, and the vendor CA the agent is given: cold runs inside SCP11b. */
+  scp?: { readonly cardState: CardState; readonly anchor: Uint8Array },
 ): Promise<AgentHostResult> {
   section(
     `2. Agent host: CPU and peak RSS per onboarding (${hsms.toLocaleString("en-US")}-HSM card, yubikey5, child processes)`,
@@ -68,61 +109,128 @@ export async function benchAgentHost(
     const again = await runChild<AgentChildReport>("agent-child.js", [onceJob], 60_000);
     if (again.value?.runs[0]) colds.push(again.value.runs[0]);
   }
+  const noWarmUpJob = await writeJob("once-no-warm-up", { ...base, runs: 1, warmUp: false });
+  const noWarmUpColds: AgentChildRun[] = [];
+  for (let i = 0; i <= COLD_REPEATS; i++) {
+    const r = await runChild<AgentChildReport>("agent-child.js", [noWarmUpJob], 60_000);
+    if (r.value?.runs[0]) noWarmUpColds.push(r.value.runs[0]);
+  }
+  const scpColds: AgentChildRun[] = [];
+  if (scp) {
+    const scpCardFile = join(fixture.dir, "agent-host-card-scp.json");
+    await writeFile(scpCardFile, JSON.stringify(scp.cardState), { mode: 0o600 });
+    const scpJob = await writeJob("once-scp", {
+      ...base,
+      runs: 1,
+      cardStateFile: scpCardFile,
+      scpAnchorBase64: Buffer.from(scp.anchor).toString("base64"),
+    });
+    for (let i = 0; i <= COLD_REPEATS; i++) {
+      const r = await runChild<AgentChildReport>("agent-child.js", [scpJob], 60_000);
+      if (r.value?.runs[0]) scpColds.push(r.value.runs[0]);
+      else print(`  ! SCP11b cold run failed: ${r.error}`);
+    }
+  }
   const small = await runChild<AgentChildReport>("agent-child.js", [onceJob], 60_000, [
     SMALL_YOUNG_GENERATION,
   ]);
+  const verificationJob = {
+    ...base,
+    runs: 0,
+    verification: {
+      rootDerBase64: Buffer.from(fixture.rootDer).toString("base64"),
+      serial,
+      deviceDir: join(fixture.dir, `device-${serial}`),
+    },
+  };
   const verifyChild = await runChild<AgentChildReport>(
     "agent-child.js",
-    [
-      await writeJob("verify", {
-        ...base,
-        runs: 0,
-        verification: {
-          rootDerBase64: Buffer.from(fixture.rootDer).toString("base64"),
-          serial,
-          deviceDir: join(fixture.dir, `device-${serial}`),
-        },
-      }),
-    ],
+    [await writeJob("verify", verificationJob)],
+    60_000,
+  );
+  const verifyColdChild = await runChild<AgentChildReport>(
+    "agent-child.js",
+    [await writeJob("verify-no-warm-up", { ...verificationJob, warmUp: false })],
     60_000,
   );
 
-  const failed = [...report.runs, ...colds].filter((r) => !r.ok);
+  const failed = [...report.runs, ...colds, ...scpColds].filter((r) => !r.ok);
   if (failed.length > 0) print(`  ! ${failed.length} onboarding(s) failed: ${failed[0]?.error}`);
   const warm = report.runs.slice(1);
   const result: AgentHostResult = {
     report,
     ...(verifyChild.value?.verification ? { verification: verifyChild.value.verification } : {}),
-    coldHostWallMs: Math.min(...colds.map(hostWall)),
-    coldHostCpuMs: Math.min(...colds.map(hostCpu)),
+    ...(verifyColdChild.value?.verification
+      ? { verificationNoWarmUp: verifyColdChild.value.verification }
+      : {}),
+    coldHostWallMs: median(colds.map(hostWall)),
+    coldHostCpuMs: median(colds.map(hostCpu)),
     warmHostWallMs: median(warm.map(hostWall)),
     warmHostCpuMs: median(warm.map(hostCpu)),
     ...(small.value ? { smallYoungGenMaxRssKiB: small.value.firstMaxRssKiB } : {}),
   };
+  const cold = coldFigures(colds);
+  const coldScp = coldFigures(scpColds);
+  const coldNoWarmUp = coldFigures(noWarmUpColds);
+  if (cold) Object.assign(result, { cold });
+  if (coldNoWarmUp) Object.assign(result, { coldNoWarmUp });
+  if (coldScp) Object.assign(result, { coldScp });
   print(
     "  whole onboarding on the host (state files with fsync, audit log, dry-run apply, receipt signing),",
   );
-  print("  the emulated card's own time subtracted; CPU is process.cpuUsage (all threads, GC included):");
+  print(
+    "  the emulated card's own time subtracted (wall from wall, its CPU from CPU); CPU is process.cpuUsage",
+  );
+  print("  (all threads, GC included):");
+  const each = (values: readonly number[]) => values.map((v) => fixed(v, 0)).join(" ");
+  const coldRows = (name: string, f: ColdHostFigures | undefined) =>
+    f
+      ? [
+          [
+            `${name}: first in a fresh process (cold), median of ${f.wallMs.length}`,
+            fixed(median(f.wallMs)),
+            fixed(median(f.cpuMs)),
+            fixed(median(f.configuredWallMs)),
+            fixed(median(f.configuredCpuMs)),
+          ],
+          [
+            "  each of them",
+            each(f.wallMs),
+            each(f.cpuMs),
+            each(f.configuredWallMs),
+            each(f.configuredCpuMs),
+          ],
+        ]
+      : [];
   table(
-    ["onboarding", "host wall ms", "host CPU ms"],
     [
+      "onboarding (host ms, emulated card subtracted)",
+      "wall",
+      "CPU",
+      "wall to configured",
+      "CPU to configured",
+    ],
+    [
+      ...coldRows("plaintext", cold),
+      ...coldRows("plaintext, agent started without its warm-up", coldNoWarmUp),
       [
-        `first in a fresh process (cold, the realistic one): lowest of ${colds.length}`,
-        fixed(result.coldHostWallMs!),
-        fixed(result.coldHostCpuMs!),
-      ],
-      [
-        "  each of them",
-        colds.map((r) => fixed(hostWall(r), 0)).join(" "),
-        colds.map((r) => fixed(hostCpu(r), 0)).join(" "),
-      ],
-      [
-        `next ${warm.length} in the first process (warm, median)`,
+        `plaintext: next ${warm.length} in the first process (warm, median)`,
         fixed(result.warmHostWallMs!),
         fixed(result.warmHostCpuMs!),
+        "",
+        "",
       ],
+      ...coldRows("SCP11b", coldScp),
     ],
   );
+  print("  An agent warms up at start (src/agent/warm-up.ts: its whole host-side path once over a built-in");
+  print(
+    "  configuration, before any card); 'without its warm-up' is a truly cold process (Agent.open warmUp: false).",
+  );
+  print(
+    "  'to configured' ends when `configured` is persisted (SPEC.md §9 \"network configured\"); the rest is the receipt",
+  );
+  print("  (device-key signature, receipt object read and written on the card) and the audit record.");
   print(
     `  before the card, not counted above: agent start (Agent.open + start: lock, state, audit log, device key,` +
       ` validation warm-up) ${colds.map((r) => fixed(r.startCpuMs, 1)).join(" / ")} ms CPU in the fresh processes`,
@@ -141,20 +249,36 @@ export async function benchAgentHost(
     ],
   );
   const v = result.verification;
+  const v0 = result.verificationNoWarmUp;
   if (!v) print(`  verification timing failed: ${verifyChild.error}`);
   if (v) {
     print();
     print("  host-side verification only (same calls and options as src/agent/onboarding.ts), CPU ms,");
-    print("  in a fresh process (first call: cold code paths; then the median of 15), after the");
+    print("  in a fresh process: first call (cold code paths) after the agent's warm-up at start");
     print(
-      `  agent's warm-up at start (warmUpValidation(root), before any card: ${fixed(v.warmUpCpuMs, 2)} ms CPU):`,
+      `  (${fixed(v.warmUpCpuMs, 2)} ms CPU, before any card), first call without it, then the median of 15 (warm):`,
     );
     table(
-      ["step", "first call", "warm (median)"],
+      ["step", "first, warmed-up agent", "first, no warm-up", "warm (median)"],
       [
-        ...v.steps.map((s) => [s.step, fixed(s.coldCpuMs, 2), fixed(s.warmCpuMs, 2)]),
-        ["= verification", fixed(v.verifyColdCpuMs, 2), fixed(v.verifyWarmCpuMs, 2)],
-        [v.receipt.step, fixed(v.receipt.coldCpuMs, 2), fixed(v.receipt.warmCpuMs, 2)],
+        ...v.steps.map((s, i) => [
+          s.step,
+          fixed(s.coldCpuMs, 2),
+          v0?.steps[i] ? fixed(v0.steps[i]!.coldCpuMs, 2) : "-",
+          fixed(s.warmCpuMs, 2),
+        ]),
+        [
+          "= verification",
+          fixed(v.verifyColdCpuMs, 2),
+          v0 ? fixed(v0.verifyColdCpuMs, 2) : "-",
+          fixed(v.verifyWarmCpuMs, 2),
+        ],
+        [
+          v.receipt.step,
+          fixed(v.receipt.coldCpuMs, 2),
+          v0 ? fixed(v0.receipt.coldCpuMs, 2) : "-",
+          fixed(v.receipt.warmCpuMs, 2),
+        ],
       ],
     );
   }

@@ -41,6 +41,16 @@ export interface MeasuredOnboarding {
    * log, device key, validation warm-up), as `agent run` does once per process. Not in `cpuMs`.
    */
   readonly startCpuMs: number;
+  /**
+   * The same figures at "network configured" (SPEC.md §9): the moment `configured` is persisted,
+   * before the receipt is signed and written (the agent's `after-persist-before-receipt` point).
+   * Undefined when the onboarding did not get there.
+   */
+  readonly configured?: {
+    readonly totals: MeterTotals;
+    readonly wallMs: number;
+    readonly cpuMs: number;
+  };
 }
 
 /**
@@ -54,29 +64,57 @@ export async function measureOnboarding(
   cardState: CardState,
   agentTemplate: string,
   profile: LatencyProfile,
-  /** With an SCP vendor CA: the card gets an SCP11b key from it and the agent requires the channel. */
-  scpVendor?: IssuerCredentials,
+  /**
+   * SCP11b: with an SCP vendor CA the card first gets an SCP11b key from it; with `anchor` alone the
+   * card state already holds one (provisioned by the parent, so that a child process does not load
+   * the issuing side of the PKI). Either way the agent requires the channel to that anchor.
+   */
+  scp?: IssuerCredentials | { readonly anchor: Uint8Array },
+  /** The agent's warm-up at start (Agent.open `warmUp`, default true): false measures a truly cold agent. */
+  warmUp = true,
 ): Promise<MeasuredOnboarding> {
   const stateDir = await freshAgentDir(agentTemplate);
   const meter = new ApduMeter(profile);
   const card = new VirtualPivCard({ store: new MemoryCardStateStore(cardState), profile: profile.card });
-  // Loaded only for the SCP11 runs: it brings the issuing side of the PKI (@peculiar/x509, ≈ 18 MiB),
-  // which is the emulated card's, not the agent's, and would count in the agent child's maxRSS.
-  if (scpVendor) {
+  let anchor: Uint8Array | undefined;
+  if (scp && "anchor" in scp) {
+    anchor = scp.anchor;
+  } else if (scp) {
+    // Loaded only for these runs: it brings the issuing side of the PKI (@peculiar/x509, ≈ 18 MiB),
+    // which is the emulated card's, not the agent's, and would count in an agent child's maxRSS.
     const { provisionScpKey } = await import("../src/card-emulator/scp-provision.js");
-    await provisionScpKey(card, scpVendor);
+    await provisionScpKey(card, scp);
+    anchor = new Uint8Array(scp.certificate.rawData);
   }
-  const channel = scpVendor
-    ? secureChannelPolicy([new Uint8Array(scpVendor.certificate.rawData)], false)
-    : undefined;
+  const channel = anchor ? secureChannelPolicy([anchor], false) : undefined;
   try {
+    let span: { cpu: NodeJS.CpuUsage; started: number } | undefined;
+    let configured: MeasuredOnboarding["configured"];
     const startCpu = process.cpuUsage();
-    const agent = await Agent.open({ stateDir, net: "dry-run" });
+    const agent = await Agent.open({
+      stateDir,
+      net: "dry-run",
+      warmUp,
+      // Not a fault: the crash points are where the agent's steps meet; this one is right after
+      // `configured` is on disk, which is where SPEC.md §9's "network configured" ends.
+      faults: {
+        reached: (point) => {
+          if (point !== "after-persist-before-receipt" || !span) return;
+          const used = process.cpuUsage(span.cpu);
+          configured = {
+            totals: meter.totals,
+            wallMs: performance.now() - span.started,
+            cpuMs: (used.user + used.system) / 1000,
+          };
+        },
+      },
+    });
     try {
       await agent.start();
       const startUsed = process.cpuUsage(startCpu);
       const cpu = process.cpuUsage();
       const started = performance.now();
+      span = { cpu, started };
       const element = await PivElement.open(
         new InProcessTransport(new MeteredCard(card, meter), { readerName: "bench virtual card" }),
         channel ? { channel } : {},
@@ -96,6 +134,7 @@ export async function measureOnboarding(
         wallMs,
         cpuMs: (used.user + used.system) / 1000,
         startCpuMs: (startUsed.user + startUsed.system) / 1000,
+        ...(configured ? { configured } : {}),
       };
     } finally {
       await agent.close();
@@ -103,6 +142,16 @@ export async function measureOnboarding(
   } finally {
     await rm(stateDir, { recursive: true, force: true });
   }
+}
+
+/** A copy of `cardState` with an SCP11b key (13/01) from `vendor`, as a card vendor provisions it. */
+export async function withScpKey(cardState: CardState, vendor: IssuerCredentials): Promise<CardState> {
+  const store = new MemoryCardStateStore(cardState);
+  const { provisionScpKey } = await import("../src/card-emulator/scp-provision.js");
+  await provisionScpKey(new VirtualPivCard({ store }), vendor);
+  const provisioned = store.load();
+  if (!provisioned) throw new Error("the provisioned card left no state");
+  return provisioned;
 }
 
 /** Data-object bytes read: GET DATA and GET RESPONSE answers, SW included (deterministic per card). */
