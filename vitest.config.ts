@@ -6,5 +6,9 @@ export default defineConfig({
     setupFiles: ["test/setup.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // Most files wait on child processes, pcscd and namespaces, not on the CPU: vitest's default
+    // (CPUs - 1) would run one file at a time on a 2-core CI machine. Every file already uses
+    // private pcscd instances, free ports and per-process namespace names, so files run side by side.
+    maxWorkers: 3,
   },
 });
