@@ -64,6 +64,12 @@ export const ScardCode = {
   unpoweredCard: 0x80100067,
   resetCard: 0x80100068,
   removedCard: 0x80100069,
+  /**
+   * SCARD_W_SECURITY_VIOLATION, "Access denied": what a client gets from a pcscd that does not know
+   * its context or card handle, seen when pcscd restarted under an open session (and also a
+   * polkit refusal). Either way the session is gone and nothing more can be sent on it.
+   */
+  securityViolation: 0x8010006a,
 } as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -71,7 +77,12 @@ export const ScardCode = {
 // ---------------------------------------------------------------------------------------------
 
 export function isServiceGone(code: number | undefined): boolean {
-  return code === ScardCode.noService || code === ScardCode.serviceStopped || code === ScardCode.commError;
+  return (
+    code === ScardCode.noService ||
+    code === ScardCode.serviceStopped ||
+    code === ScardCode.commError ||
+    code === ScardCode.securityViolation
+  );
 }
 
 /** pcsclite formats failures as `SCardXxx error: <text>(0x8010xxxx)`. */
@@ -99,6 +110,14 @@ export function toPcscError(error: unknown, operation: string, readerName?: stri
     return new CardRemovedError(`card removed from reader "${readerName}" (${operation})`, readerName, {
       cause: error,
     });
+  }
+  if (code === ScardCode.securityViolation) {
+    return new PcscError(
+      `PC/SC access denied during ${operation} (pcscd restarted under the session, or its polkit policy refuses this user)`,
+      operation,
+      code,
+      { cause: error, serviceGone: true },
+    );
   }
   if (isServiceGone(code)) {
     return new PcscError(

@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
+import { CardRemovedError, ExitCode, PcscError } from "../../src/errors.js";
 import { classifyAtr, isContactless, isContactlessReaderName } from "../../src/transport/pcsc-atr.js";
-import { ReaderState, ScardCode, scardCodeOf } from "../../src/transport/pcsc-binding.js";
+import {
+  isServiceGone,
+  ReaderState,
+  ScardCode,
+  scardCodeOf,
+  toPcscError,
+} from "../../src/transport/pcsc-binding.js";
 import { cardEventCount, cardPresent, readerMatches } from "../../src/transport/pcsc-context.js";
 
 const bytes = (h: string) => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ""), "hex"));
@@ -138,5 +145,31 @@ describe("status words and error codes", () => {
     expect(readerMatches("Virtual PCD 00 01", "pcd 00 01")).toBe(true);
     expect(readerMatches("Virtual PCD 00 01", "Yubico")).toBe(false);
     expect(readerMatches("anything", undefined)).toBe(true);
+  });
+});
+
+describe("toPcscError", () => {
+  it("classes 'Access denied' (0x8010006A, a pcscd restarted under the session) as the service gone: exit 10, not 1", () => {
+    const raw = new Error("SCardTransmit error: Access denied.(0x8010006a)");
+    const typed = toPcscError(raw, "SCardTransmit", "Virtual PCD 00 00");
+    expect(typed).toBeInstanceOf(PcscError);
+    expect((typed as PcscError).code).toBe("ERR_PCSC_NO_SERVICE");
+    expect(typed.exitCode).toBe(ExitCode.noCard);
+    expect(typed.message).toMatch(/access denied during SCardTransmit .*pcscd restarted/);
+    expect(isServiceGone(ScardCode.securityViolation)).toBe(true);
+  });
+
+  it("keeps an unknown PC/SC failure an internal error (exit 1) and a removal a removal", () => {
+    const other = toPcscError(
+      new Error("SCardTransmit error: Insufficient buffer.(0x80100008)"),
+      "SCardTransmit",
+    );
+    expect(other.exitCode).toBe(ExitCode.internal);
+    const removed = toPcscError(
+      new Error("SCardTransmit error: Card was removed.(0x80100069)"),
+      "SCardTransmit",
+      "R",
+    );
+    expect(removed).toBeInstanceOf(CardRemovedError);
   });
 });
