@@ -14,6 +14,7 @@ import {
   isPkcs11Uri,
   type OpenedCaKey,
   openCaKey,
+  parseCaKeyUri,
 } from "./ca-key.js";
 import { CRL_REASONS, type CrlReasonName, crlToPem, DEFAULT_CRL_VALIDITY_DAYS, issueCrl } from "./crl.js";
 import { certificateParts } from "./der.js";
@@ -245,6 +246,7 @@ export async function issueTokenCaToDirectory(
   if (tokenKey && !isPkcs11Uri(tokenKey.reference)) {
     throw new UsageError("--token-ca-key: a new token CA key goes into a token: give a pkcs11: URI");
   }
+  if (tokenKey) parseCaKeyUri(tokenKey.reference); // its rules (no PIN in it) before anything is read
   if (tokenKey && options.passphrase !== undefined) {
     throw new UsageError("--encrypt is for a key file; a key in a token has no file to encrypt");
   }

@@ -7,7 +7,13 @@ import { ManagementKeyError } from "../../../piv/errors.js";
 import type { EcCurve } from "../../../piv/objects.js";
 import { encodePin } from "../../../piv/piv-session.js";
 import { tokenCaOwner } from "../../../pki/ca-facts.js";
-import { assertKeyOfCertificate, type CaKeySecrets, isPkcs11Uri, openCaKey } from "../../../pki/ca-key.js";
+import {
+  assertKeyOfCertificate,
+  type CaKeySecrets,
+  isPkcs11Uri,
+  openCaKey,
+  parseCaKeyUri,
+} from "../../../pki/ca-key.js";
 import { parseCrl } from "../../../pki/crl.js";
 import type { IssuerCredentials } from "../../../pki/issue.js";
 import { caKeyReference, PKI_FILES, readCertificateFile, readPkiStateIfAny } from "../../../pki/pki-store.js";
@@ -104,6 +110,8 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
     .addHelpText("after", EXAMPLES + CA_KEY_HELP)
     .action(async (options: PersonalizeOptions) => {
       cardSubject(options.owner, options.officer); // names checked before anything else
+      if (options.tokenCaKey !== undefined && isPkcs11Uri(options.tokenCaKey))
+        parseCaKeyUri(options.tokenCaKey);
       const managementKey = await readManagementKey(options);
       const dir = resolve(ctx.cwd, options.pki);
       const keySecrets = caKeySecrets(ctx, options, "card personalize");
