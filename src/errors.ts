@@ -137,6 +137,7 @@ export type IntegrityErrorCode =
   | "ERR_MALFORMED"
   | "ERR_SCP_INTEGRITY"
   | "ERR_SCP_MALFORMED"
+  | "ERR_SCP_OCE_REFUSED"
   | "ERR_UNKNOWN_STATUS";
 
 export class IntegrityError extends OnboardError {
@@ -580,6 +581,14 @@ export class RollbackFailedError extends NetworkApplyError {
 /** A MAC, receipt or padding failed, or the session was ended: the channel is closed (exit 15). */
 export class ScpIntegrityError extends IntegrityError {
   override readonly code = "ERR_SCP_INTEGRITY";
+}
+
+/**
+ * SCP11a: the card does not accept the station's OCE certificate (its OCE CA is another owner's, or
+ * it has none): mutual authentication failed, exit 15, before any PIN or configuration is sent.
+ */
+export class ScpOceRefusedError extends IntegrityError {
+  override readonly code = "ERR_SCP_OCE_REFUSED";
 }
 
 /** Handshake bytes (authenticate data or answer, certificate store) that do not parse (exit 15). */

@@ -34,4 +34,8 @@ export const GP_INS = {
   performSecurityOperation: 0x2a,
   mutualAuthenticate: 0x82,
   internalAuthenticate: 0x88,
+  /** PUT KEY (GP Card Spec §11.8): here the OCE CA public key (KID 0x10) for SCP11a. */
+  putKey: 0xd8,
+  /** STORE DATA (GP Card Spec §11.11): here the CA key identifier (SKI) of that key. */
+  storeData: 0xe2,
 } as const;

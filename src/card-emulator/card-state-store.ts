@@ -42,8 +42,8 @@ const scpKeySchema = z.object({
 
 const scpSchema = z.object({
   keys: z.array(scpKeySchema).max(4),
-  /** The OCE CA public key (SCP11a): SubjectPublicKeyInfo DER, base64, under KID/KVN */
-  oceCa: z.object({ kid: byte, kvn: byte, spki: base64 }).optional(),
+  /** The OCE CA public key (SCP11a): SubjectPublicKeyInfo DER, base64, under KID/KVN; its key identifier (STORE DATA) */
+  oceCa: z.object({ kid: byte, kvn: byte, spki: base64, ski: base64.optional() }).optional(),
 });
 
 const stateSchema = z.object({

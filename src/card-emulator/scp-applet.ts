@@ -15,7 +15,7 @@ import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } fr
 import { encodeCertificateStore } from "../apdu/scp11/cert-store.js";
 import { cardHandshake, p256Point, ScpCardChannel, ScpMalformedError } from "../apdu/scp11/index.js";
 import { SW } from "../apdu/status-words.js";
-import { decodeTlv } from "../apdu/tlv.js";
+import { concatBytes, decodeTlv, decodeTlvs, encodeTlv } from "../apdu/tlv.js";
 import type { CardScpKeyState, CardScpState } from "./card-state-store.js";
 
 export interface ScpReply {
@@ -26,6 +26,13 @@ export interface ScpReply {
 /** Volatile SCP state of one power cycle. */
 export interface ScpVolatile {
   session?: ScpCardChannel;
+  /**
+   * May this session change the OCE CA key (PUT KEY, STORE DATA in the ISD)? Yes for SCP11a/c (the
+   * OCE proved a certificate under the installed OCE CA); for SCP11b only while the card has no
+   * OCE CA at all (the owner claims a factory card, as a YubiKey's well-known factory SCP03 keys
+   * allow). Never outside a session.
+   */
+  ownerAuthorized?: boolean;
   /** OCE chain received by PSO so far (verified link by link); `pkOce` once the leaf arrived. */
   oce?: { kid: number; kvn: number; last: KeyObject; pkOce?: Uint8Array };
 }
@@ -48,6 +55,8 @@ export function isdGetData(
   p2: number,
   data: Uint8Array,
 ): ScpReply {
+  if (p1 === TAG_CA_KLOC_IDENTIFIERS >> 8 && p2 === (TAG_CA_KLOC_IDENTIFIERS & 0xff))
+    return caKlocIdentifiers(scp);
   if (p1 !== 0xbf || p2 !== 0x21) return { sw: SW.referenceNotFound };
   let kid: number;
   let kvn: number;
@@ -143,9 +152,132 @@ export function authenticate(
     if ((r.variant === "b") === mutual || p2 !== expectedKid) return { sw: SW.incorrectData };
     v.oce = undefined;
     v.session = new ScpCardChannel(r);
+    v.ownerAuthorized = r.variant !== "b" || scp?.oceCa === undefined;
     return { data: r.answer, sw: SW.ok };
   } catch (e) {
     if (e instanceof ScpMalformedError) return { sw: SW.incorrectData };
     return { sw: SW.incorrectData };
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Owner administration of the OCE CA key (ISD, inside a session): PUT KEY, STORE DATA, GET DATA FF33
+// ---------------------------------------------------------------------------------------------
+
+/** KID of the OCE CA key (KLOC) for SCP11a/c (GP Amendment F §7.1.1; YubiKey 0x10). */
+export const OCE_CA_KID = 0x10;
+/** GET DATA tag of the CA-KLOC identifiers (SKI and key reference of each OCE CA key). */
+export const TAG_CA_KLOC_IDENTIFIERS = 0xff33;
+/** Curve identifiers of PUT KEY's key parameter (tag F0), GP Amendment F / yubikit `Curve`. */
+const PUT_KEY_CURVES: Readonly<Record<number, { crv: "P-256" | "P-384"; size: number }>> = {
+  0: { crv: "P-256", size: 32 },
+  1: { crv: "P-384", size: 48 },
+};
+/** The OCE CA key as stored in the card state (SPKI DER, base64). */
+export interface OceCaInstall {
+  kid: number;
+  kvn: number;
+  spki: string;
+}
+
+/**
+ * PUT KEY `80 D8 <replace KVN> 10` with `KVN ‖ B0 <point> ‖ F0 01 <curve> ‖ 00` (no key check value
+ * for a public key): installs the OCE CA public key. Only inside a session that may administer the
+ * OCE CA (`ownerAuthorized`), else 6985 (6982 outside a session); a card keeps one OCE CA key, so an installed key is
+ * replaced only by naming its KVN in P1. Answers the KVN.
+ */
+export function putOceCaKey(
+  scp: CardScpState | undefined,
+  v: ScpVolatile,
+  p1: number,
+  p2: number,
+  data: Uint8Array,
+): ScpReply & { install?: OceCaInstall } {
+  if (!v.session) return { sw: SW.securityStatusNotSatisfied };
+  // A 6982 inside a session means "session lost" to the host: a refusal that keeps it is 6985.
+  if (!v.ownerAuthorized) return { sw: SW.conditionsNotSatisfied };
+  if (p2 !== OCE_CA_KID) return { sw: SW.incorrectP1P2 };
+  const existing = scp?.oceCa;
+  if (existing ? p1 !== existing.kvn : p1 !== 0) return { sw: SW.incorrectP1P2 };
+  if (data.length < 2) return { sw: SW.incorrectData };
+  const kvn = data[0]!;
+  if (kvn === 0 || kvn > 0x7f || data[data.length - 1] !== 0x00) return { sw: SW.incorrectData };
+  let point: Uint8Array;
+  let curve: { crv: "P-256" | "P-384"; size: number } | undefined;
+  try {
+    const items = decodeTlvs(data.subarray(1, data.length - 1), { maxItems: 2 });
+    if (
+      items.length !== 2 ||
+      items[0]!.tag !== 0xb0 ||
+      items[1]!.tag !== 0xf0 ||
+      items[1]!.value.length !== 1
+    )
+      return { sw: SW.incorrectData };
+    point = items[0]!.value;
+    curve = PUT_KEY_CURVES[items[1]!.value[0]!];
+  } catch {
+    return { sw: SW.incorrectData };
+  }
+  if (!curve || point.length !== 1 + 2 * curve.size || point[0] !== 0x04) return { sw: SW.incorrectData };
+  let spki: Buffer;
+  try {
+    const b64u = (b: Uint8Array) => Buffer.from(b).toString("base64url");
+    spki = createPublicKey({
+      key: {
+        kty: "EC",
+        crv: curve.crv,
+        x: b64u(point.subarray(1, 1 + curve.size)),
+        y: b64u(point.subarray(1 + curve.size)),
+      },
+      format: "jwk",
+    }).export({ format: "der", type: "spki" });
+  } catch {
+    return { sw: SW.incorrectData }; // not on the curve
+  }
+  return { data: Uint8Array.of(kvn), sw: SW.ok, install: { kid: p2, kvn, spki: spki.toString("base64") } };
+}
+
+/**
+ * STORE DATA `E2 90 00` with `A6 { 80 01 <KLCC?> | 42 <SKI> | 83 02 <KID KVN> }`: the key identifier
+ * of the installed OCE CA key (GET DATA FF33 lists it). Same authorisation as PUT KEY.
+ */
+export function storeOceCaIdentifier(
+  scp: CardScpState | undefined,
+  v: ScpVolatile,
+  p1: number,
+  p2: number,
+  data: Uint8Array,
+): ScpReply & { ski?: string } {
+  if (!v.session) return { sw: SW.securityStatusNotSatisfied };
+  // A 6982 inside a session means "session lost" to the host: a refusal that keeps it is 6985.
+  if (!v.ownerAuthorized) return { sw: SW.conditionsNotSatisfied };
+  if (p1 !== 0x90 || p2 !== 0x00) return { sw: SW.incorrectP1P2 };
+  try {
+    const items = decodeTlvs(decodeTlv(data, 0xa6).value, { maxItems: 3 });
+    const get = (tag: number) => {
+      const found = items.filter((i) => i.tag === tag);
+      if (found.length !== 1) throw new RangeError(`tag ${tag}`);
+      return found[0]!.value;
+    };
+    const klcc = get(0x80);
+    const ski = get(0x42);
+    const ref = get(0x83);
+    const ca = scp?.oceCa;
+    if (klcc.length !== 1 || klcc[0] !== 0x00 || ski.length === 0 || ski.length > 32 || ref.length !== 2)
+      return { sw: SW.incorrectData };
+    if (!ca || ref[0] !== ca.kid || ref[1] !== ca.kvn) return { sw: SW.referenceNotFound };
+    return { sw: SW.ok, ski: Buffer.from(ski).toString("base64") };
+  } catch {
+    return { sw: SW.incorrectData };
+  }
+}
+
+/** GET DATA FF33: `42 <SKI> 83 02 <KID KVN>` of the OCE CA key, 6A88 when none is identified. */
+export function caKlocIdentifiers(scp: CardScpState | undefined): ScpReply {
+  const ca = scp?.oceCa;
+  if (!ca?.ski) return { sw: SW.referenceNotFound };
+  return {
+    data: concatBytes(encodeTlv(0x42, b64(ca.ski)), encodeTlv(0x83, Uint8Array.of(ca.kid, ca.kvn))),
+    sw: SW.ok,
+  };
 }

@@ -83,7 +83,9 @@ import {
   isdFci,
   isdGetData,
   performSecurityOperation,
+  putOceCaKey,
   type ScpVolatile,
+  storeOceCaIdentifier,
 } from "./scp-applet.js";
 
 /** Sees every command before the card and may change, replace or drop the card's answer. */
@@ -170,6 +172,7 @@ function freshVolatile(): VolatileState {
 
 const unhex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));
 const b64 = (b: Uint8Array) => Buffer.from(b).toString("base64");
+const b64d = (s: string) => new Uint8Array(Buffer.from(s, "base64"));
 const unb64 = (s: string) => new Uint8Array(Buffer.from(s, "base64"));
 const refKey = (ref: number) => ref.toString(16).toUpperCase().padStart(2, "0");
 const objectKey = (id: number) =>
@@ -597,9 +600,35 @@ export class VirtualPivCard implements ApduResponder {
           return sw(SW.conditionsNotSatisfied);
         }
         return this.dispatchPiv(cmd);
-      case "isd":
-        if (cmd.ins === INS_GET_DATA_GP) return isdGetData(this.state.scp, cmd.p1, cmd.p2, cmd.data);
+      case "isd": {
+        const scp = this.state.scp;
+        if (cmd.cla === CLA_PROPRIETARY) {
+          switch (cmd.ins) {
+            // The SD's own session (owner administration, as yubikit's SecurityDomainSession does).
+            case INS_PERFORM_SECURITY_OPERATION:
+              return performSecurityOperation(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
+            case INS_INTERNAL_AUTHENTICATE:
+            case INS_MUTUAL_AUTHENTICATE:
+              if (wrapped) return sw(SW.conditionsNotSatisfied);
+              return authenticate(scp, v.scp, cmd.ins === INS_MUTUAL_AUTHENTICATE, cmd.p1, cmd.p2, cmd.data);
+            case GP_INS.putKey: {
+              const r = putOceCaKey(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
+              if (r.install) this.installOceCa(r.install.kid, r.install.kvn, b64d(r.install.spki));
+              return r;
+            }
+          }
+        }
+        if (cmd.ins === GP_INS.storeData && (cmd.cla === 0x00 || cmd.cla === CLA_PROPRIETARY)) {
+          const r = storeOceCaIdentifier(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
+          if (r.ski && scp?.oceCa) {
+            scp.oceCa = { ...scp.oceCa, ski: r.ski };
+            this.save();
+          }
+          return r;
+        }
+        if (cmd.ins === INS_GET_DATA_GP && cmd.cla === 0x00) return isdGetData(scp, cmd.p1, cmd.p2, cmd.data);
         return sw(SW.insNotSupported);
+      }
       case "otp":
         // YubiKey OTP application: only the serial request yubico-piv-tool uses (§1).
         if (cmd.ins === INS.otpApiRequest && cmd.p1 === 0x10) {

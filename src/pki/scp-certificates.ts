@@ -51,8 +51,12 @@ async function sign(args: {
     await SubjectKeyIdentifierExtension.create(publicKey, false, nodeCrypto),
   ];
   if (args.issuer) {
+    // The issuer's own key identifier when it has one (the card lists it under FF33 for SCP11a).
+    const ski = args.issuer.certificate.getExtension(SubjectKeyIdentifierExtension);
     extensions.push(
-      await AuthorityKeyIdentifierExtension.create(args.issuer.certificate.publicKey, false, nodeCrypto),
+      ski
+        ? new AuthorityKeyIdentifierExtension(ski.keyId, false)
+        : await AuthorityKeyIdentifierExtension.create(args.issuer.certificate.publicKey, false, nodeCrypto),
     );
   }
   const cert = await X509CertificateGenerator.create(
@@ -103,15 +107,24 @@ export function issueScpKeyCertificate(
   });
 }
 
-/** The station's OCE certificate for SCP11a (keyAgreement), under the owner's token CA. */
+/**
+ * The station's OCE certificate for SCP11a, under the owner's token CA: P-256 key, keyUsage
+ * keyAgreement only (critical), basicConstraints cA false (critical), no extendedKeyUsage (GP
+ * Amendment F's OCE certificate is a key-agreement certificate, as Samsung's SCP11a test OCE is),
+ * subject and authority key identifiers. With `owner`, the subject is O = owner, CN = commonName,
+ * inside the token CA's name constraints (an X.509 validator such as `openssl verify` checks them).
+ */
 export function issueOceCertificate(
   tokenCa: IssuerCredentials,
   spki: Uint8Array,
   commonName: string,
   years = 3,
+  owner?: string,
 ): Promise<X509Certificate> {
   return sign({
-    subject: new Name([{ "2.5.4.3": [{ utf8String: commonName }] }]),
+    subject: new Name(
+      owner === undefined ? [{ "2.5.4.3": [{ utf8String: commonName }] }] : caSubject(commonName, owner),
+    ),
     issuer: tokenCa,
     spki,
     ca: false,

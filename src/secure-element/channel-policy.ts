@@ -14,7 +14,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { DEFAULT_SCP11B_KVN } from "../apdu/scp11/host.js";
+import { DEFAULT_SCP11B_KVN, type OceCredentials } from "../apdu/scp11/host.js";
 import { UsageError } from "../errors.js";
 import { atomicWriteFile } from "../util/fs.js";
 import type { SecureChannelPolicy } from "./piv-element.js";
@@ -59,13 +59,18 @@ export async function readScpTrust(dir: string): Promise<Uint8Array[] | undefine
   return parseScpTrust(text, join(dir, SCP_TRUST_FILE));
 }
 
-/** The policy a run applies: SCP11b to the installed anchors, plaintext only if allowed. */
+/**
+ * The policy a run applies: SCP11b to the installed anchors — SCP11a when the run has OCE
+ * credentials (a station after `pki issue-oce`) — plaintext only if allowed.
+ */
 export function secureChannelPolicy(
   anchors: readonly Uint8Array[] | undefined,
   allowPlaintext: boolean,
+  oce?: OceCredentials,
 ): SecureChannelPolicy {
   // No anchors installed: no channel can be opened, so a PIV card is used only when plaintext is
   // explicitly allowed (required by default, issue 11).
   if (!anchors) return { allowPlaintext };
+  if (oce) return { scp: { variant: "a", kvn: DEFAULT_SCP11B_KVN, trust: { anchors }, oce }, allowPlaintext };
   return { scp: { variant: "b", kvn: DEFAULT_SCP11B_KVN, trust: { anchors } }, allowPlaintext };
 }

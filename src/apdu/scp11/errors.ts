@@ -4,4 +4,4 @@
  * no longer be trusted. The host never falls back to plaintext after one of them. Defined with every
  * other error in src/errors.ts.
  */
-export { ScpIntegrityError, ScpMalformedError, ScpRequestError } from "../../errors.js";
+export { ScpIntegrityError, ScpMalformedError, ScpOceRefusedError, ScpRequestError } from "../../errors.js";

@@ -21,13 +21,14 @@
  */
 import type { KeyObject } from "node:crypto";
 import { ScpUnavailableError } from "../../errors.js";
+import { bytesEqual, hex } from "../../util/bytes.js";
 import type { ApduProcessor, SmartCardProtocol } from "../chaining.js";
 import { type CommandApdu, EXTENDED_MAX_LE } from "../command.js";
 import { GP_INS } from "../instructions.js";
 import { formatSw, type ResponseApdu } from "../response.js";
 import { encodeTlv } from "../tlv.js";
 import { decodeCertificateStore } from "./cert-store.js";
-import { ScpIntegrityError } from "./errors.js";
+import { ScpIntegrityError, ScpOceRefusedError } from "./errors.js";
 import {
   completeHostHandshake,
   encodeAuthenticateData,
@@ -37,6 +38,7 @@ import {
   type Scp11Session,
   type Scp11Variant,
 } from "./handshake.js";
+import { readOceCaIdentifiers } from "./oce-ca.js";
 import { type ScpTrust, validateScpChain } from "./scp-trust.js";
 import { ScpHostChannel } from "./secure-messaging.js";
 
@@ -62,6 +64,12 @@ export interface OceCredentials {
   /** Key reference of the OCE CA key on the card (default KID 0x10, KVN = the SD key's KVN). */
   readonly kid?: number;
   readonly kvn?: number;
+  /**
+   * The key identifier of the OCE CA that issued the leaf (its authority key identifier). When the
+   * card lists its OCE CA identifiers (GET DATA FF33) and none is this one, the card belongs to
+   * another owner: ScpOceRefusedError before anything else is sent.
+   */
+  readonly issuerSki?: Uint8Array;
 }
 
 export interface Scp11HostOptions {
@@ -187,18 +195,19 @@ async function performSecurityOperation(
 ): Promise<void> {
   for (let o = 0; o < cert.length || o === 0; o += 255) {
     const last = o + 255 >= cert.length;
-    await expectOk(
-      protocol,
-      {
-        cla: last ? 0x80 : 0x90,
-        ins: INS_PERFORM_SECURITY_OPERATION,
-        p1: kvn | (last ? 0 : 0x80),
-        p2: kid,
-        data: cert.subarray(o, o + 255),
-        ...(last ? { le: 256 } : {}),
-      },
-      "SCP11a: the card refused the OCE certificate",
-    );
+    const r = await protocol.transmit({
+      cla: last ? 0x80 : 0x90,
+      ins: INS_PERFORM_SECURITY_OPERATION,
+      p1: kvn | (last ? 0 : 0x80),
+      p2: kid,
+      data: cert.subarray(o, o + 255),
+      ...(last ? { le: 256 } : {}),
+    });
+    if (r.sw !== 0x9000) {
+      throw new ScpOceRefusedError(
+        `SCP11a: the card refused the station's OCE certificate (${formatSw(r.sw)}): its OCE CA is not the one that issued it (another owner's card, or none installed); nothing else sent`,
+      );
+    }
     if (last) break;
   }
 }
@@ -241,6 +250,22 @@ export async function openScp11(
   const store = await readCertificateStore(protocol, kid, kvn);
   const chain = await validateScpChain(store, options.trust);
 
+  let oceKvn = options.oce?.kvn ?? kvn;
+  if (variant !== "b" && options.oce?.issuerSki) {
+    // Still in the ISD: which OCE CA does the card hold? (None listed: PSO will tell.)
+    const oceKid = options.oce.kid ?? DEFAULT_OCE_KID;
+    const ids = (await readOceCaIdentifiers(protocol)).filter((id) => id.kid === oceKid);
+    if (ids.length > 0) {
+      const mine = ids.find((id) => bytesEqual(id.ski, options.oce!.issuerSki!));
+      if (!mine) {
+        throw new ScpOceRefusedError(
+          `SCP11a: the card's OCE CA (key identifier ${hex(ids[0]!.ski)}) is not the station's (${hex(options.oce.issuerSki)}): another owner's card; nothing sent`,
+        );
+      }
+      oceKvn = options.oce.kvn ?? mine.kvn;
+    }
+  }
+
   await selectApplication();
 
   if (variant !== "b") {
@@ -250,7 +275,7 @@ export async function openScp11(
       const more = i < certs.length - 1;
       await performSecurityOperation(
         protocol,
-        oce.kvn ?? kvn,
+        oceKvn,
         (oce.kid ?? DEFAULT_OCE_KID) | (more ? 0x80 : 0),
         certs[i]!,
       );

@@ -11,6 +11,7 @@ import {
   ISD_AID,
   type Scp11HostOptions,
   ScpIntegrityError,
+  ScpOceRefusedError,
   ScpUnavailableError,
 } from "../../../src/apdu/scp11/index.js";
 import { YUBIKEY_5_7_FIPS_PROFILE, YUBIKEY_5_7_PROFILE } from "../../../src/card-emulator/profiles.js";
@@ -271,12 +272,13 @@ describe("SCP11a with the virtual card (OCE certificate under the owner's token 
     await session.verifyPin("123456");
   });
 
-  it("an OCE certificate from another CA is refused by the card (6A80): no channel", async () => {
+  it("an OCE certificate from another CA is refused by the card (6A80): no channel, exit 15", async () => {
     const { card } = await makeCardA();
     const err = await PivSession.open(new InProcessTransport(card), {
       scp: { ...scp11b(), variant: "a", oce: await oce(pki.deviceCa) },
     }).catch((e) => e);
-    expect(err).toBeInstanceOf(ScpUnavailableError);
+    expect(err).toBeInstanceOf(ScpOceRefusedError);
+    expect(err.exitCode).toBe(ExitCode.integrity);
     expect(err.message).toMatch(/6A80/);
   });
 

@@ -32,8 +32,10 @@ default management key). One line per event goes to standard error. SIGTERM or S
 card and exits 0; vpcd unreachable (or lost for good) exits 10.
 
 --profile yubikey-5.7 (or yubikey-5.7-fips, which refuses a plaintext VERIFY) with --scp-vendor DIR
-gives the card an SCP11 secure channel: an SD key 13/01 certified by the emulator's vendor CA in
-DIR (created if absent); DIR/${SCP_VENDOR_CA_FILE} is the SCP trust anchor for station and agent.
+gives the card an SCP11 secure channel: SD keys 13/01 (SCP11b) and 11/01 (SCP11a) certified by the
+emulator's vendor CA in DIR (created if absent); DIR/${SCP_VENDOR_CA_FILE} is the SCP trust anchor
+for station and agent. SCP11a also needs the owner's OCE CA key on the card (card personalize
+--scp-trust) and the station's OCE key (pki issue-oce).
 
 Examples:
   $ hsm-onboard card emulate --state card.json
@@ -88,10 +90,19 @@ export async function runEmulator(options: EmulatorOptions): Promise<void> {
     contactless: options.contactless,
     ...(options.profile ? { profile: options.profile } : {}),
   });
-  if (options.scpVendorDir && !card.scpKeys.some((k) => k.kid === 0x13)) {
-    const vendor = await createScpVendor(options.scpVendorDir);
-    await provisionScpKey(card, vendor);
-    options.log(`SCP11b key 13/01 provisioned, certified by ${options.scpVendorDir}/${SCP_VENDOR_CA_FILE}`);
+  if (options.scpVendorDir) {
+    // SCP11b (13/01, as a YubiKey 5.7 ships) and SCP11a (11/01) SD keys, each certified by the vendor.
+    for (const [kid, variant] of [
+      [0x13, "SCP11b"],
+      [0x11, "SCP11a"],
+    ] as const) {
+      if (card.scpKeys.some((k) => k.kid === kid)) continue;
+      const vendor = await createScpVendor(options.scpVendorDir);
+      await provisionScpKey(card, vendor, { kid });
+      options.log(
+        `${variant} key ${kid.toString(16)}/01 provisioned, certified by ${options.scpVendorDir}/${SCP_VENDOR_CA_FILE}`,
+      );
+    }
   }
   options.log(
     `${created ? "created" : "loaded"} card ${card.serial} (${card.profile.name}, ${options.contactless ? "contactless" : "contact"}) from ${options.statePath}; ATR ${hex(card.atr).toUpperCase()}`,
@@ -166,7 +177,10 @@ export function cardEmulateCommand(ctx: CliContext): Command {
     .option("--trace", "log every APDU: header, lengths and status word (never data)")
     .option("--reconnect <n>", "attempts to reconnect after vpcd drops the card (default 10)", parseCount)
     .option("--profile <name>", `card model: ${Object.keys(CARD_PROFILES).join(", ")} (default yubikey-5)`)
-    .option("--scp-vendor <dir>", "SCP vendor CA directory: give the card an SCP11b key certified by it")
+    .option(
+      "--scp-vendor <dir>",
+      "SCP vendor CA directory: give the card SCP11b and SCP11a keys certified by it",
+    )
     .addHelpText("after", EXAMPLES)
     .action(async (options: CardEmulateOptions) => {
       let address: { host: string; port: number };

@@ -18,6 +18,9 @@ import { parseCrl } from "../../../pki/crl.js";
 import type { IssuerCredentials } from "../../../pki/issue.js";
 import { caKeyReference, PKI_FILES, readCertificateFile, readPkiStateIfAny } from "../../../pki/pki-store.js";
 import { cardSubject } from "../../../pki/profiles.js";
+import { parseScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
+import { channelLabel } from "../../../secure-element/secure-element.js";
+import { installOceCaOnCard, type OceCaOnCard } from "../../../station/oce.js";
 import {
   DEFAULT_PIN,
   DEFAULT_PUK,
@@ -67,6 +70,7 @@ interface PersonalizeOptions extends CaKeyCliOptions {
   readonly pinFd?: number;
   readonly timeout: number;
   readonly json?: boolean;
+  readonly scpTrust?: string;
 }
 
 /** `hsm-onboard card personalize --pki DIR --owner NAME [--officer NAME] [--reader NAME]` (SPEC.md §7). */
@@ -105,6 +109,10 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
     .option("--pin-stdin", "read the secrets from standard input, one per line")
     .option("--pin-fd <n>", "read the secrets from file descriptor N, one per line", parseFd)
     .option("--timeout <seconds>", "how long to wait for a card", parseSeconds, 60)
+    .option(
+      "--scp-trust <file>",
+      "SCP trust anchors (PEM: card vendors' CAs): personalise inside SCP11b, then install the token CA key as the card's OCE CA (SCP11a)",
+    )
     .option("--json", "print the result as JSON");
   return addCaKeyOptions(command)
     .addHelpText("after", EXAMPLES + CA_KEY_HELP)
@@ -139,9 +147,19 @@ async function personalizeWith(
   pki: PersonalizationPkiFiles,
   managementKey: Uint8Array | undefined,
 ): Promise<void> {
+  const scpAnchors =
+    options.scpTrust === undefined
+      ? undefined
+      : parseScpTrust(
+          await readFile(resolve(ctx.cwd, options.scpTrust), "utf8").catch((error: NodeJS.ErrnoException) => {
+            throw new UsageError(`cannot read ${options.scpTrust}: ${error.code ?? error.message}`);
+          }),
+          options.scpTrust,
+        );
   const secrets = await readSecrets(ctx, options);
   const say = (line: string) => writeLine(ctx.stderr, `card personalize: ${line}`);
   const card = await cardOpener(ctx)({
+    ...(scpAnchors ? { element: { channel: secureChannelPolicy(scpAnchors, false) } } : {}),
     ...(options.reader === undefined ? {} : { reader: options.reader }),
     timeoutMs: options.timeout * 1000,
     onPrompt: ({ readers }) =>
@@ -152,6 +170,7 @@ async function personalizeWith(
   });
   const started = performance.now();
   let result: PersonalizeResult;
+  let oceCa: OceCaOnCard | undefined;
   try {
     say(`card ${card.element.info.serial ?? "(no serial)"} in ${card.readerName}`);
     result = await personalizeCard({
@@ -168,16 +187,37 @@ async function personalizeWith(
       algorithm: options.algorithm,
       onProgress: ({ message }) => say(message),
     });
+    if (scpAnchors) {
+      // The OCE CA for SCP11a: on the card's security domain, inside its own SCP11b session.
+      oceCa = await installOceCaOnCard(card.element.session.protocol.transport, {
+        anchors: scpAnchors,
+        tokenCaCertificate: new Uint8Array(pki.tokenCa.certificate.rawData),
+      });
+      say(
+        `OCE CA (SCP11a): the token CA key ${oceCa.outcome === "installed" ? "installed" : "was already installed"} on the card's security domain (KID ${oceCa.kid.toString(16)}, KVN ${oceCa.kvn}, key identifier ${oceCa.ski})`,
+      );
+    }
   } catch (error) {
     throw explain(error, options);
   } finally {
     await card.dispose();
   }
   const elapsedMs = Math.round(performance.now() - started);
+  const channel = channelLabel(card.element.info.channel);
   if (options.json) {
-    writeJson(ctx.stdout, summaryJson(result, card.readerName, elapsedMs));
+    writeJson(ctx.stdout, {
+      ...summaryJson(result, card.readerName, elapsedMs),
+      channel,
+      oceCa: oceCa ?? null,
+    });
   } else {
     for (const line of summaryLines(result, card.readerName, elapsedMs)) writeLine(ctx.stdout, line);
+    if (oceCa) {
+      writeLine(
+        ctx.stdout,
+        `  channel ${channel}; OCE CA for SCP11a: token CA key ${oceCa.outcome} (KID ${oceCa.kid.toString(16)}/KVN ${oceCa.kvn}, key identifier ${oceCa.ski})`,
+      );
+    }
   }
 }
 

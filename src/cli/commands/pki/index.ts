@@ -4,6 +4,7 @@ import { pkiCrlCommand } from "./crl.js";
 import { pkiEncryptKeyCommand } from "./encrypt-key.js";
 import { pkiInitCommand } from "./init.js";
 import { pkiIssueDeviceCommand } from "./issue-device.js";
+import { pkiIssueOceCommand } from "./issue-oce.js";
 import { pkiIssueTokenCaCommand } from "./issue-token-ca.js";
 import { pkiRevokeCommand } from "./revoke.js";
 
@@ -14,6 +15,7 @@ export function pkiCommand(ctx: CliContext): Command {
     )
     .addCommand(pkiInitCommand(ctx))
     .addCommand(pkiIssueTokenCaCommand(ctx))
+    .addCommand(pkiIssueOceCommand(ctx))
     .addCommand(pkiIssueDeviceCommand(ctx))
     .addCommand(pkiRevokeCommand(ctx))
     .addCommand(pkiCrlCommand(ctx))

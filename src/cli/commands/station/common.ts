@@ -10,6 +10,7 @@ import { UsageError } from "../../../errors.js";
 import { readScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
 import type { OpenedCard } from "../../../secure-element/open-card.js";
 import type { CrlUpdate } from "../../../station/crl-update.js";
+import { OCE_FILES, readStationOce } from "../../../station/oce.js";
 import { resolveStationDir } from "../../../station/station-dir.js";
 import { cardOpener } from "../../card-opener.js";
 import { type CliContext, writeLine } from "../../context.js";
@@ -43,7 +44,12 @@ export interface StationCardOptions {
   readonly stationDir: string;
   /** `--allow-plaintext`: a card that cannot open SCP11 is used in clear (and that is shown). */
   readonly allowPlaintext: boolean;
+  /** `--scp11a`: require the station's OCE key (SCP11a is the default whenever the key exists). */
+  readonly scp11a?: boolean;
 }
+
+export const SCP11A_HELP =
+  "require SCP11a (mutual: the station proves its OCE certificate, pki issue-oce); the default whenever the station has one";
 
 export const ALLOW_PLAINTEXT_HELP =
   "accept a card that cannot open the SCP11 secure channel (older cards); shown and recorded";
@@ -53,7 +59,17 @@ export const ALLOW_PLAINTEXT_HELP =
  * only when no card is present yet.
  */
 export async function openStationCard(ctx: CliContext, options: StationCardOptions): Promise<OpenedCard> {
-  const channel = secureChannelPolicy(await readScpTrust(options.stationDir), options.allowPlaintext);
+  const oce = await readStationOce(options.stationDir);
+  if (options.scp11a && !oce) {
+    throw new UsageError(
+      `--scp11a: the station has no OCE key (${options.stationDir}/${OCE_FILES.key}): pki issue-oce --pki OWNER_PKI --station-dir ${options.stationDir}`,
+    );
+  }
+  const anchors = await readScpTrust(options.stationDir);
+  if (options.scp11a && !anchors) {
+    throw new UsageError("--scp11a: no SCP trust anchor installed (station init --scp-trust FILE)");
+  }
+  const channel = secureChannelPolicy(anchors, options.allowPlaintext, oce);
   const card = await cardOpener(ctx)({
     element: { channel },
     ...(options.reader === undefined ? {} : { reader: options.reader }),
@@ -75,7 +91,9 @@ export async function openStationCard(ctx: CliContext, options: StationCardOptio
   writeLine(
     ctx.stderr,
     c.kind === "scp11"
-      ? `Secure channel: ${c.protocol} to the card's SD key (certified by "${c.chain.at(-1)}")`
+      ? `Secure channel: ${c.protocol} to the card's SD key (certified by "${c.chain.at(-1)}")${
+          c.protocol === "SCP11a" ? "; the card accepted the station's OCE certificate" : ""
+        }`
       : `WARNING: no secure channel to the card: PIN and configuration cross the reader in clear${
           channel.scp
             ? " (--allow-plaintext)"

@@ -11,6 +11,7 @@ import {
   integerIn,
   openStationCard,
   plural,
+  SCP11A_HELP,
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
@@ -26,6 +27,7 @@ interface CosignOptions {
   readonly pinFd?: number;
   readonly totpStdin?: boolean;
   readonly allowPlaintext?: boolean;
+  readonly scp11a?: boolean;
   readonly db?: string;
 }
 
@@ -76,6 +78,7 @@ export function stationCosignCommand(ctx: CliContext): Command {
     .option("--pin-fd <n>", "read the PINs (and TOTP code) from this file descriptor", parseFd)
     .option("--totp-stdin", "read the TOTP code from standard input")
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
+    .option("--scp11a", SCP11A_HELP)
     .option("--db <url>", DB_HELP)
     .addHelpText("after", HELP)
     .action(async (options: CosignOptions) => {
@@ -107,6 +110,7 @@ export function stationCosignCommand(ctx: CliContext): Command {
           whose,
           stationDir: dir,
           allowPlaintext: options.allowPlaintext === true,
+          scp11a: options.scp11a === true,
         });
         writeLine(ctx.stderr, `Card found in ${card.readerName}`);
         return {

@@ -12,6 +12,7 @@ import {
   integerIn,
   openStationCard,
   plural,
+  SCP11A_HELP,
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
@@ -22,6 +23,7 @@ interface ReceiptsOptions {
   readonly timeout: number;
   readonly stationDir?: string;
   readonly allowPlaintext?: boolean;
+  readonly scp11a?: boolean;
   readonly json?: boolean;
   readonly db?: string;
   readonly collect?: boolean;
@@ -42,6 +44,7 @@ export function stationReceiptsCommand(ctx: CliContext): Command {
     )
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
+    .option("--scp11a", SCP11A_HELP)
     .option("--json", "print the report as JSON")
     .option(
       "--collect",
@@ -73,6 +76,7 @@ Examples:
         whose: "the card with the receipts",
         stationDir: dir,
         allowPlaintext: options.allowPlaintext === true,
+        scp11a: options.scp11a === true,
       });
       let report: ReceiptReport;
       let collected: CollectResult | undefined;

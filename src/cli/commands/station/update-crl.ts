@@ -12,6 +12,7 @@ import {
   integerIn,
   openStationCard,
   readInput,
+  SCP11A_HELP,
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
@@ -19,6 +20,7 @@ import { DB_HELP, openCommandInventory } from "./inventory.js";
 
 interface UpdateCrlOptions {
   readonly allowPlaintext?: boolean;
+  readonly scp11a?: boolean;
   readonly crl: string;
   readonly issuer?: string;
   readonly fromCard?: boolean;
@@ -51,6 +53,7 @@ export function stationUpdateCrlCommand(ctx: CliContext): Command {
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option("--db <url>", DB_HELP)
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
+    .option("--scp11a", SCP11A_HELP)
     .option("--json", "print the result as JSON")
     .addHelpText(
       "after",
@@ -81,6 +84,7 @@ Examples:
           whose: "the officer's card",
           stationDir: dir,
           allowPlaintext: options.allowPlaintext === true,
+          scp11a: options.scp11a === true,
         });
         try {
           const identity = await card.element.identity();

@@ -3,6 +3,7 @@ import { Command, Option } from "commander";
 import { loadPlanFile, PLAN_FORMATS, type PlanFormat } from "../../../config/plan.js";
 import type { NetworkPlan } from "../../../config/plan-model.js";
 import { formatPlanProblem, PlanInvalidError, UsageError } from "../../../errors.js";
+import { channelLabel } from "../../../secure-element/secure-element.js";
 import { loadStationTrust } from "../../../station/station-dir.js";
 import {
   DEFAULT_VALID_DAYS,
@@ -19,6 +20,7 @@ import {
   integerIn,
   openStationCard,
   plural,
+  SCP11A_HELP,
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
@@ -33,6 +35,7 @@ interface WriteOptions {
   readonly timeout: number;
   readonly stationDir?: string;
   readonly allowPlaintext?: boolean;
+  readonly scp11a?: boolean;
   readonly json?: boolean;
   readonly pinStdin?: boolean;
   readonly pinFd?: number;
@@ -93,6 +96,7 @@ export function stationWriteCommand(ctx: CliContext): Command {
     )
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
+    .option("--scp11a", SCP11A_HELP)
     .option("--json", "print the summary as JSON")
     .option("--pin-stdin", "read the PIN (then the TOTP code) from standard input, one per line")
     .option("--pin-fd <n>", "read the PIN (then the TOTP code) from this file descriptor", parseFd)
@@ -120,6 +124,7 @@ export function stationWriteCommand(ctx: CliContext): Command {
         whose: "the officer's card",
         stationDir: dir,
         allowPlaintext: options.allowPlaintext === true,
+        scp11a: options.scp11a === true,
       }).catch(async (error: unknown) => {
         pinSource.close();
         await inventory.close();
@@ -157,7 +162,12 @@ export function stationWriteCommand(ctx: CliContext): Command {
         await card.dispose();
         await inventory.close();
       }
-      if (options.json) writeJson(ctx.stdout, writeResultJson(result));
+      // The channel the station wrote through (SCP11a, SCP11b, plaintext or token).
+      if (options.json)
+        writeJson(ctx.stdout, {
+          ...writeResultJson(result),
+          channel: channelLabel(card.element.info.channel),
+        });
       else printSummary(ctx, result);
     });
 }
