@@ -4,11 +4,12 @@ import { tokenCaOwner } from "../../../pki/ca-facts.js";
 import { parseCertificate } from "../../../pki/fast-x509.js";
 import { loadTokenCaDirectory, PKI_FILES } from "../../../pki/pki-store.js";
 import { issueStationOce, OCE_FILES } from "../../../station/oce.js";
+import { addCaKeyOptions, CA_KEY_HELP, type CaKeyCliOptions, caKeySecrets } from "../../ca-key-options.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { STATION_DIR_HELP, stationDirOf } from "../station/common.js";
 import { describeCertificate } from "./describe.js";
 
-interface IssueOceOptions {
+interface IssueOceOptions extends CaKeyCliOptions {
   pki: string;
   stationDir?: string;
   name?: string;
@@ -18,13 +19,14 @@ interface IssueOceOptions {
 
 /** `hsm-onboard pki issue-oce --pki DIR [--station-dir DIR] [--name NAME]` (SCP11a, issue 11). */
 export function pkiIssueOceCommand(ctx: CliContext): Command {
-  return new Command("issue-oce")
+  const command = new Command("issue-oce")
     .description("Issue a station its SCP11a OCE key and certificate under the owner's token CA")
     .requiredOption("--pki <dir>", `the owner's PKI directory (holds ${PKI_FILES.tokenCaCert} and its key)`)
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option("--name <name>", 'the station\'s name (certificate CN; default "Station OCE")')
     .option("--force", "replace the station's OCE key and certificate")
-    .option("--json", "print the result as JSON")
+    .option("--json", "print the result as JSON");
+  return addCaKeyOptions(command)
     .addHelpText(
       "after",
       `
@@ -35,6 +37,7 @@ station directory (${OCE_FILES.key}, mode 0600) and issues its certificate (${OC
 O = owner, CN = --name; keyUsage keyAgreement; no extendedKeyUsage; 3 years, capped by the token CA).
 With them, station write, cosign, receipts and update-crl open SCP11a instead of SCP11b; a card
 whose OCE CA is another owner's refuses the station before any PIN is sent (exit 15).
+${CA_KEY_HELP}
 
 Examples:
   $ hsm-onboard pki issue-oce --pki ./acme-pki --station-dir ./station --name "Station 1"`,
@@ -42,14 +45,26 @@ Examples:
     .action(async (options: IssueOceOptions) => {
       const pkiDir = resolve(ctx.cwd, options.pki);
       const stationDir = stationDirOf(ctx, options.stationDir);
-      const { tokenCa, state } = await loadTokenCaDirectory(pkiDir);
-      const owner =
-        state.owner ?? tokenCaOwner(new Uint8Array(tokenCa.certificate.rawData)) ?? state.manufacturer;
-      const issued = await issueStationOce(stationDir, tokenCa, {
-        owner,
-        name: options.name ?? "Station OCE",
-        force: options.force === true,
-      });
+      const secrets = caKeySecrets(ctx, options, "pki issue-oce");
+      let owner: string;
+      let issued: Awaited<ReturnType<typeof issueStationOce>>;
+      try {
+        const loaded = await loadTokenCaDirectory(pkiDir, { secrets });
+        try {
+          const { tokenCa, state } = loaded;
+          owner =
+            state.owner ?? tokenCaOwner(new Uint8Array(tokenCa.certificate.rawData)) ?? state.manufacturer;
+          issued = await issueStationOce(stationDir, tokenCa, {
+            owner,
+            name: options.name ?? "Station OCE",
+            force: options.force === true,
+          });
+        } finally {
+          await loaded.close();
+        }
+      } finally {
+        secrets.close();
+      }
       const parsed = parseCertificate(new Uint8Array(issued.certificate.rawData));
       if (options.json) {
         writeJson(ctx.stdout, {
