@@ -21,14 +21,10 @@ import {
   MAX_ITEM_BYTES,
   shardObjectId,
 } from "../secure-element/card-layout.js";
-import {
-  MANIFEST_FORMAT_VERSION,
-  type Manifest,
-  prepareManifest,
-  type SignManifestOptions,
-} from "./manifest.js";
+import { type CardPart, partManifest } from "./card-set.js";
+import { type CardRange, type Manifest, prepareManifest, type SignManifestOptions } from "./manifest.js";
 import type { NetworkPlan } from "./plan-model.js";
-import { planShards, shardDigest } from "./shard.js";
+import { planShards } from "./shard.js";
 
 export interface ConfigMetadata {
   /** 16 random bytes (given, so encoding stays deterministic). */
@@ -101,24 +97,68 @@ export async function encodeConfig(
 
   const planned = planShards(plan.subnets, plan.hsms, shardBytes);
   assertShardCount(planned.length);
-  const shards = planned.map((s, i) => ({ objectId: shardObjectId(i), ...s }));
-  const manifestContent: Manifest = {
-    version: MANIFEST_FORMAT_VERSION,
-    owner: plan.owner,
-    configurationId: metadata.configurationId,
-    sequence: metadata.sequence,
-    issuedAt: metadata.issuedAt,
-    notBefore: metadata.notBefore,
-    notAfter: metadata.notAfter,
-    shards: shards.map((s) => ({
-      objectId: s.objectId,
-      firstSerial: s.firstSerial,
-      lastSerial: s.lastSerial,
-      sha256: shardDigest(s.bytes),
-      size: shardBytes,
-    })),
-    shardSize: shardBytes,
+  const part: CardPart = {
+    index: 1,
+    range: { firstSerial: planned[0]!.firstSerial, lastSerial: planned.at(-1)!.lastSerial },
+    hsms: plan.hsms.length,
+    shards: planned,
   };
+  return signPart(plan.owner, part, [part.range], metadata, signers, {
+    ...options,
+    maxObjectBytes,
+    shardBytes,
+    cardCapacityBytes,
+  });
+}
+
+/**
+ * Encodes and signs card `part.index` of a card set planned by planCardSet (the same shards, a
+ * format 3 manifest carrying every card's range), or the whole configuration when `ranges` has one
+ * card (format 2, as encodeConfig). Same errors as encodeConfig.
+ */
+export async function encodeCardPart(
+  owner: string,
+  part: CardPart,
+  ranges: readonly CardRange[],
+  metadata: ConfigMetadata,
+  signers: Signer | readonly Signer[],
+  options: EncodeConfigOptions = {},
+): Promise<EncodedConfig> {
+  const maxObjectBytes = options.maxObjectBytes ?? MAX_ITEM_BYTES;
+  const shardBytes = options.shardBytes ?? maxObjectBytes;
+  if (shardBytes > maxObjectBytes) {
+    throw new UsageError(`shards of ${shardBytes} bytes do not fit ${maxObjectBytes}-byte objects`);
+  }
+  for (const shard of part.shards) {
+    if (shard.bytes.length !== shardBytes)
+      throw new UsageError(
+        `a ${shard.bytes.length}-byte shard in a configuration of ${shardBytes}-byte shards`,
+      );
+  }
+  assertShardCount(part.shards.length);
+  return signPart(owner, part, ranges, metadata, signers, {
+    ...options,
+    maxObjectBytes,
+    shardBytes,
+    cardCapacityBytes: options.cardCapacityBytes ?? CARD_CAPACITY_BYTES,
+  });
+}
+
+async function signPart(
+  owner: string,
+  part: CardPart,
+  ranges: readonly CardRange[],
+  metadata: ConfigMetadata,
+  signers: Signer | readonly Signer[],
+  options: EncodeConfigOptions & {
+    readonly maxObjectBytes: number;
+    readonly shardBytes: number;
+    readonly cardCapacityBytes: number;
+  },
+): Promise<EncodedConfig> {
+  const { maxObjectBytes, shardBytes, cardCapacityBytes } = options;
+  const shards = part.shards.map((s, i) => ({ objectId: shardObjectId(i), ...s }));
+  const manifestContent = partManifest(owner, part, ranges, shardBytes, metadata);
   const signerList: readonly Signer[] = Array.isArray(signers) ? signers : [signers as Signer];
   const signOptions: SignManifestOptions = {
     chain: options.chain,
@@ -131,7 +171,7 @@ export async function encodeConfig(
   const totalBytes = manifestBytes + shards.reduce((sum, s) => sum + s.bytes.length, 0);
   if (totalBytes > cardCapacityBytes) {
     throw new CardFullError(
-      `${plan.hsms.length} HSMs need ${totalBytes} bytes (manifest ${manifestBytes}, shards ${shards.length} × ${shardBytes}); the card has room for ${cardCapacityBytes}`,
+      `${part.hsms} HSMs need ${totalBytes} bytes (manifest ${manifestBytes}, shards ${shards.length} × ${shardBytes}); the card has room for ${cardCapacityBytes}`,
     );
   }
   const manifest = await prepared.sign();

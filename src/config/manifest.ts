@@ -56,13 +56,43 @@ import {
 } from "./cose.js";
 import { compareSerials, type ShardRef, serialFromCbor, serialToCbor } from "./shard.js";
 
-/** 2: fixed-size shards and manifest (shard size, key 8; padding, key 9). 1 had neither. */
+/**
+ * 2: one card holds the whole configuration, with fixed-size shards and manifest (shard size, key
+ * 8; padding, key 9). 1 had neither. 3: one card of a card set (a plan larger than one card): the
+ * same keys 0–8, the card set at key 9, the padding at key 10 (the padding is always the last key).
+ * Single-card configurations stay format 2, byte for byte, so every deployed agent reads them; an
+ * agent that knows only format 2 refuses a card of a set as "unsupported format version 3".
+ */
 export const MANIFEST_FORMAT_VERSION = 2;
+export const MANIFEST_CARD_SET_VERSION = 3;
+/**
+ * Most cards in one set: the plan limit (20,000 HSMs, src/config/plan-limits.ts) at ~2,000 HSMs per
+ * card is 10; 32 leaves room for smaller shards, longer entries and dual control.
+ */
+export const MAX_SET_CARDS = 32;
 export const MANIFEST_CONTENT_TYPE = "application/vnd.hsm-onboard.manifest+cbor";
 export const CONFIGURATION_ID_BYTES = 16;
 const MAX_OWNER_BYTES = 256;
 
+/** A card's serial range within its set. */
+export interface CardRange {
+  readonly firstSerial: string;
+  readonly lastSerial: string;
+}
+
+/**
+ * Where a card stands in its set (format 3): every card of the set carries every card's range, so
+ * an agent whose serial is on another card can say which one — from signed bytes only.
+ */
+export interface CardSetPosition {
+  /** This card's number in the set, 1..cards.length ("card k of n"). */
+  readonly index: number;
+  /** Every card's serial range, card 1 first: 2..MAX_SET_CARDS, disjoint, in serial order. */
+  readonly cards: readonly CardRange[];
+}
+
 export interface Manifest {
+  /** MANIFEST_FORMAT_VERSION (2) for one card, MANIFEST_CARD_SET_VERSION (3) for a card of a set. */
   readonly version: number;
   readonly owner: string;
   /** 16 random bytes chosen by the station. */
@@ -80,6 +110,8 @@ export interface Manifest {
   readonly shards: readonly ShardRef[];
   /** Every shard object is exactly this many bytes, padding included. */
   readonly shardSize: number;
+  /** Format 3 only: this card's place in its set; its shards span exactly its range. */
+  readonly cardSet?: CardSetPosition;
 }
 
 // The padding comes last, so that padding the payload only replaces its final item (padEncoding).
@@ -95,6 +127,29 @@ const Key = {
   shardSize: 8,
   padding: 9,
 } as const;
+/** Format 3: the card set, then the padding (always last). */
+const SetKey = { ...Key, cardSet: 9, padding: 10 } as const;
+
+function checkCardSet(
+  cardSet: CardSetPosition,
+  shards: readonly ShardRef[],
+  fail: (message: string) => never,
+): void {
+  const n = cardSet.cards.length;
+  if (n < 2 || n > MAX_SET_CARDS) fail(`a card set has 2..${MAX_SET_CARDS} cards, not ${n}`);
+  if (!Number.isSafeInteger(cardSet.index) || cardSet.index < 1 || cardSet.index > n)
+    fail(`card ${cardSet.index} of ${n}`);
+  for (const [i, range] of cardSet.cards.entries()) {
+    if (compareSerials(range.firstSerial, range.lastSerial) > 0)
+      fail(`card ${i + 1}: first serial after last`);
+    const previous = cardSet.cards[i - 1];
+    if (previous !== undefined && compareSerials(previous.lastSerial, range.firstSerial) >= 0)
+      fail(`card ${i + 1}: serial ranges overlap or are out of order`);
+  }
+  const own = cardSet.cards[cardSet.index - 1]!;
+  if (shards[0]?.firstSerial !== own.firstSerial || shards.at(-1)?.lastSerial !== own.lastSerial)
+    fail(`the shards do not span card ${cardSet.index}'s range exactly`);
+}
 
 function checkShardOrder(shards: readonly ShardRef[], fail: (message: string) => never): void {
   for (const [i, shard] of shards.entries()) {
@@ -120,7 +175,11 @@ export function encodeManifestPayload(manifest: Manifest, size?: number): Uint8A
   const fail = (message: string): never => {
     throw new UsageError(`manifest: ${message}`);
   };
-  if (manifest.version !== MANIFEST_FORMAT_VERSION) fail(`format version must be ${MANIFEST_FORMAT_VERSION}`);
+  const wanted = manifest.cardSet ? MANIFEST_CARD_SET_VERSION : MANIFEST_FORMAT_VERSION;
+  if (manifest.version !== wanted)
+    fail(
+      `format version must be ${wanted} ${manifest.cardSet ? "for a card of a set" : "for a single card"}`,
+    );
   if (manifest.configurationId.length !== CONFIGURATION_ID_BYTES)
     fail(`configuration id must be ${CONFIGURATION_ID_BYTES} bytes`);
   for (const [name, value] of Object.entries({
@@ -137,6 +196,7 @@ export function encodeManifestPayload(manifest: Manifest, size?: number): Uint8A
   if (ownerBytes < 1 || ownerBytes > MAX_OWNER_BYTES) fail(`owner must be 1..${MAX_OWNER_BYTES} bytes`);
   if (manifest.shards.length < 1 || manifest.shards.length > MAX_SHARDS) fail(`1..${MAX_SHARDS} shards`);
   checkShardOrder(manifest.shards, fail);
+  if (manifest.cardSet) checkCardSet(manifest.cardSet, manifest.shards, fail);
   if (
     !Number.isSafeInteger(manifest.shardSize) ||
     manifest.shardSize < 1 ||
@@ -163,7 +223,18 @@ export function encodeManifestPayload(manifest: Manifest, size?: number): Uint8A
         }),
       ],
       [Key.shardSize, manifest.shardSize],
-      [Key.padding, new Uint8Array(0)],
+      ...(manifest.cardSet
+        ? ([
+            [
+              SetKey.cardSet,
+              [
+                manifest.cardSet.index,
+                manifest.cardSet.cards.map((c) => [serialToCbor(c.firstSerial), serialToCbor(c.lastSerial)]),
+              ],
+            ],
+            [SetKey.padding, new Uint8Array(0)],
+          ] as const)
+        : ([[Key.padding, new Uint8Array(0)]] as const)),
     ]),
   );
   return size === undefined ? smallest : padEncoding(smallest, size, "manifest payload");
@@ -176,14 +247,15 @@ export function decodeManifestPayload(bytes: Uint8Array): Manifest {
   return malformedUnlessTyped(what, () => {
     // The version first, so that a manifest of another format version is refused as such.
     const version = expectUint(
-      expectIntKeyedMap(value, what, Object.values(Key), [Key.version]).get(Key.version),
+      expectIntKeyedMap(value, what, Object.values(SetKey), [Key.version]).get(Key.version),
       `${what} version`,
     );
-    if (version !== MANIFEST_FORMAT_VERSION)
+    if (version !== MANIFEST_FORMAT_VERSION && version !== MANIFEST_CARD_SET_VERSION)
       throw new MalformedError(`${what}: unsupported format version ${version}`);
-    const map = expectIntKeyedMap(value, what, Object.values(Key));
+    const ofSet = version === MANIFEST_CARD_SET_VERSION;
+    const map = expectIntKeyedMap(value, what, Object.values(ofSet ? SetKey : Key));
     const shardSize = expectUint(map.get(Key.shardSize), `${what} shard size`, 1, MAX_UNTRUSTED_INPUT_BYTES);
-    expectZeroPadding(map.get(Key.padding), `${what} padding`);
+    expectZeroPadding(map.get(ofSet ? SetKey.padding : Key.padding), `${what} padding`);
     const shards = expectArray(map.get(Key.shards), `${what} shards`, 1, MAX_SHARDS).map((v, i): ShardRef => {
       const where = `${what} shards[${i}]`;
       const [objectId, first, last, digest] = expectArray(v, where, 4, 4);
@@ -209,16 +281,33 @@ export function decodeManifestPayload(bytes: Uint8Array): Manifest {
       notAfter: expectUint(map.get(Key.notAfter), `${what} not-after`),
       shards,
       shardSize,
+      ...(ofSet ? { cardSet: decodeCardSet(map.get(SetKey.cardSet), `${what} card set`) } : {}),
     };
     if (manifest.notBefore > manifest.notAfter)
       throw new MalformedError(`${what}: not-before is after not-after`);
-    checkShardOrder(shards, (message) => {
+    const malformed = (message: string): never => {
       throw new MalformedError(`${what}: ${message}`);
-    });
+    };
+    checkShardOrder(shards, malformed);
+    if (manifest.cardSet) checkCardSet(manifest.cardSet, shards, malformed);
     if (!bytesEqual(encodeManifestPayload(manifest, bytes.length), bytes))
       throw new MalformedError(`${what}: not in canonical form`);
     return manifest;
   });
+}
+
+function decodeCardSet(value: unknown, what: string): CardSetPosition {
+  const [index, cards] = expectArray(value, what, 2, 2);
+  return {
+    index: expectUint(index, `${what} index`, 1, MAX_SET_CARDS),
+    cards: expectArray(cards, `${what} cards`, 2, MAX_SET_CARDS).map((v, i): CardRange => {
+      const [first, last] = expectArray(v, `${what} card ${i + 1}`, 2, 2);
+      return {
+        firstSerial: serialFromCbor(first, `${what} card ${i + 1} first serial`),
+        lastSerial: serialFromCbor(last, `${what} card ${i + 1} last serial`),
+      };
+    }),
+  };
 }
 
 export interface SignManifestOptions {
@@ -448,7 +537,11 @@ export async function verifyManifest(
   };
 }
 
-/** The shard whose range holds `serial` (binary search), or NotForThisHsmError. */
+/**
+ * The shard whose range holds `serial` (binary search), or NotForThisHsmError. On a card of a set,
+ * the error names the card that holds the serial (cardSetHint); call this only on a manifest whose
+ * signatures verified, so that the hint comes from signed bytes.
+ */
 export function findShardFor(manifest: Manifest, serial: string): ShardRef {
   let low = 0;
   let high = manifest.shards.length - 1;
@@ -459,7 +552,48 @@ export function findShardFor(manifest: Manifest, serial: string): ShardRef {
     else if (compareSerials(serial, shard.lastSerial) > 0) low = middle + 1;
     else return shard;
   }
-  throw new NotForThisHsmError(`serial ${serial} is not in this configuration`);
+  throw new NotForThisHsmError(
+    manifest.cardSet ? cardSetHint(manifest, serial) : `serial ${serial} is not in this configuration`,
+  );
+}
+
+/** Which card of this card's set holds `serial`, or undefined (1-based, with its range). */
+export function cardOfSerial(
+  cardSet: CardSetPosition,
+  serial: string,
+): { readonly index: number; readonly range: CardRange } | undefined {
+  let low = 0;
+  let high = cardSet.cards.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const range = cardSet.cards[middle]!;
+    if (compareSerials(serial, range.firstSerial) < 0) high = middle - 1;
+    else if (compareSerials(serial, range.lastSerial) > 0) low = middle + 1;
+    else return { index: middle + 1, range };
+  }
+  return undefined;
+}
+
+/**
+ * The one line an agent shows when its serial is not on this card of a set: this card's place and
+ * range, and the card whose range holds the serial, or that none does. From the verified manifest.
+ */
+export function cardSetHint(manifest: Manifest, serial: string): string {
+  const set = manifest.cardSet;
+  if (!set) return `serial ${serial} is not in this configuration`;
+  const n = set.cards.length;
+  const own = set.cards[set.index - 1]!;
+  const id = Buffer.from(manifest.configurationId).toString("hex").slice(0, 8);
+  const here = `card ${set.index} of ${n} of configuration ${id} (serials ${own.firstSerial}..${own.lastSerial})`;
+  const holder = cardOfSerial(set, serial);
+  if (holder === undefined || holder.index === set.index) {
+    // Within this card's own range but not in any shard: a gap in the plan, not another card.
+    return `serial ${serial} is not on ${here} nor on any other card of the set`;
+  }
+  return (
+    `serial ${serial} is not on this card, ${here}: use card ${holder.index} of ${n} ` +
+    `(serials ${holder.range.firstSerial}..${holder.range.lastSerial})`
+  );
 }
 
 function formatEpoch(seconds: number): string {

@@ -225,7 +225,13 @@ describe("manifest payload", () => {
   it.each([
     ["an unknown key", (m: Map<number, unknown>) => m.set(10, 0), /unexpected key 10/],
     ["a missing key", (m: Map<number, unknown>) => m.delete(3), /missing key 3/],
-    ["another version", (m: Map<number, unknown>) => m.set(0, 3), /version 3/],
+    ["another version", (m: Map<number, unknown>) => m.set(0, 4), /version 4/],
+    [
+      "version 3 (a card of a set) without its card set",
+      (m: Map<number, unknown>) => m.set(0, 3),
+      /missing key 10/,
+    ],
+    ["version 1", (m: Map<number, unknown>) => m.set(0, 1), /unsupported format version 1/],
     [
       "format version 1 (no shard size, no padding)",
       (m: Map<number, unknown>) => m.set(0, 1) && m.delete(8) && m.delete(9) && m,
