@@ -20,11 +20,14 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { type EncodedConfig, encodeConfig } from "../config/encode-config.js";
+import { type CardPart, type CardSetPlan, partManifest, planCardSet } from "../config/card-set.js";
+import { type ConfigMetadata, type EncodedConfig, encodeCardPart } from "../config/encode-config.js";
 import {
+  type CardRange,
   CONFIGURATION_ID_BYTES,
   cosignatureBytes,
   type Manifest,
+  prepareManifest,
   verifyManifest,
 } from "../config/manifest.js";
 import type { NetworkPlan } from "../config/plan-model.js";
@@ -56,9 +59,17 @@ import {
 import { bytesEqual } from "../util/bytes.js";
 import { X509Certificate, X509Crl } from "../util/x509.js";
 import { type StationTrust, stationCardPolicy, stationCrlFor } from "./authenticate-card.js";
+import {
+  type CardSetJournal,
+  journalPart,
+  journalRanges,
+  newCardSetJournal,
+  remainingCards,
+  saveCardSetJournal,
+} from "./card-set-journal.js";
 import { type CrlUpdate, updateStationCrl } from "./crl-update.js";
 import type { Inventory } from "./inventory/inventory.js";
-import { planRecordOf, writeRecordOf } from "./inventory/record.js";
+import { planDigest, planRecordOf, writeRecordOf } from "./inventory/record.js";
 import { allocateSequence, withInventory } from "./sequence-store.js";
 import {
   jsonText,
@@ -136,6 +147,18 @@ export interface WriteConfigurationOptions {
    * each in its object and on the card (default 0).
    */
   readonly cosigners?: number;
+  /**
+   * A plan larger than this card (issue 13): `true` lets the write start a card set (this card is
+   * card 1 of n; the result's `cardSet.journal` continues it); otherwise such a plan is refused with
+   * exit 22 naming the cards it needs. Nothing is asked or allocated before that check.
+   */
+  readonly allowCardSet?: boolean;
+  /**
+   * Continue a card set: this card gets the next card of the journal not yet written, with the
+   * set's configuration id, sequence and validity (no new sequence number). The plan must be the
+   * one the set was made from (its digest is checked before the card is asked for anything).
+   */
+  readonly cardSet?: CardSetJournal;
 }
 
 /** Room kept per expected co-signer beyond what the writer's own signature takes (longer names). */
@@ -179,6 +202,17 @@ export interface WriteResult {
   readonly previousSequence?: number;
   /** Co-signatures the manifest keeps room for. */
   readonly cosigners: number;
+  /** A card of a set: its place, every card's range, and the set's journal as it stands now. */
+  readonly cardSet?: {
+    readonly index: number;
+    readonly count: number;
+    readonly ranges: readonly CardRange[];
+    /** HSMs in the whole plan. */
+    readonly planHsms: number;
+    readonly journal: CardSetJournal;
+    /** Cards still to write, in order. */
+    readonly remaining: readonly number[];
+  };
   readonly durationMs: number;
 }
 
@@ -236,6 +270,108 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     );
   }
 
+  // 2b. What is on the card and what fits it: before the PIN and before a sequence number.
+  const setJournal = options.cardSet;
+  const digest = planDigest(plan);
+  if (setJournal && (setJournal.planDigest !== digest || setJournal.owner !== plan.owner)) {
+    throw new UsageError(
+      `the plan is not the one card set ${setJournal.configurationId} was made from (its digest differs): ` +
+        "resume it with the same plan file, or write the new plan as a new set",
+    );
+  }
+  const items = await element.listItems();
+  const capacity = await element.capacity();
+  const previous = await readPreviousConfiguration(element, trust, now);
+  const crlBytes = new Uint8Array(crl.rawData);
+  const certificatesBytes = encodeCertificateList(card.intermediates.map((c) => new Uint8Array(c.rawData)));
+  for (const [name, bytes] of [
+    ["crl", crlBytes],
+    ["certificates", certificatesBytes],
+  ] as const) {
+    if (bytes.length > capacity.maxItemBytes) {
+      throw new CardFullError(
+        `the ${name} item is ${bytes.length} bytes; the card stores at most ${capacity.maxItemBytes} per item`,
+      );
+    }
+  }
+  const replacedBytes = items.filter((i) => isConfigurationItem(i.name)).reduce((sum, i) => sum + i.size, 0);
+  const keptBytes = capacity.usedBytes - replacedBytes;
+  const budget = capacity.totalBytes - keptBytes - crlBytes.length - certificatesBytes.length - reserve;
+  const budgetText =
+    `card ${capacity.totalBytes} bytes: ${keptBytes} kept (identity certificates and other objects), ` +
+    `CRL ${crlBytes.length}, certificates ${certificatesBytes.length}, receipt reserve ${reserve}`;
+  if (budget <= 0) throw new CardFullError(`no room for a configuration (${budgetText})`);
+
+  const signer = validatedSigner(await element.signer(), card);
+  const cosignRoom = cosigners * (cosignatureBytes(signer) + COSIGNER_MARGIN_BYTES);
+  const cosignText =
+    cosigners > 0 ? `, room for ${cosigners} co-signature${cosigners === 1 ? "" : "s"}: ${cosignRoom}` : "";
+  // With co-signers to come, every x5chain is the leaf alone (the card carries the token CA):
+  // ~650 bytes more for shards in the manifest object, which three officers' signatures share.
+  const chain = cosigners > 0 ? ("leaf" as const) : undefined;
+  const manifestSize = capacity.maxItemBytes - (cosigners > 0 ? cosignRoom : 0);
+  const cardBudget = budget - cosignRoom;
+  const doesNotFit = (error: CardFullError) =>
+    new CardFullError(
+      `the plan does not fit the card: ${error.message} (${budgetText}${cosignText}); nothing was written`,
+      { cause: error },
+    );
+  let part: CardPart;
+  let ranges: readonly CardRange[];
+  let newSet: CardSetPlan | undefined;
+  try {
+    if (setJournal) {
+      const next = remainingCards(setJournal)[0];
+      if (next === undefined) {
+        throw new UsageError(`every card of set ${setJournal.configurationId} is written and verified`);
+      }
+      if (previous?.configurationId === setJournal.configurationId) {
+        throw new UsageError(
+          `this card already holds card ${previous.cardIndex ?? "?"} of ${setJournal.cards.length} of this set: ` +
+            `insert a card for card ${next} of ${setJournal.cards.length} (nothing was written)`,
+        );
+      }
+      if (setJournal.cosigners !== cosigners) {
+        throw new UsageError(
+          `card set ${setJournal.configurationId} keeps room for ${setJournal.cosigners} co-signature(s): resume it with --cosigners ${setJournal.cosigners}`,
+        );
+      }
+      part = journalPart(setJournal, plan, next);
+      ranges = journalRanges(setJournal);
+    } else {
+      newSet = planCardSet(plan, {
+        budgetBytes: cardBudget,
+        shardBytes: capacity.maxItemBytes,
+        manifestBytes: manifestSize,
+        manifestLength: (m) => prepareManifest(m, [signer], chain ? { chain } : {}).length,
+      });
+      if (newSet.cards.length > 1 && options.allowCardSet !== true) {
+        throw new CardFullError(
+          `${plan.hsms.length} HSMs need ${newSet.cards.length} cards (${newSet.cards.map((c) => c.hsms).join(" + ")} HSMs): ` +
+            "station write writes them as a card set",
+        );
+      }
+      part = newSet.cards[0]!;
+      ranges = newSet.cards.map((c) => c.range);
+    }
+    // This card's part, laid out for this card's signer, before anything is asked or allocated.
+    const laidOut = prepareManifest(partManifest(plan.owner, part, ranges, capacity.maxItemBytes), [signer], {
+      ...(chain ? { chain } : {}),
+      size: manifestSize,
+    });
+    const needed = laidOut.length + part.shards.length * capacity.maxItemBytes;
+    if (needed > cardBudget) {
+      throw new CardFullError(
+        `${part.hsms} HSMs need ${needed} bytes (manifest ${laidOut.length}, shards ${part.shards.length} × ${capacity.maxItemBytes}); the card has room for ${cardBudget}`,
+      );
+    }
+  } catch (error) {
+    if (error instanceof CardFullError) throw doesNotFit(error);
+    throw error;
+  }
+  const count = ranges.length;
+  const ofSet = count > 1 ? ` (card ${part.index} of ${count})` : "";
+
   // 3. The officer.
   const triesLeft = await element.pinTriesLeft();
   if (triesLeft === 0) throw new PinBlockedError("the card's PIN is blocked: unblock it with the PUK first");
@@ -261,72 +397,64 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     progress({ step: "verify-totp", message: `TOTP code of "${card.officer}" verified` });
   }
 
-  // What is on the card now.
-  const items = await element.listItems();
-  const capacity = await element.capacity();
-  const previous = await readPreviousConfiguration(element, trust, now);
-
-  // 4. The sequence number: persisted before it is used.
-  const sequence = await allocateSequence(stationDir, plan.owner, {
-    ...(previous && previous.owner === plan.owner ? { atLeast: previous.sequence + 1 } : {}),
-    now,
-    ...(options.inventory ? { inventory: options.inventory } : {}),
-  });
-  progress({ step: "allocate-sequence", message: `sequence ${sequence} allocated for "${plan.owner}"` });
-
-  // 5. Encode, sign, check — nothing written yet.
-  const crlBytes = new Uint8Array(crl.rawData);
-  const certificatesBytes = encodeCertificateList(card.intermediates.map((c) => new Uint8Array(c.rawData)));
-  for (const [name, bytes] of [
-    ["crl", crlBytes],
-    ["certificates", certificatesBytes],
-  ] as const) {
-    if (bytes.length > capacity.maxItemBytes) {
-      throw new CardFullError(
-        `the ${name} item is ${bytes.length} bytes; the card stores at most ${capacity.maxItemBytes} per item`,
-      );
+  // 4. The sequence number: persisted before it is used; one for every card of a set.
+  let metadata: ConfigMetadata;
+  let journal: CardSetJournal | undefined = setJournal;
+  if (setJournal) {
+    metadata = {
+      configurationId: new Uint8Array(Buffer.from(setJournal.configurationId, "hex")),
+      sequence: setJournal.sequence,
+      issuedAt: setJournal.issuedAt,
+      notBefore: setJournal.notBefore,
+      notAfter: setJournal.notAfter,
+    };
+    progress({
+      step: "allocate-sequence",
+      message: `card ${part.index} of ${count} of set ${setJournal.configurationId.slice(0, 8)}: sequence ${metadata.sequence} (allocated with card 1)`,
+    });
+  } else {
+    const sequence = await allocateSequence(stationDir, plan.owner, {
+      ...(previous && previous.owner === plan.owner ? { atLeast: previous.sequence + 1 } : {}),
+      now,
+      ...(options.inventory ? { inventory: options.inventory } : {}),
+    });
+    progress({
+      step: "allocate-sequence",
+      message: `sequence ${sequence} allocated for "${plan.owner}"${count > 1 ? ` (for all ${count} cards of the set)` : ""}`,
+    });
+    const issuedAt = Math.floor(now.getTime() / 1000);
+    metadata = {
+      configurationId: new Uint8Array(randomBytes(CONFIGURATION_ID_BYTES)),
+      sequence,
+      issuedAt,
+      notBefore: issuedAt - NOT_BEFORE_BACKDATE_SECONDS,
+      notAfter: issuedAt + validDays * 86_400,
+    };
+    if (newSet && count > 1) {
+      // The set is fixed before its first card is written: an interruption resumes it (--resume).
+      journal = newCardSetJournal({
+        owner: plan.owner,
+        planDigest: digest,
+        ...metadata,
+        set: newSet,
+        cosigners,
+      });
+      await saveCardSetJournal(stationDir, journal);
     }
   }
-  const replacedBytes = items.filter((i) => isConfigurationItem(i.name)).reduce((sum, i) => sum + i.size, 0);
-  const keptBytes = capacity.usedBytes - replacedBytes;
-  const budget = capacity.totalBytes - keptBytes - crlBytes.length - certificatesBytes.length - reserve;
-  const budgetText =
-    `card ${capacity.totalBytes} bytes: ${keptBytes} kept (identity certificates and other objects), ` +
-    `CRL ${crlBytes.length}, certificates ${certificatesBytes.length}, receipt reserve ${reserve}`;
-  if (budget <= 0) throw new CardFullError(`no room for a configuration (${budgetText})`);
+  const sequence = metadata.sequence;
 
-  const issuedAt = Math.floor(now.getTime() / 1000);
-  const metadata = {
-    configurationId: new Uint8Array(randomBytes(CONFIGURATION_ID_BYTES)),
-    sequence,
-    issuedAt,
-    notBefore: issuedAt - NOT_BEFORE_BACKDATE_SECONDS,
-    notAfter: issuedAt + validDays * 86_400,
-  };
-  const signer = validatedSigner(await element.signer(), card);
-  const cosignRoom = cosigners * (cosignatureBytes(signer) + COSIGNER_MARGIN_BYTES);
+  // 5. Encode, sign, check — nothing written yet.
   let encoded: EncodedConfig;
   try {
-    encoded = await encodeConfig(plan, metadata, signer, {
+    encoded = await encodeCardPart(plan.owner, part, ranges, metadata, signer, {
       maxObjectBytes: capacity.maxItemBytes,
-      cardCapacityBytes: budget - cosignRoom,
-      // With co-signers to come, every x5chain is the leaf alone (the card carries the token CA):
-      // ~650 bytes more for shards in the manifest object, which three officers' signatures share.
-      ...(cosigners > 0
-        ? { maxManifestBytes: capacity.maxItemBytes - cosignRoom, chain: "leaf" as const }
-        : {}),
+      cardCapacityBytes: cardBudget,
+      ...(cosigners > 0 ? { maxManifestBytes: manifestSize, chain: "leaf" as const } : {}),
     });
   } catch (error) {
     if (isSignatureFailure(error)) throw keyMismatch(error);
-    if (error instanceof CardFullError) {
-      throw new CardFullError(
-        `the plan does not fit the card: ${error.message} (${budgetText}` +
-          `${cosigners > 0 ? `, room for ${cosigners} co-signature${cosigners === 1 ? "" : "s"}: ${cosignRoom}` : ""}); nothing was written`,
-        {
-          cause: error,
-        },
-      );
-    }
+    if (error instanceof CardFullError) throw doesNotFit(error);
     throw error;
   }
   const validator = configSigningValidator(trust, now);
@@ -338,7 +466,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
   progress({
     step: "encode",
     message:
-      `${plan.hsms.length} HSMs encoded in ${encoded.shards.length} shard${encoded.shards.length === 1 ? "" : "s"}, ` +
+      `${part.hsms} HSMs${ofSet} encoded in ${encoded.shards.length} shard${encoded.shards.length === 1 ? "" : "s"}, ` +
       `${encoded.totalBytes} bytes with the manifest, signed ${signer.algorithm} by the card`,
   });
 
@@ -398,7 +526,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     issuedAt: new Date(content.issuedAt * 1000),
     notBefore: new Date(content.notBefore * 1000),
     notAfter: new Date(content.notAfter * 1000),
-    hsms: plan.hsms.length,
+    hsms: part.hsms,
     shards: encoded.shards.map((s, i) => ({
       item: shardItems[i]!.name,
       objectId: s.objectId,
@@ -420,13 +548,45 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     cosigners,
     durationMs: Math.round(performance.now() - started),
   };
-  // 8. The inventory: the plan and the write (issue 14).
+  // 8. The set's journal: this card is written and verified.
+  let finished = result;
+  if (journal) {
+    journal = {
+      ...journal,
+      written: [
+        ...journal.written,
+        {
+          index: part.index,
+          cardName: element.info.name,
+          ...(element.info.serial === undefined ? {} : { cardSerial: element.info.serial }),
+          ...(card.officer === undefined ? {} : { officer: card.officer }),
+          writtenAt: now.toISOString(),
+        },
+      ],
+    };
+    await saveCardSetJournal(stationDir, journal);
+    finished = {
+      ...result,
+      cardSet: {
+        index: part.index,
+        count,
+        ranges,
+        planHsms: plan.hsms.length,
+        journal,
+        remaining: remainingCards(journal),
+      },
+    };
+  }
+  // 9. The inventory: the plan and the write (issue 14), card k of n for a set.
   await withInventory(stationDir, options.inventory, async (inventory) => {
     const planRecord = planRecordOf(plan, now);
     await inventory.recordPlan(planRecord);
-    await inventory.recordWrite(writeRecordOf(result, planRecord.digest));
+    await inventory.recordWrite({
+      ...writeRecordOf(finished, planRecord.digest),
+      ...(count > 1 ? { cardIndex: part.index, cardCount: count } : {}),
+    });
   });
-  return result;
+  return finished;
 }
 
 /** A signature that does not verify (not a malformed encoding). */
@@ -521,6 +681,8 @@ interface PreviousConfiguration {
   readonly owner: string;
   readonly sequence: number;
   readonly configurationId: string;
+  /** Card k of a set. */
+  readonly cardIndex?: number;
 }
 
 /** The configuration on the card before this write, when it verifies (otherwise it is ignored). */
@@ -545,6 +707,7 @@ function describePrevious(manifest: Manifest): PreviousConfiguration {
     owner: manifest.owner,
     sequence: manifest.sequence,
     configurationId: Buffer.from(manifest.configurationId).toString("hex"),
+    ...(manifest.cardSet ? { cardIndex: manifest.cardSet.index } : {}),
   };
 }
 

@@ -317,11 +317,21 @@ describe("sequence numbers", () => {
     const stationDir = await makeStation(pki);
     expect((await write(card, stationDir, rack4)).sequence).toBe(1);
     expect((await write(card, stationDir, room40)).sequence).toBe(2);
-    // Fails after the allocation (too big): number 3 is spent.
-    await failure(write(card, stationDir, generatedPlan(3000)));
-    expect(await lastSequence(stationDir, "ACME Bank")).toBe(3);
+    // Too big for the card (issue 13): refused before the PIN and before a number is allocated.
+    let pinAsked = false;
+    const tooBig = await failure(
+      write(card, stationDir, generatedPlan(3000), {
+        pin: async () => {
+          pinAsked = true;
+          return PIN;
+        },
+      }),
+    );
+    expect(tooBig.message).toMatch(/3000 HSMs need 2 cards .*station write writes them as a card set/);
+    expect(pinAsked).toBe(false);
+    expect(await lastSequence(stationDir, "ACME Bank")).toBe(2);
     const next = await write(card, stationDir, rack4);
-    expect(next.sequence).toBe(4);
+    expect(next.sequence).toBe(3);
     expect(next.previousSequence).toBe(2);
   });
 
