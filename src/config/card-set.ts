@@ -38,8 +38,8 @@ import { type PlannedShard, planShards, shardDigest } from "./shard.js";
 export const NOMINAL_CARD_BUDGET_BYTES = 45_110;
 /**
  * A signed manifest's bytes besides its payload, for `plan check`: COSE_Sign with one ES256
- * signature and an x5chain of the 9C certificate and the token CA (~1,250 bytes measured for the
- * bench fixture's officer), with room for longer names.
+ * signature and an x5chain of the 9C certificate and the token CA (1,308 bytes for the test
+ * fixtures' officer, test/config/card-set.test.ts), with room for longer names.
  */
 export const NOMINAL_MANIFEST_ENVELOPE_BYTES = 1_600;
 /** Metadata of the widest encoding a real write uses (5-byte integers), to size manifests before the sequence is known. */

@@ -61,7 +61,7 @@ describe("hsm-onboard plan check", () => {
       expect(result).toMatchObject({ exitCode: ExitCode.ok, stderr: "" });
       const format = plan.endsWith(".json") ? "JSON" : "YAML";
       expect(outputLines(result.stdout)).toEqual([
-        `${plan}: valid ${format} plan for "ACME Bank": 4 HSMs, 1 subnet, 4 interfaces, 4 IPv4 addresses, 0 IPv6 addresses`,
+        `${plan}: valid ${format} plan for "ACME Bank": 4 HSMs, 1 subnet, 4 interfaces, 4 IPv4 addresses, 0 IPv6 addresses; 1 card`,
       ]);
     },
   );
@@ -72,6 +72,32 @@ describe("hsm-onboard plan check", () => {
     expect(result.stdout).toContain(
       "40 HSMs, 2 subnets, 80 interfaces, 80 IPv4 addresses, 80 IPv6 addresses",
     );
+  });
+
+  it("says how many cards a plan needs and the HSMs on each (issue 13): 5,000 HSMs on 3 cards", async () => {
+    const lines = ["serial,hostname,interface,ipv4_cidr,gateway"];
+    for (let i = 0; i < 5000; i++) {
+      const host = 10 + i;
+      lines.push(`${1_000_001 + i * 7},hsm-a${i + 1},eth0,10.20.${host >> 8}.${host & 255}/16,10.20.0.1`);
+    }
+    await writeFile(join(work, "hall-5000.csv"), `${lines.join("\n")}\n`);
+    const text = await runCliInProcess(["plan", "check", "hall-5000.csv", "--owner", "ACME Bank"], {
+      cwd: work,
+    });
+    expect(text.exitCode).toBe(ExitCode.ok);
+    const [summary, set] = outputLines(text.stdout);
+    expect(summary).toMatch(/5000 HSMs, .*; 3 cards \((\d+) \+ (\d+) \+ (\d+) HSMs\)$/);
+    expect(set).toMatch(
+      /^hall-5000\.csv: card set: card 1 serials 1000001\.\.\d+, card 2 serials \d+\.\.\d+, card 3 serials \d+\.\.1034994$/,
+    );
+    const json = await runCliInProcess(["plan", "check", "hall-5000.csv", "--owner", "ACME Bank", "--json"], {
+      cwd: work,
+    });
+    const parsed = JSON.parse(json.stdout) as { cards: number; hsmsPerCard: number[]; cardRanges: unknown[] };
+    expect(parsed.cards).toBe(3);
+    expect(parsed.hsmsPerCard.reduce((a, b) => a + b, 0)).toBe(5000);
+    expect(summary).toContain(parsed.hsmsPerCard.join(" + "));
+    expect(parsed.cardRanges).toHaveLength(3);
   });
 
   it("takes the owner of a CSV plan from --owner", async () => {
@@ -107,6 +133,10 @@ describe("hsm-onboard plan check", () => {
       format: "yaml",
       problems: [],
       summary: { owner: "ACME Bank", hsms: 4, subnets: 1, interfaces: 4, ipv4Addresses: 4, ipv6Addresses: 0 },
+      cards: 1,
+      hsmsPerCard: [4],
+      cardRanges: [{ firstSerial: "1234567", lastSerial: "1234570" }],
+      cardBudgetBytes: 45_110,
     });
 
     const bad = await runCliInProcess(["plan", "check", "bad.yaml", "--json"], { cwd: work });
@@ -116,6 +146,10 @@ describe("hsm-onboard plan check", () => {
       format: "yaml",
       problems: BAD_PROBLEMS,
       summary: null,
+      cards: null,
+      hsmsPerCard: null,
+      cardRanges: null,
+      cardBudgetBytes: 45_110,
     });
   });
 
@@ -171,7 +205,7 @@ describe("hsm-onboard plan check", () => {
     });
     expect(result).toMatchObject({ exitCode: ExitCode.ok, stderr: "" });
     expect(result.stdout).toBe(
-      '-: valid CSV plan for "ACME Bank": 1 HSM, 1 subnet, 1 interface, 1 IPv4 address, 0 IPv6 addresses\n',
+      '-: valid CSV plan for "ACME Bank": 1 HSM, 1 subnet, 1 interface, 1 IPv4 address, 0 IPv6 addresses; 1 card\n',
     );
   });
 

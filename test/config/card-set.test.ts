@@ -211,6 +211,16 @@ describe("manifest format 3 (a card of a set)", () => {
 });
 
 describe("planCardSet", () => {
+  it("the nominal manifest envelope of plan check covers a real officer's (x5chain 9C + token CA)", async () => {
+    const plan = generatePlan(500);
+    const set = planCardSet(plan, { budgetBytes: NOMINAL_CARD_BUDGET_BYTES, manifestLength: () => 0 });
+    const content = (await encodeConfig(plan, METADATA, alice.signer)).manifestContent;
+    const envelope = prepareManifest(content, [alice.signer]).length - encodeManifestPayload(content).length;
+    expect(set.cards).toHaveLength(1);
+    expect(envelope).toBeGreaterThan(1000);
+    expect(envelope).toBeLessThanOrEqual(NOMINAL_MANIFEST_ENVELOPE_BYTES);
+  });
+
   const nominal = (m: Manifest) => encodeManifestPayload(m).length + NOMINAL_MANIFEST_ENVELOPE_BYTES;
 
   it("keeps a plan that fits one card on one card (format 2), and splits 5,000 HSMs across 3 by serial ranges", () => {

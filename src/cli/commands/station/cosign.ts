@@ -205,7 +205,7 @@ export function stationCosignCommand(ctx: CliContext): Command {
 }
 
 /** One reader: asks for the card to come out and waits (bounded) until the reader is empty. */
-async function awaitRemoval(
+export async function awaitRemoval(
   ctx: CliContext,
   reader: string,
   prompt: string,

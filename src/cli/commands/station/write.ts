@@ -1,9 +1,15 @@
 import { resolve } from "node:path";
 import { Command, Option } from "commander";
+import { MAX_SET_CARDS } from "../../../config/manifest.js";
 import { loadPlanFile, PLAN_FORMATS, type PlanFormat } from "../../../config/plan.js";
 import type { NetworkPlan } from "../../../config/plan-model.js";
 import { formatPlanProblem, PlanInvalidError, UsageError } from "../../../errors.js";
 import { channelLabel } from "../../../secure-element/secure-element.js";
+import {
+  type CardSetJournal,
+  readCardSetJournal,
+  remainingCards,
+} from "../../../station/card-set-journal.js";
 import { loadStationTrust } from "../../../station/station-dir.js";
 import {
   DEFAULT_VALID_DAYS,
@@ -11,6 +17,7 @@ import {
   type WriteResult,
   writeConfigurationToCard,
 } from "../../../station/write-card.js";
+import { usesVirtualCard } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
 import {
@@ -24,6 +31,7 @@ import {
   STATION_DIR_HELP,
   stationDirOf,
 } from "./common.js";
+import { awaitRemoval } from "./cosign.js";
 import { openCommandInventory } from "./inventory.js";
 
 interface WriteOptions {
@@ -42,6 +50,7 @@ interface WriteOptions {
   readonly totpStdin?: boolean;
   readonly db?: string;
   readonly cosigners: number;
+  readonly resume?: string;
 }
 
 const HELP = `
@@ -52,6 +61,13 @@ number, encode and sign with the card's 9C key, check that it fits, write (the m
 read everything back and verify it. Progress goes to standard error; the summary (or --json) to
 standard output.
 
+A plan larger than one card (issue 13) is written as a card set: the first card says how many
+cards the plan needs; each card is a complete signed configuration for its serial range, all with
+one configuration id and sequence ("card k of n" in the manifest). With one reader, remove each
+card when told and insert the next (a card already holding a card of the set is refused before
+its PIN). Each card is authenticated and asks for its own PIN. An interrupted set is finished with
+--resume ID and the same plan: the remaining cards get the same id, sequence and content.
+
 Secrets: from the terminal with echo off; with --pin-stdin one per line from standard input (PIN,
 then the TOTP code if asked); with --pin-fd N from that descriptor; --totp-stdin reads the TOTP code
 from standard input whatever the PIN source.
@@ -59,11 +75,15 @@ from standard input whatever the PIN source.
 Exit status: 0 written and verified, 2 usage, 10 no card in time, 11 card not trusted, 12 card
 revoked, 13 wrong PIN (tries left shown) or TOTP code rejected, 14 PIN blocked, 15 read-back
 mismatch, 16 plan of another owner, 22 does not fit the card (nothing written), 23 plan invalid.
+For a card set, the status of the card that ended the session; a set left unfinished prints the
+--resume command to finish it.
 
 Examples:
   $ hsm-onboard station write --plan examples/rack-4.yaml
   $ hsm-onboard station write --plan rack.csv --owner "ACME Bank" --reader Yubico --valid-days 7
   $ printf '%s\\n' "$PIN" | hsm-onboard station write --plan room-40.yaml --pin-stdin --json
+  $ hsm-onboard station write --plan hall-5000.csv --owner "ACME Bank" --reader Yubico
+  $ hsm-onboard station write --plan hall-5000.csv --owner "ACME Bank" --resume 3f2a9c1e
 `;
 
 /** `hsm-onboard station write --plan PLAN [--reader NAME] [--valid-days N] [--station-dir DIR] [--json]` (SPEC.md §7). */
@@ -94,6 +114,10 @@ export function stationWriteCommand(ctx: CliContext): Command {
       integerIn("--cosigners", 0, 15),
       0,
     )
+    .option(
+      "--resume <id>",
+      "finish the card set of this configuration id (same plan): the cards not yet written",
+    )
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option("--allow-plaintext", ALLOW_PLAINTEXT_HELP)
     .option("--scp11a", SCP11A_HELP)
@@ -118,57 +142,137 @@ export function stationWriteCommand(ctx: CliContext): Command {
         ...(options.pinFd === undefined ? {} : { pinFd: options.pinFd }),
       });
       let totpSource: SecretSource | undefined;
-      const card = await openStationCard(ctx, {
-        ...(options.reader === undefined ? {} : { reader: options.reader }),
-        timeoutSeconds: options.timeout,
-        whose: "the officer's card",
-        stationDir: dir,
-        allowPlaintext: options.allowPlaintext === true,
-        scp11a: options.scp11a === true,
-      }).catch(async (error: unknown) => {
-        pinSource.close();
-        await inventory.close();
-        throw error;
-      });
-      let result: WriteResult;
+      const results: WriteResult[] = [];
+      // The channel each card was written through (SCP11a, SCP11b, plaintext or token).
+      const channels: string[] = [];
+      let journal: CardSetJournal | undefined;
       try {
-        writeLine(ctx.stderr, `Card found in ${card.readerName}`);
-        result = await writeConfigurationToCard({
-          element: card.element,
-          plan,
-          stationDir: dir,
-          inventory,
-          validDays: options.validDays,
-          cosigners: options.cosigners,
-          pin: (request) =>
-            pinSource.read(
-              `PIN of ${request.officer ? `"${request.officer}"` : "the card"} (${
-                request.triesLeft < 0 ? "tries left unknown" : plural(request.triesLeft, "try", "tries")
-              } left)`,
-            ),
-          totpCode: (request) => {
-            totpSource ??=
-              options.totpStdin && !options.pinStdin ? secretSource(ctx, { pinStdin: true }) : pinSource;
-            return totpSource.read(`TOTP code of "${request.officer}"`);
-          },
-          onProgress: (progress) => {
-            const counter = progress.total ? `[${progress.done}/${progress.total}] ` : "";
-            writeLine(ctx.stderr, `  ${counter}${progress.message}`);
-          },
-        });
+        journal = options.resume === undefined ? undefined : await readCardSetJournal(dir, options.resume);
+        if (journal) {
+          const left = remainingCards(journal);
+          writeLine(
+            ctx.stderr,
+            `Card set ${journal.configurationId} (sequence ${journal.sequence}): ` +
+              `${journal.written.length} of ${journal.cards.length} cards written; ` +
+              (left.length === 0 ? "nothing left to write" : `next: card ${left.join(", ")}`),
+          );
+        }
+        // One card per pass; a set has at most MAX_SET_CARDS (bounded loop).
+        for (let pass = 0; pass < MAX_SET_CARDS; pass++) {
+          const next = journal ? remainingCards(journal)[0] : undefined;
+          const whose =
+            journal && next !== undefined
+              ? `an officer's card for card ${next} of ${journal.cards.length}`
+              : "the officer's card";
+          const card = await openStationCard(ctx, {
+            ...(options.reader === undefined ? {} : { reader: options.reader }),
+            timeoutSeconds: options.timeout,
+            whose,
+            stationDir: dir,
+            allowPlaintext: options.allowPlaintext === true,
+            scp11a: options.scp11a === true,
+          });
+          let result: WriteResult;
+          try {
+            writeLine(ctx.stderr, `Card found in ${card.readerName}`);
+            result = await writeConfigurationToCard({
+              element: card.element,
+              plan,
+              stationDir: dir,
+              inventory,
+              validDays: options.validDays,
+              cosigners: options.cosigners,
+              allowCardSet: true,
+              ...(journal ? { cardSet: journal } : {}),
+              pin: (request) =>
+                pinSource.read(
+                  `PIN of ${request.officer ? `"${request.officer}"` : "the card"} (${
+                    request.triesLeft < 0 ? "tries left unknown" : plural(request.triesLeft, "try", "tries")
+                  } left)`,
+                ),
+              totpCode: (request) => {
+                totpSource ??=
+                  options.totpStdin && !options.pinStdin ? secretSource(ctx, { pinStdin: true }) : pinSource;
+                return totpSource.read(`TOTP code of "${request.officer}"`);
+              },
+              onProgress: (progress) => {
+                const counter = progress.total ? `[${progress.done}/${progress.total}] ` : "";
+                writeLine(ctx.stderr, `  ${counter}${progress.message}`);
+              },
+            });
+          } finally {
+            await card.dispose();
+          }
+          results.push(result);
+          channels.push(channelLabel(card.element.info.channel));
+          if (!result.cardSet) break;
+          journal = result.cardSet.journal;
+          const { index, count, remaining } = result.cardSet;
+          writeLine(
+            ctx.stderr,
+            `Card ${index} of ${count} written and verified (${plural(result.hsms, "HSM")}, serials ${result.cardSet.ranges[index - 1]!.firstSerial}..${result.cardSet.ranges[index - 1]!.lastSerial})`,
+          );
+          if (remaining.length === 0) break;
+          if (!usesVirtualCard(ctx)) {
+            await awaitRemoval(
+              ctx,
+              options.reader ?? card.readerName,
+              `Remove card ${index} of ${count}`,
+              options.timeout * 1000,
+            );
+          }
+        }
+      } catch (error) {
+        if (journal && remainingCards(journal).length > 0) {
+          writeLine(
+            ctx.stderr,
+            `hsm-onboard: card set ${journal.configurationId}: ${journal.written.length} of ${journal.cards.length} cards written; ` +
+              `finish it with: hsm-onboard station write --plan ${options.plan}${options.owner === undefined ? "" : ` --owner ${JSON.stringify(options.owner)}`} --resume ${journal.configurationId.slice(0, 8)}`,
+          );
+        }
+        throw error;
       } finally {
         pinSource.close();
         if (totpSource !== pinSource) totpSource?.close();
-        await card.dispose();
         await inventory.close();
       }
-      // The channel the station wrote through (SCP11a, SCP11b, plaintext or token).
-      if (options.json)
+      const last = results.at(-1);
+      if (!last)
+        throw new UsageError(`every card of set ${journal?.configurationId ?? ""} is written already`);
+      if (!last.cardSet) {
+        if (options.json) writeJson(ctx.stdout, { ...writeResultJson(last), channel: channels.at(-1) });
+        else printSummary(ctx, last);
+        return;
+      }
+      const set = last.cardSet;
+      if (options.json) {
         writeJson(ctx.stdout, {
-          ...writeResultJson(result),
-          channel: channelLabel(card.element.info.channel),
+          owner: last.owner,
+          configurationId: last.configurationId,
+          sequence: last.sequence,
+          hsms: set.planHsms,
+          cards: set.count,
+          ranges: set.ranges,
+          written: results.map((r, i) => ({
+            ...writeResultJson(r),
+            cardIndex: r.cardSet?.index ?? null,
+            channel: channels[i],
+          })),
+          remaining: set.remaining,
+          verified: true,
         });
-      else printSummary(ctx, result);
+      } else {
+        for (const r of results) {
+          writeLine(ctx.stdout, `Card ${r.cardSet?.index} of ${set.count}:`);
+          printSummary(ctx, r);
+        }
+        writeLine(
+          ctx.stdout,
+          set.remaining.length === 0
+            ? `Card set complete: ${plural(set.count, "card")}, ${plural(set.planHsms, "HSM")}, configuration ${last.configurationId}, sequence ${last.sequence}`
+            : `Card set incomplete: cards ${set.remaining.join(", ")} of ${set.count} still to write (--resume ${last.configurationId.slice(0, 8)})`,
+        );
+      }
     });
 }
 
