@@ -27,6 +27,7 @@ import {
 import { createScpVendorCa } from "../src/pki/scp-certificates.js";
 import { type AgentHostResult, benchAgentHost } from "./agent-host.js";
 import { benchCardIo, type CardIoRun } from "./card-io.js";
+import { benchCardSet } from "./card-set.js";
 import { benchDensity } from "./density.js";
 import {
   type BenchFixture,
@@ -176,6 +177,15 @@ async function main(): Promise<number> {
     await benchInventory();
     return 0;
   }
+  if (process.argv.includes("--only-card-set")) {
+    const only = await createFixture();
+    try {
+      await benchCardSet(only);
+    } finally {
+      await only.dispose();
+    }
+    return 0;
+  }
   print("hsm-onboard benchmarks (SPEC.md §9) — docs/PERFORMANCE.md explains each figure");
   print(
     `machine: ${cpuModel()}, ${availableParallelism()} CPUs (nproc); Node ${process.version}; ${process.platform}`,
@@ -211,6 +221,7 @@ async function main(): Promise<number> {
       scpVendor,
     );
     await benchStationWrite(fixture, benchPlan(largest), largest);
+    await benchCardSet(fixture);
     const host = await benchAgentHost(fixture, card1000.state, agentTemplate, BENCH_SERIAL, largest, {
       cardState: await withScpKey(card1000.state, scpVendor),
       anchor: new Uint8Array(scpVendor.certificate.rawData),

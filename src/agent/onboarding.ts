@@ -16,13 +16,15 @@
  *     fresh challenge with the 9E key (a copied certificate fails). The owner (subject O) and token
  *     CA must be this HSM's, if it has one (16) — checked before the PIN, so a wrong card costs no try.
  * 1b. recognise the applied configuration (issue 12): a card carrying exactly the configuration this
- *     HSM applied (id and sequence, verified) ends here with exit 0 — no PIN, nothing changed.
+ *     HSM applied (id and sequence, verified) ends here with exit 0 — no PIN, nothing changed; another
+ *     card of the same card set (issue 13) ends here with 16, naming the card that holds this serial.
  *  2. authenticate user: the card PIN (13 with the tries left; 14 when blocked).
  *  3. verify configuration: the manifest's COSE signatures, each signer's chain validated for configuration
  *     signing, same owner and token CA as the card; this card's own 9C among the valid signers;
  *     enough valid signers for the quorum from this HSM's state, never from the configuration (19);
  *     a configured HSM takes only a strictly higher sequence (17); the validity window (18).
- *  4. select own entry: only the shard holding this serial is read (16 when none does), its SHA-256
+ *  4. select own entry: only the shard holding this serial is read (16 when none does; on a card of
+ *     a set, the message names the card whose signed range holds the serial), its SHA-256
  *     checked against the signed manifest (15), and this HSM's entry decoded.
  *  5. apply network: a snapshot is persisted with stage `applying` before the first change; apply and
  *     verify, rolled back to the snapshot on any failure (20, 21 for an address in use).
@@ -314,6 +316,9 @@ async function recogniseAppliedConfigurationStep(
     manifest.sequence !== configured.sequence
   )
     return undefined;
+  // Another card of the set this HSM applied (issue 13): not this HSM's card — say which one is,
+  // from the manifest just verified.
+  if (manifest.cardSet) findShardFor(manifest, run.serial);
   run.manifest = manifest;
   await state.setStage("configured");
   const dryRun = configured.backend === "dry-run";

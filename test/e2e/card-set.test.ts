@@ -1,0 +1,358 @@
+/**
+ * Plans larger than one card, end to end (issue 13): a 5,000-HSM plan on a set of three cards. The
+ * compiled CLI as child processes over a private pcscd with one vpcd reader, officers' cards as
+ * `card emulate` processes: `plan check` says 3 cards; `station write` writes card 1, 2 and 3 in
+ * one session, the officer swapping cards in the reader when told; `agent run` (dry-run applier)
+ * onboards one HSM of each card from its card and refuses another card with 16, naming the card
+ * that holds its serial — also for an HSM already configured from its own card (before the PIN). The bulk (a sample
+ * of HSMs of every card against all three cards) runs the agent in process on the same card files.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { runAgentOnce } from "../../src/agent/agent.js";
+import { factoryInit } from "../../src/agent/factory.js";
+import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import type { CardRange } from "../../src/config/manifest.js";
+import { compareSerials } from "../../src/config/shard.js";
+import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../../src/pki/index.js";
+import { openInProcessCard } from "../../src/secure-element/open-card.js";
+import type { PivElement } from "../../src/secure-element/piv-element.js";
+import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
+import { updateStationCrl } from "../../src/station/crl-update.js";
+import { initStation } from "../../src/station/init-station.js";
+import { personalizeCard } from "../../src/station/personalize-card.js";
+import { runCliInProcess } from "../helpers/cli.js";
+import {
+  buildForChildren,
+  cliLauncher,
+  NodeChild,
+  type PrivateBuild,
+  pcscE2eCapability,
+  requireOrSkip,
+} from "../helpers/pcsc-env.js";
+
+const cap = requireOrSkip(pcscE2eCapability());
+const OWNER = "ACME Bank";
+const PIN = "111111";
+const HSMS = 5000;
+const serialOf = (i: number) => String(1_000_001 + i * 7);
+
+async function withCardFile<T>(path: string, fn: (element: PivElement) => Promise<T>): Promise<T> {
+  const opened = await openInProcessCard(VirtualPivCard.fromFile(path));
+  try {
+    return await fn(opened.element);
+  } finally {
+    await opened.dispose();
+  }
+}
+
+/** A CLI run: output, exit, bounded; stdin written up front. */
+class Run {
+  readonly child: ChildProcess;
+  stdout = "";
+  stderr = "";
+  readonly exited: Promise<number | null>;
+  constructor(script: string, args: string[], env: Record<string, string>, input = "") {
+    this.child = spawn("setpriv", ["--pdeathsig", "TERM", process.execPath, script, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.child.stdout?.on("data", (d: Buffer) => {
+      this.stdout += d.toString();
+    });
+    this.child.stderr?.on("data", (d: Buffer) => {
+      this.stderr += d.toString();
+    });
+    this.child.stdin?.on("error", () => {});
+    this.child.stdin?.end(input);
+    this.exited = new Promise((resolve) => this.child.once("close", (code) => resolve(code)));
+  }
+  async code(timeoutMs = 120_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([
+      this.exited,
+      new Promise<"timeout">((r) => {
+        timer = setTimeout(() => r("timeout"), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (result === "timeout") {
+      this.child.kill("SIGTERM");
+      throw new Error(`still running after ${timeoutMs} ms:\n${this.stderr.slice(-3000)}`);
+    }
+    return result;
+  }
+  async waitForStderr(pattern: RegExp, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (let turn = 0; turn < 10_000 && Date.now() < deadline; turn++) {
+      if (pattern.test(this.stderr)) return;
+      if (this.child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`stderr never matched ${pattern}:\n${this.stderr.slice(-3000)}`);
+  }
+}
+
+describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skipped: ${cap.reason}`}`, () => {
+  let build: PrivateBuild;
+  let cli: string;
+  let work: string;
+  let pcscd: PrivatePcscd;
+  let stationDir: string;
+  let planFile: string;
+  let rootPem: string;
+  let pkiDir: string;
+  const cards: string[] = [];
+  let inserted: NodeChild | undefined;
+
+  beforeAll(async () => {
+    build = await buildForChildren(["cli/main.js"]);
+    cli = await cliLauncher(build);
+    work = await mkdtemp(join(tmpdir(), "hsm-onboard-card-set-"));
+    pkiDir = join(work, "pki");
+    const { pki, crl } = await initPkiDirectory(pkiDir, { owner: OWNER });
+    rootPem = join(pkiDir, PKI_FILES.rootCert);
+    for (const k of [1, 2, 3]) {
+      const file = join(work, `card-${k}.json`);
+      cards.push(file);
+      await withCardFile(file, (element) =>
+        personalizeCard({
+          element,
+          pki: { tokenCa: pki.tokenCa, root: pki.root },
+          crl,
+          owner: OWNER,
+          officer: "Alice",
+          newPin: PIN,
+          newPuk: "87654321",
+        }),
+      );
+    }
+    stationDir = join(work, "station");
+    await initStation(stationDir, pki.root.certificate);
+    await updateStationCrl(stationDir, crl, { issuers: [pki.tokenCa.certificate] });
+    // 5,000 HSMs, 7-digit serials, one IPv4 address each in 10.20.0.0/16.
+    const lines = ["serial,hostname,interface,ipv4_cidr,gateway,dns"];
+    for (let i = 0; i < HSMS; i++) {
+      const host = 10 + i;
+      lines.push(
+        `${serialOf(i)},hsm-a${String(i + 1).padStart(4, "0")},eth0,10.20.${host >> 8}.${host & 255}/16,10.20.0.1,10.20.0.53`,
+      );
+    }
+    planFile = join(work, "hall-5000.csv");
+    await writeFile(planFile, `${lines.join("\n")}\n`);
+    pcscd = await startPrivatePcscd();
+  }, 180_000);
+
+  afterEach(async () => {
+    await remove();
+  });
+
+  afterAll(async () => {
+    await remove();
+    await pcscd?.stop();
+    await build?.cleanup();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  const reader = () => pcscd.slots[0]!.readerName;
+
+  async function insert(k: number): Promise<void> {
+    const child = new NodeChild(
+      cli,
+      {},
+      {
+        args: [
+          "card",
+          "emulate",
+          "--vpcd",
+          `127.0.0.1:${pcscd.slots[0]!.vpcdPort}`,
+          "--state",
+          cards[k - 1]!,
+        ],
+      },
+    );
+    inserted = child;
+    await child.waitForStderr(/inserted: connected to vpcd/, 10_000);
+  }
+
+  async function remove(): Promise<void> {
+    const child = inserted;
+    inserted = undefined;
+    if (!child) return;
+    child.signal("SIGTERM");
+    await child.exitCode(10_000);
+  }
+
+  const cliRun = (args: string[], input = "") => new Run(cli, args, pcscd.env, input);
+
+  async function hsm(serial: string): Promise<string> {
+    const stateDir = join(work, "hsms", serial);
+    const deviceDir = join(work, "devices", serial);
+    await mkdir(join(work, "devices"), { recursive: true });
+    await issueDeviceToDirectory(pkiDir, deviceDir, serial);
+    await factoryInit({
+      stateDir,
+      serial,
+      root: new Uint8Array(await readFile(rootPem)),
+      device: deviceDir,
+      applier: "dry-run",
+    });
+    return stateDir;
+  }
+
+  /** `agent run --once` over pcscd with card `k` in the reader (inserted by the caller). */
+  async function agentRun(stateDir: string): Promise<{ code: number | null; run: Run }> {
+    const run = cliRun(
+      [
+        "agent",
+        "run",
+        "--allow-plaintext",
+        "--state-dir",
+        stateDir,
+        "--reader",
+        reader(),
+        "--once",
+        "--json",
+        "--pin-stdin",
+        "--timeout",
+        "60",
+      ],
+      `${PIN}\n`,
+    );
+    return { code: await run.code(), run };
+  }
+
+  const hint = (serial: string, own: number, range: CardRange) =>
+    new RegExp(
+      `serial ${serial} is not on this card, card \\d of 3 of configuration [0-9a-f]{8} \\(serials \\d+\\.\\.\\d+\\): ` +
+        `use card ${own} of 3 \\(serials ${range.firstSerial}\\.\\.${range.lastSerial}\\)`,
+    );
+
+  test("a 5,000-HSM plan on 3 cards: written in one session swapping cards; each HSM onboards from its card, every other card is 16 naming it", async () => {
+    // plan check: 3 cards.
+    const check = await runCliInProcess(["plan", "check", planFile, "--owner", OWNER, "--json"], {
+      cwd: work,
+    });
+    expect(check.exitCode).toBe(0);
+    const checked = JSON.parse(check.stdout) as { cards: number; hsmsPerCard: number[] };
+    expect(checked.cards).toBe(3);
+
+    // station write: card 1, swap, card 2, swap, card 3 — one PIN per card.
+    await insert(1);
+    const started = performance.now();
+    const write = cliRun(
+      [
+        "station",
+        "write",
+        "--allow-plaintext",
+        "--plan",
+        planFile,
+        "--owner",
+        OWNER,
+        "--station-dir",
+        stationDir,
+        "--reader",
+        reader(),
+        "--timeout",
+        "60",
+        "--pin-stdin",
+        "--json",
+      ],
+      `${PIN}\n${PIN}\n${PIN}\n`,
+    );
+    for (const k of [1, 2]) {
+      await write.waitForStderr(new RegExp(`Remove card ${k} of 3`));
+      await remove();
+      await write.waitForStderr(new RegExp(`Insert or tap an officer's card for card ${k + 1} of 3`));
+      await insert(k + 1);
+    }
+    expect(await write.code(), write.stderr).toBe(0);
+    const writeMs = performance.now() - started;
+    await remove();
+    const set = JSON.parse(write.stdout) as {
+      configurationId: string;
+      sequence: number;
+      hsms: number;
+      cards: number;
+      ranges: CardRange[];
+      written: { cardIndex: number; sequence: number; configurationId: string; hsms: number }[];
+      remaining: number[];
+    };
+    expect(set).toMatchObject({ hsms: HSMS, cards: 3, remaining: [] });
+    expect(set.written.map((w) => w.cardIndex)).toEqual([1, 2, 3]);
+    expect(
+      set.written.every((w) => w.sequence === set.sequence && w.configurationId === set.configurationId),
+    ).toBe(true);
+    expect(set.written.map((w) => w.hsms)).toEqual(checked.hsmsPerCard);
+    console.log(
+      `station write, 5,000 HSMs on 3 cards over pcscd/vpcd (swaps included): ${Math.round(writeMs)} ms`,
+    );
+
+    const cardOf = (serial: string) =>
+      set.ranges.findIndex(
+        (r) => compareSerials(r.firstSerial, serial) <= 0 && compareSerials(serial, r.lastSerial) <= 0,
+      ) + 1;
+
+    // Over the real stack: the first HSM of each card's range onboards from its card; HSM 2 (not
+    // configured yet) shown card 1, and HSM 1 (configured from card 1) shown card 2, are told which
+    // card is theirs — from the signed ranges of the card in the reader.
+    const firsts = set.ranges.map((r) => r.firstSerial);
+    const states = await Promise.all(firsts.map((s) => hsm(s)));
+    const expectOnboarded = async (k: number) => {
+      const own = await agentRun(states[k - 1]!);
+      expect(own.code, own.run.stderr).toBe(0);
+      expect(JSON.parse(own.run.stdout)).toMatchObject({
+        ok: true,
+        serial: firsts[k - 1],
+        sequence: set.sequence,
+      });
+    };
+    const expectSentTo = async (k: number) => {
+      const wrong = await agentRun(states[k - 1]!);
+      expect(wrong.code, wrong.run.stderr).toBe(16);
+      expect(wrong.run.stdout + wrong.run.stderr).toMatch(hint(firsts[k - 1]!, k, set.ranges[k - 1]!));
+    };
+    await insert(1);
+    await expectOnboarded(1);
+    await expectSentTo(2);
+    await remove();
+    await insert(2);
+    await expectOnboarded(2);
+    await expectSentTo(1);
+    await remove();
+    await insert(3);
+    await expectOnboarded(3);
+    await remove();
+
+    // In process on the same card files: a sample of HSMs of every card against all three cards.
+    const sample = Array.from({ length: 12 }, (_, i) => serialOf(17 + i * 413));
+    const sampleStates = new Map<string, string>();
+    for (const serial of sample) sampleStates.set(serial, await hsm(serial));
+    const onboard = (serial: string, k: number) =>
+      withCardFile(cards[k - 1]!, (element) =>
+        runAgentOnce({
+          stateDir: sampleStates.get(serial)!,
+          element,
+          pinSource: { read: async () => PIN },
+          keepElementOpen: true,
+        }),
+      );
+    const homes = new Set<number>();
+    for (const serial of sample) {
+      const home = cardOf(serial);
+      homes.add(home);
+      for (const k of [1, 2, 3].filter((c) => c !== home)) {
+        const result = await onboard(serial, k);
+        expect(result.exitCode, result.error?.message).toBe(16);
+        expect(result.error?.message).toMatch(hint(serial, home, set.ranges[home - 1]!));
+      }
+      const result = await onboard(serial, home);
+      expect(result.ok, result.error?.message).toBe(true);
+      expect(result.sequence).toBe(set.sequence);
+    }
+    expect([...homes].sort()).toEqual([1, 2, 3]);
+  }, 300_000);
+});
