@@ -126,8 +126,17 @@ export function caKeySecrets(ctx: CliContext, options: CaKeyCliOptions, command:
     "--ca-passphrase-fd",
     "--ca-passphrase-env",
   );
+  // One token holding several CA keys (pki init --root-key … --token-ca-key …) is asked once.
+  const pins = new Map<string, Promise<string>>();
   return {
-    pin: (what) => pin.read(what),
+    pin: (what) => {
+      let asked = pins.get(what);
+      if (!asked) {
+        asked = pin.read(what);
+        pins.set(what, asked);
+      }
+      return asked;
+    },
     passphrase: (what) => passphrase.read(what),
     warn: (line) => writeLine(ctx.stderr, `${command}: ${line}`),
     async newPassphrase(what) {

@@ -101,17 +101,67 @@ function describeToken(uri: Pkcs11Uri): string {
   return uri.token !== undefined ? `token "${uri.token}"` : `token serial ${uri.serial}`;
 }
 
-async function openToken(
+interface PooledToken {
+  readonly token: Pkcs11Token;
+  refs: number;
+}
+
+/**
+ * Logged-in tokens shared by the CA keys open at one time. A PKCS#11 login belongs to the application
+ * and the token, not to a session: a second session's C_Logout/C_Login (Pkcs11Token.login drops an
+ * existing login first) would invalidate the first key's handle (SoftHSM2 drops the handles of
+ * private objects at logout: CKR_OBJECT_HANDLE_INVALID). So two CA keys on one token (pki init
+ * --root-key … --device-ca-key …) share one session and one login, and the PIN is asked once.
+ */
+const pool = new Map<string, PooledToken>();
+
+function poolKey(uri: Pkcs11Uri & { modulePath: string }): string {
+  return JSON.stringify([uri.modulePath, uri.token ?? null, uri.serial ?? null]);
+}
+
+async function acquireToken(
   uri: Pkcs11Uri & { modulePath: string },
+  secrets: Pick<CaKeySecrets, "pin">,
   options: OpenCaKeyOptions,
-): Promise<Pkcs11Token> {
-  const { Pkcs11Token: TokenClass } = await import("../pkcs11/pkcs11-token.js");
-  return TokenClass.open({
-    modulePath: uri.modulePath,
-    ...(uri.token !== undefined ? { tokenLabel: uri.token } : {}),
-    ...(uri.serial !== undefined ? { tokenSerial: uri.serial } : {}),
-    ...(options.registry ? { registry: options.registry } : {}),
-  });
+): Promise<{ token: Pkcs11Token; release: () => void }> {
+  const key = poolKey(uri);
+  let entry = pool.get(key);
+  if (!entry) {
+    const pin = await secrets.pin(`PIN of PKCS#11 ${describeToken(uri)}`);
+    entry = pool.get(key); // another open may have raced through the await
+    if (!entry) {
+      const { Pkcs11Token: TokenClass } = await import("../pkcs11/pkcs11-token.js");
+      const token = await TokenClass.open({
+        modulePath: uri.modulePath,
+        ...(uri.token !== undefined ? { tokenLabel: uri.token } : {}),
+        ...(uri.serial !== undefined ? { tokenSerial: uri.serial } : {}),
+        ...(options.registry ? { registry: options.registry } : {}),
+      });
+      try {
+        token.login(pin);
+      } catch (error) {
+        token.close();
+        throw error;
+      }
+      entry = { token, refs: 0 };
+      pool.set(key, entry);
+    }
+  }
+  entry.refs += 1;
+  const held = entry;
+  let released = false;
+  return {
+    token: held.token,
+    release: () => {
+      if (released) return;
+      released = true;
+      held.refs -= 1;
+      if (held.refs === 0) {
+        pool.delete(key);
+        held.token.close();
+      }
+    },
+  };
 }
 
 function tokenKey(
@@ -119,6 +169,7 @@ function tokenKey(
   privateKey: EcPrivateKey,
   uri: Pkcs11Uri,
   spki: Uint8Array | undefined,
+  release: () => void,
 ): OpenedCaKey {
   const description = formatPkcs11Uri(uri);
   const key = externalSigningKey(privateKey.curve, async (data, hash) => {
@@ -143,7 +194,7 @@ function tokenKey(
         authority: true,
         replace: true,
       }),
-    close: () => token.close(),
+    close: release,
   };
 }
 
@@ -174,18 +225,16 @@ export async function openCaKey(
     };
   }
   const uri = parseCaKeyUri(reference);
-  const pin = await secrets.pin(`PIN of PKCS#11 ${describeToken(uri)}`);
-  const token = await openToken(uri, options);
+  const { token, release } = await acquireToken(uri, secrets, options);
   try {
-    token.login(pin);
     const selector = selectorOf(uri);
     const privateKey = token.findPrivateKey(selector);
     if (!privateKey) {
       throw new UsageError(`${describeToken(uri)} has no EC private key ${describeSelector(selector)}`);
     }
-    return tokenKey(token, privateKey, uri, token.publicKeySpki(selector));
+    return tokenKey(token, privateKey, uri, token.publicKeySpki(selector), release);
   } catch (error) {
-    token.close();
+    release();
     throw error;
   }
 }
@@ -203,10 +252,8 @@ export async function generateCaKeyOnToken(
 ): Promise<OpenedCaKey> {
   const uri = parseCaKeyUri(reference);
   if (uri.object === undefined) throw new UsageError("PKCS#11 URI: a new key needs object= (its label)");
-  const pin = await secrets.pin(`PIN of PKCS#11 ${describeToken(uri)}`);
-  const token = await openToken(uri, options);
+  const { token, release } = await acquireToken(uri, secrets, options);
   try {
-    token.login(pin);
     const existing = [
       token.findPrivateKey({ label: uri.object }),
       ...(uri.id !== undefined ? [token.findPrivateKey({ id: uri.id })] : []),
@@ -222,9 +269,9 @@ export async function generateCaKeyOnToken(
       curve,
       requireLogin: true,
     });
-    return tokenKey(token, pair.privateKey, uri, pair.spki);
+    return tokenKey(token, pair.privateKey, uri, pair.spki, release);
   } catch (error) {
-    token.close();
+    release();
     throw error;
   }
 }

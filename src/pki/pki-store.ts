@@ -20,8 +20,9 @@ import { CRL_REASONS, type CrlReasonName, crlToPem, DEFAULT_CRL_VALIDITY_DAYS, i
 import { certificateParts } from "./der.js";
 import { DEVICE_FILES } from "./files.js";
 import {
+  type CryptoKeyPairLike,
   createDeviceIdentity,
-  createPki,
+  createRootCa,
   DEFAULT_MANUFACTURER,
   type IssuerCredentials,
   issueCaCertificate,
@@ -175,8 +176,14 @@ export async function holdsPki(dir: string): Promise<boolean> {
 }
 
 export interface InitPkiOptions {
-  /** Encrypt the three key files with this passphrase (PBES2, scrypt; key-files.ts). */
+  /** Encrypt the key files with this passphrase (PBES2, scrypt; key-files.ts). */
   readonly passphrase?: string;
+  /** CAs whose key is in a PKCS#11 token (pkcs11: URIs); the others get key files. */
+  readonly tokenKeys?: Partial<Record<CaName, string>>;
+  /** Generate the keys named in `tokenKeys` on their tokens (else they must exist there). */
+  readonly generateKeys?: boolean;
+  /** PIN of the tokens. */
+  readonly secrets?: CaKeySecrets;
   readonly owner?: string;
   readonly manufacturer?: string;
   readonly force?: boolean;
@@ -191,39 +198,99 @@ export async function initPkiDirectory(
   options: InitPkiOptions = {},
 ): Promise<{ pki: OnboardingPki; crl: X509Crl; state: PkiState }> {
   const crypto = options.crypto ?? nodeCrypto;
+  const tokenKeys = Object.entries(options.tokenKeys ?? {}).filter(
+    (entry): entry is [CaName, string] => entry[1] !== undefined,
+  );
+  for (const [, reference] of tokenKeys) parseCaKeyUri(reference); // no PIN in them, before anything is written
   await mkdir(dir, { recursive: true, mode: 0o700 });
   if (!options.force && (await holdsPki(dir))) {
     throw new UsageError(`${dir} already holds a PKI; pass --force to replace it`);
   }
   return withPkiLock(dir, async () => {
     const manufacturer = options.manufacturer ?? DEFAULT_MANUFACTURER;
-    const pki = await createPki({
-      ...(options.owner !== undefined ? { owner: options.owner } : {}),
-      manufacturer,
-      ...(options.now ? { now: options.now } : {}),
-      crypto,
-    });
-    const state: PkiState = {
-      version: 1,
-      ...(options.owner !== undefined ? { owner: options.owner } : {}),
-      manufacturer,
-      nextCrlNumber: 1,
-      crlValidityDays: options.crlValidityDays ?? DEFAULT_CRL_VALIDITY_DAYS,
-      revoked: [],
-    };
-    const passphrase = options.passphrase;
-    await writeCredentials(dir, PKI_FILES.rootCert, PKI_FILES.rootKey, pki.root, crypto, passphrase);
-    await writeCredentials(dir, PKI_FILES.tokenCaCert, PKI_FILES.tokenCaKey, pki.tokenCa, crypto, passphrase);
-    await writeCredentials(
-      dir,
-      PKI_FILES.deviceCaCert,
-      PKI_FILES.deviceCaKey,
-      pki.deviceCa,
-      crypto,
-      passphrase,
-    );
-    const { crl, state: next } = await signNextCrl(dir, pki.tokenCa, state, options.now, crypto);
-    return { pki, crl, state: next };
+    const opened = new Map<CaName, OpenedCaKey>();
+    try {
+      const keysOf = async (ca: CaName): Promise<CryptoKeyPairLike | undefined> => {
+        const reference = options.tokenKeys?.[ca];
+        if (reference === undefined) return undefined;
+        const secrets = options.secrets ?? NO_SECRETS;
+        const key = options.generateKeys
+          ? await generateCaKeyOnToken(reference, "P-384", secrets, { crypto })
+          : await openCaKey(reference, secrets, { crypto });
+        opened.set(ca, key);
+        if (!key.spki) {
+          throw new UsageError(
+            `${key.description}: the token holds no public key object for this key, so it cannot be certified`,
+          );
+        }
+        return { publicKey: await importPublicKey(key.spki, crypto), privateKey: key.key };
+      };
+      const now = options.now ? { now: options.now } : {};
+      const rootKeys = await keysOf("root");
+      const root = await createRootCa({
+        ...now,
+        organization: manufacturer,
+        crypto,
+        ...(rootKeys ? { keys: rootKeys } : {}),
+      });
+      const tokenOrganization = options.owner ?? manufacturer;
+      const tokenCaKeys = await keysOf("tokenCa");
+      const tokenCa = await issueCaCertificate({
+        ...now,
+        crypto,
+        issuer: root,
+        kind: "tokenCa",
+        organization: tokenOrganization,
+        commonName: `${tokenOrganization} Token CA`,
+        ...(tokenCaKeys ? { keys: tokenCaKeys } : {}),
+      });
+      const deviceCaKeys = await keysOf("deviceCa");
+      const deviceCa = await issueCaCertificate({
+        ...now,
+        crypto,
+        issuer: root,
+        kind: "deviceCa",
+        organization: manufacturer,
+        commonName: `${manufacturer} Device CA`,
+        ...(deviceCaKeys ? { keys: deviceCaKeys } : {}),
+      });
+      const pki: OnboardingPki = { root, tokenCa, deviceCa };
+      const keys = Object.fromEntries(
+        tokenKeys.map(([ca, reference]) => [ca, canonicalCaKeyReference(reference)]),
+      );
+      const state: PkiState = {
+        version: 1,
+        ...(tokenKeys.length > 0 ? { keys } : {}),
+        ...(options.owner !== undefined ? { owner: options.owner } : {}),
+        manufacturer,
+        nextCrlNumber: 1,
+        crlValidityDays: options.crlValidityDays ?? DEFAULT_CRL_VALIDITY_DAYS,
+        revoked: [],
+      };
+      for (const ca of ["root", "tokenCa", "deviceCa"] as const) {
+        const credentials = pki[ca];
+        const inToken = opened.get(ca);
+        if (inToken) {
+          // The certificate goes next to the key on the token too; no key file (an old one is removed).
+          inToken.storeCertificate(new Uint8Array(credentials.certificate.rawData));
+          await rm(join(dir, CA_FILES[ca].key), { force: true });
+          await atomicWriteFile(join(dir, CA_FILES[ca].cert), pem(credentials.certificate));
+        } else {
+          await writeCredentials(
+            dir,
+            CA_FILES[ca].cert,
+            CA_FILES[ca].key,
+            credentials,
+            crypto,
+            options.passphrase,
+          );
+        }
+      }
+      const { crl, state: next } = await signNextCrl(dir, pki.tokenCa, state, options.now, crypto);
+      return { pki, crl, state: next };
+    } finally {
+      for (const key of opened.values()) key.close();
+    }
   });
 }
 

@@ -306,5 +306,106 @@ describe.skipIf(unavailable !== undefined)(
       expect(again.exitCode).toBe(ExitCode.usage);
       expect(again.stderr).toMatch(/already holds a private key labelled "token-ca-2"/);
     });
+
+    it("pki init keeps the root and device CA keys in the token (--new-key); issue-token-ca and issue-device sign there; openssl verifies", async () => {
+      const key = (label: string) => `pkcs11:token=acme-ca;object=${label}?module-path=${token.modulePath}`;
+      const init = await run(
+        [
+          ...[
+            "pki",
+            "init",
+            "--out",
+            "mfr-token",
+            "--root-key",
+            key("root"),
+            "--device-ca-key",
+            key("device-ca"),
+          ],
+          ...["--new-key", "--ca-pin-env", "TOKEN_PIN", "--encrypt", "--ca-passphrase-env", "TOKEN_CA_PASS"],
+        ],
+        { env: { TOKEN_CA_PASS: "passphrase of the token CA file" } },
+      );
+      ok(init);
+      expect(init.stdout).toMatch(/key files encrypted \(in PKCS#11 tokens: root, deviceCa\)/);
+      for (const gone of ["root.key.pem", "device-ca.key.pem"]) {
+        await expect(stat(join(work, "mfr-token", gone))).rejects.toThrow();
+      }
+      expect(await readFile(join(work, "mfr-token", "token-ca.key.pem"), "utf8")).toMatch(
+        /ENCRYPTED PRIVATE KEY/,
+      );
+      expect(JSON.parse(await readFile(join(work, "mfr-token", "pki-state.json"), "utf8")).keys).toEqual({
+        root: key("root"),
+        deviceCa: key("device-ca"),
+      });
+      expect(
+        await openssl([
+          "verify",
+          "-x509_strict",
+          "-CAfile",
+          "mfr-token/root.pem",
+          "mfr-token/device-ca.pem",
+          "mfr-token/token-ca.pem",
+        ]),
+      ).toMatch(/device-ca\.pem: OK\n.*token-ca\.pem: OK/);
+      // The root key in the token signs an owner's token CA; the device CA key there signs a device certificate.
+      ok(
+        await run(
+          [
+            "pki",
+            "issue-token-ca",
+            "--pki",
+            "mfr-token",
+            "--owner",
+            "Owner C",
+            "--out",
+            "owner-c",
+            "--ca-pin-env",
+            "TOKEN_PIN",
+            "--encrypt",
+            "--ca-passphrase-env",
+            "C_PASS",
+          ],
+          { env: { C_PASS: "Owner C passphrase" } },
+        ),
+      );
+      ok(
+        await run([
+          "pki",
+          "issue-device",
+          "--pki",
+          "mfr-token",
+          "--serial",
+          "7654321",
+          "--out",
+          "device-7654321",
+          "--ca-pin-env",
+          "TOKEN_PIN",
+        ]),
+      );
+      expect(
+        await openssl(["verify", "-x509_strict", "-CAfile", "mfr-token/root.pem", "owner-c/token-ca.pem"]),
+      ).toMatch(/OK/);
+      expect(
+        await openssl([
+          "verify",
+          "-x509_strict",
+          "-CAfile",
+          "mfr-token/root.pem",
+          "-untrusted",
+          "mfr-token/device-ca.pem",
+          "device-7654321/device.pem",
+        ]),
+      ).toMatch(/OK/);
+      const listed = await token.pkcs11Tool([
+        "--login",
+        "--pin",
+        token.userPin,
+        "--list-objects",
+        "--type",
+        "cert",
+      ]);
+      expect(listed.stdout).toMatch(/label:\s+root/);
+      expect(listed.stdout).toMatch(/label:\s+device-ca/);
+    });
   },
 );
