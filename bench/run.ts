@@ -125,6 +125,7 @@ function cardPresentToConfigured(
       fixed(hostConfigured),
       fixed(median(v.host.configuredCpuMs)),
       fixed(t.configured),
+      fixed(r.configuredTotals.modeledMs + median(v.host.configuredCpuMs)),
       fixed(t.whole),
     ]);
   }
@@ -136,6 +137,7 @@ function cardPresentToConfigured(
       "host wall ms",
       "host CPU ms",
       "total to configured",
+      "same, host CPU",
       "total with receipt",
     ],
     rows,
