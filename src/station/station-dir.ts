@@ -14,6 +14,7 @@
  *     journal.log               hash-chained record of sequences and CRLs taken: the high-water mark
  *                               that finds a file put back (station-journal.ts)
  *     totp.json                 officers' TOTP enrolments and last accepted time steps (totp.ts)
+ *     oce.key.pem, oce.pem      the station's SCP11a OCE key (0600) and certificate (oce.ts, pki issue-oce)
  *     receipts-archive/         receipts taken off a card when it was rewritten (write-card.ts)
  *     .<name>.lock              lock files (withStationLock)
  *
