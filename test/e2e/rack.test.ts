@@ -17,6 +17,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { within } from "../../src/sim/netns.js";
+import { openInventory } from "../../src/station/inventory/open.js";
+import { digestMatch, stateOf } from "../../src/station/inventory/state.js";
 import {
   buildForChildren,
   cliLauncher,
@@ -231,6 +233,19 @@ describe.skipIf(!cap.ok)(
         processes: { pid: number }[];
       };
       expect(recorded.processes).toHaveLength(1); // the TCP service; pcscd, agent and card were stopped
+      // The station's inventory holds the room (issue 14): `station serve` on it shows a real rack.
+      const inventory = await openInventory({ stationDir: join(report.workDir, "station") });
+      try {
+        const states = await inventory.inventory();
+        expect(states.map((s) => [s.serial, stateOf(s).state])).toEqual([[hsm.serial, "onboarded ✓"]]);
+        const [state] = states;
+        expect(state?.written?.sequence).toBe(1);
+        expect(state?.receipt).toMatchObject({ verified: true, dryRun: false, channel: "SCP11b" });
+        expect(state?.receipt?.deviceSubject).toContain(hsm.serial);
+        expect(digestMatch(state!)).toBe(true);
+      } finally {
+        await inventory.close();
+      }
 
       const cleanup = new CliRun(cli, ["sim", "rack", "--cleanup", "--json"], env, tmpdir());
       expect(await cleanup.exitCode(60_000)).toBe(0);
