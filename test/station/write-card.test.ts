@@ -1,4 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
+import { cp, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeCommandApdu } from "../../src/apdu/command.js";
@@ -333,6 +333,25 @@ describe("sequence numbers", () => {
     const next = await write(card, stationDir, rack4);
     expect(next.sequence).toBe(3);
     expect(next.previousSequence).toBe(2);
+  });
+
+  it("a whole station directory restored from an older backup (SQLite inventory, journal and all) resynchronises from the card: never a repeated number", async () => {
+    const { card } = await personaliseCard(pki);
+    const stationDir = await makeStation(pki);
+    expect((await write(card, stationDir, rack4)).sequence).toBe(1);
+    const backup = `${stationDir}.backup`;
+    await cp(stationDir, backup, { recursive: true });
+    expect((await write(card, stationDir, rack4)).sequence).toBe(2);
+    expect((await write(card, stationDir, rack4)).sequence).toBe(3);
+    // The backup put back: inventory.sqlite and journal.log both say 1 — nothing local knows 2 and 3.
+    await rm(stationDir, { recursive: true });
+    await cp(backup, stationDir, { recursive: true });
+    expect(await lastSequence(stationDir, "ACME Bank")).toBe(1);
+    // The card still carries sequence 3: the write goes above it, and the inventory is raised with it.
+    const next = await write(card, stationDir, rack4);
+    expect(next.previousSequence).toBe(3);
+    expect(next.sequence).toBe(4);
+    expect(await lastSequence(stationDir, "ACME Bank")).toBe(4);
   });
 
   it("go above a verified configuration already on the card (another station of the same owner)", async () => {
