@@ -16,6 +16,7 @@ import { runCli } from "../src/cli/main.js";
 import type { Inventory, ReceiptRecord } from "../src/station/inventory/inventory.js";
 import { openInventory } from "../src/station/inventory/open.js";
 import { planRecordOf } from "../src/station/inventory/record.js";
+import { hsmStateJson } from "../src/station/inventory/state.js";
 import { startRackServer } from "../src/station/serve/server.js";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../test/helpers/postgres.js";
 import { BENCH_OWNER, benchPlan } from "./plans.js";
@@ -27,6 +28,8 @@ const ALLOCATIONS_PER_STATION = 50;
 
 export interface InventoryBenchRow {
   readonly engine: string;
+  /** planRecordOf alone: the rows and each entry's state digest (networkStateDigest). */
+  readonly planRecordMs: number;
   readonly recordWriteMs: number;
   readonly recordReceiptsMs: number;
   readonly inventoryQueryMs: number;
@@ -72,9 +75,14 @@ async function benchEngine(
   db: string | undefined,
 ): Promise<InventoryBenchRow> {
   const plan = benchPlan(HSMS);
-  const record = planRecordOf(plan);
   const inventory = await open();
+  // As station write records it: the plan's rows (with each entry's state digest) and the write.
+  let record = planRecordOf(plan);
+  const planRecordMs = await medianOf(3, async () => {
+    record = planRecordOf(plan);
+  });
   const recordWriteMs = await timeMs(async () => {
+    record = planRecordOf(plan);
     await inventory.recordPlan(record);
     await inventory.recordWrite({
       configurationId: "5a".repeat(16),
@@ -97,9 +105,13 @@ async function benchEngine(
     verified: true,
     authentic: true,
     addresses: record.hsms[i]!.addresses,
-    networkDigest: "11".repeat(32),
-    planDigest: "11".repeat(32),
+    networkDigest: record.hsms[i]!.stateDigest as string,
+    planDigest: record.hsms[i]!.stateDigest as string,
     dryRun: false,
+    channel: "SCP11b",
+    scp: true,
+    deviceSubject: `CN=HSM ${h.serial}, serialNumber=${h.serial}, O=Example HSM Maker`,
+    verifiedBy: `station bench:${stationDir}: COSE signature with the device certificate's key, device chain via "CN=Example Device CA" to trust anchor "CN=Example Root"`,
     time: new Date(),
     collectedAt: new Date(),
   }));
@@ -121,6 +133,7 @@ async function benchEngine(
   const historyCommandMs = await medianOf(3, () => command(["history", "--limit", "100"]));
   return {
     engine,
+    planRecordMs,
     recordWriteMs,
     recordReceiptsMs,
     inventoryQueryMs,
@@ -185,13 +198,28 @@ await inventory.close();
 
 const CHROMIUM = "/usr/bin/chromium";
 
-/** First load of the rack view on `stationDir`'s inventory in headless chromium: ms to all tiles drawn, bytes. */
-async function rackViewLoad(
-  stationDir: string,
-): Promise<{ ms: number; bytes: number; tiles: number } | string> {
+export interface RackViewLoad {
+  /** Navigation to every tile drawn (and one more frame). */
+  readonly ms: number;
+  /** Bytes on the wire: response bodies as sent (compressed) and their headers, every request. */
+  readonly bytes: number;
+  /** The inventory list alone: as sent, and its JSON uncompressed. */
+  readonly listBytes: number;
+  readonly listJsonBytes: number;
+  /** What the first load was before issue 14's rework: every HSM's full record as JSON, uncompressed. */
+  readonly fullRecordsBytes: number;
+  readonly tiles: number;
+  /** A click on a tile to its detail shown (one HSM's record fetched). */
+  readonly detailMs: number;
+}
+
+/** First load of the rack view on `stationDir`'s inventory in headless chromium. */
+async function rackViewLoad(stationDir: string): Promise<RackViewLoad | string> {
   if (!existsSync(CHROMIUM)) return "needs Debian's chromium";
   const { chromium } = await import("playwright-core");
   const inventory = await openInventory({ stationDir });
+  const states = await inventory.inventory();
+  const fullRecordsBytes = Buffer.byteLength(JSON.stringify({ hsms: states.map(hsmStateJson) }));
   const server = await startRackServer({ inventory, host: "127.0.0.1", port: 0 });
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -199,9 +227,11 @@ async function rackViewLoad(
   });
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    let bytes = 0;
-    page.on("response", (r) => {
-      bytes += Number(r.headers()["content-length"] ?? 0);
+    const sizes: Promise<{ url: string; body: number; headers: number }>[] = [];
+    page.on("requestfinished", (r) => {
+      sizes.push(
+        r.sizes().then((s) => ({ url: r.url(), body: s.responseBodySize, headers: s.responseHeadersSize })),
+      );
     });
     const t = performance.now();
     await page.goto(server.url);
@@ -210,7 +240,23 @@ async function rackViewLoad(
     await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(undefined)))");
     const ms = performance.now() - t;
     const tiles = await page.locator(".tile").count();
-    return { ms, bytes, tiles };
+    const done = await Promise.all(sizes);
+    const bytes = done.reduce((sum, s) => sum + s.body + s.headers, 0);
+    const listBytes = done
+      .filter((s) => s.url.endsWith("/api/inventory"))
+      .reduce((sum, s) => sum + s.body, 0);
+    const listJsonBytes = Number(
+      await page.evaluate(
+        "fetch('/api/inventory', { cache: 'no-store' }).then((r) => r.text()).then((t) => new TextEncoder().encode(t).length)",
+      ),
+    );
+    const tile = page.locator(".tile").nth(HSMS - 1);
+    const serial = await tile.getAttribute("data-serial");
+    const d = performance.now();
+    await tile.click();
+    await page.waitForSelector(`body[data-detail='${serial}']`, { timeout: 30_000 });
+    const detailMs = performance.now() - d;
+    return { ms, bytes, listBytes, listJsonBytes, fullRecordsBytes, tiles, detailMs };
   } finally {
     await browser.close();
     await server.close();
@@ -251,7 +297,14 @@ export async function benchInventory(): Promise<InventoryBench> {
     table(
       ["engine", ...rows.map((r) => r.engine)],
       [
-        ["record a 10,000-HSM write: plan rows + write (ms)", ...rows.map((r) => fixed(r.recordWriteMs))],
+        [
+          "record a 10,000-HSM write: plan rows (with state digests) + write (ms)",
+          ...rows.map((r) => fixed(r.recordWriteMs)),
+        ],
+        [
+          "  of which the plan's rows and state digests, in memory (ms)",
+          ...rows.map((r) => fixed(r.planRecordMs)),
+        ],
         ["record 10,000 receipts (ms)", ...rows.map((r) => fixed(r.recordReceiptsMs))],
         ["inventory query, 10,000 HSMs (ms, median of 3)", ...rows.map((r) => fixed(r.inventoryQueryMs))],
         [
@@ -280,8 +333,14 @@ export async function benchInventory(): Promise<InventoryBench> {
     else {
       print(
         `rack view (station serve), first page load in headless chromium, ${int(HSMS)} HSMs: ` +
-          `${fixed(view.ms)} ms to ${int(view.tiles)} tiles drawn, ${int(view.bytes)} bytes transferred (page, script, style, inventory JSON)`,
+          `${fixed(view.ms)} ms to ${int(view.tiles)} tiles drawn, ${int(view.bytes)} bytes transferred ` +
+          "(page, script, style, inventory list; bodies as sent, with headers)",
       );
+      print(
+        `  the inventory list: ${int(view.listBytes)} bytes sent (brotli), ${int(view.listJsonBytes)} bytes of compact JSON; ` +
+          `every HSM's full record would be ${int(view.fullRecordsBytes)} bytes`,
+      );
+      print(`  one HSM's detail (click to its verified receipt shown): ${fixed(view.detailMs)} ms`);
     }
     return {
       rows,
