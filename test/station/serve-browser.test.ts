@@ -76,6 +76,8 @@ describe.skipIf(missing !== undefined)(
             : { deviceSubject: `CN=HSM ${serial}, serialNumber=${serial}, O=Example HSM Maker` }),
           verifiedBy:
             'station bench:/srv/station: COSE signature with the device certificate\'s key, device chain via "CN=Example Device CA" to trust anchor "CN=Example Root"',
+          configurationId: "ab".repeat(16),
+          cardSerial: "22398303",
           time: new Date(Date.now() - 60_000),
           collectedAt: new Date(),
         })),
@@ -163,7 +165,9 @@ describe.skipIf(missing !== undefined)(
       });
       expect(Date.parse(one["HSM wrote it"] ?? "")).toBeLessThan(Date.parse(one.Collected ?? ""));
       if (process.env.HSM_ONBOARD_SCREENSHOT === "1") {
+        await page.setViewportSize({ width: 1100, height: 900 }); // the whole receipt in view
         await page.screenshot({ path: join(import.meta.dirname, "../../docs/rack-view-detail.png") });
+        await page.setViewportSize({ width: 1100, height: 560 });
       }
       // Another: a state that differs from the plan, over plaintext.
       await page.locator(".tile[data-serial='1234568']").click();
