@@ -45,7 +45,6 @@ const bool = (b: boolean | undefined): number | null => (b === undefined ? null 
 const unbool = (v: unknown): boolean | undefined =>
   v === null || v === undefined ? undefined : Number(v) === 1;
 const str = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
-const num = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
 
 export async function migrate(driver: SqlDriver): Promise<number> {
   return driver.migrationLock(async (q) => {
@@ -276,32 +275,43 @@ export class SqlInventory implements Inventory {
     for (const w of writes) if (w.plan_digest !== null) latestWrite.set(String(w.plan_digest), w);
     const latestReceipt = new Map<string, Row>();
     for (const r of receipts) latestReceipt.set(String(r.serial), r);
+    // One `written` object and one plan date per plan (shared by its HSMs), plain assignments: this
+    // loop runs once per HSM of the room.
+    const writtenOf = new Map<string, NonNullable<HsmState["written"]>>();
+    for (const [digest, w] of latestWrite) {
+      const written: Writable<NonNullable<HsmState["written"]>> = {
+        configurationId: String(w.configuration_id),
+        sequence: Number(w.sequence),
+        at: new Date(String(w.written_at)),
+      };
+      if (w.card_serial !== null && w.card_serial !== undefined) written.cardSerial = String(w.card_serial);
+      if (w.officer !== null && w.officer !== undefined) written.officer = String(w.officer);
+      writtenOf.set(digest, written);
+    }
+    const plannedAt = new Map<string, Date>();
     const bySerial = new Map<string, HsmState>();
     for (const p of planned) {
       const serial = String(p.serial);
-      const w = latestWrite.get(String(p.digest));
-      const r = latestReceipt.get(serial);
-      bySerial.set(`${String(p.owner)}\u0000${serial}`, {
+      const digest = String(p.digest);
+      let at = plannedAt.get(digest);
+      if (at === undefined) {
+        at = new Date(String(p.recorded_at));
+        plannedAt.set(digest, at);
+      }
+      const state: Writable<HsmState> = {
         owner: String(p.owner),
         serial,
         hostname: String(p.hostname),
-        planDigest: String(p.digest),
-        plannedAt: new Date(String(p.recorded_at)),
+        planDigest: digest,
+        plannedAt: at,
         addresses: JSON.parse(String(p.addresses)) as string[],
-        ...(str(p.state_digest) === undefined ? {} : { stateDigest: String(p.state_digest) }),
-        ...(w
-          ? {
-              written: {
-                configurationId: String(w.configuration_id),
-                sequence: Number(w.sequence),
-                ...(str(w.card_serial) === undefined ? {} : { cardSerial: String(w.card_serial) }),
-                ...(str(w.officer) === undefined ? {} : { officer: String(w.officer) }),
-                at: new Date(String(w.written_at)),
-              },
-            }
-          : {}),
-        ...(r ? { receipt: receiptState(r) } : {}),
-      });
+      };
+      if (p.state_digest !== null && p.state_digest !== undefined) state.stateDigest = String(p.state_digest);
+      const w = writtenOf.get(digest);
+      if (w) state.written = w;
+      const r = latestReceipt.get(serial);
+      if (r) state.receipt = receiptState(r);
+      bySerial.set(`${state.owner}\u0000${serial}`, state);
     }
     return [...bySerial.values()].sort((a, b) =>
       a.owner === b.owner ? compareSerial(a.serial, b.serial) : a.owner < b.owner ? -1 : 1,
@@ -397,33 +407,41 @@ export class SqlInventory implements Inventory {
   }
 }
 
+type Writable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** Columns kept as text when not NULL: row column → receipt field. */
+const RECEIPT_TEXT = [
+  ["outcome_name", "outcomeName"],
+  ["reason", "reason"],
+  ["channel", "channel"],
+  ["configuration_id", "configurationId"],
+  ["network_digest", "networkDigest"],
+  ["plan_digest", "planDigest"],
+  ["device_subject", "deviceSubject"],
+  ["verified_by", "verifiedBy"],
+  ["card_serial", "cardSerial"],
+] as const;
+
 function receiptState(r: Row): NonNullable<HsmState["receipt"]> {
-  const outcome = num(r.outcome);
-  const dryRun = unbool(r.dry_run);
-  const scp = unbool(r.scp);
-  const sequence = num(r.sequence);
-  const text = (key: string, value: unknown) => (str(value) === undefined ? {} : { [key]: String(value) });
-  const time = str(r.receipt_time);
-  return {
-    ...(outcome === undefined ? {} : { outcome }),
-    ...text("outcomeName", r.outcome_name),
+  const receipt: Writable<NonNullable<HsmState["receipt"]>> = {
     verified: Number(r.verified) === 1,
     authentic: Number(r.authentic) === 1,
-    ...text("reason", r.reason),
     addresses: JSON.parse(String(r.addresses)) as string[],
-    ...(dryRun === undefined ? {} : { dryRun }),
-    ...(scp === undefined ? {} : { scp }),
-    ...text("channel", r.channel),
-    ...(sequence === undefined ? {} : { sequence }),
-    ...text("configurationId", r.configuration_id),
-    ...text("networkDigest", r.network_digest),
-    ...text("planDigest", r.plan_digest),
-    ...text("deviceSubject", r.device_subject),
-    ...text("verifiedBy", r.verified_by),
-    ...text("cardSerial", r.card_serial),
-    ...(time === undefined ? {} : { time: new Date(time) }),
     at: new Date(String(r.collected_at)),
   };
+  if (r.outcome !== null && r.outcome !== undefined) receipt.outcome = Number(r.outcome);
+  if (r.sequence !== null && r.sequence !== undefined) receipt.sequence = Number(r.sequence);
+  const dryRun = unbool(r.dry_run);
+  if (dryRun !== undefined) receipt.dryRun = dryRun;
+  const scp = unbool(r.scp);
+  if (scp !== undefined) receipt.scp = scp;
+  for (const [column, field] of RECEIPT_TEXT) {
+    const v = r[column];
+    if (v !== null && v !== undefined) receipt[field] = String(v);
+  }
+  if (r.receipt_time !== null && r.receipt_time !== undefined)
+    receipt.time = new Date(String(r.receipt_time));
+  return receipt;
 }
 
 const SERIAL_ORDER = new Intl.Collator("en", { numeric: true });
