@@ -36,6 +36,7 @@ const SYSTEM_PACKAGES = [
   },
   { pkg: "postgresql", for: "the station inventory's PostgreSQL engine (tests start their own server)" },
   { pkg: "chromium", for: "the rack view (station serve) driven in a real browser by playwright-core" },
+  { pkg: "curl", for: "the rack view over HTTPS beyond loopback, as an independent client in a namespace" },
 ];
 
 // Paths below (node_modules, package-lock.json) are the project's, wherever this is started from.
