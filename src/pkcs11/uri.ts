@@ -3,8 +3,8 @@
  *
  *   pkcs11:token=ACME%20CA;object=token-ca;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so
  *
- * Path attributes (`;`-separated): token, serial, manufacturer, model, object (CKA_LABEL), id
- * (CKA_ID, raw bytes percent-encoded: `id=%01%a2`), type. Query attributes (`&`-separated):
+ * Path attributes (`;`-separated): token, serial, manufacturer, model, slot-id (decimal CK_SLOT_ID),
+ * object (CKA_LABEL), id (CKA_ID, raw bytes percent-encoded: `id=%01%a2`), type. Query attributes (`&`-separated):
  * module-path, and pin-value / pin-source, which this parser reads so that callers can refuse them
  * by name (a PIN in a URI ends up in argv, shell history and files). An attribute this parser does
  * not know, or one given twice, is refused rather than ignored: a misspelt `objet=` must not select
@@ -21,6 +21,8 @@ export interface Pkcs11Uri {
   readonly serial?: string;
   readonly manufacturer?: string;
   readonly model?: string;
+  /** CK_SLOT_ID, decimal in the URI. */
+  readonly slotId?: bigint;
   /** CKA_LABEL of the object. */
   readonly object?: string;
   /** CKA_ID of the object (bytes). */
@@ -35,7 +37,16 @@ export interface Pkcs11Uri {
   readonly pinSource?: string;
 }
 
-const PATH_ATTRIBUTES = ["token", "serial", "manufacturer", "model", "object", "id", "type"] as const;
+const PATH_ATTRIBUTES = [
+  "token",
+  "serial",
+  "manufacturer",
+  "model",
+  "slot-id",
+  "object",
+  "id",
+  "type",
+] as const;
 const QUERY_ATTRIBUTES = {
   "module-path": "modulePath",
   "pin-value": "pinValue",
@@ -105,6 +116,12 @@ export function parsePkcs11Uri(uri: string): Pkcs11Uri {
     }
     if (name === "id") {
       out.id = percentDecode(value, "id");
+    } else if (name === "slot-id") {
+      const id = decodeText(value, "slot-id");
+      if (!/^\d{1,20}$/.test(id) || BigInt(id) > 0xffff_ffff_ffff_ffffn) {
+        throw new UsageError("PKCS#11 URI: slot-id must be a decimal number (CK_SLOT_ID)");
+      }
+      out.slotId = BigInt(id);
     } else if (name === "type") {
       const type = decodeText(value, "type");
       if (!(TYPES as readonly string[]).includes(type))
@@ -145,6 +162,7 @@ export function formatPkcs11Uri(uri: Pkcs11Uri): string {
   if (uri.serial !== undefined) path.push(`serial=${text(uri.serial)}`);
   if (uri.manufacturer !== undefined) path.push(`manufacturer=${text(uri.manufacturer)}`);
   if (uri.model !== undefined) path.push(`model=${text(uri.model)}`);
+  if (uri.slotId !== undefined) path.push(`slot-id=${uri.slotId}`);
   if (uri.object !== undefined) path.push(`object=${text(uri.object)}`);
   if (uri.id !== undefined)
     path.push(`id=${[...uri.id].map((b) => `%${b.toString(16).padStart(2, "0")}`).join("")}`);
@@ -156,4 +174,62 @@ export function formatPkcs11Uri(uri: Pkcs11Uri): string {
 /** The URI with any pin-value replaced, for messages. */
 export function redactPkcs11Uri(uri: string): string {
   return uri.replace(/([?&]pin-value=)[^&#]*/gi, "$1REDACTED");
+}
+
+// ---- token URIs (--token) ------------------------------------------------------------------------
+
+/**
+ * A URI naming a token for `--token` (the card commands): module-path required and absolute; the
+ * token matched by token, serial, manufacturer, model, slot-id. pin-value and pin-source are refused
+ * (a PIN never travels in a URI or on the command line: it is asked on the terminal, or given with
+ * --pin-fd / --pin-stdin / --pin-command); text values longer than the CK_TOKEN_INFO field they match,
+ * or holding control characters, are refused.
+ */
+export interface Pkcs11TokenUri extends Omit<Pkcs11Uri, "modulePath" | "pinValue" | "pinSource"> {
+  readonly modulePath: string;
+}
+
+const TOKEN_FIELD_BYTES = { token: 32, serial: 16, manufacturer: 32, model: 16, object: 256 } as const;
+
+/** Parses a `--token` URI (see {@link Pkcs11TokenUri}); UsageError with the reason otherwise. */
+export function parsePkcs11TokenUri(text: string): Pkcs11TokenUri {
+  const uri = parsePkcs11Uri(text);
+  if (uri.pinValue !== undefined || uri.pinSource !== undefined) {
+    throw new UsageError(
+      `PKCS#11 URI: ${uri.pinValue !== undefined ? "pin-value" : "pin-source"} refused: the PIN never goes in a URI; it is asked on the terminal or given with --pin-fd, --pin-stdin or --pin-command`,
+    );
+  }
+  if (uri.modulePath === undefined) {
+    throw new UsageError(
+      "PKCS#11 URI: module-path is missing (e.g. ?module-path=/usr/lib/softhsm/libsofthsm2.so)",
+    );
+  }
+  if (!uri.modulePath.startsWith("/") || uri.modulePath.includes("\0")) {
+    throw new UsageError("PKCS#11 URI: module-path must be an absolute file path");
+  }
+  for (const [name, limit] of Object.entries(TOKEN_FIELD_BYTES) as [
+    keyof typeof TOKEN_FIELD_BYTES,
+    number,
+  ][]) {
+    const value = uri[name];
+    if (value === undefined) continue;
+    if (Buffer.byteLength(value) > limit) {
+      throw new UsageError(`PKCS#11 URI: ${name} is longer than ${limit} bytes`);
+    }
+    if (/[\u0000-\u001f\u007f]/.test(value)) {
+      throw new UsageError(`PKCS#11 URI: ${name} has a control character`);
+    }
+  }
+  const { pinValue: _v, pinSource: _s, ...token } = uri;
+  return { ...token, modulePath: uri.modulePath };
+}
+
+/** What names the token, for messages: `token "X", serial Y`. */
+export function describeTokenUri(uri: Pkcs11TokenUri): string {
+  const parts = [
+    uri.token !== undefined ? `token "${uri.token}"` : undefined,
+    uri.serial !== undefined ? `serial ${uri.serial}` : undefined,
+    uri.slotId !== undefined ? `slot ${uri.slotId}` : undefined,
+  ].filter(Boolean);
+  return parts.length > 0 ? parts.join(", ") : "any token";
 }
