@@ -6,6 +6,8 @@
  */
 
 /** Session flags (§5.6, C_OpenSession). */
+/** C_WaitForSlotEvent: return at once (CKR_NO_EVENT when nothing happened). */
+export const CKF_DONT_BLOCK = 0x1;
 export const CKF_RW_SESSION = 0x2;
 export const CKF_SERIAL_SESSION = 0x4;
 
@@ -92,6 +94,8 @@ export const CKR_SESSION_HANDLE_INVALID = 0xb3;
 export const CKR_TOKEN_NOT_PRESENT = 0xe0;
 export const CKR_TOKEN_NOT_RECOGNIZED = 0xe1;
 export const CKR_USER_ALREADY_LOGGED_IN = 0x100;
+export const CKR_NO_EVENT = 0x8;
+export const CKR_FUNCTION_NOT_SUPPORTED = 0x54;
 export const CKR_USER_NOT_LOGGED_IN = 0x101;
 export const CKR_USER_PIN_NOT_INITIALIZED = 0x102;
 export const CKR_CRYPTOKI_NOT_INITIALIZED = 0x190;
@@ -100,6 +104,8 @@ export const CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191;
 /** Names of the return values above, for messages (`CKR_PIN_INCORRECT`, not `160`). */
 export const CKR_NAMES: Readonly<Record<number, string>> = {
   [CKR_OK]: "CKR_OK",
+  [CKR_NO_EVENT]: "CKR_NO_EVENT",
+  [CKR_FUNCTION_NOT_SUPPORTED]: "CKR_FUNCTION_NOT_SUPPORTED",
   [CKR_DEVICE_ERROR]: "CKR_DEVICE_ERROR",
   [CKR_DEVICE_MEMORY]: "CKR_DEVICE_MEMORY",
   [CKR_DEVICE_REMOVED]: "CKR_DEVICE_REMOVED",

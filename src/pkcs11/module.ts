@@ -27,6 +27,12 @@ export interface Pkcs11Api {
   C_Initialize(): void;
   C_Finalize(): void;
   C_GetSlotList(tokenPresent?: boolean): Handle[];
+  /**
+   * With CKF_DONT_BLOCK: the slot of a pending event, or null (CKR_NO_EVENT). Modules without slot
+   * events throw CKR_FUNCTION_NOT_SUPPORTED (SoftHSM2); the blocking form is never used (it would
+   * block the event loop).
+   */
+  C_WaitForSlotEvent?(flags: number): Handle | null;
   C_GetTokenInfo(slot: Handle): Pkcs11TokenInfo;
   C_OpenSession(slot: Handle, flags: number): Handle;
   C_CloseSession(session: Handle): void;

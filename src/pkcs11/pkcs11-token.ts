@@ -104,6 +104,11 @@ export interface Pkcs11TokenOptions {
   readonly tokenLabel?: string;
   /** The token's serial number (CK_TOKEN_INFO.serialNumber), instead of or as well as the label. */
   readonly tokenSerial?: string;
+  /** CK_TOKEN_INFO.manufacturerID and .model, to narrow the match further (RFC 7512 URIs carry them). */
+  readonly tokenManufacturer?: string;
+  readonly tokenModel?: string;
+  /** The slot id, as well as label or serial (RFC 7512 slot-id; ids can change, so never alone). */
+  readonly slotId?: bigint;
   /** Open a read-only session (for write-protected tokens). Default: read/write. */
   readonly readOnly?: boolean;
   /** Where loaded modules are shared; tests pass one built over a fake module. */
@@ -753,25 +758,56 @@ export class Pkcs11Token implements Disposable {
   }
 }
 
-function findSlot(api: Pkcs11Api, options: Pkcs11TokenOptions) {
+export type TokenFilter = Pick<
+  Pkcs11TokenOptions,
+  "tokenLabel" | "tokenSerial" | "tokenManufacturer" | "tokenModel" | "slotId"
+>;
+
+/** The slots whose present token matches `filter` (every field given must match). */
+export function matchingTokenSlots(
+  api: Pkcs11Api,
+  filter: TokenFilter,
+): { slot: Handle; info: ReturnType<Pkcs11Api["C_GetTokenInfo"]> }[] {
   const matches: { slot: Handle; info: ReturnType<Pkcs11Api["C_GetTokenInfo"]> }[] = [];
   for (const slot of call("C_GetSlotList", () => api.C_GetSlotList(true))) {
+    if (filter.slotId !== undefined && slotIdOf(slot) !== filter.slotId) continue;
     let info: ReturnType<Pkcs11Api["C_GetTokenInfo"]>;
     try {
       info = api.C_GetTokenInfo(slot);
     } catch {
       continue; // Token pulled between the two calls.
     }
-    if (options.tokenLabel !== undefined && info.label.trimEnd() !== options.tokenLabel) continue;
-    if (options.tokenSerial !== undefined && info.serialNumber.trimEnd() !== options.tokenSerial) continue;
+    if (filter.tokenLabel !== undefined && info.label.trimEnd() !== filter.tokenLabel) continue;
+    if (filter.tokenSerial !== undefined && info.serialNumber.trimEnd() !== filter.tokenSerial) continue;
+    if (filter.tokenManufacturer !== undefined && info.manufacturerID.trimEnd() !== filter.tokenManufacturer)
+      continue;
+    if (filter.tokenModel !== undefined && info.model.trimEnd() !== filter.tokenModel) continue;
     matches.push({ slot, info });
   }
-  const wanted = [
-    options.tokenLabel !== undefined ? `label "${options.tokenLabel}"` : "",
-    options.tokenSerial !== undefined ? `serial "${options.tokenSerial}"` : "",
+  return matches;
+}
+
+/** A slot handle's CK_SLOT_ID (the binding passes the CK_ULONG's bytes, host order: little-endian here). */
+export function slotIdOf(slot: Handle): bigint {
+  return slot.length === 8 ? slot.readBigUInt64LE(0) : BigInt(slot.readUInt32LE(0));
+}
+
+/** For messages: `label "X" and serial "Y"`. */
+export function describeTokenFilter(filter: TokenFilter): string {
+  return [
+    filter.tokenLabel !== undefined ? `label "${filter.tokenLabel}"` : "",
+    filter.tokenSerial !== undefined ? `serial "${filter.tokenSerial}"` : "",
+    filter.tokenManufacturer !== undefined ? `manufacturer "${filter.tokenManufacturer}"` : "",
+    filter.tokenModel !== undefined ? `model "${filter.tokenModel}"` : "",
+    filter.slotId !== undefined ? `slot id ${filter.slotId}` : "",
   ]
     .filter(Boolean)
     .join(" and ");
+}
+
+function findSlot(api: Pkcs11Api, options: Pkcs11TokenOptions) {
+  const matches = matchingTokenSlots(api, options);
+  const wanted = describeTokenFilter(options);
   const [first, second] = matches;
   if (!first) throw new NoCardError(`no PKCS#11 token with ${wanted} in ${options.modulePath}`);
   if (second) throw pkcs11Failure("find token", undefined, `${matches.length} tokens with ${wanted}`);

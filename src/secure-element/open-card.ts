@@ -26,6 +26,7 @@ import { CardRemovedError, PcscError } from "../transport/pcsc-binding.js";
 import type { PcscContextOptions } from "../transport/pcsc-context.js";
 import { ReaderWatcher } from "../transport/reader-watcher.js";
 import { PivElement, type PivElementOptions } from "./piv-element.js";
+import type { SecureElement } from "./secure-element.js";
 
 /** Connect attempts within one openCard before giving up (a card that keeps vanishing or is mute). */
 export const MAX_CONNECT_ATTEMPTS = 5;
@@ -51,13 +52,21 @@ export interface OpenCardOptions {
   readonly element?: Omit<PivElementOptions, "ownsTransport">;
 }
 
-/** An open card. `dispose()` ends the session (PIN forgotten, card reset) and stops watching readers. */
-export interface OpenedCard extends AsyncDisposable {
-  readonly element: PivElement;
+/**
+ * An open card (a PIV card by default; a PKCS#11 token from open-token.ts). `dispose()` ends the
+ * session (PIN forgotten, card reset) and stops watching readers.
+ */
+export interface OpenedCard<E extends SecureElement = PivElement> extends AsyncDisposable {
+  readonly element: E;
   readonly readerName: string;
   readonly contactless: boolean;
   /** True for a card opened in-process: no reader, so it is never taken out. */
   readonly inProcess: boolean;
+  /**
+   * Resolves once this card (token) has been taken out, or `signal` fires; absent for PC/SC cards,
+   * whose removal the caller watches on the reader.
+   */
+  waitForRemoval?(options: { readonly signal?: AbortSignal }): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -66,7 +75,9 @@ export interface OpenedCard extends AsyncDisposable {
  * injected by the CLI or sim layer for tests and demos. It changes where the card is, not what is
  * trusted: the card must still pass every check (chain, CRL, live challenge, PIN).
  */
-export type CardOpener = (options: OpenCardOptions) => Promise<OpenedCard>;
+export type CardOpener<E extends SecureElement = PivElement> = (
+  options: OpenCardOptions,
+) => Promise<OpenedCard<E>>;
 
 /** Waits for a card (see the file comment) and opens its PIV application. */
 export async function openCard(options: OpenCardOptions): Promise<OpenedCard> {
