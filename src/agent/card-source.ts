@@ -30,8 +30,8 @@ export interface CardSource {
 export interface CardSourceOptions {
   /** Substring of the reader name (PC/SC). */
   readonly reader?: string;
-  /** Opens the card instead of PC/SC (an in-process virtual card); PC/SC when absent. */
-  readonly openCard?: CardOpener;
+  /** Opens the card instead of PC/SC (an in-process virtual card, a PKCS#11 token); PC/SC when absent. */
+  readonly openCard?: CardOpener<SecureElement>;
   /** Called when no card is present and the wait begins. */
   readonly onPrompt?: () => void;
   /** Options of each card's element: the secure-channel policy (SPEC §4). */
@@ -39,13 +39,15 @@ export interface CardSourceOptions {
 }
 
 export function cardSource(options: CardSourceOptions): CardSource {
-  let current: OpenedCard | undefined;
+  let current: OpenedCard<SecureElement> | undefined;
+  let lastRemoval: OpenedCard<SecureElement>["waitForRemoval"];
   let lastReader: string | undefined;
   let lastInProcess = false;
   const open = options.openCard ?? openCard;
   return {
     async nextCard({ timeoutMs, signal }) {
       lastReader = undefined;
+      lastRemoval = undefined;
       current = await open({
         timeoutMs,
         ...(options.reader !== undefined ? { reader: options.reader } : {}),
@@ -55,6 +57,7 @@ export function cardSource(options: CardSourceOptions): CardSource {
       });
       lastReader = current.readerName;
       lastInProcess = current.inProcess;
+      lastRemoval = current.waitForRemoval;
       return current.element;
     },
     async release() {
@@ -63,6 +66,8 @@ export function cardSource(options: CardSourceOptions): CardSource {
       await card?.dispose();
     },
     async waitForRemoval({ signal }) {
+      // A PKCS#11 token: watched on its module's slots, not on a PC/SC reader.
+      if (lastRemoval) return lastRemoval({ ...(signal ? { signal } : {}) });
       if (lastInProcess) {
         // An in-process card is never pulled: the wait lasts until the agent is stopped. Nothing else
         // keeps the event loop alive meanwhile, so a timer does (or Node would exit mid-wait).

@@ -15,8 +15,9 @@ import { describePinRequest, pinCommandSource, pinPromptLine } from "../../../ag
 import { priorityOf, SdNotifier, stderrIsJournal, withPriority } from "../../../agent/service.js";
 import { AgentStateStore } from "../../../agent/state-store.js";
 import { NetworkApplyError, UsageError } from "../../../errors.js";
+import { describeTokenUri, type Pkcs11TokenUri } from "../../../pkcs11/uri.js";
 import { readScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
-import { cardOpener, VIRTUAL_CARD_ENV } from "../../card-opener.js";
+import { elementOpener, parseTokenOption, TOKEN_HELP, VIRTUAL_CARD_ENV } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, secretSource } from "../../secrets.js";
 import { resolveStateDir, STATE_DIR_HELP } from "./state-dir.js";
@@ -25,6 +26,7 @@ interface RunOptions {
   stateDir?: string;
   allowPlaintext?: boolean;
   reader?: string;
+  token?: Pkcs11TokenUri;
   net?: "iproute2" | "networkd" | "dry-run";
   iface: string[];
   once?: boolean;
@@ -121,6 +123,7 @@ export function agentRunCommand(ctx: CliContext): Command {
     .description("Wait for a configuration card, verify it, apply this HSM's network, write a receipt")
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .option("--reader <name>", "only cards in a reader whose name contains this")
+    .option("--token <pkcs11-uri>", TOKEN_HELP, parseTokenOption)
     .addOption(
       new Option(
         "--net <applier>",
@@ -220,7 +223,9 @@ Examples:
         onError: (message) => log(`cannot notify: ${message}`),
       });
       const channel = secureChannelPolicy(await readScpTrust(stateDir), options.allowPlaintext === true);
-      if (options.allowPlaintext) {
+      if (options.token !== undefined) {
+        log("configuration from a PKCS#11 token: its channel is the token's own (SCP11 does not apply)");
+      } else if (options.allowPlaintext) {
         log(
           channel.scp
             ? "--allow-plaintext: a card without the SCP11 channel will be read in clear (recorded)"
@@ -272,9 +277,14 @@ Examples:
       };
       const cards = cardSource({
         element: { channel },
-        ...(options.reader !== undefined ? { reader: options.reader } : {}),
-        openCard: cardOpener(ctx),
-        onPrompt: () => log("insert or tap the configuration card"),
+        ...(options.reader !== undefined && options.token === undefined ? { reader: options.reader } : {}),
+        openCard: elementOpener(ctx, options),
+        onPrompt: () =>
+          log(
+            options.token === undefined
+              ? "insert or tap the configuration card"
+              : `plug in the configuration token (${describeTokenUri(options.token)}); its slots are watched`,
+          ),
       });
       let agent: Agent | undefined;
       try {

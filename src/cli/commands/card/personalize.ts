@@ -6,6 +6,7 @@ import { PersonalizationRefusedError, UsageError } from "../../../errors.js";
 import { ManagementKeyError } from "../../../piv/errors.js";
 import type { EcCurve } from "../../../piv/objects.js";
 import { encodePin } from "../../../piv/piv-session.js";
+import { describeTokenUri, type Pkcs11TokenUri } from "../../../pkcs11/uri.js";
 import { tokenCaOwner } from "../../../pki/ca-facts.js";
 import {
   assertKeyOfCertificate,
@@ -19,6 +20,8 @@ import type { IssuerCredentials } from "../../../pki/issue.js";
 import { caKeyReference, PKI_FILES, readCertificateFile, readPkiStateIfAny } from "../../../pki/pki-store.js";
 import { cardSubject } from "../../../pki/profiles.js";
 import { parseScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
+import { openToken } from "../../../secure-element/open-token.js";
+import { DEFAULT_PKCS11_ROLES } from "../../../secure-element/pkcs11-element.js";
 import { channelLabel } from "../../../secure-element/secure-element.js";
 import { installOceCaOnCard, type OceCaOnCard } from "../../../station/oce.js";
 import {
@@ -28,9 +31,10 @@ import {
   type PersonalizeResult,
   personalizeCard,
 } from "../../../station/personalize-card.js";
+import { type PersonalizeTokenResult, personalizeToken } from "../../../station/personalize-token.js";
 import type { X509Certificate, X509Crl } from "../../../util/x509.js";
 import { addCaKeyOptions, CA_KEY_HELP, type CaKeyCliOptions, caKeySecrets } from "../../ca-key-options.js";
-import { cardOpener } from "../../card-opener.js";
+import { cardOpener, parseTokenOption, TOKEN_HELP } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
 import { describeCertificate } from "../pki/describe.js";
@@ -51,6 +55,14 @@ Examples:
   $ hsm-onboard card personalize --pki ./pki --owner "ACME Bank" --officer "Alice Example"
   $ printf '%s\\n' 24681357 97531864 | hsm-onboard card personalize --pki ./pki --owner "ACME Bank" --pin-stdin --json
   $ hsm-onboard card personalize --pki ./pki --owner "ACME Bank" --algorithm P-384 --reader "Yubico"
+  $ hsm-onboard card personalize --pki ./pki --owner "ACME Bank" --officer "Alice Example" \\
+      --token 'pkcs11:token=Alice?module-path=/usr/lib/libeToken.so'
+
+A PKCS#11 token (--token): the two keys are generated on the token (the card-authentication key
+usable without the PIN, the signing key needing the PIN for every signature), their certificates
+stored next to them, the token CA and CRL as data objects (docs/CARD.md). Its user PIN is the
+token's own (set by the token's initialisation tool): asked once (or one line with --pin-stdin /
+--pin-fd), never changed; no PUK or management key.
 `;
 
 interface PersonalizeOptions extends CaKeyCliOptions {
@@ -60,6 +72,7 @@ interface PersonalizeOptions extends CaKeyCliOptions {
   readonly owner: string;
   readonly officer?: string;
   readonly reader?: string;
+  readonly token?: Pkcs11TokenUri;
   readonly algorithm: EcCurve;
   /** Deprecated and refused: a key on the command line is readable by every user (/proc/PID/cmdline). */
   readonly managementKey?: string;
@@ -85,6 +98,7 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
     )
     .option("--officer <name>", "security officer holding the card (subject CN)")
     .option("--reader <name>", "use only readers whose name contains this (case-insensitive)")
+    .option("--token <pkcs11-uri>", TOKEN_HELP, parseTokenOption)
     .addOption(
       new Option("--algorithm <curve>", "curve of the 9E and 9C keys")
         .choices(["P-256", "P-384"])
@@ -118,6 +132,7 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
     .addHelpText("after", EXAMPLES + CA_KEY_HELP)
     .action(async (options: PersonalizeOptions) => {
       cardSubject(options.owner, options.officer); // names checked before anything else
+      if (options.token !== undefined) refusePivOptions(options);
       if (options.tokenCaKey !== undefined && isPkcs11Uri(options.tokenCaKey))
         parseCaKeyUri(options.tokenCaKey);
       const managementKey = await readManagementKey(options);
@@ -134,7 +149,8 @@ export function cardPersonalizeCommand(ctx: CliContext): Command {
         keySecrets.close();
       }
       try {
-        await personalizeWith(ctx, options, pki, managementKey);
+        if (options.token !== undefined) await personalizeTokenWith(ctx, options, pki, options.token);
+        else await personalizeWith(ctx, options, pki, managementKey);
       } finally {
         pki.close();
       }
@@ -219,6 +235,103 @@ async function personalizeWith(
       );
     }
   }
+}
+
+// ---- PKCS#11 token -----------------------------------------------------------------------------------
+
+/** With --token: options that only a PIV card takes are refused before anything is read. */
+function refusePivOptions(options: PersonalizeOptions): void {
+  for (const [given, name] of [
+    [options.reader, "--reader"],
+    [options.managementKeyFile ?? options.managementKeyFd ?? options.managementKey, "--management-key-*"],
+    [options.askCurrent, "--ask-current"],
+    [options.scpTrust, "--scp-trust"],
+  ] as const) {
+    if (given !== undefined) throw new UsageError(`${name} is for PIV cards, not with --token`);
+  }
+}
+
+async function personalizeTokenWith(
+  ctx: CliContext,
+  options: PersonalizeOptions,
+  pki: PersonalizationPkiFiles,
+  token: Pkcs11TokenUri,
+): Promise<void> {
+  const source = secretSource(ctx, {
+    ...(options.pinStdin ? { pinStdin: true } : {}),
+    ...(options.pinFd === undefined ? {} : { pinFd: options.pinFd }),
+  });
+  let pin: string;
+  try {
+    pin = await source.read("the token's PIN");
+  } finally {
+    source.close();
+  }
+  const say = (line: string) => writeLine(ctx.stderr, `card personalize: ${line}`);
+  const card = await openToken(token, {
+    timeoutMs: options.timeout * 1000,
+    onPrompt: () => say(`plug in the token (${describeTokenUri(token)})`),
+  });
+  const started = performance.now();
+  let result: PersonalizeTokenResult;
+  try {
+    say(`token "${card.element.info.name}" (serial ${card.element.info.serial ?? "none"})`);
+    result = await personalizeToken({
+      element: card.element,
+      pki,
+      crl: pki.crl,
+      owner: options.owner,
+      ...(options.officer === undefined ? {} : { officer: options.officer }),
+      pin,
+      algorithm: options.algorithm,
+      onProgress: ({ message }) => say(message),
+    });
+  } finally {
+    await card.dispose();
+  }
+  const elapsedMs = Math.round(performance.now() - started);
+  const describe = (c: X509Certificate) => describeCardCertificate(c);
+  if (options.json) {
+    writeJson(ctx.stdout, {
+      backend: "pkcs11",
+      token: result.label,
+      serial: result.serial ?? null,
+      owner: result.owner,
+      officer: result.officer ?? null,
+      algorithm: result.algorithm,
+      keys: {
+        cardAuthentication: {
+          label: DEFAULT_PKCS11_ROLES.cardAuthentication.label,
+          certificate: describe(result.certificates.cardAuthentication),
+        },
+        signing: {
+          label: DEFAULT_PKCS11_ROLES.signing.label,
+          certificate: describe(result.certificates.signing),
+        },
+      },
+      intermediates: result.intermediates.map(describe),
+      items: result.itemSizes,
+      crlNumber: result.crlNumber === undefined ? null : Number(result.crlNumber),
+      elapsedMs,
+    });
+    return;
+  }
+  writeLine(
+    ctx.stdout,
+    `Personalised token "${result.label}" (serial ${result.serial ?? "none"}) for "${result.owner}"` +
+      `${result.officer ? `, officer "${result.officer}"` : ""} in ${elapsedMs} ms`,
+  );
+  for (const [role, c] of [
+    ["card authentication", result.certificates.cardAuthentication],
+    ["digital signature", result.certificates.signing],
+  ] as const) {
+    const d = describe(c);
+    writeLine(ctx.stdout, `  ${role.padEnd(19)} ECC ${result.algorithm}  ${d.subject}  SHA-256 ${d.sha256}`);
+  }
+  writeLine(
+    ctx.stdout,
+    `  issued by "${result.intermediates[0]?.subject ?? "?"}" (data object certificates${result.crlNumber === undefined ? "" : `, CRL number ${result.crlNumber}`})`,
+  );
 }
 
 // ---- inputs ---------------------------------------------------------------------------------------

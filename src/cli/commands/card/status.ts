@@ -1,6 +1,8 @@
+import { createPublicKey } from "node:crypto";
 import { Command, InvalidArgumentError } from "commander";
 import { ApduError } from "../../../apdu/status-words.js";
 import { TlvError } from "../../../apdu/tlv.js";
+import { UsageError } from "../../../errors.js";
 import { MANAGEMENT_KEY_REFERENCE } from "../../../piv/management-key.js";
 import {
   curveFromAlgorithm,
@@ -11,10 +13,14 @@ import {
   type TouchPolicy,
 } from "../../../piv/objects.js";
 import type { PivMetadata, PivSession } from "../../../piv/piv-session.js";
+import { describeTokenUri, type Pkcs11TokenUri } from "../../../pkcs11/uri.js";
+import { openToken } from "../../../secure-element/open-token.js";
 import type { PivElement } from "../../../secure-element/piv-element.js";
+import { DEFAULT_PKCS11_ROLES, type Pkcs11Element } from "../../../secure-element/pkcs11-element.js";
+import { channelLabel } from "../../../secure-element/secure-element.js";
 import { describeManagementKeyType } from "../../../station/personalize-card.js";
 import { X509Certificate } from "../../../util/x509.js";
-import { cardOpener } from "../../card-opener.js";
+import { cardOpener, parseTokenOption, TOKEN_HELP } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { describeCardCertificate } from "./personalize.js";
 
@@ -27,10 +33,16 @@ holds a PIN-protected management key) cannot be read without the PIN and are not
 Examples:
   $ hsm-onboard card status
   $ hsm-onboard card status --reader "Virtual PCD" --json
+  $ hsm-onboard card status --token 'pkcs11:token=Alice?module-path=/usr/lib/libeToken.so'
+
+A PKCS#11 token (--token) shows its label, serial, manufacturer and model, the PIN flags it reports
+(no retry counter in PKCS#11), the two onboarding keys and certificates, the items and the storage
+budget; its channel is the token's own ("token").
 `;
 
 interface StatusOptions {
   readonly reader?: string;
+  readonly token?: Pkcs11TokenUri;
   readonly timeout: number;
   readonly json?: boolean;
 }
@@ -47,10 +59,29 @@ export function cardStatusCommand(ctx: CliContext): Command {
   return new Command("status")
     .description("Show a PIV card: slots and certificates, PIN/PUK tries, management key, items, storage")
     .option("--reader <name>", "use only readers whose name contains this (case-insensitive)")
+    .option("--token <pkcs11-uri>", TOKEN_HELP, parseTokenOption)
     .option("--timeout <seconds>", "how long to wait for a card", parseSeconds, 10)
     .option("--json", "print the status as JSON")
     .addHelpText("after", EXAMPLES)
     .action(async (options: StatusOptions) => {
+      if (options.token !== undefined) {
+        if (options.reader !== undefined) throw new UsageError("use either --reader or --token, not both");
+        const token = options.token;
+        const card = await openToken(token, {
+          timeoutMs: options.timeout * 1000,
+          onPrompt: () =>
+            writeLine(ctx.stderr, `card status: plug in the token (${describeTokenUri(token)})`),
+        });
+        let status: TokenStatus;
+        try {
+          status = await readTokenStatus(card.element);
+        } finally {
+          await card.dispose();
+        }
+        if (options.json) writeJson(ctx.stdout, status);
+        else for (const line of tokenStatusLines(status)) writeLine(ctx.stdout, line);
+        return;
+      }
       const card = await cardOpener(ctx)({
         ...(options.reader === undefined ? {} : { reader: options.reader }),
         timeoutMs: options.timeout * 1000,
@@ -230,6 +261,113 @@ function algorithmName(alg: number): string {
 function certificateAlgorithm(certificate: X509Certificate): string {
   const algorithm = certificate.publicKey.algorithm as { name?: string; namedCurve?: string };
   return algorithm.namedCurve ? `ECC ${algorithm.namedCurve}` : (algorithm.name ?? "unknown");
+}
+
+// ---- PKCS#11 token ----------------------------------------------------------------------------------
+
+export interface TokenStatus {
+  readonly backend: "pkcs11";
+  readonly token: string;
+  readonly serial: string | null;
+  readonly manufacturer: string;
+  readonly model: string;
+  readonly module: string;
+  /** The token's channel: always "token" (its own business; SCP11 does not apply). */
+  readonly channel: string;
+  readonly pin: {
+    readonly triesLeft: number | null;
+    readonly countLow: boolean;
+    readonly finalTry: boolean;
+    readonly locked: boolean;
+  };
+  readonly keys: readonly {
+    readonly role: string;
+    readonly label: string;
+    readonly algorithm: string | null;
+    readonly certificate: ReturnType<typeof describeCardCertificate> | null;
+  }[];
+  readonly items: readonly { readonly name: string; readonly size: number }[];
+  readonly storage: CardStatus["storage"];
+}
+
+/** What `card status --token` shows, without the PIN (the signing key itself is then invisible). */
+export async function readTokenStatus(element: Pkcs11Element): Promise<TokenStatus> {
+  const token = element.token;
+  const pin = token.pinStatus();
+  const keys = [
+    { role: "card authentication", label: DEFAULT_PKCS11_ROLES.cardAuthentication.label },
+    { role: "digital signature", label: DEFAULT_PKCS11_ROLES.signing.label },
+  ].map(({ role, label }) => {
+    const der = token.findCertificate(label);
+    const spki = token.publicKeySpki(label);
+    let certificate: ReturnType<typeof describeCardCertificate> | null = null;
+    let algorithm: string | null = null;
+    if (der) {
+      const parsed = new X509Certificate(der);
+      certificate = describeCardCertificate(parsed);
+      algorithm = certificateAlgorithm(parsed);
+    }
+    if (!algorithm && spki) {
+      const key = createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" });
+      const curve = key.asymmetricKeyDetails?.namedCurve;
+      algorithm = `ECC ${curve === "prime256v1" ? "P-256" : curve === "secp384r1" ? "P-384" : (curve ?? "?")}`;
+    }
+    return { role, label, algorithm, certificate };
+  });
+  const capacity = await element.capacity();
+  return {
+    backend: "pkcs11",
+    token: token.description.label,
+    serial: token.description.serialNumber || null,
+    manufacturer: token.description.manufacturer,
+    model: token.description.model,
+    module: token.description.modulePath,
+    channel: channelLabel(element.info.channel),
+    pin: {
+      triesLeft: pin.triesLeft < 0 ? null : pin.triesLeft,
+      countLow: pin.countLow,
+      finalTry: pin.finalTry,
+      locked: pin.locked,
+    },
+    keys,
+    items: await element.listItems(),
+    storage: {
+      totalBytes: capacity.totalBytes,
+      usedBytes: capacity.usedBytes,
+      freeBytes: capacity.freeBytes,
+      maxItemBytes: capacity.maxItemBytes,
+    },
+  };
+}
+
+function tokenStatusLines(s: TokenStatus): string[] {
+  const lines = [
+    `Token "${s.token}" (serial ${s.serial ?? "none"}, ${s.manufacturer} ${s.model}) through ${s.module}; channel: ${s.channel}`,
+  ];
+  for (const key of s.keys) {
+    lines.push(`  ${key.role} ("${key.label}"): ${key.algorithm ?? "no key"}`);
+    if (key.certificate) {
+      lines.push(`    Subject:  ${key.certificate.subject}`);
+      lines.push(`    Issuer:   ${key.certificate.issuer}`);
+      lines.push(`    Validity: ${key.certificate.notBefore} to ${key.certificate.notAfter}`);
+      lines.push(`    SHA-256:  ${key.certificate.sha256}`);
+    } else lines.push("    Certificate: none");
+  }
+  const flags = [
+    s.pin.locked && "locked",
+    s.pin.finalTry && "final try",
+    s.pin.countLow && "count low",
+  ].filter(Boolean);
+  lines.push(
+    `  PIN: ${s.pin.locked ? "blocked" : s.pin.triesLeft === null ? "tries left not reported" : `${s.pin.triesLeft} tries left`}${flags.length > 0 ? ` (${flags.join(", ")})` : ""}`,
+  );
+  lines.push(
+    `  Items: ${s.items.length === 0 ? "none" : s.items.map((i) => `${i.name} (${i.size} B)`).join(", ")}`,
+  );
+  lines.push(
+    `  Storage: ${s.storage.usedBytes} of ${s.storage.totalBytes} bytes used (budget), ${s.storage.freeBytes} free`,
+  );
+  return lines;
 }
 
 // ---- output -----------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
 import { UsageError } from "../../../errors.js";
+import { describeTokenUri, type Pkcs11TokenUri } from "../../../pkcs11/uri.js";
 import { readScpTrust, secureChannelPolicy } from "../../../secure-element/channel-policy.js";
 import type { OpenedCard } from "../../../secure-element/open-card.js";
+import type { SecureElement } from "../../../secure-element/secure-element.js";
 import type { CrlUpdate } from "../../../station/crl-update.js";
 import { OCE_FILES, readStationOce } from "../../../station/oce.js";
 import { resolveStationDir } from "../../../station/station-dir.js";
-import { cardOpener } from "../../card-opener.js";
+import { elementOpener } from "../../card-opener.js";
 import { type CliContext, writeLine } from "../../context.js";
 
 export const STATION_DIR_HELP =
@@ -46,6 +48,8 @@ export interface StationCardOptions {
   readonly allowPlaintext: boolean;
   /** `--scp11a`: require the station's OCE key (SCP11a is the default whenever the key exists). */
   readonly scp11a?: boolean;
+  /** `--token`: this PKCS#11 token instead of a PIV card (the SCP policy does not apply to it). */
+  readonly token?: Pkcs11TokenUri;
 }
 
 export const SCP11A_HELP =
@@ -58,7 +62,13 @@ export const ALLOW_PLAINTEXT_HELP =
  * Waits for the card and opens it. The prompt goes to stderr (stdout stays clean for --json) and
  * only when no card is present yet.
  */
-export async function openStationCard(ctx: CliContext, options: StationCardOptions): Promise<OpenedCard> {
+export async function openStationCard(
+  ctx: CliContext,
+  options: StationCardOptions,
+): Promise<OpenedCard<SecureElement>> {
+  if (options.scp11a && options.token !== undefined) {
+    throw new UsageError("--scp11a is for PIV cards: a PKCS#11 token's channel is its own");
+  }
   const oce = await readStationOce(options.stationDir);
   if (options.scp11a && !oce) {
     throw new UsageError(
@@ -70,7 +80,10 @@ export async function openStationCard(ctx: CliContext, options: StationCardOptio
     throw new UsageError("--scp11a: no SCP trust anchor installed (station init --scp-trust FILE)");
   }
   const channel = secureChannelPolicy(anchors, options.allowPlaintext, oce);
-  const card = await cardOpener(ctx)({
+  const card = await elementOpener(
+    ctx,
+    options,
+  )({
     element: { channel },
     ...(options.reader === undefined ? {} : { reader: options.reader }),
     timeoutMs: options.timeoutSeconds * 1000,
@@ -78,9 +91,11 @@ export async function openStationCard(ctx: CliContext, options: StationCardOptio
       const where =
         options.reader !== undefined
           ? ` into the reader matching "${options.reader}"`
-          : readers.length === 0
-            ? " (no reader connected yet: plug in the reader or token)"
-            : "";
+          : options.token !== undefined
+            ? ` (${describeTokenUri(options.token)})`
+            : readers.length === 0
+              ? " (no reader connected yet: plug in the reader or token)"
+              : "";
       writeLine(
         ctx.stderr,
         `Insert or tap ${options.whose}${where}… (waiting up to ${options.timeoutSeconds} s)`,
@@ -94,11 +109,13 @@ export async function openStationCard(ctx: CliContext, options: StationCardOptio
       ? `Secure channel: ${c.protocol} to the card's SD key (certified by "${c.chain.at(-1)}")${
           c.protocol === "SCP11a" ? "; the card accepted the station's OCE certificate" : ""
         }`
-      : `WARNING: no secure channel to the card: PIN and configuration cross the reader in clear${
-          channel.scp
-            ? " (--allow-plaintext)"
-            : " (--allow-plaintext; no SCP trust anchor installed: station init --scp-trust)"
-        }`,
+      : c.kind === "token"
+        ? "Channel: PKCS#11 token (its module reaches it; SCP11 does not apply to tokens)"
+        : `WARNING: no secure channel to the card: PIN and configuration cross the reader in clear${
+            channel.scp
+              ? " (--allow-plaintext)"
+              : " (--allow-plaintext; no SCP trust anchor installed: station init --scp-trust)"
+          }`,
   );
   return card;
 }

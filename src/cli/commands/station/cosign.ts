@@ -1,7 +1,8 @@
 import { Command } from "commander";
 import { NoCardError, UsageError, WaitTimeoutError } from "../../../errors.js";
+import type { Pkcs11TokenUri } from "../../../pkcs11/uri.js";
 import { type CosignResult, cosignConfiguration, type HeldCard } from "../../../station/cosign-card.js";
-import { usesVirtualCard } from "../../card-opener.js";
+import { parseTokenOption, TOKEN_HELP, usesVirtualCard } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
 import {
@@ -20,6 +21,8 @@ import { DB_HELP, openCommandInventory } from "./inventory.js";
 interface CosignOptions {
   readonly reader?: string;
   readonly signerReader?: string;
+  readonly token?: Pkcs11TokenUri;
+  readonly signerToken?: Pkcs11TokenUri;
   readonly timeout: number;
   readonly stationDir?: string;
   readonly json?: boolean;
@@ -45,7 +48,8 @@ back and verified.
 
 One reader (--reader only): insert the carrier, then swap cards when told (remove, insert the
 co-signer's card, remove, insert the carrier again). Two readers: the carrier in --reader, the
-co-signer's card in --signer-reader.
+co-signer's card in --signer-reader. PKCS#11 tokens: --token for the carrier, --signer-token for
+the co-signer's (each may be mixed with a reader for the other; no swap is asked for a token).
 
 Secrets, one per line with --pin-stdin or --pin-fd N: the co-signer's PIN, its TOTP code when it is
 enrolled (or from --totp-stdin), then the carrier officer's PIN.
@@ -58,6 +62,8 @@ manifest changed, 16 card of another owner or not the carrier, 18 configuration 
 Examples:
   $ hsm-onboard station cosign --reader Yubico
   $ hsm-onboard station cosign --reader "Reader 0" --signer-reader "Reader 1" --pin-stdin --json
+  $ hsm-onboard station cosign --token 'pkcs11:token=Alice?module-path=/usr/lib/libeToken.so' \\
+      --signer-token 'pkcs11:token=Bob?module-path=/usr/lib/libeToken.so'
 `;
 
 /** `hsm-onboard station cosign --reader CARRIER [--signer-reader OTHER]`: a second officer signs. */
@@ -66,6 +72,8 @@ export function stationCosignCommand(ctx: CliContext): Command {
     .description("Add another officer's signature to the configuration on the carrier card (dual control)")
     .option("--reader <name>", "the reader of the carrier card (and of the co-signer's card with one reader)")
     .option("--signer-reader <name>", "a second reader for the co-signer's card")
+    .option("--token <pkcs11-uri>", `the carrier is this token: ${TOKEN_HELP}`, parseTokenOption)
+    .option("--signer-token <pkcs11-uri>", "the co-signer's PKCS#11 token (URI as --token)", parseTokenOption)
     .option(
       "--timeout <seconds>",
       "how long to wait for each card (and each removal)",
@@ -83,29 +91,53 @@ export function stationCosignCommand(ctx: CliContext): Command {
     .addHelpText("after", HELP)
     .action(async (options: CosignOptions) => {
       const dir = stationDirOf(ctx, options.stationDir);
-      if (usesVirtualCard(ctx)) {
+      const tokens = options.token !== undefined || options.signerToken !== undefined;
+      if (usesVirtualCard(ctx) && !tokens) {
         throw new UsageError(
           "station cosign needs two cards: it works with readers (PC/SC), not a virtual card file",
         );
       }
-      if (options.reader === undefined) {
-        throw new UsageError("--reader is required: the reader of the carrier card");
+      if (options.reader !== undefined && options.token !== undefined) {
+        throw new UsageError("use either --reader or --token for the carrier, not both");
+      }
+      if (options.signerReader !== undefined && options.signerToken !== undefined) {
+        throw new UsageError("use either --signer-reader or --signer-token, not both");
+      }
+      if (options.reader === undefined && options.token === undefined) {
+        throw new UsageError("--reader (or --token) is required: the carrier card");
+      }
+      if (
+        options.token !== undefined &&
+        options.signerReader === undefined &&
+        options.signerToken === undefined
+      ) {
+        throw new UsageError(
+          "the carrier is a token: name the co-signer's with --signer-token or --signer-reader",
+        );
       }
       if (!options.pinStdin && options.pinFd === undefined && !(ctx.stdin as { isTTY?: boolean }).isTTY) {
         throw new UsageError("no terminal to read the PINs from: use --pin-stdin or --pin-fd N");
       }
-      const carrierReader = options.reader;
-      const signerReader = options.signerReader ?? options.reader;
-      const oneReader = options.signerReader === undefined;
+      const carrier: Device =
+        options.token !== undefined ? { token: options.token } : { reader: options.reader ?? "" };
+      const signer: Device =
+        options.signerToken !== undefined
+          ? { token: options.signerToken }
+          : { reader: options.signerReader ?? options.reader ?? "" };
+      // Swaps are asked for only when both cards go through the one reader.
+      const oneReader =
+        options.token === undefined &&
+        options.signerToken === undefined &&
+        options.signerReader === undefined;
       const pins = secretSource(ctx, {
         ...(options.pinStdin ? { pinStdin: true } : {}),
         ...(options.pinFd === undefined ? {} : { pinFd: options.pinFd }),
       });
       let totpSource: SecretSource | undefined;
       const timeoutMs = options.timeout * 1000;
-      const hold = async (reader: string, whose: string, removal: string): Promise<HeldCard> => {
+      const hold = async (device: Device, whose: string, removal: string): Promise<HeldCard> => {
         const card = await openStationCard(ctx, {
-          reader,
+          ...device,
           timeoutSeconds: options.timeout,
           whose,
           stationDir: dir,
@@ -117,7 +149,8 @@ export function stationCosignCommand(ctx: CliContext): Command {
           element: card.element,
           release: async (next) => {
             await card.dispose();
-            if (next && oneReader) await awaitRemoval(ctx, reader, removal, timeoutMs);
+            if (next && oneReader && device.reader !== undefined)
+              await awaitRemoval(ctx, device.reader, removal, timeoutMs);
           },
         };
       };
@@ -127,12 +160,11 @@ export function stationCosignCommand(ctx: CliContext): Command {
           stationDir: dir,
           openCarrier: (phase) =>
             hold(
-              carrierReader,
+              carrier,
               phase === "read" ? "the carrier card (with the configuration)" : "the carrier card again",
               "Remove the carrier card",
             ),
-          openSigner: () =>
-            hold(signerReader, "the co-signing officer's card", "Remove the co-signer's card"),
+          openSigner: () => hold(signer, "the co-signing officer's card", "Remove the co-signer's card"),
           signerPin: (request) =>
             pins.read(
               `PIN of co-signer ${request.officer ? `"${request.officer}"` : "card"} (${
@@ -203,6 +235,11 @@ export function stationCosignCommand(ctx: CliContext): Command {
       }
     });
 }
+
+/** Where a card is: a PC/SC reader or a PKCS#11 token. */
+type Device =
+  | { readonly reader: string; readonly token?: undefined }
+  | { readonly token: Pkcs11TokenUri; readonly reader?: undefined };
 
 /** One reader: asks for the card to come out and waits (bounded) until the reader is empty. */
 export async function awaitRemoval(

@@ -1,9 +1,11 @@
 import { Command } from "commander";
 import { ExitCode } from "../../../errors.js";
+import type { Pkcs11TokenUri } from "../../../pkcs11/uri.js";
 import { type CollectResult, collectReceiptsToStation } from "../../../station/collect-receipts.js";
 import { stationName } from "../../../station/inventory/open.js";
 import { receiptRecordsOf } from "../../../station/inventory/record.js";
 import { type ReceiptReport, type ReceiptRow, readReceipts } from "../../../station/read-receipts.js";
+import { parseTokenOption, TOKEN_HELP } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, secretSource } from "../../secrets.js";
 import {
@@ -20,6 +22,7 @@ import { openCommandInventory } from "./inventory.js";
 
 interface ReceiptsOptions {
   readonly reader?: string;
+  readonly token?: Pkcs11TokenUri;
   readonly timeout: number;
   readonly stationDir?: string;
   readonly allowPlaintext?: boolean;
@@ -36,6 +39,7 @@ export function stationReceiptsCommand(ctx: CliContext): Command {
   return new Command("receipts")
     .description("Show, verified, which HSMs came up with which addresses (the receipts on the card)")
     .option("--reader <name>", "use the reader whose name contains this (default: any)")
+    .option("--token <pkcs11-uri>", TOKEN_HELP, parseTokenOption)
     .option(
       "--timeout <seconds>",
       "how long to wait for the card",
@@ -72,6 +76,7 @@ Examples:
       const dir = stationDirOf(ctx, options.stationDir);
       const card = await openStationCard(ctx, {
         ...(options.reader === undefined ? {} : { reader: options.reader }),
+        ...(options.token === undefined ? {} : { token: options.token }),
         timeoutSeconds: options.timeout,
         whose: "the card with the receipts",
         stationDir: dir,

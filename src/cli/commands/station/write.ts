@@ -4,6 +4,7 @@ import { MAX_SET_CARDS } from "../../../config/manifest.js";
 import { loadPlanFile, PLAN_FORMATS, type PlanFormat } from "../../../config/plan.js";
 import type { NetworkPlan } from "../../../config/plan-model.js";
 import { formatPlanProblem, PlanInvalidError, UsageError } from "../../../errors.js";
+import type { Pkcs11TokenUri } from "../../../pkcs11/uri.js";
 import { channelLabel } from "../../../secure-element/secure-element.js";
 import {
   type CardSetJournal,
@@ -17,7 +18,7 @@ import {
   type WriteResult,
   writeConfigurationToCard,
 } from "../../../station/write-card.js";
-import { usesVirtualCard } from "../../card-opener.js";
+import { parseTokenOption, TOKEN_HELP, usesVirtualCard } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { parseFd, type SecretSource, secretSource } from "../../secrets.js";
 import {
@@ -39,6 +40,7 @@ interface WriteOptions {
   readonly owner?: string;
   readonly format?: PlanFormat;
   readonly reader?: string;
+  readonly token?: Pkcs11TokenUri;
   readonly validDays: number;
   readonly timeout: number;
   readonly stationDir?: string;
@@ -84,6 +86,7 @@ Examples:
   $ printf '%s\\n' "$PIN" | hsm-onboard station write --plan room-40.yaml --pin-stdin --json
   $ hsm-onboard station write --plan hall-5000.csv --owner "ACME Bank" --reader Yubico
   $ hsm-onboard station write --plan hall-5000.csv --owner "ACME Bank" --resume 3f2a9c1e
+  $ hsm-onboard station write --plan rack.yaml --token 'pkcs11:token=Alice?module-path=/usr/lib/libeToken.so'
 `;
 
 /** `hsm-onboard station write --plan PLAN [--reader NAME] [--valid-days N] [--station-dir DIR] [--json]` (SPEC.md §7). */
@@ -96,6 +99,7 @@ export function stationWriteCommand(ctx: CliContext): Command {
       new Option("--format <format>", "plan format, when the file name does not tell").choices(PLAN_FORMATS),
     )
     .option("--reader <name>", "use the reader whose name contains this (default: any)")
+    .option("--token <pkcs11-uri>", TOKEN_HELP, parseTokenOption)
     .option(
       "--valid-days <n>",
       "days the configuration stays valid",
@@ -166,8 +170,9 @@ export function stationWriteCommand(ctx: CliContext): Command {
               : "the officer's card";
           const card = await openStationCard(ctx, {
             ...(options.reader === undefined ? {} : { reader: options.reader }),
+            ...(options.token === undefined ? {} : { token: options.token }),
             timeoutSeconds: options.timeout,
-            whose,
+            whose: options.token === undefined ? whose : whose.replace(/card$/, "token"),
             stationDir: dir,
             allowPlaintext: options.allowPlaintext === true,
             scp11a: options.scp11a === true,
@@ -213,6 +218,14 @@ export function stationWriteCommand(ctx: CliContext): Command {
             `Card ${index} of ${count} written and verified (${plural(result.hsms, "HSM")}, serials ${result.cardSet.ranges[index - 1]!.firstSerial}..${result.cardSet.ranges[index - 1]!.lastSerial})`,
           );
           if (remaining.length === 0) break;
+          if (options.token !== undefined) {
+            // One token per run: the next card of the set is another token, named by its own URI.
+            writeLine(
+              ctx.stderr,
+              `Next: card ${remaining[0]} of ${count} on another token: hsm-onboard station write --plan ${options.plan} --resume ${result.configurationId.slice(0, 8)} --token 'pkcs11:token=…'`,
+            );
+            break;
+          }
           if (!usesVirtualCard(ctx)) {
             await awaitRemoval(
               ctx,

@@ -1,0 +1,338 @@
+/**
+ * The eToken path end to end (issue 13) on SoftHSM2, whose slot stands for a USB token: the CLI
+ * (in-process, real SoftHSM2 module through pkcs11js) with `--token pkcs11:…?module-path=…` on every
+ * card command — card personalize, card status, station write, agent run (dry-run applier),
+ * station receipts — with the PIN only on standard input. No SCP trust anchor is installed and no
+ * --allow-plaintext is passed: a token's channel is its own. Refusals as for PIV cards: a wrong PIN
+ * (13, nothing applied), another owner's token (16 at the station and at the HSM), a manifest
+ * object tampered with on the token (15, nothing applied). OpenSC's pkcs11-tool lists what the
+ * project wrote on the token.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { planToYaml } from "../../src/config/plan.js";
+import { Pkcs11Token } from "../../src/pkcs11/pkcs11-token.js";
+import {
+  initPkiDirectory,
+  issueDeviceToDirectory,
+  issueTokenCaToDirectory,
+  PKI_FILES,
+} from "../../src/pki/index.js";
+import { rackPlan } from "../../src/sim/demo.js";
+import { updateStationCrl } from "../../src/station/crl-update.js";
+import { initStation } from "../../src/station/init-station.js";
+import { runCliInProcess } from "../helpers/cli.js";
+import { requireOrSkipReason } from "../helpers/pcsc-env.js";
+import {
+  createSoftHsmToken,
+  pkcs11ToolUnavailableReason,
+  type SoftHsmToken,
+  softHsmUnavailableReason,
+} from "../helpers/softhsm.js";
+
+const exec = promisify(execFile);
+const skip = requireOrSkipReason(softHsmUnavailableReason() ?? pkcs11ToolUnavailableReason());
+
+const ALICE_PIN = "24681357";
+const GUS_PIN = "13572468";
+
+describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → agent run → receipts", () => {
+  let work: string;
+  let hsm: SoftHsmToken;
+  let acmeUri: string;
+  let globexUri: string;
+  let acmeDir: string;
+  let globexDir: string;
+  let stationDir: string;
+  let acmePlan: string;
+  let globexPlan: string;
+  let serials: string[];
+  const globexLabel = `globex-${process.pid}`;
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), "hsm-onboard-token-"));
+    // Token A (ACME's officer) from the helper; token B (Globex's) in the same SoftHSM2 store.
+    hsm = await createSoftHsmToken({ label: `acme-${process.pid}`, userPin: ALICE_PIN });
+    await exec(
+      "softhsm2-util",
+      ["--init-token", "--free", "--label", globexLabel, "--pin", GUS_PIN, "--so-pin", "12345678"],
+      { env: hsm.env },
+    );
+    acmeUri = `pkcs11:token=${hsm.label}?module-path=${hsm.modulePath}`;
+    globexUri = `pkcs11:token=${globexLabel}?module-path=${hsm.modulePath}`;
+    const manufacturer = join(work, "manufacturer");
+    const { pki } = await initPkiDirectory(manufacturer);
+    acmeDir = join(work, "acme");
+    globexDir = join(work, "globex");
+    const acme = await issueTokenCaToDirectory(manufacturer, "ACME Bank", acmeDir);
+    const globex = await issueTokenCaToDirectory(manufacturer, "Globex", globexDir);
+    stationDir = join(work, "station");
+    await initStation(stationDir, pki.root.certificate);
+    await updateStationCrl(stationDir, acme.crl, { issuers: [acme.tokenCa.certificate] });
+    await updateStationCrl(stationDir, globex.crl, { issuers: [globex.tokenCa.certificate] });
+    const plan = rackPlan({ hsms: 4, vlan: false, ipv6: false, owner: "ACME Bank" });
+    serials = plan.hsms.map((h) => h.serial);
+    acmePlan = join(work, "acme.yaml");
+    await writeFile(acmePlan, planToYaml(plan));
+    globexPlan = join(work, "globex.yaml");
+    await writeFile(globexPlan, planToYaml(rackPlan({ hsms: 4, vlan: false, ipv6: false, owner: "Globex" })));
+  }, 60_000);
+
+  afterAll(async () => {
+    await hsm?.dispose();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  const cli = (args: string[], stdin = "") => runCliInProcess(args, { stdin, cwd: work });
+
+  async function hsmState(serial: string): Promise<string> {
+    const deviceDir = join(work, "devices", serial);
+    await issueDeviceToDirectory(join(work, "manufacturer"), deviceDir, serial);
+    const stateDir = join(work, "hsms", serial);
+    const init = await cli([
+      "agent",
+      "factory-init",
+      "--state-dir",
+      stateDir,
+      "--serial",
+      serial,
+      "--trust",
+      join(work, "manufacturer", PKI_FILES.rootCert),
+      "--device",
+      deviceDir,
+      "--owner-ca",
+      join(acmeDir, PKI_FILES.tokenCaCert),
+      "--net",
+      "dry-run",
+    ]);
+    expect(init.exitCode, init.stderr).toBe(0);
+    return stateDir;
+  }
+
+  const agentRun = (stateDir: string, uri: string, pin: string) =>
+    cli(
+      [
+        "agent",
+        "run",
+        "--state-dir",
+        stateDir,
+        "--token",
+        uri,
+        "--once",
+        "--json",
+        "--pin-stdin",
+        "--timeout",
+        "20",
+      ],
+      `${pin}\n`,
+    );
+
+  /** The agent's stage and addresses: nothing applied means not configured and no address. */
+  async function applied(stateDir: string): Promise<{ stage: string; addresses: unknown[] }> {
+    const status = await cli(["agent", "status", "--state-dir", stateDir, "--json"]);
+    const { stage, addresses } = JSON.parse(status.stdout) as { stage: string; addresses: unknown[] };
+    return { stage, addresses };
+  }
+  const NOTHING_APPLIED = { stage: "waiting-for-card", addresses: [] };
+
+  test("card personalize --token puts the keys and objects on the token; pkcs11-tool sees them", async () => {
+    for (const [dir, owner, officer, uri, pin] of [
+      [acmeDir, "ACME Bank", "Alice Example", acmeUri, ALICE_PIN],
+      [globexDir, "Globex", "Gus Globex", globexUri, GUS_PIN],
+    ] as const) {
+      const done = await cli(
+        [
+          "card",
+          "personalize",
+          "--pki",
+          dir,
+          "--owner",
+          owner,
+          "--officer",
+          officer,
+          "--token",
+          uri,
+          "--pin-stdin",
+          "--json",
+        ],
+        `${pin}\n`,
+      );
+      expect(done.exitCode, done.stderr).toBe(0);
+      const summary = JSON.parse(done.stdout) as {
+        owner: string;
+        keys: { signing: { certificate: { subject: string } } };
+      };
+      expect(summary.owner).toBe(owner);
+      expect(summary.keys.signing.certificate.subject).toContain(`O=${owner}`);
+    }
+    const status = await cli(["card", "status", "--token", acmeUri, "--json"]);
+    expect(status.exitCode, status.stderr).toBe(0);
+    const s = JSON.parse(status.stdout) as {
+      channel: string;
+      keys: { label: string; algorithm: string; certificate: { subject: string } | null }[];
+      items: { name: string }[];
+    };
+    expect(s.channel).toBe("token");
+    expect(s.keys.map((k) => [k.label, k.algorithm, Boolean(k.certificate)])).toEqual([
+      ["hsm-onboard card authentication", "ECC P-256", true],
+      ["hsm-onboard digital signature", "ECC P-256", true],
+    ]);
+    expect(s.items.map((i) => i.name)).toEqual(["certificates", "crl"]);
+
+    // Independent tool: OpenSC's pkcs11-tool, without logging in.
+    const { stdout } = await hsm.pkcs11Tool(["--list-objects"]);
+    const objects = stdout.split(/\n(?=\S)/);
+    const labelled = (kind: string, label: string) =>
+      objects.filter((o) => o.startsWith(kind) && o.includes(`label:      ${label}`)).length;
+    expect(labelled("Certificate Object", "hsm-onboard card authentication")).toBe(1);
+    expect(labelled("Certificate Object", "hsm-onboard digital signature")).toBe(1);
+    expect(labelled("Public Key Object", "hsm-onboard digital signature")).toBe(1);
+    // The card-authentication key works without the PIN (PIV 9E), so it is visible; the signing
+    // key is CKA_PRIVATE: not listed before login.
+    expect(labelled("Private Key Object", "hsm-onboard card authentication")).toBe(1);
+    expect(labelled("Private Key Object", "hsm-onboard digital signature")).toBe(0);
+    expect(stdout).toMatch(/Data object[\s\S]*label:\s+'certificates'[\s\S]*application:\s+'hsm-onboard'/);
+    expect(stdout).toMatch(/label:\s+'crl'/);
+  }, 30_000);
+
+  test("station write --token: signed and verified without SCP or --allow-plaintext; wrong PIN 13, other owner 16", async () => {
+    const wrong = await cli(
+      [
+        "station",
+        "write",
+        "--plan",
+        acmePlan,
+        "--station-dir",
+        stationDir,
+        "--token",
+        acmeUri,
+        "--pin-stdin",
+      ],
+      "00000000\n",
+    );
+    expect(wrong.exitCode, wrong.stderr).toBe(13);
+    const other = await cli(
+      [
+        "station",
+        "write",
+        "--plan",
+        acmePlan,
+        "--station-dir",
+        stationDir,
+        "--token",
+        globexUri,
+        "--pin-stdin",
+      ],
+      `${GUS_PIN}\n`,
+    );
+    expect(other.exitCode, other.stderr).toBe(16);
+    expect(other.stderr).toMatch(/the plan is for owner "ACME Bank" but the card belongs to "Globex"/);
+    expect(wrong.stderr).toMatch(/wrong PIN; the token reports few tries left/);
+    // The token's own counter flag (PKCS#11 has no count): raised by the failure, shown by card status.
+    const flagged = await cli(["card", "status", "--token", acmeUri, "--json"]);
+    expect(JSON.parse(flagged.stdout)).toMatchObject({ pin: { countLow: true, locked: false } });
+
+    const started = performance.now();
+    const done = await cli(
+      [
+        "station",
+        "write",
+        "--plan",
+        acmePlan,
+        "--station-dir",
+        stationDir,
+        "--token",
+        acmeUri,
+        "--pin-stdin",
+        "--json",
+      ],
+      `${ALICE_PIN}\n`,
+    );
+    const ms = Math.round(performance.now() - started);
+    expect(done.exitCode, done.stderr).toBe(0);
+    expect(done.stderr).toContain("Channel: PKCS#11 token");
+    expect(done.stderr).not.toContain("WARNING");
+    expect(done.stderr + done.stdout).not.toContain(ALICE_PIN);
+    expect(JSON.parse(done.stdout)).toMatchObject({ hsms: 4 });
+    const cleared = await cli(["card", "status", "--token", acmeUri, "--json"]);
+    expect(JSON.parse(cleared.stdout)).toMatchObject({ pin: { countLow: false } });
+    console.info(`station write --token (SoftHSM2, 4 HSMs): ${ms} ms`);
+
+    // Globex's own configuration on its own token, for the HSM-side refusal below.
+    const globex = await cli(
+      [
+        "station",
+        "write",
+        "--plan",
+        globexPlan,
+        "--station-dir",
+        stationDir,
+        "--token",
+        globexUri,
+        "--pin-stdin",
+      ],
+      `${GUS_PIN}\n`,
+    );
+    expect(globex.exitCode, globex.stderr).toBe(0);
+  }, 30_000);
+
+  test("agent run --token: wrong PIN 13 (nothing applied), then onboarded with a receipt on the token", async () => {
+    const stateDir = await hsmState(serials[0]!);
+    const wrong = await agentRun(stateDir, acmeUri, "00000000");
+    expect(wrong.exitCode, wrong.stderr).toBe(13);
+    expect(await applied(stateDir)).toEqual(NOTHING_APPLIED);
+
+    const started = performance.now();
+    const run = await agentRun(stateDir, acmeUri, ALICE_PIN);
+    const ms = Math.round(performance.now() - started);
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as { ok: boolean; dryRun: boolean; receipt: { written: boolean } };
+    expect(result).toMatchObject({ ok: true, dryRun: true, receipt: { written: true } });
+    expect(run.stderr).not.toContain(ALICE_PIN);
+    console.info(`agent run --token --once (SoftHSM2, dry run, receipt written): ${ms} ms`);
+
+    const receipts = await cli([
+      "station",
+      "receipts",
+      "--station-dir",
+      stationDir,
+      "--token",
+      acmeUri,
+      "--json",
+    ]);
+    expect(receipts.exitCode, receipts.stderr).toBe(0);
+    const report = JSON.parse(receipts.stdout) as { receipts: { serial: string; verified: boolean }[] };
+    expect(report.receipts).toHaveLength(1);
+    expect(report.receipts[0]).toMatchObject({ serial: serials[0], verified: true });
+  }, 30_000);
+
+  test("the HSM refuses another owner's token (16) and a tampered manifest object (15); nothing applied", async () => {
+    const bound = await hsmState(serials[1]!);
+    const other = await agentRun(bound, globexUri, GUS_PIN);
+    expect(other.exitCode, other.stderr).toBe(16);
+    expect(other.stderr).toMatch(/card of "Globex" comes from a token CA whose key this HSM is not bound to/);
+    expect(await applied(bound)).toEqual(NOTHING_APPLIED);
+
+    // Someone with the token's PIN rewrites one byte of the manifest object.
+    const token = await Pkcs11Token.open({ modulePath: hsm.modulePath, tokenLabel: hsm.label });
+    try {
+      token.login(ALICE_PIN);
+      const manifest = token.readData("manifest");
+      expect(manifest).toBeDefined();
+      const tampered = new Uint8Array(manifest!);
+      tampered[tampered.length - 40]! ^= 0x01;
+      token.writeData("manifest", tampered);
+    } finally {
+      token.close();
+    }
+    const stateDir = await hsmState(serials[2]!);
+    const run = await agentRun(stateDir, acmeUri, ALICE_PIN);
+    expect(run.exitCode, run.stderr).toBe(15);
+    expect(run.stderr).toMatch(/failed \(15\): COSE_Sign signature 0: ES256 signature does not verify/);
+    expect(await applied(stateDir)).toEqual(NOTHING_APPLIED);
+  }, 30_000);
+});
