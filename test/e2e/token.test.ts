@@ -6,10 +6,12 @@
  * --allow-plaintext is passed: a token's channel is its own. Refusals as for PIV cards: a wrong PIN
  * (13, nothing applied), another owner's token (16 at the station and at the HSM), a manifest
  * object tampered with on the token (15, nothing applied). OpenSC's pkcs11-tool lists what the
- * project wrote on the token.
+ * project wrote on the token. At the end every output (debug on), argument list and file the flows
+ * wrote is searched for the PINs (text, hex, base64); the SoftHSM2 store is elsewhere: it is the
+ * token's own secure storage.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -37,8 +39,10 @@ import {
 const exec = promisify(execFile);
 const skip = requireOrSkipReason(softHsmUnavailableReason() ?? pkcs11ToolUnavailableReason());
 
-const ALICE_PIN = "24681357";
-const GUS_PIN = "13572468";
+const ALICE_PIN = "Ak7mQz2v";
+const GUS_PIN = "Gx4nRs8t";
+// Not made of hex digits only, so that no hash printed in hex can match one by chance.
+const WRONG_PIN = "Hj5nRtYw";
 
 describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → agent run → receipts", () => {
   let work: string;
@@ -87,7 +91,14 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  const cli = (args: string[], stdin = "") => runCliInProcess(args, { stdin, cwd: work });
+  /** Every output of every run, searched for the PINs at the end. */
+  const outputs: string[] = [];
+  const cli = async (args: string[], stdin = "") => {
+    expect(args.join(" ")).not.toMatch(new RegExp(`${ALICE_PIN}|${GUS_PIN}`));
+    const result = await runCliInProcess(args, { stdin, cwd: work, env: { HSM_ONBOARD_DEBUG: "1" } });
+    outputs.push(result.stdout, result.stderr);
+    return result;
+  };
 
   async function hsmState(serial: string): Promise<string> {
     const deviceDir = join(work, "devices", serial);
@@ -212,7 +223,7 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
         acmeUri,
         "--pin-stdin",
       ],
-      "00000000\n",
+      `${WRONG_PIN}\n`,
     );
     expect(wrong.exitCode, wrong.stderr).toBe(13);
     const other = await cli(
@@ -282,7 +293,7 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
 
   test("agent run --token: wrong PIN 13 (nothing applied), then onboarded with a receipt on the token", async () => {
     const stateDir = await hsmState(serials[0]!);
-    const wrong = await agentRun(stateDir, acmeUri, "00000000");
+    const wrong = await agentRun(stateDir, acmeUri, WRONG_PIN);
     expect(wrong.exitCode, wrong.stderr).toBe(13);
     expect(await applied(stateDir)).toEqual(NOTHING_APPLIED);
 
@@ -335,4 +346,25 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     expect(run.stderr).toMatch(/failed \(15\): COSE_Sign signature 0: ES256 signature does not verify/);
     expect(await applied(stateDir)).toEqual(NOTHING_APPLIED);
   }, 30_000);
+
+  test("no PIN in any output (debug on), argument list or file the flows wrote", async () => {
+    const forms = [ALICE_PIN, GUS_PIN, WRONG_PIN].flatMap((pin) => {
+      const b = Buffer.from(pin);
+      return [pin, b.toString("hex"), b.toString("hex").toUpperCase(), b.toString("base64")];
+    });
+    const files = (await readdir(work, { recursive: true, withFileTypes: true }))
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath, e.name));
+    expect(files.length).toBeGreaterThan(20);
+    const texts = [...outputs, ...(await Promise.all(files.map((f) => readFile(f, "latin1"))))];
+    for (const form of forms) {
+      const hits = texts.map((t, i) => [i, t.indexOf(form)] as const).filter(([, at]) => at >= 0);
+      expect(
+        hits.map(
+          ([i, at]) =>
+            `${form} in ${i < outputs.length ? `output ${i}` : files[i - outputs.length]}: …${texts[i]!.slice(Math.max(0, at - 60), at + 20)}`,
+        ),
+      ).toEqual([]);
+    }
+  });
 });
