@@ -1,12 +1,13 @@
 /**
- * RFC 7512 token URIs (`--token`): the examples of the RFC that name a token, percent-decoding, the
- * refusals (a PIN in the URI above all), and properties: formatting then parsing gives the same
- * attributes back, and no input makes the parser throw anything but a UsageError.
+ * `--token` URIs (RFC 7512, parsePkcs11TokenUri over parsePkcs11Uri): what names a token, the
+ * refusals (a PIN in the URI above all, no or a relative module path, over-long fields, slot-id not
+ * decimal), and properties: formatting then parsing gives the same token back, and no input makes
+ * the parser throw anything but a UsageError.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../../src/errors.js";
-import { formatPkcs11TokenUri, type Pkcs11TokenUri, parsePkcs11TokenUri } from "../../src/pkcs11/uri.js";
+import { formatPkcs11Uri, type Pkcs11TokenUri, parsePkcs11TokenUri } from "../../src/pkcs11/uri.js";
 
 const MODULE = "?module-path=/usr/lib/softhsm/libsofthsm2.so";
 
@@ -44,23 +45,21 @@ describe("parsePkcs11TokenUri", () => {
     ["pin-value", `pkcs11:token=a${MODULE}&pin-value=123456`, /PIN never goes in a URI/],
     ["pin-source", `pkcs11:token=a${MODULE}&pin-source=file:/etc/pin`, /PIN never goes in a URI/],
     ["no module-path", "pkcs11:token=a", /module-path is missing/],
-    ["module-name", "pkcs11:token=a?module-name=softhsm2", /module-name/],
+    ["module-name", "pkcs11:token=a?module-name=softhsm2", /unsupported query attribute "module-name"/],
     ["relative module-path", "pkcs11:token=a?module-path=libsofthsm2.so", /absolute/],
-    ["not pkcs11:", "pkcs12:token=a", /must start with/],
-    ["unknown attribute", `pkcs11:token=a;flavour=b${MODULE}`, /unsupported attribute "flavour"/],
-    ["vendor attribute", `pkcs11:x-vendor=b;token=a${MODULE}`, /unsupported attribute "x-vendor"/],
-    ["twice", `pkcs11:token=a;token=b${MODULE}`, /token given twice/],
-    ["no value", `pkcs11:token${MODULE}`, /not NAME=VALUE/],
-    ["bad escape", `pkcs11:token=a%4${MODULE}`, /percent-encoded|bad %/],
-    ["raw space", `pkcs11:token=a b${MODULE}`, /percent-encoded/],
-    ["raw non-ASCII", `pkcs11:token=Björn${MODULE}`, /percent-encoded/],
+    ["not pkcs11:", "pkcs12:token=a", /starts with pkcs11:/],
+    ["unknown attribute", `pkcs11:token=a;flavour=b${MODULE}`, /unsupported path attribute "flavour"/],
+    ["vendor attribute", `pkcs11:x-vendor=b;token=a${MODULE}`, /unsupported path attribute "x-vendor"/],
+    ["twice", `pkcs11:token=a;token=b${MODULE}`, /"token" given twice/],
+    ["no value", `pkcs11:token${MODULE}`, /has no value/],
+    ["bad escape", `pkcs11:token=a%4${MODULE}`, /bad percent-encoding/],
     ["not UTF-8", `pkcs11:token=%FF${MODULE}`, /not UTF-8/],
     ["control character", `pkcs11:token=a%0Ab${MODULE}`, /control character/],
     ["label over 32 bytes", `pkcs11:token=${"a".repeat(33)}${MODULE}`, /longer than 32 bytes/],
     ["serial over 16 bytes", `pkcs11:serial=${"1".repeat(17)}${MODULE}`, /longer than 16 bytes/],
     ["slot-id not decimal", `pkcs11:slot-id=0x1${MODULE}`, /decimal/],
     ["slot-id over 64 bits", `pkcs11:slot-id=18446744073709551616${MODULE}`, /decimal/],
-    ["unknown type", `pkcs11:type=door${MODULE}`, /unknown type/],
+    ["unknown type", `pkcs11:type=door${MODULE}`, /type must be one of/],
   ])("refuses %s", (_name, text, message) => {
     expect(() => parsePkcs11TokenUri(text)).toThrow(UsageError);
     expect(() => parsePkcs11TokenUri(text)).toThrow(message);
@@ -77,10 +76,9 @@ describe("parsePkcs11TokenUri", () => {
 });
 
 const text = (maxBytes: number) =>
-  fc.string({ unit: "binary", maxLength: maxBytes }).filter(
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: the parser refuses control characters
-    (s) => Buffer.byteLength(s) <= maxBytes && !/[\u0000-\u001f\u007f]/.test(s),
-  );
+  fc
+    .string({ unit: "binary", maxLength: maxBytes })
+    .filter((s) => Buffer.byteLength(s) <= maxBytes && !/[\u0000-\u001f\u007f]/.test(s));
 
 const tokenUri: fc.Arbitrary<Pkcs11TokenUri> = fc.record(
   {
@@ -101,7 +99,7 @@ describe("parsePkcs11TokenUri (properties)", () => {
   it("gives back what formatPkcs11TokenUri wrote", () => {
     fc.assert(
       fc.property(tokenUri, (uri) => {
-        const parsed = parsePkcs11TokenUri(formatPkcs11TokenUri(uri));
+        const parsed = parsePkcs11TokenUri(formatPkcs11Uri(uri));
         expect({ ...parsed, id: parsed.id && [...parsed.id] }).toEqual({
           ...uri,
           id: uri.id && [...uri.id],
