@@ -30,8 +30,14 @@ import {
   decodeCertificateStore,
   p256PrivateKeyFromScalar,
   ScpHostChannel,
+  ScpIntegrityError,
+  ScpMalformedError,
+  validateScpChain,
 } from "../../src/apdu/scp11/index.js";
-import { decodeTlv, decodeTlvs, decodeTlvTree } from "../../src/apdu/tlv.js";
+import { decodeTlv, decodeTlvs, decodeTlvTree, encodeTlv } from "../../src/apdu/tlv.js";
+import { type CardState, MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
+import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
+import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { decodeCborStrict, encodeCbor } from "../../src/config/cbor.js";
 import {
   coseSign1ToBeSigned,
@@ -53,7 +59,12 @@ import {
 } from "../../src/config/receipt.js";
 import { decodeShard, decodeShardEntry, shardDigest } from "../../src/config/shard.js";
 import { ecdsaDerToRaw } from "../../src/crypto/ecdsa.js";
-import { ExitCode, OnboardError } from "../../src/errors.js";
+import {
+  CertificateValidationError,
+  ExitCode,
+  MalformedError as MalformedErrorClass,
+  OnboardError,
+} from "../../src/errors.js";
 import {
   decodeCertificateObject,
   parseChuid,
@@ -64,6 +75,7 @@ import { crlNumberOf, parseCrl } from "../../src/pki/crl.js";
 import { certificateParts, crlParts, decodeCrlNumber, decodeExtendedKeyUsage } from "../../src/pki/der.js";
 import { readCrl } from "../../src/pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
+import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
 import { validateChain } from "../../src/pki/validate-chain.js";
 import { SHARD_OBJECT_FIRST } from "../../src/secure-element/card-layout.js";
 import { PivElement } from "../../src/secure-element/piv-element.js";
@@ -207,6 +219,7 @@ async function onlyTypedErrors(
   name: string,
   bytes: Uint8Array,
   decode: (b: Uint8Array) => unknown,
+  errors?: readonly ErrorClass[],
 ): Promise<boolean> {
   const started = performance.now();
   let escaped: unknown;
@@ -227,9 +240,16 @@ async function onlyTypedErrors(
       );
     }
     expect(Object.values(ExitCode)).toContain(error.exitCode);
+    if (errors && !errors.some((type) => error instanceof type)) {
+      throw new Error(
+        `${name}: ${error.name} (${error.message}) is not one of ${errors.map((t) => t.name).join(", ")}`,
+      );
+    }
   }
   return escaped === undefined;
 }
+
+type ErrorClass = abstract new (...args: never[]) => OnboardError;
 
 interface Target {
   readonly name: string;
@@ -245,6 +265,8 @@ interface Target {
    * that changes a byte — must be refused with a typed error.
    */
   readonly onlyAccepts?: () => readonly Uint8Array[];
+  /** The typed errors this decoder documents; any other OnboardError is a failure too. */
+  readonly errors?: readonly ErrorClass[];
 }
 
 const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from(b));
@@ -294,6 +316,10 @@ let cardTemplate: CardTemplate;
 let transcript: { command: Uint8Array; response: Uint8Array }[] = [];
 let atr: Uint8Array;
 let base: { dir: string; cleanup: () => Promise<void> };
+/** A virtual card's SCP certificate store (bare, as GET DATA BF21 returns it) and its vendor CA. */
+const scpChain = { store: new Uint8Array(0), anchor: new Uint8Array(0) };
+/** The fuzz card with that SCP11b key. */
+let scpCardState: CardState;
 
 /** The payload (third element) of a COSE message. */
 function payloadOf(message: Uint8Array): Uint8Array {
@@ -401,6 +427,15 @@ beforeAll(async () => {
     ),
   );
 
+  // SCP11: a card's certificate store from its vendor CA, as the virtual card answers GET DATA BF21.
+  const vendor = await createScpVendorCa("Fuzz Card Vendor");
+  const store = new MemoryCardStateStore(cardTemplate.cardState);
+  const scpCard = new VirtualPivCard({ store });
+  const leaf = await provisionScpKey(scpCard, vendor);
+  scpChain.store = new Uint8Array(leaf.rawData);
+  scpChain.anchor = new Uint8Array(vendor.certificate.rawData);
+  scpCardState = store.load()!;
+
   // Plans: the examples and the lab plan in every format.
   for (const name of await readdir(EXAMPLES)) {
     const bytes = new Uint8Array(await readFile(join(EXAMPLES, name)));
@@ -442,6 +477,9 @@ const scpStore = Buffer.concat(
     .transcript.slice(0, 3)
     .map((t) => decodeResponseApdu(unhex(t.response)).data),
 );
+/** The store in one BF21 template (Samsung's form). */
+const scpChainWrapped = () => encodeTlv(0xbf21, scpChain.store);
+
 /** A host channel in the vector's session after its first wrapped command (VERIFY). */
 function scpChannelAfterVerify(): ScpHostChannel {
   const session = completeHostHandshake({ authData: scpAuthCommand.data, answer: scpAnswer, ...scpKeys });
@@ -457,24 +495,63 @@ const TARGETS: Target[] = [
     name: "SCP certificate store, BF21 or bare (decodeCertificateStore)",
     input: () => inputs([new Uint8Array(scpStore), new Uint8Array(scpStore.subarray(4))], { maxRandom: 600 }),
     decode: decodeCertificateStore,
+    errors: [ScpMalformedError],
+  },
+  {
+    // The store as the host uses it: split, then validated to the vendor CA (signatures, names,
+    // CA flags, validity, the leaf's P-256 key). Only the genuine store, bare or in BF21, passes.
+    name: "SCP certificate chain (decodeCertificateStore + validateScpChain to the vendor CA)",
+    input: () =>
+      fc.oneof(
+        { weight: 4, arbitrary: inputs([scpChain.store, scpChainWrapped()]) },
+        // The leaf followed by the anchor (not leaf-last), or twice.
+        {
+          weight: 1,
+          arbitrary: fc.constantFrom(
+            Buffer.concat([scpChain.store, scpChain.anchor]),
+            Buffer.concat([scpChain.store, scpChain.store]),
+          ),
+        },
+      ),
+    decode: async (b) => validateScpChain(decodeCertificateStore(b), { anchors: [scpChain.anchor] }),
+    onlyAccepts: () => [scpChain.store, scpChainWrapped()],
+    errors: [ScpMalformedError, CertificateValidationError],
+    weight: 0.5,
   },
   {
     name: "SCP11 authenticate answer (completeHostHandshake: point checks, receipt)",
     input: () => inputs([scpAnswer]),
     decode: (b) => completeHostHandshake({ authData: scpAuthCommand.data, answer: b, ...scpKeys }),
     onlyAccepts: () => [scpAnswer],
+    errors: [ScpMalformedError, ScpIntegrityError],
   },
   {
     name: "SCP11 authenticate data, the card's side (decodeAuthenticateData)",
     input: () => inputs([scpAuthCommand.data]),
     decode: decodeAuthenticateData,
+    errors: [ScpMalformedError],
   },
   {
     name: "SCP11 wrapped answer (ScpHostChannel.unwrap: R-MAC, padding)",
     input: () => inputs([unhex(scpB.messages[0]!.wrapped_response)]),
     // A bare error status (no data) passes unauthenticated by design; a mutated protected answer
     // never does (test/apdu/scp11/properties.test.ts flips every bit).
-    decode: (b) => scpChannelAfterVerify().unwrap(decodeResponseApdu(b)),
+    decode: (b) => {
+      const response = decodeResponseApdu(b);
+      const unwrapped = scpChannelAfterVerify().unwrap(response);
+      const sw = response.sw;
+      if (sw === 0x9000 || sw >> 8 === 0x62 || sw >> 8 === 0x63) {
+        // Accepted with a protected status: only the genuine answer can be (its R-MAC).
+        expect(
+          sameBytes(b, unhex(scpB.messages[0]!.wrapped_response)),
+          "a changed protected answer passed",
+        ).toBe(true);
+      } else {
+        expect(unwrapped.data.length, "an error status passed with data").toBe(0);
+      }
+    },
+    // decodeResponseApdu's own refusal of fewer than 2 bytes is a BadResponseError (MalformedError).
+    errors: [ScpIntegrityError, MalformedErrorClass],
   },
   // APDU layer: what a card sends back.
   {
@@ -696,7 +773,7 @@ describe(`fuzzing every decoder of untrusted input (${RUNS} runs each${SEED === 
   const runTarget = (target: Target) =>
     fc.assert(
       fc.asyncProperty(target.input(), async (bytes) => {
-        const accepted = await onlyTypedErrors(target.name, bytes, target.decode);
+        const accepted = await onlyTypedErrors(target.name, bytes, target.decode, target.errors);
         if (accepted && target.onlyAccepts) {
           const genuine = target.onlyAccepts().some((g) => sameBytes(g, bytes));
           expect(genuine, `${target.name} accepted ${Buffer.from(bytes).toString("hex").slice(0, 400)}`).toBe(
@@ -724,6 +801,58 @@ describe(`fuzzing every decoder of untrusted input (${RUNS} runs each${SEED === 
         accepted.push(await onlyTypedErrors(target.name, genuine, target.decode));
       expect(accepted.some(Boolean), target.name).toBe(true);
     }
+  });
+
+  test("the card's answers inside SCP11 (a live card, the handshake and wrapped answers mutated): only typed errors, bounded, never a changed answer accepted", async () => {
+    // The session's keys are fresh each time, so the card is live (not a transcript) and the
+    // mutation is applied to its n-th answer: the store, the authenticate answer, or a wrapped one.
+    const vendor = { anchors: [scpChain.anchor] };
+    const change = fc.tuple(
+      fc.nat({ max: 40 }),
+      fc.oneof(fc.array(mutation, { minLength: 1, maxLength: 4 }), fc.constant("random" as const)),
+      fc.uint8Array({ maxLength: 64 }),
+    );
+    await fc.assert(
+      fc.asyncProperty(change, async ([at, how, random]) => {
+        const store = new MemoryCardStateStore(scpCardState);
+        let position = 0;
+        let changed: { genuine: Uint8Array; sent: Uint8Array } | undefined;
+        /** Position of the authenticate command: the answers before it travel in clear. */
+        let authAt: number | undefined;
+        const card = new VirtualPivCard({
+          store,
+          intercept: (command, answer) => {
+            if (command[1] === 0x88 && authAt === undefined) authAt = position;
+            const r = answer(command);
+            if (position++ !== at) return r;
+            const sent = how === "random" ? random : mutate(r, how);
+            changed = { genuine: r, sent };
+            return sent;
+          },
+        });
+        let accepted = false;
+        await onlyTypedErrors("agent session in SCP11", new Uint8Array(0), async () => {
+          const element = await PivElement.open(new InProcessTransport(card), {
+            channel: { scp: { variant: "b", kvn: 1, trust: vendor }, allowPlaintext: false },
+          });
+          try {
+            await agentSession(element);
+            accepted = true;
+          } finally {
+            await element.close();
+          }
+        });
+        // A whole session that succeeded with a changed answer: only an answer in clear before
+        // the handshake (a SELECT's FCI, which the host does not use; a changed certificate store
+        // fails its signatures). From the authenticate answer on, every change is refused.
+        if (accepted && changed && !sameBytes(changed.genuine, changed.sent)) {
+          expect(authAt, "the handshake happened").toBeDefined();
+          expect(at, `answer ${at} changed and the session still succeeded`).toBeLessThan(authAt!);
+        }
+        expect(position).toBeLessThanOrEqual(transcript.length + 220);
+      }),
+      { numRuns: Math.max(1, Math.round(RUNS / 2)), ...(SEED === undefined ? {} : { seed: SEED }) },
+    );
   });
 
   test("the card's answers in a whole session (a genuine transcript, responses mutated): only typed errors, bounded", async () => {
