@@ -16,6 +16,8 @@
  * still waiting), nothing is written onto the card (its data objects byte for byte as before: no
  * receipt) and the PIN retry counter is where it was. The untampered run, last, applies (the
  * addresses appear in the namespace) and writes its receipt: the checks above can see a change.
+ * Last, the channel broken while the agent writes its receipt (a flipped bit in that PUT DATA): exit
+ * 15, the network applied and kept, no receipt on the card (docs/SECURITY.md §9.1).
  * One pcscd and one namespace for the file; one agent run per case (~2–3 s each).
  */
 import { readFile, writeFile } from "node:fs/promises";
@@ -302,6 +304,48 @@ describe.skipIf(!cap.ok)(
         expect(JSON.stringify(addrJson(hsm))).toContain("198.51.100.11");
         expect(after.pinTriesLeft).toBe(before.pinTriesLeft);
         expect(Object.keys(after.objects).length).toBeGreaterThan(Object.keys(before.objects).length);
+      }, 300_000);
+
+      test("one flipped bit in the receipt's wrapped PUT DATA → card 6982, exit 15 (a channel failure), the network applied and kept, no receipt on the card", async () => {
+        // The namespace back as created, and a new HSM state (the one above is configured now).
+        ip(["-n", hsm, "addr", "flush", "dev", "eth0"]);
+        ip(["-n", hsm, "link", "set", "eth0", "down", "mtu", "1500"]);
+        expect(addrJson(hsm)).toEqual(pristine);
+        const other = await setUp("receipt-break");
+        await writeFile(other.cardFile, written);
+        const before = await cardObjects(other.cardFile);
+        const fault = await insert(other.cardFile, (command, answer, f) => {
+          // The agent's only PUT DATA is its receipt (the last piece of its chain is MAC-checked).
+          if (f.fired || !isWrapped(command) || command[1] !== 0xdb || (command[0]! & 0x10) !== 0)
+            return answer(command);
+          f.fired = true;
+          const flipped = Buffer.from(command);
+          flipped[flipped.length - 12]! ^= 0x10;
+          const r = answer(flipped);
+          f.cardAnswered = swOf(r);
+          return r;
+        });
+        const run = await onboard(other.stateDir);
+        await bridge?.stop();
+        bridge = undefined;
+        expect(fault.fired).toBe(true);
+        expect(fault.cardAnswered).toBe(SW_SECURITY);
+        expect(run.code, run.stderr).toBe(ExitCode.integrity);
+        expect(JSON.parse(run.stdout)).toMatchObject({
+          ok: false,
+          exitCode: ExitCode.integrity,
+          stage: "configured",
+          error: { code: "ERR_SCP_INTEGRITY" },
+          receipt: { written: false },
+        });
+        // Applied and kept: the address is on eth0, the state says configured (with the failure).
+        await settled(hsm);
+        expect(JSON.stringify(addrJson(hsm))).toContain("198.51.100.11");
+        const { state } = await AgentStateStore.open(other.stateDir);
+        expect(state.stage).toBe("configured");
+        expect(state.lastError).toMatchObject({ exitCode: ExitCode.integrity, stage: "configured" });
+        // No receipt (nor anything else) written; the PIN counter where it was.
+        expect(await cardObjects(other.cardFile)).toEqual(before);
       }, 300_000);
     });
   },

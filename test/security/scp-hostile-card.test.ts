@@ -13,7 +13,7 @@
  * is sent, the card's PIN retry counter is untouched, nothing is written onto the card and — where
  * the agent got as far as its flow — nothing is applied (dry-run record and network state as before).
  *
- * It also pins the two rules of the host's response handling (docs/SECURITY.md §8):
+ * It also pins the two rules of the host's response handling (docs/SECURITY.md §9.1):
  * - R-MAC: exactly 9000, 62xx and 63xx carry one (even without data); every other status is bare;
  * - 6982: a bare 6982 after which the session is still alive (a wrapped probe answers with a valid
  *   R-MAC) is the application's "security status not satisfied" (SecurityStatusError, the session
@@ -400,7 +400,7 @@ async function stationDir(): Promise<string> {
 // ---------------------------------------------------------------------------------------------
 // The host's rules for status words inside the channel
 
-describe("status words inside the channel (GP Amendment D §6.2.5–6.2.6, as the host applies them)", () => {
+describe("status words inside the channel (GP Amendment D's R-MAC rules, as the host applies them)", () => {
   test("a PIN-protected object read before VERIFY: the card's 6982 with the session alive is SecurityStatusError (not a channel failure), and the session goes on", async () => {
     const { card } = cardWith();
     const meter = new TransportMeter();

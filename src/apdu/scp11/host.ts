@@ -139,7 +139,7 @@ export class ScpProcessor implements ApduProcessor {
       throw e;
     }
     if (response.sw === 0x6982 && response.data.length === 0) {
-      // 6982 is an error status: it comes back bare (GP Amendment D §6.2.6), so it cannot say
+      // 6982 is an error status: it comes back bare (GP Amendment D: no R-MAC on errors), so it cannot say
       // whether the application refused the command (PIV: PIN not verified) or the security domain
       // rejected its C-MAC and ended the session. A live session tells them apart (see docs/SECURITY.md).
       if (await this.sessionSurvived()) return response;
