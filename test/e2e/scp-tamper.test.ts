@@ -307,10 +307,11 @@ describe.skipIf(!cap.ok)(
       }, 300_000);
 
       test("one flipped bit in the receipt's wrapped PUT DATA → card 6982, exit 15 (a channel failure), the network applied and kept, no receipt on the card", async () => {
-        // The namespace back as created, and a new HSM state (the one above is configured now).
+        // The address the run above applied taken away again, and a new HSM state (the one above
+        // is configured now).
         ip(["-n", hsm, "addr", "flush", "dev", "eth0"]);
         ip(["-n", hsm, "link", "set", "eth0", "down", "mtu", "1500"]);
-        expect(addrJson(hsm)).toEqual(pristine);
+        expect(JSON.stringify(addrJson(hsm))).not.toContain("198.51.100.11");
         const other = await setUp("receipt-break");
         await writeFile(other.cardFile, written);
         const before = await cardObjects(other.cardFile);
