@@ -47,6 +47,7 @@ import { installScpTrust, readScpTrust, secureChannelPolicy } from "../secure-el
 import { openInProcessCard } from "../secure-element/open-card.js";
 import type { PivElement, SecureChannelPolicy } from "../secure-element/piv-element.js";
 import { parseItemName, type SecureElement } from "../secure-element/secure-element.js";
+import { collectReceiptsToStation } from "../station/collect-receipts.js";
 import { updateStationCrl } from "../station/crl-update.js";
 import { initStation } from "../station/init-station.js";
 import { recordReceiptReport } from "../station/inventory/record.js";
@@ -498,7 +499,7 @@ class DemoRun {
       this.#checkAbort();
       if (!(await space.hasRoom())) {
         collections++;
-        const rows = await this.#collectReceipts(card, collections);
+        const rows = await this.#collectReceipts(card);
         for (const row of rows) collected.push({ collection: collections, row });
         space.cleared();
       }
@@ -511,7 +512,7 @@ class DemoRun {
   }
 
   /** The card is full of receipts: the station verifies, archives and removes them. */
-  async #collectReceipts(card: VirtualPivCard, collection: number): Promise<ReceiptRow[]> {
+  async #collectReceipts(card: VirtualPivCard): Promise<ReceiptRow[]> {
     const t = performance.now();
     const rows = await withCard(
       card,
@@ -520,15 +521,13 @@ class DemoRun {
         collectReceipts(element, {
           stationDir: this.#stationDir,
           pin: this.#secrets.pin,
-          archiveDir: join(this.dir, "collected-receipts"),
-          collection,
         }),
       await requiredChannel(this.#stationDir),
     );
     this.#progress(
       "collect",
-      `card full of receipts: back at the station, ${rows.filter((r) => r.verified).length} of ${rows.length} ` +
-        "verified, archived and removed from the card",
+      `card full of receipts: back at the station, ${rows.length} verified, archived in the station directory ` +
+        "and removed from the card",
       t,
     );
     return rows;
@@ -762,50 +761,28 @@ async function withCard<T>(
 export interface CollectReceiptsOptions {
   readonly stationDir: string;
   readonly pin: string;
-  /** Where the raw receipts and the station's verdicts are archived before they leave the card. */
-  readonly archiveDir: string;
-  readonly collection: number;
 }
 
 /**
- * The station takes the receipts off a card that has no room for more: reads and verifies them
- * (readReceipts), archives the raw objects with the verdicts, and deletes the receipt objects (PIN).
- * Returns the station's rows.
+ * The station takes the receipts off a card that has no room for more, through the station's own
+ * `station receipts --collect` path (src/station/collect-receipts.ts): every receipt read and
+ * verified, the verified objects archived durably in the station directory (fsync, read back and
+ * compared), only then deleted with the PIN, each only if unchanged; an object holding a receipt that
+ * does not verify stays on the card. The report goes into the station's inventory. Returns the rows
+ * of the receipts that left the card (the others are read again at the end of the round).
  */
 export async function collectReceipts(
   element: SecureElement,
   options: CollectReceiptsOptions,
 ): Promise<ReceiptRow[]> {
-  const report = await readReceipts({ element, stationDir: options.stationDir });
-  await recordReceiptReport(options.stationDir, report); // the station's inventory (issue 14)
-  const names = (await element.listItems())
-    .map((i) => i.name)
-    .filter((n) => parseItemName(n)?.kind === "receipt");
-  const raw: Record<string, string> = {};
-  for (const name of names) {
-    const bytes = await element.readItem(name);
-    if (bytes) raw[name] = Buffer.from(bytes).toString("base64");
-  }
-  await mkdir(options.archiveDir, { recursive: true, mode: 0o700 });
-  await writeFile(
-    join(options.archiveDir, `collection-${options.collection}.json`),
-    `${JSON.stringify(
-      {
-        format: "hsm-onboard/demo-receipt-collection",
-        version: 1,
-        collectedAt: new Date().toISOString(),
-        card: report.card,
-        configuration: report.configuration ?? null,
-        rows: report.receipts,
-        items: raw,
-      },
-      null,
-      2,
-    )}\n`,
-  );
-  await element.verifyPin(options.pin);
-  for (const name of names) await element.deleteItem(name);
-  return [...report.receipts];
+  const result = await collectReceiptsToStation({
+    element,
+    stationDir: options.stationDir,
+    pin: options.pin,
+  });
+  await recordReceiptReport(options.stationDir, result.report); // the station's inventory (issue 14)
+  const cleared = new Set(result.cleared);
+  return result.report.receipts.filter((row) => cleared.has(row.location.replace(/\[.*$/, "")));
 }
 
 /**

@@ -730,8 +730,6 @@ class Rack {
         collectReceipts(element, {
           stationDir,
           pin: this.#pin,
-          archiveDir: join(this.workDir, "collected-receipts"),
-          collection,
         }),
       // As the station's CLI opens the card: SCP11b to its SCP trust anchor, no plaintext fallback.
       secureChannelPolicy(await readScpTrust(stationDir), false),

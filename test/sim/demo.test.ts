@@ -4,7 +4,7 @@
  * table and JSON, the generated rack plans, and the failure a tampered card must produce.
  */
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -68,7 +68,9 @@ describe("hsm-onboard demo", () => {
   });
 
   test("40 HSMs with --json: every serial configured and its receipt verified at the station", async () => {
-    const result = await runCliInProcess(["demo", "--hsms", "40", "--json"], { cwd: scratch });
+    const result = await runCliInProcess(["demo", "--hsms", "40", "--json", "--keep", "kept-40"], {
+      cwd: scratch,
+    });
     expect(result.exitCode).toBe(0);
     const report = JSON.parse(result.stdout) as {
       ok: boolean;
@@ -85,7 +87,7 @@ describe("hsm-onboard demo", () => {
       receiptCollections: number;
       dir: string | null;
     };
-    expect(report).toMatchObject({ ok: true, exitCode: 0, problems: [], dir: null });
+    expect(report).toMatchObject({ ok: true, exitCode: 0, problems: [], dir: join(scratch, "kept-40") });
     expect(report.hsms.map((h) => h.serial)).toEqual(serials(40));
     expect(new Set(report.hsms.map((h) => h.hostname)).size).toBe(40);
     expect(new Set(report.hsms.flatMap((h) => h.addresses)).size).toBe(40);
@@ -94,8 +96,33 @@ describe("hsm-onboard demo", () => {
       expect(h.receipt.verified).toBe(true);
       expect(h.receipt.location).toMatch(/^receipt-\d+\[\d+\]/);
     }
-    // A card holds the receipts of about thirty HSMs: the officer handed them in on the way.
+    // A card holds the receipts of about thirty HSMs: the officer handed them in on the way, through
+    // the station's collect path: archived in the station directory before they left the card.
     expect(report.receiptCollections).toBeGreaterThanOrEqual(1);
+    const archiveDir = join(scratch, "kept-40", "station", "receipts-archive");
+    const archives = await readdir(archiveDir);
+    expect(archives).toHaveLength(report.receiptCollections);
+    const archived = await Promise.all(
+      archives.map(
+        async (f) =>
+          JSON.parse(await readFile(join(archiveDir, f), "utf8")) as {
+            format: string;
+            reason: string;
+            receipts: { serial: string; verified: boolean }[];
+          },
+      ),
+    );
+    const collectedSerials = report.hsms
+      .filter((h) => /\(collection \d+\)$/.test(h.receipt.location ?? ""))
+      .map((h) => h.serial);
+    expect(collectedSerials.length).toBeGreaterThan(0);
+    expect(archived.flatMap((a) => a.receipts.map((r) => r.serial)).sort()).toEqual(
+      [...collectedSerials].sort(),
+    );
+    for (const a of archived) {
+      expect(a).toMatchObject({ format: "hsm-onboard/receipts-archive", reason: "collected" });
+      expect(a.receipts.every((r) => r.verified)).toBe(true);
+    }
     // Card I/O per onboarding does not depend on the size of the plan (SPEC.md §9): the first HSM
     // after the receipts were handed in meets the card as the very first HSM did, and exchanges
     // as many APDUs and bytes with it (give or take the length of the card's DER-encoded ECDSA signature).
