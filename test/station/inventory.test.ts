@@ -417,5 +417,21 @@ describe("receipt rows to inventory records", () => {
       channel: "SCP11b",
     });
     expect(records[2]?.channel).toBeUndefined();
+    // A receipt whose device certificate a device CRL revokes (station update-crl --device) is kept, not verified, with why.
+    const [revoked] = receiptRecordsOf(
+      report([
+        {
+          location: "receipt-1[0]",
+          addresses: [],
+          authentic: false,
+          current: false,
+          verified: false,
+          revoked: true,
+          reason: 'revoked: "CN=HSM 7" is revoked by its CRL',
+        },
+      ]),
+      at,
+    );
+    expect(revoked).toMatchObject({ verified: false, reason: 'revoked: "CN=HSM 7" is revoked by its CRL' });
   });
 });

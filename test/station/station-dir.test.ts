@@ -3,6 +3,7 @@ import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode, IntegrityError, ReplayError, UsageError, ValidityError } from "../../src/errors.js";
+import { issueCrl } from "../../src/pki/crl.js";
 import { updateStationCrl } from "../../src/station/crl-update.js";
 import { initStation } from "../../src/station/init-station.js";
 import { openInventory } from "../../src/station/inventory/open.js";
@@ -206,6 +207,26 @@ describe("CRL updates", () => {
         `crl +token CA CRL number 2 taken in: ".*" revokes 1 certificate \\(serial ${revoked.serialNumber.toLowerCase()}\\), replacing CRL number 1 \\(station `,
       ),
     );
+  });
+
+  it("a device CA's CRL (--device) is a crl-device event naming the devices it revokes", async () => {
+    const dir = await station();
+    const device = { certificate: pki.tokenCa.certificate }; // any serial number will do for the list
+    const crl = await issueCrl({
+      issuer: pki.deviceCa,
+      crlNumber: 3n,
+      entries: [{ serialNumber: device.certificate.serialNumber, revokedAt: new Date(Date.now() - 60_000) }],
+    });
+    await updateStationCrl(dir, crl, { device: true, issuers: [pki.deviceCa.certificate] });
+    const inventory = await openInventory({ stationDir: dir });
+    const [event] = (await inventory.journal()).filter((j) => j.event === "crl-device");
+    const history = await inventory.history();
+    await inventory.close();
+    expect(event).toMatchObject({
+      number: "3",
+      detail: `"${pki.deviceCa.certificate.subject}" revokes 1 certificate (serial ${device.certificate.serialNumber.toLowerCase()})`,
+    });
+    expect(history.find((h) => h.kind === "crl")?.text).toMatch(/^device CA CRL number 3 taken in: /);
   });
 
   it("refuses a CRL whose token CA is unknown, not under the anchor, or that is out of date", async () => {
