@@ -11,7 +11,10 @@
  * What a hostile card can do is only what a reader lets through: a response is at most
  * MAX_READER_RESPONSE_BYTES (PC/SC's extended buffer, docs/TESTBED-NOTES.md), so "megabytes" come
  * the only way a real card could send them — in pieces, with 61xx and GET RESPONSE — unless a
- * mode says otherwise. Test-only code: nothing in the product imports it.
+ * mode says otherwise. The `scp-*` modes lie to the SCP11 decoders (certificate store, handshake
+ * answer, wrapped answers); those that lie inside the channel with a valid R-MAC are given the
+ * card's end of the session (`scpChannel: () => card.scpChannel`), as a hostile card holds its keys.
+ * Test-only code: nothing in the product imports it.
  */
 import { gzipSync } from "node:zlib";
 import { decodeCommandApdu } from "../apdu/command.js";

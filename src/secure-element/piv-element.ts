@@ -337,7 +337,7 @@ export class PivElement implements SecureElement {
     const sizes = this.#objectSizes ?? new Map<number, number>();
     for (const id of ids) {
       // A PIN-protected object is not asked for before the PIN: the card would answer 6982, which
-      // inside SCP11 cannot be told from a failed C-MAC and so closes the channel (fail-closed).
+      // inside SCP11 costs a probe to tell from a failed C-MAC (ScpProcessor, docs/SECURITY.md §9.1).
       if (this.#pin === undefined && PIN_PROTECTED_OBJECTS.has(id)) {
         this.#unreadObjects.add(id);
         continue;
