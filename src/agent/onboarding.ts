@@ -558,7 +558,7 @@ async function applyNetworkStep(
  * audit record saying so — but the network stays applied: everything it was built from was read
  * and verified (R-MAC on every answer, the manifest's signatures) before the channel broke, so
  * undoing it would only hand whoever broke the channel a way to undo a genuine onboarding. The card
- * then carries no receipt for this configuration; the station sees it missing (`station receipts`).
+ * then carries no receipt for this configuration: `station receipts` shows none for this HSM.
  */
 async function issueReceiptStep(
   run: Onboarding,
