@@ -4,7 +4,8 @@
  * same library calls with the same options as onboarding.ts: the 9E chain with its CRL, the
  * challenge proof, the manifest's COSE signature and its signer's chain, the quorum key, the shard
  * entry, the network it becomes and its digest, a receipt signed and appended, an audit hash, and
- * one SCP11b handshake with a few wrapped APDUs between a host and a card end in memory. The first
+ * one SCP11b handshake with a few wrapped APDUs between a host and a card end in memory, and the PIV
+ * host stack (PivElement over an in-memory card end that serves the world's objects). The first
  * real card then finds that code compiled and OpenSSL's curves initialised, instead of paying for
  * them inside the onboarding.
  *
@@ -15,6 +16,7 @@
  * runs again, in full, on the card's own bytes.
  */
 import { createHash } from "node:crypto";
+import { decodeCommandApdu } from "../apdu/command.js";
 import {
   cardHandshake,
   completeHostHandshake,
@@ -23,16 +25,27 @@ import {
   p256Point,
 } from "../apdu/scp11/handshake.js";
 import { CLA_SECURE_MESSAGING, ScpCardChannel, ScpHostChannel } from "../apdu/scp11/secure-messaging.js";
+import { encodeTlv } from "../apdu/tlv.js";
 import { leafPublicKey } from "../config/cose.js";
 import { checkManifestValidity, findShardFor, verifyManifest } from "../config/manifest.js";
 import { appendReceipt, decodeReceiptLog, signReceipt } from "../config/receipt.js";
 import { decodeShardEntry, networkStateDigest } from "../config/shard.js";
+import { ecdsaRawToDer } from "../crypto/ecdsa.js";
 import { createSoftwareSigner } from "../crypto/signer.js";
+import { certificateObjectId, encodeCertificateObject, PIV_AID } from "../piv/objects.js";
 import { spkiSha256 } from "../pki/ca-facts.js";
 import { certificateParts } from "../pki/der.js";
 import { readCrl, validateChainView } from "../pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
-import { verifyChallengeProof, YUBIKEY_STORAGE } from "../secure-element/secure-element.js";
+import { itemObjectId, shardItemName } from "../secure-element/card-layout.js";
+import { PivElement } from "../secure-element/piv-element.js";
+import {
+  encodeCertificateList,
+  verifyChallengeProof,
+  YUBIKEY_STORAGE,
+} from "../secure-element/secure-element.js";
+import type { ApduResponder } from "../transport/apdu-responder.js";
+import { InProcessTransport } from "../transport/in-process.js";
 import { hex } from "../util/bytes.js";
 import { canonicalJson, recordHash } from "./audit-log.js";
 import { hostNetworkConfig, plannedAddresses } from "./net/net-backend.js";
@@ -48,6 +61,8 @@ export interface WarmUpSummary {
   readonly receiptBytes: number;
   /** Bytes of the answer that came back through the SCP11b channel. */
   readonly scpAnswer: number;
+  /** Object bytes the PIV host stack read from the in-memory card end (warmUpPivStack). */
+  readonly pivBytesRead: number;
 }
 
 const der = (base64: string) => new Uint8Array(Buffer.from(base64, "base64"));
@@ -154,7 +169,87 @@ export async function warmUpOnboarding(): Promise<WarmUpSummary> {
     validSigners: keys.size,
     receiptBytes: receipt.length,
     scpAnswer: warmUpScp11b(),
+    pivBytesRead: await warmUpPivStack(ref.objectId),
   };
+}
+
+/** A YubiKey 5's contact ATR (T0 = FD: the host stack then uses extended APDUs, as with the real key). */
+const YUBIKEY_ATR = Uint8Array.from(Buffer.from("3BFD1300008131FE158073C021C057597562694B657940", "hex"));
+
+/**
+ * The card end of the PIV warm-up: answers, from the built-in world, the commands the agent sends
+ * before it writes (SELECT, version, serial, GET DATA of the world's objects, the 9E signature over
+ * the world's fixed challenge, the PIN status and VERIFY). Nothing else (6D00); it holds no key.
+ */
+class WarmUpCard implements ApduResponder {
+  constructor(
+    private readonly objects: ReadonlyMap<number, Uint8Array>,
+    private readonly signatureDer: Uint8Array,
+  ) {}
+
+  powerOn(): Uint8Array {
+    return YUBIKEY_ATR.slice();
+  }
+
+  powerOff(): void {}
+
+  transmit(command: Uint8Array): Uint8Array {
+    const ok = (data: Uint8Array = new Uint8Array(0)) => Uint8Array.of(...data, 0x90, 0x00);
+    const c = decodeCommandApdu(command);
+    switch (c.ins) {
+      case 0xa4:
+        return ok(encodeTlv(0x61, encodeTlv(0x4f, PIV_AID.subarray(5))));
+      case 0xfd:
+        return ok(Uint8Array.of(5, 7, 4));
+      case 0xf8:
+        return ok(Uint8Array.of(0x00, 0x98, 0x96, 0x7f));
+      case 0xcb: {
+        const id = c.data.length === 5 ? (c.data[2]! << 16) | (c.data[3]! << 8) | c.data[4]! : -1;
+        const object = this.objects.get(id);
+        return object ? ok(encodeTlv(0x53, object)) : Uint8Array.of(0x6a, 0x82);
+      }
+      case 0x87:
+        return ok(encodeTlv(0x7c, encodeTlv(0x82, this.signatureDer)));
+      case 0x20:
+        return c.data.length === 0 ? Uint8Array.of(0x63, 0xc3) : ok();
+      default:
+        return Uint8Array.of(0x6d, 0x00);
+    }
+  }
+}
+
+/**
+ * The PIV host stack (transport, command chaining, PivSession, PivElement, TLV) once, as the agent
+ * drives it before it writes: identity, CRL, the 9E challenge (its proof checked), PIN status and
+ * VERIFY, manifest, shard, the receipt object. Returns the object bytes read.
+ */
+async function warmUpPivStack(shardObjectId: number): Promise<number> {
+  const w = WARM_UP_WORLD;
+  const objects = new Map<number, Uint8Array>([
+    [certificateObjectId("9E"), encodeCertificateObject(der(w.cardAuthentication))],
+    [certificateObjectId("9C"), encodeCertificateObject(der(w.signing))],
+    [itemObjectId({ kind: "certificates" }), encodeCertificateList([der(w.tokenCa)])],
+    [itemObjectId({ kind: "crl" }), der(w.crl)],
+    [itemObjectId({ kind: "manifest" }), der(w.manifest)],
+    [shardObjectId, der(w.shard)],
+  ]);
+  const card = new WarmUpCard(objects, ecdsaRawToDer(der(w.proofSignature), w.proofAlgorithm));
+  const element = await PivElement.open(new InProcessTransport(card, { readerName: "warm-up" }));
+  let read = 0;
+  try {
+    const identity = await element.identity();
+    const challenge = der(w.challenge);
+    verifyChallengeProof(identity.cardAuthentication, challenge, await element.proveChallenge(challenge));
+    read += (await element.readItem("crl"))?.length ?? 0;
+    await element.pinTriesLeft();
+    await element.verifyPin("00000000");
+    read += (await element.readItem("manifest"))?.length ?? 0;
+    read += (await element.readItem(shardItemName(shardObjectId)))?.length ?? 0;
+    read += (await element.readItem("receipt-0"))?.length ?? 0;
+  } finally {
+    await element.close();
+  }
+  return read;
 }
 
 /**

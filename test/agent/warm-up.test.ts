@@ -21,6 +21,8 @@ describe("agent warm-up at start", () => {
       validSigners: 1,
       receiptBytes: expect.any(Number),
       scpAnswer: 4,
+      // CRL, manifest and the full shard came through the PIV host stack; receipt-0 is absent.
+      pivBytesRead: der(WARM_UP_WORLD.crl).length + 3063 + 3063,
     });
     expect(summary.receiptBytes).toBeGreaterThan(500);
     // Twice in a row gives the same (nothing it holds changes).
