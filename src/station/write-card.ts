@@ -6,17 +6,24 @@
  *   1. authenticate the card (authenticate-card.ts: chain + CRL, live 9E challenge, 9C certificate)
  *   2. the plan's owner must be the card's owner (NotForThisHsmError, exit 16) — before the PIN, so a
  *      doomed write costs no PIN try
+ *  2b. what fits (issue 13), still before the PIN and before a sequence number: the card's budget,
+ *      the plan split across a card set when it is larger than the card (planCardSet; refused with
+ *      exit 22 unless `allowCardSet`), this card's part laid out with the card's signer (sizes only);
+ *      a card of a set being continued: the set's journal, the plan's digest, a card already
+ *      holding a card of the set refused (CardFullError, exit 22; UsageError, exit 2)
  *   3. the officer's PIN (WrongPinError with tries left, exit 13; PinBlockedError, exit 14), then the
  *      officer's TOTP code if the officer is enrolled at this station (TotpRejectedError, exit 13)
- *   4. allocate the owner's next sequence number (persisted first: never reused, even if this fails)
- *   5. encode, shard, sign the manifest with the card's 9C key; verify that signature against the 9C
- *      certificate; check that everything fits (CardFullError, exit 22) — all before the first write
+ *   4. allocate the owner's next sequence number (persisted first: never reused, even if this fails);
+ *      a card set allocates once, with card 1, and records the set in its journal before writing
+ *   5. encode and sign this card's part with the card's 9C key; verify that signature against the
+ *      9C certificate — all before the first write
  *   6. write: delete the old manifest FIRST (a half-written card then has no manifest, never one that
  *      points at mismatching shards), delete the previous configuration's shards and receipts (the
  *      receipts are archived in the station directory first), write the certificates and CRL items,
  *      the shards, and the manifest LAST (the commit point)
  *   7. read everything back and verify it: the manifest with verifyManifest, every shard's SHA-256 and
  *      strict decoding, the CRL and certificates items byte for byte (IntegrityError, exit 15)
+ *   8. a card of a set: marked written in the set's journal; 9. the inventory (card k of n)
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
@@ -325,7 +332,9 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
       if (next === undefined) {
         throw new UsageError(`every card of set ${setJournal.configurationId} is written and verified`);
       }
-      if (previous?.configurationId === setJournal.configurationId) {
+      // A card holding another card of this set is refused; one holding card `next` itself (written,
+      // but the journal not updated: the station stopped in between) is written again, same content.
+      if (previous?.configurationId === setJournal.configurationId && previous.cardIndex !== next) {
         throw new UsageError(
           `this card already holds card ${previous.cardIndex ?? "?"} of ${setJournal.cards.length} of this set: ` +
             `insert a card for card ${next} of ${setJournal.cards.length} (nothing was written)`,

@@ -15,6 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { runAgentOnce } from "../../src/agent/agent.js";
 import { factoryInit } from "../../src/agent/factory.js";
 import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import type { CardRange } from "../../src/config/manifest.js";
 import { compareSerials } from "../../src/config/shard.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../../src/pki/index.js";
@@ -299,6 +300,7 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
     // Over the real stack: the first HSM of each card's range onboards from its card; HSM 2 (not
     // configured yet) shown card 1, and HSM 1 (configured from card 1) shown card 2, are told which
     // card is theirs — from the signed ranges of the card in the reader.
+    const agentsStarted = performance.now();
     const firsts = set.ranges.map((r) => r.firstSerial);
     const states = await Promise.all(firsts.map((s) => hsm(s)));
     const expectOnboarded = async (k: number) => {
@@ -327,6 +329,8 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
     await expectOnboarded(3);
     await remove();
 
+    console.log(`agent run over pcscd/vpcd, 5 runs: ${Math.round(performance.now() - agentsStarted)} ms`);
+    const sampleStarted = performance.now();
     // In process on the same card files: a sample of HSMs of every card against all three cards.
     const sample = Array.from({ length: 12 }, (_, i) => serialOf(17 + i * 413));
     const sampleStates = new Map<string, string>();
@@ -341,6 +345,12 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
         }),
       );
     const homes = new Set<number>();
+    // Serials with a success receipt on each card (the real-stack HSMs first).
+    const onboardedFrom = new Map<number, string[]>([
+      [1, [firsts[0]!]],
+      [2, [firsts[1]!]],
+      [3, [firsts[2]!]],
+    ]);
     for (const serial of sample) {
       const home = cardOf(serial);
       homes.add(home);
@@ -352,7 +362,29 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
       const result = await onboard(serial, home);
       expect(result.ok, result.error?.message).toBe(true);
       expect(result.sequence).toBe(set.sequence);
+      if (result.receipt?.written) onboardedFrom.get(home)!.push(serial);
     }
     expect([...homes].sort()).toEqual([1, 2, 3]);
+    console.log(`in-process sample, 36 agent runs: ${Math.round(performance.now() - sampleStarted)} ms`);
+
+    // Receipts per card: station receipts reads each card of the set like any card; the HSMs that
+    // onboarded from it, and only those, have a success receipt there (a refused HSM leaves a
+    // failure receipt, 16, on the card it was shown).
+    for (const k of [1, 2, 3]) {
+      const receipts = await runCliInProcess(
+        ["station", "receipts", "--allow-plaintext", "--station-dir", stationDir, "--json"],
+        { cwd: work, env: { [VIRTUAL_CARD_ENV]: cards[k - 1]! } },
+      );
+      expect(receipts.exitCode, receipts.stderr).toBe(0);
+      const report = JSON.parse(receipts.stdout) as {
+        configuration: { sequence: number };
+        receipts: { serial: string; verified: boolean; outcome: number }[];
+      };
+      expect(report.configuration.sequence).toBe(set.sequence);
+      expect(report.receipts.every((r) => r.verified)).toBe(true);
+      const successes = report.receipts.filter((r) => r.outcome === 0).map((r) => r.serial);
+      expect(successes.sort()).toEqual([...onboardedFrom.get(k)!].sort());
+      expect(report.receipts.filter((r) => r.outcome === 16).every((r) => cardOf(r.serial) !== k)).toBe(true);
+    }
   }, 300_000);
 });

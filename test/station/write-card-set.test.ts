@@ -84,6 +84,12 @@ describe("station write, a 5,000-HSM plan on a card set", () => {
     // The session ends after card 2 (card 3 "failed"): the journal on disk resumes it.
     const second = await write(cards[1]!, stationDir, { cardSet: journal });
     expect(second.cardSet).toMatchObject({ index: 2, count: 3, remaining: [3] });
+    // The station stopped after writing card 2 but before its journal said so: card 2 shown again
+    // for "card 2" is written again — same configuration, same sequence, same content.
+    const secondAgain = await write(cards[1]!, stationDir, { cardSet: journal });
+    expect(secondAgain.cardSet).toMatchObject({ index: 2, remaining: [3] });
+    expect(secondAgain.sequence).toBe(second.sequence);
+    expect(secondAgain.shards.map((s) => s.sha256)).toEqual(second.shards.map((s) => s.sha256));
     const resumed = await readCardSetJournal(stationDir, first.configurationId.slice(0, 8));
     expect(resumed.written.map((w) => w.index)).toEqual([1, 2]);
 
