@@ -592,7 +592,14 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     await inventory.recordPlan(planRecord);
     await inventory.recordWrite({
       ...writeRecordOf(finished, planRecord.digest),
-      ...(count > 1 ? { cardIndex: part.index, cardCount: count } : {}),
+      ...(count > 1
+        ? {
+            cardIndex: part.index,
+            cardCount: count,
+            firstSerial: part.range.firstSerial,
+            lastSerial: part.range.lastSerial,
+          }
+        : {}),
     });
   });
   return finished;

@@ -273,6 +273,43 @@ describe.each([
     await inventory.close();
   });
 
+  test("a card set: each HSM is on the card whose serial range carries it", async () => {
+    const { inventory } = await engine.fresh();
+    const p = plan("ACME Bank", 5);
+    await inventory.recordPlan(p);
+    const card = (
+      cardSerial: string,
+      cardIndex: number,
+      firstSerial: string,
+      lastSerial: string,
+      minutes: number,
+    ) =>
+      inventory.recordWrite({
+        configurationId: "cd".repeat(16),
+        owner: "ACME Bank",
+        sequence: 7,
+        planDigest: p.digest,
+        cardSerial,
+        cardIndex,
+        cardCount: 2,
+        firstSerial,
+        lastSerial,
+        writtenAt: at(minutes),
+        hsms: 5,
+      });
+    await card("11111111", 1, "HSM-1", "HSM-3", 1);
+    await card("22222222", 2, "HSM-4", "HSM-5", 2);
+    const states = await inventory.inventory();
+    expect(states.map((s) => [s.serial, s.written?.cardSerial])).toEqual([
+      ["HSM-1", "11111111"],
+      ["HSM-2", "11111111"],
+      ["HSM-3", "11111111"],
+      ["HSM-4", "22222222"],
+      ["HSM-5", "22222222"],
+    ]);
+    await inventory.close();
+  });
+
   test("keeps CRL events in the journal with what they revoke; history shows them for every owner", async () => {
     const { inventory } = await engine.fresh();
     await inventory.appendJournal({

@@ -10,6 +10,7 @@ import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { CardFullError, NotForThisHsmError, UsageError } from "../../src/errors.js";
 import { openInProcessCard } from "../../src/secure-element/open-card.js";
 import { readCardSetJournal } from "../../src/station/card-set-journal.js";
+import { openInventory } from "../../src/station/inventory/open.js";
 import { lastSequence } from "../../src/station/sequence-store.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
 import { configSigningValidator, writeConfigurationToCard } from "../../src/station/write-card.js";
@@ -124,6 +125,9 @@ describe("station write, a 5,000-HSM plan on a card set", () => {
       expect(m.cardSet?.index).toBe(i + 1);
       expect(m.cardSet?.cards).toEqual(first.cardSet!.ranges);
     }
+    const inventory = await openInventory({ stationDir });
+    const states = new Map((await inventory.inventory()).map((s) => [s.serial, s]));
+    await inventory.close();
     for (const hsm of plan.hsms.filter((_, i) => i % 250 === 0)) {
       const homes = manifests.filter((m) => {
         try {
@@ -136,7 +140,12 @@ describe("station write, a 5,000-HSM plan on a card set", () => {
         }
       });
       expect(homes).toHaveLength(1);
+      // The inventory says the same card (issue 14): the write of the card whose range carries it.
+      expect(states.get(hsm.serial)?.written?.cardSerial).toBe(
+        written[manifests.indexOf(homes[0]!)]!.card.serial,
+      );
     }
+    expect(new Set([...states.values()].map((s) => s.written?.cardSerial)).size).toBe(3);
   });
 
   it("refuses a plan larger than one card unless a card set is allowed, before the PIN", async () => {

@@ -48,6 +48,9 @@ export interface WriteRecord {
   /** This card's place in a card set: k of n (issue 13); absent for a single card. */
   readonly cardIndex?: number;
   readonly cardCount?: number;
+  /** The serial range this card carries (a card of a set); absent: the whole plan. */
+  readonly firstSerial?: string;
+  readonly lastSerial?: string;
   /** HSMs the configuration covers. */
   readonly hsms: number;
 }

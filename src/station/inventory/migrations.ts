@@ -113,6 +113,14 @@ ALTER TABLE receipts ADD COLUMN channel TEXT;
 ALTER TABLE journal ADD COLUMN detail TEXT;
 `,
   },
+  {
+    version: 3,
+    name: "a card of a set covers its serial range (writes.first_serial, last_serial)",
+    sql: () => `
+ALTER TABLE writes ADD COLUMN first_serial TEXT;
+ALTER TABLE writes ADD COLUMN last_serial TEXT;
+`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

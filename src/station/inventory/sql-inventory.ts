@@ -3,6 +3,7 @@
  * (sqlite.ts, postgres.ts) that runs statements with `?` placeholders, transactions and the one
  * statement whose spelling differs (the greater of two numbers).
  */
+import { compareSerials } from "../../config/shard.js";
 import { IntegrityError, UsageError } from "../../errors.js";
 import type {
   AllocateOptions,
@@ -166,7 +167,7 @@ export class SqlInventory implements Inventory {
   async recordWrite(w: WriteRecord): Promise<void> {
     await this.db.run(
       `INSERT INTO writes (kind, configuration_id, owner, sequence, plan_digest, card_serial, card_name, officer,
-         card_index, card_count, hsms, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         card_index, card_count, hsms, written_at, first_serial, last_serial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       [
         w.kind ?? "write",
         w.configurationId,
@@ -180,6 +181,8 @@ export class SqlInventory implements Inventory {
         w.cardCount ?? null,
         w.hsms,
         iso(w.writtenAt),
+        w.firstSerial ?? null,
+        w.lastSerial ?? null,
       ],
     );
   }
@@ -261,8 +264,8 @@ export class SqlInventory implements Inventory {
       only === undefined ? params : [...params, only],
     );
     const writes = await this.db.all(
-      `SELECT w.plan_digest, w.configuration_id, w.sequence, w.card_serial, w.officer, w.written_at FROM writes w
-       ${owner === undefined ? "" : "WHERE w.owner = ?"} ORDER BY w.written_at, w.id`,
+      `SELECT w.plan_digest, w.configuration_id, w.sequence, w.card_serial, w.officer, w.written_at, w.first_serial,
+         w.last_serial FROM writes w ${owner === undefined ? "" : "WHERE w.owner = ?"} ORDER BY w.written_at, w.id`,
       params,
     );
     const receipts = await this.db.all(
@@ -271,14 +274,13 @@ export class SqlInventory implements Inventory {
        FROM receipts WHERE ${only === undefined ? "serial IS NOT NULL" : "serial = ?"} ORDER BY collected_at, id`,
       only === undefined ? [] : [only],
     );
-    const latestWrite = new Map<string, Row>();
-    for (const w of writes) if (w.plan_digest !== null) latestWrite.set(String(w.plan_digest), w);
     const latestReceipt = new Map<string, Row>();
     for (const r of receipts) latestReceipt.set(String(r.serial), r);
-    // One `written` object and one plan date per plan (shared by its HSMs), plain assignments: this
-    // loop runs once per HSM of the room.
-    const writtenOf = new Map<string, NonNullable<HsmState["written"]>>();
-    for (const [digest, w] of latestWrite) {
+    // Per plan its writes, oldest first, each `written` object built once (shared by its HSMs). A
+    // card of a set (issue 13) covers its serial range only; a write without a range, the whole plan.
+    const writesOf = new Map<string, PlanWrite[]>();
+    for (const w of writes) {
+      if (w.plan_digest === null || w.plan_digest === undefined) continue;
       const written: Writable<NonNullable<HsmState["written"]>> = {
         configurationId: String(w.configuration_id),
         sequence: Number(w.sequence),
@@ -286,7 +288,10 @@ export class SqlInventory implements Inventory {
       };
       if (w.card_serial !== null && w.card_serial !== undefined) written.cardSerial = String(w.card_serial);
       if (w.officer !== null && w.officer !== undefined) written.officer = String(w.officer);
-      writtenOf.set(digest, written);
+      const digest = String(w.plan_digest);
+      const list = writesOf.get(digest) ?? [];
+      list.push({ written, first: str(w.first_serial), last: str(w.last_serial) });
+      writesOf.set(digest, list);
     }
     const plannedAt = new Map<string, Date>();
     const bySerial = new Map<string, HsmState>();
@@ -307,7 +312,7 @@ export class SqlInventory implements Inventory {
         addresses: JSON.parse(String(p.addresses)) as string[],
       };
       if (p.state_digest !== null && p.state_digest !== undefined) state.stateDigest = String(p.state_digest);
-      const w = writtenOf.get(digest);
+      const w = latestWriteFor(writesOf.get(digest), serial);
       if (w) state.written = w;
       const r = latestReceipt.get(serial);
       if (r) state.receipt = receiptState(r);
@@ -408,6 +413,28 @@ export class SqlInventory implements Inventory {
 }
 
 type Writable<T> = { -readonly [K in keyof T]: T[K] };
+
+interface PlanWrite {
+  readonly written: NonNullable<HsmState["written"]>;
+  /** The card's serial range within the plan (a card of a set); absent: the whole plan. */
+  readonly first: string | undefined;
+  readonly last: string | undefined;
+}
+
+/** The newest write of the HSM's plan that carries its entry (card order: compareSerials). */
+function latestWriteFor(
+  writes: readonly PlanWrite[] | undefined,
+  serial: string,
+): NonNullable<HsmState["written"]> | undefined {
+  if (!writes) return undefined;
+  for (let i = writes.length - 1; i >= 0; i--) {
+    const w = writes[i] as PlanWrite;
+    if (w.first !== undefined && compareSerials(serial, w.first) < 0) continue;
+    if (w.last !== undefined && compareSerials(serial, w.last) > 0) continue;
+    return w.written;
+  }
+  return undefined;
+}
 
 /** Columns kept as text when not NULL: row column → receipt field. */
 const RECEIPT_TEXT = [
