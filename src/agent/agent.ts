@@ -434,9 +434,16 @@ export interface ServeOptions {
   readonly backoff?: { readonly firstMs?: number; readonly maxMs?: number };
 }
 
-/** The PC/SC service itself is gone (pcscd stopped or restarting), not a card problem. */
+/**
+ * The PC/SC service itself is gone (pcscd stopped or restarting), not a card problem: "no service",
+ * or any refusal to give the agent a context at all — pcscd coming back can answer
+ * SCardEstablishContext with another code for a moment (seen: SCARD_E_NO_ACCESS while it restarts).
+ */
 export function pcscServiceGone(error: unknown): error is PcscError {
-  return error instanceof PcscError && error.code === "ERR_PCSC_NO_SERVICE";
+  return (
+    error instanceof PcscError &&
+    (error.code === "ERR_PCSC_NO_SERVICE" || error.operation === "SCardEstablishContext")
+  );
 }
 
 export interface RunAgentOnceOptions extends OpenAgentOptions {

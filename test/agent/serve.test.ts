@@ -8,7 +8,7 @@ import type { CardSource } from "../../src/agent/card-source.js";
 import { DryRunBackend } from "../../src/agent/net/dry-run.js";
 import type { OnboardingResult } from "../../src/agent/onboarding.js";
 import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
-import { ApplicationNotAvailableError, ExitCode, NoCardError } from "../../src/errors.js";
+import { ApplicationNotAvailableError, ExitCode, NoCardError, PcscError } from "../../src/errors.js";
 import type { SecureElement } from "../../src/secure-element/secure-element.js";
 import {
   createTestPki,
@@ -130,6 +130,37 @@ describe("Agent.serve", () => {
       ]);
       expect(log.some((l) => l.startsWith("cannot use this card: no PIV application"))).toBe(true);
       expect(log.filter((l) => l === "remove the card")).toHaveLength(2);
+    } finally {
+      await agent.close();
+    }
+  });
+
+  test("without once, pcscd refusing a context is waited out like pcscd gone (seen: SCARD_E_NO_ACCESS while it restarts); with once it is thrown", async () => {
+    const { stateDir } = await initAgent(base.dir, testPki, { name: "serve-pcscd" });
+    const log: string[] = [];
+    const agent = await startAgent(stateDir, await DryRunBackend.open({}), log);
+    const refused = () =>
+      new PcscError("SCardEstablishContext failed: Access denied", "SCardEstablishContext", 0x8010006a);
+    const gone = () =>
+      new PcscError("PC/SC service not available", "SCardEstablishContext", 0x8010001d, {
+        serviceGone: true,
+      });
+    const controller = new AbortController();
+    try {
+      const { source, events } = queueSource([refused(), gone(), refused(), await cardWithConfig()]);
+      const last = await agent.serve({
+        source,
+        pinSource: pins(PIN),
+        signal: controller.signal,
+        backoff: { firstMs: 1, maxMs: 5 },
+        onResult: () => controller.abort(),
+      });
+      expect(last?.exitCode).toBe(ExitCode.ok);
+      expect(events.filter((e) => e === "open-failed")).toHaveLength(3);
+      expect(log.filter((l) => l.startsWith("PC/SC service gone"))).toHaveLength(3);
+      await expect(
+        agent.serve({ source: queueSource([refused()]).source, pinSource: pins(), once: true }),
+      ).rejects.toThrow(/Access denied/);
     } finally {
       await agent.close();
     }

@@ -501,7 +501,7 @@ describe.skipIf(!cap.ok)(
       expect(await collect.code(), collect.stderr).toBe(15); // the tampered object: kept, said so
       await remove(0);
       const report = collect.json<{
-        receipts: { verified: boolean; location: string }[];
+        receipts: { verified: boolean; location: string; outcomeName?: string; dryRun?: boolean }[];
         collected: {
           archive: string;
           receiptsArchived: number;
@@ -518,6 +518,11 @@ describe.skipIf(!cap.ok)(
         report.collected.cleared.includes(r.location.slice(0, r.location.indexOf("["))),
       );
       expect(inCleared.every((r) => r.verified)).toBe(true);
+      // These HSMs run the dry-run applier: the station shows their receipts as such, never as
+      // configured (issue 12), read over PC/SC by the CLI.
+      expect(new Set(inCleared.map((r) => `${r.dryRun} ${r.outcomeName}`))).toEqual(
+        new Set(["true dry run — nothing applied"]),
+      );
       expect(report.collected.receiptsArchived).toBe(inCleared.length);
       expect(report.receipts.some((r) => r.location.startsWith(`${tampered}[`) && !r.verified)).toBe(true);
       expect(report.collected.receiptsArchived).toBeGreaterThan(0);

@@ -8,7 +8,11 @@
  * stopped and started again twice in between. The agent never exits, onboards each card, and
  * tells the service manager READY, STATUS and WATCHDOG. The third card inserted again is recognised
  * before the PIN (the PIN program is not run again). SIGTERM ends it with exit 0.
- * Figures: the agent's RSS after three cards, its CPU time over 3 s of waiting.
+ * The applier is iproute2 on the namespace's eth0 (a veth to a peer): STATUS says "configured" and
+ * `ip -json` shows each configuration in turn.
+ * Figures: the agent's RSS after three cards, its CPU time over 3 s of waiting
+ * (HSM_ONBOARD_SERVICE_IDLE_MS=30000 HSM_ONBOARD_SERVICE_WATCHDOG_USEC=60000000 for the unit's
+ * watchdog and the 30 s figure in docs/APPLIANCE.md).
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -18,7 +22,7 @@ import { AgentStateStore } from "../../src/agent/state-store.js";
 import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
 import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { NetnsLab, netnsCapability } from "../agent/netns.js";
+import { ip, NetnsLab, netnsCapability } from "../agent/netns.js";
 import { listenNotifySocket } from "../helpers/notify-socket.js";
 import {
   buildForChildren,
@@ -92,6 +96,9 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
 
     lab = new NetnsLab();
     const ns = lab.namespace("svc");
+    const peer = lab.namespace("peer");
+    lab.link(ns, "eth0", peer, "lan0");
+    ip(["-n", peer, "link", "set", "lan0", "up"]);
     pcscd = await startPrivatePcscd({ netns: ns });
     const { stateDir } = await initAgent(base.dir, testPki, { crl, name: "service" });
     const socketPath = join(base.dir, "notify.sock");
@@ -104,6 +111,8 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
       { mode: 0o755 },
     );
 
+    // 2 s here (WATCHDOG=1 every second); the unit's WatchdogSec=60s for the figure in APPLIANCE.md.
+    const watchdogUsec = process.env.HSM_ONBOARD_SERVICE_WATCHDOG_USEC ?? "2000000";
     const agent = await startCliChild(
       build,
       [
@@ -113,12 +122,12 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
         "--state-dir",
         stateDir,
         "--net",
-        "dry-run",
+        "iproute2",
         "--json",
         "--pin-command",
         frontPanel,
       ],
-      { netns: ns, env: { ...pcscd.env, NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: "2000000" } },
+      { netns: ns, env: { ...pcscd.env, NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: watchdogUsec } },
     );
     const pid = agent.pid!;
     const results = () =>
@@ -148,11 +157,16 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
     const stillRunning = () => expect(() => process.kill(pid, 0), agent.stderr()).not.toThrow();
 
     await agent.waitForStderr(/waiting for a card/, 20_000);
-    // Waiting: CPU over 3 s (figure).
+    // Waiting: CPU over 3 s (figure; HSM_ONBOARD_SERVICE_IDLE_MS for a longer window).
+    const idleMs = Number(process.env.HSM_ONBOARD_SERVICE_IDLE_MS ?? 3000);
+    // In two halves: the first still holds V8's collection of what the start left behind.
     const idle0 = await procStat(pid);
-    await sleep(3000);
+    await sleep(idleMs / 2);
+    const idleHalf = await procStat(pid);
+    await sleep(idleMs / 2);
     const idle1 = await procStat(pid);
     const idleCpuMs = ((idle1.cpuTicks - idle0.cpuTicks) * 1000) / 100;
+    const secondHalfCpuMs = ((idle1.cpuTicks - idleHalf.cpuTicks) * 1000) / 100;
 
     let card = await insert(cardFiles[0]!);
     await waitForResults(1);
@@ -203,17 +217,20 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
     const statuses = fields.flat().filter((f) => f.startsWith("STATUS="));
     expect(statuses).toContain("STATUS=card: onboarding");
     expect(statuses).toContain("STATUS=waiting for the PC/SC service (pcscd)");
-    expect(
-      statuses.filter((s) => /^STATUS=dry run — nothing applied: hsm-lab-01 sequence 3/.test(s)).length,
-    ).toBe(2);
+    expect(statuses.filter((s) => /^STATUS=configured: hsm-lab-01 sequence 3/.test(s)).length).toBe(2);
+    expect(statuses.some((s) => /^STATUS=configured; waiting for a card$/.test(s))).toBe(true);
     expect(fields.some((m) => m.includes("WATCHDOG=1"))).toBe(true);
     expect(fields.at(-1)).toEqual(["STOPPING=1", "STATUS=stopping"]);
 
     const { state } = await AgentStateStore.open(stateDir);
     expect(state.stage).toBe("configured");
     expect(state.configured?.sequence).toBe(3);
+    expect(state.configured?.backend).toBe("iproute2");
+    expect(JSON.stringify(JSON.parse(ip(["-n", ns, "-json", "addr", "show", "eth0"])))).toContain(
+      '"local":"198.51.100.11","prefixlen":24',
+    );
     console.info(
-      `service figures: RSS after 3 cards (+1 again) ${(after.rssKb / 1024).toFixed(1)} MiB; CPU while waiting ${idleCpuMs} ms over 3 s; notifications ${fields.length}`,
+      `service figures: RSS after 3 cards (+1 again) ${(after.rssKb / 1024).toFixed(1)} MiB; CPU while waiting ${idleCpuMs} ms over ${idleMs / 1000} s (${secondHalfCpuMs} ms in its second half; watchdog ${Number(watchdogUsec) / 1e6} s); notifications ${fields.length}`,
     );
   }, 300_000);
 });
