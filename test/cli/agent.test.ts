@@ -7,6 +7,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
+import { resolveStateDir } from "../../src/cli/commands/agent/state-dir.js";
 import {
   createTestPki,
   examplePlan,
@@ -302,6 +303,25 @@ describe("agent CLI", () => {
       },
     );
     expect(result.exitCode).toBe(10);
+  });
+
+  test("without a terminal and without --pin-fd/--pin-command, run refuses before any card is taken (2)", async () => {
+    const result = await runCliInProcess(
+      ["agent", "run", "--allow-plaintext", "--state-dir", stateDir, "--once"],
+      {
+        env: agentEnv(),
+      },
+    );
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/no terminal to read the PIN from: use --pin-fd N or --pin-command CMD/);
+    expect(result.stderr).not.toMatch(/card authenticated/);
+  });
+
+  test("the state directory defaults to /var/lib/hsm-onboard as root (the unit's StateDirectory=); others must name one", () => {
+    const ctx = { cwd: base.dir } as Parameters<typeof resolveStateDir>[0];
+    if (process.getuid?.() === 0) expect(resolveStateDir(ctx, undefined)).toBe("/var/lib/hsm-onboard");
+    else expect(() => resolveStateDir(ctx, undefined)).toThrow(/--state-dir is required/);
+    expect(resolveStateDir(ctx, "agent")).toBe(join(base.dir, "agent"));
   });
 
   test("--pin-prompt-fd without --pin-fd or --pin-stdin is a usage error (2)", async () => {

@@ -177,7 +177,8 @@ At start the agent rolls back an apply that was interrupted and re-applies the c
 asks for the PIN on the console with echo off (or --pin-stdin / --pin-fd / --pin-command), only
 once the card is authenticated, and prints one status line per step on standard error. Without
 --once it then waits for the card to be removed and for the next one, until SIGINT or SIGTERM:
-a card in progress is finished (or rolled back) first, then it exits 0. Without --once the PC/SC
+a card not yet past its PIN is let go (nothing changed), one past it is finished (or rolled
+back) first, then it exits 0. Without --once the PC/SC
 service going away is waited out (backoff 1 s doubling to 30 s), never an exit.
 Under systemd (Type=notify): READY=1 once started, STATUS= per phase, WATCHDOG=1 when WatchdogSec=
 is set (sent through systemd-notify to NOTIFY_SOCKET); log lines carry <N> priorities when
@@ -239,7 +240,7 @@ Examples:
       const controller = new AbortController();
       const onSignal = () => {
         if (!controller.signal.aborted) {
-          log("stopping: the card in progress, if any, is finished first");
+          log("stopping: the card in progress, if any, is finished first (before its PIN: let go)");
           void notifier.stopping("stopping");
         }
         controller.abort();
