@@ -5,7 +5,9 @@
  * station receipts — with the PIN only on standard input. No SCP trust anchor is installed and no
  * --allow-plaintext is passed: a token's channel is its own. Refusals as for PIV cards: a wrong PIN
  * (13, nothing applied), another owner's token (16 at the station and at the HSM), a manifest
- * object tampered with on the token (15, nothing applied). OpenSC's pkcs11-tool lists what the
+ * object tampered with on the token (15, nothing applied). Dual control with two tokens of one owner:
+ * write --cosigners 1, quorum 2 refuses the lone signature (19), station cosign --token
+ * --signer-token, then the HSM onboards. OpenSC's pkcs11-tool lists what the
  * project wrote on the token. At the end every output (debug on), argument list and file the flows
  * wrote is searched for the PINs (text, hex, base64); the SoftHSM2 store is elsewhere: it is the
  * token's own secure storage.
@@ -41,6 +43,7 @@ const skip = requireOrSkipReason(softHsmUnavailableReason() ?? pkcs11ToolUnavail
 
 const ALICE_PIN = "Ak7mQz2v";
 const GUS_PIN = "Gx4nRs8t";
+const BOB_PIN = "Bq9wLx3m";
 // Not made of hex digits only, so that no hash printed in hex can match one by chance.
 const WRONG_PIN = "Hj5nRtYw";
 
@@ -56,6 +59,8 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
   let globexPlan: string;
   let serials: string[];
   const globexLabel = `globex-${process.pid}`;
+  const bobLabel = `acme-bob-${process.pid}`;
+  let bobUri: string;
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), "hsm-onboard-token-"));
@@ -66,7 +71,13 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
       ["--init-token", "--free", "--label", globexLabel, "--pin", GUS_PIN, "--so-pin", "12345678"],
       { env: hsm.env },
     );
+    await exec(
+      "softhsm2-util",
+      ["--init-token", "--free", "--label", bobLabel, "--pin", BOB_PIN, "--so-pin", "12345678"],
+      { env: hsm.env },
+    );
     acmeUri = `pkcs11:token=${hsm.label}?module-path=${hsm.modulePath}`;
+    bobUri = `pkcs11:token=${bobLabel}?module-path=${hsm.modulePath}`;
     globexUri = `pkcs11:token=${globexLabel}?module-path=${hsm.modulePath}`;
     const manufacturer = join(work, "manufacturer");
     const { pki } = await initPkiDirectory(manufacturer);
@@ -94,13 +105,13 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
   /** Every output of every run, searched for the PINs at the end. */
   const outputs: string[] = [];
   const cli = async (args: string[], stdin = "") => {
-    expect(args.join(" ")).not.toMatch(new RegExp(`${ALICE_PIN}|${GUS_PIN}`));
+    expect(args.join(" ")).not.toMatch(new RegExp(`${ALICE_PIN}|${GUS_PIN}|${BOB_PIN}`));
     const result = await runCliInProcess(args, { stdin, cwd: work, env: { HSM_ONBOARD_DEBUG: "1" } });
     outputs.push(result.stdout, result.stderr);
     return result;
   };
 
-  async function hsmState(serial: string): Promise<string> {
+  async function hsmState(serial: string, quorum = 1): Promise<string> {
     const deviceDir = join(work, "devices", serial);
     await issueDeviceToDirectory(join(work, "manufacturer"), deviceDir, serial);
     const stateDir = join(work, "hsms", serial);
@@ -119,6 +130,8 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
       join(acmeDir, PKI_FILES.tokenCaCert),
       "--net",
       "dry-run",
+      "--quorum",
+      String(quorum),
     ]);
     expect(init.exitCode, init.stderr).toBe(0);
     return stateDir;
@@ -154,6 +167,7 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     for (const [dir, owner, officer, uri, pin] of [
       [acmeDir, "ACME Bank", "Alice Example", acmeUri, ALICE_PIN],
       [globexDir, "Globex", "Gus Globex", globexUri, GUS_PIN],
+      [acmeDir, "ACME Bank", "Bob Example", bobUri, BOB_PIN],
     ] as const) {
       const done = await cli(
         [
@@ -321,6 +335,49 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     expect(report.receipts[0]).toMatchObject({ serial: serials[0], verified: true });
   }, 30_000);
 
+  test("dual control with tokens: write --cosigners 1, cosign --token/--signer-token, an HSM with quorum 2 onboards", async () => {
+    const written = await cli(
+      [
+        "station",
+        "write",
+        "--plan",
+        acmePlan,
+        "--station-dir",
+        stationDir,
+        "--token",
+        acmeUri,
+        "--cosigners",
+        "1",
+        "--pin-stdin",
+      ],
+      `${ALICE_PIN}\n`,
+    );
+    expect(written.exitCode, written.stderr).toBe(0);
+    const stateDir = await hsmState(serials[3]!, 2);
+    const alone = await agentRun(stateDir, acmeUri, ALICE_PIN);
+    expect(alone.exitCode, alone.stderr).toBe(19);
+    // Secrets in order: the co-signer's PIN, then the carrier officer's.
+    const cosigned = await cli(
+      [
+        "station",
+        "cosign",
+        "--station-dir",
+        stationDir,
+        "--token",
+        acmeUri,
+        "--signer-token",
+        bobUri,
+        "--pin-stdin",
+        "--json",
+      ],
+      `${BOB_PIN}\n${ALICE_PIN}\n`,
+    );
+    expect(cosigned.exitCode, cosigned.stderr).toBe(0);
+    expect(JSON.parse(cosigned.stdout)).toMatchObject({ signatures: 2, verified: true });
+    const run = await agentRun(stateDir, acmeUri, ALICE_PIN);
+    expect(run.exitCode, run.stderr).toBe(0);
+  }, 30_000);
+
   test("the HSM refuses another owner's token (16) and a tampered manifest object (15); nothing applied", async () => {
     const bound = await hsmState(serials[1]!);
     const other = await agentRun(bound, globexUri, GUS_PIN);
@@ -343,12 +400,12 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     const stateDir = await hsmState(serials[2]!);
     const run = await agentRun(stateDir, acmeUri, ALICE_PIN);
     expect(run.exitCode, run.stderr).toBe(15);
-    expect(run.stderr).toMatch(/failed \(15\): COSE_Sign signature 0: ES256 signature does not verify/);
+    expect(run.stderr).toMatch(/failed \(15\): COSE_Sign signature \d: ES256 signature does not verify/);
     expect(await applied(stateDir)).toEqual(NOTHING_APPLIED);
   }, 30_000);
 
   test("no PIN in any output (debug on), argument list or file the flows wrote", async () => {
-    const forms = [ALICE_PIN, GUS_PIN, WRONG_PIN].flatMap((pin) => {
+    const forms = [ALICE_PIN, GUS_PIN, BOB_PIN, WRONG_PIN].flatMap((pin) => {
       const b = Buffer.from(pin);
       return [pin, b.toString("hex"), b.toString("hex").toUpperCase(), b.toString("base64")];
     });
