@@ -10,6 +10,7 @@ import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { CardFullError, NotForThisHsmError, UsageError } from "../../src/errors.js";
 import { openInProcessCard } from "../../src/secure-element/open-card.js";
 import { readCardSetJournal } from "../../src/station/card-set-journal.js";
+import { cosignConfiguration } from "../../src/station/cosign-card.js";
 import { openInventory } from "../../src/station/inventory/open.js";
 import { lastSequence } from "../../src/station/sequence-store.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
@@ -162,5 +163,35 @@ describe("station write, a 5,000-HSM plan on a card set", () => {
     expect((error as Error).message).toMatch(/5000 HSMs need 3 cards/);
     expect(pinAsked).toBe(false);
     expect(await lastSequence(stationDir, "ACME Bank")).toBe(0);
+  });
+
+  it("dual control on a set: --cosigners keeps room on every card; station cosign co-signs a card of the set, which stays card k of n", async () => {
+    const stationDir = await makeStation(pki);
+    const cards = await Promise.all([1, 2, 3].map(async () => (await personaliseCard(pki)).card));
+    const bob = await personaliseCard(pki, { officer: "Bob Example" });
+    const first = await write(cards[0]!, stationDir, { allowCardSet: true, cosigners: 1 });
+    expect(first.cardSet).toMatchObject({ index: 1, count: 3 });
+    // Resuming with another number of co-signers is refused (the set keeps one layout).
+    const other = await write(cards[1]!, stationDir, { cardSet: first.cardSet!.journal }).catch(
+      (e: unknown) => e,
+    );
+    expect((other as Error).message).toMatch(/resume it with --cosigners 1/);
+    const second = await write(cards[1]!, stationDir, { cardSet: first.cardSet!.journal, cosigners: 1 });
+    expect(second.cardSet).toMatchObject({ index: 2, count: 3 });
+
+    const held = async (card: VirtualPivCard) => {
+      const opened = await openInProcessCard(card, { readerName: "Station reader" });
+      return { element: opened.element, release: () => opened.dispose() };
+    };
+    const result = await cosignConfiguration({
+      stationDir,
+      openCarrier: () => held(cards[1]!),
+      openSigner: () => held(bob.card),
+      signerPin: PIN,
+      carrierPin: PIN,
+    });
+    expect(result).toMatchObject({ sequence: second.sequence, hsms: second.hsms, signatures: 2 });
+    const manifest = await manifestOf(cards[1]!, stationDir);
+    expect(manifest.cardSet).toMatchObject({ index: 2, cards: first.cardSet!.ranges });
   });
 });
