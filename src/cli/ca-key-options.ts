@@ -6,9 +6,11 @@
  * (`--ca-pin-env NAME`: its value is the secret), or the terminal (echo off). A plain key file's
  * warning goes to stderr, one line each time a key is loaded.
  */
+
+import { resolve } from "node:path";
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.js";
-import type { CaKeySecrets } from "../pki/ca-key.js";
+import { type CaKeySecrets, isPkcs11Uri, parseCaKeyUri } from "../pki/ca-key.js";
 import { checkNewPassphrase } from "../pki/key-files.js";
 import { type CliContext, writeLine } from "./context.js";
 import { parseFd, type SecretSource, secretSource } from "./secrets.js";
@@ -149,4 +151,20 @@ export function caKeySecrets(ctx: CliContext, options: CaKeyCliOptions, command:
       passphrase.close();
     },
   };
+}
+
+/**
+ * `--token-ca-key FILE|pkcs11:…` as a load option: a file made absolute, a URI checked (no PIN in it)
+ * before anything is read.
+ */
+export function keyOverride(
+  ctx: CliContext,
+  reference: string | undefined,
+): { keyOverride?: { tokenCa: string } } {
+  if (reference === undefined) return {};
+  if (isPkcs11Uri(reference)) {
+    parseCaKeyUri(reference);
+    return { keyOverride: { tokenCa: reference } };
+  }
+  return { keyOverride: { tokenCa: resolve(ctx.cwd, reference) } };
 }

@@ -272,6 +272,61 @@ describe.skipIf(unavailable !== undefined)(
       ok(revoked);
       // Number 3: the refused attempts (wrong PIN, no PIN) used none, since the key opens first.
       expect(revoked.stdout).toContain("CRL number 3");
+
+      // A token that keeps no public key object: the key is matched to the certificate by a signature.
+      await token.pkcs11Tool([
+        "--login",
+        "--pin",
+        token.userPin,
+        "--delete-object",
+        "--type",
+        "pubkey",
+        "--label",
+        "token-ca",
+      ]);
+      const listed = await token.pkcs11Tool([
+        "--login",
+        "--pin",
+        token.userPin,
+        "--list-objects",
+        "--type",
+        "pubkey",
+      ]);
+      expect(listed.stdout).not.toMatch(/label:\s+token-ca\n/);
+      const withoutPublic = await run([
+        "pki",
+        "crl",
+        "--pki",
+        "acme",
+        "--out",
+        "crl5.pem",
+        "--ca-pin-env",
+        "TOKEN_PIN",
+      ]);
+      ok(withoutPublic);
+      expect(withoutPublic.stdout).toContain("CRL number 4");
+      // And a token key that is not the token CA's is refused (--token-ca-key names another key pair).
+      await token.pkcs11Tool([
+        ...[
+          "--login",
+          "--pin",
+          token.userPin,
+          "--keypairgen",
+          "--key-type",
+          "EC:secp384r1",
+          "--label",
+          "other",
+        ],
+      ]);
+      const wrongKey = await run([
+        ...["pki", "crl", "--pki", "acme", "--out", "crl6.pem", "--ca-pin-env", "TOKEN_PIN"],
+        ...["--token-ca-key", `pkcs11:token=acme-ca;object=other?module-path=${token.modulePath}`],
+      ]);
+      expect(wrongKey.exitCode).toBe(ExitCode.usage);
+      expect(wrongKey.stderr).toMatch(
+        /object=other.* is not the key of the token CA certificate token-ca\.pem/,
+      );
+      await expect(stat(join(work, "crl6.pem"))).rejects.toThrow();
     });
 
     it("--new-key generates the token CA key on the token (P-384, private, not extractable) and refuses to replace one", async () => {

@@ -3,11 +3,18 @@ import { Command, InvalidArgumentError } from "commander";
 import { crlNumberOf, encodeCrl } from "../../../pki/crl.js";
 import { resignCrl } from "../../../pki/pki-store.js";
 import { atomicWriteFile } from "../../../util/fs.js";
-import { addCaKeyOptions, CA_KEY_HELP, type CaKeyCliOptions, caKeySecrets } from "../../ca-key-options.js";
+import {
+  addCaKeyOptions,
+  CA_KEY_HELP,
+  type CaKeyCliOptions,
+  caKeySecrets,
+  keyOverride,
+} from "../../ca-key-options.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { day, describeCrl } from "./describe.js";
 
 interface CrlOptions extends CaKeyCliOptions {
+  tokenCaKey?: string;
   pki: string;
   out: string;
   nextUpdateDays?: number;
@@ -34,6 +41,10 @@ export function pkiCrlCommand(ctx: CliContext): Command {
     .requiredOption("--pki <dir>", "PKI directory written by `pki init`")
     .requiredOption("--out <file>", "where to write the CRL: DER for .der/.crl, PEM otherwise")
     .option("--next-update-days <n>", "days until nextUpdate (default 30, then remembered)", parseDays)
+    .option(
+      "--token-ca-key <file|pkcs11-uri>",
+      "sign with this token CA key instead of the one the PKI directory records",
+    )
     .option("--json", "print the result as JSON");
   return addCaKeyOptions(command)
     .addHelpText(
@@ -57,6 +68,7 @@ Examples:
         ({ crl } = await resignCrl(dir, {
           ...(options.nextUpdateDays !== undefined ? { validityDays: options.nextUpdateDays } : {}),
           secrets,
+          ...keyOverride(ctx, options.tokenCaKey),
         }));
       } finally {
         secrets.close();

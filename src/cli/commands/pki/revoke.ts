@@ -2,10 +2,17 @@ import { resolve } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { CRL_REASONS, type CrlReasonName, crlNumberOf } from "../../../pki/crl.js";
 import { PKI_FILES, revokeInPki } from "../../../pki/pki-store.js";
-import { addCaKeyOptions, CA_KEY_HELP, type CaKeyCliOptions, caKeySecrets } from "../../ca-key-options.js";
+import {
+  addCaKeyOptions,
+  CA_KEY_HELP,
+  type CaKeyCliOptions,
+  caKeySecrets,
+  keyOverride,
+} from "../../ca-key-options.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 
 interface RevokeOptions extends CaKeyCliOptions {
+  tokenCaKey?: string;
   pki: string;
   cert: string;
   reason: CrlReasonName;
@@ -26,6 +33,10 @@ export function pkiRevokeCommand(ctx: CliContext): Command {
     .requiredOption("--pki <dir>", "PKI directory written by `pki init`")
     .requiredOption("--cert <file>", "the certificate to revoke (PEM or DER), issued by this token CA")
     .option("--reason <reason>", `RFC 5280 reason: ${CRL_REASONS.join(", ")}`, parseCrlReason, "unspecified")
+    .option(
+      "--token-ca-key <file|pkcs11-uri>",
+      "sign with this token CA key instead of the one the PKI directory records",
+    )
     .option("--json", "print the result as JSON");
   return addCaKeyOptions(command)
     .addHelpText(
@@ -44,7 +55,10 @@ Examples:
       const secrets = caKeySecrets(ctx, options, "pki revoke");
       let result: Awaited<ReturnType<typeof revokeInPki>>;
       try {
-        result = await revokeInPki(dir, resolve(ctx.cwd, options.cert), options.reason, { secrets });
+        result = await revokeInPki(dir, resolve(ctx.cwd, options.cert), options.reason, {
+          secrets,
+          ...keyOverride(ctx, options.tokenCaKey),
+        });
       } finally {
         secrets.close();
       }
