@@ -319,6 +319,10 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     expect(result).toMatchObject({ ok: true, dryRun: true, receipt: { written: true } });
     expect(run.stderr).not.toContain(ALICE_PIN);
     console.info(`agent run --token --once (SoftHSM2, dry run, receipt written): ${ms} ms`);
+    // The channel recorded for the card: the token's own (status and audit log).
+    const status = await cli(["agent", "status", "--state-dir", stateDir, "--json"]);
+    expect(status.stdout).toMatch(/"channel": "token"/);
+    expect(status.stdout).not.toMatch(/"channel": "plaintext"/);
 
     const receipts = await cli([
       "station",
