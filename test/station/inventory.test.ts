@@ -191,8 +191,11 @@ describe.each([
       receipt("HSM-9", { verified: false, authentic: false, reason: "not authentic: bad signature" }),
     ]);
     expect(added).toBe(4);
-    // Collected again from the same card: nothing doubles.
+    // Collected again from the same card: nothing doubles — also when one batch holds it twice.
     expect(await inventory.recordReceipts([receipt("HSM-1")])).toBe(0);
+    expect(
+      await inventory.recordReceipts([receipt("HSM-7", { time: at(9) }), receipt("HSM-7", { time: at(9) })]),
+    ).toBe(1);
 
     states = await inventory.inventory({ owner: "ACME Bank" });
     expect(states).toHaveLength(3);
@@ -270,6 +273,19 @@ describe.each([
     expect(digestMatch(two!)).toBe(false);
     expect(hsmStateJson(two!).receipt).toMatchObject({ digestMatchesPlan: false, time: at(7).toISOString() });
     expect(await inventory.inventory({ owner: "Globex", serial: "HSM-1" })).toEqual([]);
+    await inventory.close();
+  });
+
+  test("records receipts in multi-row batches: 100 across three batches, each once, again none", async () => {
+    const { inventory } = await engine.fresh();
+    const many = Array.from({ length: 100 }, (_, i) => receipt(`HSM-${i + 1}`, { time: at(i) }));
+    expect(await inventory.recordReceipts(many)).toBe(100);
+    expect(await inventory.recordReceipts(many)).toBe(0);
+    await inventory.recordPlan(plan("ACME Bank", 100));
+    const states = await inventory.inventory();
+    expect(
+      states.filter((s) => s.receipt?.time?.getTime() === at(Number(s.serial.slice(4)) - 1).getTime()),
+    ).toHaveLength(100);
     await inventory.close();
   });
 

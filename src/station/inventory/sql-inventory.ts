@@ -189,16 +189,16 @@ export class SqlInventory implements Inventory {
 
   async recordReceipts(receipts: readonly ReceiptRecord[]): Promise<number> {
     if (receipts.length === 0) return 0;
+    const columns = 21;
+    // Multi-row inserts (as the plan rows): a few statements instead of one round trip per receipt.
+    const batch = Math.floor(900 / columns);
     return this.db.transaction(async (q) => {
       let added = 0;
-      for (const r of receipts) {
-        added += await q.run(
-          `INSERT INTO receipts (receipt_key, serial, hostname, configuration_id, sequence, outcome, outcome_name,
-             verified, authentic, reason, addresses, network_digest, plan_digest, dry_run, scp, receipt_time,
-             card_serial, collected_at, device_subject, verified_by, channel)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (receipt_key) DO NOTHING`,
-          [
+      for (let i = 0; i < receipts.length; i += batch) {
+        const slice = receipts.slice(i, i + batch);
+        const params: Param[] = [];
+        for (const r of slice) {
+          params.push(
             receiptKey(r),
             r.serial ?? null,
             r.hostname ?? null,
@@ -220,7 +220,17 @@ export class SqlInventory implements Inventory {
             r.deviceSubject ?? null,
             r.verifiedBy ?? null,
             r.channel ?? null,
-          ],
+          );
+        }
+        const row = `(${Array(columns).fill("?").join(", ")})`;
+        // ON CONFLICT DO NOTHING also skips a receipt given twice in one batch; the count is of rows inserted.
+        added += await q.run(
+          `INSERT INTO receipts (receipt_key, serial, hostname, configuration_id, sequence, outcome, outcome_name,
+             verified, authentic, reason, addresses, network_digest, plan_digest, dry_run, scp, receipt_time,
+             card_serial, collected_at, device_subject, verified_by, channel)
+           VALUES ${slice.map(() => row).join(", ")}
+           ON CONFLICT (receipt_key) DO NOTHING`,
+          params,
         );
       }
       return added;
