@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Independent SCP11a check (issue 11): Yubico's yubikit 5.8.0, run from its source tree, against the
 // virtual card over a private pcscd + vpcd, with an OCE certificate issued as `pki issue-oce` does:
-//   1. yubikit's SecurityDomainSession opens SCP11b on the ISD and installs the owner's token CA key
-//      as the OCE CA (put_key KID 10 / KVN 1, store_ca_issuer with its key identifier): the bytes a
-//      YubiKey takes, accepted by the virtual card;
+//   1. yubikit's SecurityDomainSession: put_key over SCP11b is refused (6985, SCP11b does not
+//      authenticate the host); over SCP03 with the factory default keys it installs the owner's token
+//      CA key as the OCE CA (put_key KID 10 / KVN 1, store_ca_issuer with its key identifier): the
+//      bytes a YubiKey takes, accepted by the virtual card, and yubikit's SCP03 against the card's;
 //   2. get_supported_ca_identifiers reads FF33 back (yubikit's parser on our encoding);
 //   3. yubikit's PivSession opens SCP11a (PSO with the OCE certificate, MUTUAL AUTHENTICATE) and
 //      verifies the PIN inside it;
@@ -55,7 +56,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from smartcard.System import readers
 from ykman.pcsc import ScardSmartCardConnection
 from yubikit.core.smartcard import ApduError
-from yubikit.core.smartcard.scp import KeyRef, Scp11KeyParams
+from yubikit.core.smartcard.scp import KeyRef, Scp03KeyParams, Scp11KeyParams, StaticKeys
 from yubikit.securitydomain import SecurityDomainSession
 from yubikit.piv import PivSession
 
@@ -77,10 +78,20 @@ conn = connect()
 sd = SecurityDomainSession(conn)
 b_certs = sd.get_certificate_bundle(KeyRef(0x13, 1))
 sd.authenticate(Scp11KeyParams(KeyRef(0x13, 1), b_certs[-1].public_key()))
+try:
+    sd.put_key(oce_ref, acme_ca.public_key())
+    print("SCP11B_PUT_KEY_ACCEPTED")
+except ApduError as e:
+    print(f"SCP11B_PUT_KEY_REFUSED sw={e.sw:04X}")
+conn.close()
+
+conn = connect()
+sd = SecurityDomainSession(conn)
+sd.authenticate(Scp03KeyParams(KeyRef(0x01, 0xFF), StaticKeys.default()))
 sd.put_key(oce_ref, acme_ca.public_key())
 ski = bytes.fromhex(open(f"{work}/acme-ski.hex").read().strip())
 sd.store_ca_issuer(oce_ref, ski)
-print("INSTALLED put_key 10/01 + store_ca_issuer over SCP11b")
+print("INSTALLED put_key 10/01 + store_ca_issuer over SCP03 (default keys)")
 conn.close()
 
 conn = connect()
@@ -144,7 +155,13 @@ try {
   console.log(`${r.stdout}${r.stderr}python exit ${r.status}`);
   console.log(apdus.map((l) => `  ${l}`).join("\n"));
   check(r.status === 0, "the yubikit script ran to its end");
-  check(/INSTALLED/.test(r.stdout), "yubikit put_key + store_ca_issuer accepted in an SCP11b SD session");
+  check(/SCP11B_PUT_KEY_REFUSED sw=6985/.test(r.stdout), "yubikit put_key over SCP11b refused by the card (6985)");
+  check(
+    apdus.some((l) => /^apdu 80 50 FF 00 /.test(l) && / -> 9000 /.test(l)) &&
+      apdus.some((l) => /^apdu 84 82 33 00 /.test(l) && / -> 9000 /.test(l)),
+    "yubikit opened SCP03 with the default keys (80 50 FF 00, 84 82 33 00 → 9000)",
+  );
+  check(/INSTALLED/.test(r.stdout), "yubikit put_key + store_ca_issuer accepted in an SCP03 SD session");
   check(
     apdus.some((l) => /^apdu 84 D8 00 10 /.test(l) && / -> 9000 /.test(l)) &&
       apdus.some((l) => /^apdu 04 E2 90 00 /.test(l) && / -> 9000 /.test(l)),

@@ -34,6 +34,9 @@ export const GP_INS = {
   performSecurityOperation: 0x2a,
   mutualAuthenticate: 0x82,
   internalAuthenticate: 0x88,
+  /** INITIALIZE UPDATE and EXTERNAL AUTHENTICATE: the SCP03 handshake (GP Amendment D §7.1). */
+  initializeUpdate: 0x50,
+  externalAuthenticate: 0x82,
   /** PUT KEY (GP Card Spec §11.8): here the OCE CA public key (KID 0x10) for SCP11a. */
   putKey: 0xd8,
   /** STORE DATA (GP Card Spec §11.11): here the CA key identifier (SKI) of that key. */

@@ -11,9 +11,21 @@
  * SELECT or any failure ends them). The card has no clock: OCE certificates are checked for their
  * signatures and key, not their dates (GP cards do the same).
  */
-import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } from "node:crypto";
+import { createPrivateKey, createPublicKey, type KeyObject, randomBytes, X509Certificate } from "node:crypto";
 import { encodeCertificateStore } from "../apdu/scp11/cert-store.js";
-import { cardHandshake, p256Point, ScpCardChannel, ScpMalformedError } from "../apdu/scp11/index.js";
+import {
+  cardHandshake,
+  externalAuthenticateMac,
+  macEqual,
+  p256Point,
+  SCP03_DEFAULT_KEYS,
+  SCP03_DEFAULT_KVN,
+  SCP03_SECURITY_LEVEL,
+  ScpCardChannel,
+  ScpMalformedError,
+  type ScpSessionKeys,
+  scp03Keys,
+} from "../apdu/scp11/index.js";
 import { SW } from "../apdu/status-words.js";
 import { concatBytes, decodeTlv, decodeTlvs, encodeTlv } from "../apdu/tlv.js";
 import type { CardScpKeyState, CardScpState } from "./card-state-store.js";
@@ -27,12 +39,14 @@ export interface ScpReply {
 export interface ScpVolatile {
   session?: ScpCardChannel;
   /**
-   * May this session change the OCE CA key (PUT KEY, STORE DATA in the ISD)? Yes for SCP11a/c (the
-   * OCE proved a certificate under the installed OCE CA); for SCP11b only while the card has no
-   * OCE CA at all (the owner claims a factory card, as a YubiKey's well-known factory SCP03 keys
-   * allow). Never outside a session.
+   * May this session change the OCE CA key (PUT KEY, STORE DATA in the ISD)? Yes for SCP03 (the
+   * static key set: on a factory card the well-known default keys, as a YubiKey 5.7 ships them) and
+   * SCP11a/c (the OCE proved a certificate under the installed OCE CA); never for SCP11b, which
+   * authenticates only the card (as on a YubiKey). Never outside a session.
    */
   ownerAuthorized?: boolean;
+  /** SCP03 between INITIALIZE UPDATE and EXTERNAL AUTHENTICATE. */
+  scp03Pending?: { keys: ScpSessionKeys; hostCryptogram: Uint8Array };
   /** OCE chain received by PSO so far (verified link by link); `pkOce` once the leaf arrived. */
   oce?: { kid: number; kvn: number; last: KeyObject; pkOce?: Uint8Array };
 }
@@ -152,7 +166,7 @@ export function authenticate(
     if ((r.variant === "b") === mutual || p2 !== expectedKid) return { sw: SW.incorrectData };
     v.oce = undefined;
     v.session = new ScpCardChannel(r);
-    v.ownerAuthorized = r.variant !== "b" || scp?.oceCa === undefined;
+    v.ownerAuthorized = r.variant !== "b";
     return { data: r.answer, sw: SW.ok };
   } catch (e) {
     if (e instanceof ScpMalformedError) return { sw: SW.incorrectData };
@@ -280,4 +294,65 @@ export function caKlocIdentifiers(scp: CardScpState | undefined): ScpReply {
     data: concatBytes(encodeTlv(0x42, b64(ca.ski)), encodeTlv(0x83, Uint8Array.of(ca.kid, ca.kvn))),
     sw: SW.ok,
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// SCP03 on the ISD with the factory default key set (KVN FF), as a YubiKey 5.7 ships it
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * INITIALIZE UPDATE `80 50 <KVN 00|FF> 00 <host challenge>`: a fresh card challenge; the answer is
+ * diversification data (10 zero bytes), key information `FF 03 00`, card challenge, card cryptogram.
+ * The virtual card keeps the default key set (replacing it is not implemented).
+ */
+export function initializeUpdate(
+  scp: CardScpState | undefined,
+  v: ScpVolatile,
+  p1: number,
+  p2: number,
+  data: Uint8Array,
+): ScpReply {
+  v.session = undefined;
+  v.ownerAuthorized = false;
+  v.scp03Pending = undefined;
+  if (!scp) return { sw: SW.referenceNotFound };
+  if (p2 !== 0x00) return { sw: SW.incorrectP1P2 };
+  if (p1 !== 0x00 && p1 !== SCP03_DEFAULT_KVN) return { sw: SW.referenceNotFound };
+  if (data.length !== 8) return { sw: SW.incorrectData };
+  const cardChallenge = new Uint8Array(randomBytes(8));
+  const h = scp03Keys(SCP03_DEFAULT_KEYS, data, cardChallenge);
+  v.scp03Pending = { keys: h.keys, hostCryptogram: h.hostCryptogram };
+  return {
+    data: concatBytes(
+      new Uint8Array(10),
+      Uint8Array.of(SCP03_DEFAULT_KVN, 0x03, 0x00),
+      cardChallenge,
+      h.cardCryptogram,
+    ),
+    sw: SW.ok,
+  };
+}
+
+/** EXTERNAL AUTHENTICATE `84 82 33 00 <host cryptogram ‖ C-MAC>`: opens the SCP03 session. */
+export function externalAuthenticate(
+  v: ScpVolatile,
+  p1: number,
+  p2: number,
+  data: Uint8Array,
+  extended = false,
+): ScpReply {
+  const pending = v.scp03Pending;
+  v.scp03Pending = undefined;
+  if (!pending) return { sw: SW.conditionsNotSatisfied };
+  if (p1 !== SCP03_SECURITY_LEVEL || p2 !== 0x00) return { sw: SW.incorrectP1P2 };
+  if (data.length !== 16) return { sw: SW.incorrectData };
+  const mac = externalAuthenticateMac(pending.keys.sMac, p1, pending.hostCryptogram, extended);
+  if (
+    !macEqual(data.subarray(0, 8), pending.hostCryptogram) ||
+    !macEqual(data.subarray(8), mac.subarray(0, 8))
+  )
+    return { sw: SW.securityStatusNotSatisfied };
+  v.session = new ScpCardChannel({ keys: pending.keys, receipt: mac });
+  v.ownerAuthorized = true;
+  return { sw: SW.ok };
 }

@@ -80,6 +80,8 @@ import {
 import { type CardProfile, DEFAULT_CARD_PROFILE } from "./profiles.js";
 import {
   authenticate,
+  externalAuthenticate,
+  initializeUpdate,
   isdFci,
   isdGetData,
   performSecurityOperation,
@@ -469,6 +471,15 @@ export class VirtualPivCard implements ApduResponder {
       }
     }
 
+    // SCP03's EXTERNAL AUTHENTICATE carries CLA 84 before there is a session: it opens one.
+    if (
+      cla === (CLA_PROPRIETARY | CLA_SM) &&
+      cmd.ins === GP_INS.externalAuthenticate &&
+      v.selected === "isd" &&
+      v.scp.scp03Pending
+    ) {
+      return this.reply(externalAuthenticate(v.scp, cmd.p1, cmd.p2, data, extended), cmd);
+    }
     // SCP11: inside a session only wrapped commands (and a plain SELECT, which ends it) pass.
     const session = v.scp.session;
     let wrapped = false;
@@ -611,6 +622,9 @@ export class VirtualPivCard implements ApduResponder {
             case INS_MUTUAL_AUTHENTICATE:
               if (wrapped) return sw(SW.conditionsNotSatisfied);
               return authenticate(scp, v.scp, cmd.ins === INS_MUTUAL_AUTHENTICATE, cmd.p1, cmd.p2, cmd.data);
+            case GP_INS.initializeUpdate:
+              if (wrapped) return sw(SW.conditionsNotSatisfied);
+              return initializeUpdate(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
             case GP_INS.putKey: {
               const r = putOceCaKey(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
               if (r.install) this.installOceCa(r.install.kid, r.install.kvn, b64d(r.install.spki));

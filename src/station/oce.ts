@@ -14,14 +14,9 @@ import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SmartCardProtocol } from "../apdu/chaining.js";
-import {
-  DEFAULT_OCE_KID,
-  DEFAULT_SCP11B_KVN,
-  ISD_AID,
-  type OceCredentials,
-  openScp11,
-} from "../apdu/scp11/host.js";
+import { DEFAULT_OCE_KID, ISD_AID, type OceCredentials } from "../apdu/scp11/host.js";
 import { installOceCaKey, readOceCaIdentifiers } from "../apdu/scp11/oce-ca.js";
+import { openScp03 } from "../apdu/scp11/scp03.js";
 import { ScpOceRefusedError, ScpUnavailableError, UsageError } from "../errors.js";
 import { parseCertificate } from "../pki/fast-x509.js";
 import type { IssuerCredentials } from "../pki/issue.js";
@@ -118,14 +113,17 @@ export interface OceCaOnCard {
 
 /**
  * `card personalize --scp-trust`: installs the owner's token CA public key as the card's OCE CA key
- * (KID 0x10, KVN 0x01) with its key identifier, inside an SCP11b session opened on the card's
- * issuer security domain and validated to the SCP trust anchors (the card vendor's CA). Ends with
- * the ISD selected: the caller's PIV session is over. A card that already lists this CA is left
- * alone; one that holds another CA refuses SCP11b administration (6985): ScpOceRefusedError.
+ * (KID 0x10, KVN 0x01) with its key identifier, inside an SCP03 session on the card's issuer
+ * security domain with the factory default key set (KVN FF), as a YubiKey 5.7 takes it (SCP11b does
+ * not authenticate the host, so a card refuses key management over it). The card itself was
+ * authenticated on this same connection by the SCP11b session personalisation ran in. Ends with the
+ * ISD selected: the caller's PIV session is over. A card that already lists this CA is left alone;
+ * one that lists another CA is refused (ScpOceRefusedError): replacing it takes SCP11a with an OCE
+ * certificate of the current CA.
  */
 export async function installOceCaOnCard(
   transport: CardTransport,
-  options: { anchors: readonly Uint8Array[]; tokenCaCertificate: Uint8Array; now?: Date },
+  options: { tokenCaCertificate: Uint8Array },
 ): Promise<OceCaOnCard> {
   const ca = new X509Certificate(options.tokenCaCertificate);
   const skiHex = parseCertificate(options.tokenCaCertificate).subjectKeyId;
@@ -149,22 +147,17 @@ export async function installOceCaOnCard(
     );
   }
   // The ISD stays selected: the session is opened on the security domain itself.
-  await openScp11(
-    protocol,
-    {
-      variant: "b",
-      kvn: DEFAULT_SCP11B_KVN,
-      trust: { anchors: options.anchors, ...(options.now ? { now: options.now } : {}) },
-    },
-    async () => {},
-  );
   try {
-    await installOceCaKey(protocol, { publicKey: ca.publicKey, ski, kid: DEFAULT_OCE_KID, kvn: 0x01 });
+    await openScp03(protocol);
   } catch (error) {
-    if (error instanceof ScpUnavailableError && /6985/.test(error.message)) {
-      throw new ScpOceRefusedError(`${error.message}: the card already has an OCE CA`, { cause: error });
+    if (error instanceof ScpUnavailableError) {
+      throw new ScpUnavailableError(
+        `${error.message}: the card's SCP03 factory key set is gone (replaced by its owner?); install the OCE CA with that key set (e.g. ykman sd)`,
+        { cause: error },
+      );
     }
     throw error;
   }
+  await installOceCaKey(protocol, { publicKey: ca.publicKey, ski, kid: DEFAULT_OCE_KID, kvn: 0x01 });
   return { outcome: "installed", kid: DEFAULT_OCE_KID, kvn: 0x01, ski: skiHex };
 }

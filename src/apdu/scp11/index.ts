@@ -8,4 +8,5 @@ export * from "./host.js";
 export { x963KdfSha256 } from "./kdf.js";
 export * from "./oce-ca.js";
 export * from "./scp-trust.js";
+export * from "./scp03.js";
 export * from "./secure-messaging.js";

@@ -14,15 +14,19 @@ import { decodeResponseApdu } from "../../../src/apdu/response.js";
 import {
   decodeOceCaIdentifiers,
   encodePutOceCaKey,
+  externalAuthenticateMac,
   ISD_AID,
+  openScp03,
   openScp11,
   readOceCaIdentifiers,
+  SCP03_DEFAULT_KEYS,
   type Scp11HostOptions,
   ScpHostChannel,
   ScpIntegrityError,
   ScpMalformedError,
   ScpOceRefusedError,
   ScpProcessor,
+  scp03Keys,
 } from "../../../src/apdu/scp11/index.js";
 import { encodeTlv } from "../../../src/apdu/tlv.js";
 import { YUBIKEY_5_7_PROFILE } from "../../../src/card-emulator/profiles.js";
@@ -104,17 +108,16 @@ describe("pki issue-oce: the station's OCE key and certificate", () => {
   });
 });
 
-describe("the OCE CA on the card (PUT KEY + STORE DATA in an SCP11b session on the ISD)", () => {
+describe("the OCE CA on the card (PUT KEY + STORE DATA in an SCP03 session on the ISD)", () => {
   it("installs once, lists the identifier (FF33), then says 'already'; the SD session was wrapped", async () => {
     const { card, tap } = await makeCard();
     const first = await installOceCaOnCard(new InProcessTransport(card), {
-      anchors: anchors(),
       tokenCaCertificate: tokenCaDer(acme),
     });
     expect(first.outcome).toBe("installed");
     const i = ins(tap);
-    // SELECT ISD, GET DATA FF33 (none yet), SELECT ISD, GET DATA BF21, INTERNAL AUTHENTICATE, PUT KEY, STORE DATA.
-    expect(i).toEqual(["00A4", "00CA", "00A4", "00CA", "8088", "84D8", "04E2"]);
+    // SELECT ISD, GET DATA FF33 (none yet), INITIALIZE UPDATE, EXTERNAL AUTHENTICATE, PUT KEY, STORE DATA.
+    expect(i).toEqual(["00A4", "00CA", "8050", "8482", "84D8", "04E2"]);
     const protocol = new SmartCardProtocol(new InProcessTransport(card));
     await protocol.select(ISD_AID);
     const ids = await readOceCaIdentifiers(protocol);
@@ -122,25 +125,22 @@ describe("the OCE CA on the card (PUT KEY + STORE DATA in an SCP11b session on t
     expect(ids[0]).toMatchObject({ kid: 0x10, kvn: 0x01 });
     expect(x(ids[0]!.ski)).toBe(first.ski.toUpperCase());
     const again = await installOceCaOnCard(new InProcessTransport(card), {
-      anchors: anchors(),
       tokenCaCertificate: tokenCaDer(acme),
     });
     expect(again.outcome).toBe("already");
   });
 
-  it("another owner cannot replace it: refused from the listed identifier, and the card refuses SCP11b PUT KEY (6985)", async () => {
+  it("another owner cannot replace it: refused from the listed identifier; the card refuses PUT KEY over SCP11b (6985)", async () => {
     const { card } = await makeCard();
     await installOceCaOnCard(new InProcessTransport(card), {
-      anchors: anchors(),
       tokenCaCertificate: tokenCaDer(acme),
     });
     const err = await installOceCaOnCard(new InProcessTransport(card), {
-      anchors: anchors(),
       tokenCaCertificate: tokenCaDer(other),
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ScpOceRefusedError);
     expect((err as ScpOceRefusedError).exitCode).toBe(ExitCode.integrity);
-    // The card itself: an SCP11b session on a card that has an OCE CA may not administer it.
+    // The card itself: SCP11b authenticates only the card, so it may not administer the OCE CA.
     const protocol = new SmartCardProtocol(new InProcessTransport(card));
     await openScp11(protocol, { variant: "b", trust: { anchors: anchors() } }, async () => {});
     const put = await protocol.transmit({
@@ -153,13 +153,18 @@ describe("the OCE CA on the card (PUT KEY + STORE DATA in an SCP11b session on t
     expect(put.sw).toBe(0x6985);
   });
 
-  it("PUT KEY outside a session is 6982; off-curve points and unknown curves are 6A80", async () => {
+  it("PUT KEY outside a session is 6982, over SCP11b 6985; off-curve points and unknown curves are 6A80", async () => {
     const { card } = await makeCard();
     const protocol = new SmartCardProtocol(new InProcessTransport(card));
     await protocol.select(ISD_AID);
     const good = encodePutOceCaKey(caPublicKey(acme), 1);
     expect((await protocol.transmit({ cla: 0x80, ins: 0xd8, p1: 0, p2: 0x10, data: good })).sw).toBe(0x6982);
-    await openScp11(protocol, { variant: "b", trust: { anchors: anchors() } }, async () => {});
+    // Over SCP11b the card refuses before looking at the data; over SCP03 it checks the point.
+    const b = new SmartCardProtocol(new InProcessTransport(card));
+    await openScp11(b, { variant: "b", trust: { anchors: anchors() } }, async () => {});
+    expect((await b.transmit({ cla: 0x80, ins: 0xd8, p1: 0, p2: 0x10, data: good })).sw).toBe(0x6985);
+    await protocol.select(ISD_AID);
+    await openScp03(protocol);
     const offCurve = good.slice();
     offCurve[10] = offCurve[10]! ^ 0x01;
     expect((await protocol.transmit({ cla: 0x80, ins: 0xd8, p1: 0, p2: 0x10, data: offCurve })).sw).toBe(
@@ -181,7 +186,6 @@ describe("SCP11a with the station's OCE certificate", () => {
   it("opens (FF33, PSO, MUTUAL AUTHENTICATE) and runs PIV wrapped", async () => {
     const { card, tap } = await makeCard();
     await installOceCaOnCard(new InProcessTransport(card), {
-      anchors: anchors(),
       tokenCaCertificate: tokenCaDer(acme),
     });
     const { oce } = await stationOce("s2", acme, "ACME Bank");
@@ -197,7 +201,6 @@ describe("SCP11a with the station's OCE certificate", () => {
   it("another owner's station is refused from FF33 before PSO, without a VERIFY, PIN counter unchanged", async () => {
     const { card, tap } = await makeCard();
     await installOceCaOnCard(new InProcessTransport(card), {
-      anchors: anchors(),
       tokenCaCertificate: tokenCaDer(acme),
     });
     const { oce } = await stationOce("s3", other, "Other Bank");
@@ -225,6 +228,55 @@ describe("SCP11a with the station's OCE certificate", () => {
     expect(ins(tap)).toContain("802A");
     expect(ins(tap)).not.toContain("8082");
     expect(tap.some((c) => c[1] === 0x20)).toBe(false);
+  });
+});
+
+describe("SCP03 on the ISD (factory default keys, as a YubiKey 5.7 ships)", () => {
+  it("derives what yubikit 5.8.0 derives (default keys, context 00…0F; values computed with yubikit's _derive and _calculate_mac)", () => {
+    const h = scp03Keys(
+      SCP03_DEFAULT_KEYS,
+      Uint8Array.from({ length: 8 }, (_, i) => i),
+      Uint8Array.from({ length: 8 }, (_, i) => i + 8),
+    );
+    expect(x(h.keys.sMac)).toBe("94D9141C5E50A39EF3939B9A4616C910");
+    expect(x(h.hostCryptogram)).toBe("FAFA93C2EDE62463");
+    expect(x(externalAuthenticateMac(h.keys.sMac, 0x33, h.hostCryptogram))).toBe(
+      "CB51E38EC18EB00BA2140A6B09656E0F",
+    );
+  });
+
+  it("opens with the default keys; other keys fail the card cryptogram (exit 15); a forged host cryptogram is 6982", async () => {
+    const { card, tap } = await makeCard();
+    const protocol = new SmartCardProtocol(new InProcessTransport(card));
+    await protocol.select(ISD_AID);
+    const session = await openScp03(protocol);
+    expect(session.keys.sEnc).toHaveLength(16);
+    expect(card.scpSessionOpen).toBe(true);
+    // A wrapped GET DATA FF33 answers 6A88 (no OCE CA yet), bare, and the session goes on.
+    expect((await protocol.transmit({ cla: 0x00, ins: 0xca, p1: 0xff, p2: 0x33, le: 256 })).sw).toBe(0x6a88);
+    expect(ins(tap).slice(-3)).toEqual(["8050", "8482", "04CA"]);
+
+    const wrong = new SmartCardProtocol(new InProcessTransport(card));
+    await wrong.select(ISD_AID);
+    const key = new Uint8Array(16).fill(0x11);
+    const err = await openScp03(wrong, { keys: { enc: key, mac: key, dek: key } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ScpIntegrityError);
+    expect((err as ScpIntegrityError).exitCode).toBe(ExitCode.integrity);
+
+    const forged = new SmartCardProtocol(new InProcessTransport(card));
+    await forged.select(ISD_AID);
+    const init = await forged.transmit({
+      cla: 0x80,
+      ins: 0x50,
+      p1: 0xff,
+      p2: 0,
+      data: new Uint8Array(8),
+      le: 256,
+    });
+    expect(init.sw).toBe(0x9000);
+    const ea = await forged.transmit({ cla: 0x84, ins: 0x82, p1: 0x33, p2: 0, data: new Uint8Array(16) });
+    expect(ea.sw).toBe(0x6982);
+    expect(card.scpSessionOpen).toBe(false);
   });
 });
 

@@ -204,9 +204,8 @@ async function personalizeWith(
       onProgress: ({ message }) => say(message),
     });
     if (scpAnchors) {
-      // The OCE CA for SCP11a: on the card's security domain, inside its own SCP11b session.
+      // The OCE CA for SCP11a: on the card's security domain, in an SCP03 session (factory keys).
       oceCa = await installOceCaOnCard(card.element.session.protocol.transport, {
-        anchors: scpAnchors,
         tokenCaCertificate: new Uint8Array(pki.tokenCa.certificate.rawData),
       });
       say(
