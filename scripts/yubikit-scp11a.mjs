@@ -155,7 +155,10 @@ try {
   console.log(`${r.stdout}${r.stderr}python exit ${r.status}`);
   console.log(apdus.map((l) => `  ${l}`).join("\n"));
   check(r.status === 0, "the yubikit script ran to its end");
-  check(/SCP11B_PUT_KEY_REFUSED sw=6985/.test(r.stdout), "yubikit put_key over SCP11b refused by the card (6985)");
+  check(
+    /SCP11B_PUT_KEY_REFUSED sw=6985/.test(r.stdout),
+    "yubikit put_key over SCP11b refused by the card (6985)",
+  );
   check(
     apdus.some((l) => /^apdu 80 50 FF 00 /.test(l) && / -> 9000 /.test(l)) &&
       apdus.some((l) => /^apdu 84 82 33 00 /.test(l) && / -> 9000 /.test(l)),
