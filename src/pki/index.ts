@@ -1,6 +1,14 @@
 // The pki layer's public surface (SPEC.md §3): explicit named exports only (STYLE.md).
 export { type CertificateDer, isDeviceCa, isTokenCa, spkiSha256, tokenCaOwner } from "./ca-facts.js";
 export {
+  assertKeyOfCertificate,
+  type CaKeySecrets,
+  generateCaKeyOnToken,
+  type OpenedCaKey,
+  openCaKey,
+  parseCaKeyUri,
+} from "./ca-key.js";
+export {
   CRL_REASONS,
   type CrlReasonName,
   crlNumberOf,
@@ -29,9 +37,18 @@ export {
   randomSerialNumber,
 } from "./issue.js";
 export {
+  decodePrivateKeyPem,
+  encryptPrivateKeyPkcs8,
+  type KeyFileOptions,
+  type LoadedKeyFile,
+  readPrivateKeyFile,
+} from "./key-files.js";
+export {
   type CryptoKey,
   type CryptoProvider,
+  cryptoForKey,
   exportPrivateKeyPem,
+  externalSigningKey,
   generateEcKeyPair,
   importPrivateKeyPem,
   type NamedCurve,
@@ -42,6 +59,8 @@ export {
 export { EKU, ONBOARDING_ARC } from "./oids.js";
 export { type CertificateOwnership, extractOfficer, extractOwner, readOwnership } from "./ownership.js";
 export {
+  type CaKeyLoadOptions,
+  type CaName,
   DEVICE_FILES,
   initPkiDirectory,
   issueDeviceToDirectory,

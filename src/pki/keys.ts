@@ -115,10 +115,6 @@ export function externalSigningKey(curve: NamedCurve, sign: ExternalSign): Crypt
   return key;
 }
 
-export function isExternalSigningKey(key: CryptoKey): boolean {
-  return externalSigners.has(key);
-}
-
 /**
  * `crypto` unchanged for a native key; for an {@link externalSigningKey}, a provider that sends
  * `subtle.sign` with that key to its signer and everything else (digests, random numbers, other keys)
