@@ -337,6 +337,28 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     const report = JSON.parse(receipts.stdout) as { receipts: { serial: string; verified: boolean }[] };
     expect(report.receipts).toHaveLength(1);
     expect(report.receipts[0]).toMatchObject({ serial: serials[0], verified: true });
+
+    // Receipts mid-room on a token: verified, archived, then the receipt object deleted (the PIN).
+    const collected = await cli(
+      [
+        "station",
+        "receipts",
+        "--station-dir",
+        stationDir,
+        "--token",
+        acmeUri,
+        "--collect",
+        "--pin-stdin",
+        "--json",
+      ],
+      `${ALICE_PIN}\n`,
+    );
+    expect(collected.exitCode, collected.stderr).toBe(0);
+    expect(JSON.parse(collected.stdout)).toMatchObject({ collected: { receiptsArchived: 1, kept: [] } });
+    const after = await cli(["card", "status", "--token", acmeUri, "--json"]);
+    expect(
+      (JSON.parse(after.stdout) as { items: { name: string }[] }).items.map((i) => i.name),
+    ).not.toContain("receipt-0");
   }, 30_000);
 
   test("dual control with tokens: write --cosigners 1, cosign --token/--signer-token, an HSM with quorum 2 onboards", async () => {
