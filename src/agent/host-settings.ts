@@ -14,7 +14,9 @@
  *   and a writable /etc/hostname, which the shipped unit does not.
  * DNS and NTP files go into the agent's own directory (default /etc/hsm-onboard, the unit's
  * ConfigurationDirectory=): the image links /etc/resolv.conf and the timesyncd drop-in to them
- * (docs/APPLIANCE.md), so the agent writes nowhere else under /etc.
+ * (docs/APPLIANCE.md), so the agent writes nowhere else under /etc. timesyncd reads the drop-in only
+ * when it starts, so with hostnamed (a systemd appliance) the NTP servers are also handed to a
+ * running timesyncd over D-Bus (SetRuntimeNTPServers), verified and rolled back like the rest.
  *
  * `withHostSettings(net, host)` wraps an applier so that the host settings share its contract: the
  * snapshot carries the previous hostname and file contents, apply sets them after the network,
@@ -48,7 +50,15 @@ export interface HostSettingsOptions {
   readonly hostnameCommand?: readonly string[];
   /** `hostnamed`: the hostnamectl program and any prefix (default ["hostnamectl"]). */
   readonly hostnamectl?: readonly string[];
+  /** `hostnamed` with a timesyncd drop-in: busctl and any prefix (default ["busctl"]). */
+  readonly busctl?: readonly string[];
 }
+
+const TIMESYNC = [
+  "org.freedesktop.timesync1",
+  "/org/freedesktop/timesync1",
+  "org.freedesktop.timesync1.Manager",
+];
 
 /** The agent's own directory under `etc` for the DNS and NTP files (the unit's ConfigurationDirectory=). */
 export const HOST_FILES_DIR = "hsm-onboard";
@@ -81,6 +91,8 @@ export interface HostSnapshot {
   readonly hostname: string;
   /** path → previous content (null: the file did not exist). */
   readonly files: Record<string, string | null>;
+  /** systemd-timesyncd's runtime NTP servers before (absent: timesyncd not reachable over D-Bus). */
+  readonly ntpRuntime?: string[];
 }
 
 export class HostSettings {
@@ -88,6 +100,7 @@ export class HostSettings {
   readonly #via: HostnameVia;
   readonly #command: readonly string[];
   readonly #hostnamectl: readonly string[];
+  readonly #busctl: readonly string[];
   readonly #hostnameFile: string;
 
   constructor(options: HostSettingsOptions = {}) {
@@ -95,6 +108,7 @@ export class HostSettings {
     this.#via = options.hostnameVia ?? "hostnamed";
     this.#command = options.hostnameCommand ?? ["hostname"];
     this.#hostnamectl = options.hostnamectl ?? ["hostnamectl"];
+    this.#busctl = options.busctl ?? ["busctl"];
     this.#hostnameFile = options.hostnameFile ?? "/etc/hostname";
   }
 
@@ -125,7 +139,41 @@ export class HostSettings {
     const files: Record<string, string | null> = {};
     for (const path of this.files(config).keys())
       files[path] = await readFile(path, "utf8").catch(() => null);
-    return { hostname: await this.#hostname(), files };
+    const ntpRuntime = await this.#ntpRuntime();
+    return { hostname: await this.#hostname(), files, ...(ntpRuntime ? { ntpRuntime } : {}) };
+  }
+
+  /**
+   * With hostnamed (a systemd appliance) and a timesyncd drop-in: timesyncd's runtime NTP servers
+   * over D-Bus, so that the new servers take effect at once (the drop-in only at its next start).
+   * Undefined when timesyncd cannot be reached (not installed, another NTP daemon): then the file
+   * alone carries them.
+   */
+  async #ntpRuntime(): Promise<string[] | undefined> {
+    if (this.#via !== "hostnamed" || !this.#options.timesyncdDropIn) return undefined;
+    try {
+      const out = await this.#run(this.#busctl, [
+        "--json=short",
+        "get-property",
+        ...TIMESYNC,
+        "RuntimeNTPServers",
+      ]);
+      const parsed = JSON.parse(out) as { data?: unknown };
+      return Array.isArray(parsed.data) ? parsed.data.map(String) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #setNtpRuntime(servers: readonly string[]): Promise<string> {
+    return this.#run(this.#busctl, [
+      "call",
+      ...TIMESYNC,
+      "SetRuntimeNTPServers",
+      "as",
+      String(servers.length),
+      ...servers,
+    ]);
   }
 
   async apply(config: HostNetworkConfig): Promise<void> {
@@ -137,6 +185,7 @@ export class HostSettings {
       await atomicWriteFile(path, content, 0o644);
     }
     await this.#setHostname(config.hostname);
+    if ((await this.#ntpRuntime()) !== undefined) await this.#setNtpRuntime(config.ntp);
   }
 
   async verify(config: HostNetworkConfig): Promise<void> {
@@ -147,6 +196,11 @@ export class HostSettings {
       if ((await readFile(path, "utf8").catch(() => null)) !== content)
         problems.push(`${path} is not as planned`);
     }
+    const ntp = await this.#ntpRuntime();
+    if (ntp !== undefined && ntp.join(" ") !== config.ntp.join(" "))
+      problems.push(
+        `timesyncd's runtime NTP servers are ${ntp.join(" ") || "none"}, not ${config.ntp.join(" ")}`,
+      );
     if (problems.length > 0)
       throw new NetworkApplyError(`host settings not as planned: ${problems.join("; ")}`);
   }
@@ -161,6 +215,7 @@ export class HostSettings {
       await this.#run(this.#command, [snapshot.hostname]);
       return;
     }
+    if (snapshot.ntpRuntime !== undefined) await this.#setNtpRuntime(snapshot.ntpRuntime);
     // hostnamed: the static name back (an empty one removes /etc/hostname), then the kernel's if it
     // still differs (no static name before, or a kernel name that was not the static one).
     const before = snapshot.files[this.#hostnameFile];

@@ -8,12 +8,13 @@
  * - `agent factory-init --net iproute2` chooses host settings `hostnamed` by default; `agent run`
  *   (its capability bounding set CAP_NET_ADMIN only, as the unit gives it) then sets the hostname
  *   through hostnamed (kernel name and /etc/hostname), writes /etc/hsm-onboard/resolv.conf and
- *   timesyncd.conf, and configures eth0 — exit 0. With the same capabilities sethostname(2) is
+ *   timesyncd.conf, hands the NTP servers to the running systemd-timesyncd (D-Bus), and configures
+ *   eth0 — exit 0. (timesyncd's clock file is on a tmpfs; nothing in the namespace answers NTP.) With the same capabilities sethostname(2) is
  *   refused: that path would need CAP_SYS_ADMIN.
  * - Through hostnamed, a rollback restores the old static and kernel hostnames.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { chmod, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -30,19 +31,25 @@ import { runCliChild, stopChildren } from "./children.js";
 import { CardTemplate } from "./support.js";
 
 const HOSTNAMED = "/lib/systemd/systemd-hostnamed";
+const TIMESYNCD = "/lib/systemd/systemd-timesyncd";
 const netns = requireOrSkip(netnsCapability());
 const tools = requireOrSkip(
   ["dbus-daemon", "hostnamectl", "setpriv", "nsenter", "unshare"].every((t) => toolAvailable(t)) &&
     (() => {
       try {
         execFileSync("test", ["-x", HOSTNAMED]);
+        execFileSync("test", ["-x", TIMESYNCD]);
         return true;
       } catch {
         return false;
       }
     })()
     ? { ok: true, reason: "" }
-    : { ok: false, reason: "needs dbus-daemon, systemd-hostnamed, hostnamectl, setpriv, nsenter, unshare" },
+    : {
+        ok: false,
+        reason:
+          "needs dbus-daemon, systemd-hostnamed, systemd-timesyncd, hostnamectl, setpriv, nsenter, unshare",
+      },
 );
 const cap = [netns, tools].find((c) => !c.ok) ?? netns;
 
@@ -100,6 +107,7 @@ describe.skipIf(!cap.ok)(
 
     beforeAll(async () => {
       base = await tempDir("hsm-hostnamed-");
+      await chmod(base.dir, 0o755); // timesyncd reaches the bus socket as its own user
       upper = join(base.dir, "etc-upper");
       bus = join(base.dir, "system_bus.sock");
       hsm = lab.namespace("hsm");
@@ -126,9 +134,13 @@ mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system
 echo factory-name > /etc/hostname && hostname factory-name
 setpriv --pdeathsig KILL dbus-daemon --config-file=${base.dir}/bus.conf --nofork --nopidfile 2>/dev/null &
 for i in $(seq 100); do [ -S ${bus} ] && break; sleep 0.05; done
+chmod 666 ${bus}
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=${bus}
+mount -t tmpfs tmpfs /var/lib/systemd
+${TIMESYNCD} 2>/dev/null &
+echo $! > ${base.dir}/timesyncd.pid
 setpriv --pdeathsig KILL sh -c 'for i in $(seq 30); do setpriv --pdeathsig KILL ${HOSTNAMED}; done' &
-for i in $(seq 100); do busctl status org.freedesktop.hostname1 >/dev/null 2>&1 && break; sleep 0.05; done
+for i in $(seq 100); do busctl status org.freedesktop.hostname1 >/dev/null 2>&1 && busctl status org.freedesktop.timesync1 >/dev/null 2>&1 && break; sleep 0.05; done
 echo ready
 wait`;
       holder = spawn(
@@ -161,6 +173,13 @@ wait`;
     afterAll(async () => {
       await stopChildren();
       if (holder?.exitCode === null) holder.kill("SIGKILL");
+      // timesyncd drops to its own user, which clears --pdeathsig: stopped by its PID.
+      const timesyncd = Number(await readFile(join(base.dir, "timesyncd.pid"), "utf8").catch(() => "0"));
+      if (timesyncd > 0) {
+        try {
+          process.kill(timesyncd, "SIGKILL");
+        } catch {}
+      }
       await sleep(50);
       await lab.cleanup();
       await build?.cleanup();
@@ -242,6 +261,17 @@ wait`;
       expect(await readFile(join(upper, "hsm-onboard", "timesyncd.conf"), "utf8")).toMatch(
         /\[Time\]\nNTP=198\.51\.100\.123\n$/,
       );
+      // The running timesyncd has them at once too (the drop-in counts from its next start).
+      const ntp = run([
+        "busctl",
+        "--json=short",
+        "get-property",
+        "org.freedesktop.timesync1",
+        "/org/freedesktop/timesync1",
+        "org.freedesktop.timesync1.Manager",
+        "RuntimeNTPServers",
+      ]);
+      expect(JSON.parse(ntp)).toEqual({ type: "as", data: ["198.51.100.123"] });
       await waitUntil(
         () => ip(["-n", hsm, "-br", "addr", "show", "eth0"]).includes("198.51.100.17/24"),
         5000,

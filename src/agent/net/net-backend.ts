@@ -187,7 +187,14 @@ export const netSnapshotSchema = z.object({
   /** The networkd applier's own files (name → content) before the apply: what a rollback writes back. */
   files: z.record(z.string(), z.string()).optional(),
   /** Host settings before the apply (host-settings.ts): the hostname and the files it writes. */
-  host: z.object({ hostname: z.string(), files: z.record(z.string(), z.string().nullable()) }).optional(),
+  host: z
+    .object({
+      hostname: z.string(),
+      files: z.record(z.string(), z.string().nullable()),
+      /** systemd-timesyncd's runtime NTP servers before the apply (absent: timesyncd not reachable). */
+      ntpRuntime: z.array(z.string()).optional(),
+    })
+    .optional(),
 });
 
 export type AddressState = z.infer<typeof addressSchema>;
