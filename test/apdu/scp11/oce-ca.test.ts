@@ -32,7 +32,7 @@ import { encodeTlv } from "../../../src/apdu/tlv.js";
 import { YUBIKEY_5_7_PROFILE } from "../../../src/card-emulator/profiles.js";
 import { installOceAnchor, provisionScpKey } from "../../../src/card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../../../src/card-emulator/virtual-piv-card.js";
-import { ExitCode } from "../../../src/errors.js";
+import { ExitCode, ScpUnavailableError } from "../../../src/errors.js";
 import { PivSession } from "../../../src/piv/piv-session.js";
 import { parseCertificate } from "../../../src/pki/fast-x509.js";
 import { createPki, type IssuerCredentials, type OnboardingPki } from "../../../src/pki/issue.js";
@@ -341,6 +341,39 @@ describe("reorder: two wrapped commands delivered in swapped order", () => {
     // The held one, delivered late, is refused too; and the host sends nothing more.
     expect(decodeResponseApdu(card.transmit(held)).sw).toBe(0x6982);
     await expect(protocol.transmit(getVersion)).rejects.toBeInstanceOf(ScpIntegrityError);
+  });
+});
+
+describe("openScp03 against arbitrary INITIALIZE UPDATE answers (untrusted bytes)", () => {
+  it("never opens a session and fails only with the typed SCP errors", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uint8Array({ maxLength: 40 }),
+        fc.constantFrom(0x9000, 0x6a88, 0x6982),
+        async (answer, sw) => {
+          const sent: Uint8Array[] = [];
+          const transport = {
+            atr: Uint8Array.of(0x3b, 0x00),
+            contactless: false,
+            readerName: "arbitrary",
+            transmit: async (command: Uint8Array) => {
+              sent.push(command);
+              return Uint8Array.from([...answer, sw >> 8, sw & 0xff]);
+            },
+            close: async () => {},
+          };
+          const err = await openScp03(new SmartCardProtocol(transport)).catch((e: unknown) => e);
+          expect(
+            err instanceof ScpMalformedError ||
+              err instanceof ScpIntegrityError ||
+              err instanceof ScpUnavailableError,
+          ).toBe(true);
+          // Nothing after INITIALIZE UPDATE: the card cryptogram (or the answer's shape) stopped it.
+          expect(sent).toHaveLength(1);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });
 
