@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openInventory } from "../../src/station/inventory/open.js";
-import { TOKEN_FILE } from "../../src/station/serve/token.js";
+import { TOKEN_ENV, TOKEN_FILE } from "../../src/station/serve/token.js";
 import { runCliInProcess } from "../helpers/cli.js";
 import {
   buildForChildren,
@@ -48,6 +48,8 @@ describe.skipIf(missing !== undefined)(
     let server: NodeChild | undefined;
     let url: string;
     let certFile: string;
+    let keyFile: string;
+    let cli: string;
 
     beforeAll(async () => {
       scratch = await mkdtemp(join(tmpdir(), "hsm-serve-tls-"));
@@ -78,7 +80,7 @@ describe.skipIf(missing !== undefined)(
       }
       // A certificate for the view's address (openssl, as an operator would make one).
       certFile = join(scratch, "view.crt");
-      const keyFile = join(scratch, "view.key");
+      keyFile = join(scratch, "view.key");
       execFileSync(
         "openssl",
         [
@@ -112,7 +114,7 @@ describe.skipIf(missing !== undefined)(
       });
       await inventory.close();
       build = await buildForChildren(["cli/main.js"]);
-      const cli = await cliLauncher(build);
+      cli = await cliLauncher(build);
       server = new NodeChild(
         cli,
         {},
@@ -264,6 +266,42 @@ describe.skipIf(missing !== undefined)(
         { input: "", encoding: "utf8", timeout: 15_000 },
       );
       expect(old.status).not.toBe(0);
+    });
+
+    it("a token given in HSM_ONBOARD_SERVE_TOKEN is the one asked for (the station's own no longer opens it)", async () => {
+      const given = "a-token-the-operator-chose-0123456789";
+      const own = (await readFile(join(stationDir, TOKEN_FILE), "utf8")).trim();
+      const other = new NodeChild(
+        cli,
+        { [TOKEN_ENV]: given },
+        {
+          netns: serverNs,
+          args: [
+            "station",
+            "serve",
+            "--listen",
+            `${serverIp}:8444`,
+            "--tls-cert",
+            certFile,
+            "--tls-key",
+            keyFile,
+            "--station-dir",
+            stationDir,
+          ],
+        },
+      );
+      try {
+        const { message } = await other.waitFor(
+          (m) => m.ev === "text" && /rack view on/.test(String(m.text)),
+          30_000,
+        );
+        expect(String(message.text)).toContain(`access token from ${TOKEN_ENV}`);
+        const at = `https://${serverIp}:8444/api/inventory`;
+        expect((await curl(at, own)).status).toBe(401);
+        expect((await curl(at, given)).status).toBe(200);
+      } finally {
+        await other.stop();
+      }
     });
 
     it("refuses plain HTTP beyond loopback at start (exit 2), with a clear message", async () => {
