@@ -5,7 +5,7 @@
  * HTTP refused beyond loopback, and the access token (bearer or login cookie) when there is one.
  * TLS beyond loopback in network namespaces: serve-tls.test.ts; in a browser: serve-browser.test.ts.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +20,7 @@ import {
   secretsEqual,
   startRackServer,
 } from "../../src/station/serve/server.js";
+import { checkGivenToken, stationToken } from "../../src/station/serve/token.js";
 import { runCliInProcess } from "../helpers/cli.js";
 
 let scratch: string;
@@ -221,6 +222,21 @@ describe("station serve: the rack view over HTTP", () => {
     expect(cli.stderr).toMatch(
       /refuses plain HTTP beyond loopback: listening on 192\.0\.2\.1 needs --tls-cert and --tls-key/,
     );
+  });
+
+  it("the station's own token: created once 0600 and reused; a file others may read is refused", async () => {
+    const dir = join(scratch, "token-station");
+    const first = await stationToken(dir);
+    expect(first.created).toBe(true);
+    expect((await stat(first.path)).mode & 0o777).toBe(0o600);
+    const again = await stationToken(dir);
+    expect(again).toEqual({ ...first, created: false });
+    await chmod(first.path, 0o644);
+    await expect(stationToken(dir)).rejects.toThrow(/may be read by others \(mode 644\): chmod 600 it/);
+    await chmod(first.path, 0o600);
+    await writeFile(first.path, "short\n");
+    await expect(stationToken(dir)).rejects.toBeInstanceOf(UsageError);
+    expect(() => checkGivenToken("has a space in it, long enough", "test")).toThrow(UsageError);
   });
 
   it("with a token: 401 without it or with a wrong one; the bearer header or the login cookie opens it", async () => {
