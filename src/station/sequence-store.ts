@@ -10,8 +10,11 @@
  * The station journal (station-journal.ts) records each number this station handed out, too. An
  * inventory that says less than the journal was put back (an older inventory.sqlite restored, a
  * database restored from a dump): the station refuses with ReplayError (17) rather than trust it.
- * A whole station directory restored (journal included) is caught by a shared database, which still
- * knows the later numbers, and by the card: a write over a newer configuration starts above it.
+ * A whole station directory restored (journal included) is caught by the sequence mark outside the
+ * directory (sequence-mark.ts): a mark above the inventory raises the inventory to it first
+ * ("sequence-resynchronised", one line on stderr), so the next number is above every number this
+ * station handed out. A shared database still knows the later numbers too, and the card is a last
+ * witness: a write over a newer configuration starts above it.
  *
  * `sequences.json` (the counter file before the inventory) is migrated: its numbers raise the
  * inventory's counters (never lower them) and the file is renamed `sequences.json.imported`.
@@ -22,6 +25,7 @@ import { z } from "zod";
 import { ReplayError } from "../errors.js";
 import type { Inventory } from "./inventory/inventory.js";
 import { openInventory, stationName } from "./inventory/open.js";
+import { defaultStateHome, ensureStationId, readSequenceMark, writeSequenceMark } from "./sequence-mark.js";
 import { type LockOptions, readStationJson, STATION_FILES, withStationLock } from "./station-dir.js";
 import { appendJournal, checkSequenceNotRolledBack, type HighWater, readJournal } from "./station-journal.js";
 
@@ -49,6 +53,13 @@ export interface AllocateSequenceOptions extends LockOptions {
   readonly now?: Date;
   /** The inventory that allocates; default: the station's SQLite inventory (opened and closed here). */
   readonly inventory?: Inventory;
+  /**
+   * Where the sequence marks live (sequence-mark.ts); default: $HSM_ONBOARD_STATE_HOME, else
+   * $XDG_STATE_HOME/hsm-onboard, else ~/.local/state/hsm-onboard.
+   */
+  readonly stateHome?: string;
+  /** Told one line when the inventory was resynchronised upward to the mark; default: stderr. */
+  readonly notice?: (line: string) => void;
 }
 
 /** Runs `fn` with `inventory`, or with the station's own SQLite inventory opened for the call. */
@@ -100,9 +111,11 @@ export async function importSequencesFile(
 }
 
 /**
- * Allocates `owner`'s next sequence number (1 for the first), recorded in the inventory and the
- * station journal before it is returned. Concurrent allocations (other processes, other stations on a
- * shared database) get distinct numbers.
+ * Allocates `owner`'s next sequence number (1 for the first), recorded in the inventory, the sequence
+ * mark outside the station directory and the station journal before it is returned. Concurrent
+ * allocations (other processes, other stations on a shared database) get distinct numbers. A mark
+ * above the inventory (the station directory was restored from an older copy) raises the inventory to
+ * it first; a mark that cannot be read is ReplayError (17).
  */
 export async function allocateSequence(
   stationDir: string,
@@ -125,6 +138,27 @@ export async function allocateSequence(
             );
           }
         }
+        const stateHome = options.stateHome ?? defaultStateHome(process.env);
+        const stationId = await ensureStationId(stationDir, stateHome);
+        const mark = await readSequenceMark(stateHome, stationId, owner);
+        if (mark !== undefined) {
+          const last = await inventory.lastSequence(owner);
+          if (last < mark) {
+            await inventory.raiseSequence(owner, mark, stationName(stationDir), options.now);
+            await appendJournal(stationDir, "sequence-resynchronised", owner, mark, options.now);
+            await inventory.appendJournal({
+              event: "sequence-resynchronised",
+              key: owner,
+              number: String(mark),
+              station: stationName(stationDir),
+              time: options.now ?? new Date(),
+              detail: `the inventory said ${last}, the station's sequence mark ${mark}: the station directory was restored from an older copy`,
+            });
+            (options.notice ?? ((line: string) => process.stderr.write(`hsm-onboard: ${line}\n`)))(
+              `notice: sequence of "${owner}" resynchronised from ${last} to ${mark} (the station directory is older than its sequence mark; restored from a backup?) — the next number is above ${mark}`,
+            );
+          }
+        }
         const next = await inventory.allocateSequence(owner, {
           ...(options.atLeast === undefined ? {} : { atLeast: options.atLeast }),
           station: stationName(stationDir),
@@ -133,6 +167,7 @@ export async function allocateSequence(
         if (!Number.isSafeInteger(next + 1)) {
           throw new ReplayError(`the sequence number of "${owner}" cannot grow any further`);
         }
+        await writeSequenceMark(stateHome, stationId, owner, next, stationDir, options.now);
         await appendJournal(stationDir, "sequence", owner, next, options.now);
         await inventory.appendJournal({
           event: "sequence",

@@ -4,6 +4,8 @@
  *
  *   <dir>/                      mode 0700
  *     station.json              marker: format, version, creation time
+ *     station-id                the station's random id (32 hex digits): names its sequence marks
+ *                               outside the directory (sequence-mark.ts)
  *     root.pem                  the trust anchor: the self-signed manufacturer root (`station init`)
  *     issuers/<id>.pem          token CA certificates checked against root.pem: the CRL issuers
  *     crls/<id>.pem             the current CRL of each token CA (`station update-crl`)
@@ -35,6 +37,7 @@ import { certificateParts, crlParts } from "../pki/der.js";
 import { atomicWriteFile, readJsonFile } from "../util/fs.js";
 import { withLockFile } from "../util/lock.js";
 import { PemConverter, X509Certificate, X509Crl } from "../util/x509.js";
+import { ensureStationId } from "./sequence-mark.js";
 import { checkCrlNotRolledBack, readJournal } from "./station-journal.js";
 
 export { StationBusyError } from "../errors.js";
@@ -186,6 +189,7 @@ export async function writeTrustAnchor(dir: string, anchor: X509Certificate, now
     jsonText({ format: STATION_FORMAT, version: STATION_VERSION, createdAt: now.toISOString() }),
   );
   await writeStationFile(dir, STATION_FILES.trustAnchor, certificateToPem(anchor));
+  await ensureStationId(dir);
 }
 
 /** Token CA certificates the station has checked and kept (issuers of CRLs). */

@@ -6,12 +6,13 @@
  * recorded for its issuer, a file was put back (a restored backup, an edit) and the station refuses
  * with ReplayError (exit 17) rather than re-issue a sequence number or write a revoked card.
  *
- * Line: `{"seq":N,"time":ISO,"event":"sequence"|"crl","key":OWNER|ISSUER-ID,"number":"N","prev":HEX} HASH`
+ * Line: `{"seq":N,"time":ISO,"event":"sequence"|"sequence-resynchronised"|"crl","key":OWNER|ISSUER-ID,"number":"N","prev":HEX} HASH`
  * where HASH = SHA-256(prev ‖ "\n" ‖ the JSON text before the space), hex; prev is the previous
  * line's HASH (64 zeros first). The text is hashed as stored, so no canonical form is needed. An
  * edited, reordered or deleted line breaks the chain (IntegrityError, exit 15). A journal cut at its
- * end, or the whole directory restored, is not detectable from inside the directory (the card's
- * sequence on the next write, or the inventory database, is the outside witness): docs/SECURITY.md.
+ * end, or the whole directory restored, is not detectable from inside the directory: the sequence
+ * mark outside it (sequence-mark.ts), a shared inventory database and the card's sequence on the
+ * next write are the outside witnesses (docs/THREAT_MODEL.md).
  */
 import { createHash } from "node:crypto";
 import { appendFile, open, readFile } from "node:fs/promises";
@@ -23,7 +24,12 @@ const GENESIS = "0".repeat(64);
 /** Longest line read back; a longer one is damage. */
 const MAX_LINE = 4096;
 
-export type JournalEvent = "sequence" | "crl";
+/**
+ * "sequence-resynchronised": the inventory was raised to the sequence mark kept outside the directory
+ * (sequence-mark.ts); its number counts as handed out, like a "sequence" entry's.
+ */
+export type JournalEvent = "sequence" | "sequence-resynchronised" | "crl";
+const EVENTS: ReadonlySet<unknown> = new Set<JournalEvent>(["sequence", "sequence-resynchronised", "crl"]);
 
 export interface HighWater {
   /** Highest sequence number handed out, per owner. */
@@ -66,7 +72,7 @@ export async function readJournal(stationDir: string): Promise<HighWater> {
       entry.seq !== i + 1 ||
       entry.prev !== prev ||
       lineHash(prev, body) !== hash ||
-      (entry.event !== "sequence" && entry.event !== "crl") ||
+      !EVENTS.has(entry.event) ||
       typeof entry.key !== "string" ||
       typeof entry.number !== "string" ||
       !/^\d{1,40}$/.test(entry.number)
@@ -75,7 +81,7 @@ export async function readJournal(stationDir: string): Promise<HighWater> {
         `station journal ${path}: line ${i + 1} breaks the chain (edited, deleted or reordered)`,
       );
     }
-    const map = entry.event === "sequence" ? sequences : crls;
+    const map = entry.event === "crl" ? crls : sequences;
     const number = BigInt(entry.number);
     if ((map.get(entry.key) ?? -1n) < number) map.set(entry.key, number);
     prev = hash;

@@ -426,6 +426,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
       ...(previous && previous.owner === plan.owner ? { atLeast: previous.sequence + 1 } : {}),
       now,
       ...(options.inventory ? { inventory: options.inventory } : {}),
+      notice: (line) => progress({ step: "allocate-sequence", message: line }),
     });
     progress({
       step: "allocate-sequence",
