@@ -4,7 +4,7 @@
  * HSM_ONBOARD_VIRTUAL_CARD instead of PC/SC; PC/SC itself is the default (see
  * test/station/open-card.test.ts for that path over a substitute binding).
  */
-import { copyFile, readFile } from "node:fs/promises";
+import { copyFile, cp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openVirtualCardFile } from "../../src/card-emulator/open-virtual-card.js";
@@ -18,6 +18,7 @@ import { exportPrivateKeyPem } from "../../src/pki/keys.js";
 import { type LoadedPki, loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { shardItemName } from "../../src/secure-element/card-layout.js";
 import { updateStationCrl } from "../../src/station/crl-update.js";
+import { markPath } from "../../src/station/sequence-mark.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
 import { base32Decode, totp } from "../../src/station/totp.js";
 import { configSigningValidator } from "../../src/station/write-card.js";
@@ -427,6 +428,56 @@ describe("station write", () => {
     );
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/station init/);
+  });
+
+  it("a whole station directory restored from a copy taken before two writes goes on above them, with a notice; a damaged sequence mark is exit 17", async () => {
+    const dir = await station();
+    const backup = `${dir}-backup`;
+    await cp(join(root, dir), join(root, backup), { recursive: true }); // cp -a before any write
+    const args = (extra: string[] = []) => [
+      "station",
+      "write",
+      "--allow-plaintext",
+      "--plan",
+      join(EXAMPLES, "rack-4.yaml"),
+      "--station-dir",
+      dir,
+      "--pin-stdin",
+      "--json",
+      ...extra,
+    ];
+    const card = await cardFile();
+    for (const expected of [1, 2]) {
+      const written = await run(args(), { stdin: `${PIN}\n`, card });
+      expect(written.exitCode, written.stderr).toBe(0);
+      expect(JSON.parse(written.stdout).sequence).toBe(expected);
+      expect(written.stderr).not.toMatch(/resynchronised/);
+    }
+    await rm(join(root, dir), { recursive: true });
+    await cp(join(root, backup), join(root, dir), { recursive: true });
+    // A fresh card: nothing on it to start above — only the mark outside the directory knows 2.
+    const fresh = await run(args(), { stdin: `${PIN}\n`, card: await cardFile() });
+    expect(fresh.exitCode, fresh.stderr).toBe(0);
+    expect(JSON.parse(fresh.stdout).sequence).toBe(3);
+    expect(fresh.stderr.split("\n").filter((l) => l.includes("resynchronised"))).toEqual([
+      expect.stringMatching(
+        /^ {2}notice: sequence of "ACME Bank" resynchronised from 0 to 2 \(.*\) — the next number is above 2$/,
+      ),
+    ]);
+    const history = await run(["station", "history", "--station-dir", dir]);
+    expect(history.stdout).toMatch(/sequence-resynchronised/);
+
+    const id = (await readFile(join(root, dir, "station-id"), "utf8")).trim();
+    await writeFile(markPath(process.env.HSM_ONBOARD_STATE_HOME!, id, "ACME Bank"), "{damaged");
+    const refused = await run(args(), { stdin: `${PIN}\n`, card: await cardFile() });
+    expect(refused.exitCode).toBe(17);
+    expect(
+      refused.stderr
+        .trim()
+        .split("\n")
+        .filter((l) => l.includes("sequence mark")),
+    ).toHaveLength(1);
+    expect(refused.stderr).toMatch(/sequence mark .* is not valid JSON: .*refusing to allocate/);
   });
 });
 
