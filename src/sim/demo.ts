@@ -465,7 +465,15 @@ class DemoRun {
     const written = await withCard(
       card,
       "Officer's reader",
-      (element) => writeConfigurationToCard({ element, plan: this.plan, stationDir: this.#stationDir, pin }),
+      (element) =>
+        writeConfigurationToCard({
+          element,
+          plan: this.plan,
+          stationDir: this.#stationDir,
+          pin,
+          // The demo station's sequence marks stay with it, never in the user's home.
+          stateHome: join(this.dir, "state"),
+        }),
       await requiredChannel(this.#stationDir),
     );
     this.#progress(

@@ -47,6 +47,7 @@ import { parseItemName } from "../secure-element/secure-element.js";
 import { updateStationCrl } from "../station/crl-update.js";
 import { initStation } from "../station/init-station.js";
 import { personalizeCard } from "../station/personalize-card.js";
+import { STATE_HOME_ENV } from "../station/sequence-mark.js";
 import { atomicWriteFile } from "../util/fs.js";
 import {
   type CardRoom,
@@ -1053,7 +1054,10 @@ class Rack {
     pcscd: PrivatePcscd,
     input?: string,
   ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const proc = this.#spawn(namespace, args, { ...pcscd.env }, input);
+    // The simulated station's sequence marks stay in the work directory, never in the user's home
+    // (src/station/sequence-mark.ts): they go with it, like its station directory.
+    const env = { ...pcscd.env, [STATE_HOME_ENV]: join(this.workDir, "state") };
+    const proc = this.#spawn(namespace, args, env, input);
     await this.#record(proc, `${args.slice(0, 2).join(" ")} ${namespace}`);
     try {
       const code = await proc.exitCode(BOUND.stationCommand, this.#signal);

@@ -149,6 +149,8 @@ export interface WriteConfigurationOptions {
   readonly receiptReserveBytes?: number;
   /** Allocates the sequence and records the plan and the write (default: the station's SQLite inventory). */
   readonly inventory?: Inventory;
+  /** Where the station's sequence marks live (sequence-mark.ts; default $HSM_ONBOARD_STATE_HOME, …). */
+  readonly stateHome?: string;
   /**
    * Co-signatures still to come (`station cosign`, dual control): the manifest leaves room for
    * each in its object and on the card (default 0).
@@ -426,6 +428,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
       ...(previous && previous.owner === plan.owner ? { atLeast: previous.sequence + 1 } : {}),
       now,
       ...(options.inventory ? { inventory: options.inventory } : {}),
+      ...(options.stateHome === undefined ? {} : { stateHome: options.stateHome }),
       notice: (line) => progress({ step: "allocate-sequence", message: line }),
     });
     progress({

@@ -167,6 +167,9 @@ describe("hsm-onboard demo", () => {
     expect(result.stdout).toContain(`everything is kept in ${keep}`);
     const entries = await readdir(keep);
     for (const name of ["plan.yaml", "card.json", "pki", "station", "hsms"]) expect(entries).toContain(name);
+    // The demo station's sequence mark is kept with it (src/station/sequence-mark.ts), not in a home.
+    const stationId = (await readFile(join(keep, "station", "station-id"), "utf8")).trim();
+    expect(await readdir(join(keep, "state", "sequence-marks"))).toEqual([stationId]);
 
     const again = await runCliInProcess(["demo", "--keep", "kept"], { cwd: scratch });
     expect(again.exitCode).toBe(2);
