@@ -32,7 +32,9 @@ symlinkSync(join(root, "node_modules"), join(out, "node_modules"), "dir");
 const child = spawn(process.execPath, [join(out, "bench", "run.js"), ...process.argv.slice(2)], {
   cwd: root,
   stdio: "inherit",
-  env: { ...process.env, HSM_ONBOARD_BENCH_ROOT: root },
+  // The benchmark stations' sequence marks (src/station/sequence-mark.ts) go with the build, not into
+  // the home directory of whoever runs the benchmark.
+  env: { ...process.env, HSM_ONBOARD_BENCH_ROOT: root, HSM_ONBOARD_STATE_HOME: join(out, "state") },
 });
 // Ctrl-C reaches the child through the terminal; wait for it to clean up, then remove the build.
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => child.kill(signal));

@@ -285,6 +285,14 @@ console.log(JSON.stringify({ ev: "done", numbers }));
       const inventory = await openInventory({ stationDir: scratch, db });
       expect(await inventory.lastSequence("ACME Bank")).toBe(100);
       await inventory.close();
+      // Each station recorded its own last number in its mark (harmless on a shared database: never
+      // above it, so never a resynchronisation).
+      for (const [i, dir] of stations.entries()) {
+        const id = await readStationId(dir);
+        const home = process.env.HSM_ONBOARD_STATE_HOME!;
+        expect(await readSequenceMark(home, id!, "ACME Bank")).toBe(perStation[i]!.at(-1));
+      }
+      expect(children.map((c) => c.stderr).join("")).not.toMatch(/resynchronised/);
     }, 120_000);
 
     it("a station directory restored from an older backup goes on above the shared database's numbers", async () => {
