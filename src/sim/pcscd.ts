@@ -60,6 +60,13 @@ export interface PrivatePcscdOptions {
   stopTimeoutMs?: number;
   /** Path of libifdvpcd.so; found in the usual places by default. */
   vpcdDriver?: string;
+  /**
+   * A shared object preloaded into this pcscd (LD_PRELOAD); by default $HSM_ONBOARD_PCSCD_PRELOAD.
+   * The test suite uses it for test/helpers/vpcd-nodelay.c: Debian 12's vpcd sends each command's
+   * 2-byte length and its body in two writes without TCP_NODELAY, so the body waits for the card
+   * side's delayed ACK (~40 ms per APDU on loopback); with TCP_NODELAY an APDU takes ~1 ms.
+   */
+  preload?: string;
 }
 
 export interface PrivatePcscd {
@@ -232,7 +239,11 @@ class PcscdInstance implements PrivatePcscd {
     let child: ChildProcess;
     try {
       // ip netns exec, setpriv and unshare exec their command, sh execs pcscd: the PID is pcscd's.
-      child = spawn(command, args, { stdio: ["ignore", log.fd, log.fd] });
+      const preload = this.options.preload ?? process.env.HSM_ONBOARD_PCSCD_PRELOAD;
+      child = spawn(command, args, {
+        stdio: ["ignore", log.fd, log.fd],
+        ...(preload ? { env: { ...process.env, LD_PRELOAD: preload } } : {}),
+      });
     } finally {
       await log.close();
     }
