@@ -286,19 +286,47 @@ async function issueCertificates(
   serial: string | undefined,
 ): Promise<CardCertificates> {
   progress("issue-certificates", `issuing certificates from "${tokenCa.certificate.subject}"`);
+  const issued = await issueValidatedCardCertificates({
+    pki: options.pki,
+    crl,
+    owner: options.owner,
+    ...(options.officer === undefined ? {} : { officer: options.officer }),
+    ...(serial === undefined ? {} : { serial }),
+    ...(options.now ? { now: options.now } : {}),
+    keys,
+  });
+  return { "9E": issued.cardAuthentication, "9C": issued.signing };
+}
+
+/**
+ * The 9E and 9C certificates of a secure element (PIV card or PKCS#11 token) issued by the token CA
+ * (O = owner, CN = officer, serialNumber = the element's serial) and, when the root is given,
+ * validated as a verifier will (chain, EKU, CRL) before anything is stored.
+ */
+export async function issueValidatedCardCertificates(input: {
+  readonly pki: PersonalizationPki;
+  readonly crl: X509Crl | undefined;
+  readonly owner: string;
+  readonly officer?: string;
+  readonly serial?: string;
+  readonly now?: Date;
+  readonly keys: { readonly cardAuthentication: Uint8Array; readonly signing: Uint8Array };
+}): Promise<{ readonly cardAuthentication: X509Certificate; readonly signing: X509Certificate }> {
+  const { pki, crl, keys } = input;
+  const tokenCa = pki.tokenCa;
   const issue = (slot: "9E" | "9C", publicKey: Uint8Array) =>
     issueCardCertificate({
       tokenCa,
       publicKey,
-      owner: options.owner,
-      ...(options.officer === undefined ? {} : { officer: options.officer }),
+      owner: input.owner,
+      ...(input.officer === undefined ? {} : { officer: input.officer }),
       slot,
-      ...(serial === undefined ? {} : { serial }),
-      ...(options.now ? { now: options.now } : {}),
+      ...(input.serial === undefined ? {} : { serial: input.serial }),
+      ...(input.now ? { now: input.now } : {}),
     });
   const cardAuthentication = await issue("9E", keys.cardAuthentication);
   const signing = await issue("9C", keys.signing);
-  if (options.pki.root) {
+  if (pki.root) {
     for (const [leaf, requirements] of [
       [cardAuthentication, VALIDATION_REQUIREMENTS.cardAuthentication],
       [signing, VALIDATION_REQUIREMENTS.configSigning],
@@ -306,15 +334,15 @@ async function issueCertificates(
       await validateChain({
         leaf,
         intermediates: [tokenCa.certificate],
-        trustAnchor: options.pki.root.certificate,
+        trustAnchor: pki.root.certificate,
         crls: crl ? [crl] : [],
         requireCrl: crl !== undefined,
-        ...(options.now ? { now: options.now } : {}),
+        ...(input.now ? { now: input.now } : {}),
         ...requirements,
       });
     }
   }
-  return { "9E": cardAuthentication, "9C": signing };
+  return { cardAuthentication, signing };
 }
 
 /** 7. Certificates and the `certificates` and `crl` items; returns the CRL bytes stored. */

@@ -21,9 +21,7 @@ import { verifyEcdsaRaw } from "../crypto/ecdsa.js";
 import { IntegrityError } from "../errors.js";
 import type { EcCurve } from "../pkcs11/ec.js";
 import { crlNumberOf, parseCrl } from "../pki/crl.js";
-import { issueCardCertificate } from "../pki/issue.js";
-import { cardSubject, VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
-import { validateChain } from "../pki/validate-chain.js";
+import { cardSubject } from "../pki/profiles.js";
 import {
   generateIdentityKeys,
   installIdentityCertificates,
@@ -31,7 +29,11 @@ import {
 } from "../secure-element/pkcs11-element.js";
 import { newChallenge, verifyChallengeProof } from "../secure-element/secure-element.js";
 import type { X509Certificate, X509Crl } from "../util/x509.js";
-import type { PersonalizationPki, PersonalizeProgress } from "./personalize-card.js";
+import {
+  issueValidatedCardCertificates,
+  type PersonalizationPki,
+  type PersonalizeProgress,
+} from "./personalize-card.js";
 
 export interface PersonalizeTokenOptions {
   readonly element: Pkcs11Element;
@@ -81,34 +83,15 @@ export async function personalizeToken(options: PersonalizeTokenOptions): Promis
   });
 
   progress("issue-certificates", `issuing certificates from "${tokenCa.certificate.subject}"`);
-  const issue = (slot: "9E" | "9C", publicKey: Uint8Array) =>
-    issueCardCertificate({
-      tokenCa,
-      publicKey,
-      owner,
-      ...(officer === undefined ? {} : { officer }),
-      slot,
-      ...(serial === undefined ? {} : { serial }),
-      ...(options.now ? { now: options.now } : {}),
-    });
-  const cardAuthentication = await issue("9E", keys.cardAuthentication);
-  const signing = await issue("9C", keys.signing);
-  if (options.pki.root) {
-    for (const [leaf, requirements] of [
-      [cardAuthentication, VALIDATION_REQUIREMENTS.cardAuthentication],
-      [signing, VALIDATION_REQUIREMENTS.configSigning],
-    ] as const) {
-      await validateChain({
-        leaf,
-        intermediates: [tokenCa.certificate],
-        trustAnchor: options.pki.root.certificate,
-        crls: crl ? [crl] : [],
-        requireCrl: crl !== undefined,
-        ...(options.now ? { now: options.now } : {}),
-        ...requirements,
-      });
-    }
-  }
+  const { cardAuthentication, signing } = await issueValidatedCardCertificates({
+    pki: options.pki,
+    crl,
+    owner,
+    ...(officer === undefined ? {} : { officer }),
+    ...(serial === undefined ? {} : { serial }),
+    ...(options.now ? { now: options.now } : {}),
+    keys,
+  });
 
   progress("store-certificates", "storing the certificates, the token CA and the CRL");
   const der = (c: X509Certificate) => new Uint8Array(c.rawData);
