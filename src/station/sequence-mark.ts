@@ -28,7 +28,7 @@ import { link, mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { IntegrityError, ReplayError, UsageError } from "../errors.js";
-import { atomicWriteFile } from "../util/fs.js";
+import { atomicWriteFile, syncDirectory } from "../util/fs.js";
 
 export const STATE_HOME_ENV = "HSM_ONBOARD_STATE_HOME";
 export const STATION_ID_FILE = "station-id";
@@ -46,15 +46,6 @@ export function defaultStateHome(env: Readonly<Record<string, string | undefined
   if (xdg !== undefined && isAbsolute(xdg)) return join(xdg, "hsm-onboard");
   const home = env.HOME && env.HOME.length > 0 ? env.HOME : homedir();
   return join(home, ".local/state/hsm-onboard");
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, fsConstants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /**

@@ -39,7 +39,8 @@ export async function atomicWriteFile(path: string, data: string | Uint8Array, m
   await syncDirectory(dirname(path));
 }
 
-async function syncDirectory(dir: string): Promise<void> {
+/** fsync of a directory: makes a rename, link or new entry in it durable. */
+export async function syncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, fsConstants.O_RDONLY);
   try {
     await handle.sync();
