@@ -87,12 +87,8 @@ export async function encodeConfig(
   signers: Signer | readonly Signer[],
   options: EncodeConfigOptions = {},
 ): Promise<EncodedConfig> {
-  const maxObjectBytes = options.maxObjectBytes ?? MAX_ITEM_BYTES;
-  const shardBytes = options.shardBytes ?? maxObjectBytes;
-  if (shardBytes > maxObjectBytes) {
-    throw new UsageError(`shards of ${shardBytes} bytes do not fit ${maxObjectBytes}-byte objects`);
-  }
-  const cardCapacityBytes = options.cardCapacityBytes ?? CARD_CAPACITY_BYTES;
+  const limits = sizeLimits(options);
+  const { shardBytes } = limits;
   if (plan.hsms.length === 0) throw new PlanInvalidError([{ entry: "hsms", field: "", message: "no HSMs" }]);
 
   const planned = planShards(plan.subnets, plan.hsms, shardBytes);
@@ -103,12 +99,7 @@ export async function encodeConfig(
     hsms: plan.hsms.length,
     shards: planned,
   };
-  return signPart(plan.owner, part, [part.range], metadata, signers, {
-    ...options,
-    maxObjectBytes,
-    shardBytes,
-    cardCapacityBytes,
-  });
+  return signPart(plan.owner, part, [part.range], metadata, signers, { ...options, ...limits });
 }
 
 /**
@@ -124,11 +115,8 @@ export async function encodeCardPart(
   signers: Signer | readonly Signer[],
   options: EncodeConfigOptions = {},
 ): Promise<EncodedConfig> {
-  const maxObjectBytes = options.maxObjectBytes ?? MAX_ITEM_BYTES;
-  const shardBytes = options.shardBytes ?? maxObjectBytes;
-  if (shardBytes > maxObjectBytes) {
-    throw new UsageError(`shards of ${shardBytes} bytes do not fit ${maxObjectBytes}-byte objects`);
-  }
+  const limits = sizeLimits(options);
+  const { shardBytes } = limits;
   for (const shard of part.shards) {
     if (shard.bytes.length !== shardBytes)
       throw new UsageError(
@@ -136,12 +124,21 @@ export async function encodeCardPart(
       );
   }
   assertShardCount(part.shards.length);
-  return signPart(owner, part, ranges, metadata, signers, {
-    ...options,
-    maxObjectBytes,
-    shardBytes,
-    cardCapacityBytes: options.cardCapacityBytes ?? CARD_CAPACITY_BYTES,
-  });
+  return signPart(owner, part, ranges, metadata, signers, { ...options, ...limits });
+}
+
+/** The object, shard and card sizes of `options` with their defaults; shards must fit objects. */
+function sizeLimits(options: EncodeConfigOptions): {
+  readonly maxObjectBytes: number;
+  readonly shardBytes: number;
+  readonly cardCapacityBytes: number;
+} {
+  const maxObjectBytes = options.maxObjectBytes ?? MAX_ITEM_BYTES;
+  const shardBytes = options.shardBytes ?? maxObjectBytes;
+  if (shardBytes > maxObjectBytes) {
+    throw new UsageError(`shards of ${shardBytes} bytes do not fit ${maxObjectBytes}-byte objects`);
+  }
+  return { maxObjectBytes, shardBytes, cardCapacityBytes: options.cardCapacityBytes ?? CARD_CAPACITY_BYTES };
 }
 
 async function signPart(
