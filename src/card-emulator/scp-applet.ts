@@ -194,6 +194,14 @@ export interface OceCaInstall {
   spki: string;
 }
 
+/** PUT KEY and STORE DATA of the OCE CA: 6982 outside a session, 6985 in one that may not administer it. */
+function oceCaAdministrationRefused(v: ScpVolatile): ScpReply | undefined {
+  if (!v.session) return { sw: SW.securityStatusNotSatisfied };
+  // A 6982 inside a session means "session lost" to the host: a refusal that keeps it is 6985.
+  if (!v.ownerAuthorized) return { sw: SW.conditionsNotSatisfied };
+  return undefined;
+}
+
 /**
  * PUT KEY `80 D8 <replace KVN> 10` with `KVN ‖ B0 <point> ‖ F0 01 <curve> ‖ 00` (no key check value
  * for a public key): installs the OCE CA public key. Only inside a session that may administer the
@@ -207,9 +215,8 @@ export function putOceCaKey(
   p2: number,
   data: Uint8Array,
 ): ScpReply & { install?: OceCaInstall } {
-  if (!v.session) return { sw: SW.securityStatusNotSatisfied };
-  // A 6982 inside a session means "session lost" to the host: a refusal that keeps it is 6985.
-  if (!v.ownerAuthorized) return { sw: SW.conditionsNotSatisfied };
+  const refused = oceCaAdministrationRefused(v);
+  if (refused) return refused;
   if (p2 !== OCE_CA_KID) return { sw: SW.incorrectP1P2 };
   const existing = scp?.oceCa;
   if (existing ? p1 !== existing.kvn : p1 !== 0) return { sw: SW.incorrectP1P2 };
@@ -262,9 +269,8 @@ export function storeOceCaIdentifier(
   p2: number,
   data: Uint8Array,
 ): ScpReply & { ski?: string } {
-  if (!v.session) return { sw: SW.securityStatusNotSatisfied };
-  // A 6982 inside a session means "session lost" to the host: a refusal that keeps it is 6985.
-  if (!v.ownerAuthorized) return { sw: SW.conditionsNotSatisfied };
+  const refused = oceCaAdministrationRefused(v);
+  if (refused) return refused;
   if (p1 !== 0x90 || p2 !== 0x00) return { sw: SW.incorrectP1P2 };
   try {
     const items = decodeTlvs(decodeTlv(data, 0xa6).value, { maxItems: 3 });
