@@ -3,21 +3,30 @@
  * HSM_ONBOARD_VIRTUAL_CARD: `card personalize --scp-trust` installs the OCE CA, `pki issue-oce`
  * equips the station, and the station commands that open the officer's card (receipts, write) open
  * SCP11a by default; `--scp11a` without an OCE key is a usage error naming `pki issue-oce`.
+ * `receipts --collect` and `update-crl --from-card` open SCP11a too; a card whose OCE CA is another
+ * owner's is refused by every one of them (exit 15, from the card's FF33 answer) before any PIN.
  */
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runAgentOnce } from "../../src/agent/agent.js";
 import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { planToYaml } from "../../src/config/plan.js";
 import { ExitCode } from "../../src/errors.js";
+import { loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
-import { LAB_PLAN } from "../agent/fixtures.js";
+import { PivElement } from "../../src/secure-element/piv-element.js";
+import { InProcessTransport } from "../../src/transport/in-process.js";
+import { initAgent, LAB_PLAN, pins } from "../agent/fixtures.js";
 import { runCliInProcess } from "../helpers/cli.js";
+import { dryRunIn } from "../security/support.js";
 
 const PIN = "24681357";
 let work: string;
+let vendorDer: Uint8Array;
+let vendorCa: Awaited<ReturnType<typeof createScpVendorCa>>;
 const env = { HSM_ONBOARD_VIRTUAL_CARD: "card.json" };
 
 beforeAll(async () => {
@@ -25,6 +34,8 @@ beforeAll(async () => {
   const init = await runCliInProcess(["pki", "init", "--out", "pki", "--owner", "ACME Bank"], { cwd: work });
   expect(init.exitCode, init.stderr).toBe(0);
   const vendor = await createScpVendorCa("CLI Test Card Vendor");
+  vendorCa = vendor;
+  vendorDer = new Uint8Array(vendor.certificate.rawData);
   await writeFile(join(work, "vendor.pem"), vendor.certificate.toString("pem"));
   const card = VirtualPivCard.fromFile(join(work, "card.json"), { serial: 31_000_011 });
   await provisionScpKey(card, vendor);
@@ -117,5 +128,127 @@ describe("SCP11a through the station commands (in-process virtual card)", () => 
     );
     expect(write.exitCode, write.stderr).toBe(0);
     expect(JSON.parse(write.stdout).channel).toBe("SCP11a");
+  });
+});
+
+/** What a PIN try or a write would change on a virtual card file: PIN, PUK (values and counters), objects. */
+async function persistent(file: string): Promise<unknown> {
+  const s = JSON.parse(await readFile(join(work, file), "utf8"));
+  return { pin: s.pin, puk: s.puk, objects: s.objects };
+}
+
+describe("receipts --collect and update-crl --from-card under SCP11a; another owner's card refused", () => {
+  it("an agent's receipt on the card is collected over SCP11a (PIN inside the channel), then cleared", async () => {
+    // One HSM of LAB_PLAN onboards from the card written above (its own SCP11b; dry-run applier).
+    const pkiDir = join(work, "pki");
+    const testPki = {
+      dir: pkiDir,
+      pki: await loadPkiDirectory(pkiDir),
+      rootPem: new Uint8Array(await readFile(join(pkiDir, "root.pem"))),
+      crl: async () => new Uint8Array(),
+    };
+    const crl = new Uint8Array(await readFile(join(pkiDir, "token-ca.crl.pem")));
+    const { stateDir } = await initAgent(work, testPki, { crl, name: "hsm-a" });
+    const element = await PivElement.open(
+      new InProcessTransport(VirtualPivCard.fromFile(join(work, "card.json")), { readerName: "Virtual" }),
+      { channel: { scp: { variant: "b", kvn: 1, trust: { anchors: [vendorDer] } }, allowPlaintext: false } },
+    );
+    const onboarded = await runAgentOnce({
+      stateDir,
+      net: await dryRunIn(stateDir),
+      element,
+      pinSource: pins(PIN),
+    });
+    expect(onboarded, JSON.stringify(onboarded.error)).toMatchObject({
+      ok: true,
+      receipt: { written: true },
+    });
+
+    const collect = await runCliInProcess(
+      ["station", "receipts", "--station-dir", "station", "--collect", "--pin-stdin", "--json"],
+      { cwd: work, env, stdin: `${PIN}\n` },
+    );
+    expect(collect.exitCode, collect.stderr).toBe(0);
+    expect(collect.stderr).toMatch(/Secure channel: SCP11a .*accepted the station's OCE certificate/);
+    const report = JSON.parse(collect.stdout);
+    expect(report.receipts).toHaveLength(1);
+    expect(report.receipts[0]).toMatchObject({ serial: "1234567", verified: true, channel: "SCP11b" });
+    expect(report.collected.receiptsArchived).toBe(1);
+    expect(report.collected.cleared.length).toBeGreaterThan(0);
+
+    const after = await runCliInProcess(["station", "receipts", "--station-dir", "station", "--json"], {
+      cwd: work,
+      env,
+    });
+    expect(after.exitCode, after.stderr).toBe(0);
+    expect(JSON.parse(after.stdout).receipts).toEqual([]);
+  });
+
+  it("update-crl --from-card reads the token CA over SCP11a", async () => {
+    const update = await runCliInProcess(
+      [
+        "station",
+        "update-crl",
+        "--crl",
+        "pki/token-ca.crl.pem",
+        "--from-card",
+        "--station-dir",
+        "station",
+        "--json",
+      ],
+      { cwd: work, env },
+    );
+    expect(update.exitCode, update.stderr).toBe(0);
+    expect(update.stderr).toMatch(/Secure channel: SCP11a .*accepted the station's OCE certificate/);
+    expect(JSON.parse(update.stdout).crl).toBeDefined();
+  });
+
+  it("a card whose OCE CA is another owner's: write, receipts --collect and update-crl --from-card all exit 15 before any PIN", async () => {
+    const init = await runCliInProcess(["pki", "init", "--out", "pki-other", "--owner", "Other Bank"], {
+      cwd: work,
+    });
+    expect(init.exitCode, init.stderr).toBe(0);
+    const other = VirtualPivCard.fromFile(join(work, "other.json"), { serial: 31_000_012 });
+    await provisionScpKey(other, vendorCa);
+    await provisionScpKey(other, vendorCa, { kid: 0x11 });
+    const otherEnv = { HSM_ONBOARD_VIRTUAL_CARD: "other.json" };
+    const personalize = await runCliInProcess(
+      [
+        "card",
+        "personalize",
+        "--pki",
+        "pki-other",
+        "--owner",
+        "Other Bank",
+        "--officer",
+        "Mallory",
+        "--pin-stdin",
+        "--scp-trust",
+        "vendor.pem",
+      ],
+      { cwd: work, env: otherEnv, stdin: `${PIN}\n97531864\n` },
+    );
+    expect(personalize.exitCode, personalize.stderr).toBe(0);
+    expect(personalize.stdout).toMatch(/OCE CA for SCP11a: token CA key installed/);
+
+    // A wrong PIN on stdin: had any VERIFY reached the card, its retry counter would have dropped.
+    const runs: [string, string[]][] = [
+      ["write", ["station", "write", "--plan", "lab.yaml", "--station-dir", "station", "--pin-stdin"]],
+      ["receipts --collect", ["station", "receipts", "--station-dir", "station", "--collect", "--pin-stdin"]],
+      [
+        "update-crl --from-card",
+        ["station", "update-crl", "--crl", "pki/token-ca.crl.pem", "--from-card", "--station-dir", "station"],
+      ],
+    ];
+    for (const [what, argv] of runs) {
+      const before = await persistent("other.json");
+      const r = await runCliInProcess(argv, { cwd: work, env: otherEnv, stdin: "00000000\n" });
+      expect(r.exitCode, `${what}: ${r.stderr}`).toBe(ExitCode.integrity);
+      expect(r.stderr, what).toMatch(
+        /SCP11a: the card's OCE CA \(key identifier [0-9a-f]+\) is not the station's .*another owner's card/i,
+      );
+      expect(r.stderr, what).not.toMatch(/PIN of/);
+      expect(await persistent("other.json"), what).toEqual(before);
+    }
   });
 });
