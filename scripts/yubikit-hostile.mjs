@@ -9,7 +9,6 @@
 //
 //   YKMAN_SRC=/path/to/yubikey-manager-5.8.0 node scripts/yubikit-hostile.mjs
 import "reflect-metadata";
-import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { hostileCard } from "../dist/card-emulator/hostile-card.js";
 import { YUBIKEY_5_7_PROFILE } from "../dist/card-emulator/profiles.js";
@@ -18,12 +17,9 @@ import { VirtualPivCard } from "../dist/card-emulator/virtual-piv-card.js";
 import { VpcdBridge } from "../dist/card-emulator/vpcd-bridge.js";
 import { createScpVendorCa } from "../dist/pki/scp-certificates.js";
 import { startPrivatePcscd } from "../dist/sim/pcscd.js";
+import { runPython, YKMAN_MAIN, ykmanSource } from "./yubikit-common.mjs";
 
-const src = process.env.YKMAN_SRC;
-if (!src) {
-  console.error("set YKMAN_SRC to a yubikey-manager 5.8.0 source tree");
-  process.exit(2);
-}
+const src = ykmanSource();
 /**
  * Mode, and what yubikit does: go through (exit 0), or fail with output matching the pattern.
  * Two differences from our host, both shown here: yubikit 5.8.0 reads only the bare certificate
@@ -73,27 +69,11 @@ try {
     try {
       // pcscd notices the card and powers it on (bounded wait) before ykman looks for it.
       for (let i = 0; i < 100 && !powered; i++) await sleep(50);
-      const r = await new Promise((resolve) => {
-        const child = spawn(
-          "/usr/bin/python3",
-          [
-            "-c",
-            "import sys; from ykman._cli.__main__ import main; sys.argv[0] = 'ykman'; main()",
-            "--reader",
-            pcscd.readerName,
-            "--scp-sd",
-            "scp11b",
-            "1",
-            "piv",
-            "info",
-          ],
-          { env: { ...process.env, ...pcscd.env, PYTHONPATH: src }, timeout: 60_000 },
-        );
-        let out = "";
-        child.stdout.on("data", (d) => (out += d));
-        child.stderr.on("data", (d) => (out += d));
-        child.on("close", (status) => resolve({ status, out }));
-      });
+      const { status, stdout, stderr } = await runPython(
+        ["-c", YKMAN_MAIN, "--reader", pcscd.readerName, "--scp-sd", "scp11b", "1", "piv", "info"],
+        { src, pcscd, timeout: 60_000 },
+      );
+      const r = { status, out: stdout + stderr };
       const ok =
         (expected === "ok" ? r.status === 0 : r.status !== 0 && expected.test(r.out)) &&
         (!hostile || hostile.lies > 0);

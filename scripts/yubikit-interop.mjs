@@ -11,58 +11,22 @@
 // and status word only), and checks: the handshake ran (SELECT ISD, GET DATA BF21, SELECT PIV,
 // 80 88 → 9000), every later PIV command had CLA 84/04/94/14, and the card's stored PIN changed.
 import "reflect-metadata";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { YUBIKEY_5_7_PROFILE } from "../dist/card-emulator/profiles.js";
-import { runEmulator } from "../dist/cli/commands/card/emulate.js";
 import { startPrivatePcscd } from "../dist/sim/pcscd.js";
+import { checker, runPython, serveEmulatedCard, YKMAN_MAIN, ykmanSource } from "./yubikit-common.mjs";
 
-const src = process.env.YKMAN_SRC;
-if (!src) {
-  console.error("set YKMAN_SRC to a yubikey-manager 5.8.0 source tree");
-  process.exit(2);
-}
+const src = ykmanSource();
 const work = mkdtempSync(join(tmpdir(), "yubikit-interop-"));
 const pcscd = await startPrivatePcscd();
-const controller = new AbortController();
-const trace = [];
-const emulator = runEmulator({
-  statePath: join(work, "card.json"),
-  host: "127.0.0.1",
-  port: pcscd.vpcdPort,
-  contactless: true, // a reader without "YubiKey" in its name is NFC to ykman: it wants a contactless ATR
-  profile: YUBIKEY_5_7_PROFILE,
-  scpVendorDir: join(work, "vendor"),
-  trace: true,
-  reconnectAttempts: 0,
-  signal: controller.signal,
-  log: (line) => trace.push(line),
-});
-let failed = false;
-const check = (ok, what) => {
-  console.log(`${ok ? "PASS" : "FAIL"} ${what}`);
-  if (!ok) failed = true;
-};
+// A reader without "YubiKey" in its name is NFC to ykman: it wants a contactless ATR.
+const card = await serveEmulatedCard({ work, pcscd, contactless: true });
+const { trace } = card;
+const { check, failed } = checker();
 try {
-  // pcscd notices the card and powers it on (it is then "present" to clients).
-  for (let i = 0; i < 100 && !trace.some((l) => l === "power on"); i++) await sleep(100);
   // Asynchronous: the card answers from this very process while ykman runs.
-  const run = (args) =>
-    new Promise((resolve) => {
-      const child = spawn(
-        "/usr/bin/python3", // Debian's interpreter, with the python3-* packages
-        ["-c", "import sys; from ykman._cli.__main__ import main; sys.argv[0] = 'ykman'; main()", ...args],
-        { env: { ...process.env, ...pcscd.env, PYTHONPATH: src }, timeout: 60_000 },
-      );
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (d) => (stdout += d));
-      child.stderr.on("data", (d) => (stderr += d));
-      child.on("close", (status) => resolve({ status, stdout, stderr }));
-    });
+  const run = (args) => runPython(["-c", YKMAN_MAIN, ...args], { src, pcscd, timeout: 60_000 });
   const ykman = async (...args) => {
     const start = trace.length;
     const r = await run(args);
@@ -115,9 +79,8 @@ try {
     "the card's stored PIN is the new one",
   );
 } finally {
-  controller.abort();
-  await emulator.catch(() => undefined);
+  await card.stop();
   await pcscd.stop();
   rmSync(work, { recursive: true, force: true });
 }
-process.exit(failed ? 1 : 0);
+process.exit(failed() ? 1 : 0);

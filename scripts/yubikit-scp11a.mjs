@@ -14,24 +14,17 @@
 //
 //   YKMAN_SRC=/path/to/yubikey-manager-5.8.0 node scripts/yubikit-scp11a.mjs
 import "reflect-metadata";
-import { spawn } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { YUBIKEY_5_7_PROFILE } from "../dist/card-emulator/profiles.js";
-import { runEmulator } from "../dist/cli/commands/card/emulate.js";
 import { parseCertificate } from "../dist/pki/fast-x509.js";
 import { createPki } from "../dist/pki/issue.js";
 import { issueOceCertificate } from "../dist/pki/scp-certificates.js";
 import { startPrivatePcscd } from "../dist/sim/pcscd.js";
+import { checker, runPython, serveEmulatedCard, ykmanSource } from "./yubikit-common.mjs";
 
-const src = process.env.YKMAN_SRC;
-if (!src) {
-  console.error("set YKMAN_SRC to a yubikey-manager 5.8.0 source tree");
-  process.exit(2);
-}
+const src = ykmanSource();
 const work = mkdtempSync(join(tmpdir(), "yubikit-scp11a-"));
 
 async function oceFiles(owner, prefix) {
@@ -119,38 +112,11 @@ conn.close()
 `;
 
 const pcscd = await startPrivatePcscd();
-const controller = new AbortController();
-const trace = [];
-const emulator = runEmulator({
-  statePath: join(work, "card.json"),
-  host: "127.0.0.1",
-  port: pcscd.vpcdPort,
-  contactless: false,
-  profile: YUBIKEY_5_7_PROFILE,
-  scpVendorDir: join(work, "vendor"),
-  trace: true,
-  reconnectAttempts: 0,
-  signal: controller.signal,
-  log: (line) => trace.push(line),
-});
-let failed = false;
-const check = (ok, what) => {
-  console.log(`${ok ? "PASS" : "FAIL"} ${what}`);
-  if (!ok) failed = true;
-};
+const card = await serveEmulatedCard({ work, pcscd, contactless: false });
+const { trace } = card;
+const { check, failed } = checker();
 try {
-  for (let i = 0; i < 100 && !trace.some((l) => l === "power on"); i++) await sleep(100);
-  const r = await new Promise((resolve) => {
-    const child = spawn("/usr/bin/python3", ["-c", PY, work, pcscd.readerName], {
-      env: { ...process.env, ...pcscd.env, PYTHONPATH: src },
-      timeout: 120_000,
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("close", (status) => resolve({ status, stdout, stderr }));
-  });
+  const r = await runPython(["-c", PY, work, pcscd.readerName], { src, pcscd, timeout: 120_000 });
   const apdus = trace.filter((l) => l.startsWith("apdu "));
   console.log(`${r.stdout}${r.stderr}python exit ${r.status}`);
   console.log(apdus.map((l) => `  ${l}`).join("\n"));
@@ -185,9 +151,8 @@ try {
     "the card state holds the OCE CA and its identifier",
   );
 } finally {
-  controller.abort();
-  await emulator.catch(() => undefined);
+  await card.stop();
   await pcscd.stop();
   rmSync(work, { recursive: true, force: true });
 }
-process.exit(failed ? 1 : 0);
+process.exit(failed() ? 1 : 0);
