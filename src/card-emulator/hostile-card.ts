@@ -12,13 +12,16 @@
  * MAX_READER_RESPONSE_BYTES (PC/SC's extended buffer, docs/TESTBED-NOTES.md), so "megabytes" come
  * the only way a real card could send them — in pieces, with 61xx and GET RESPONSE — unless a
  * mode says otherwise. The `scp-*` modes lie to the SCP11 decoders (certificate store, handshake
- * answer, wrapped answers); those that lie inside the channel with a valid R-MAC are given the
+ * answer, wrapped answers; for SCP11a also the OCE CA identifiers (GET DATA FF33) and PERFORM
+ * SECURITY OPERATION); those that lie inside the channel with a valid R-MAC are given the
  * card's end of the session (`scpChannel: () => card.scpChannel`), as a hostile card holds its keys.
  * Test-only code: nothing in the product imports it.
  */
+import { randomBytes } from "node:crypto";
 import { gzipSync } from "node:zlib";
 import { decodeCommandApdu } from "../apdu/command.js";
 import { GP_INS, PIV_INS } from "../apdu/instructions.js";
+import { generateP256, p256Point } from "../apdu/scp11/handshake.js";
 import type { ScpCardChannel } from "../apdu/scp11/secure-messaging.js";
 import { concatBytes, encodeLength, encodeTlv, readTlv } from "../apdu/tlv.js";
 import type { ApduInterceptor } from "./virtual-piv-card.js";
@@ -74,6 +77,18 @@ export const scpCertificateStoreRequest: CommandMatcher = (command) =>
 export const scpAuthenticate: CommandMatcher = (command) =>
   (command[0] === 0x80 || command[0] === 0x84) &&
   (command[1] === GP_INS.internalAuthenticate || command[1] === GP_INS.mutualAuthenticate);
+
+/** GET DATA FF33 in the issuer security domain: the OCE CA identifiers (SCP11a, `00 CA FF 33`). */
+export const scpOceCaIdentifiersRequest: CommandMatcher = (command) =>
+  command[1] === GP_INS.getData && command[2] === 0xff && command[3] === 0x33;
+
+/** PERFORM SECURITY OPERATION (`80 2A`, `90 2A` while chained): the station's OCE certificate (SCP11a). */
+export const scpPerformSecurityOperation: CommandMatcher = (command) =>
+  ((command[0] ?? 0) & 0x80) !== 0 && command[1] === GP_INS.performSecurityOperation;
+
+/** MUTUAL AUTHENTICATE (`80 82`, SCP11a/c). */
+export const scpMutualAuthenticate: CommandMatcher = (command) =>
+  command[0] === 0x80 && command[1] === GP_INS.mutualAuthenticate;
 
 /** A command wrapped in the secure channel (CLA b3 set), GET RESPONSE excepted. */
 export const scpWrappedCommand: CommandMatcher = (command) =>
@@ -445,6 +460,92 @@ export const HOSTILE_MODES = {
       }),
   },
 
+  // ---- SCP11a: the OCE CA identifiers (GET DATA FF33: `42 <SKI> 83 02 <KID KVN>` pairs) --------
+  /** The SKI's tag 42 changed to 43. */
+  "scp-oce-ids-wrong-tag": {
+    describe: "OCE CA identifiers whose key identifier is tagged 43 instead of 42",
+    lie: (command, card) =>
+      oceIdsLie(command, card, (ids) => {
+        const out = ids.slice();
+        out[0] = 0x43;
+        return out;
+      }),
+  },
+  /** The key reference `83 03 <KID KVN 00>`: three bytes instead of two. */
+  "scp-oce-ids-wrong-length": {
+    describe: "OCE CA identifiers whose key reference (83) is 3 bytes",
+    lie: (command, card) =>
+      oceIdsLie(command, card, (ids) => {
+        const ski = readTlv(ids, 0);
+        const ref = readTlv(ids, ski.end);
+        return concatBytes(
+          ids.subarray(0, ski.end),
+          encodeTlv(0x83, concatBytes(ref.tlv.value, Uint8Array.of(0))),
+        );
+      }),
+  },
+  /** The key identifier alone, its key reference left out. */
+  "scp-oce-ids-unpaired": {
+    describe: "OCE CA identifiers: a 42 key identifier without its 83 key reference",
+    lie: (command, card) => oceIdsLie(command, card, (ids) => ids.subarray(0, readTlv(ids, 0).end)),
+  },
+  /** The SKI's length field announcing 200 bytes more than are sent. */
+  "scp-oce-ids-length-overrun": {
+    describe: "OCE CA identifiers whose 42 length announces 200 bytes more than are sent",
+    lie: (command, card) =>
+      oceIdsLie(command, card, (ids) => {
+        const ski = readTlv(ids, 0).tlv.value;
+        return concatBytes(Uint8Array.of(0x42, 0x81, ski.length + 200), ski, ids.subarray(2 + ski.length));
+      }),
+  },
+  /** A 33-byte key identifier (more than any SKI: SHA-1 is 20, SHA-256 32). */
+  "scp-oce-ids-long-ski": {
+    describe: "OCE CA identifiers with a 33-byte key identifier",
+    lie: () =>
+      concatBytes(encodeTlv(0x42, filler(33, 0x5a)), encodeTlv(0x83, Uint8Array.of(0x10, 0x01)), sw(0x9000)),
+  },
+  /** Far more identifiers than a card holds: `bytes` pairs (default 2,000, ~56 KB in one answer). */
+  "scp-oce-ids-huge": {
+    describe: "OCE CA identifiers: `bytes` (default 2,000) well-formed pairs in one answer",
+    lie: (_command, _card, _state, options: HostileOptions) => {
+      const pair = concatBytes(encodeTlv(0x42, filler(20, 0x5a)), encodeTlv(0x83, Uint8Array.of(0x10, 0x01)));
+      const count = Math.min(
+        options.bytes ?? 2000,
+        Math.floor((MAX_READER_RESPONSE_BYTES - 2) / pair.length),
+      );
+      return concatBytes(...Array.from({ length: count }, () => pair), sw(0x9000));
+    },
+  },
+  /** FF33 answered with a 4 GiB length field (`42 84 FF FF FF FF`) and a few bytes. */
+  "scp-oce-ids-huge-length": {
+    describe: "OCE CA identifiers `42 84 FF FF FF FF` + 16 bytes: 4 GiB announced",
+    lie: () => concatBytes(Uint8Array.of(0x42, 0x84, 0xff, 0xff, 0xff, 0xff), filler(16, 0x5a), sw(0x9000)),
+  },
+
+  // ---- SCP11a: PERFORM SECURITY OPERATION and MUTUAL AUTHENTICATE ------------------------------
+  /**
+   * The card "accepts" any OCE certificate: PSO is answered 9000 without reaching the card, and
+   * MUTUAL AUTHENTICATE with a fresh (valid) ePK.SD and a receipt the card cannot compute (it never
+   * took the OCE key in): the host's receipt check must fail.
+   */
+  "scp-oce-accepted-blindly": {
+    describe:
+      "PSO answered 9000 unseen by the card; MUTUAL AUTHENTICATE with a valid ePK.SD and a made-up receipt",
+    lie: (command) => {
+      if (command[1] === GP_INS.performSecurityOperation) return sw(0x9000);
+      return concatBytes(
+        encodeTlv(0x5f49, p256Point(generateP256())),
+        encodeTlv(0x86, new Uint8Array(randomBytes(16))),
+        sw(0x9000),
+      );
+    },
+  },
+  /** PSO answered 9000 without reaching the card (which therefore holds no OCE key). */
+  "scp-pso-swallowed": {
+    describe: "PERFORM SECURITY OPERATION answered 9000 without reaching the card",
+    lie: () => sw(0x9000),
+  },
+
   // ---- SCP11: wrapped answers ----------------------------------------------------------------
   /** The last bit of the R-MAC flipped. */
   "scp-rmac-flipped": {
@@ -534,6 +635,17 @@ function adjustFirstLength(store: Uint8Array, delta: number): Uint8Array {
   return out;
 }
 
+/** The card's FF33 answer changed by `change`; errors (6A88: none listed) pass. */
+function oceIdsLie(
+  command: Uint8Array,
+  card: (command: Uint8Array) => Uint8Array,
+  change: (ids: Uint8Array) => Uint8Array,
+): Uint8Array {
+  const r = wholeAnswer(command, card);
+  if (!isOk(r)) return r;
+  return concatBytes(change(dataOf(r)), sw(0x9000));
+}
+
 /** The authenticate answer rebuilt from its ePK.SD and receipt by `rebuild`; errors pass. */
 function answerLie(
   command: Uint8Array,
@@ -574,6 +686,16 @@ const DEFAULT_TARGET: Partial<Record<HostileMode, CommandMatcher>> = {
   "scp-receipt-missing": scpAuthenticate,
   "scp-receipt-duplicated": scpAuthenticate,
   "scp-receipt-wrong": scpAuthenticate,
+  "scp-oce-ids-wrong-tag": scpOceCaIdentifiersRequest,
+  "scp-oce-ids-wrong-length": scpOceCaIdentifiersRequest,
+  "scp-oce-ids-unpaired": scpOceCaIdentifiersRequest,
+  "scp-oce-ids-length-overrun": scpOceCaIdentifiersRequest,
+  "scp-oce-ids-long-ski": scpOceCaIdentifiersRequest,
+  "scp-oce-ids-huge": scpOceCaIdentifiersRequest,
+  "scp-oce-ids-huge-length": scpOceCaIdentifiersRequest,
+  "scp-oce-accepted-blindly": (command) =>
+    scpPerformSecurityOperation(command) || scpMutualAuthenticate(command),
+  "scp-pso-swallowed": scpPerformSecurityOperation,
   "scp-rmac-flipped": scpWrappedCommand,
   "scp-response-truncated": scpWrappedCommand,
   "scp-response-no-rmac": scpWrappedCommand,

@@ -1,0 +1,283 @@
+/**
+ * Issue 11: a hostile card against the SCP11a steps of the station (src/apdu/scp11/host.ts,
+ * oce-ca.ts), through the whole PIV stack in this process with the station's channel policy
+ * (SCP11a: the station's OCE certificate from `pki issue-oce`, the owner's token CA installed on the
+ * card as its OCE CA). The hostile modes (src/card-emulator/hostile-card.ts) lie about
+ * - the OCE CA identifiers (GET DATA FF33): wrong tag, wrong length, unpaired, a length that
+ *   overruns, a key identifier too long, thousands of pairs, a 4 GiB length, odd status words;
+ * - PERFORM SECURITY OPERATION: odd status words; 9000 without the card having seen the OCE
+ *   certificate (then the genuine card refuses MUTUAL AUTHENTICATE, or a made-up receipt fails);
+ * - the MUTUAL AUTHENTICATE answer: ePK.SD off the curve, the point at infinity, the zero point, a
+ *   wrong length; the receipt missing, twice, or wrong.
+ * Each one ends in its typed error with its documented exit code (15; 11 when the card says it
+ * cannot open the channel), while the channel opens — before any PIN: no VERIFY is sent, nothing
+ * after the step that lied reaches the card, and the PIN and PUK (values and retry counters) and
+ * every data object are as before.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { OceCredentials } from "../../src/apdu/scp11/host.js";
+import { type CardState, MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
+import {
+  type HostileMode,
+  type HostileOptions,
+  hostileCard,
+  MAX_READER_RESPONSE_BYTES,
+  scpOceCaIdentifiersRequest,
+  scpPerformSecurityOperation,
+} from "../../src/card-emulator/hostile-card.js";
+import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
+import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import {
+  ExitCode,
+  MalformedError,
+  type OnboardError,
+  ScpIntegrityError,
+  ScpMalformedError,
+  ScpOceRefusedError,
+  ScpUnavailableError,
+} from "../../src/errors.js";
+import type { IssuerCredentials } from "../../src/pki/issue.js";
+import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
+import { PivElement } from "../../src/secure-element/piv-element.js";
+import { installOceCaOnCard, issueStationOce, readStationOce } from "../../src/station/oce.js";
+import { InProcessTransport } from "../../src/transport/in-process.js";
+import { createTestPki, LAB_PLAN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { CardTemplate, expectTypedError, TransportMeter } from "./support.js";
+
+const INS_VERIFY = 0x20;
+const INS_GET_DATA = 0xca;
+const INS_PSO = 0x2a;
+const INS_MUTUAL_AUTHENTICATE = 0x82;
+
+let base: { dir: string; cleanup: () => Promise<void> };
+let testPki: TestPki;
+let vendor: IssuerCredentials;
+let vendorDer: Uint8Array;
+let oce: OceCredentials;
+/** A personalised card with LAB_PLAN, SCP11b and SCP11a keys from `vendor`, the token CA as OCE CA. */
+let template: CardTemplate;
+
+beforeAll(async () => {
+  base = await tempDir("hsm-security-scp11a-hostile-");
+  testPki = await createTestPki(base.dir);
+  vendor = await createScpVendorCa("Hostile SCP11a Test Card Vendor");
+  vendorDer = new Uint8Array(vendor.certificate.rawData);
+  const personalised = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
+  await personalised.write(LAB_PLAN, { crl: await testPki.crl(1), sequence: 3 });
+  template = await personalised.derive(async (card) => {
+    await provisionScpKey(card, vendor);
+    await provisionScpKey(card, vendor, { kid: 0x11 });
+    card.powerOn();
+    await installOceCaOnCard(new InProcessTransport(card), {
+      tokenCaCertificate: new Uint8Array(testPki.pki.tokenCa.certificate.rawData),
+    });
+  });
+  const stationDir = `${base.dir}/station`;
+  await issueStationOce(stationDir, testPki.pki.tokenCa, { owner: "ACME Bank", name: "Station OCE" });
+  oce = (await readStationOce(stationDir))!;
+}, 120_000);
+afterAll(async () => {
+  await base?.cleanup();
+});
+
+/** A fresh card of the template and its state store, hostile when asked (armed from the start). */
+function cardWith(mode?: HostileMode, options: HostileOptions = {}) {
+  const store = new MemoryCardStateStore(template.cardState);
+  const hostile = mode ? hostileCard(mode, options) : undefined;
+  const card = new VirtualPivCard({ store, ...(hostile ? { intercept: hostile.intercept } : {}) });
+  return { card, store, hostile };
+}
+
+/** What a PIN try or a write would change: the PIN and PUK (value and retry counter), the data objects. */
+function persistent(store: MemoryCardStateStore): Pick<CardState, "pin" | "puk" | "objects"> {
+  const s = store.load()!;
+  return { pin: s.pin, puk: s.puk, objects: s.objects };
+}
+
+/** Opens the card as the station does with an OCE key: SCP11a to the vendor CA required, no plaintext. */
+function openScp11a(card: VirtualPivCard, meter: TransportMeter): Promise<PivElement> {
+  return PivElement.open(meter.wrap(new InProcessTransport(card, { readerName: "Virtual PIV card" })), {
+    channel: { scp: { variant: "a", kvn: 1, trust: { anchors: [vendorDer] }, oce }, allowPlaintext: false },
+  });
+}
+
+interface Case {
+  readonly name: string;
+  readonly mode: HostileMode;
+  readonly options?: HostileOptions;
+  readonly error: abstract new (...args: never[]) => OnboardError;
+  readonly exit: number;
+  readonly reason: RegExp;
+  /** The instruction of the last command that reached the wire. */
+  readonly last: number;
+}
+
+const FF33 = { last: INS_GET_DATA } as const;
+const CASES: Case[] = [
+  // GET DATA FF33: the OCE CA identifiers
+  {
+    name: "scp-oce-ids-wrong-tag",
+    mode: "scp-oce-ids-wrong-tag",
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /FF33\): expected 42/,
+    ...FF33,
+  },
+  {
+    name: "scp-oce-ids-wrong-length",
+    mode: "scp-oce-ids-wrong-length",
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /FF33\): expected 83 with KID and KVN/,
+    ...FF33,
+  },
+  {
+    name: "scp-oce-ids-unpaired",
+    mode: "scp-oce-ids-unpaired",
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /FF33\): unpaired item/,
+    ...FF33,
+  },
+  {
+    name: "scp-oce-ids-length-overrun",
+    mode: "scp-oce-ids-length-overrun",
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /FF33\) are not BER-TLV/,
+    ...FF33,
+  },
+  {
+    name: "scp-oce-ids-long-ski",
+    mode: "scp-oce-ids-long-ski",
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /1-32 byte key identifier/,
+    ...FF33,
+  },
+  {
+    name: "scp-oce-ids-huge (17 pairs: one more than the decoder takes)",
+    mode: "scp-oce-ids-huge",
+    options: { bytes: 17 },
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /FF33\) are not BER-TLV/,
+    ...FF33,
+  },
+  {
+    name: "scp-oce-ids-huge (2,000 pairs, 56 KB in one answer: the response bound stops it)",
+    mode: "scp-oce-ids-huge",
+    error: MalformedError,
+    exit: 15,
+    reason: /exceeds 32768 bytes/,
+    ...FF33,
+  },
+
+  {
+    name: "scp-oce-ids-huge-length",
+    mode: "scp-oce-ids-huge-length",
+    error: ScpMalformedError,
+    exit: 15,
+    reason: /FF33\) are not BER-TLV/,
+    ...FF33,
+  },
+  {
+    name: "FF33 answered 6F00",
+    mode: "bad-status-word",
+    options: { when: scpOceCaIdentifiersRequest, statusWord: 0x6f00 },
+    error: ScpUnavailableError,
+    exit: ExitCode.cardNotTrusted,
+    reason: /OCE CA identifiers: card answered 6F00.*refused; --allow-plaintext/,
+    ...FF33,
+  },
+  // PERFORM SECURITY OPERATION
+  ...[0x6f00, 0x6982, 0x6a88, 0x6400].map(
+    (statusWord): Case => ({
+      name: `PSO answered ${statusWord.toString(16).toUpperCase()}`,
+      mode: "bad-status-word",
+      options: { when: scpPerformSecurityOperation, statusWord },
+      error: ScpOceRefusedError,
+      exit: 15,
+      reason: new RegExp(
+        `refused the station's OCE certificate \\(${statusWord.toString(16).toUpperCase()}\\)`,
+      ),
+      last: INS_PSO,
+    }),
+  ),
+  {
+    name: "scp-pso-swallowed (9000, the card never saw the certificate; it refuses MUTUAL AUTHENTICATE)",
+    mode: "scp-pso-swallowed",
+    error: ScpUnavailableError,
+    exit: ExitCode.cardNotTrusted,
+    reason: /refused to open SCP11a \(authenticate answered 6985\)/,
+    last: INS_MUTUAL_AUTHENTICATE,
+  },
+  {
+    name: "scp-oce-accepted-blindly (9000 to the certificate, then a made-up receipt)",
+    mode: "scp-oce-accepted-blindly",
+    error: ScpIntegrityError,
+    exit: 15,
+    reason: /receipt does not verify/,
+    last: INS_MUTUAL_AUTHENTICATE,
+  },
+  // The MUTUAL AUTHENTICATE answer (the scpAuthenticate modes, here against 80 82)
+  ...(
+    [
+      ["scp-epk-off-curve", ScpIntegrityError, /ePK\.SD: not a point on P-256/],
+      ["scp-epk-identity", ScpMalformedError, /ePK\.SD is not a 65-byte point/],
+      ["scp-epk-zero", ScpIntegrityError, /ePK\.SD: not a point on P-256/],
+      ["scp-epk-wrong-length", ScpMalformedError, /ePK\.SD is not a 65-byte point/],
+      ["scp-receipt-missing", ScpMalformedError, /must be 5F49 then 86/],
+      ["scp-receipt-duplicated", ScpMalformedError, /not BER-TLV|5F49 then 86/],
+      ["scp-receipt-wrong", ScpIntegrityError, /receipt does not verify/],
+    ] as const
+  ).map(
+    ([mode, error, reason]): Case => ({
+      name: `${mode} (MUTUAL AUTHENTICATE)`,
+      mode,
+      error,
+      exit: 15,
+      reason,
+      last: INS_MUTUAL_AUTHENTICATE,
+    }),
+  ),
+];
+
+describe("the honest card opens SCP11a (the baseline every lie below departs from)", () => {
+  test("FF33, PSO, MUTUAL AUTHENTICATE, then PIV wrapped", async () => {
+    const { card } = cardWith();
+    const meter = new TransportMeter();
+    const element = await openScp11a(card, meter);
+    try {
+      expect(element.info.channel).toMatchObject({ kind: "scp11", protocol: "SCP11a" });
+      expect(meter.instructions).toContain(INS_PSO);
+      expect(meter.instructions).toContain(INS_MUTUAL_AUTHENTICATE);
+      expect(card.scpSessionOpen).toBe(true);
+    } finally {
+      await element.close();
+    }
+  });
+});
+
+describe("hostile card during SCP11a: refused while the channel opens, before any PIN, the card untouched", () => {
+  for (const c of CASES)
+    test(`${c.name}: ${c.error.name}, exit ${c.exit}`, async () => {
+      const { card, store, hostile } = cardWith(c.mode, c.options ?? {});
+      const before = persistent(store);
+      const meter = new TransportMeter();
+      const failure = await openScp11a(card, meter).then(
+        async (element) => {
+          await element.close();
+          return undefined;
+        },
+        (error: unknown) => error,
+      );
+      expect(hostile!.lies, "the hostile card was never reached").toBeGreaterThan(0);
+      expectTypedError(failure, c.error, c.exit);
+      expect((failure as Error).message).toMatch(c.reason);
+      expect(meter.instructions, "no VERIFY (no PIN) after a failed handshake").not.toContain(INS_VERIFY);
+      expect(meter.instructions.at(-1)).toBe(c.last);
+      expect(meter.bytesReceived).toBeLessThanOrEqual(2 * MAX_READER_RESPONSE_BYTES + 8_192);
+      expect(persistent(store)).toEqual(before);
+    });
+});
