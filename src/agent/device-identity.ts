@@ -18,6 +18,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { createSoftwareSigner, type Signer } from "../crypto/signer.js";
 import { CardNotTrustedError, OnboardError, UsageError } from "../errors.js";
 import type { Pkcs11Token } from "../pkcs11/pkcs11-token.js";
+import { isPkcs11Uri, type Pkcs11Uri, parsePkcs11Uri, redactPkcs11Uri } from "../pkcs11/uri.js";
 import { DEVICE_FILES } from "../pki/files.js";
 import { KEY_USAGE, validateChainView } from "../pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
@@ -32,62 +33,40 @@ export interface DeviceIdentity {
   close(): Promise<void>;
 }
 
-export interface Pkcs11Uri {
-  readonly token?: string;
-  readonly object?: string;
-  readonly serial?: string;
-  readonly modulePath?: string;
-  readonly pinValue?: string;
-  readonly pinSource?: string;
-}
+/** What a `--device pkcs11:` URI may name: the agent's key, its token, and where its PIN is. */
+export type DevicePkcs11Uri = Pick<
+  Pkcs11Uri,
+  "token" | "object" | "serial" | "modulePath" | "pinValue" | "pinSource"
+>;
 
-export function isPkcs11Uri(spec: string): boolean {
-  return spec.startsWith("pkcs11:");
-}
-
-function decodeComponent(value: string, what: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    throw new UsageError(`PKCS#11 URI: bad percent-encoding in ${what}`);
-  }
-}
-
-/** Parses the parts of an RFC 7512 URI this agent uses; unknown attributes are refused, not ignored. */
-export function parsePkcs11Uri(uri: string): Pkcs11Uri {
-  if (!isPkcs11Uri(uri)) throw new UsageError("a PKCS#11 URI starts with pkcs11:");
-  const rest = uri.slice("pkcs11:".length);
-  const q = rest.indexOf("?");
-  const path = q < 0 ? rest : rest.slice(0, q);
-  const query = q < 0 ? "" : rest.slice(q + 1);
-  const out: Record<string, string> = {};
-  const take = (part: string, separator: string, allowed: Record<string, string>) => {
-    for (const attribute of part.split(separator).filter((p) => p.length > 0)) {
-      const eq = attribute.indexOf("=");
-      const name = eq < 0 ? attribute : attribute.slice(0, eq);
-      const key = allowed[name];
-      if (eq < 0 || key === undefined) throw new UsageError(`PKCS#11 URI: unsupported attribute "${name}"`);
-      if (out[key] !== undefined) throw new UsageError(`PKCS#11 URI: "${name}" given twice`);
-      out[key] = decodeComponent(attribute.slice(eq + 1), name);
-    }
-  };
-  take(path, ";", { token: "token", object: "object", serial: "serial", type: "type" });
-  take(query, "&", { "module-path": "modulePath", "pin-value": "pinValue", "pin-source": "pinSource" });
-  if (out.type !== undefined && out.type !== "private")
-    throw new UsageError("PKCS#11 URI: type must be private");
-  delete out.type;
-  return out as Pkcs11Uri;
+/**
+ * Parses a `--device` URI with the shared RFC 7512 parser (src/pkcs11/uri.ts), then refuses what the
+ * agent does not use (manufacturer, model, slot-id, id; a type other than private) rather than
+ * ignoring it. Unlike `--token` and CA key URIs, `pin-source=file:` is accepted: an unattended HSM
+ * reads its own device key's PIN from a file only the agent can read (docs/APPLIANCE.md).
+ */
+export function parseDeviceUri(uri: string): DevicePkcs11Uri {
+  const { type, manufacturer, model, slotId, id, ...device } = parsePkcs11Uri(uri);
+  const unused = [
+    manufacturer !== undefined && "manufacturer",
+    model !== undefined && "model",
+    slotId !== undefined && "slot-id",
+    id !== undefined && "id",
+  ].find(Boolean);
+  if (unused) throw new UsageError(`PKCS#11 URI: unsupported attribute "${unused}"`);
+  if (type !== undefined && type !== "private") throw new UsageError("PKCS#11 URI: type must be private");
+  return device;
 }
 
 /** A device reference fit for messages and `agent status`: a PKCS#11 PIN is replaced. */
 export function describeDevice(spec: string): string {
-  return isPkcs11Uri(spec) ? spec.replace(/([?&]pin-value=)[^&]*/g, "$1REDACTED") : spec;
+  return isPkcs11Uri(spec) ? redactPkcs11Uri(spec) : spec;
 }
 
 /** Resolves a `--device` value: a PKCS#11 URI as it is, a directory made absolute. */
 export function normalizeDeviceSpec(spec: string, cwd: string): string {
   if (isPkcs11Uri(spec)) {
-    parsePkcs11Uri(spec);
+    parseDeviceUri(spec);
     return spec;
   }
   return isAbsolute(spec) ? spec : resolve(cwd, spec);
@@ -136,7 +115,7 @@ async function loadDirectoryIdentity(dir: string): Promise<DeviceIdentity> {
 }
 
 async function loadPkcs11Identity(uri: string): Promise<DeviceIdentity> {
-  const parsed = parsePkcs11Uri(uri);
+  const parsed = parseDeviceUri(uri);
   if (!parsed.modulePath) throw new UsageError("PKCS#11 URI: module-path is required");
   if (!parsed.object) throw new UsageError("PKCS#11 URI: object (the key and certificate label) is required");
   if (parsed.token === undefined && parsed.serial === undefined) {

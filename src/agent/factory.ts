@@ -9,6 +9,7 @@ import { X509Certificate } from "node:crypto";
 import { chmod, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
+import { isPkcs11Uri } from "../pkcs11/uri.js";
 import { isTokenCa, spkiSha256, tokenCaOwner } from "../pki/ca-facts.js";
 import { type CrlView, readCrl } from "../pki/fast-x509.js";
 import { DEVICE_FILES } from "../pki/files.js";
@@ -18,9 +19,8 @@ import { atomicWriteFile } from "../util/fs.js";
 import { AuditLog } from "./audit-log.js";
 import {
   describeDevice,
-  isPkcs11Uri,
   loadDeviceIdentity,
-  parsePkcs11Uri,
+  parseDeviceUri,
   validateDeviceIdentity,
 } from "./device-identity.js";
 import type { HostSettingsChoice } from "./host-settings.js";
@@ -127,7 +127,7 @@ export async function factoryInit(options: FactoryInitOptions): Promise<FactoryI
   const quorum = options.quorum ?? 1;
   if (!Number.isInteger(quorum) || quorum < 1 || quorum > 16) throw new UsageError("--quorum must be 1..16");
   // The device reference is persisted in state.json: never with a PIN in it (issue 10 finding 5).
-  if (isPkcs11Uri(options.device) && parsePkcs11Uri(options.device).pinValue !== undefined) {
+  if (isPkcs11Uri(options.device) && parseDeviceUri(options.device).pinValue !== undefined) {
     throw new UsageError(
       "--device: a PKCS#11 pin-value would be stored in the agent state; give pin-source=file:/path (a file only the agent can read) instead",
     );

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
   describeDevice,
   loadDeviceIdentity,
-  parsePkcs11Uri,
+  parseDeviceUri,
   validateDeviceIdentity,
 } from "../../src/agent/device-identity.js";
 import { factoryInit } from "../../src/agent/factory.js";
@@ -47,7 +47,7 @@ const RECEIPT = {
 describe("PKCS#11 URIs", () => {
   test("parses the attributes the agent uses, percent-decoded", () => {
     expect(
-      parsePkcs11Uri(
+      parseDeviceUri(
         "pkcs11:token=hsm%20one;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=12%2634",
       ),
     ).toEqual({
@@ -57,12 +57,16 @@ describe("PKCS#11 URIs", () => {
       pinValue: "12&34",
     });
   });
-  test.each(["pkcs11:token=a;colour=red", "pkcs11:token=a;token=b", "pkcs11:token=a?pin-value=%zz"])(
-    "refuses %s",
-    (uri) => {
-      expect(() => parsePkcs11Uri(uri)).toThrow(UsageError);
-    },
-  );
+  test.each([
+    "pkcs11:token=a;colour=red",
+    "pkcs11:token=a;token=b",
+    "pkcs11:token=a?pin-value=%zz",
+    // Valid RFC 7512, but nothing the agent uses: refused, not ignored.
+    "pkcs11:token=a;slot-id=1",
+    "pkcs11:token=a;object=o;type=cert",
+  ])("refuses %s", (uri) => {
+    expect(() => parseDeviceUri(uri)).toThrow(UsageError);
+  });
   test("messages never show the PIN", () => {
     expect(describeDevice("pkcs11:token=t;object=o?module-path=/m.so&pin-value=secret")).toBe(
       "pkcs11:token=t;object=o?module-path=/m.so&pin-value=REDACTED",
