@@ -9,29 +9,27 @@
  * of HSMs of every card against all three cards) runs the agent in process on the same card files.
  * The write dominates: ~1,040 APDUs through pcscd and vpcd (docs/PERFORMANCE.md, card sets).
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { runAgentOnce } from "../../src/agent/agent.js";
 import { factoryInit } from "../../src/agent/factory.js";
-import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import type { CardRange } from "../../src/config/manifest.js";
 import { compareSerials } from "../../src/config/shard.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../../src/pki/index.js";
-import { openInProcessCard } from "../../src/secure-element/open-card.js";
-import type { PivElement } from "../../src/secure-element/piv-element.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
 import { updateStationCrl } from "../../src/station/crl-update.js";
 import { initStation } from "../../src/station/init-station.js";
 import { personalizeCard } from "../../src/station/personalize-card.js";
+import { withCardFile } from "../helpers/card-file.js";
 import { runCliInProcess } from "../helpers/cli.js";
 import {
   buildForChildren,
+  CliRun,
   cliLauncher,
-  NodeChild,
+  EmulatedCards,
   type PrivateBuild,
   pcscE2eCapability,
   requireOrSkip,
@@ -43,62 +41,6 @@ const PIN = "111111";
 const HSMS = 5000;
 const serialOf = (i: number) => String(1_000_001 + i * 7);
 
-async function withCardFile<T>(path: string, fn: (element: PivElement) => Promise<T>): Promise<T> {
-  const opened = await openInProcessCard(VirtualPivCard.fromFile(path));
-  try {
-    return await fn(opened.element);
-  } finally {
-    await opened.dispose();
-  }
-}
-
-/** A CLI run: output, exit, bounded; stdin written up front. */
-class Run {
-  readonly child: ChildProcess;
-  stdout = "";
-  stderr = "";
-  readonly exited: Promise<number | null>;
-  constructor(script: string, args: string[], env: Record<string, string>, input = "") {
-    this.child = spawn("setpriv", ["--pdeathsig", "TERM", process.execPath, script, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    this.child.stdout?.on("data", (d: Buffer) => {
-      this.stdout += d.toString();
-    });
-    this.child.stderr?.on("data", (d: Buffer) => {
-      this.stderr += d.toString();
-    });
-    this.child.stdin?.on("error", () => {});
-    this.child.stdin?.end(input);
-    this.exited = new Promise((resolve) => this.child.once("close", (code) => resolve(code)));
-  }
-  async code(timeoutMs = 120_000): Promise<number | null> {
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      this.exited,
-      new Promise<"timeout">((r) => {
-        timer = setTimeout(() => r("timeout"), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (result === "timeout") {
-      this.child.kill("SIGTERM");
-      throw new Error(`still running after ${timeoutMs} ms:\n${this.stderr.slice(-3000)}`);
-    }
-    return result;
-  }
-  async waitForStderr(pattern: RegExp, timeoutMs = 60_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (let turn = 0; turn < 10_000 && Date.now() < deadline; turn++) {
-      if (pattern.test(this.stderr)) return;
-      if (this.child.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    throw new Error(`stderr never matched ${pattern}:\n${this.stderr.slice(-3000)}`);
-  }
-}
-
 describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skipped: ${cap.reason}`}`, () => {
   let build: PrivateBuild;
   let cli: string;
@@ -109,7 +51,7 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
   let rootPem: string;
   let pkiDir: string;
   const cards: string[] = [];
-  let inserted: NodeChild | undefined;
+  let emulated: EmulatedCards;
 
   beforeAll(async () => {
     build = await buildForChildren(["cli/main.js"]);
@@ -147,6 +89,7 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
     planFile = join(work, "hall-5000.csv");
     await writeFile(planFile, `${lines.join("\n")}\n`);
     pcscd = await startPrivatePcscd();
+    emulated = new EmulatedCards(cli, pcscd);
   }, 180_000);
 
   afterEach(async () => {
@@ -162,34 +105,10 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
 
   const reader = () => pcscd.slots[0]!.readerName;
 
-  async function insert(k: number): Promise<void> {
-    const child = new NodeChild(
-      cli,
-      {},
-      {
-        args: [
-          "card",
-          "emulate",
-          "--vpcd",
-          `127.0.0.1:${pcscd.slots[0]!.vpcdPort}`,
-          "--state",
-          cards[k - 1]!,
-        ],
-      },
-    );
-    inserted = child;
-    await child.waitForStderr(/inserted: connected to vpcd/, 10_000);
-  }
+  const insert = (k: number) => emulated.insert(cards[k - 1]!, 0);
+  const remove = () => emulated?.removeAll();
 
-  async function remove(): Promise<void> {
-    const child = inserted;
-    inserted = undefined;
-    if (!child) return;
-    child.signal("SIGTERM");
-    await child.exitCode(10_000);
-  }
-
-  const cliRun = (args: string[], input = "") => new Run(cli, args, pcscd.env, input);
+  const cliRun = (args: string[], input = "") => new CliRun(cli, args, pcscd.env, input);
 
   async function hsm(serial: string): Promise<string> {
     const stateDir = join(work, "hsms", serial);
@@ -207,7 +126,7 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
   }
 
   /** `agent run --once` over pcscd with card `k` in the reader (inserted by the caller). */
-  async function agentRun(stateDir: string): Promise<{ code: number | null; run: Run }> {
+  async function agentRun(stateDir: string): Promise<{ code: number | null; run: CliRun }> {
     const run = cliRun(
       [
         "agent",

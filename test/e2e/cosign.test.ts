@@ -7,19 +7,15 @@
  * archives and clears a card full of receipts (a tampered receipt object stays), and the second
  * rack's receipts fit.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { runAgentOnce } from "../../src/agent/agent.js";
 import { factoryInit } from "../../src/agent/factory.js";
-import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { prepareManifestCosignature } from "../../src/config/manifest.js";
 import { planToYaml } from "../../src/config/plan.js";
 import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../../src/pki/index.js";
-import { openInProcessCard } from "../../src/secure-element/open-card.js";
-import type { PivElement } from "../../src/secure-element/piv-element.js";
 import { parseItemName } from "../../src/secure-element/secure-element.js";
 import { rackPlan } from "../../src/sim/demo.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
@@ -27,10 +23,12 @@ import { updateStationCrl } from "../../src/station/crl-update.js";
 import { initStation } from "../../src/station/init-station.js";
 import { openInventory } from "../../src/station/inventory/open.js";
 import { personalizeCard } from "../../src/station/personalize-card.js";
+import { withCardFile } from "../helpers/card-file.js";
 import {
   buildForChildren,
+  CliRun,
   cliLauncher,
-  NodeChild,
+  EmulatedCards,
   type PrivateBuild,
   pcscE2eCapability,
   requireOrSkip,
@@ -40,65 +38,6 @@ const cap = requireOrSkip(pcscE2eCapability());
 const OWNER = "ACME Bank";
 const OFFICERS = { alice: "111111", bob: "222222", carol: "333333" } as const;
 type Officer = keyof typeof OFFICERS;
-
-async function withCardFile<T>(path: string, fn: (element: PivElement) => Promise<T>): Promise<T> {
-  const opened = await openInProcessCard(VirtualPivCard.fromFile(path));
-  try {
-    return await fn(opened.element);
-  } finally {
-    await opened.dispose();
-  }
-}
-
-/** A CLI run: output, exit, bounded; stdin written up front. */
-class Run {
-  readonly child: ChildProcess;
-  stdout = "";
-  stderr = "";
-  readonly exited: Promise<number | null>;
-  constructor(script: string, args: string[], env: Record<string, string>, input = "") {
-    this.child = spawn("setpriv", ["--pdeathsig", "TERM", process.execPath, script, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    this.child.stdout?.on("data", (d: Buffer) => {
-      this.stdout += d.toString();
-    });
-    this.child.stderr?.on("data", (d: Buffer) => {
-      this.stderr += d.toString();
-    });
-    this.child.stdin?.on("error", () => {});
-    this.child.stdin?.end(input);
-    this.exited = new Promise((resolve) => this.child.once("close", (code) => resolve(code)));
-  }
-  async code(timeoutMs = 180_000): Promise<number | null> {
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      this.exited,
-      new Promise<"timeout">((r) => {
-        timer = setTimeout(() => r("timeout"), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (result === "timeout") {
-      this.child.kill("SIGTERM");
-      throw new Error(`still running after ${timeoutMs} ms:\n${this.stderr.slice(-3000)}`);
-    }
-    return result;
-  }
-  async waitForStderr(pattern: RegExp, timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (let turn = 0; turn < 10_000 && Date.now() < deadline; turn++) {
-      if (pattern.test(this.stderr)) return;
-      if (this.child.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    throw new Error(`stderr never matched ${pattern}:\n${this.stderr.slice(-3000)}`);
-  }
-  json<T>(): T {
-    return JSON.parse(this.stdout) as T;
-  }
-}
 
 describe.skipIf(!cap.ok)(
   `station cosign over pcscd + vpcd${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
@@ -112,7 +51,7 @@ describe.skipIf(!cap.ok)(
     let rootPem: string;
     let pkiDir: string;
     const cards = {} as Record<Officer, string>;
-    const inserted = new Map<number, NodeChild>();
+    let emulated: EmulatedCards;
     const serials: string[] = [];
 
     beforeAll(async () => {
@@ -144,14 +83,15 @@ describe.skipIf(!cap.ok)(
       planFile = join(work, "plan.yaml");
       await writeFile(planFile, planToYaml(plan));
       pcscd = await startPrivatePcscd();
+      emulated = new EmulatedCards(cli, pcscd);
     }, 180_000);
 
     afterEach(async () => {
-      for (const slot of [...inserted.keys()]) await remove(slot);
+      await emulated?.removeAll();
     });
 
     afterAll(async () => {
-      for (const slot of [...inserted.keys()]) await remove(slot);
+      await emulated?.removeAll();
       await pcscd?.stop();
       await build?.cleanup();
       if (work) await rm(work, { recursive: true, force: true });
@@ -159,35 +99,11 @@ describe.skipIf(!cap.ok)(
 
     const reader = (slot: number) => pcscd.slots[slot]!.readerName;
 
-    async function insert(officer: Officer, slot = 0): Promise<void> {
-      const child = new NodeChild(
-        cli,
-        {},
-        {
-          args: [
-            "card",
-            "emulate",
-            "--vpcd",
-            `127.0.0.1:${pcscd.slots[slot]!.vpcdPort}`,
-            "--state",
-            cards[officer],
-          ],
-        },
-      );
-      inserted.set(slot, child);
-      await child.waitForStderr(/inserted: connected to vpcd/, 10_000);
-    }
+    const insert = (officer: Officer, slot = 0) => emulated.insert(cards[officer], slot);
+    const remove = (slot = 0) => emulated.remove(slot);
 
-    async function remove(slot = 0): Promise<void> {
-      const child = inserted.get(slot);
-      inserted.delete(slot);
-      if (!child) return;
-      child.signal("SIGTERM");
-      await child.exitCode(10_000);
-    }
-
-    function cliRun(args: string[], input = ""): Run {
-      return new Run(cli, args, pcscd.env, input);
+    function cliRun(args: string[], input = ""): CliRun {
+      return new CliRun(cli, args, pcscd.env, input);
     }
 
     async function hsm(serial: string, quorum: number): Promise<string> {
@@ -218,7 +134,7 @@ describe.skipIf(!cap.ok)(
     }
 
     /** `agent run --once` with the card in reader 0; its exit code. */
-    async function agentRun(stateDir: string, pin: string): Promise<{ code: number | null; run: Run }> {
+    async function agentRun(stateDir: string, pin: string): Promise<{ code: number | null; run: CliRun }> {
       const run = cliRun(
         [
           "agent",
@@ -274,7 +190,7 @@ describe.skipIf(!cap.ok)(
      * `station cosign` with one reader: the carrier is in, the co-signer's card comes when asked, then
      * the carrier again. Returns the run once it exited.
      */
-    async function cosignOneReader(carrier: Officer, signer: Officer, expectSwap = true): Promise<Run> {
+    async function cosignOneReader(carrier: Officer, signer: Officer, expectSwap = true): Promise<CliRun> {
       await insert(carrier, 0);
       const run = cliRun(
         [

@@ -288,6 +288,94 @@ export class NodeChild {
   }
 }
 
+/**
+ * One run of the compiled CLI (`cliLauncher`) to its end: stdout and stderr collected, stdin written
+ * up front and closed, bounded waits. Started under `setpriv --pdeathsig TERM`.
+ */
+export class CliRun {
+  readonly child: ChildProcess;
+  stdout = "";
+  stderr = "";
+  readonly exited: Promise<number | null>;
+  constructor(script: string, args: string[], env: Record<string, string>, input = "") {
+    this.child = spawn("setpriv", ["--pdeathsig", "TERM", process.execPath, script, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.child.stdout?.on("data", (d: Buffer) => {
+      this.stdout += d.toString();
+    });
+    this.child.stderr?.on("data", (d: Buffer) => {
+      this.stderr += d.toString();
+    });
+    this.child.stdin?.on("error", () => {});
+    this.child.stdin?.end(input);
+    this.exited = new Promise((resolve) => this.child.once("close", (code) => resolve(code)));
+  }
+  /** The exit code; after `timeoutMs` the child is sent SIGTERM and this throws. */
+  async code(timeoutMs = 180_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([
+      this.exited,
+      new Promise<"timeout">((r) => {
+        timer = setTimeout(() => r("timeout"), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (result === "timeout") {
+      this.child.kill("SIGTERM");
+      throw new Error(`still running after ${timeoutMs} ms:\n${this.stderr.slice(-3000)}`);
+    }
+    return result;
+  }
+  /** Waits (bounded) until stderr matches; throws when the child exits or the time is up first. */
+  async waitForStderr(pattern: RegExp, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (let turn = 0; turn < 10_000 && Date.now() < deadline; turn++) {
+      if (pattern.test(this.stderr)) return;
+      if (this.child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`stderr never matched ${pattern}:\n${this.stderr.slice(-3000)}`);
+  }
+  json<T>(): T {
+    return JSON.parse(this.stdout) as T;
+  }
+}
+
+/**
+ * Virtual cards "inserted" into a private pcscd's vpcd readers: one `card emulate --state FILE`
+ * child of the compiled CLI per reader slot, removed (SIGTERM, bounded) by its own PID.
+ */
+export class EmulatedCards {
+  private readonly inserted = new Map<number, NodeChild>();
+  constructor(
+    private readonly cli: string,
+    private readonly pcscd: { readonly slots: readonly { readonly vpcdPort: number }[] },
+  ) {}
+  /** Starts the card of `stateFile` on reader `slot`; resolves once it is connected to vpcd. */
+  async insert(stateFile: string, slot = 0): Promise<void> {
+    const port = this.pcscd.slots[slot]!.vpcdPort;
+    const child = new NodeChild(
+      this.cli,
+      {},
+      { args: ["card", "emulate", "--vpcd", `127.0.0.1:${port}`, "--state", stateFile] },
+    );
+    this.inserted.set(slot, child);
+    await child.waitForStderr(/inserted: connected to vpcd/, 10_000);
+  }
+  async remove(slot = 0): Promise<void> {
+    const child = this.inserted.get(slot);
+    this.inserted.delete(slot);
+    if (!child) return;
+    child.signal("SIGTERM");
+    await child.exitCode(10_000);
+  }
+  async removeAll(): Promise<void> {
+    for (const slot of [...this.inserted.keys()]) await this.remove(slot);
+  }
+}
+
 /** Runs a command with a time bound; resolves with its output whatever the exit status. */
 export async function runTool(
   command: string,
