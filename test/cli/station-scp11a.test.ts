@@ -5,22 +5,26 @@
  * SCP11a by default; `--scp11a` without an OCE key is a usage error naming `pki issue-oce`.
  * `receipts --collect` and `update-crl --from-card` open SCP11a too; a card whose OCE CA is another
  * owner's is refused by every one of them (exit 15, from the card's FF33 answer) before any PIN.
+ * `station cosign` (two cards: an injected opener per reader) opens each card over SCP11a.
  */
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runAgentOnce } from "../../src/agent/agent.js";
+import { virtualCardOpener } from "../../src/card-emulator/open-virtual-card.js";
 import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
 import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import { runCli } from "../../src/cli/main.js";
 import { planToYaml } from "../../src/config/plan.js";
 import { ExitCode } from "../../src/errors.js";
 import { loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
+import type { CardOpener } from "../../src/secure-element/open-card.js";
 import { PivElement } from "../../src/secure-element/piv-element.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { initAgent, LAB_PLAN, pins } from "../agent/fixtures.js";
-import { runCliInProcess } from "../helpers/cli.js";
+import { createTestContext, runCliInProcess } from "../helpers/cli.js";
 import { dryRunIn } from "../security/support.js";
 
 const PIN = "24681357";
@@ -250,5 +254,96 @@ describe("receipts --collect and update-crl --from-card under SCP11a; another ow
       expect(r.stderr, what).not.toMatch(/PIN of/);
       expect(await persistent("other.json"), what).toEqual(before);
     }
+  });
+});
+
+describe("station cosign under SCP11a (two in-process cards, one per reader)", () => {
+  /** `station cosign --reader carrier --signer-reader signer` with each reader an in-process card file. */
+  async function cosign(signerFile: string, stdin: string) {
+    const t = createTestContext({ cwd: work, stdin });
+    const files: Record<string, string> = { carrier: "card.json", signer: signerFile };
+    const openCard: CardOpener = async (options) => {
+      const file = files[options.reader ?? ""];
+      if (!file) throw new Error(`no card behind reader ${options.reader}`);
+      return virtualCardOpener(join(work, file))(options);
+    };
+    const exitCode = await runCli(
+      [
+        "station",
+        "cosign",
+        "--reader",
+        "carrier",
+        "--signer-reader",
+        "signer",
+        "--station-dir",
+        "station",
+        "--pin-stdin",
+        "--json",
+      ],
+      { ...t.ctx, openCard },
+    );
+    await t.settle();
+    return { exitCode, stdout: t.stdout(), stderr: t.stderr() };
+  }
+
+  it("a co-signer's card of another owner is refused (exit 15) before any PIN; the owner's co-signer signs over SCP11a", async () => {
+    const write = await runCliInProcess(
+      [
+        "station",
+        "write",
+        "--plan",
+        "lab.yaml",
+        "--station-dir",
+        "station",
+        "--pin-stdin",
+        "--cosigners",
+        "2",
+        "--json",
+      ],
+      { cwd: work, env, stdin: `${PIN}\n` },
+    );
+    expect(write.exitCode, write.stderr).toBe(0);
+    expect(JSON.parse(write.stdout).channel).toBe("SCP11a");
+
+    // other.json: personalised by "Other Bank" (its token CA is the card's OCE CA) in the test above.
+    const carrierBefore = await persistent("card.json");
+    const otherBefore = await persistent("other.json");
+    const refused = await cosign("other.json", "00000000\n00000000\n");
+    expect(refused.exitCode, refused.stderr).toBe(ExitCode.integrity);
+    expect(refused.stderr).toMatch(/SCP11a: the card's OCE CA .*another owner's card/);
+    expect(refused.stderr).not.toMatch(/PIN of/);
+    expect(await persistent("other.json")).toEqual(otherBefore);
+    expect(await persistent("card.json")).toEqual(carrierBefore);
+
+    const bob = VirtualPivCard.fromFile(join(work, "bob.json"), { serial: 31_000_013 });
+    await provisionScpKey(bob, vendorCa);
+    await provisionScpKey(bob, vendorCa, { kid: 0x11 });
+    const personalize = await runCliInProcess(
+      [
+        "card",
+        "personalize",
+        "--pki",
+        "pki",
+        "--owner",
+        "ACME Bank",
+        "--officer",
+        "Bob",
+        "--pin-stdin",
+        "--scp-trust",
+        "vendor.pem",
+      ],
+      { cwd: work, env: { HSM_ONBOARD_VIRTUAL_CARD: "bob.json" }, stdin: `${PIN}\n97531864\n` },
+    );
+    expect(personalize.exitCode, personalize.stderr).toBe(0);
+
+    const signed = await cosign("bob.json", `${PIN}\n${PIN}\n`);
+    expect(signed.exitCode, signed.stderr).toBe(0);
+    // The carrier (read), the co-signer, the carrier again (write): each over SCP11a.
+    expect(
+      signed.stderr.match(/Secure channel: SCP11a .*accepted the station's OCE certificate/g),
+    ).toHaveLength(3);
+    expect(signed.stderr).not.toMatch(/SCP11b|no secure channel/);
+    const result = JSON.parse(signed.stdout);
+    expect(result).toMatchObject({ signatures: 2, verified: true });
   });
 });

@@ -92,7 +92,8 @@ export function stationCosignCommand(ctx: CliContext): Command {
     .action(async (options: CosignOptions) => {
       const dir = stationDirOf(ctx, options.stationDir);
       const tokens = options.token !== undefined || options.signerToken !== undefined;
-      if (usesVirtualCard(ctx) && !tokens) {
+      // One virtual card file cannot be two cards; an injected opener (tests) is told each reader.
+      if (ctx.openCard === undefined && usesVirtualCard(ctx) && !tokens) {
         throw new UsageError(
           "station cosign needs two cards: it works with readers (PC/SC), not a virtual card file",
         );
