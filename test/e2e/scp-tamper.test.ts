@@ -37,20 +37,14 @@ import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
 import { installScpTrust } from "../../src/secure-element/channel-policy.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
 import { createTestPki, initAgent, OWNER, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { addrJson, ip, NetnsLab, netnsCapability, settled } from "../agent/netns.js";
-import {
-  buildForChildren,
-  type PrivateBuild,
-  pcscE2eCapability,
-  requireOrSkip,
-} from "../helpers/pcsc-env.js";
+import { addrJson, ip, NetnsLab, settled } from "../agent/netns.js";
+import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { runCliChild, stopChildren } from "../security/children.js";
+import { stackCapability } from "../security/stack.js";
 import { CardTemplate } from "../security/support.js";
 
-const pcscCap = requireOrSkip(pcscE2eCapability());
-const netnsCap = requireOrSkip(netnsCapability());
-const cap =
-  pcscCap.ok && netnsCap.ok ? pcscCap : { ok: false, reason: pcscCap.ok ? netnsCap.reason : pcscCap.reason };
+// pcscd + vpcd and network namespaces, both needed.
+const cap = stackCapability();
 
 /** IPv4 only (no DAD to wait for): the HSM of serial 1234567 on eth0, its gateway on the veth peer. */
 const PLAN: NetworkPlan = {

@@ -18,19 +18,14 @@ import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js"
 import { ExitCode } from "../../src/errors.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
 import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { NetnsLab, netnsCapability } from "../agent/netns.js";
-import {
-  buildForChildren,
-  type PrivateBuild,
-  pcscE2eCapability,
-  requireOrSkip,
-} from "../helpers/pcsc-env.js";
+import { NetnsLab } from "../agent/netns.js";
+import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { type LiveChild, runCliChild, startCliChild, stopChildren } from "./children.js";
+import { stackCapability } from "./stack.js";
 import { CardTemplate, dryRunRecord } from "./support.js";
 
-const pcsc = requireOrSkip(pcscE2eCapability());
-const netns = requireOrSkip(netnsCapability());
-const cap = pcsc.ok && netns.ok ? pcsc : { ok: false, reason: pcsc.ok ? netns.reason : pcsc.reason };
+// pcscd + vpcd and network namespaces, both needed.
+const cap = stackCapability();
 
 describe.skipIf(!cap.ok)(
   `pcscd restarting while the agent waits${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,

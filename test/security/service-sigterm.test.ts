@@ -22,19 +22,14 @@ import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js"
 import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
 import { createTestPki, initAgent, OWNER, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { ip, NetnsLab, netnsCapability, waitUntil } from "../agent/netns.js";
-import {
-  buildForChildren,
-  type PrivateBuild,
-  pcscE2eCapability,
-  requireOrSkip,
-} from "../helpers/pcsc-env.js";
+import { ip, NetnsLab, waitUntil } from "../agent/netns.js";
+import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { type LiveChild, startCliChild, stopChildren } from "./children.js";
+import { stackCapability } from "./stack.js";
 import { CardTemplate } from "./support.js";
 
-const pcsc = requireOrSkip(pcscE2eCapability());
-const netns = requireOrSkip(netnsCapability());
-const cap = [pcsc, netns].find((c) => !c.ok) ?? pcsc;
+// pcscd + vpcd and network namespaces, both needed.
+const cap = stackCapability();
 
 const ADDRESS = "198.51.100.31";
 const PLAN: NetworkPlan = {
