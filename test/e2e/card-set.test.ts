@@ -18,12 +18,9 @@ import { factoryInit } from "../../src/agent/factory.js";
 import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import type { CardRange } from "../../src/config/manifest.js";
 import { compareSerials } from "../../src/config/shard.js";
-import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../../src/pki/index.js";
+import { issueDeviceToDirectory } from "../../src/pki/index.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { updateStationCrl } from "../../src/station/crl-update.js";
-import { initStation } from "../../src/station/init-station.js";
-import { personalizeCard } from "../../src/station/personalize-card.js";
-import { withCardFile } from "../helpers/card-file.js";
+import { pkiCardsAndStation, withCardFile } from "../helpers/card-file.js";
 import { runCliInProcess } from "../helpers/cli.js";
 import {
   buildForChildren,
@@ -57,27 +54,12 @@ describe.skipIf(!cap.ok)(`card set over pcscd + vpcd${cap.ok ? "" : ` — skippe
     build = await buildForChildren(["cli/main.js"]);
     cli = await cliLauncher(build);
     work = await mkdtemp(join(tmpdir(), "hsm-onboard-card-set-"));
-    pkiDir = join(work, "pki");
-    const { pki, crl } = await initPkiDirectory(pkiDir, { owner: OWNER });
-    rootPem = join(pkiDir, PKI_FILES.rootCert);
-    for (const k of [1, 2, 3]) {
-      const file = join(work, `card-${k}.json`);
-      cards.push(file);
-      await withCardFile(file, (element) =>
-        personalizeCard({
-          element,
-          pki: { tokenCa: pki.tokenCa, root: pki.root },
-          crl,
-          owner: OWNER,
-          officer: "Alice",
-          newPin: PIN,
-          newPuk: "87654321",
-        }),
-      );
-    }
-    stationDir = join(work, "station");
-    await initStation(stationDir, pki.root.certificate);
-    await updateStationCrl(stationDir, crl, { issuers: [pki.tokenCa.certificate] });
+    cards.push(...[1, 2, 3].map((k) => join(work, `card-${k}.json`)));
+    ({ pkiDir, rootPem, stationDir } = await pkiCardsAndStation(
+      work,
+      OWNER,
+      cards.map((file) => ({ file, officer: "Alice", pin: PIN })),
+    ));
     // 5,000 HSMs, 7-digit serials, one IPv4 address each in 10.20.0.0/16.
     const lines = ["serial,hostname,interface,ipv4_cidr,gateway,dns"];
     for (let i = 0; i < HSMS; i++) {

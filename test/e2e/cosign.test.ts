@@ -15,15 +15,12 @@ import { runAgentOnce } from "../../src/agent/agent.js";
 import { factoryInit } from "../../src/agent/factory.js";
 import { prepareManifestCosignature } from "../../src/config/manifest.js";
 import { planToYaml } from "../../src/config/plan.js";
-import { initPkiDirectory, issueDeviceToDirectory, PKI_FILES } from "../../src/pki/index.js";
+import { issueDeviceToDirectory } from "../../src/pki/index.js";
 import { parseItemName } from "../../src/secure-element/secure-element.js";
 import { rackPlan } from "../../src/sim/demo.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { updateStationCrl } from "../../src/station/crl-update.js";
-import { initStation } from "../../src/station/init-station.js";
 import { openInventory } from "../../src/station/inventory/open.js";
-import { personalizeCard } from "../../src/station/personalize-card.js";
-import { withCardFile } from "../helpers/card-file.js";
+import { pkiCardsAndStation, withCardFile } from "../helpers/card-file.js";
 import {
   buildForChildren,
   CliRun,
@@ -58,26 +55,17 @@ describe.skipIf(!cap.ok)(
       build = await buildForChildren(["cli/main.js", "station/cosign-card.js"]);
       cli = await cliLauncher(build);
       work = await mkdtemp(join(tmpdir(), "hsm-onboard-cosign-"));
-      pkiDir = join(work, "pki");
-      const { pki, crl } = await initPkiDirectory(pkiDir, { owner: OWNER });
-      rootPem = join(pkiDir, PKI_FILES.rootCert);
-      for (const [officer, pin] of Object.entries(OFFICERS) as [Officer, string][]) {
+      for (const officer of Object.keys(OFFICERS) as Officer[])
         cards[officer] = join(work, `${officer}.json`);
-        await withCardFile(cards[officer], (element) =>
-          personalizeCard({
-            element,
-            pki: { tokenCa: pki.tokenCa, root: pki.root },
-            crl,
-            owner: OWNER,
-            officer: officer[0]!.toUpperCase() + officer.slice(1),
-            newPin: pin,
-            newPuk: "87654321",
-          }),
-        );
-      }
-      stationDir = join(work, "station");
-      await initStation(stationDir, pki.root.certificate);
-      await updateStationCrl(stationDir, crl, { issuers: [pki.tokenCa.certificate] });
+      ({ pkiDir, rootPem, stationDir } = await pkiCardsAndStation(
+        work,
+        OWNER,
+        (Object.entries(OFFICERS) as [Officer, string][]).map(([officer, pin]) => ({
+          file: cards[officer],
+          officer: officer[0]!.toUpperCase() + officer.slice(1),
+          pin,
+        })),
+      ));
       const plan = rackPlan({ hsms: 4, vlan: false, ipv6: false });
       serials.push(...plan.hsms.map((h) => h.serial));
       planFile = join(work, "plan.yaml");
