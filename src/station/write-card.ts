@@ -57,6 +57,7 @@ import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
 import { type ValidatedChain, validateChain } from "../pki/validate-chain.js";
 import { shardItemName } from "../secure-element/card-layout.js";
 import {
+  channelLabel,
   encodeCertificateList,
   parseItemName,
   type SecureElement,
@@ -596,6 +597,7 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
     await inventory.recordPlan(planRecord);
     await inventory.recordWrite({
       ...writeRecordOf(finished, planRecord.digest),
+      channel: channelLabel(element.info.channel),
       ...(count > 1
         ? {
             cardIndex: part.index,

@@ -22,6 +22,7 @@ import { loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
 import type { CardOpener } from "../../src/secure-element/open-card.js";
 import { PivElement } from "../../src/secure-element/piv-element.js";
+import { openInventory } from "../../src/station/inventory/open.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { initAgent, LAB_PLAN, pins } from "../agent/fixtures.js";
 import { createTestContext, runCliInProcess } from "../helpers/cli.js";
@@ -345,5 +346,16 @@ describe("station cosign under SCP11a (two in-process cards, one per reader)", (
     expect(signed.stderr).not.toMatch(/SCP11b|no secure channel/);
     const result = JSON.parse(signed.stdout);
     expect(result).toMatchObject({ signatures: 2, verified: true });
+
+    // The station's inventory keeps the channel of each write and co-signature.
+    const inventory = await openInventory({ stationDir: join(work, "station") });
+    try {
+      const texts = (await inventory.history({ limit: 100 })).map((h) => h.text);
+      expect(texts.filter((t) => /^written: .* over SCP11a$/.test(t)).length).toBeGreaterThanOrEqual(2);
+      expect(texts.filter((t) => /^co-signed: .* by "Bob" over SCP11a$/.test(t))).toHaveLength(1);
+      expect(texts.filter((t) => /^(written|co-signed): /.test(t) && !/ over SCP11a$/.test(t))).toEqual([]);
+    } finally {
+      await inventory.close();
+    }
   });
 });

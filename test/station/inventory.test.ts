@@ -170,6 +170,7 @@ describe.each([
       officer: "Alice",
       writtenAt: at(1),
       hsms: 3,
+      channel: "SCP11a",
     });
     await inventory.recordWrite({
       kind: "cosign",
@@ -221,7 +222,11 @@ describe.each([
     expect(history[0]?.time.getTime()).toBeGreaterThanOrEqual(history[history.length - 1]!.time.getTime());
     const texts = history.map((h) => h.text).join("\n");
     expect(texts).toMatch(
-      /co-signed: configuration (ab){16} sequence 1 \(3 HSMs\) on card 87654321 by "Bob" \(card 2 of 3\)/,
+      /co-signed: configuration (ab){16} sequence 1 \(3 HSMs\) on card 87654321 by "Bob" \(card 2 of 3\)(?:\n|$)/,
+    );
+    // The station's channel of a write is kept with it (schema 4); a row without one says nothing.
+    expect(texts).toMatch(
+      /written: configuration (ab){16} sequence 1 \(3 HSMs\) on card 12345678 by "Alice" over SCP11a(?:\n|$)/,
     );
     expect(texts).toMatch(/receipt of HSM-9 .*✗ not verified: not authentic: bad signature/);
     expect(texts).toMatch(/plan .* of "Globex": 1 HSMs/);

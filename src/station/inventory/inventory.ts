@@ -53,6 +53,11 @@ export interface WriteRecord {
   readonly lastSerial?: string;
   /** HSMs the configuration covers. */
   readonly hsms: number;
+  /**
+   * The station's channel to the card it wrote ("SCP11a", "SCP11b", "plaintext", "token":
+   * channelLabel); absent for rows recorded before schema version 4.
+   */
+  readonly channel?: string;
 }
 
 export interface ReceiptRecord {

@@ -121,6 +121,13 @@ ALTER TABLE writes ADD COLUMN first_serial TEXT;
 ALTER TABLE writes ADD COLUMN last_serial TEXT;
 `,
   },
+  {
+    version: 4,
+    name: "the station's own channel to the card of a write (writes.channel)",
+    sql: () => `
+ALTER TABLE writes ADD COLUMN channel TEXT;
+`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

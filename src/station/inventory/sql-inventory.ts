@@ -167,7 +167,7 @@ export class SqlInventory implements Inventory {
   async recordWrite(w: WriteRecord): Promise<void> {
     await this.db.run(
       `INSERT INTO writes (kind, configuration_id, owner, sequence, plan_digest, card_serial, card_name, officer,
-         card_index, card_count, hsms, written_at, first_serial, last_serial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         card_index, card_count, hsms, written_at, first_serial, last_serial, channel) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       [
         w.kind ?? "write",
         w.configurationId,
@@ -183,6 +183,7 @@ export class SqlInventory implements Inventory {
         iso(w.writtenAt),
         w.firstSerial ?? null,
         w.lastSerial ?? null,
+        w.channel ?? null,
       ],
     );
   }
@@ -342,7 +343,7 @@ export class SqlInventory implements Inventory {
       [...ownerParams, limit],
     );
     const writes = await this.db.all(
-      `SELECT kind, owner, configuration_id, sequence, card_serial, officer, card_index, card_count, hsms, written_at FROM writes
+      `SELECT kind, owner, configuration_id, sequence, card_serial, officer, card_index, card_count, hsms, written_at, channel FROM writes
        ${owner === undefined ? "" : "WHERE owner = ?"} ORDER BY written_at DESC, id DESC LIMIT ?`,
       [...ownerParams, limit],
     );
@@ -378,7 +379,7 @@ export class SqlInventory implements Inventory {
             : w.card_count === null
               ? ` (signature ${Number(w.card_index)})`
               : ` (card ${Number(w.card_index)} of ${Number(w.card_count)})`
-        }`,
+        }${str(w.channel) === undefined ? "" : ` over ${String(w.channel)}`}`,
       })),
       ...receipts.map((r) => ({
         time: new Date(String(r.collected_at)),

@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { NoCardError, UsageError, WaitTimeoutError } from "../../../errors.js";
 import type { Pkcs11TokenUri } from "../../../pkcs11/uri.js";
+import { channelLabel } from "../../../secure-element/secure-element.js";
 import { type CosignResult, cosignConfiguration, type HeldCard } from "../../../station/cosign-card.js";
 import { parseTokenOption, TOKEN_HELP, usesVirtualCard } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
@@ -136,6 +137,8 @@ export function stationCosignCommand(ctx: CliContext): Command {
       });
       let totpSource: SecretSource | undefined;
       const timeoutMs = options.timeout * 1000;
+      // The channel of the carrier's last opening: the one the co-signed manifest was written through.
+      let carrierChannel: string | undefined;
       const hold = async (device: Device, whose: string, removal: string): Promise<HeldCard> => {
         const card = await openStationCard(ctx, {
           ...device,
@@ -146,6 +149,7 @@ export function stationCosignCommand(ctx: CliContext): Command {
           scp11a: options.scp11a === true,
         });
         writeLine(ctx.stderr, `Card found in ${card.readerName}`);
+        if (device === carrier) carrierChannel = channelLabel(card.element.info.channel);
         return {
           element: card.element,
           release: async (next) => {
@@ -216,6 +220,7 @@ export function stationCosignCommand(ctx: CliContext): Command {
           cardName: result.signerCard.name,
           writtenAt: new Date(),
           hsms: result.hsms,
+          ...(carrierChannel === undefined ? {} : { channel: carrierChannel }),
         });
       } finally {
         await inventory.close();
