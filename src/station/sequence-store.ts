@@ -27,7 +27,13 @@ import type { Inventory } from "./inventory/inventory.js";
 import { openInventory, stationName } from "./inventory/open.js";
 import { defaultStateHome, ensureStationId, readSequenceMark, writeSequenceMark } from "./sequence-mark.js";
 import { type LockOptions, readStationJson, STATION_FILES, withStationLock } from "./station-dir.js";
-import { appendJournal, checkSequenceNotRolledBack, type HighWater, readJournal } from "./station-journal.js";
+import {
+  appendJournal,
+  checkSequenceNotRolledBack,
+  type HighWater,
+  type JournalEvent,
+  readJournal,
+} from "./station-journal.js";
 
 const FORMAT = "hsm-onboard/station-sequences";
 export const IMPORTED_SEQUENCES = `${STATION_FILES.sequences}.imported`;
@@ -129,6 +135,18 @@ export async function allocateSequence(
       withInventory(stationDir, options.inventory, async (inventory) => {
         const journal = await readJournal(stationDir);
         await importSequencesFile(stationDir, inventory, journal, options.now);
+        // Every number, in the station journal and in the inventory's.
+        const journalBoth = async (event: JournalEvent, number: number, detail?: string) => {
+          await appendJournal(stationDir, event, owner, number, options.now);
+          await inventory.appendJournal({
+            event,
+            key: owner,
+            number: String(number),
+            station: stationName(stationDir),
+            time: options.now ?? new Date(),
+            ...(detail === undefined ? {} : { detail }),
+          });
+        };
         const recorded = journal.sequences.get(owner);
         if (recorded !== undefined) {
           const last = await inventory.lastSequence(owner);
@@ -145,15 +163,11 @@ export async function allocateSequence(
           const last = await inventory.lastSequence(owner);
           if (last < mark) {
             await inventory.raiseSequence(owner, mark, stationName(stationDir), options.now);
-            await appendJournal(stationDir, "sequence-resynchronised", owner, mark, options.now);
-            await inventory.appendJournal({
-              event: "sequence-resynchronised",
-              key: owner,
-              number: String(mark),
-              station: stationName(stationDir),
-              time: options.now ?? new Date(),
-              detail: `the inventory said ${last}, the station's sequence mark ${mark}: the station directory was restored from an older copy`,
-            });
+            await journalBoth(
+              "sequence-resynchronised",
+              mark,
+              `the inventory said ${last}, the station's sequence mark ${mark}: the station directory was restored from an older copy`,
+            );
             (options.notice ?? ((line: string) => process.stderr.write(`hsm-onboard: ${line}\n`)))(
               `notice: sequence of "${owner}" resynchronised from ${last} to ${mark} (the station directory is older than its sequence mark; restored from a backup?) — the next number is above ${mark}`,
             );
@@ -168,14 +182,7 @@ export async function allocateSequence(
           throw new ReplayError(`the sequence number of "${owner}" cannot grow any further`);
         }
         await writeSequenceMark(stateHome, stationId, owner, next, stationDir, options.now);
-        await appendJournal(stationDir, "sequence", owner, next, options.now);
-        await inventory.appendJournal({
-          event: "sequence",
-          key: owner,
-          number: String(next),
-          station: stationName(stationDir),
-          time: options.now ?? new Date(),
-        });
+        await journalBoth("sequence", next);
         return next;
       }),
     options,
