@@ -593,19 +593,8 @@ export class VirtualPivCard implements ApduResponder {
     switch (v.selected) {
       case "piv":
         if (cmd.cla === CLA_PROPRIETARY) {
-          const scp = this.state.scp;
-          switch (cmd.ins) {
-            case INS_PERFORM_SECURITY_OPERATION:
-              return performSecurityOperation(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
-            case INS_INTERNAL_AUTHENTICATE:
-            case INS_MUTUAL_AUTHENTICATE:
-              if (wrapped) return sw(SW.conditionsNotSatisfied);
-              this.clearSecurityState();
-              return authenticate(scp, v.scp, cmd.ins === INS_MUTUAL_AUTHENTICATE, cmd.p1, cmd.p2, cmd.data);
-            default:
-              // Only the GlobalPlatform commands above use the proprietary class in PIV.
-              return sw(SW.claNotSupported);
-          }
+          // Only the GlobalPlatform session commands use the proprietary class in PIV.
+          return this.scpSessionCommand(cmd, wrapped, true) ?? sw(SW.claNotSupported);
         }
         if (cmd.ins === INS.verify && this.profile.requireSecureVerify && !wrapped) {
           return sw(SW.conditionsNotSatisfied);
@@ -614,14 +603,10 @@ export class VirtualPivCard implements ApduResponder {
       case "isd": {
         const scp = this.state.scp;
         if (cmd.cla === CLA_PROPRIETARY) {
+          // The SD's own session (owner administration, as yubikit's SecurityDomainSession does).
+          const session = this.scpSessionCommand(cmd, wrapped, false);
+          if (session) return session;
           switch (cmd.ins) {
-            // The SD's own session (owner administration, as yubikit's SecurityDomainSession does).
-            case INS_PERFORM_SECURITY_OPERATION:
-              return performSecurityOperation(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
-            case INS_INTERNAL_AUTHENTICATE:
-            case INS_MUTUAL_AUTHENTICATE:
-              if (wrapped) return sw(SW.conditionsNotSatisfied);
-              return authenticate(scp, v.scp, cmd.ins === INS_MUTUAL_AUTHENTICATE, cmd.p1, cmd.p2, cmd.data);
             case GP_INS.initializeUpdate:
               if (wrapped) return sw(SW.conditionsNotSatisfied);
               return initializeUpdate(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
@@ -653,6 +638,27 @@ export class VirtualPivCard implements ApduResponder {
         return sw(SW.insNotSupported);
       default:
         return sw(SW.insNotSupported);
+    }
+  }
+
+  /**
+   * PERFORM SECURITY OPERATION and INTERNAL/MUTUAL AUTHENTICATE (opening an SCP11 session), on the
+   * PIV applet or the ISD; undefined for any other instruction. Opening one on the PIV applet drops
+   * its PIN and management-key state.
+   */
+  private scpSessionCommand(cmd: DecodedCommandApdu, wrapped: boolean, onPiv: boolean): Reply | undefined {
+    const scp = this.state.scp;
+    const v = this.volatile;
+    switch (cmd.ins) {
+      case INS_PERFORM_SECURITY_OPERATION:
+        return performSecurityOperation(scp, v.scp, cmd.p1, cmd.p2, cmd.data);
+      case INS_INTERNAL_AUTHENTICATE:
+      case INS_MUTUAL_AUTHENTICATE:
+        if (wrapped) return sw(SW.conditionsNotSatisfied);
+        if (onPiv) this.clearSecurityState();
+        return authenticate(scp, v.scp, cmd.ins === INS_MUTUAL_AUTHENTICATE, cmd.p1, cmd.p2, cmd.data);
+      default:
+        return undefined;
     }
   }
 
