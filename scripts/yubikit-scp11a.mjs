@@ -42,7 +42,7 @@ async function oceFiles(owner, prefix) {
 await oceFiles("ACME Bank", "acme");
 await oceFiles("Other Bank", "other");
 
-const PY = String.raw`
+const PY = `
 import sys
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
