@@ -46,7 +46,7 @@ import { NetworkdBackend } from "./net/networkd.js";
 import { type AgentTrust, type OnboardingResult, onboard, type PinSource } from "./onboarding.js";
 import { backoffMs } from "./service.js";
 import { type AgentStage, AgentStateStore } from "./state-store.js";
-import { warmUpOnboarding } from "./warm-up.js";
+import { collectWarmUpGarbage, warmUpAgentOnboarding, warmUpOnboarding } from "./warm-up.js";
 
 export type NetBackendChoice = "dry-run" | "iproute2" | "networkd";
 
@@ -148,10 +148,14 @@ export class Agent {
         await warmUpValidation(root);
         try {
           await warmUpOnboarding();
+          // The real onboard() over the same world, on an in-memory card, in a private scratch state
+          // (warm-up.ts): the agent's real state, audit log, device key and applier are not given to it.
+          await warmUpAgentOnboarding();
         } catch (error) {
           // A defect of this build, not of any card: the real checks all run again on each card.
           log(`warm-up at start failed (the first card will be slower): ${(error as Error).message}`);
         }
+        collectWarmUpGarbage();
       }
       device = await loadDeviceIdentity(store.state.device);
       const audit = await AuditLog.open(store.path("audit"), {

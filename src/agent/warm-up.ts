@@ -15,7 +15,12 @@
  * it did not mean). It changes no decision of a real onboarding: every check
  * runs again, in full, on the card's own bytes.
  */
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { decodeCommandApdu } from "../apdu/command.js";
 import {
   cardHandshake,
@@ -25,14 +30,27 @@ import {
   p256Point,
 } from "../apdu/scp11/handshake.js";
 import { CLA_SECURE_MESSAGING, ScpCardChannel, ScpHostChannel } from "../apdu/scp11/secure-messaging.js";
-import { encodeTlv } from "../apdu/tlv.js";
+import { concatBytes, decodeTlv, decodeTlvs, encodeTlv, findTlv } from "../apdu/tlv.js";
 import { leafPublicKey } from "../config/cose.js";
 import { checkManifestValidity, findShardFor, verifyManifest } from "../config/manifest.js";
 import { appendReceipt, decodeReceiptLog, signReceipt } from "../config/receipt.js";
 import { decodeShardEntry, networkStateDigest } from "../config/shard.js";
 import { ecdsaRawToDer } from "../crypto/ecdsa.js";
 import { createSoftwareSigner } from "../crypto/signer.js";
-import { certificateObjectId, encodeCertificateObject, PIV_AID } from "../piv/objects.js";
+import {
+  MANAGEMENT_KEY_ALGORITHM,
+  MANAGEMENT_KEY_REFERENCE,
+  managementKeyCipher,
+} from "../piv/management-key.js";
+import {
+  certificateObjectId,
+  encodeCertificateObject,
+  encodePivmanData,
+  encodePivmanProtectedData,
+  ObjectId,
+  PIV_AID,
+  PivmanFlag,
+} from "../piv/objects.js";
 import { spkiSha256 } from "../pki/ca-facts.js";
 import { certificateParts } from "../pki/der.js";
 import { readCrl, validateChainView } from "../pki/path-validation.js";
@@ -47,9 +65,12 @@ import {
 import type { ApduResponder } from "../transport/apdu-responder.js";
 import { InProcessTransport } from "../transport/in-process.js";
 import { hex } from "../util/bytes.js";
-import { canonicalJson, recordHash } from "./audit-log.js";
+import { AuditLog, canonicalJson, recordHash } from "./audit-log.js";
+import type { DeviceIdentity } from "./device-identity.js";
+import { DryRunBackend } from "./net/dry-run.js";
 import { hostNetworkConfig, plannedAddresses } from "./net/net-backend.js";
-import { crlIssuerKey } from "./state-store.js";
+import { onboard } from "./onboarding.js";
+import { AgentStateStore, crlIssuerKey } from "./state-store.js";
 import { WARM_UP_WORLD } from "./warm-up-world.js";
 
 /** What the warm-up went through (the test checks it really did). */
@@ -178,14 +199,35 @@ const YUBIKEY_ATR = Uint8Array.from(Buffer.from("3BFD1300008131FE158073C021C0575
 
 /**
  * The card end of the PIV warm-up: answers, from the built-in world, the commands the agent sends
- * before it writes (SELECT, version, serial, GET DATA of the world's objects, the 9E signature over
- * the world's fixed challenge, the PIN status and VERIFY). Nothing else (6D00); it holds no key.
+ * (SELECT, version, serial, GET DATA of the world's objects, the 9E signature over the world's fixed
+ * challenge, the PIN status and VERIFY, and for the full warm-up the PIN-protected management key,
+ * its metadata, the management-key exchange and PUT DATA into its own in-memory objects). Nothing
+ * else (6D00). It holds no key of any card: its management key is drawn at random for this one
+ * warm-up, and what is "written" stays in this object.
  */
 class WarmUpCard implements ApduResponder {
+  readonly #objects: Map<number, Uint8Array>;
+  #managementKey: Uint8Array | undefined;
+  #witness: Uint8Array | undefined;
+  #chained: Uint8Array[] = [];
+  /** PUT DATA commands the card took (the full warm-up checks the receipt went through). */
+  writes = 0;
+
   constructor(
-    private readonly objects: ReadonlyMap<number, Uint8Array>,
+    objects: ReadonlyMap<number, Uint8Array>,
     private readonly signatureDer: Uint8Array,
-  ) {}
+    managementKey?: Uint8Array,
+  ) {
+    this.#objects = new Map(objects);
+    if (managementKey) {
+      this.#managementKey = managementKey;
+      this.#objects.set(
+        ObjectId.yubicoAdminData,
+        encodePivmanData({ flags: PivmanFlag.managementKeyStored }),
+      );
+      this.#objects.set(ObjectId.printedInformation, encodePivmanProtectedData(managementKey));
+    }
+  }
 
   powerOn(): Uint8Array {
     return YUBIKEY_ATR.slice();
@@ -196,6 +238,12 @@ class WarmUpCard implements ApduResponder {
   transmit(command: Uint8Array): Uint8Array {
     const ok = (data: Uint8Array = new Uint8Array(0)) => Uint8Array.of(...data, 0x90, 0x00);
     const c = decodeCommandApdu(command);
+    if (c.cla & 0x10) {
+      this.#chained.push(c.data);
+      return ok();
+    }
+    const data = this.#chained.length > 0 ? concatBytes(...this.#chained, c.data) : c.data;
+    this.#chained = [];
     switch (c.ins) {
       case 0xa4:
         return ok(encodeTlv(0x61, encodeTlv(0x4f, PIV_AID.subarray(5))));
@@ -204,17 +252,193 @@ class WarmUpCard implements ApduResponder {
       case 0xf8:
         return ok(Uint8Array.of(0x00, 0x98, 0x96, 0x7f));
       case 0xcb: {
-        const id = c.data.length === 5 ? (c.data[2]! << 16) | (c.data[3]! << 8) | c.data[4]! : -1;
-        const object = this.objects.get(id);
+        const id = data.length === 5 ? (data[2]! << 16) | (data[3]! << 8) | data[4]! : -1;
+        const object = this.#objects.get(id);
         return object ? ok(encodeTlv(0x53, object)) : Uint8Array.of(0x6a, 0x82);
       }
+      case 0xdb: {
+        const items = decodeTlvs(data);
+        const tag = findTlv(items, 0x5c);
+        const value = findTlv(items, 0x53);
+        if (!this.#managementKey || tag?.length !== 3 || value === undefined)
+          return Uint8Array.of(0x69, 0x82);
+        this.#objects.set((tag[0]! << 16) | (tag[1]! << 8) | tag[2]!, value.slice());
+        this.writes++;
+        return ok();
+      }
+      case 0xf7:
+        return c.p2 === MANAGEMENT_KEY_REFERENCE && this.#managementKey
+          ? ok(encodeTlv(0x01, Uint8Array.of(MANAGEMENT_KEY_ALGORITHM.aes192)))
+          : Uint8Array.of(0x6a, 0x88);
       case 0x87:
+        if (c.p2 === MANAGEMENT_KEY_REFERENCE) return this.#managementStep(data);
         return ok(encodeTlv(0x7c, encodeTlv(0x82, this.signatureDer)));
       case 0x20:
-        return c.data.length === 0 ? Uint8Array.of(0x63, 0xc3) : ok();
+        return data.length === 0 ? Uint8Array.of(0x63, 0xc3) : ok();
       default:
         return Uint8Array.of(0x6d, 0x00);
     }
+  }
+
+  /** The card's half of the management-key mutual authentication (AES-192, the YubiKey default). */
+  #managementStep(data: Uint8Array): Uint8Array {
+    const key = this.#managementKey;
+    if (!key) return Uint8Array.of(0x6a, 0x80);
+    const items = decodeTlvs(decodeTlv(data, 0x7c).value);
+    const witness = findTlv(items, 0x80);
+    const challenge = findTlv(items, 0x81);
+    if (witness?.length === 0) {
+      this.#witness = new Uint8Array(randomBytes(16));
+      const encrypted = managementKeyCipher("aes192", key, this.#witness, "encrypt");
+      return Uint8Array.of(...encodeTlv(0x7c, encodeTlv(0x80, encrypted)), 0x90, 0x00);
+    }
+    const expected = this.#witness;
+    this.#witness = undefined;
+    if (!expected || !witness || !challenge || hex(witness) !== hex(expected))
+      return Uint8Array.of(0x69, 0x82);
+    const response = managementKeyCipher("aes192", key, challenge, "encrypt");
+    return Uint8Array.of(...encodeTlv(0x7c, encodeTlv(0x82, response)), 0x90, 0x00);
+  }
+}
+
+/** The world's card objects: identity, certificates, CRL, manifest and the first HSM's shard. */
+function worldObjects(shardObjectId: number): Map<number, Uint8Array> {
+  const w = WARM_UP_WORLD;
+  return new Map<number, Uint8Array>([
+    [certificateObjectId("9E"), encodeCertificateObject(der(w.cardAuthentication))],
+    [certificateObjectId("9C"), encodeCertificateObject(der(w.signing))],
+    [itemObjectId({ kind: "certificates" }), encodeCertificateList([der(w.tokenCa)])],
+    [itemObjectId({ kind: "crl" }), der(w.crl)],
+    [itemObjectId({ kind: "manifest" }), der(w.manifest)],
+    [shardObjectId, der(w.shard)],
+  ]);
+}
+
+/** The world card's one 9E answer (to the world's fixed challenge), DER as a card returns it. */
+function worldProof(): Uint8Array {
+  return ecdsaRawToDer(der(WARM_UP_WORLD.proofSignature), WARM_UP_WORLD.proofAlgorithm);
+}
+
+/** The PIN the warm-up card takes (it takes any; this one is no card's). */
+const WARM_UP_PIN = "00000000";
+
+/** What the full warm-up went through (the test checks it). */
+export interface AgentWarmUpSummary {
+  readonly ok: boolean;
+  readonly stage: string;
+  readonly receiptItem?: string;
+  /** PUT DATA the in-memory card took: the receipt. */
+  readonly cardWrites: number;
+  /** The private scratch directory it used (removed before this returns). */
+  readonly scratchDir: string;
+}
+
+/**
+ * The agent's own onboarding (onboarding.ts `onboard`, the six steps with their state writes, CRL
+ * ratchet, audit records, applier and receipt) once over the built-in world, so that the first real
+ * card finds every module and code path it uses compiled. Everything it touches is its own:
+ * - the card is a WarmUpCard in memory (the world's objects; a management key drawn here; the
+ *   receipt stays in that object);
+ * - the state, the audit log and the dry-run applier's record live in a private directory made by
+ *   mkdtemp under the system's temporary directory, removed before this returns (also on failure);
+ * - the trust anchor is the world's own root and the receipt is signed by the world's device key
+ *   (never the agent's root or device key, which this function is not given);
+ * - the applier is a DryRunBackend over that directory (it never runs a command on the host);
+ * - no fault points (the agent's fault injection is not passed) and no log lines.
+ * The one difference from a real card: the world's card answered one fixed challenge and no key of it
+ * exists to answer another, so this run draws that challenge (`drawChallenge`); the proof is still
+ * checked against the 9E certificate. Throws if the onboarding does not end configured with a receipt.
+ */
+export async function warmUpAgentOnboarding(): Promise<AgentWarmUpSummary> {
+  const w = WARM_UP_WORLD;
+  const clock = () => new Date(w.time);
+  const scratchDir = await mkdtemp(join(tmpdir(), "hsm-onboard-warm-up-"));
+  try {
+    const state = await AgentStateStore.create(
+      join(scratchDir, "state"),
+      {
+        serial: w.serial,
+        stage: "waiting-for-card",
+        device: "warm-up",
+        applier: "dry-run",
+        hostSettings: "none",
+        quorum: { required: 1, pinned: false },
+        crlNumbers: {},
+      },
+      { clock },
+    );
+    const audit = await AuditLog.open(state.path("audit"), { clock });
+    const net = await DryRunBackend.open({ file: state.path("dryRun"), clock });
+    const device: DeviceIdentity = {
+      signer: createSoftwareSigner({
+        privateKey: der(w.deviceKey),
+        certificateChain: [der(w.deviceCertificate), der(w.deviceCa)],
+      }),
+      certificate: der(w.deviceCertificate),
+      description: "warm-up world device key",
+      close: async () => {},
+    };
+    const { manifest } = await verifyManifest(der(w.manifest), { validateChain: () => {} });
+    const card = new WarmUpCard(
+      worldObjects(findShardFor(manifest, w.serial).objectId),
+      worldProof(),
+      new Uint8Array(randomBytes(24)),
+    );
+    const element = await PivElement.open(new InProcessTransport(card, { readerName: "warm-up" }));
+    try {
+      const challenge = der(w.challenge);
+      const result = await onboard({
+        element,
+        state,
+        trust: { root: der(w.root), device },
+        pinSource: { read: async () => WARM_UP_PIN },
+        net,
+        clock,
+        audit,
+        log: () => {},
+        drawChallenge: (bytes) => {
+          if (bytes !== challenge.length) throw new Error("warm-up: unexpected challenge length");
+          return challenge.slice();
+        },
+      });
+      if (!result.ok || !result.receipt?.written) {
+        throw new Error(
+          `warm-up onboarding did not complete: ${result.error?.message ?? result.receipt?.reason}`,
+        );
+      }
+      return {
+        ok: result.ok,
+        stage: result.stage,
+        ...(result.receipt.item ? { receiptItem: result.receipt.item } : {}),
+        cardWrites: card.writes,
+        scratchDir,
+      };
+    } finally {
+      await element.close();
+    }
+  } finally {
+    await rm(scratchDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * One full garbage collection once the warm-up is done, so its garbage is not collected during the
+ * first card (measured, docs/PERFORMANCE.md: without it the first onboarding after the full warm-up
+ * paid a collection and was no faster than without the full warm-up, and the heap stayed larger).
+ * Node exposes no collector call by default: `--expose-gc` is set for one new context, its `gc`
+ * taken, and the flag set back, so the agent's own global scope never gets a `gc`.
+ */
+export function collectWarmUpGarbage(): void {
+  const exposed = (globalThis as { gc?: () => void }).gc;
+  if (exposed) {
+    exposed();
+    return;
+  }
+  setFlagsFromString("--expose-gc");
+  try {
+    (runInNewContext("gc") as () => void)();
+  } finally {
+    setFlagsFromString("--no-expose-gc");
   }
 }
 
@@ -224,21 +448,12 @@ class WarmUpCard implements ApduResponder {
  * VERIFY, manifest, shard, the receipt object. Returns the object bytes read.
  */
 async function warmUpPivStack(shardObjectId: number): Promise<number> {
-  const w = WARM_UP_WORLD;
-  const objects = new Map<number, Uint8Array>([
-    [certificateObjectId("9E"), encodeCertificateObject(der(w.cardAuthentication))],
-    [certificateObjectId("9C"), encodeCertificateObject(der(w.signing))],
-    [itemObjectId({ kind: "certificates" }), encodeCertificateList([der(w.tokenCa)])],
-    [itemObjectId({ kind: "crl" }), der(w.crl)],
-    [itemObjectId({ kind: "manifest" }), der(w.manifest)],
-    [shardObjectId, der(w.shard)],
-  ]);
-  const card = new WarmUpCard(objects, ecdsaRawToDer(der(w.proofSignature), w.proofAlgorithm));
+  const card = new WarmUpCard(worldObjects(shardObjectId), worldProof());
   const element = await PivElement.open(new InProcessTransport(card, { readerName: "warm-up" }));
   let read = 0;
   try {
     const identity = await element.identity();
-    const challenge = der(w.challenge);
+    const challenge = der(WARM_UP_WORLD.challenge);
     verifyChallengeProof(identity.cardAuthentication, challenge, await element.proveChallenge(challenge));
     read += (await element.readItem("crl"))?.length ?? 0;
     await element.pinTriesLeft();

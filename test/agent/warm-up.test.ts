@@ -3,11 +3,17 @@
  * built-in world, end to end, and trusts nothing by it. Its effect on CPU is a benchmark
  * (`npm run bench`, docs/PERFORMANCE.md), not a timed test.
  */
-import { describe, expect, it } from "vitest";
-import { warmUpOnboarding } from "../../src/agent/warm-up.js";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Agent } from "../../src/agent/agent.js";
+import { warmUpAgentOnboarding, warmUpOnboarding } from "../../src/agent/warm-up.js";
 import { WARM_UP_WORLD } from "../../src/agent/warm-up-world.js";
 import { validateChainView } from "../../src/pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
+import { createTestPki, initAgent, type TestPki, tempDir } from "./fixtures.js";
 
 const der = (b64: string) => new Uint8Array(Buffer.from(b64, "base64"));
 
@@ -48,5 +54,76 @@ describe("agent warm-up at start", () => {
         ...VALIDATION_REQUIREMENTS.cardAuthentication,
       }),
     ).rejects.toThrow();
+  });
+});
+
+/** Every file under `dir` (relative path → bytes and mode), to compare a directory before and after. */
+async function snapshotDir(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (sub: string): Promise<void> => {
+    for (const entry of await readdir(join(dir, sub), { withFileTypes: true })) {
+      const rel = join(sub, entry.name);
+      const mode = (await stat(join(dir, rel))).mode.toString(8);
+      if (entry.isDirectory()) {
+        out.set(`${rel}/`, mode);
+        await walk(rel);
+      } else out.set(rel, `${mode} ${(await readFile(join(dir, rel))).toString("base64")}`);
+    }
+  };
+  await walk("");
+  return out;
+}
+
+describe("agent warm-up at start: the real onboarding over the built-in world", () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let testPki: TestPki;
+  const savedTmp = process.env.TMPDIR;
+
+  beforeAll(async () => {
+    dir = await tempDir();
+    testPki = await createTestPki(dir.dir);
+  });
+  afterAll(async () => {
+    if (savedTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = savedTmp;
+    await dir.cleanup();
+  });
+
+  it("runs onboard() to configured with a receipt on its in-memory card, and removes its scratch directory", async () => {
+    const summary = await warmUpAgentOnboarding();
+    expect(summary).toMatchObject({ ok: true, stage: "configured", receiptItem: "receipt-0", cardWrites: 1 });
+    expect(summary.scratchDir.startsWith(join(tmpdir(), "hsm-onboard-warm-up-"))).toBe(true);
+    expect(existsSync(summary.scratchDir)).toBe(false);
+    // Again: a fresh scratch state each time (a second run on the same state would be "already configured").
+    const again = await warmUpAgentOnboarding();
+    expect(again).toMatchObject({ ok: true, stage: "configured", cardWrites: 1 });
+    expect(again.scratchDir).not.toBe(summary.scratchDir);
+    expect(existsSync(again.scratchDir)).toBe(false);
+  });
+
+  it("Agent.open leaves the real state directory (state, audit log, CRLs, device key, dry-run record) byte-identical and no scratch behind", async () => {
+    const { stateDir, deviceDir } = await initAgent(dir.dir, testPki, { applier: "dry-run" });
+    const scratchParent = await mkdtemp(join(dir.dir, "tmp-"));
+    process.env.TMPDIR = scratchParent; // os.tmpdir() reads it: the warm-up's mkdtemp lands here
+    const before = await snapshotDir(stateDir);
+    const deviceBefore = await snapshotDir(deviceDir);
+    expect([...before.keys()]).toEqual(expect.arrayContaining(["state.json", "audit.log", "root.pem"]));
+    const log: string[] = [];
+    const agent = await Agent.open({ stateDir, log: (line) => log.push(line) });
+    try {
+      // The warm-up ran (no "warm-up at start failed" line) and its scratch is gone already.
+      expect(log.filter((l) => l.includes("warm-up"))).toEqual([]);
+      expect(await readdir(scratchParent)).toEqual([]);
+      expect(agent.store.state.stage).toBe("factory");
+      // The collection after the warm-up leaves no `gc` in the agent's global scope.
+      expect((globalThis as { gc?: unknown }).gc).toBeUndefined();
+    } finally {
+      await agent.close();
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
+    }
+    expect(await snapshotDir(stateDir)).toEqual(before);
+    expect(await snapshotDir(deviceDir)).toEqual(deviceBefore);
+    await rm(scratchParent, { recursive: true, force: true });
   });
 });
