@@ -578,7 +578,11 @@ export class RollbackFailedError extends NetworkApplyError {
 
 // ---- secure channel (SCP11, src/apdu/scp11) -----------------------------------------------------
 
-/** A MAC, receipt or padding failed, or the session was ended: the channel is closed (exit 15). */
+/**
+ * A MAC, receipt or padding failed, the session was ended, or the handshake failed on a card that
+ * did not show it has no SCP (any answer but the documented "no SCP" ones, and every refusal after
+ * its SCP certificate store was read): the channel is closed, nothing is sent in clear (exit 15).
+ */
 export class ScpIntegrityError extends IntegrityError {
   override readonly code = "ERR_SCP_INTEGRITY";
 }
@@ -600,12 +604,21 @@ export class ScpMalformedError extends MalformedError {
 export class ScpRequestError extends ScpMalformedError {}
 
 /**
- * The card does not offer the secure channel (no security domain, no such SCP key, authenticate
- * refused): exit 11, refused unless plaintext was explicitly allowed.
+ * The secure channel cannot be used: the card has none (ScpAbsentError), or no SCP trust anchor is
+ * installed, or (card personalisation) the security domain refused key management: exit 11.
  */
 export class ScpUnavailableError extends CardNotTrustedError {
   override readonly code = "ERR_SCP_UNAVAILABLE";
 }
+
+/**
+ * The card shows it has no SCP11 at all, by one of the two documented answers and before any SCP
+ * certificate was read: SELECT of the issuer security domain answered 6A82 (no security domain),
+ * or GET DATA BF21 answered 6A88 or 6A82 (no certificate store: no SCP11 key of that reference).
+ * The only error after which `--allow-plaintext` uses the card in clear (exit 11 otherwise).
+ * Every other failure of the handshake is a channel failure (exit 15), never softened to plaintext.
+ */
+export class ScpAbsentError extends ScpUnavailableError {}
 
 // ---- simulation (src/sim) -----------------------------------------------------------------------
 

@@ -3,10 +3,13 @@
  * - the SCP trust anchors (card vendors' CAs: Yubico's SD root for real YubiKeys, the emulator's
  *   vendor CA for the virtual card) are installed once, with `station init --scp-trust FILE` or
  *   `agent factory-init --scp-trust FILE`, as `scp-trust.pem` in the station or agent directory;
- * - with anchors installed, every PIV card must open SCP11b to one of them: a card that cannot is
- *   refused (exit 11) unless the run passes `--allow-plaintext`, which is then recorded (audit log,
- *   agent status, receipt, station output);
- * - a failed handshake (unknown vendor, bad receipt, invalid point) is never softened to plaintext.
+ * - with anchors installed, every PIV card must open SCP11b to one of them: a card that shows it has
+ *   no SCP at all (SELECT ISD 6A82, or GET DATA BF21 6A88/6A82: ScpAbsentError) is refused (exit 11)
+ *   unless the run passes `--allow-plaintext`, which is then recorded (audit log, agent status,
+ *   receipt, station output);
+ * - any other handshake failure (an odd status word, a refusal once the card's SCP certificate
+ *   store was read, unknown vendor, bad receipt, invalid point) is never softened to plaintext, with
+ *   or without `--allow-plaintext` (exit 15; 11 for an untrusted SCP chain).
  * The channel is required by default: without anchors installed every PIV card is refused (exit 11)
  * unless the run passes `--allow-plaintext` (then recorded in the same places). PKCS#11 tokens are
  * not concerned (their channel is the token's business).

@@ -29,6 +29,7 @@ import {
   IntegrityError,
   MalformedError,
   PinRequiredError,
+  ScpAbsentError,
   ScpUnavailableError,
 } from "../errors.js";
 import {
@@ -420,9 +421,11 @@ export async function installPivIdentityCertificates(
 }
 
 /**
- * Opens the PIV session under the channel policy: SCP11 when configured; a card that does not offer
- * it (ScpUnavailableError) is used in clear only when plaintext is allowed. A failed handshake
- * (bad receipt, untrusted SCP certificate) never falls back to plaintext.
+ * Opens the PIV session under the channel policy: SCP11 when configured; a card that shows it has
+ * no SCP at all (ScpAbsentError: SELECT ISD 6A82, or GET DATA BF21 6A88/6A82, see host.ts) is used
+ * in clear only when plaintext is allowed. Any other failure of the handshake (an odd status word,
+ * a refusal after the card's SCP certificate store was read, a bad receipt, an untrusted SCP
+ * certificate) never falls back to plaintext: it propagates, and nothing more is sent.
  */
 async function openSession(transport: CardTransport, options: PivElementOptions): Promise<PivSession> {
   const { channel, ...rest } = options;
@@ -436,7 +439,7 @@ async function openSession(transport: CardTransport, options: PivElementOptions)
   try {
     return await PivSession.open(transport, { ...rest, scp: channel.scp });
   } catch (error) {
-    if (!(error instanceof ScpUnavailableError)) throw error;
+    if (!(error instanceof ScpAbsentError)) throw error;
     if (!channel.allowPlaintext) {
       throw new ScpUnavailableError(
         `${error.message}; the card cannot open a secure channel (older card?): refused; --allow-plaintext would accept it`,

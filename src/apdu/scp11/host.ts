@@ -15,12 +15,20 @@
  * Fail-closed: a SELECT through the session, a transport failure (card reset or pulled), a card
  * answer of 6982 after which the session is gone (bad C-MAC; see ScpProcessor and liveProbe) or
  * any R-MAC/padding failure closes the channel for good and throws ScpIntegrityError (exit 15);
- * nothing is ever re-sent in clear. A card that does
- * not offer SCP11 at all (no SD, no such key, authenticate refused) is ScpUnavailableError (exit
- * 11): the flows refuse it unless plaintext was explicitly allowed.
+ * nothing is ever re-sent in clear.
+ *
+ * Downgrade rule (docs/DECISIONS.md, "No downgrade once the card shows SCP"): a card shows it has no
+ * SCP11 at all by exactly two answers, both before any SCP certificate is read — SELECT of the ISD
+ * answered 6A82 (no security domain: YubiKeys before 5.7, PIV-only cards), or GET DATA BF21 answered
+ * 6A88 or 6A82 (no certificate store: no SCP11 key of that KID/KVN). Those, and only those, are
+ * ScpAbsentError (exit 11), which the flows refuse unless plaintext was explicitly allowed. Any other
+ * answer to those two commands, and every failure once the store was read (the FF33 OCE CA list, PSO,
+ * the authenticate command refused or answered wrongly), is a channel failure: ScpIntegrityError,
+ * ScpMalformedError or ScpOceRefusedError (exit 15) — or the chain's own CertificateValidationError
+ * (exit 11, never softened) — and the card is never used in clear afterwards.
  */
 import type { KeyObject } from "node:crypto";
-import { ScpUnavailableError } from "../../errors.js";
+import { ScpAbsentError, ScpUnavailableError } from "../../errors.js";
 import { bytesEqual, hex } from "../../util/bytes.js";
 import type { ApduProcessor, SmartCardProtocol } from "../chaining.js";
 import { type CommandApdu, EXTENDED_MAX_LE } from "../command.js";
@@ -53,6 +61,10 @@ const INS_SELECT = 0xa4;
 export const DEFAULT_SCP11B_KVN = 0x01;
 /** KID under which the card keeps the OCE CA's key (GP Amendment F; YubiKey: 0x10). */
 export const DEFAULT_OCE_KID = 0x10;
+/** SELECT of the ISD: the answer that says the card has no security domain (so no SCP). */
+export const SW_NO_SECURITY_DOMAIN: readonly number[] = [0x6a82];
+/** GET DATA BF21: the answers that say there is no certificate store (no SCP11 key of that reference). */
+export const SW_NO_SCP_KEY: readonly number[] = [0x6a88, 0x6a82];
 
 export { ScpUnavailableError };
 
@@ -176,16 +188,6 @@ export class ScpProcessor implements ApduProcessor {
   }
 }
 
-async function expectOk(
-  protocol: SmartCardProtocol,
-  command: CommandApdu,
-  what: string,
-): Promise<Uint8Array> {
-  const r = await protocol.transmit(command);
-  if (r.sw !== 0x9000) throw new ScpUnavailableError(`${what}: card answered ${formatSw(r.sw)}`);
-  return r.data;
-}
-
 /** Sends one OCE certificate with GP chaining (CLA 90 and P1 b8 on all blocks but the last). */
 async function performSecurityOperation(
   protocol: SmartCardProtocol,
@@ -219,12 +221,23 @@ export async function readCertificateStore(
   kvn: number,
 ): Promise<Uint8Array[]> {
   const query = encodeTlv(0xa6, encodeTlv(0x83, Uint8Array.of(kid, kvn)));
-  const store = await expectOk(
-    protocol,
-    { cla: 0x00, ins: INS_GET_DATA, p1: 0xbf, p2: 0x21, data: query, le: 256 },
-    `no SCP certificate store for key ${kid.toString(16)}/${kvn.toString(16)}`,
-  );
-  return decodeCertificateStore(store);
+  const r = await protocol.transmit({
+    cla: 0x00,
+    ins: INS_GET_DATA,
+    p1: 0xbf,
+    p2: 0x21,
+    data: query,
+    le: 256,
+  });
+  const key = `${kid.toString(16)}/${kvn.toString(16)}`;
+  if (SW_NO_SCP_KEY.includes(r.sw))
+    throw new ScpAbsentError(`no SCP certificate store for key ${key}: card answered ${formatSw(r.sw)}`);
+  if (r.sw !== 0x9000) {
+    throw new ScpIntegrityError(
+      `SCP certificate store for key ${key}: card answered ${formatSw(r.sw)}, not a "no SCP" answer; refused (fail-closed, never in clear)`,
+    );
+  }
+  return decodeCertificateStore(r.data);
 }
 
 /**
@@ -242,12 +255,41 @@ export async function openScp11(
   if (variant !== "b" && !options.oce) throw new RangeError(`SCP11${variant} needs OCE credentials`);
 
   const sd = await protocol.transmit({ cla: 0, ins: INS_SELECT, p1: 0x04, p2: 0x00, data: ISD_AID, le: 256 });
-  if (sd.sw !== 0x9000) {
-    throw new ScpUnavailableError(
+  if (SW_NO_SECURITY_DOMAIN.includes(sd.sw)) {
+    throw new ScpAbsentError(
       `the card has no GlobalPlatform security domain (SELECT answered ${formatSw(sd.sw)}): no secure channel`,
     );
   }
+  if (sd.sw !== 0x9000) {
+    throw new ScpIntegrityError(
+      `SELECT of the card's security domain answered ${formatSw(sd.sw)}, not a "no SCP" answer; refused (fail-closed, never in clear)`,
+    );
+  }
   const store = await readCertificateStore(protocol, kid, kvn);
+  // The card has shown an SCP certificate store: from here on nothing means "no SCP". Every failure
+  // is a channel failure (exit 15) or the chain's own refusal, never ScpUnavailableError (which the
+  // flows would turn into plaintext with --allow-plaintext).
+  try {
+    return await handshake(protocol, options, selectApplication, store, variant, kid, kvn);
+  } catch (error) {
+    if (!(error instanceof ScpUnavailableError)) throw error;
+    throw new ScpIntegrityError(
+      `${error.message}, after the card showed its SCP certificate store: a channel failure, not an older card; refused (fail-closed, never in clear)`,
+      { cause: error },
+    );
+  }
+}
+
+/** Steps 3 to 7 of openScp11, once the card has answered its certificate store. */
+async function handshake(
+  protocol: SmartCardProtocol,
+  options: Scp11HostOptions,
+  selectApplication: () => Promise<void>,
+  store: Uint8Array[],
+  variant: Scp11Variant,
+  kid: number,
+  kvn: number,
+): Promise<ScpChannelInfo & { session: Scp11Session }> {
   const chain = await validateScpChain(store, options.trust);
 
   let oceKvn = options.oce?.kvn ?? kvn;
@@ -295,8 +337,8 @@ export async function openScp11(
     ...(variant === "b" ? {} : { le: 256 }),
   });
   if (r.sw !== 0x9000) {
-    throw new ScpUnavailableError(
-      `the card refused to open SCP11${variant} (authenticate answered ${formatSw(r.sw)})`,
+    throw new ScpIntegrityError(
+      `the card refused to open SCP11${variant} (authenticate answered ${formatSw(r.sw)}) after showing a valid SCP certificate chain: a channel failure, not an older card; refused (fail-closed, never in clear)`,
     );
   }
   const session = completeHostHandshake({
