@@ -4,7 +4,7 @@
  * scored by `systemd-analyze security --offline=true`. ExecStart= points at this checkout's
  * bin/hsm-onboard.js for the check (verify refuses a program that does not exist).
  */
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -64,6 +64,23 @@ describe.skipIf(!cap.ok)("the unit file", () => {
     const refused = await analyze(["verify", missing]);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/nonexistent\/hsm-onboard/);
+  });
+
+  test("caps V8's young generation for the agent (SPEC.md §9 memory): the flag Node really applies", async () => {
+    const unit = await readFile(UNIT, "utf8");
+    const options = /^Environment=NODE_OPTIONS=(.+)$/m.exec(unit)?.[1];
+    expect(options).toBe("--max-semi-space-size=1");
+    // Young objects that survive a scavenge grow the young generation (both semi-spaces) to 32 MiB
+    // without the flag; with it, it stays at 2 × 1 MiB.
+    const probe =
+      "const keep=[];for(let i=0;i<300000;i++){keep[i%30000]=new Array(16).fill(i)}" +
+      "const s=require('v8').getHeapSpaceStatistics().find(x=>x.space_name==='new_space');" +
+      "process.stdout.write(String(s.space_size+keep.length*0))";
+    const newSpace = (env: NodeJS.ProcessEnv) =>
+      Number(execFileSync(process.execPath, ["-e", probe], { env, encoding: "utf8", timeout: 20_000 }));
+    const { NODE_OPTIONS: _none, ...bare } = process.env;
+    expect(newSpace({ ...bare, NODE_OPTIONS: options })).toBeLessThanOrEqual(2 * 1024 * 1024);
+    expect(newSpace(bare)).toBeGreaterThan(4 * 1024 * 1024);
   });
 
   test("what the issue asks of it, and systemd's own exposure score", async () => {
