@@ -12,15 +12,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runAgentOnce } from "../../src/agent/agent.js";
+import { hostileCard, scpOceCaIdentifiersRequest } from "../../src/card-emulator/hostile-card.js";
 import { virtualCardOpener } from "../../src/card-emulator/open-virtual-card.js";
 import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
-import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import { type ApduInterceptor, VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { runCli } from "../../src/cli/main.js";
 import { planToYaml } from "../../src/config/plan.js";
 import { ExitCode } from "../../src/errors.js";
 import { loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
-import type { CardOpener } from "../../src/secure-element/open-card.js";
+import { type CardOpener, openInProcessCard } from "../../src/secure-element/open-card.js";
 import { PivElement } from "../../src/secure-element/piv-element.js";
 import { openInventory } from "../../src/station/inventory/open.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
@@ -141,6 +142,57 @@ async function persistent(file: string): Promise<unknown> {
   const s = JSON.parse(await readFile(join(work, file), "utf8"));
   return { pin: s.pin, puk: s.puk, objects: s.objects };
 }
+
+describe("station write --allow-plaintext: a card that has shown SCP is never written in clear (docs/DECISIONS.md)", () => {
+  /** `station write --allow-plaintext` on card.json answered through `intercept`; every APDU recorded. */
+  async function writeThrough(intercept: ApduInterceptor) {
+    const wire: { ins: number; cla: number; sw: number }[] = [];
+    const openCard: CardOpener = (options) =>
+      openInProcessCard(
+        VirtualPivCard.fromFile(join(work, "card.json"), {
+          intercept: (command, card) => {
+            const answer = intercept(command, card);
+            wire.push({ cla: command[0]!, ins: command[1]!, sw: (answer.at(-2)! << 8) | answer.at(-1)! });
+            return answer;
+          },
+        }),
+        { ...(options.element ? { element: options.element } : {}) },
+      );
+    const t = createTestContext({ cwd: work, stdin: `${PIN}\n` });
+    const argv = ["station", "write", "--plan", "lab.yaml", "--station-dir", "station", "--pin-stdin"];
+    const exitCode = await runCli([...argv, "--allow-plaintext", "--json"], { ...t.ctx, openCard });
+    await t.settle();
+    return { exitCode, stdout: t.stdout(), stderr: t.stderr(), wire };
+  }
+
+  const cases: [string, ApduInterceptor, RegExp, number][] = [
+    [
+      "FF33 (OCE CA identifiers) answered 6F00 after the card's valid SCP chain",
+      hostileCard("bad-status-word", { when: scpOceCaIdentifiersRequest, statusWord: 0x6f00 }).intercept,
+      /OCE CA identifiers: card answered 6F00.*channel failure, not an older card/,
+      0xca,
+    ],
+    [
+      "PSO answered 9000 unseen, then MUTUAL AUTHENTICATE refused (6985)",
+      hostileCard("scp-pso-swallowed").intercept,
+      /refused to open SCP11a \(authenticate answered 6985\).*not an older card/,
+      0x82,
+    ],
+  ];
+  for (const [name, intercept, reason, last] of cases)
+    it(`${name}: exit 15, no PIN, nothing sent after it, the card unchanged`, async () => {
+      const before = await persistent("card.json");
+      const r = await writeThrough(intercept);
+      expect(r.exitCode, r.stderr).toBe(ExitCode.integrity);
+      expect(r.stdout + r.stderr).toMatch(reason);
+      expect(r.stderr).not.toMatch(/PIN of|plaintext, recorded|WARNING/);
+      // The command that failed is the last one the card saw: no plaintext SELECT PIV, GET DATA or VERIFY.
+      expect(r.wire.at(-1)!.ins).toBe(last);
+      expect(r.wire.map((a) => a.ins)).not.toContain(0x20);
+      expect(r.wire.map((a) => a.ins)).not.toContain(0xcb);
+      expect(await persistent("card.json")).toEqual(before);
+    });
+});
 
 describe("receipts --collect and update-crl --from-card under SCP11a; another owner's card refused", () => {
   it("an agent's receipt on the card is collected over SCP11a (PIN inside the channel), then cleared", async () => {
