@@ -3,11 +3,18 @@
  * HSM_ONBOARD_VIRTUAL_CARD, the dry-run applier), status and audit, with their exit codes.
  */
 import { closeSync, openSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { copyFile, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { hostileCard, scpAuthenticate } from "../../src/card-emulator/hostile-card.js";
+import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
+import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import { resolveStateDir } from "../../src/cli/commands/agent/state-dir.js";
+import { runCli } from "../../src/cli/main.js";
+import { ExitCode } from "../../src/errors.js";
+import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
+import { type CardOpener, openInProcessCard } from "../../src/secure-element/open-card.js";
 import {
   createTestPki,
   examplePlan,
@@ -18,7 +25,7 @@ import {
   WRONG_PIN,
   writeConfig,
 } from "../agent/fixtures.js";
-import { outputLines, runCliInProcess } from "../helpers/cli.js";
+import { createTestContext, outputLines, runCliInProcess } from "../helpers/cli.js";
 
 let base: { dir: string; cleanup: () => Promise<void> };
 let testPki: TestPki;
@@ -337,5 +344,69 @@ describe("agent CLI", () => {
     const result = await runCliInProcess(["agent", "status", "--state-dir", join(base.dir, "nothing")]);
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/agent factory-init/);
+  });
+});
+
+describe("agent run --allow-plaintext: a card that has shown SCP is never read in clear (docs/DECISIONS.md)", () => {
+  test("INTERNAL AUTHENTICATE refused (6985) after the card's valid SCP11b chain: exit 15 before any PIN, nothing in clear after it, nothing applied", async () => {
+    const vendor = await createScpVendorCa("Agent CLI Downgrade Test Vendor");
+    const vendorPem = join(base.dir, "scp-vendor.pem");
+    await writeFile(vendorPem, vendor.certificate.toString("pem"));
+    const scpState = join(base.dir, "agent-scp");
+    const scpCard = join(base.dir, "card-scp.json");
+    await copyFile(cardFile, scpCard);
+    await provisionScpKey(VirtualPivCard.fromFile(scpCard), vendor);
+    const init = await runCliInProcess([
+      "agent",
+      "factory-init",
+      "--state-dir",
+      scpState,
+      "--serial",
+      "1234567",
+      "--trust",
+      join(testPki.dir, "root.pem"),
+      "--device",
+      deviceDir,
+      "--crl",
+      crlFile,
+      "--net",
+      "dry-run",
+      "--scp-trust",
+      vendorPem,
+    ]);
+    expect(init.exitCode, init.stderr).toBe(0);
+
+    const hostile = hostileCard("bad-status-word", { when: scpAuthenticate, statusWord: 0x6985 });
+    const wire: number[] = [];
+    const openCard: CardOpener = (options) =>
+      openInProcessCard(
+        VirtualPivCard.fromFile(scpCard, {
+          intercept: (command, card) => {
+            wire.push(command[1]!);
+            return hostile.intercept(command, card);
+          },
+        }),
+        { ...(options.element ? { element: options.element } : {}) },
+      );
+    const cardBefore = await readFile(scpCard);
+    const t = createTestContext({ stdin: `${PIN}\n` });
+    const exitCode = await runCli(
+      ["agent", "run", "--allow-plaintext", "--state-dir", scpState, "--once", "--json", "--pin-stdin"],
+      { ...t.ctx, openCard },
+    );
+    await t.settle();
+    expect(exitCode, t.stderr()).toBe(ExitCode.integrity);
+    expect(hostile.lies).toBe(1);
+    expect(JSON.parse(t.stdout())).toMatchObject({ error: { code: "ERR_SCP_INTEGRITY", exit: 15 } });
+    expect(t.stdout() + t.stderr()).toMatch(
+      /refused to open SCP11b \(authenticate answered 6985\).*not an older card/,
+    );
+    expect(t.stderr()).not.toMatch(/PIN verified/);
+    // INTERNAL AUTHENTICATE is the last command the card saw: no plaintext SELECT PIV, GET DATA, VERIFY.
+    expect(wire.at(-1)).toBe(0x88);
+    expect(wire).not.toContain(0x20);
+    expect(wire).not.toContain(0xcb);
+    await expect(readFile(join(scpState, "network.dry-run.json"), "utf8")).rejects.toThrow();
+    expect(Buffer.compare(await readFile(scpCard), cardBefore)).toBe(0);
   });
 });
