@@ -35,7 +35,7 @@ import { ISD_AID } from "../apdu/scp11/host.js";
 import type { ScpCardChannel } from "../apdu/scp11/secure-messaging.js";
 import { SW } from "../apdu/status-words.js";
 import { concatBytes, decodeTlv, decodeTlvs, encodeTlv, encodeTlvs, findTlv, type Tlv } from "../apdu/tlv.js";
-import { ECDSA_PROFILES, ecdsaRawToDer } from "../crypto/ecdsa.js";
+import { ecdsaRawToDer, signEcdsaDigestRaw } from "../crypto/ecdsa.js";
 import {
   DEFAULT_MANAGEMENT_KEY,
   MANAGEMENT_KEY_ALGORITHM,
@@ -222,18 +222,6 @@ function bigToBytes(v: bigint, length: number): Uint8Array {
   return unhex(v.toString(16).padStart(length * 2, "0"));
 }
 
-function modPow(base: bigint, exp: bigint, m: bigint): bigint {
-  let result = 1n;
-  let b = base % m;
-  let e = exp;
-  while (e > 0n) {
-    if (e & 1n) result = (result * b) % m;
-    b = (b * b) % m;
-    e >>= 1n;
-  }
-  return result;
-}
-
 function privateScalar(key: KeyObject, size: number): Uint8Array {
   const d = key.export({ format: "jwk" }).d;
   if (!d) throw new Error("EC private key without d");
@@ -250,30 +238,6 @@ function publicPoint(key: KeyObject, size: number): Uint8Array {
     bigToBytes(bigFromBytes(x), size),
     bigToBytes(bigFromBytes(y), size),
   );
-}
-
-/**
- * ECDSA over a digest the host computed (SEC 1 §4.1.3 from step 4 on): node:crypto only signs
- * messages it hashes itself, so the card does the scalar arithmetic here and lets OpenSSL compute
- * k·G through ECDH. Not constant-time: this is an emulator, its keys are test keys.
- */
-function ecdsaSignDigest(curve: EcCurve, key: KeyObject, digest: Uint8Array): Uint8Array {
-  const size = curveSize(curve);
-  const n = ECDSA_PROFILES[curve === "P-256" ? "ES256" : "ES384"].order;
-  const d = bigFromBytes(privateScalar(key, size));
-  // Shorter digests are left-padded (§4); the digest is never longer than the order here.
-  const e = bigFromBytes(digest);
-  const ecdh = createECDH(NODE_CURVE[curve]);
-  for (;;) {
-    const k = (bigFromBytes(randomBytes(size + 16)) % (n - 1n)) + 1n;
-    ecdh.setPrivateKey(bigToBytes(k, size));
-    const R = ecdh.getPublicKey();
-    const r = bigFromBytes(R.subarray(1, 1 + size)) % n;
-    if (r === 0n) continue;
-    const s = (modPow(k, n - 2n, n) * ((e + r * d) % n)) % n;
-    if (s === 0n) continue;
-    return concatBytes(bigToBytes(r, size), bigToBytes(s, size));
-  }
 }
 
 function randomSerial(): number {
@@ -1088,8 +1052,9 @@ export class VirtualPivCard implements ApduResponder {
 
     let result: Uint8Array;
     if (challenge !== undefined) {
-      const raw = ecdsaSignDigest(slot.curve, slot.key, challenge);
-      result = ecdsaRawToDer(raw, slot.curve === "P-256" ? "ES256" : "ES384");
+      // ECDSA over the digest the host computed (the card does not hash): src/crypto/ecdsa.ts.
+      const algorithm = slot.curve === "P-256" ? "ES256" : "ES384";
+      result = ecdsaRawToDer(signEcdsaDigestRaw(slot.key, algorithm, challenge), algorithm);
     } else {
       try {
         const ecdh = createECDH(NODE_CURVE[slot.curve]);

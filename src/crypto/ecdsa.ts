@@ -9,7 +9,7 @@
  * form in either encoding. Failures are typed: MalformedError for an encoding that cannot be a
  * signature, IntegrityError for a well-formed signature that does not verify.
  */
-import { type KeyObject, sign as nodeSign, verify as nodeVerify } from "node:crypto";
+import { createECDH, type KeyObject, sign as nodeSign, verify as nodeVerify, randomBytes } from "node:crypto";
 import { IntegrityError, MalformedError } from "../errors.js";
 
 export type EcdsaAlgorithm = "ES256" | "ES384";
@@ -218,4 +218,59 @@ export function signEcdsaRaw(privateKey: KeyObject, algorithm: EcdsaAlgorithm, d
   const profile = ECDSA_PROFILES[algorithm];
   checkKey(privateKey, "private", profile);
   return new Uint8Array(nodeSign(profile.hash, data, { key: privateKey, dsaEncoding: "ieee-p1363" }));
+}
+
+/**
+ * ECDSA over a digest computed elsewhere, as a PIV card signs in GENERAL AUTHENTICATE (the host
+ * sends the hash of the message; SEC 1 §4.1.3 from step 4 on): node:crypto only signs messages it
+ * hashes itself, so the scalar arithmetic is done here and OpenSSL computes k·G through ECDH. A
+ * digest shorter than the curve size is taken as its integer value (left-padded), never longer.
+ * Returns raw r‖s. Not constant-time: for the virtual card and the warm-up's world, whose keys are
+ * test keys, never for a key that protects anything.
+ */
+export function signEcdsaDigestRaw(
+  privateKey: KeyObject,
+  algorithm: EcdsaAlgorithm,
+  digest: Uint8Array,
+): Uint8Array {
+  const profile = ECDSA_PROFILES[algorithm];
+  checkKey(privateKey, "private", profile);
+  if (digest.length === 0 || digest.length > profile.size)
+    throw new RangeError(`an ${algorithm} digest has 1 to ${profile.size} bytes, got ${digest.length}`);
+  const n = profile.order;
+  const d = toBigint(new Uint8Array(Buffer.from(privateKey.export({ format: "jwk" }).d ?? "", "base64url")));
+  const e = toBigint(digest);
+  const ecdh = createECDH(profile.nodeCurve);
+  // Bounded: a retry needs r or s to be 0, which has probability about 2^-255 per draw.
+  for (let attempt = 0; attempt < 16; attempt++) {
+    const k = (toBigint(new Uint8Array(randomBytes(profile.size + 16))) % (n - 1n)) + 1n;
+    ecdh.setPrivateKey(fromBigint(k, profile.size));
+    const r = toBigint(new Uint8Array(ecdh.getPublicKey()).subarray(1, 1 + profile.size)) % n;
+    if (r === 0n) continue;
+    const s = (powMod(k, n - 2n, n) * ((e + r * d) % n)) % n;
+    if (s === 0n) continue;
+    const out = new Uint8Array(2 * profile.size);
+    out.set(fromBigint(r, profile.size), 0);
+    out.set(fromBigint(s, profile.size), profile.size);
+    return out;
+  }
+  throw new Error("ECDSA: no signature after 16 draws of k");
+}
+
+function toBigint(b: Uint8Array): bigint {
+  return b.length === 0 ? 0n : BigInt(`0x${Buffer.from(b).toString("hex")}`);
+}
+
+function fromBigint(v: bigint, length: number): Uint8Array {
+  return new Uint8Array(Buffer.from(v.toString(16).padStart(length * 2, "0"), "hex"));
+}
+
+function powMod(base: bigint, exp: bigint, m: bigint): bigint {
+  let result = 1n;
+  let b = base % m;
+  for (let e = exp; e > 0n; e >>= 1n) {
+    if (e & 1n) result = (result * b) % m;
+    b = (b * b) % m;
+  }
+  return result;
 }

@@ -1,4 +1,4 @@
-import { generateKeyPairSync, sign, verify } from "node:crypto";
+import { createHash, generateKeyPairSync, sign, verify } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
@@ -8,6 +8,7 @@ import {
   ecdsaDerToRaw,
   ecdsaDerToRawOfSize,
   ecdsaRawToDer,
+  signEcdsaDigestRaw,
   signEcdsaRaw,
   verifyEcdsaDer,
   verifyEcdsaRaw,
@@ -40,6 +41,21 @@ describe.each(ALGORITHMS)("%s", (algorithm) => {
     verifyEcdsaRaw(publicKey, algorithm, data, raw);
     verifyEcdsaDer(publicKey, algorithm, data, ecdsaRawToDer(raw, algorithm));
     expect(() => verifyEcdsaRaw(publicKey, algorithm, new Uint8Array([1]), raw)).toThrow(IntegrityError);
+  });
+
+  it("signs a digest computed elsewhere, as a PIV card does: OpenSSL verifies it over the message, k is fresh each time", () => {
+    const { hash } = ECDSA_PROFILES[algorithm];
+    for (const message of [data, new Uint8Array(0), new Uint8Array(1000).fill(0xa5)]) {
+      const digest = new Uint8Array(createHash(hash).update(message).digest());
+      const raw = signEcdsaDigestRaw(privateKey, algorithm, digest);
+      expect(raw.length).toBe(2 * size);
+      expect(verify(hash, message, { key: publicKey, dsaEncoding: "ieee-p1363" }, raw)).toBe(true);
+      expect(verify(hash, Uint8Array.of(1), { key: publicKey, dsaEncoding: "ieee-p1363" }, raw)).toBe(false);
+      expect(toHex(signEcdsaDigestRaw(privateKey, algorithm, digest))).not.toBe(toHex(raw));
+    }
+    expect(() => signEcdsaDigestRaw(privateKey, algorithm, new Uint8Array(0))).toThrow(RangeError);
+    expect(() => signEcdsaDigestRaw(privateKey, algorithm, new Uint8Array(size + 1))).toThrow(RangeError);
+    expect(() => signEcdsaDigestRaw(publicKey, algorithm, new Uint8Array(size))).toThrow(IntegrityError);
   });
 
   it("raw → DER → raw is the identity, and DER → raw → DER too (one encoding each)", () => {
