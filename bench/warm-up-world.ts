@@ -3,16 +3,17 @@
  * verifies at start (src/agent/warm-up.ts) so that the first real card does not pay V8's and
  * OpenSSL's first-use costs. Built with the project's own flows, as the benchmarks build their world
  * (bench/fixture.ts): pki init → station init + CRL → card personalize → station write of a 200-HSM
- * plan → the card's objects read back, and the card's 9E key answers one fixed challenge; pki
- * issue-device for the first HSM gives the key the warm-up signs its receipt with. Every other private
- * key stays in a temporary directory that is removed: nothing can sign for this world again, except
- * that device key, which is in the file (as a test key would be) and certified by nothing but the
- * world's own root.
+ * plan → the card's objects read back, and the card's 9E private key taken out of the virtual
+ * card's state (so the warm-up's card answers every fresh challenge, as a card does); pki issue-device
+ * for the first HSM gives the key the warm-up signs its receipt with. Every other private key stays in
+ * a temporary directory that is removed: nothing can sign for this world again, except those two keys
+ * (the card's 9E key and the device key), which are in the file as test keys and are certified by
+ * nothing but the world's own root.
  *
  *   npx tsc -p tsconfig.bench.json --outDir /tmp/b && echo '{"type":"module"}' > /tmp/b/package.json \
  *     && ln -s "$PWD/node_modules" /tmp/b/node_modules && node /tmp/b/bench/warm-up-world.js > src/agent/warm-up-world.ts
  */
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,6 +23,7 @@ import { findShardFor, verifyManifest } from "../src/config/manifest.js";
 import { initPkiDirectory, issueDeviceToDirectory } from "../src/pki/pki-store.js";
 import { shardItemName } from "../src/secure-element/card-layout.js";
 import { PivElement } from "../src/secure-element/piv-element.js";
+import { newChallenge, verifyChallengeProof } from "../src/secure-element/secure-element.js";
 import { updateStationCrl } from "../src/station/crl-update.js";
 import { initStation } from "../src/station/init-station.js";
 import { personalizeCard } from "../src/station/personalize-card.js";
@@ -73,8 +75,19 @@ try {
     const ref = findShardFor(content, serial);
     const shard = await element.readItem(shardItemName(ref.objectId));
     if (!shard) throw new Error("the shard is missing");
-    const challenge = new Uint8Array(32).map((_, i) => i);
-    const proof = await element.proveChallenge(challenge);
+    // The world card's 9E key, as the virtual card stores it (PKCS#8), checked against a live
+    // challenge answered by the card itself before it goes into the file.
+    const cardKeyState = store.load()?.keys["9E"];
+    if (!cardKeyState) throw new Error("the card has no 9E key");
+    const cardKey = createPrivateKey({
+      key: Buffer.from(cardKeyState.pkcs8, "base64"),
+      format: "der",
+      type: "pkcs8",
+    });
+    const challenge = newChallenge();
+    verifyChallengeProof(identity.cardAuthentication, challenge, await element.proveChallenge(challenge));
+    if (!createPublicKey(cardKey).equals(new X509Certificate(identity.cardAuthentication).publicKey))
+      throw new Error("the card's 9E key is not the key of its 9E certificate");
     const b64 = (b: Uint8Array | ArrayBuffer) => Buffer.from(new Uint8Array(b)).toString("base64");
     const device = await issueDeviceToDirectory(join(dir, "pki"), join(dir, "device"), serial);
     const deviceKey = createPrivateKey(await readFile(device.files.key, "utf8")).export({
@@ -94,9 +107,7 @@ try {
       manifest: b64(manifest),
       shard: b64(shard),
       serial,
-      challenge: b64(challenge),
-      proofAlgorithm: proof.algorithm,
-      proofSignature: b64(proof.signature),
+      cardAuthenticationKey: b64(cardKey.export({ format: "der", type: "pkcs8" })),
       deviceKey: b64(deviceKey),
       deviceCertificate: b64(device.certificate.rawData),
       deviceCa: b64(deviceCa),
@@ -115,12 +126,14 @@ try {
       "/**",
       " * A complete, self-contained onboarding for the agent's warm-up at start (warm-up.ts): a root, token",
       ` * CA, card certificates (9E, 9C) and CRL of the owner "${OWNER}", a signed configuration of 200`,
-      " * HSMs (manifest and the full shard of the first), the card's answer to one fixed challenge, and a device",
-      " * identity for the first HSM (key, certificate, device CA) to sign the warm-up receipt. Made with",
-      " * this project's own flows by bench/warm-up-world.ts (pki init, card personalize, station write and",
-      " * pki issue-device on the virtual card); every other private key was thrown away. Trusted for",
-      " * nothing: the warm-up checks it against its own root, never against the agent's trust anchor,",
-      " * applies nothing and writes nothing; the device key here is a test key of this world only.",
+      " * HSMs (manifest and the full shard of the first), the card's 9E private key (so the warm-up's",
+      " * in-memory card answers each fresh challenge by signing it, as a card does), and a device identity",
+      " * for the first HSM (key, certificate, device CA) to sign the warm-up receipt. Made with this",
+      " * project's own flows by bench/warm-up-world.ts (pki init, card personalize, station write and pki",
+      " * issue-device on the virtual card); every other private key was thrown away. Trusted for nothing:",
+      " * the warm-up checks it against its own root, never against the agent's trust anchor, applies",
+      " * nothing and writes nothing. The 9E key and the device key here are test keys of this world only,",
+      " * certified by nothing but its own root.",
       " */",
       "export const WARM_UP_WORLD = {",
       ...lines,

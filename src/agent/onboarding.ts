@@ -141,12 +141,6 @@ export interface OnboardOptions {
    * the PIN is verified, the flow is finished (apply and verify, or roll back; the receipt).
    */
   readonly signal?: AbortSignal;
-  /**
-   * The agent's warm-up at start only (warm-up.ts: its built-in world's card answers one fixed
-   * challenge, and no key of it exists to answer another): draws the live challenge. Agent.onboard
-   * never passes it, so every real card answers fresh random bytes.
-   */
-  readonly drawChallenge?: (bytes: number) => Uint8Array;
 }
 
 export interface ReceiptOutcome {
@@ -276,7 +270,6 @@ async function authenticateCardStep(run: Onboarding): Promise<CardStep> {
     crls,
     ...(crlFloor !== undefined ? { crlNumberFloor: BigInt(crlFloor) } : {}),
     clock: () => now,
-    ...(run.options.drawChallenge ? { drawChallenge: run.options.drawChallenge } : {}),
     // Another owner's card, or the same owner name under another token CA: 16, before the PIN.
     checkOwner: (facts) => {
       run.card = { ...summarizeCard(facts, element), owner: facts.owner };

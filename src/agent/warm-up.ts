@@ -15,7 +15,7 @@
  * it did not mean). It changes no decision of a real onboarding: every check
  * runs again, in full, on the card's own bytes.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createPrivateKey, type KeyObject, randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,7 +35,7 @@ import { leafPublicKey } from "../config/cose.js";
 import { checkManifestValidity, findShardFor, verifyManifest } from "../config/manifest.js";
 import { appendReceipt, decodeReceiptLog, signReceipt } from "../config/receipt.js";
 import { decodeShardEntry, networkStateDigest } from "../config/shard.js";
-import { ecdsaRawToDer } from "../crypto/ecdsa.js";
+import { ecdsaAlgorithmForKey, ecdsaRawToDer, signEcdsaDigestRaw, signEcdsaRaw } from "../crypto/ecdsa.js";
 import { createSoftwareSigner } from "../crypto/signer.js";
 import {
   MANAGEMENT_KEY_ALGORITHM,
@@ -59,6 +59,7 @@ import { itemObjectId, shardItemName } from "../secure-element/card-layout.js";
 import { PivElement } from "../secure-element/piv-element.js";
 import {
   encodeCertificateList,
+  newChallenge,
   verifyChallengeProof,
   YUBIKEY_STORAGE,
 } from "../secure-element/secure-element.js";
@@ -102,7 +103,8 @@ export async function warmUpOnboarding(): Promise<WarmUpSummary> {
   const crl = der(w.crl);
   const now = new Date(w.time);
 
-  // 1. The card: 9E chain with the CRL (the CRL ratchet's key and number), the challenge proof.
+  // 1. The card: 9E chain with the CRL (the CRL ratchet's key and number), the proof of a fresh
+  //    challenge (signed here with the world card's 9E key, checked against its certificate).
   crlIssuerKey(certificateParts(cardAuthentication).issuer);
   const card = await validateChainView({
     leaf: cardAuthentication,
@@ -112,9 +114,11 @@ export async function warmUpOnboarding(): Promise<WarmUpSummary> {
     now,
     ...VALIDATION_REQUIREMENTS.cardAuthentication,
   });
-  verifyChallengeProof(cardAuthentication, der(w.challenge), {
-    algorithm: w.proofAlgorithm,
-    signature: der(w.proofSignature),
+  const cardKey = worldCardKey();
+  const challenge = newChallenge();
+  verifyChallengeProof(cardAuthentication, challenge, {
+    algorithm: keyAlgorithm(cardKey),
+    signature: signEcdsaRaw(cardKey, keyAlgorithm(cardKey), challenge),
   });
   const tokenCaView = card.path[1]!;
   spkiSha256(tokenCaView);
@@ -199,13 +203,15 @@ const YUBIKEY_ATR = Uint8Array.from(Buffer.from("3BFD1300008131FE158073C021C0575
 
 /**
  * The card end of the PIV warm-up: answers, from the built-in world, the commands the agent sends
- * (SELECT, version, serial, GET DATA of the world's objects, the 9E signature over the world's fixed
- * challenge, the PIN status and VERIFY, and for the full warm-up the PIN-protected management key,
- * its metadata, the management-key exchange and PUT DATA into its own in-memory objects). Nothing
- * else (6D00). It holds no key of any card: its management key is drawn at random for this one
- * warm-up, and what is "written" stays in this object.
+ * (SELECT, version, serial, GET DATA of the world's objects, GENERAL AUTHENTICATE on 9E — ECDSA with
+ * the world card's 9E key over the digest the host sends, as a card and the virtual card do — the PIN
+ * status and VERIFY, and for the full warm-up the PIN-protected management key, its metadata, the
+ * management-key exchange and PUT DATA into its own in-memory objects). Nothing else (6D00). It holds
+ * no key of any real card: its 9E key is the world's test key (certified by nothing but the world's
+ * own root), its management key is drawn at random for this one warm-up, and what is "written" stays
+ * in this object.
  */
-class WarmUpCard implements ApduResponder {
+export class WarmUpCard implements ApduResponder {
   readonly #objects: Map<number, Uint8Array>;
   #managementKey: Uint8Array | undefined;
   #witness: Uint8Array | undefined;
@@ -215,7 +221,7 @@ class WarmUpCard implements ApduResponder {
 
   constructor(
     objects: ReadonlyMap<number, Uint8Array>,
-    private readonly signatureDer: Uint8Array,
+    private readonly cardAuthenticationKey: KeyObject,
     managementKey?: Uint8Array,
   ) {
     this.#objects = new Map(objects);
@@ -272,12 +278,38 @@ class WarmUpCard implements ApduResponder {
           : Uint8Array.of(0x6a, 0x88);
       case 0x87:
         if (c.p2 === MANAGEMENT_KEY_REFERENCE) return this.#managementStep(data);
-        return ok(encodeTlv(0x7c, encodeTlv(0x82, this.signatureDer)));
+        return this.#cardAuthenticationStep(c.p1, c.p2, data);
       case 0x20:
         return data.length === 0 ? Uint8Array.of(0x63, 0xc3) : ok();
       default:
         return Uint8Array.of(0x6d, 0x00);
     }
+  }
+
+  /**
+   * GENERAL AUTHENTICATE on 9E (PIN policy never): `7C { 82 (empty), 81 digest }` → `7C { 82 DER
+   * ECDSA signature }`, the digest signed as it came (the host hashed the challenge), as the virtual
+   * card answers (src/card-emulator/virtual-piv-card.ts). Another slot: 6A88; another algorithm or a
+   * malformed request: 6A86 / 6A80.
+   */
+  #cardAuthenticationStep(p1: number, p2: number, data: Uint8Array): Uint8Array {
+    if (p2 !== 0x9e) return Uint8Array.of(0x6a, 0x88);
+    const algorithm = keyAlgorithm(this.cardAuthenticationKey);
+    if (p1 !== (algorithm === "ES256" ? 0x11 : 0x14)) return Uint8Array.of(0x6a, 0x86);
+    let digest: Uint8Array | undefined;
+    try {
+      const items = decodeTlvs(decodeTlv(data, 0x7c).value);
+      if (findTlv(items, 0x82)?.length === 0) digest = findTlv(items, 0x81);
+    } catch {
+      digest = undefined;
+    }
+    const size = algorithm === "ES256" ? 32 : 48;
+    if (!digest || digest.length === 0 || digest.length > size) return Uint8Array.of(0x6a, 0x80);
+    const signature = ecdsaRawToDer(
+      signEcdsaDigestRaw(this.cardAuthenticationKey, algorithm, digest),
+      algorithm,
+    );
+    return Uint8Array.of(...encodeTlv(0x7c, encodeTlv(0x82, signature)), 0x90, 0x00);
   }
 
   /** The card's half of the management-key mutual authentication (AES-192, the YubiKey default). */
@@ -314,9 +346,19 @@ function worldObjects(shardObjectId: number): Map<number, Uint8Array> {
   ]);
 }
 
-/** The world card's one 9E answer (to the world's fixed challenge), DER as a card returns it. */
-function worldProof(): Uint8Array {
-  return ecdsaRawToDer(der(WARM_UP_WORLD.proofSignature), WARM_UP_WORLD.proofAlgorithm);
+/** The world card's 9E private key (a test key of the world, certified by nothing but its own root). */
+export function worldCardKey(): KeyObject {
+  return createPrivateKey({
+    key: Buffer.from(WARM_UP_WORLD.cardAuthenticationKey, "base64"),
+    format: "der",
+    type: "pkcs8",
+  });
+}
+
+function keyAlgorithm(key: KeyObject): "ES256" | "ES384" {
+  const algorithm = ecdsaAlgorithmForKey(key);
+  if (!algorithm) throw new Error("warm-up: the world card's 9E key is not a P-256 or P-384 key");
+  return algorithm;
 }
 
 /** The PIN the warm-up card takes (it takes any; this one is no card's). */
@@ -345,9 +387,9 @@ export interface AgentWarmUpSummary {
  *   (never the agent's root or device key, which this function is not given);
  * - the applier is a DryRunBackend over that directory (it never runs a command on the host);
  * - no fault points (the agent's fault injection is not passed) and no log lines.
- * The one difference from a real card: the world's card answered one fixed challenge and no key of it
- * exists to answer another, so this run draws that challenge (`drawChallenge`); the proof is still
- * checked against the 9E certificate. Throws if the onboarding does not end configured with a receipt.
+ * The challenge is drawn fresh by onboard() as for any card; the WarmUpCard signs it with the world
+ * card's 9E key and the proof is checked against the 9E certificate. Throws if the onboarding does
+ * not end configured with a receipt.
  */
 export async function warmUpAgentOnboarding(): Promise<AgentWarmUpSummary> {
   const w = WARM_UP_WORLD;
@@ -381,12 +423,11 @@ export async function warmUpAgentOnboarding(): Promise<AgentWarmUpSummary> {
     const { manifest } = await verifyManifest(der(w.manifest), { validateChain: () => {} });
     const card = new WarmUpCard(
       worldObjects(findShardFor(manifest, w.serial).objectId),
-      worldProof(),
+      worldCardKey(),
       new Uint8Array(randomBytes(24)),
     );
     const element = await PivElement.open(new InProcessTransport(card, { readerName: "warm-up" }));
     try {
-      const challenge = der(w.challenge);
       const result = await onboard({
         element,
         state,
@@ -396,10 +437,6 @@ export async function warmUpAgentOnboarding(): Promise<AgentWarmUpSummary> {
         clock,
         audit,
         log: () => {},
-        drawChallenge: (bytes) => {
-          if (bytes !== challenge.length) throw new Error("warm-up: unexpected challenge length");
-          return challenge.slice();
-        },
       });
       if (!result.ok || !result.receipt?.written) {
         throw new Error(
@@ -448,12 +485,12 @@ export function collectWarmUpGarbage(): void {
  * VERIFY, manifest, shard, the receipt object. Returns the object bytes read.
  */
 async function warmUpPivStack(shardObjectId: number): Promise<number> {
-  const card = new WarmUpCard(worldObjects(shardObjectId), worldProof());
+  const card = new WarmUpCard(worldObjects(shardObjectId), worldCardKey());
   const element = await PivElement.open(new InProcessTransport(card, { readerName: "warm-up" }));
   let read = 0;
   try {
     const identity = await element.identity();
-    const challenge = der(WARM_UP_WORLD.challenge);
+    const challenge = newChallenge();
     verifyChallengeProof(identity.cardAuthentication, challenge, await element.proveChallenge(challenge));
     read += (await element.readItem("crl"))?.length ?? 0;
     await element.pinTriesLeft();

@@ -83,12 +83,6 @@ export interface CardAuthenticationPolicy<
   readonly validateSigning?: boolean;
   /** Bytes of the live challenge (default 32). */
   readonly challengeBytes?: number;
-  /**
-   * Draws the live challenge (default: newChallenge, fresh random bytes). Only the agent's warm-up at
-   * start sets it (src/agent/warm-up.ts), to the one challenge its built-in world's card answered;
-   * the proof is checked against the 9E certificate all the same. No card-facing caller sets it.
-   */
-  readonly drawChallenge?: (bytes: number) => Uint8Array;
   /** Validation time (default: the system clock). */
   readonly clock?: () => Date;
   /**
@@ -165,7 +159,7 @@ export async function authenticateCardWith<C extends Certificate, I, L>(
     ...(policy.requiredEku !== undefined ? { requiredEku: policy.requiredEku } : {}),
   });
 
-  const challenge = (policy.drawChallenge ?? newChallenge)(policy.challengeBytes ?? 32);
+  const challenge = newChallenge(policy.challengeBytes ?? 32);
   verifyChallengeProof(identity.cardAuthentication, challenge, await element.proveChallenge(challenge));
 
   const owner = cardAuthentication.owner;

@@ -3,16 +3,27 @@
  * built-in world, end to end, and trusts nothing by it. Its effect on CPU is a benchmark
  * (`npm run bench`, docs/PERFORMANCE.md), not a timed test.
  */
+import { createPublicKey, X509Certificate } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Agent } from "../../src/agent/agent.js";
-import { warmUpAgentOnboarding, warmUpOnboarding } from "../../src/agent/warm-up.js";
+import {
+  WarmUpCard,
+  warmUpAgentOnboarding,
+  warmUpOnboarding,
+  worldCardKey,
+} from "../../src/agent/warm-up.js";
 import { WARM_UP_WORLD } from "../../src/agent/warm-up-world.js";
+import { decodeTlv } from "../../src/apdu/tlv.js";
+import { certificateObjectId, encodeCertificateObject } from "../../src/piv/objects.js";
 import { validateChainView } from "../../src/pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
+import { PivElement } from "../../src/secure-element/piv-element.js";
+import { newChallenge, verifyChallengeProof } from "../../src/secure-element/secure-element.js";
+import { InProcessTransport } from "../../src/transport/in-process.js";
 import { createTestPki, initAgent, type TestPki, tempDir } from "./fixtures.js";
 
 const der = (b64: string) => new Uint8Array(Buffer.from(b64, "base64"));
@@ -38,6 +49,42 @@ describe("agent warm-up at start", () => {
   it("carries a full shard, so the first card's decoder runs warmed over as many entries", () => {
     expect(der(WARM_UP_WORLD.shard).length).toBe(3063);
     expect(der(WARM_UP_WORLD.manifest).length).toBe(3063);
+  });
+
+  it("its card signs each fresh challenge with the world's 9E key: two random challenges, two proofs that verify against the 9E certificate and not crosswise", async () => {
+    const certificate = der(WARM_UP_WORLD.cardAuthentication);
+    // The key in the world is the key of the world card's 9E certificate.
+    expect(createPublicKey(worldCardKey()).equals(new X509Certificate(certificate).publicKey)).toBe(true);
+    const card = new WarmUpCard(
+      new Map([[certificateObjectId("9E"), encodeCertificateObject(certificate)]]),
+      worldCardKey(),
+    );
+    const element = await PivElement.open(new InProcessTransport(card, { readerName: "warm-up test" }));
+    try {
+      const first = newChallenge();
+      const second = newChallenge();
+      expect(Buffer.from(first).equals(Buffer.from(second))).toBe(false);
+      const proofFirst = await element.proveChallenge(first);
+      const proofSecond = await element.proveChallenge(second);
+      expect(proofFirst.algorithm).toBe("ES256");
+      verifyChallengeProof(certificate, first, proofFirst);
+      verifyChallengeProof(certificate, second, proofSecond);
+      expect(() => verifyChallengeProof(certificate, second, proofFirst)).toThrow(/challenge proof failed/);
+      expect(() => verifyChallengeProof(certificate, first, proofSecond)).toThrow(/challenge proof failed/);
+    } finally {
+      await element.close();
+    }
+    // Another slot, or a request without the empty response tag, is refused as a card would.
+    const request = (p2: number, body: number[]) =>
+      Uint8Array.of(0x00, 0x87, 0x11, p2, body.length + 2, 0x7c, body.length, ...body);
+    const digest = Array.from({ length: 32 }, (_, i) => i);
+    expect([...card.transmit(request(0x9a, [0x82, 0x00, 0x81, 32, ...digest])).slice(-2)]).toEqual([
+      0x6a, 0x88,
+    ]);
+    expect([...card.transmit(request(0x9e, [0x81, 32, ...digest])).slice(-2)]).toEqual([0x6a, 0x80]);
+    const answer = card.transmit(request(0x9e, [0x82, 0x00, 0x81, 32, ...digest]));
+    expect([...answer.slice(-2)]).toEqual([0x90, 0x00]);
+    expect(decodeTlv(answer.subarray(0, -2), 0x7c).value[0]).toBe(0x82);
   });
 
   it("is trusted for nothing: its card chain does not validate to any other root", async () => {
