@@ -61,6 +61,7 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
   const globexLabel = `globex-${process.pid}`;
   const bobLabel = `acme-bob-${process.pid}`;
   let bobUri: string;
+  let rootCertificate: Parameters<typeof initStation>[1];
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), "hsm-onboard-token-"));
@@ -81,6 +82,7 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     globexUri = `pkcs11:token=${globexLabel}?module-path=${hsm.modulePath}`;
     const manufacturer = join(work, "manufacturer");
     const { pki } = await initPkiDirectory(manufacturer);
+    rootCertificate = pki.root.certificate;
     acmeDir = join(work, "acme");
     globexDir = join(work, "globex");
     const acme = await issueTokenCaToDirectory(manufacturer, "ACME Bank", acmeDir);
@@ -304,6 +306,41 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     );
     expect(globex.exitCode, globex.stderr).toBe(0);
   }, 30_000);
+
+  test("station update-crl --token learns the token CA from the token itself (no --issuer); another owner's token is no issuer of this CRL", async () => {
+    // A station that has never seen ACME's token CA: the certificate must come from the token.
+    const fresh = join(work, "station-crl");
+    await initStation(fresh, rootCertificate);
+    const crl = join(acmeDir, PKI_FILES.crl);
+    const without = await cli(["station", "update-crl", "--crl", crl, "--station-dir", fresh]);
+    expect(without.exitCode, without.stderr).toBe(2);
+    const fromToken = await cli([
+      "station",
+      "update-crl",
+      "--crl",
+      crl,
+      "--station-dir",
+      fresh,
+      "--token",
+      acmeUri,
+      "--json",
+    ]);
+    expect(fromToken.exitCode, fromToken.stderr).toBe(0);
+    expect(JSON.parse(fromToken.stdout).issuer.subject).toMatch(/ACME Bank/);
+    const wrongToken = await cli([
+      "station",
+      "update-crl",
+      "--crl",
+      join(globexDir, PKI_FILES.crl),
+      "--station-dir",
+      fresh,
+      "--token",
+      acmeUri,
+    ]);
+    // Globex's CRL: the token gave ACME's token CA only, and the station knows no Globex issuer.
+    expect(wrongToken.exitCode, wrongToken.stderr).toBe(2);
+    expect(wrongToken.stderr).toMatch(/issuer|token CA/i);
+  });
 
   test("agent run --token: wrong PIN 13 (nothing applied), then onboarded with a receipt on the token", async () => {
     const stateDir = await hsmState(serials[0]!);

@@ -1,8 +1,10 @@
 import { Command } from "commander";
 import { UsageError } from "../../../errors.js";
+import type { Pkcs11TokenUri } from "../../../pkcs11/uri.js";
 import { parseCrlFile, updateStationCrl } from "../../../station/crl-update.js";
 import { parseCertificates } from "../../../station/station-dir.js";
 import { X509Certificate } from "../../../util/x509.js";
+import { parseTokenOption, TOKEN_HELP } from "../../card-opener.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { describeCertificate, describeCrl } from "../pki/describe.js";
 import {
@@ -26,6 +28,7 @@ interface UpdateCrlOptions {
   readonly fromCard?: boolean;
   readonly device?: boolean;
   readonly reader?: string;
+  readonly token?: Pkcs11TokenUri;
   readonly timeout: number;
   readonly stationDir?: string;
   readonly db?: string;
@@ -44,6 +47,7 @@ export function stationUpdateCrlCommand(ctx: CliContext): Command {
       "a device CA's CRL (--issuer: the device CA): receipts of the devices it revokes show as revoked",
     )
     .option("--reader <name>", "reader for --from-card (substring of its name; implies --from-card)")
+    .option("--token <pkcs11-uri>", `${TOKEN_HELP} (implies --from-card)`, parseTokenOption)
     .option(
       "--timeout <seconds>",
       "how long to wait for the card with --from-card",
@@ -68,6 +72,7 @@ Examples:
   $ hsm-onboard station update-crl --crl ./pki/token-ca.crl.pem
   $ hsm-onboard station update-crl --crl token-ca.crl --issuer token-ca.pem --json
   $ hsm-onboard station update-crl --crl token-ca.crl --from-card --reader "Yubico"
+  $ hsm-onboard station update-crl --crl token-ca.crl --token 'pkcs11:token=Officer%201?module-path=/usr/lib/softhsm/libsofthsm2.so'
   $ hsm-onboard station update-crl --device --crl device-ca.crl --issuer device-ca.pem`,
     )
     .action(async (options: UpdateCrlOptions) => {
@@ -77,9 +82,14 @@ Examples:
       if (options.issuer !== undefined) {
         issuers.push(...parseCertificates(await readInput(ctx, options.issuer), options.issuer));
       }
-      if (options.fromCard || options.reader !== undefined) {
+      const fromCard = options.fromCard || options.reader !== undefined || options.token !== undefined;
+      if (options.device && fromCard) {
+        throw new UsageError("--device takes the device CA with --issuer, not from a card");
+      }
+      if (fromCard) {
         const card = await openStationCard(ctx, {
           ...(options.reader === undefined ? {} : { reader: options.reader }),
+          ...(options.token === undefined ? {} : { token: options.token }),
           timeoutSeconds: options.timeout,
           whose: "the officer's card",
           stationDir: dir,
@@ -92,9 +102,6 @@ Examples:
         } finally {
           await card.dispose();
         }
-      }
-      if (options.device && (options.fromCard || options.reader !== undefined)) {
-        throw new UsageError("--device takes the device CA with --issuer, not from a card");
       }
       // The CRL event goes into the inventory's journal too (station history shows it).
       const inventory = await openCommandInventory(ctx, options);
