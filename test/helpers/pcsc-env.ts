@@ -11,7 +11,7 @@
  */
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdtemp, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -530,17 +530,39 @@ rl.on("line", async (line) => {
 export async function pcscClientLauncher(
   build: PrivateBuild,
 ): Promise<(env: Record<string, string>, options?: { netns?: string }) => NodeChild> {
-  const script = join(build.dir, "e2e-pcsc-client.mjs");
-  await writeFile(script, CLIENT_SCRIPT);
+  const script = await writeLauncher(build, "e2e-pcsc-client.mjs", CLIENT_SCRIPT);
   const watcherUrl = build.url("transport/reader-watcher.js");
   return (env, options) => new NodeChild(script, { ...env, HSM_E2E_WATCHER_URL: watcherUrl }, options);
 }
 
 /** Writes a launcher for the compiled CLI into the build; returns its path (run it with NodeChild). */
 export async function cliLauncher(build: PrivateBuild): Promise<string> {
-  const script = join(build.dir, "e2e-hsm-onboard.mjs");
-  await writeFile(script, 'import { main } from "./cli/main.js";\nawait main(process.argv.slice(2));\n');
-  return script;
+  return writeLauncher(
+    build,
+    "e2e-hsm-onboard.mjs",
+    'import { main } from "./cli/main.js";\nawait main(process.argv.slice(2));\n',
+  );
+}
+
+/**
+ * Puts a launcher script into the build once, atomically (temporary file, then rename). Callers ask
+ * for it before every child; rewriting it in place (truncate, write) let a child that was starting
+ * meanwhile read an empty module and exit 0 without running anything (seen as a crash point "not
+ * reached" in test/security/crash.test.ts, whose points run two at a time on one build).
+ */
+const launchers = new Map<string, Promise<string>>();
+function writeLauncher(build: PrivateBuild, name: string, source: string): Promise<string> {
+  const script = join(build.dir, name);
+  let written = launchers.get(script);
+  if (!written) {
+    const temporary = `${script}.${process.pid}.tmp`;
+    written = writeFile(temporary, source)
+      .then(() => rename(temporary, script))
+      .then(() => script);
+    written.catch(() => launchers.delete(script));
+    launchers.set(script, written);
+  }
+  return written;
 }
 
 /** One JSON command line for the client child. */

@@ -73,7 +73,7 @@ describe.skipIf(!cap.ok)(
     let cardA: CardTemplate;
     let cardB: CardTemplate;
     const labs: NetnsLab[] = [];
-    const CRASH_BATCH = 2;
+    const CRASH_BATCH = 1;
     const timings: string[] = [];
     const notes: string[] = [];
 
@@ -234,8 +234,9 @@ describe.skipIf(!cap.ok)(
 
     test("at every crash point: killed, restarted, the network is exactly the old or the new configuration, matching the state; the card then configures B", async () => {
       const outcomes: PointOutcome[] = [];
-      // Two at a time: each point has its own namespaces, state directory and card file; more at once
-      // made a restart flaky on a loaded 2-core machine (see the closing note of the first session).
+      // One at a time: each point has its own namespaces, state directory and card file, but with two
+      // at once a restart after the kill once hung for its whole 90 s bound in a loaded 3-worker run
+      // (1 in ~14 runs, cause not found; session 3's note), and more at once was flaky in session 1.
       for (let i = 0; i < CRASH_POINTS.length; i += CRASH_BATCH) {
         const batch = CRASH_POINTS.slice(i, i + CRASH_BATCH);
         outcomes.push(...(await Promise.all(batch.map((p, j) => crashAt(p, i + j)))));
