@@ -5,6 +5,9 @@
  * private mount namespace, each child bounded in time and stopped by its own PID.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { cliLauncher, type PrivateBuild } from "../helpers/pcsc-env.js";
 
@@ -43,8 +46,9 @@ export async function runCliChild(
   if (options.netns) argv = ["ip", "netns", "exec", options.netns, ...argv];
   const [command, ...rest] = argv as [string, ...string[]];
   const started = performance.now();
+  const reportDir = mkdtempSync(join(tmpdir(), "hsm-child-report-"));
   const child = spawn(command, rest, {
-    env: { ...process.env, ...(options.env ?? {}) },
+    env: { ...process.env, ...(options.env ?? {}), NODE_OPTIONS: reportOptions(reportDir) },
     stdio: ["pipe", "pipe", "pipe"],
   });
   running.add(child);
@@ -64,14 +68,91 @@ export async function runCliChild(
   const bound = options.timeoutMs ?? 30_000;
   const outcome = await Promise.race([exit, sleep(bound).then(() => undefined)]);
   if (!outcome) {
+    const where = await whereStuck(child, reportDir);
     await stopChild(child);
     running.delete(child);
-    throw new Error(`hsm-onboard ${args.join(" ")} still running after ${bound} ms:\n${stderr.slice(-2000)}`);
+    rmSync(reportDir, { recursive: true, force: true });
+    throw new Error(
+      `hsm-onboard ${args.join(" ")} still running after ${bound} ms:\n${stderr.slice(-2000)}\n${where}`,
+    );
   }
+  rmSync(reportDir, { recursive: true, force: true });
   running.delete(child);
   // Let the pipes drain.
   await sleep(10);
   return { ...outcome, stdout, stderr, ms: performance.now() - started };
+}
+
+/**
+ * Node options that make the child write a diagnostic report (JS stack, libuv handles) on SIGUSR2:
+ * a child stuck past its bound is asked where it is before it is killed. The caller's NODE_OPTIONS
+ * are kept.
+ */
+function reportOptions(dir: string): string {
+  const own = `--report-on-signal --report-signal=SIGUSR2 --report-directory=${dir}`;
+  return [process.env.NODE_OPTIONS, own].filter(Boolean).join(" ");
+}
+
+/**
+ * Where a stuck child is: its kernel wait channel, its own children (an `ip` or PIN program it waits
+ * for), and Node's report (JavaScript stack and open handles), asked for with SIGUSR2. Best effort:
+ * the child's PID is node's only when every wrapper execs (setpriv, ip netns exec do).
+ */
+async function whereStuck(child: ChildProcess, reportDir: string): Promise<string> {
+  const pid = child.pid;
+  if (pid === undefined) return "(no pid)";
+  const lines: string[] = [`--- where pid ${pid} is stuck ---`];
+  const read = (path: string): string => {
+    try {
+      return readFileSync(path, "utf8").trim();
+    } catch (error) {
+      return `(${(error as Error).message})`;
+    }
+  };
+  lines.push(
+    `wchan: ${read(`/proc/${pid}/wchan`)}`,
+    `cmdline: ${read(`/proc/${pid}/cmdline`).replaceAll("\0", " ")}`,
+  );
+  try {
+    const threads = readdirSync(`/proc/${pid}/task`).map(
+      (tid) => `${tid}:${read(`/proc/${pid}/task/${tid}/comm`)}:${read(`/proc/${pid}/task/${tid}/wchan`)}`,
+    );
+    lines.push(`threads: ${threads.join(" ")}`);
+  } catch (error) {
+    lines.push(`threads: ${(error as Error).message}`);
+  }
+  const tree = spawnSync("ps", ["-o", "pid,ppid,stat,wchan:20,etime,args", "--ppid", String(pid)], {
+    encoding: "utf8",
+  });
+  lines.push(`children:\n${tree.stdout?.trim() || "(none)"}`);
+  try {
+    process.kill(pid, "SIGUSR2");
+  } catch (error) {
+    lines.push(`SIGUSR2: ${(error as Error).message}`);
+  }
+  for (let turn = 0; turn < 40; turn++) {
+    const file = readdirSync(reportDir).find((name) => name.endsWith(".json"));
+    if (file) {
+      await sleep(200);
+      try {
+        const report = JSON.parse(readFileSync(join(reportDir, file), "utf8")) as {
+          javascriptStack?: { message?: string; stack?: string[] };
+          libuv?: { type: string; is_active: boolean; is_referenced?: boolean; [key: string]: unknown }[];
+        };
+        lines.push(`JS stack: ${report.javascriptStack?.message ?? ""}`);
+        lines.push(...(report.javascriptStack?.stack ?? []).slice(0, 30));
+        const active = (report.libuv ?? []).filter((h) => h.is_active && h.is_referenced !== false);
+        lines.push(`active libuv handles (${active.length}):`);
+        for (const h of active.slice(0, 30)) lines.push(`  ${JSON.stringify(h)}`);
+      } catch (error) {
+        lines.push(`report unreadable: ${(error as Error).message}`);
+      }
+      return lines.join("\n");
+    }
+    await sleep(100);
+  }
+  lines.push("no Node report within 4 s (the main thread is blocked in native code?)");
+  return lines.join("\n");
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
@@ -117,8 +198,9 @@ export async function startCliChild(
   if (options.netns) argv = ["ip", "netns", "exec", options.netns, ...argv];
   const [command, ...rest] = argv as [string, ...string[]];
   const started = performance.now();
+  const reportDir = mkdtempSync(join(tmpdir(), "hsm-child-report-"));
   const child = spawn(command, rest, {
-    env: { ...process.env, ...(options.env ?? {}) },
+    env: { ...process.env, ...(options.env ?? {}), NODE_OPTIONS: reportOptions(reportDir) },
     stdio: ["pipe", "pipe", "pipe"],
   });
   running.add(child);
@@ -135,6 +217,7 @@ export async function startCliChild(
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => {
       running.delete(child);
+      rmSync(reportDir, { recursive: true, force: true });
       resolve({ code, signal });
     }),
   );
@@ -158,7 +241,7 @@ export async function startCliChild(
       const outcome = await Promise.race([exited, sleep(timeoutMs).then(() => undefined)]);
       if (!outcome)
         throw new Error(
-          `hsm-onboard ${args.join(" ")} still running after ${timeoutMs} ms:\n${stderr.slice(-2000)}`,
+          `hsm-onboard ${args.join(" ")} still running after ${timeoutMs} ms:\n${stderr.slice(-2000)}\n${await whereStuck(child, reportDir)}`,
         );
       await sleep(10);
       return { ...outcome, stdout, stderr, ms: performance.now() - started };
