@@ -252,6 +252,7 @@ describe("agent CLI", () => {
     expect(human.stdout).toMatch(/^HSM 1234567: configured/);
     expect(human.stdout).toMatch(/owner: ACME Bank \(pinned at first onboarding\); quorum 1/);
     expect(human.stdout).toMatch(/network applier: dry-run/);
+    expect(human.stdout).toMatch(/^host settings: none \(dry run: nothing applied\)$/m);
     expect(human.stdout).toMatch(
       /dry run — nothing applied: hsm-fra1-a01 198\.51\.100\.11\/24 recorded only \(sequence 7,/,
     );
@@ -264,10 +265,65 @@ describe("agent CLI", () => {
       stage: "configured",
       dryRun: true,
       applier: "dry-run",
+      hostSettings: "none",
       sequence: 7,
       addresses: ["198.51.100.11/24"],
       interfaces: [{ device: "eth0.120", vlan: 120 }],
     });
+  });
+
+  test("status shows the host-settings choice factory-init recorded (human, --json, help)", async () => {
+    const cases = [
+      {
+        args: [],
+        applier: "iproute2",
+        hostSettings: "hostnamed",
+        line: "host settings: hostnamed (hostname through systemd-hostnamed; DNS and NTP as files: resolv.conf, timesyncd drop-in)",
+      },
+      {
+        args: ["--net", "networkd", "--host-settings", "sethostname"],
+        applier: "networkd",
+        hostSettings: "sethostname",
+        line: "host settings: sethostname (hostname set by the agent (sethostname, needs CAP_SYS_ADMIN); DNS and NTP in the .network files)",
+      },
+      {
+        args: ["--host-settings", "none"],
+        applier: "iproute2",
+        hostSettings: "none",
+        line: "host settings: none (hostname not applied; DNS and NTP not applied)",
+      },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const dir = join(base.dir, `agent-host-settings-${i}`);
+      const init = await runCliInProcess([
+        "agent",
+        "factory-init",
+        "--state-dir",
+        dir,
+        "--serial",
+        "1234567",
+        "--trust",
+        join(testPki.dir, "root.pem"),
+        "--device",
+        deviceDir,
+        ...c.args,
+      ]);
+      expect(init.exitCode, init.stderr).toBe(0);
+      const human = await runCliInProcess(["agent", "status", "--state-dir", dir]);
+      expect(human.exitCode, human.stderr).toBe(0);
+      expect(outputLines(human.stdout)).toContain(c.line);
+      const json = JSON.parse(
+        (await runCliInProcess(["agent", "status", "--state-dir", dir, "--json"])).stdout,
+      );
+      expect(json).toMatchObject({ stage: "factory", applier: c.applier, hostSettings: c.hostSettings });
+      // The choice read is the one in the state file, not a default of the status command.
+      const state = JSON.parse(await readFile(join(dir, "state.json"), "utf8"));
+      expect(state.hostSettings).toBe(c.hostSettings);
+    }
+    const help = await runCliInProcess(["agent", "status", "--help"]);
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout).toMatch(/--host-settings hostnamed\|sethostname\|none/);
+    expect(help.stdout).toMatch(/"hostSettings"/);
   });
 
   test("audit prints the log; --verify checks the chain and exits 15 once a record is edited", async () => {

@@ -1,9 +1,34 @@
 import { Command } from "commander";
 import { describeDevice } from "../../../agent/device-identity.js";
+import type { HostSettingsChoice } from "../../../agent/host-settings.js";
 import { plannedAddresses } from "../../../agent/net/net-backend.js";
 import { AgentStateStore } from "../../../agent/state-store.js";
 import { type CliContext, writeJson, writeLine } from "../../context.js";
 import { resolveStateDir, STATE_DIR_HELP } from "./state-dir.js";
+
+/**
+ * What the factory's host-settings choice does with this applier (host-settings.ts): the hostname
+ * through systemd-hostnamed or sethostname; DNS and NTP files only for iproute2 (networkd has them in
+ * its .network files whatever the choice).
+ */
+function describeHostSettings(choice: HostSettingsChoice, applier: string | null): string {
+  if (applier === "dry-run") return `${choice} (dry run: nothing applied)`;
+  const dnsNtp =
+    applier === "networkd"
+      ? "DNS and NTP in the .network files"
+      : applier === "iproute2"
+        ? choice === "none"
+          ? "DNS and NTP not applied"
+          : "DNS and NTP as files: resolv.conf, timesyncd drop-in"
+        : undefined;
+  const hostname =
+    choice === "hostnamed"
+      ? "hostname through systemd-hostnamed"
+      : choice === "sethostname"
+        ? "hostname set by the agent (sethostname, needs CAP_SYS_ADMIN)"
+        : "hostname not applied";
+  return `${choice} (${hostname}${dnsNtp ? `; ${dnsNtp}` : ""})`;
+}
 
 interface StatusOptions {
   stateDir?: string;
@@ -12,12 +37,19 @@ interface StatusOptions {
 
 export function agentStatusCommand(ctx: CliContext): Command {
   return new Command("status")
-    .description("Show the agent's stage, serial, owner, applied configuration and last error")
+    .description(
+      "Show the agent's stage, serial, owner, network applier, host settings, applied configuration and last error",
+    )
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .option("--json", "print the status as JSON")
     .addHelpText(
       "after",
       `
+"network applier" and "host settings" are the choices recorded by factory-init (--net,
+--host-settings hostnamed|sethostname|none; a state without a host-settings choice reads as none);
+agent run --net/--host-settings override them for that run only. --json carries them as "applier"
+and "hostSettings".
+
 Examples:
   $ hsm-onboard agent status --state-dir /var/lib/hsm-onboard
   $ hsm-onboard agent status --state-dir ./agent --json`,
@@ -51,6 +83,8 @@ Examples:
         /** The configuration was verified but nothing applied (a dry-run applier): never "configured". */
         dryRun: configured?.backend === "dry-run",
         applier: state.applier ?? null,
+        /** factory-init --host-settings (absent in older states: none, as agent run reads it). */
+        hostSettings: state.hostSettings ?? "none",
         channel: configured?.card.channel ?? null,
         applyInProgress: state.applying
           ? { sequence: state.applying.sequence, startedAt: state.applying.startedAt }
@@ -66,6 +100,7 @@ Examples:
         `HSM ${status.serial}: ${status.stage}`,
         `owner: ${status.owner ? `${status.owner.name} (${status.owner.boundBy === "factory" ? "bound at the factory" : "pinned at first onboarding"})` : "not yet bound"}; quorum ${status.quorum}`,
         `network applier: ${status.applier ?? "none chosen (factory-init --net)"}`,
+        `host settings: ${describeHostSettings(status.hostSettings, status.applier)}`,
         configured && status.dryRun
           ? `dry run — nothing applied: ${status.hostname} ${status.addresses.join(" ")} recorded only (sequence ${status.sequence}, ${status.appliedAt}; card read over ${status.channel ?? "an unrecorded channel"})`
           : configured
