@@ -12,22 +12,19 @@
  * a station without OCE key, SCP11a for a station after `pki issue-oce`), with plaintext allowed,
  * through PivElement.open (the path `openCard` takes for both). Every APDU on the wire is recorded.
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import type { OceCredentials } from "../../src/apdu/scp11/host.js";
-import { MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
+import { beforeAll, describe, expect, test } from "vitest";
+import type { MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import {
   type CommandMatcher,
   type HostileMode,
   type HostileOptions,
-  hostileCard,
   scpAuthenticate,
   scpCertificateStoreRequest,
   scpMutualAuthenticate,
   scpOceCaIdentifiersRequest,
   scpPerformSecurityOperation,
 } from "../../src/card-emulator/hostile-card.js";
-import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
-import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import {
   CertificateValidationError,
   ExitCode,
@@ -37,15 +34,14 @@ import {
   ScpOceRefusedError,
   ScpUnavailableError,
 } from "../../src/errors.js";
-import type { IssuerCredentials } from "../../src/pki/issue.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
 import { secureChannelPolicy } from "../../src/secure-element/channel-policy.js";
 import { PivElement, type SecureChannelPolicy } from "../../src/secure-element/piv-element.js";
-import { installOceCaOnCard, issueStationOce, readStationOce } from "../../src/station/oce.js";
 import type { CardTransport } from "../../src/transport/card-transport.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
-import { createTestPki, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { CardTemplate, expectTypedError } from "./support.js";
+import { PIN } from "../agent/fixtures.js";
+import { cardOf, scp11aCardBed, useScpCardBed } from "./scp-support.js";
+import { type CardTemplate, expectTypedError } from "./support.js";
 
 const INS_SELECT = 0xa4;
 const INS_VERIFY = 0x20;
@@ -62,41 +58,17 @@ const selectIsd: CommandMatcher = (command) =>
   command[1] === INS_SELECT &&
   Buffer.from(command.subarray(5, 5 + (command[4] ?? 0))).toString("hex") === ISD_AID;
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
-let vendor: IssuerCredentials;
-let vendorDer: Uint8Array;
+/**
+ * The cards: `bed.older`, a personalised card without any security domain (a YubiKey before 5.7:
+ * the "older card"); `bed.scp11b`, the same card with an SCP11b key only (KID 13): a security domain,
+ * no SCP11a key; `bed.scp11a`, the same card with SCP11b and SCP11a keys and the owner's token CA as
+ * its OCE CA.
+ */
+const bed = useScpCardBed(() => scp11aCardBed("scp-downgrade", "Downgrade Test Card Vendor"));
 let otherVendorDer: Uint8Array;
-let oce: OceCredentials;
-/** A personalised card without any security domain (a YubiKey before 5.7: the "older card"). */
-let older: CardTemplate;
-/** The same card with an SCP11b key only (KID 13): a security domain, no SCP11a key. */
-let only11b: CardTemplate;
-/** The same card with SCP11b and SCP11a keys and the owner's token CA as its OCE CA. */
-let full: CardTemplate;
 
 beforeAll(async () => {
-  base = await tempDir("hsm-security-scp-downgrade-");
-  testPki = await createTestPki(base.dir);
-  vendor = await createScpVendorCa("Downgrade Test Card Vendor");
-  vendorDer = new Uint8Array(vendor.certificate.rawData);
   otherVendorDer = new Uint8Array((await createScpVendorCa("Some Other Card Vendor")).certificate.rawData);
-  older = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
-  await older.write(LAB_PLAN, { crl: await testPki.crl(1), sequence: 3 });
-  only11b = await older.derive((card) => provisionScpKey(card, vendor));
-  full = await only11b.derive(async (card) => {
-    await provisionScpKey(card, vendor, { kid: 0x11 });
-    card.powerOn();
-    await installOceCaOnCard(new InProcessTransport(card), {
-      tokenCaCertificate: new Uint8Array(testPki.pki.tokenCa.certificate.rawData),
-    });
-  });
-  const stationDir = `${base.dir}/station`;
-  await issueStationOce(stationDir, testPki.pki.tokenCa, { owner: "ACME Bank", name: "Station OCE" });
-  oce = (await readStationOce(stationDir))!;
-}, 120_000);
-afterAll(async () => {
-  await base?.cleanup();
 });
 
 /** One APDU as it crossed the wire: the command bytes and the card's status word. */
@@ -122,10 +94,10 @@ function recorded(inner: CardTransport, wire: WireRecord[]): CardTransport {
 
 type Policy = "agent (SCP11b)" | "station (SCP11a)";
 
-function policy(which: Policy, allowPlaintext: boolean, anchors = [vendorDer]): SecureChannelPolicy {
+function policy(which: Policy, allowPlaintext: boolean, anchors = [bed.vendorDer]): SecureChannelPolicy {
   return which === "agent (SCP11b)"
     ? secureChannelPolicy(anchors, allowPlaintext)
-    : secureChannelPolicy(anchors, allowPlaintext, oce);
+    : secureChannelPolicy(anchors, allowPlaintext, bed.oce);
 }
 
 /** Opens a card of `template` (hostile when asked) under `channel`; the wire is recorded. */
@@ -142,9 +114,7 @@ async function open(
   card: VirtualPivCard;
   store: MemoryCardStateStore;
 }> {
-  const store = new MemoryCardStateStore(template.cardState);
-  const hostile = mode ? hostileCard(mode, options) : undefined;
-  const card = new VirtualPivCard({ store, ...(hostile ? { intercept: hostile.intercept } : {}) });
+  const { card, store, hostile } = cardOf(template, mode, options);
   const wire: WireRecord[] = [];
   const transport = recorded(new InProcessTransport(card, { readerName: "Virtual PIV card" }), wire);
   try {
@@ -177,7 +147,7 @@ const CASES: Case[] = [
   {
     name: "FF33 (OCE CA identifiers) answered 6F00 after the chain validated",
     policy: "station (SCP11a)",
-    template: () => full,
+    template: () => bed.scp11a,
     mode: "bad-status-word",
     options: bad(scpOceCaIdentifiersRequest, 0x6f00),
     error: ScpIntegrityError,
@@ -188,7 +158,7 @@ const CASES: Case[] = [
   {
     name: "PSO said 9000 without seeing the certificate, MUTUAL AUTHENTICATE then refused (6985)",
     policy: "station (SCP11a)",
-    template: () => full,
+    template: () => bed.scp11a,
     mode: "scp-pso-swallowed",
     error: ScpIntegrityError,
     exit: ExitCode.integrity,
@@ -200,7 +170,7 @@ const CASES: Case[] = [
     (sw): Case => ({
       name: `MUTUAL AUTHENTICATE answered ${sw.toString(16).toUpperCase()}`,
       policy: "station (SCP11a)",
-      template: () => full,
+      template: () => bed.scp11a,
       mode: "bad-status-word",
       options: bad(scpMutualAuthenticate, sw),
       error: ScpIntegrityError,
@@ -212,7 +182,7 @@ const CASES: Case[] = [
   {
     name: "PSO refused (6A88)",
     policy: "station (SCP11a)",
-    template: () => full,
+    template: () => bed.scp11a,
     mode: "bad-status-word",
     options: bad(scpPerformSecurityOperation, 0x6a88),
     error: ScpOceRefusedError,
@@ -224,7 +194,7 @@ const CASES: Case[] = [
     (sw): Case => ({
       name: `INTERNAL AUTHENTICATE answered ${sw.toString(16).toUpperCase()}`,
       policy: "agent (SCP11b)",
-      template: () => only11b,
+      template: () => bed.scp11b,
       mode: "bad-status-word",
       options: bad(scpAuthenticate, sw),
       error: ScpIntegrityError,
@@ -238,7 +208,7 @@ const CASES: Case[] = [
   {
     name: "a forged receipt",
     policy: "agent (SCP11b)",
-    template: () => only11b,
+    template: () => bed.scp11b,
     mode: "scp-receipt-wrong",
     error: ScpIntegrityError,
     exit: ExitCode.integrity,
@@ -248,7 +218,7 @@ const CASES: Case[] = [
   {
     name: "an SCP chain from an untrusted vendor",
     policy: "agent (SCP11b)",
-    template: () => only11b,
+    template: () => bed.scp11b,
     // An honest card; the host trusts another vendor.
     anchors: () => [otherVendorDer],
     error: CertificateValidationError,
@@ -262,7 +232,7 @@ const CASES: Case[] = [
     {
       name: `SELECT of the security domain answered 6F00`,
       policy: p,
-      template: () => full,
+      template: () => bed.scp11a,
       mode: "bad-status-word",
       options: bad(selectIsd, 0x6f00),
       error: ScpIntegrityError,
@@ -273,7 +243,7 @@ const CASES: Case[] = [
     {
       name: `GET DATA BF21 answered 6982`,
       policy: p,
-      template: () => full,
+      template: () => bed.scp11a,
       mode: "bad-status-word",
       options: bad(scpCertificateStoreRequest, 0x6982),
       error: ScpIntegrityError,
@@ -314,19 +284,19 @@ describe("a card that shows it has no SCP", () => {
     {
       name: "an older card: no security domain (SELECT ISD 6A82)",
       policy: "agent (SCP11b)",
-      template: () => older,
+      template: () => bed.older,
       said: { ins: INS_SELECT, sw: 0x6a82 },
     },
     {
       name: "an older card: no security domain (SELECT ISD 6A82)",
       policy: "station (SCP11a)",
-      template: () => older,
+      template: () => bed.older,
       said: { ins: INS_SELECT, sw: 0x6a82 },
     },
     {
       name: "no SCP11a key (GET DATA BF21 for key 11/01: 6A88)",
       policy: "station (SCP11a)",
-      template: () => only11b,
+      template: () => bed.scp11b,
       said: { ins: INS_GET_DATA_GP, sw: 0x6a88 },
     },
   ];

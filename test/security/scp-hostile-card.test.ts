@@ -19,21 +19,18 @@
  *   R-MAC) is the application's "security status not satisfied" (SecurityStatusError, the session
  *   goes on); if the session is gone (the card rejected the C-MAC) it is a channel failure (15).
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { runAgentOnce } from "../../src/agent/agent.js";
 import { AgentStateStore } from "../../src/agent/state-store.js";
 import { DEFAULT_MAX_RESPONSE_BYTES } from "../../src/apdu/chaining.js";
 import { SecurityStatusError } from "../../src/apdu/status-words.js";
-import { type CardState, MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import {
   type HostileMode,
   type HostileOptions,
-  hostileCard,
   MAX_READER_RESPONSE_BYTES,
   scpCertificateStoreRequest,
 } from "../../src/card-emulator/hostile-card.js";
-import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
-import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import {
   CertificateValidationError,
   ExitCode,
@@ -42,67 +39,56 @@ import {
   ScpIntegrityError,
   ScpMalformedError,
 } from "../../src/errors.js";
-import type { IssuerCredentials } from "../../src/pki/issue.js";
-import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
-import { type PivElement, PivElement as PivElementClass } from "../../src/secure-element/piv-element.js";
+import type { PivElement } from "../../src/secure-element/piv-element.js";
 import { writeConfigurationToCard } from "../../src/station/write-card.js";
-import { InProcessTransport } from "../../src/transport/in-process.js";
-import { createTestPki, initAgent, LAB_PLAN, PIN, pins, type TestPki, tempDir } from "../agent/fixtures.js";
+import { initAgent, LAB_PLAN, PIN, pins } from "../agent/fixtures.js";
+import { cardOf, scpCardBed, useScpCardBed } from "./scp-support.js";
 import {
-  CardTemplate,
   dryRunIn,
   dryRunRecord,
   expectTypedError,
   networkFacts,
+  openMetered,
+  persistentState as persistent,
   TransportMeter,
 } from "./support.js";
 
 const INS_VERIFY = 0x20;
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
-let crl1: Uint8Array;
-let vendor: IssuerCredentials;
-let vendorDer: Uint8Array;
-/** A personalised card with LAB_PLAN (sequence 3) and its SCP11b key from `vendor`. */
-let template: CardTemplate;
+/** The cards used here are `bed.scp11b`: LAB_PLAN (sequence 3) and an SCP11b key from `bed.vendor`. */
+const bed = useScpCardBed(() => scpCardBed("scp-hostile", "Hostile Test Card Vendor"));
 
-beforeAll(async () => {
-  base = await tempDir("hsm-security-scp-hostile-");
-  testPki = await createTestPki(base.dir);
-  crl1 = await testPki.crl(1);
-  vendor = await createScpVendorCa("Hostile Test Card Vendor");
-  vendorDer = new Uint8Array(vendor.certificate.rawData);
-  const personalised = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
-  await personalised.write(LAB_PLAN, { crl: crl1, sequence: 3 });
-  template = await personalised.derive((card) => provisionScpKey(card, vendor));
-}, 120_000);
-afterAll(async () => {
-  await base?.cleanup();
-});
-
-/** A fresh card of the template, its state store (to compare before/after), hostile when asked. */
+/** A fresh card of the template, its state store (to compare before/after), hostile (not yet armed) when asked. */
 function cardWith(mode?: HostileMode, options: HostileOptions = {}) {
-  const store = new MemoryCardStateStore(template.cardState);
-  let card: VirtualPivCard | undefined;
-  const hostile = mode
-    ? hostileCard(mode, { ...options, armed: false, scpChannel: () => card?.scpChannel })
-    : undefined;
-  card = new VirtualPivCard({ store, ...(hostile ? { intercept: hostile.intercept } : {}) });
-  return { card, store, hostile };
-}
-
-/** What a write or a PIN try would change: the PIN (value and retry counter) and the data objects. */
-function persistent(store: MemoryCardStateStore): Pick<CardState, "pin" | "puk" | "objects"> {
-  const s = store.load()!;
-  return { pin: s.pin, puk: s.puk, objects: s.objects };
+  return cardOf(bed.scp11b, mode, { ...options, armed: false });
 }
 
 /** Opens the card as station and agent do: SCP11b to the vendor CA required, no plaintext. */
 function openScp(card: VirtualPivCard, meter: TransportMeter): Promise<PivElement> {
-  return PivElementClass.open(meter.wrap(new InProcessTransport(card, { readerName: "Virtual PIV card" })), {
-    channel: { scp: { variant: "b", kvn: 1, trust: { anchors: [vendorDer] } }, allowPlaintext: false },
+  return openMetered(card, meter, {
+    scp: { variant: "b", kvn: 1, trust: { anchors: [bed.vendorDer] } },
+    allowPlaintext: false,
   });
+}
+
+/**
+ * A card of the template whose first wrapped PUT DATA gets one bit flipped, in its last (or only)
+ * piece — the card checks the C-MAC once the chain is whole — inside the encrypted data, before the
+ * C-MAC. `flip.sw` is the card's answer to it.
+ */
+function cardFlippingFirstWrappedPutData() {
+  const flip: { fired: boolean; sw?: number } = { fired: false };
+  const { card, store } = bed.scp11b.clone((command, answer) => {
+    if (flip.fired || (command[0]! & 0x04) === 0 || command[1] !== 0xdb || (command[0]! & 0x10) !== 0)
+      return answer(command);
+    flip.fired = true;
+    const flipped = command.slice();
+    flipped[flipped.length - 12]! ^= 0x10;
+    const r = answer(flipped);
+    flip.sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
+    return r;
+  });
+  return { card, store, flip };
 }
 
 interface Case {
@@ -132,7 +118,7 @@ const HANDSHAKE_CASES: Case[] = [
     error: CertificateValidationError,
     exit: ExitCode.cardNotTrusted,
     reason: /SCP certificate/,
-    options: () => ({ content: vendorDer }),
+    options: () => ({ content: bed.vendorDer }),
   },
   { mode: "scp-store-wrapper-duplicated", error: ScpMalformedError, exit: 15, reason: /certificate/ },
   { mode: "scp-store-wrapper-repeated", error: ScpMalformedError, exit: 15, reason: /bytes after the BF21/ },
@@ -221,7 +207,7 @@ function codeOf(type: Case["error"]): string {
 describe("hostile card inside the channel, against the agent (runAgentOnce, dry-run applier)", () => {
   for (const c of RESPONSE_CASES)
     test(`${c.mode}: exit ${c.exit} before the PIN, nothing applied, nothing written`, async () => {
-      const { stateDir } = await initAgent(base.dir, testPki, { crl: crl1, name: `agent-${c.mode}` });
+      const { stateDir } = await initAgent(bed.dir, bed.testPki, { crl: bed.crl1, name: `agent-${c.mode}` });
       const { card, store, hostile } = cardWith(c.mode);
       const before = persistent(store);
       const meter = new TransportMeter();
@@ -280,24 +266,7 @@ describe("hostile card inside the channel, against the station (writeConfigurati
 
 describe("a flipped bit in the station's first wrapped PUT DATA", () => {
   test("the card answers 6982 and drops the session; the station fails with exit 15; nothing written, the PIN counter as before", async () => {
-    const store = new MemoryCardStateStore(template.cardState);
-    const seen: { sw?: number } = {};
-    let fired = false;
-    const card = new VirtualPivCard({
-      store,
-      intercept: (command, answer) => {
-        // The last (or only) piece of the first wrapped PUT DATA: the card checks the C-MAC once
-        // the chain is whole.
-        if (fired || (command[0]! & 0x04) === 0 || command[1] !== 0xdb || (command[0]! & 0x10) !== 0)
-          return answer(command);
-        fired = true;
-        const flipped = command.slice();
-        flipped[flipped.length - 12]! ^= 0x10; // inside the encrypted data, before the C-MAC
-        const r = answer(flipped);
-        seen.sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
-        return r;
-      },
-    });
+    const { card, store, flip } = cardFlippingFirstWrappedPutData();
     const before = persistent(store);
     const element = await openScp(card, new TransportMeter());
     const failure = await writeConfigurationToCard({
@@ -310,8 +279,8 @@ describe("a flipped bit in the station's first wrapped PUT DATA", () => {
       (error: unknown) => error,
     );
     await element.close();
-    expect(fired).toBe(true);
-    expect(seen.sw).toBe(0x6982);
+    expect(flip.fired).toBe(true);
+    expect(flip.sw).toBe(0x6982);
     expectTypedError(failure, ScpIntegrityError, ExitCode.integrity);
     expect((failure as Error).message).toMatch(/the card refused a wrapped command \(6982/);
     expect(card.scpSessionOpen).toBe(false);
@@ -321,24 +290,12 @@ describe("a flipped bit in the station's first wrapped PUT DATA", () => {
 
 describe("the secure channel breaks while the agent writes its receipt", () => {
   test("exit 15 (a channel failure, not 'receipt not written'), the network stays applied, no receipt on the card, the audit log and state say so", async () => {
-    const { stateDir } = await initAgent(base.dir, testPki, { crl: crl1, name: "agent-receipt-break" });
-    const store = new MemoryCardStateStore(template.cardState);
-    const seen: { sw?: number } = {};
-    let fired = false;
-    const card = new VirtualPivCard({
-      store,
-      intercept: (command, answer) => {
-        // The agent's only PUT DATA is its receipt: its last piece gets one bit flipped.
-        if (fired || (command[0]! & 0x04) === 0 || command[1] !== 0xdb || (command[0]! & 0x10) !== 0)
-          return answer(command);
-        fired = true;
-        const flipped = command.slice();
-        flipped[flipped.length - 12]! ^= 0x10;
-        const r = answer(flipped);
-        seen.sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
-        return r;
-      },
+    const { stateDir } = await initAgent(bed.dir, bed.testPki, {
+      crl: bed.crl1,
+      name: "agent-receipt-break",
     });
+    // The agent's only PUT DATA is its receipt: its last piece gets one bit flipped.
+    const { card, store, flip } = cardFlippingFirstWrappedPutData();
     const before = persistent(store);
     const element = await openScp(card, new TransportMeter());
     const lines: string[] = [];
@@ -349,8 +306,8 @@ describe("the secure channel breaks while the agent writes its receipt", () => {
       pinSource: pins(PIN),
       log: (line: string) => lines.push(line),
     });
-    expect(fired).toBe(true);
-    expect(seen.sw).toBe(0x6982);
+    expect(flip.fired).toBe(true);
+    expect(flip.sw).toBe(0x6982);
     expect(result).toMatchObject({
       ok: false,
       exitCode: ExitCode.integrity,
@@ -390,9 +347,9 @@ async function stationDir(): Promise<string> {
   const { initStation } = await import("../../src/station/init-station.js");
   const { updateStationCrl } = await import("../../src/station/crl-update.js");
   const { parseCrl } = await import("../../src/pki/crl.js");
-  const dir = join(base.dir, "station");
-  await initStation(dir, testPki.pki.root.certificate);
-  await updateStationCrl(dir, parseCrl(crl1), { issuers: [testPki.pki.tokenCa.certificate] });
+  const dir = join(bed.dir, "station");
+  await initStation(dir, bed.testPki.pki.root.certificate);
+  await updateStationCrl(dir, parseCrl(bed.crl1), { issuers: [bed.testPki.pki.tokenCa.certificate] });
   station = dir;
   return dir;
 }
@@ -423,16 +380,12 @@ describe("status words inside the channel (GP Amendment D's R-MAC rules, as the 
 
   test("a 6982 after which the session is gone (the card rejected a C-MAC) is a channel failure: exit 15, channel closed", async () => {
     let flip = false;
-    const store = new MemoryCardStateStore(template.cardState);
-    const card = new VirtualPivCard({
-      store,
-      intercept: (command, answer) => {
-        if (!flip || (command[0]! & 0x04) === 0) return answer(command);
-        flip = false;
-        const bad = command.slice();
-        bad[bad.length - 9]! ^= 0x01; // inside the encrypted data
-        return answer(bad);
-      },
+    const card = bed.scp11b.card((command, answer) => {
+      if (!flip || (command[0]! & 0x04) === 0) return answer(command);
+      flip = false;
+      const bad = command.slice();
+      bad[bad.length - 9]! ^= 0x01; // inside the encrypted data
+      return answer(bad);
     });
     const element = await openScp(card, new TransportMeter());
     try {
@@ -453,15 +406,11 @@ describe("status words inside the channel (GP Amendment D's R-MAC rules, as the 
     // An attacker on the reader can turn any answer into a bare error status (GP gives error
     // statuses no R-MAC); what it cannot do is turn an error into a success or change data.
     let forge = false;
-    const store = new MemoryCardStateStore(template.cardState);
-    const card = new VirtualPivCard({
-      store,
-      intercept: (command, answer) => {
-        const r = answer(command);
-        if (!forge || (command[0]! & 0x04) === 0) return r;
-        forge = false;
-        return Uint8Array.of(0x69, 0x82);
-      },
+    const card = bed.scp11b.card((command, answer) => {
+      const r = answer(command);
+      if (!forge || (command[0]! & 0x04) === 0) return r;
+      forge = false;
+      return Uint8Array.of(0x69, 0x82);
     });
     const element = await openScp(card, new TransportMeter());
     try {
@@ -475,16 +424,12 @@ describe("status words inside the channel (GP Amendment D's R-MAC rules, as the 
   });
 
   test("warnings carry an R-MAC: a bare 63C2 to the wrapped VERIFY is a channel failure (15), the counter as the card left it", async () => {
-    const store = new MemoryCardStateStore(template.cardState);
     let strip = false;
-    const card = new VirtualPivCard({
-      store,
-      intercept: (command, answer) => {
-        const r = answer(command);
-        if (!strip || command[1] !== INS_VERIFY) return r;
-        strip = false;
-        return r.subarray(r.length - 2); // the status word alone
-      },
+    const card = bed.scp11b.card((command, answer) => {
+      const r = answer(command);
+      if (!strip || command[1] !== INS_VERIFY) return r;
+      strip = false;
+      return r.subarray(r.length - 2); // the status word alone
     });
     const element = await openScp(card, new TransportMeter());
     try {

@@ -14,19 +14,15 @@
  * after the step that lied reaches the card, and the PIN and PUK (values and retry counters) and
  * every data object are as before.
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import type { OceCredentials } from "../../src/apdu/scp11/host.js";
-import { type CardState, MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
+import { describe, expect, test } from "vitest";
 import {
   type HostileMode,
   type HostileOptions,
-  hostileCard,
   MAX_READER_RESPONSE_BYTES,
   scpOceCaIdentifiersRequest,
   scpPerformSecurityOperation,
 } from "../../src/card-emulator/hostile-card.js";
-import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
-import { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
 import {
   MalformedError,
   type OnboardError,
@@ -34,68 +30,28 @@ import {
   ScpMalformedError,
   ScpOceRefusedError,
 } from "../../src/errors.js";
-import type { IssuerCredentials } from "../../src/pki/issue.js";
-import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
-import { PivElement } from "../../src/secure-element/piv-element.js";
-import { installOceCaOnCard, issueStationOce, readStationOce } from "../../src/station/oce.js";
-import { InProcessTransport } from "../../src/transport/in-process.js";
-import { createTestPki, LAB_PLAN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { CardTemplate, expectTypedError, TransportMeter } from "./support.js";
+import type { PivElement } from "../../src/secure-element/piv-element.js";
+import { cardOf, scp11aCardBed, useScpCardBed } from "./scp-support.js";
+import { expectTypedError, openMetered, persistentState as persistent, TransportMeter } from "./support.js";
 
 const INS_VERIFY = 0x20;
 const INS_GET_DATA = 0xca;
 const INS_PSO = 0x2a;
 const INS_MUTUAL_AUTHENTICATE = 0x82;
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
-let vendor: IssuerCredentials;
-let vendorDer: Uint8Array;
-let oce: OceCredentials;
-/** A personalised card with LAB_PLAN, SCP11b and SCP11a keys from `vendor`, the token CA as OCE CA. */
-let template: CardTemplate;
-
-beforeAll(async () => {
-  base = await tempDir("hsm-security-scp11a-hostile-");
-  testPki = await createTestPki(base.dir);
-  vendor = await createScpVendorCa("Hostile SCP11a Test Card Vendor");
-  vendorDer = new Uint8Array(vendor.certificate.rawData);
-  const personalised = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
-  await personalised.write(LAB_PLAN, { crl: await testPki.crl(1), sequence: 3 });
-  template = await personalised.derive(async (card) => {
-    await provisionScpKey(card, vendor);
-    await provisionScpKey(card, vendor, { kid: 0x11 });
-    card.powerOn();
-    await installOceCaOnCard(new InProcessTransport(card), {
-      tokenCaCertificate: new Uint8Array(testPki.pki.tokenCa.certificate.rawData),
-    });
-  });
-  const stationDir = `${base.dir}/station`;
-  await issueStationOce(stationDir, testPki.pki.tokenCa, { owner: "ACME Bank", name: "Station OCE" });
-  oce = (await readStationOce(stationDir))!;
-}, 120_000);
-afterAll(async () => {
-  await base?.cleanup();
-});
+/** The cards used here are `bed.scp11a`: LAB_PLAN, SCP11b and SCP11a keys from `bed.vendor`, the token CA as OCE CA. */
+const bed = useScpCardBed(() => scp11aCardBed("scp11a-hostile", "Hostile SCP11a Test Card Vendor"));
 
 /** A fresh card of the template and its state store, hostile when asked (armed from the start). */
 function cardWith(mode?: HostileMode, options: HostileOptions = {}) {
-  const store = new MemoryCardStateStore(template.cardState);
-  const hostile = mode ? hostileCard(mode, options) : undefined;
-  const card = new VirtualPivCard({ store, ...(hostile ? { intercept: hostile.intercept } : {}) });
-  return { card, store, hostile };
-}
-
-/** What a PIN try or a write would change: the PIN and PUK (value and retry counter), the data objects. */
-function persistent(store: MemoryCardStateStore): Pick<CardState, "pin" | "puk" | "objects"> {
-  const s = store.load()!;
-  return { pin: s.pin, puk: s.puk, objects: s.objects };
+  return cardOf(bed.scp11a, mode, options);
 }
 
 /** Opens the card as the station does with an OCE key: SCP11a to the vendor CA required, no plaintext. */
 function openScp11a(card: VirtualPivCard, meter: TransportMeter): Promise<PivElement> {
-  return PivElement.open(meter.wrap(new InProcessTransport(card, { readerName: "Virtual PIV card" })), {
-    channel: { scp: { variant: "a", kvn: 1, trust: { anchors: [vendorDer] }, oce }, allowPlaintext: false },
+  return openMetered(card, meter, {
+    scp: { variant: "a", kvn: 1, trust: { anchors: [bed.vendorDer] }, oce: bed.oce },
+    allowPlaintext: false,
   });
 }
 

@@ -20,7 +20,7 @@ import { decodeShard, shardDigest } from "../../src/config/shard.js";
 import { OnboardError } from "../../src/errors.js";
 import type { IssuerCredentials } from "../../src/pki/issue.js";
 import { shardItemName } from "../../src/secure-element/card-layout.js";
-import { PivElement } from "../../src/secure-element/piv-element.js";
+import { PivElement, type SecureChannelPolicy } from "../../src/secure-element/piv-element.js";
 import type { CardTransport } from "../../src/transport/card-transport.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { CardRemovedError } from "../../src/transport/pcsc-binding.js";
@@ -96,10 +96,17 @@ export class TransportMeter {
   }
 }
 
-/** Opens a card as the station or the agent would (a fresh power-on), through `meter`. */
-export async function openMetered(card: VirtualPivCard, meter?: TransportMeter): Promise<PivElement> {
+/**
+ * Opens a card as the station or the agent would (a fresh power-on), through `meter`; with `channel`,
+ * under that secure-channel policy (as station and agent open it).
+ */
+export async function openMetered(
+  card: VirtualPivCard,
+  meter?: TransportMeter,
+  channel?: SecureChannelPolicy,
+): Promise<PivElement> {
   const transport = new InProcessTransport(card, { readerName: "Virtual PIV card" });
-  return PivElement.open(meter ? meter.wrap(transport) : transport);
+  return PivElement.open(meter ? meter.wrap(transport) : transport, channel ? { channel } : {});
 }
 
 /** A personalised card (agent fixtures: PIN `PIN`), kept as a state to clone fresh cards from. */
@@ -122,10 +129,13 @@ export class CardTemplate {
 
   /** A new card with the template's state (its own copy), optionally hostile. */
   card(intercept?: ApduInterceptor): VirtualPivCard {
-    return new VirtualPivCard({
-      store: new MemoryCardStateStore(this.state),
-      ...(intercept ? { intercept } : {}),
-    });
+    return this.clone(intercept).card;
+  }
+
+  /** A new card with the template's state, and its state store (to compare before and after). */
+  clone(intercept?: ApduInterceptor): { card: VirtualPivCard; store: MemoryCardStateStore } {
+    const store = new MemoryCardStateStore(this.state);
+    return { card: new VirtualPivCard({ store, ...(intercept ? { intercept } : {}) }), store };
   }
 
   /** Writes a configuration onto the template itself (every later clone carries it). */
@@ -150,6 +160,12 @@ export class CardTemplate {
   get cardState(): CardState {
     return structuredClone(this.state);
   }
+}
+
+/** What a write or a PIN try would change on a card: the PIN and PUK (values, retry counters), the data objects. */
+export function persistentState(store: MemoryCardStateStore): Pick<CardState, "pin" | "puk" | "objects"> {
+  const s = store.load()!;
+  return { pin: s.pin, puk: s.puk, objects: s.objects };
 }
 
 /**
