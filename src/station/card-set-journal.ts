@@ -6,7 +6,9 @@
  * each card is verified, so that an interrupted set (card 3 of 5 failed, the officer went home) is
  * finished with `station write --plan SAME --resume ID`: the remaining cards get the same
  * configuration id, sequence and content, and a different plan is refused (a sequence number never
- * names two contents).
+ * names two contents). Every write of a journal holds the set's lock (`.card-set-<id>.lock` in the
+ * station directory), and recording a card re-reads the journal under it: two `station write
+ * --resume` on one set do not lose each other's cards.
  */
 import { join } from "node:path";
 import { z } from "zod";
@@ -15,7 +17,7 @@ import type { CardRange } from "../config/manifest.js";
 import type { NetworkPlan } from "../config/plan-model.js";
 import { compareSerials, planShards } from "../config/shard.js";
 import { UsageError } from "../errors.js";
-import { jsonText, readStationJson, writeStationFile } from "./station-dir.js";
+import { jsonText, readStationJson, withStationLock, writeStationFile } from "./station-dir.js";
 
 export const CARD_SETS_DIR = "card-sets";
 const FORMAT = "hsm-onboard/card-set";
@@ -47,6 +49,8 @@ const journalSchema = z.object({
 });
 
 export type CardSetJournal = z.infer<typeof journalSchema>;
+/** One card of the set written and verified. */
+export type WrittenCard = CardSetJournal["written"][number];
 
 export function journalPath(configurationId: string): string {
   return join(CARD_SETS_DIR, `${configurationId}.json`);
@@ -80,8 +84,79 @@ export function newCardSetJournal(fields: {
   };
 }
 
-export async function saveCardSetJournal(stationDir: string, journal: CardSetJournal): Promise<void> {
-  await writeStationFile(stationDir, journalPath(journal.configurationId), jsonText(journal));
+/**
+ * The lock of one set's journal: `<station dir>/.card-set-<id>.lock` (withStationLock, the
+ * project's one lock file). Two `station write --resume` on the same set take turns recording their
+ * cards; a holder inside this process excludes as well.
+ */
+export function cardSetLockName(configurationId: string): string {
+  return `card-set-${configurationId}`;
+}
+
+export interface JournalLockOptions {
+  /** How long to wait for another holder of the set's lock (default withStationLock's 10 s). */
+  readonly lockTimeoutMs?: number;
+}
+
+function withJournalLock<T>(
+  stationDir: string,
+  configurationId: string,
+  options: JournalLockOptions,
+  fn: () => Promise<T>,
+): Promise<T> {
+  return withStationLock(
+    stationDir,
+    cardSetLockName(configurationId),
+    fn,
+    options.lockTimeoutMs === undefined ? {} : { timeoutMs: options.lockTimeoutMs },
+  );
+}
+
+/** Writes a new set's journal (before its first card is written), under the set's lock. */
+export async function saveCardSetJournal(
+  stationDir: string,
+  journal: CardSetJournal,
+  options: JournalLockOptions = {},
+): Promise<void> {
+  await withJournalLock(stationDir, journal.configurationId, options, () =>
+    writeStationFile(stationDir, journalPath(journal.configurationId), jsonText(journal)),
+  );
+}
+
+/**
+ * Records card `entry.index` as written and verified: under the set's lock, reads the journal as it
+ * is on disk now, adds the entry (a rewrite of the same card of the same index replaces its entry;
+ * another card that got the same index is recorded beside it) and writes it back. Returns the
+ * journal written. StationBusyError when another process holds the lock past the wait.
+ */
+export async function recordCardWritten(
+  stationDir: string,
+  configurationId: string,
+  entry: WrittenCard,
+  options: JournalLockOptions = {},
+): Promise<CardSetJournal> {
+  return withJournalLock(stationDir, configurationId, options, () =>
+    appendWritten(stationDir, configurationId, entry),
+  );
+}
+
+async function appendWritten(
+  stationDir: string,
+  configurationId: string,
+  entry: WrittenCard,
+): Promise<CardSetJournal> {
+  const current = await readStationJson(stationDir, journalPath(configurationId), journalSchema);
+  if (!current) {
+    throw new UsageError(`card set ${configurationId} is no longer in ${join(stationDir, CARD_SETS_DIR)}`);
+  }
+  const sameCard = (w: WrittenCard) =>
+    w.index === entry.index && (w.cardSerial ?? w.cardName) === (entry.cardSerial ?? entry.cardName);
+  const journal: CardSetJournal = {
+    ...current,
+    written: [...current.written.filter((w) => !sameCard(w)), entry],
+  };
+  await writeStationFile(stationDir, journalPath(configurationId), jsonText(journal));
+  return journal;
 }
 
 /** The journal of configuration `id` (32 hex digits, or a unique prefix of at least 8). */

@@ -72,6 +72,7 @@ import {
   journalPart,
   journalRanges,
   newCardSetJournal,
+  recordCardWritten,
   remainingCards,
   saveCardSetJournal,
 } from "./card-set-journal.js";
@@ -565,20 +566,15 @@ export async function writeConfigurationToCard(options: WriteConfigurationOption
   // 8. The set's journal: this card is written and verified.
   let finished = result;
   if (journal) {
-    journal = {
-      ...journal,
-      written: [
-        ...journal.written,
-        {
-          index: part.index,
-          cardName: element.info.name,
-          ...(element.info.serial === undefined ? {} : { cardSerial: element.info.serial }),
-          ...(card.officer === undefined ? {} : { officer: card.officer }),
-          writtenAt: now.toISOString(),
-        },
-      ],
-    };
-    await saveCardSetJournal(stationDir, journal);
+    // Read, modified and written back under the set's lock: another station write on the same set
+    // may have recorded a card since this one read the journal.
+    journal = await recordCardWritten(stationDir, journal.configurationId, {
+      index: part.index,
+      cardName: element.info.name,
+      ...(element.info.serial === undefined ? {} : { cardSerial: element.info.serial }),
+      ...(card.officer === undefined ? {} : { officer: card.officer }),
+      writtenAt: now.toISOString(),
+    });
     finished = {
       ...result,
       cardSet: {
