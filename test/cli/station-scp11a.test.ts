@@ -28,6 +28,7 @@ import { InProcessTransport } from "../../src/transport/in-process.js";
 import { initAgent, LAB_PLAN, pins } from "../agent/fixtures.js";
 import { createTestContext, runCliInProcess } from "../helpers/cli.js";
 import { dryRunIn } from "../security/support.js";
+import { stationInitArgs } from "../station/fixtures.js";
 
 const PIN = "24681357";
 let work: string;
@@ -76,23 +77,9 @@ describe("SCP11a through the station commands (in-process virtual card)", () => 
     const state = JSON.parse(await readFile(join(work, "card.json"), "utf8"));
     expect(state.scp.oceCa).toMatchObject({ kid: 0x10, kvn: 1 });
 
-    const init = await runCliInProcess(
-      [
-        "station",
-        "init",
-        "--trust",
-        "pki/root.pem",
-        "--crl",
-        "pki/token-ca.crl.pem",
-        "--issuer",
-        "pki/token-ca.pem",
-        "--scp-trust",
-        "vendor.pem",
-        "--station-dir",
-        "station",
-      ],
-      { cwd: work },
-    );
+    const init = await runCliInProcess(stationInitArgs("station", "--scp-trust", "vendor.pem"), {
+      cwd: work,
+    });
     expect(init.exitCode, init.stderr).toBe(0);
 
     const noKey = await runCliInProcess(["station", "receipts", "--station-dir", "station", "--scp11a"], {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
 import { type LoadedPki, loadPkiDirectory } from "../../src/pki/index.js";
 import { runCliInProcess } from "../helpers/cli.js";
-import { PIN, personaliseCardFile, removeTempDirs, tempDir } from "../station/fixtures.js";
+import { PIN, personaliseCardFile, removeTempDirs, stationInitArgs, tempDir } from "../station/fixtures.js";
 
 let root: string;
 let pki: LoadedPki;
@@ -20,21 +20,7 @@ beforeAll(async () => {
   const made = await runCliInProcess(["pki", "init", "--out", "pki", "--owner", "ACME Bank"], { cwd: root });
   expect(made.exitCode).toBe(0);
   pki = await loadPkiDirectory(join(root, "pki"));
-  const init = await runCliInProcess(
-    [
-      "station",
-      "init",
-      "--trust",
-      "pki/root.pem",
-      "--crl",
-      "pki/token-ca.crl.pem",
-      "--issuer",
-      "pki/token-ca.pem",
-      "--station-dir",
-      "station",
-    ],
-    { cwd: root },
-  );
+  const init = await runCliInProcess(stationInitArgs("station"), { cwd: root });
   expect(init.exitCode, init.stderr).toBe(0);
   const lines = ["serial,hostname,interface,ipv4_cidr,gateway"];
   for (let i = 0; i < 5000; i++) {

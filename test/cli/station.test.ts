@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openVirtualCardFile } from "../../src/card-emulator/open-virtual-card.js";
 import { VIRTUAL_CARD_ENV } from "../../src/cli/card-opener.js";
-import { findShardFor, verifyManifest } from "../../src/config/manifest.js";
+import { findShardFor, type Manifest, verifyManifest } from "../../src/config/manifest.js";
 import { appendReceipt, signReceipt } from "../../src/config/receipt.js";
 import { decodeShardEntry, networkStateDigest } from "../../src/config/shard.js";
 import { createSoftwareSigner } from "../../src/crypto/signer.js";
@@ -17,6 +17,7 @@ import { createDeviceIdentity } from "../../src/pki/issue.js";
 import { exportPrivateKeyPem } from "../../src/pki/keys.js";
 import { type LoadedPki, loadPkiDirectory } from "../../src/pki/pki-store.js";
 import { shardItemName } from "../../src/secure-element/card-layout.js";
+import type { PivElement } from "../../src/secure-element/piv-element.js";
 import { updateStationCrl } from "../../src/station/crl-update.js";
 import { markPath } from "../../src/station/sequence-mark.js";
 import { loadStationTrust } from "../../src/station/station-dir.js";
@@ -29,6 +30,7 @@ import {
   PIN,
   personaliseCardFile,
   removeTempDirs,
+  stationInitArgs,
   tempDir,
   WRONG_PIN,
 } from "../station/fixtures.js";
@@ -55,20 +57,64 @@ let counter = 0;
 /** A station directory set up through the CLI, with the token CA's CRL. */
 async function station(): Promise<string> {
   const dir = `station-${++counter}`;
-  const init = await run([
-    "station",
-    "init",
-    "--trust",
-    "pki/root.pem",
-    "--crl",
-    "pki/token-ca.crl.pem",
-    "--issuer",
-    "pki/token-ca.pem",
-    "--station-dir",
-    dir,
-  ]);
+  const init = await run(stationInitArgs(dir));
   expect(init.exitCode, init.stderr).toBe(0);
   return dir;
+}
+
+/** `station write --allow-plaintext` of `plan` (default examples/rack-4.yaml), the PIN on standard input. */
+const plaintextWrite = (dir: string, plan = join(EXAMPLES, "rack-4.yaml"), ...more: string[]) => [
+  "station",
+  "write",
+  "--allow-plaintext",
+  "--plan",
+  plan,
+  "--station-dir",
+  dir,
+  "--pin-stdin",
+  ...more,
+];
+
+/** The manifest on the card, verified against the station's trust as `station write` verifies it. */
+async function verifiedManifest(element: PivElement, dir: string): Promise<Manifest> {
+  const trust = await loadStationTrust(join(root, dir));
+  const { manifest } = await verifyManifest((await element.readItem("manifest"))!, {
+    validateChain: configSigningValidator(trust, new Date()),
+  });
+  return manifest;
+}
+
+/**
+ * The receipt HSM `serial` signs for the configuration on the card, as the agent does (a device
+ * identity issued for it by the device CA), dated 2030-03-17T17:46:40Z.
+ */
+async function receiptOf(
+  element: PivElement,
+  manifest: Manifest,
+  serial: string,
+  options: { dryRun?: boolean } = {},
+): Promise<Uint8Array> {
+  const ref = findShardFor(manifest, serial);
+  const entry = decodeShardEntry((await element.readItem(shardItemName(ref.objectId)))!, ref, serial);
+  const device = await createDeviceIdentity({ deviceCa: pki.deviceCa, serial });
+  return signReceipt(
+    {
+      serial,
+      configurationId: manifest.configurationId,
+      sequence: manifest.sequence,
+      stateDigest: networkStateDigest(entry),
+      time: 1_900_000_000,
+      outcome: 0,
+      ...(options.dryRun ? { dryRun: true } : {}),
+    },
+    createSoftwareSigner({
+      privateKey: await exportPrivateKeyPem(device.privateKey),
+      certificateChain: [
+        new Uint8Array(device.certificate.rawData),
+        new Uint8Array(pki.deviceCa.certificate.rawData),
+      ],
+    }),
+  );
 }
 
 async function cardFile(options: { owner?: string; officer?: string } = {}): Promise<string> {
@@ -217,19 +263,7 @@ describe("station write", () => {
   it("writes examples/rack-4.yaml to the card and prints the summary", async () => {
     const dir = await station();
     const card = await cardFile();
-    const result = await run(
-      [
-        "station",
-        "write",
-        "--allow-plaintext",
-        "--plan",
-        join(EXAMPLES, "rack-4.yaml"),
-        "--station-dir",
-        dir,
-        "--pin-stdin",
-      ],
-      { stdin: `${PIN}\n`, card },
-    );
+    const result = await run(plaintextWrite(dir), { stdin: `${PIN}\n`, card });
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).toMatch(
       /^Configuration written and verified on the card in Virtual card card-\d+\.json/,
@@ -247,17 +281,7 @@ describe("station write", () => {
   it("--json gives the same summary as JSON, and the sequence goes up", async () => {
     const dir = await station();
     const card = await cardFile();
-    const args = [
-      "station",
-      "write",
-      "--allow-plaintext",
-      "--plan",
-      join(EXAMPLES, "room-40.yaml"),
-      "--station-dir",
-      dir,
-      "--pin-stdin",
-      "--json",
-    ];
+    const args = plaintextWrite(dir, join(EXAMPLES, "room-40.yaml"), "--json");
     expect((await run(args, { stdin: `${PIN}\n`, card })).exitCode).toBe(0);
     const second = await run([...args, "--valid-days", "2"], { stdin: `${PIN}\n`, card });
     expect(second.exitCode, second.stderr).toBe(0);
@@ -278,10 +302,7 @@ describe("station write", () => {
     // What is on the card verifies independently.
     const opened = await openVirtualCardFile(card);
     try {
-      const trust = await loadStationTrust(join(root, dir));
-      const { manifest } = await verifyManifest((await opened.element.readItem("manifest"))!, {
-        validateChain: configSigningValidator(trust, new Date()),
-      });
+      const manifest = await verifiedManifest(opened.element, dir);
       expect(Buffer.from(manifest.configurationId).toString("hex")).toBe(json.configurationId);
     } finally {
       await opened.dispose();
@@ -291,19 +312,7 @@ describe("station write", () => {
   it("wrong PIN: exit 13 with the tries left", async () => {
     const dir = await station();
     const card = await cardFile();
-    const result = await run(
-      [
-        "station",
-        "write",
-        "--allow-plaintext",
-        "--plan",
-        join(EXAMPLES, "rack-4.yaml"),
-        "--station-dir",
-        dir,
-        "--pin-stdin",
-      ],
-      { stdin: `${WRONG_PIN}\n`, card },
-    );
+    const result = await run(plaintextWrite(dir), { stdin: `${WRONG_PIN}\n`, card });
     expect(result.exitCode).toBe(13);
     expect(result.stderr).toContain("hsm-onboard: wrong PIN, 2 tries left");
     expect(result.stdout).toBe("");
@@ -322,16 +331,7 @@ describe("station write", () => {
       "--json",
     ]);
     const secret = base32Decode(JSON.parse(enrol.stdout).secret);
-    const args = [
-      "station",
-      "write",
-      "--allow-plaintext",
-      "--plan",
-      join(EXAMPLES, "rack-4.yaml"),
-      "--station-dir",
-      dir,
-      "--pin-stdin",
-    ];
+    const args = plaintextWrite(dir);
     // Standard input ran out before the code: a usage error, like a missing PIN.
     const missing = await run(args, { stdin: `${PIN}\n`, card });
     expect(missing.exitCode).toBe(2);
@@ -353,13 +353,10 @@ describe("station write", () => {
     await personaliseCardFile(globexPki, globex, { owner: "Globex Corporation" });
     await updateStationCrl(join(root, dir), globexPki.crl, { issuers: [globexPki.tokenCa.certificate] });
     const plan = join(EXAMPLES, "rack-4.yaml");
-    const owner = await run(
-      ["station", "write", "--allow-plaintext", "--plan", plan, "--station-dir", dir, "--pin-stdin"],
-      {
-        stdin: `${PIN}\n`,
-        card: globex,
-      },
-    );
+    const owner = await run(plaintextWrite(dir, plan), {
+      stdin: `${PIN}\n`,
+      card: globex,
+    });
     expect(owner.exitCode).toBe(16);
     expect(owner.stderr).toMatch(
       /the plan is for owner "ACME Bank" but the card belongs to "Globex Corporation"/,
@@ -372,23 +369,17 @@ describe("station write", () => {
         "owner: ACME Bank\nsubnets:\n  - name: n\n    cidr: 198.51.100.0/24\nhsms:\n  - serial: '1'\n    hostname: a\n    subnet: n\n    ipv4: 203.0.113.5\n  - serial: '1'\n    hostname: b\n    subnet: n\n    ipv4: 198.51.100.6\n",
       ),
     );
-    const invalid = await run(
-      ["station", "write", "--allow-plaintext", "--plan", bad, "--station-dir", dir, "--pin-stdin"],
-      {
-        stdin: `${PIN}\n`,
-        card: globex,
-      },
-    );
+    const invalid = await run(plaintextWrite(dir, bad), {
+      stdin: `${PIN}\n`,
+      card: globex,
+    });
     expect(invalid.exitCode).toBe(23);
     expect(invalid.stderr.split("\n").filter((l) => l.startsWith(bad)).length).toBeGreaterThanOrEqual(2);
 
-    const none = await run(
-      ["station", "write", "--allow-plaintext", "--plan", plan, "--station-dir", dir, "--pin-stdin"],
-      {
-        stdin: `${PIN}\n`,
-        card: join(root, "no-such-card.json"),
-      },
-    );
+    const none = await run(plaintextWrite(dir, plan), {
+      stdin: `${PIN}\n`,
+      card: join(root, "no-such-card.json"),
+    });
     expect(none.exitCode).toBe(10);
   });
 
@@ -413,19 +404,10 @@ describe("station write", () => {
   });
 
   it("an uninitialised station says so before waiting for a card (exit 2)", async () => {
-    const result = await run(
-      [
-        "station",
-        "write",
-        "--allow-plaintext",
-        "--plan",
-        join(EXAMPLES, "rack-4.yaml"),
-        "--station-dir",
-        "nowhere",
-        "--pin-stdin",
-      ],
-      { stdin: `${PIN}\n`, card: join(root, "no-such-card.json") },
-    );
+    const result = await run(plaintextWrite("nowhere"), {
+      stdin: `${PIN}\n`,
+      card: join(root, "no-such-card.json"),
+    });
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/station init/);
   });
@@ -434,18 +416,7 @@ describe("station write", () => {
     const dir = await station();
     const backup = `${dir}-backup`;
     await cp(join(root, dir), join(root, backup), { recursive: true }); // cp -a before any write
-    const args = (extra: string[] = []) => [
-      "station",
-      "write",
-      "--allow-plaintext",
-      "--plan",
-      join(EXAMPLES, "rack-4.yaml"),
-      "--station-dir",
-      dir,
-      "--pin-stdin",
-      "--json",
-      ...extra,
-    ];
+    const args = () => plaintextWrite(dir, join(EXAMPLES, "rack-4.yaml"), "--json");
     const card = await cardFile();
     for (const expected of [1, 2]) {
       const written = await run(args(), { stdin: `${PIN}\n`, card });
@@ -485,19 +456,7 @@ describe("station receipts", () => {
   it("shows the receipts on the card, verified, as a table or as JSON", async () => {
     const dir = await station();
     const card = await cardFile();
-    const written = await run(
-      [
-        "station",
-        "write",
-        "--allow-plaintext",
-        "--plan",
-        join(EXAMPLES, "rack-4.yaml"),
-        "--station-dir",
-        dir,
-        "--pin-stdin",
-      ],
-      { stdin: `${PIN}\n`, card },
-    );
+    const written = await run(plaintextWrite(dir), { stdin: `${PIN}\n`, card });
     expect(written.exitCode).toBe(0);
     const empty = await run(["station", "receipts", "--allow-plaintext", "--station-dir", dir], { card });
     expect(empty.exitCode).toBe(0);
@@ -506,61 +465,10 @@ describe("station receipts", () => {
     // HSM 1234568 onboards and writes its receipt, as the agent does.
     const opened = await openVirtualCardFile(card);
     try {
-      const trust = await loadStationTrust(join(root, dir));
-      const { manifest } = await verifyManifest((await opened.element.readItem("manifest"))!, {
-        validateChain: configSigningValidator(trust, new Date()),
-      });
-      const ref = findShardFor(manifest, "1234568");
-      const entry = decodeShardEntry(
-        (await opened.element.readItem(shardItemName(ref.objectId)))!,
-        ref,
-        "1234568",
-      );
-      const device = await createDeviceIdentity({ deviceCa: pki.deviceCa, serial: "1234568" });
-      const signer = createSoftwareSigner({
-        privateKey: await exportPrivateKeyPem(device.privateKey),
-        certificateChain: [
-          new Uint8Array(device.certificate.rawData),
-          new Uint8Array(pki.deviceCa.certificate.rawData),
-        ],
-      });
-      const receipt = await signReceipt(
-        {
-          serial: "1234568",
-          configurationId: manifest.configurationId,
-          sequence: manifest.sequence,
-          stateDigest: networkStateDigest(entry),
-          time: 1_900_000_000,
-          outcome: 0,
-        },
-        signer,
-      );
+      const manifest = await verifiedManifest(opened.element, dir);
+      const receipt = await receiptOf(opened.element, manifest, "1234568");
       // HSM 1234569 ran the dry-run applier: its receipt says so (issue 12).
-      const ref9 = findShardFor(manifest, "1234569");
-      const entry9 = decodeShardEntry(
-        (await opened.element.readItem(shardItemName(ref9.objectId)))!,
-        ref9,
-        "1234569",
-      );
-      const device9 = await createDeviceIdentity({ deviceCa: pki.deviceCa, serial: "1234569" });
-      const dryRun = await signReceipt(
-        {
-          serial: "1234569",
-          configurationId: manifest.configurationId,
-          sequence: manifest.sequence,
-          stateDigest: networkStateDigest(entry9),
-          time: 1_900_000_000,
-          outcome: 0,
-          dryRun: true,
-        },
-        createSoftwareSigner({
-          privateKey: await exportPrivateKeyPem(device9.privateKey),
-          certificateChain: [
-            new Uint8Array(device9.certificate.rawData),
-            new Uint8Array(pki.deviceCa.certificate.rawData),
-          ],
-        }),
-      );
+      const dryRun = await receiptOf(opened.element, manifest, "1234569", { dryRun: true });
       await opened.element.verifyPin(PIN);
       await opened.element.writeItem(
         "receipt-0",

@@ -32,6 +32,7 @@ import { writeConfigurationToCard } from "../../src/station/write-card.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { LAB_PLAN, tempDir } from "../agent/fixtures.js";
 import { type CliResult, runCliInProcess } from "../helpers/cli.js";
+import { stationInitArgs } from "../station/fixtures.js";
 
 // Secrets of 6 and 8 bytes (FF padding shows in the 6-byte ones), none of them made of hex digits
 // only, so that no hash or key printed in hex can match one by chance.
@@ -166,20 +167,7 @@ describe("no PIN or PUK in any output, trace, log, audit record or state file", 
     );
 
     // Station: init, a write with a wrong PIN, then the right one.
-    ok(
-      await cli("station init", [
-        "station",
-        "init",
-        "--trust",
-        "pki/root.pem",
-        "--crl",
-        "pki/token-ca.crl.pem",
-        "--issuer",
-        "pki/token-ca.pem",
-        "--station-dir",
-        "station",
-      ]),
-    );
+    ok(await cli("station init", stationInitArgs("station")));
     await writeFile(join(base.dir, "plan.yaml"), planToYaml(LAB_PLAN));
     const write = [
       "station",

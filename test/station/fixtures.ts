@@ -164,6 +164,27 @@ export async function makeStation(pki: TestPki, crl: X509Crl = pki.crl): Promise
   return dir;
 }
 
+/**
+ * The arguments of `station init` for the PKI that `pki init --out pki` made in the working
+ * directory: its root as the trust anchor, its token CA's CRL with the token CA as its issuer;
+ * `more` options go before `--station-dir`.
+ */
+export function stationInitArgs(stationDir: string, ...more: string[]): string[] {
+  return [
+    "station",
+    "init",
+    "--trust",
+    "pki/root.pem",
+    "--crl",
+    "pki/token-ca.crl.pem",
+    "--issuer",
+    "pki/token-ca.pem",
+    ...more,
+    "--station-dir",
+    stationDir,
+  ];
+}
+
 /** A valid plan of `count` HSMs on one /16 (for capacity tests). */
 export function generatedPlan(count: number, owner = OWNER): NetworkPlan {
   const lines = [
