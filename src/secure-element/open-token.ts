@@ -9,8 +9,15 @@
  *   may have no events (CKR_FUNCTION_NOT_SUPPORTED) or answer CKR_NO_EVENT and never raise one
  *   (SoftHSM2 2.6), so events only hasten a look, they are not waited for;
  * - without an event, when this wait is the module's only user, the module is finalised and
- *   initialised again: a module may build its slot list at C_Initialize only (SoftHSM2 reads its
- *   token directory then);
+ *   initialised again: a module may build its slot list at C_Initialize only. SoftHSM2 does (2.6.1,
+ *   checked): its object store enumerates the token directory once, when C_Initialize creates it,
+ *   and afterwards learns only of tokens it initialises itself — a token softhsm2-util makes meanwhile
+ *   is missing from C_GetSlotList(tokenPresent) however often and however long it is asked (a
+ *   deleted one stays listed), until C_Finalize + C_Initialize. So merely polling the slot list of a
+ *   module kept initialised would never see it (test/secure-element/open-token.test.ts shows both).
+ *   The cost is small: on SoftHSM2 a 10 s wait at 250 ms took ≈ 1 % of one core with the
+ *   re-initialisation, ≈ 0.3–0.7 % without it. While another user holds the module (an open
+ *   element) it is not re-initialised, and only its slot list is polled;
  * - then C_GetSlotList(tokenPresent) and the tokens' info are matched against the URI.
  * NoCardError (exit 10) at the deadline; the signal ends the wait at once.
  *

@@ -1,8 +1,10 @@
 /**
- * Waiting for a PKCS#11 token (`--token`): on SoftHSM2, which has no slot events
- * (CKR_FUNCTION_NOT_SUPPORTED), by bounded polling — a token initialised while the wait runs is found,
- * none at all is NoCardError at the deadline, a deleted one ends the removal wait; on a module with
- * slot events (the fake), by C_WaitForSlotEvent(CKF_DONT_BLOCK), the slot list read only after an event.
+ * Waiting for a PKCS#11 token (`--token`): on SoftHSM2, which never raises a slot event
+ * (CKR_NO_EVENT for CKF_DONT_BLOCK), by bounded polling — a token initialised while the wait runs is
+ * found, none at all is NoCardError at the deadline, a deleted one ends the removal wait; why the
+ * wait initialises SoftHSM2 again rather than only polling C_GetSlotList (its slot list is built at
+ * C_Initialize); on a module with slot events (the fake), by C_WaitForSlotEvent(CKF_DONT_BLOCK), the
+ * slot list read only after an event.
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -10,6 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { NoCardError, UsageError } from "../../src/errors.js";
 import { CKF_DONT_BLOCK } from "../../src/pkcs11/constants.js";
 import { type Handle, Pkcs11ModuleRegistry } from "../../src/pkcs11/module.js";
+import { matchingTokenSlots } from "../../src/pkcs11/pkcs11-token.js";
 import { parsePkcs11TokenUri } from "../../src/pkcs11/uri.js";
 import {
   openToken,
@@ -68,6 +71,54 @@ describe.skipIf(skip)("openToken on SoftHSM2", () => {
     await exec("softhsm2-util", ["--delete-token", "--token", late], { env: hsm.env });
     await removed;
     expect(registry.activeLeases(hsm.modulePath)).toBe(0);
+  });
+
+  it("SoftHSM2 lists only the tokens it found at C_Initialize: polling the slot list of a module kept initialised never finds a token made since; initialised again, it does (why the wait re-initialises)", async () => {
+    hsm = await createSoftHsmToken();
+    const late = `late-${process.pid}`;
+    const registry = new Pkcs11ModuleRegistry();
+    const held = await registry.acquire(hsm.modulePath); // kept initialised for the whole test
+    try {
+      const before = held.api.C_GetSlotList(true).length;
+      await exec(
+        "softhsm2-util",
+        ["--init-token", "--free", "--label", late, "--pin", "123456", "--so-pin", "12345678"],
+        { env: hsm.env },
+      );
+      // softhsm2-util sees it (its own C_Initialize, after the token was made) …
+      expect((await exec("softhsm2-util", ["--show-slots"], { env: hsm.env })).stdout).toContain(late);
+      // … the module initialised before does not, however often its slots are listed.
+      for (let i = 0; i < 5; i++) {
+        expect(matchingTokenSlots(held.api, { tokenLabel: late })).toEqual([]);
+        expect(held.api.C_GetSlotList(true)).toHaveLength(before);
+      }
+      // The wait while another user holds the module polls the slot list only (no re-initialisation):
+      // it runs out.
+      const polled: TokenWaitMode[] = [];
+      const error = await waitForToken(
+        hsm.modulePath,
+        { tokenLabel: late },
+        { registry, pollMs: 50, deadline: Date.now() + 400, onWaiting: (m) => polled.push(m) },
+      ).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(NoCardError);
+      expect(polled).toEqual(["poll"]);
+    } finally {
+      held.release();
+    }
+    expect(registry.activeLeases(hsm.modulePath)).toBe(0);
+    // Its only user, the wait finalises and initialises the module again: the token is there.
+    const found: TokenWaitMode[] = [];
+    const lease = await waitForToken(
+      hsm.modulePath,
+      { tokenLabel: late },
+      { registry, pollMs: 50, deadline: Date.now() + 5_000, onFound: (m) => found.push(m) },
+    );
+    try {
+      expect(matchingTokenSlots(lease.api, { tokenLabel: late })).toHaveLength(1);
+      expect(found).toEqual(["present"]);
+    } finally {
+      lease.release();
+    }
   });
 
   it("gives up at the deadline with NoCardError, saying how it waited", async () => {
