@@ -24,9 +24,9 @@ import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
 import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
 import { NetnsLab } from "../agent/netns.js";
 import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
-import { type LiveChild, runCliChild, startCliChild, stopChildren } from "./children.js";
-import { stackCapability } from "./stack.js";
-import { CardTemplate, dryRunRecord } from "./support.js";
+import { type LiveChild, runCliChild, stopChildren } from "./children.js";
+import { emulateCard, stackCapability } from "./stack.js";
+import { agentOnceArgs, CardTemplate, dryRunRecord } from "./support.js";
 
 // pcscd + vpcd and network namespaces, both needed.
 const cap = stackCapability();
@@ -72,53 +72,34 @@ describe.skipIf(!cap.ok)(
       const { stateDir } = await initAgent(base.dir, testPki, { crl, name });
       const cardFile = join(base.dir, `${name}-card.json`);
       new FileCardStateStore(cardFile).save(template.cardState);
-      const card = await startCliChild(
-        build,
-        ["card", "emulate", "--state", cardFile, "--vpcd", `127.0.0.1:${pcscd.vpcdPort}`],
-        { netns: ns },
-      );
-      cards.push(card);
-      await card.waitForStderr(/inserted: connected to vpcd/, 10_000);
-      const agentArgs = [
-        "agent",
-        "run",
-        "--allow-plaintext",
-        "--state-dir",
-        stateDir,
-        "--once",
-        "--net",
-        "dry-run",
-        "--pin-stdin",
-      ];
+      cards.push(await emulateCard(build, cardFile, pcscd, ns));
       const env = pcscd.env;
-      const crashed = await runCliChild(build, [...agentArgs, "--timeout", "20"], {
-        netns: ns,
-        env: { ...env, HSM_ONBOARD_CRASH_AT: "after-apply-before-verify" },
-        stdin: `${PIN}\n`,
-        timeoutMs: 40_000,
-      });
+      /** `agent run --once` (dry run) in the namespace, with this pcscd and the PIN. */
+      const runAgent = (extraEnv: Record<string, string> = {}) =>
+        runCliChild(build, agentOnceArgs(stateDir, "--timeout", "20"), {
+          netns: ns,
+          env: { ...env, ...extraEnv },
+          stdin: `${PIN}\n`,
+          timeoutMs: 40_000,
+        });
+      const crashed = await runAgent({ HSM_ONBOARD_CRASH_AT: "after-apply-before-verify" });
       expect(crashed.signal, crashed.stderr).toBe("SIGKILL");
       const state = (await AgentStateStore.open(stateDir)).state;
       expect(state.applying?.sequence).toBe(1);
       expect(JSON.parse((await dryRunRecord(stateDir))!).applied).toBeDefined(); // half-way: applied, unverified
-      return { ns, env, stateDir, agentArgs };
+      return { stateDir, runAgent };
     }
 
     const auditFile = (stateDir: string) => join(stateDir, STATE_FILES.audit);
 
     test("a torn last line: kept aside, recorded, chain continued; the interrupted apply is rolled back and the card onboards (exit 0)", async () => {
-      const { ns, env, stateDir, agentArgs } = await interruptedApply("torn");
+      const { stateDir, runAgent } = await interruptedApply("torn");
       const whole = await readFile(auditFile(stateDir));
       // A short write: the first 57 bytes of a record, no newline.
       const torn = Buffer.from('{"data":{"serial":"1234567","sequence":1},"event":"confi');
       await writeFile(auditFile(stateDir), Buffer.concat([whole, torn]));
 
-      const run = await runCliChild(build, [...agentArgs, "--timeout", "20"], {
-        netns: ns,
-        env,
-        stdin: `${PIN}\n`,
-        timeoutMs: 40_000,
-      });
+      const run = await runAgent();
       expect(run.code, run.stderr).toBe(ExitCode.ok);
       expect(run.stderr).toMatch(
         /audit log ended in a torn line \(56 bytes\): kept aside in .*audit\.log\.torn-/,
@@ -159,18 +140,13 @@ describe.skipIf(!cap.ok)(
     }, 120_000);
 
     test("an edited record (not a torn tail): the log is left as it is, the interrupted apply is still rolled back, onboarding refused (exit 15)", async () => {
-      const { ns, env, stateDir, agentArgs } = await interruptedApply("edited");
+      const { stateDir, runAgent } = await interruptedApply("edited");
       const text = await readFile(auditFile(stateDir), "utf8");
       const edited = text.replace('"event":"factory-init"', '"event":"factory-inix"');
       expect(edited).not.toBe(text);
       await writeFile(auditFile(stateDir), edited);
 
-      const run = await runCliChild(build, [...agentArgs, "--timeout", "20"], {
-        netns: ns,
-        env,
-        stdin: `${PIN}\n`,
-        timeoutMs: 40_000,
-      });
+      const run = await runAgent();
       expect(run.code, run.stderr).toBe(ExitCode.integrity);
       expect(run.stderr).toMatch(/audit log .* is damaged: line 1: content does not match its hash/);
       expect(run.stderr).toMatch(/network reconciled, onboarding refused/);

@@ -25,7 +25,7 @@ import { ExitCode } from "../../src/errors.js";
 import { createTestPki, initAgent, LAB_PLAN, PIN, pins, type TestPki, tempDir } from "../agent/fixtures.js";
 import { buildForChildren, type PrivateBuild, requireOrSkip } from "../helpers/pcsc-env.js";
 import { runCliChild, stopChildren } from "./children.js";
-import { CardTemplate, openMetered } from "./support.js";
+import { agentOnceArgs, CardTemplate, openMetered } from "./support.js";
 
 // Injected ENOSPC: every atomic write of a file named `state.json` fails while `diskFull.from` says so.
 const diskFull = vi.hoisted(() => ({ writes: 0, failFrom: Number.POSITIVE_INFINITY, last: "" }));
@@ -146,40 +146,25 @@ describe.skipIf(!tmpfs.ok)(
         'cp -a "$MNT"/. "$OUT"/',
         'exit "$rc"',
       ].join("\n");
-      return runCliChild(
-        build,
-        [
-          "agent",
-          "run",
-          "--allow-plaintext",
-          "--state-dir",
+      return runCliChild(build, agentOnceArgs(mountPoint, "--json"), {
+        env: { [VIRTUAL_CARD_ENV]: cardFile },
+        stdin: `${PIN}\n`,
+        timeoutMs: 30_000,
+        wrap: (argv) => [
+          "unshare",
+          "-m",
+          "--propagation",
+          "private",
+          "sh",
+          "-c",
+          script,
+          "sh",
           mountPoint,
-          "--once",
-          "--net",
-          "dry-run",
-          "--pin-stdin",
-          "--json",
+          stateDir,
+          String(freePages),
+          ...argv,
         ],
-        {
-          env: { [VIRTUAL_CARD_ENV]: cardFile },
-          stdin: `${PIN}\n`,
-          timeoutMs: 30_000,
-          wrap: (argv) => [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            mountPoint,
-            stateDir,
-            String(freePages),
-            ...argv,
-          ],
-        },
-      );
+      });
     }
 
     test("with 0, 1, 2, 3 or 64 pages free: a clear exit, a valid state file, and after it a consistent network and a configured HSM", async () => {

@@ -33,6 +33,7 @@ import { InProcessTransport } from "../../src/transport/in-process.js";
 import { LAB_PLAN, tempDir } from "../agent/fixtures.js";
 import { type CliResult, runCliInProcess } from "../helpers/cli.js";
 import { stationInitArgs } from "../station/fixtures.js";
+import { agentOnceArgs } from "./support.js";
 
 // Secrets of 6 and 8 bytes (FF padding shows in the 6-byte ones), none of them made of hex digits
 // only, so that no hash or key printed in hex can match one by chance.
@@ -213,18 +214,7 @@ describe("no PIN or PUK in any output, trace, log, audit record or state file", 
       "dry-run",
     ];
     ok(await cli("agent factory-init", factory("agent")));
-    const run = [
-      "agent",
-      "run",
-      "--allow-plaintext",
-      "--state-dir",
-      "agent",
-      "--once",
-      "--net",
-      "dry-run",
-      "--pin-stdin",
-      "--json",
-    ];
+    const run = agentOnceArgs("agent", "--json");
     wrong(await cli("agent run, wrong PIN", run, { stdin: `${wrongPin}\n`, card: "card.json" }));
     ok(await cli("agent run", run, { stdin: `${pin}\n`, card: "card.json" }));
     ok(

@@ -21,8 +21,8 @@ import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "
 import { NetnsLab } from "../agent/netns.js";
 import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { type LiveChild, runCliChild, startCliChild, stopChildren } from "./children.js";
-import { stackCapability } from "./stack.js";
-import { CardTemplate, dryRunRecord } from "./support.js";
+import { emulateCard, stackCapability } from "./stack.js";
+import { agentOnceArgs, CardTemplate, dryRunRecord } from "./support.js";
 
 // pcscd + vpcd and network namespaces, both needed.
 const cap = stackCapability();
@@ -67,40 +67,25 @@ describe.skipIf(!cap.ok)(
       const { stateDir } = await initAgent(base.dir, testPki, { crl, name });
       const cardFile = join(base.dir, `${name}-card.json`);
       new FileCardStateStore(cardFile).save(template.cardState);
-      const agentArgs = [
-        "agent",
-        "run",
-        "--allow-plaintext",
-        "--state-dir",
-        stateDir,
-        "--once",
-        "--net",
-        "dry-run",
-        "--pin-stdin",
-        "--json",
-      ];
+      const agentArgs = (timeoutSeconds: number) =>
+        agentOnceArgs(stateDir, "--json", "--timeout", String(timeoutSeconds));
       const insertCard = async () => {
-        const card = await startCliChild(
-          build,
-          ["card", "emulate", "--state", cardFile, "--vpcd", `127.0.0.1:${pcscd!.vpcdPort}`],
-          {
-            netns: ns,
-          },
-        );
+        const card = await emulateCard(build, cardFile, pcscd!, ns);
         cards.push(card);
-        await card.waitForStderr(/inserted: connected to vpcd/, 10_000);
         return card;
       };
-      return { ns, stateDir, agentArgs, insertCard, env: pcscd.env };
+      const env = pcscd.env;
+      /** The agent as a child in the namespace, with this pcscd and the PIN: started, or run to its end. */
+      const startAgent = (timeoutSeconds: number) =>
+        startCliChild(build, agentArgs(timeoutSeconds), { netns: ns, env, stdin: `${PIN}\n` });
+      const runAgent = () =>
+        runCliChild(build, agentArgs(20), { netns: ns, env, stdin: `${PIN}\n`, timeoutMs: 40_000 });
+      return { stateDir, insertCard, startAgent, runAgent };
     }
 
     test("no card yet: pcscd restarts under the waiting agent → exit 10, nothing changed; the next run configures the HSM", async () => {
-      const { ns, stateDir, agentArgs, insertCard, env } = await setUp("restart-waiting");
-      const agent = await startCliChild(build, [...agentArgs, "--timeout", "30"], {
-        netns: ns,
-        env,
-        stdin: `${PIN}\n`,
-      });
+      const { stateDir, insertCard, startAgent, runAgent } = await setUp("restart-waiting");
+      const agent = await startAgent(30);
       await agent.waitForStderr(/insert or tap the configuration card/, 20_000);
       await pcscd!.restart();
       const lost = await agent.exit(15_000);
@@ -111,12 +96,7 @@ describe.skipIf(!cap.ok)(
       expect((await AgentStateStore.open(stateDir)).state.configured).toBeUndefined();
 
       await insertCard();
-      const next = await runCliChild(build, [...agentArgs, "--timeout", "20"], {
-        netns: ns,
-        env,
-        stdin: `${PIN}\n`,
-        timeoutMs: 40_000,
-      });
+      const next = await runAgent();
       expect(next.code, next.stderr).toBe(ExitCode.ok);
       expect(JSON.parse(next.stdout)).toMatchObject({
         ok: true,
@@ -126,13 +106,9 @@ describe.skipIf(!cap.ok)(
     });
 
     test("the card in the reader, pcscd restarts in the middle of the agent's session → exit 10 with nothing applied (or configured, if the restart came after the apply): never half-configured; the next run ends configured", async () => {
-      const { ns, stateDir, agentArgs, insertCard, env } = await setUp("restart-mid-session");
+      const { stateDir, insertCard, startAgent, runAgent } = await setUp("restart-mid-session");
       const card = await insertCard();
-      const agent = await startCliChild(build, [...agentArgs, "--timeout", "20"], {
-        netns: ns,
-        env,
-        stdin: `${PIN}\n`,
-      });
+      const agent = await startAgent(20);
       await agent.waitForStderr(/agent: card authenticated/, 20_000);
       await pcscd!.restart();
       const first = await agent.exit(20_000);
@@ -149,12 +125,7 @@ describe.skipIf(!cap.ok)(
       }
       // The emulator comes back by itself after the restart (bounded reconnect); run again.
       await card.waitForStderr(/inserted: connected to vpcd[\s\S]*inserted: connected to vpcd/, 15_000);
-      const next = await runCliChild(build, [...agentArgs, "--timeout", "20"], {
-        netns: ns,
-        env,
-        stdin: `${PIN}\n`,
-        timeoutMs: 40_000,
-      });
+      const next = await runAgent();
       // Configured the first time: the same card is recognised before the PIN (issue 12), 0 again.
       expect(next.code, next.stderr).toBe(ExitCode.ok);
       if (first.code === ExitCode.ok) expect(next.stderr).toMatch(/already configured with configuration/);

@@ -14,7 +14,7 @@ import { ExitCode } from "../../src/errors.js";
 import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
 import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { put, Stack, stackCapability } from "./stack.js";
-import { CardTemplate } from "./support.js";
+import { agentOnceArgs, CardTemplate } from "./support.js";
 
 const cap = stackCapability();
 
@@ -79,23 +79,9 @@ describe.skipIf(!cap.ok)(
       state.objects["5FFF80"] = randomBytes(40_000).toString("base64"); // receipt-0
       await stack.insert(cardFile, state);
 
-      const agent = await stack.cli(
-        [
-          "agent",
-          "run",
-          "--allow-plaintext",
-          "--state-dir",
-          stateDir,
-          "--once",
-          "--net",
-          "dry-run",
-          "--pin-stdin",
-          "--json",
-          "--timeout",
-          "20",
-        ],
-        { stdin: `${PIN}\n` },
-      );
+      const agent = await stack.cli(agentOnceArgs(stateDir, "--json", "--timeout", "20"), {
+        stdin: `${PIN}\n`,
+      });
       expect(agent.code, agent.stderr).toBe(ExitCode.ok);
       expect(JSON.parse(agent.stdout).receipt).toEqual({ written: true, item: "receipt-1" });
 

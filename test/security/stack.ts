@@ -55,12 +55,7 @@ export class Stack {
   async insert(cardFile: string, state?: CardState): Promise<void> {
     await this.remove();
     if (state) new FileCardStateStore(cardFile).save(state);
-    this.card = await startCliChild(
-      this.build,
-      ["card", "emulate", "--state", cardFile, "--vpcd", `127.0.0.1:${this.pcscd.vpcdPort}`],
-      { netns: this.ns },
-    );
-    await this.card.waitForStderr(/inserted: connected to vpcd/, 10_000);
+    this.card = await emulateCard(this.build, cardFile, this.pcscd, this.ns);
   }
 
   /** Takes the card out (the emulator saves its state and exits). */
@@ -76,6 +71,30 @@ export class Stack {
     await this.pcscd.stop();
     await this.lab.cleanup();
   }
+}
+
+/**
+ * `hsm-onboard card emulate` of the card state in `cardFile` as a CLI child in `ns`, connected to the
+ * vpcd of `pcscd`; resolves once the card is in the reader (stopped again if it never gets there).
+ */
+export async function emulateCard(
+  build: PrivateBuild,
+  cardFile: string,
+  pcscd: PrivatePcscd,
+  ns: string,
+): Promise<LiveChild> {
+  const card = await startCliChild(
+    build,
+    ["card", "emulate", "--state", cardFile, "--vpcd", `127.0.0.1:${pcscd.vpcdPort}`],
+    { netns: ns },
+  );
+  try {
+    await card.waitForStderr(/inserted: connected to vpcd/, 10_000);
+  } catch (error) {
+    await card.stop();
+    throw error;
+  }
+  return card;
 }
 
 /** Writes `bytes` to `path` (a PEM, a CRL) and returns the path. */

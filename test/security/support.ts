@@ -222,6 +222,25 @@ export async function networkFacts(stateDir: string): Promise<Record<string, unk
   };
 }
 
+/**
+ * The arguments of `agent run --once` in plaintext with the dry-run applier, the PIN on standard
+ * input; `more` appended.
+ */
+export function agentOnceArgs(stateDir: string, ...more: string[]): string[] {
+  return [
+    "agent",
+    "run",
+    "--allow-plaintext",
+    "--state-dir",
+    stateDir,
+    "--once",
+    "--net",
+    "dry-run",
+    "--pin-stdin",
+    ...more,
+  ];
+}
+
 /** A dry-run applier whose record lives in the state directory (as `agent run --net dry-run` keeps it). */
 export function dryRunIn(stateDir: string): Promise<DryRunBackend> {
   return DryRunBackend.open({ file: join(stateDir, STATE_FILES.dryRun) });
