@@ -5,7 +5,7 @@
  * the card; what is timed is what the HSM's CPU does with them.
  */
 
-import { collectWarmUpGarbage, warmUpAgentOnboarding, warmUpOnboarding } from "../src/agent/warm-up.js";
+import { warmUpAtStart } from "../src/agent/warm-up.js";
 import { type CardState, MemoryCardStateStore } from "../src/card-emulator/card-state-store.js";
 import { VirtualPivCard } from "../src/card-emulator/virtual-piv-card.js";
 import {
@@ -17,7 +17,7 @@ import {
 import { signReceipt } from "../src/config/receipt.js";
 import { decodeShardEntry, networkStateDigest } from "../src/config/shard.js";
 import type { Signer } from "../src/crypto/signer.js";
-import { primeTrustAnchor, validateChainView, warmUpValidation } from "../src/pki/path-validation.js";
+import { primeTrustAnchor, validateChainView } from "../src/pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../src/pki/profiles.js";
 import { shardItemName } from "../src/secure-element/card-layout.js";
 import { PivElement } from "../src/secure-element/piv-element.js";
@@ -35,7 +35,7 @@ export interface StepTime {
 
 export interface VerificationTimes {
   readonly steps: readonly StepTime[];
-  /** Agent.open's warm-up (warmUpValidation, warmUpOnboarding, warmUpAgentOnboarding), before any card; not verification. */
+  /** Agent.open's warm-up (warmUpAtStart: warmUpValidation, warmUpAgent, the collection), before any card; not verification. */
   readonly warmUpCpuMs: number;
   /** Sum of the verification steps (the receipt signature is not verification). */
   readonly verifyColdCpuMs: number;
@@ -57,7 +57,7 @@ export async function measureVerification(
   serial: string,
   deviceSigner: Signer,
   repetitions = 15,
-  /** As Agent.open: warmUpValidation, warmUpOnboarding and warmUpAgentOnboarding before any card (default); false: none. */
+  /** As Agent.open: warmUpAtStart before any card (default); false: only the anchor parsed. */
   warmUp = true,
 ): Promise<VerificationTimes> {
   // The card's bytes, read as the agent reads them (untimed).
@@ -94,10 +94,9 @@ export async function measureVerification(
   // told not to: then only the anchor is parsed (primeTrustAnchor) and every first use is counted.
   const warmUpCpuMs = await cpuOf(async () => {
     if (!warmUp) return primeTrustAnchor(rootDer);
-    await warmUpValidation(rootDer);
-    await warmUpOnboarding();
-    await warmUpAgentOnboarding();
-    collectWarmUpGarbage();
+    await warmUpAtStart(rootDer, (line) => {
+      throw new Error(line);
+    });
   });
   const now = new Date();
   const chainOptions = { trustAnchor: rootDer, crls: [crl], now };

@@ -25,7 +25,7 @@ import {
   PcscError,
   UsageError,
 } from "../errors.js";
-import { primeTrustAnchor, warmUpValidation } from "../pki/path-validation.js";
+import { primeTrustAnchor } from "../pki/path-validation.js";
 import type { SecureElement } from "../secure-element/secure-element.js";
 import { AuditLog } from "./audit-log.js";
 import type { CardSource } from "./card-source.js";
@@ -46,7 +46,7 @@ import { NetworkdBackend } from "./net/networkd.js";
 import { type AgentTrust, type OnboardingResult, onboard, type PinSource } from "./onboarding.js";
 import { backoffMs } from "./service.js";
 import { type AgentStage, AgentStateStore } from "./state-store.js";
-import { collectWarmUpGarbage, warmUpAgentOnboarding, warmUpOnboarding } from "./warm-up.js";
+import { warmUpAtStart } from "./warm-up.js";
 
 export type NetBackendChoice = "dry-run" | "iproute2" | "networkd";
 
@@ -145,17 +145,10 @@ export class Agent {
       if (options.warmUp === false) {
         primeTrustAnchor(root);
       } else {
-        await warmUpValidation(root);
-        try {
-          await warmUpOnboarding();
-          // The real onboard() over the same world, on an in-memory card, in a private scratch state
-          // (warm-up.ts): the agent's real state, audit log, device key and applier are not given to it.
-          await warmUpAgentOnboarding();
-        } catch (error) {
-          // A defect of this build, not of any card: the real checks all run again on each card.
-          log(`warm-up at start failed (the first card will be slower): ${(error as Error).message}`);
-        }
-        collectWarmUpGarbage();
+        // The real onboard() over a built-in world, on an in-memory card, in a private scratch state,
+        // then one SCP11b round trip (warm-up.ts): the agent's real state, audit log, device key and
+        // applier are not given to it. A failure is only logged.
+        await warmUpAtStart(root, log);
       }
       device = await loadDeviceIdentity(store.state.device);
       const audit = await AuditLog.open(store.path("audit"), {

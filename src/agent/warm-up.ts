@@ -1,21 +1,21 @@
 /**
  * The agent's warm-up at start (SPEC.md §9 "cold", docs/PERFORMANCE.md): before any card is present,
- * the agent runs its whole host-side path once over a built-in onboarding (warm-up-world.ts) — the
- * same library calls with the same options as onboarding.ts: the 9E chain with its CRL, the
- * challenge proof, the manifest's COSE signature and its signer's chain, the quorum key, the shard
- * entry, the network it becomes and its digest, a receipt signed and appended, an audit hash, and
- * one SCP11b handshake with a few wrapped APDUs between a host and a card end in memory, and the PIV
- * host stack (PivElement over an in-memory card end that serves the world's objects). The first
- * real card then finds that code compiled and OpenSSL's curves initialised, instead of paying for
- * them inside the onboarding.
+ * Agent.open runs the agent's own onboarding — onboarding.ts `onboard()`, the six steps with their
+ * state writes, CRL ratchet, audit records, dry-run applier and receipt, through the real PIV host
+ * stack (PivElement, PivSession, command chaining, TLV) — once over a built-in onboarding
+ * (warm-up-world.ts) on an in-memory card end (WarmUpCard), and then one SCP11b handshake with a few
+ * wrapped APDUs between a host and a card end in memory, which that plaintext onboarding does not go
+ * through. The first real card then finds that code compiled and OpenSSL's curves initialised,
+ * instead of paying for them inside the onboarding. There is no second, hand-written copy of the
+ * onboarding's checks: what is warmed is what runs.
  *
  * What it does NOT do: trust anything (the world is checked against its own root, never against the
- * agent's trust anchor), touch a card, the state, the audit log or the network, or use the device
- * key (the receipt is signed by the world's own device key, so no receipt of this HSM's exists that
- * it did not mean). It changes no decision of a real onboarding: every check
- * runs again, in full, on the card's own bytes.
+ * agent's trust anchor), touch a real card, the agent's state, audit log, device key or network (the
+ * onboarding runs in a private scratch directory with a dry-run applier, and its receipt is signed by
+ * the world's own device key, so no receipt of this HSM's exists that it did not mean). It changes no
+ * decision of a real onboarding: every check runs again, in full, on the card's own bytes.
  */
-import { createHash, createPrivateKey, type KeyObject, randomBytes } from "node:crypto";
+import { createPrivateKey, type KeyObject, randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,11 +31,8 @@ import {
 } from "../apdu/scp11/handshake.js";
 import { CLA_SECURE_MESSAGING, ScpCardChannel, ScpHostChannel } from "../apdu/scp11/secure-messaging.js";
 import { concatBytes, decodeTlv, decodeTlvs, encodeTlv, findTlv } from "../apdu/tlv.js";
-import { leafPublicKey } from "../config/cose.js";
-import { checkManifestValidity, findShardFor, verifyManifest } from "../config/manifest.js";
-import { appendReceipt, decodeReceiptLog, signReceipt } from "../config/receipt.js";
-import { decodeShardEntry, networkStateDigest } from "../config/shard.js";
-import { ecdsaAlgorithmForKey, ecdsaRawToDer, signEcdsaDigestRaw, signEcdsaRaw } from "../crypto/ecdsa.js";
+import { findShardFor, verifyManifest } from "../config/manifest.js";
+import { ecdsaAlgorithmForKey, ecdsaRawToDer, signEcdsaDigestRaw } from "../crypto/ecdsa.js";
 import { createSoftwareSigner } from "../crypto/signer.js";
 import {
   MANAGEMENT_KEY_ALGORITHM,
@@ -51,152 +48,21 @@ import {
   PIV_AID,
   PivmanFlag,
 } from "../piv/objects.js";
-import { spkiSha256 } from "../pki/ca-facts.js";
-import { certificateParts } from "../pki/der.js";
-import { readCrl, validateChainView } from "../pki/path-validation.js";
-import { VALIDATION_REQUIREMENTS } from "../pki/profiles.js";
-import { itemObjectId, shardItemName } from "../secure-element/card-layout.js";
+import { warmUpValidation } from "../pki/path-validation.js";
+import { itemObjectId, requireItemName } from "../secure-element/card-layout.js";
 import { PivElement } from "../secure-element/piv-element.js";
-import {
-  encodeCertificateList,
-  newChallenge,
-  verifyChallengeProof,
-  YUBIKEY_STORAGE,
-} from "../secure-element/secure-element.js";
+import { encodeCertificateList } from "../secure-element/secure-element.js";
 import type { ApduResponder } from "../transport/apdu-responder.js";
 import { InProcessTransport } from "../transport/in-process.js";
 import { hex } from "../util/bytes.js";
-import { AuditLog, canonicalJson, recordHash } from "./audit-log.js";
+import { AuditLog } from "./audit-log.js";
 import type { DeviceIdentity } from "./device-identity.js";
 import { DryRunBackend } from "./net/dry-run.js";
-import { hostNetworkConfig, plannedAddresses } from "./net/net-backend.js";
 import { onboard } from "./onboarding.js";
-import { AgentStateStore, crlIssuerKey } from "./state-store.js";
+import { AgentStateStore } from "./state-store.js";
 import { WARM_UP_WORLD } from "./warm-up-world.js";
 
-/** What the warm-up went through (the test checks it really did). */
-export interface WarmUpSummary {
-  readonly owner: string;
-  readonly hostname: string;
-  readonly addresses: readonly string[];
-  readonly validSigners: number;
-  readonly receiptBytes: number;
-  /** Bytes of the answer that came back through the SCP11b channel. */
-  readonly scpAnswer: number;
-  /** Object bytes the PIV host stack read from the in-memory card end (warmUpPivStack). */
-  readonly pivBytesRead: number;
-}
-
 const der = (base64: string) => new Uint8Array(Buffer.from(base64, "base64"));
-
-/**
- * Runs the host-side onboarding path once over the built-in world (see the file comment). Throws if
- * any step fails: the world is fixed, so a failure is a defect of this build, and the caller decides
- * (Agent.open logs it and goes on: a warm-up never stops the agent).
- */
-export async function warmUpOnboarding(): Promise<WarmUpSummary> {
-  const w = WARM_UP_WORLD;
-  const root = der(w.root);
-  const tokenCa = der(w.tokenCa);
-  const cardAuthentication = der(w.cardAuthentication);
-  const signing = der(w.signing);
-  const crl = der(w.crl);
-  const now = new Date(w.time);
-
-  // 1. The card: 9E chain with the CRL (the CRL ratchet's key and number), the proof of a fresh
-  //    challenge (signed here with the world card's 9E key, checked against its certificate).
-  crlIssuerKey(certificateParts(cardAuthentication).issuer);
-  const card = await validateChainView({
-    leaf: cardAuthentication,
-    intermediates: [tokenCa],
-    trustAnchor: root,
-    crls: [crl],
-    now,
-    ...VALIDATION_REQUIREMENTS.cardAuthentication,
-  });
-  const cardKey = worldCardKey();
-  const challenge = newChallenge();
-  verifyChallengeProof(cardAuthentication, challenge, {
-    algorithm: keyAlgorithm(cardKey),
-    signature: signEcdsaRaw(cardKey, keyAlgorithm(cardKey), challenge),
-  });
-  const tokenCaView = card.path[1]!;
-  spkiSha256(tokenCaView);
-  createHash("sha256").update(new Uint8Array(tokenCaView.rawData)).digest("hex");
-  readCrl(crl);
-
-  // 3. The configuration: COSE signatures, each signer's chain, the quorum by key.
-  const valid: Uint8Array[] = [];
-  const { manifest } = await verifyManifest(der(w.manifest), {
-    duplicateKeys: "count-once",
-    validateChain: async (chain) => {
-      const leaf = chain[0]!;
-      const validated = await validateChainView({
-        leaf,
-        intermediates: chain.length > 1 ? chain.slice(1) : [tokenCa],
-        trustAnchor: root,
-        crls: [crl],
-        now,
-        ...VALIDATION_REQUIREMENTS.configSigning,
-      });
-      createHash("sha256").update(new Uint8Array(validated.path[1]!.rawData)).digest("hex");
-      valid.push(leaf);
-    },
-  });
-  if (!valid.some((leaf) => hex(leaf) === hex(signing))) throw new Error("warm-up: the 9C did not sign");
-  const keys = new Set(
-    valid.map((leaf) => leafPublicKey([leaf]).export({ format: "der", type: "spki" }).toString("hex")),
-  );
-  checkManifestValidity(manifest, Math.floor(now.getTime() / 1000));
-
-  // 4. The HSM's own entry and the network it becomes.
-  const ref = findShardFor(manifest, w.serial);
-  const config = decodeShardEntry(der(w.shard), ref, w.serial);
-  const network = hostNetworkConfig(config);
-  const digest = networkStateDigest(config);
-  structuredClone(config);
-
-  // 6. A receipt, signed by the world's own device key (never the agent's), appended to an empty object.
-  const signer = createSoftwareSigner({
-    privateKey: der(w.deviceKey),
-    certificateChain: [der(w.deviceCertificate), der(w.deviceCa)],
-  });
-  const receipt = await signReceipt(
-    {
-      serial: w.serial,
-      configurationId: manifest.configurationId,
-      sequence: manifest.sequence,
-      stateDigest: digest,
-      time: Math.floor(now.getTime() / 1000),
-      outcome: 0,
-      dryRun: true,
-      channel: "SCP11b",
-    },
-    signer,
-  );
-  const object = appendReceipt(undefined, receipt, YUBIKEY_STORAGE.maxItemBytes);
-  decodeReceiptLog(object);
-  const addresses = plannedAddresses(network);
-  const record = {
-    seq: 1,
-    time: now.toISOString(),
-    event: "warm-up",
-    data: { serial: w.serial, hostname: config.hsm.hostname, addresses, digest: hex(digest) },
-    prev: "",
-  };
-  canonicalJson(record);
-  recordHash(record);
-
-  return {
-    owner: manifest.owner,
-    hostname: config.hsm.hostname,
-    addresses,
-    validSigners: keys.size,
-    receiptBytes: receipt.length,
-    scpAnswer: warmUpScp11b(),
-    pivBytesRead: await warmUpPivStack(ref.objectId),
-  };
-}
 
 /** A YubiKey 5's contact ATR (T0 = FD: the host stack then uses extended APDUs, as with the real key). */
 const YUBIKEY_ATR = Uint8Array.from(Buffer.from("3BFD1300008131FE158073C021C057597562694B657940", "hex"));
@@ -205,8 +71,9 @@ const YUBIKEY_ATR = Uint8Array.from(Buffer.from("3BFD1300008131FE158073C021C0575
  * The card end of the PIV warm-up: answers, from the built-in world, the commands the agent sends
  * (SELECT, version, serial, GET DATA of the world's objects, GENERAL AUTHENTICATE on 9E — ECDSA with
  * the world card's 9E key over the digest the host sends, as a card and the virtual card do — the PIN
- * status and VERIFY, and for the full warm-up the PIN-protected management key, its metadata, the
- * management-key exchange and PUT DATA into its own in-memory objects). Nothing else (6D00). It holds
+ * status and VERIFY, and, when given a management key (warmUpAgent always gives one), the
+ * PIN-protected management key, its metadata, the management-key exchange and PUT DATA into its own
+ * in-memory objects). Nothing else (6D00). It holds
  * no key of any real card: its 9E key is the world's test key (certified by nothing but the world's
  * own root), its management key is drawn at random for this one warm-up, and what is "written" stays
  * in this object.
@@ -216,7 +83,7 @@ export class WarmUpCard implements ApduResponder {
   #managementKey: Uint8Array | undefined;
   #witness: Uint8Array | undefined;
   #chained: Uint8Array[] = [];
-  /** PUT DATA commands the card took (the full warm-up checks the receipt went through). */
+  /** PUT DATA commands the card took (warmUpAgent checks the receipt went through). */
   writes = 0;
 
   constructor(
@@ -233,6 +100,11 @@ export class WarmUpCard implements ApduResponder {
       );
       this.#objects.set(ObjectId.printedInformation, encodePivmanProtectedData(managementKey));
     }
+  }
+
+  /** A copy of the object `id` as this card holds it now (undefined if absent). */
+  object(id: number): Uint8Array | undefined {
+    return this.#objects.get(id)?.slice();
   }
 
   powerOn(): Uint8Array {
@@ -364,21 +236,28 @@ function keyAlgorithm(key: KeyObject): "ES256" | "ES384" {
 /** The PIN the warm-up card takes (it takes any; this one is no card's). */
 const WARM_UP_PIN = "00000000";
 
-/** What the full warm-up went through (the test checks it). */
-export interface AgentWarmUpSummary {
-  readonly ok: boolean;
+/** What the warm-up went through (the test checks it really did). */
+export interface WarmUpSummary {
+  /** Where onboard() ended on the in-memory card: always "configured" (otherwise it throws). */
   readonly stage: string;
-  readonly receiptItem?: string;
+  /** The owner, hostname and addresses onboard() verified and (dry-run) applied. */
+  readonly owner: string;
+  readonly hostname: string;
+  readonly addresses: readonly string[];
+  /** The card item the receipt went into, and that object's bytes as the in-memory card holds them afterwards. */
+  readonly receiptItem: string;
+  readonly receiptObject: Uint8Array;
   /** PUT DATA the in-memory card took: the receipt. */
   readonly cardWrites: number;
+  /** Bytes of the answers that came back through the SCP11b channel. */
+  readonly scpAnswer: number;
   /** The private scratch directory it used (removed before this returns). */
   readonly scratchDir: string;
 }
 
 /**
- * The agent's own onboarding (onboarding.ts `onboard`, the six steps with their state writes, CRL
- * ratchet, audit records, applier and receipt) once over the built-in world, so that the first real
- * card finds every module and code path it uses compiled. Everything it touches is its own:
+ * The warm-up Agent.open runs (see the file comment): the agent's own onboarding once over the built-in
+ * world, then one SCP11b round trip. Everything it touches is its own:
  * - the card is a WarmUpCard in memory (the world's objects; a management key drawn here; the
  *   receipt stays in that object);
  * - the state, the audit log and the dry-run applier's record live in a private directory made by
@@ -389,9 +268,10 @@ export interface AgentWarmUpSummary {
  * - no fault points (the agent's fault injection is not passed) and no log lines.
  * The challenge is drawn fresh by onboard() as for any card; the WarmUpCard signs it with the world
  * card's 9E key and the proof is checked against the 9E certificate. Throws if the onboarding does
- * not end configured with a receipt.
+ * not end configured with a receipt: the world is fixed, so a failure is a defect of this build, and
+ * the caller decides (Agent.open logs it and goes on: a warm-up never stops the agent).
  */
-export async function warmUpAgentOnboarding(): Promise<AgentWarmUpSummary> {
+export async function warmUpAgent(): Promise<WarmUpSummary> {
   const w = WARM_UP_WORLD;
   const clock = () => new Date(w.time);
   const scratchDir = await mkdtemp(join(tmpdir(), "hsm-onboard-warm-up-"));
@@ -427,8 +307,9 @@ export async function warmUpAgentOnboarding(): Promise<AgentWarmUpSummary> {
       new Uint8Array(randomBytes(24)),
     );
     const element = await PivElement.open(new InProcessTransport(card, { readerName: "warm-up" }));
+    let result: Awaited<ReturnType<typeof onboard>>;
     try {
-      const result = await onboard({
+      result = await onboard({
         element,
         state,
         trust: { root: der(w.root), device },
@@ -438,24 +319,48 @@ export async function warmUpAgentOnboarding(): Promise<AgentWarmUpSummary> {
         audit,
         log: () => {},
       });
-      if (!result.ok || !result.receipt?.written) {
-        throw new Error(
-          `warm-up onboarding did not complete: ${result.error?.message ?? result.receipt?.reason}`,
-        );
-      }
-      return {
-        ok: result.ok,
-        stage: result.stage,
-        ...(result.receipt.item ? { receiptItem: result.receipt.item } : {}),
-        cardWrites: card.writes,
-        scratchDir,
-      };
     } finally {
       await element.close();
     }
+    const item = result.receipt?.written ? result.receipt.item : undefined;
+    const receiptObject = item ? card.object(itemObjectId(requireItemName(item))) : undefined;
+    if (!result.ok || result.stage !== "configured" || !item || !receiptObject || !result.owner) {
+      throw new Error(
+        `warm-up onboarding did not complete: ${result.error?.message ?? result.receipt?.reason ?? result.stage}`,
+      );
+    }
+    return {
+      stage: result.stage,
+      owner: result.owner,
+      hostname: result.hostname ?? "",
+      addresses: result.addresses ?? [],
+      receiptItem: item,
+      receiptObject,
+      cardWrites: card.writes,
+      scpAnswer: warmUpScp11b(),
+      scratchDir,
+    };
   } finally {
     await rm(scratchDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What Agent.open runs before any card (and the bench measures): warmUpValidation (one validation of
+ * a built-in chain, then the installed root parsed with its signature checked), warmUpAgent, and one
+ * collection of its garbage. An unreadable root throws (MalformedError), as it would for the first
+ * card; a failure of warmUpAgent is only logged (`log`): a warm-up never stops the agent, and every
+ * check runs again in full on each card.
+ */
+export async function warmUpAtStart(root: Uint8Array, log: (line: string) => void): Promise<void> {
+  await warmUpValidation(root);
+  try {
+    await warmUpAgent();
+  } catch (error) {
+    // A defect of this build, not of any card.
+    log(`warm-up at start failed (the first card will be slower): ${(error as Error).message}`);
+  }
+  collectWarmUpGarbage();
 }
 
 /**
@@ -477,31 +382,6 @@ export function collectWarmUpGarbage(): void {
   } finally {
     setFlagsFromString("--no-expose-gc");
   }
-}
-
-/**
- * The PIV host stack (transport, command chaining, PivSession, PivElement, TLV) once, as the agent
- * drives it before it writes: identity, CRL, the 9E challenge (its proof checked), PIN status and
- * VERIFY, manifest, shard, the receipt object. Returns the object bytes read.
- */
-async function warmUpPivStack(shardObjectId: number): Promise<number> {
-  const card = new WarmUpCard(worldObjects(shardObjectId), worldCardKey());
-  const element = await PivElement.open(new InProcessTransport(card, { readerName: "warm-up" }));
-  let read = 0;
-  try {
-    const identity = await element.identity();
-    const challenge = newChallenge();
-    verifyChallengeProof(identity.cardAuthentication, challenge, await element.proveChallenge(challenge));
-    read += (await element.readItem("crl"))?.length ?? 0;
-    await element.pinTriesLeft();
-    await element.verifyPin("00000000");
-    read += (await element.readItem("manifest"))?.length ?? 0;
-    read += (await element.readItem(shardItemName(shardObjectId)))?.length ?? 0;
-    read += (await element.readItem("receipt-0"))?.length ?? 0;
-  } finally {
-    await element.close();
-  }
-  return read;
 }
 
 /**

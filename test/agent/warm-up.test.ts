@@ -1,7 +1,8 @@
 /**
- * The agent's warm-up at start (src/agent/warm-up.ts): it runs the host-side onboarding path over its
- * built-in world, end to end, and trusts nothing by it. Its effect on CPU is a benchmark
- * (`npm run bench`, docs/PERFORMANCE.md), not a timed test.
+ * The agent's warm-up at start (src/agent/warm-up.ts): it runs the agent's own onboard() over its
+ * built-in world on an in-memory card, in a private scratch state, then one SCP11b round trip, and
+ * trusts nothing by it. Its effect on CPU is a benchmark (`npm run bench`, docs/PERFORMANCE.md), not
+ * a timed test.
  */
 import { createPublicKey, X509Certificate } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -10,14 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Agent } from "../../src/agent/agent.js";
-import {
-  WarmUpCard,
-  warmUpAgentOnboarding,
-  warmUpOnboarding,
-  worldCardKey,
-} from "../../src/agent/warm-up.js";
+import { WarmUpCard, warmUpAgent, worldCardKey } from "../../src/agent/warm-up.js";
 import { WARM_UP_WORLD } from "../../src/agent/warm-up-world.js";
 import { decodeTlv } from "../../src/apdu/tlv.js";
+import { findShardFor, verifyManifest } from "../../src/config/manifest.js";
+import { decodeReceiptLog, verifyReceipt } from "../../src/config/receipt.js";
+import { decodeShardEntry, networkStateDigest } from "../../src/config/shard.js";
 import { certificateObjectId, encodeCertificateObject } from "../../src/piv/objects.js";
 import { validateChainView } from "../../src/pki/path-validation.js";
 import { VALIDATION_REQUIREMENTS } from "../../src/pki/profiles.js";
@@ -29,23 +28,6 @@ import { createTestPki, initAgent, type TestPki, tempDir } from "./fixtures.js";
 const der = (b64: string) => new Uint8Array(Buffer.from(b64, "base64"));
 
 describe("agent warm-up at start", () => {
-  it("goes through every step of the host-side path over the built-in world", async () => {
-    const summary = await warmUpOnboarding();
-    expect(summary).toEqual({
-      owner: "hsm-onboard warm-up",
-      hostname: "hsm-fra1-a0001",
-      addresses: ["198.51.100.11/24"],
-      validSigners: 1,
-      receiptBytes: expect.any(Number),
-      scpAnswer: 4,
-      // CRL, manifest and the full shard came through the PIV host stack; receipt-0 is absent.
-      pivBytesRead: der(WARM_UP_WORLD.crl).length + 3063 + 3063,
-    });
-    expect(summary.receiptBytes).toBeGreaterThan(500);
-    // Twice in a row gives the same (nothing it holds changes).
-    expect(await warmUpOnboarding()).toEqual({ ...summary, receiptBytes: expect.any(Number) });
-  });
-
   it("carries a full shard, so the first card's decoder runs warmed over as many entries", () => {
     expect(der(WARM_UP_WORLD.shard).length).toBe(3063);
     expect(der(WARM_UP_WORLD.manifest).length).toBe(3063);
@@ -136,14 +118,59 @@ describe("agent warm-up at start: the real onboarding over the built-in world", 
     await dir.cleanup();
   });
 
-  it("runs onboard() to configured with a receipt on its in-memory card, and removes its scratch directory", async () => {
-    const summary = await warmUpAgentOnboarding();
-    expect(summary).toMatchObject({ ok: true, stage: "configured", receiptItem: "receipt-0", cardWrites: 1 });
+  it("runs onboard() to configured on its in-memory card — a receipt that verifies for the world's HSM — then an SCP11b round trip, and removes its scratch directory", async () => {
+    const summary = await warmUpAgent();
+    expect(summary).toMatchObject({
+      stage: "configured",
+      owner: "hsm-onboard warm-up",
+      hostname: "hsm-fra1-a0001",
+      addresses: ["198.51.100.11/24"],
+      receiptItem: "receipt-0",
+      cardWrites: 1,
+      // Two wrapped answers `53 00` came back through the SCP11b channel.
+      scpAnswer: 4,
+    });
+    // The receipt the real onboarding wrote on the in-memory card: the station's verification accepts
+    // it under the world's root, for the world's HSM, dry-run, over the world's shard entry.
+    const w = WARM_UP_WORLD;
+    const receipts = decodeReceiptLog(summary.receiptObject);
+    expect(receipts).toHaveLength(1);
+    const verified = await verifyReceipt(receipts[0]!, {
+      validateDevice: async (chain, serial) => {
+        const device = await validateChainView({
+          leaf: chain[0]!,
+          intermediates: chain.slice(1),
+          trustAnchor: der(w.root),
+          now: new Date(w.time),
+          requireCrl: false,
+          ...VALIDATION_REQUIREMENTS.deviceReceipt,
+        });
+        expect(device.subjectSerialNumber).toBe(serial);
+      },
+    });
+    const { manifest } = await verifyManifest(der(w.manifest), { validateChain: () => {} });
+    const entry = decodeShardEntry(der(w.shard), findShardFor(manifest, w.serial), w.serial);
+    expect(verified.certificateChain[0]).toEqual(der(w.deviceCertificate));
+    expect(verified.receipt).toMatchObject({
+      serial: w.serial,
+      sequence: manifest.sequence,
+      outcome: 0,
+      dryRun: true,
+      channel: "plaintext",
+      time: Math.floor(new Date(w.time).getTime() / 1000),
+    });
+    expect(Buffer.from(verified.receipt.configurationId)).toEqual(Buffer.from(manifest.configurationId));
+    expect(Buffer.from(verified.receipt.stateDigest)).toEqual(Buffer.from(networkStateDigest(entry)));
     expect(summary.scratchDir.startsWith(join(tmpdir(), "hsm-onboard-warm-up-"))).toBe(true);
     expect(existsSync(summary.scratchDir)).toBe(false);
     // Again: a fresh scratch state each time (a second run on the same state would be "already configured").
-    const again = await warmUpAgentOnboarding();
-    expect(again).toMatchObject({ ok: true, stage: "configured", cardWrites: 1 });
+    const again = await warmUpAgent();
+    expect(again).toMatchObject({
+      stage: "configured",
+      receiptItem: "receipt-0",
+      cardWrites: 1,
+      scpAnswer: 4,
+    });
     expect(again.scratchDir).not.toBe(summary.scratchDir);
     expect(existsSync(again.scratchDir)).toBe(false);
   });
@@ -172,5 +199,32 @@ describe("agent warm-up at start: the real onboarding over the built-in world", 
     expect(await snapshotDir(stateDir)).toEqual(before);
     expect(await snapshotDir(deviceDir)).toEqual(deviceBefore);
     await rm(scratchParent, { recursive: true, force: true });
+  });
+
+  it("a warm-up that fails only logs: Agent.open goes on, the real state directory untouched", async () => {
+    const { stateDir } = await initAgent(dir.dir, testPki, {
+      applier: "dry-run",
+      name: "hsm-failing-warm-up",
+    });
+    const before = await snapshotDir(stateDir);
+    // The warm-up's scratch directory cannot be made: its onboarding fails before it starts.
+    process.env.TMPDIR = join(dir.dir, "no-such-directory");
+    const log: string[] = [];
+    let agent: Agent | undefined;
+    try {
+      agent = await Agent.open({ stateDir, log: (line) => log.push(line) });
+    } finally {
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
+    }
+    try {
+      expect(log).toEqual([
+        expect.stringMatching(/^warm-up at start failed \(the first card will be slower\): .*ENOENT/),
+      ]);
+      expect(agent.store.state.stage).toBe("factory");
+    } finally {
+      await agent.close();
+    }
+    expect(await snapshotDir(stateDir)).toEqual(before);
   });
 });
