@@ -5,14 +5,13 @@
  * by the largest shard, whatever the size of the plan. Host CPU is a benchmark, not a timed test
  * (SPEC.md §9): `npm run bench` measures it (bench/agent-host.ts).
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { DryRunBackend } from "../../src/agent/net/dry-run.js";
 import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { MAX_ITEM_BYTES } from "../../src/secure-element/card-layout.js";
 import { generatePlan } from "../config/signing-fixtures.js";
 import {
   ApduCounter,
-  createTestPki,
   examplePlan,
   initAgent,
   openElement,
@@ -20,22 +19,11 @@ import {
   personalizeCard,
   pins,
   startAgent,
-  type TestPki,
-  tempDir,
+  useTestPki,
   writeConfig,
 } from "./fixtures.js";
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
-let crl: Uint8Array;
-beforeAll(async () => {
-  base = await tempDir();
-  testPki = await createTestPki(base.dir);
-  crl = await testPki.crl(1);
-});
-afterAll(async () => {
-  await base.cleanup();
-});
+const bed = useTestPki();
 
 interface Measured {
   apdus: number;
@@ -50,9 +38,9 @@ interface Measured {
 let run = 0;
 /** Onboards the HSM `serial` of `plan` once on a fresh card and agent; counts APDUs and host CPU. */
 async function measure(plan: NetworkPlan, serial: string): Promise<Measured> {
-  const { card } = await personalizeCard(testPki.pki.tokenCa);
-  const encoded = await writeConfig(card, plan, { sequence: 1, crl });
-  const { stateDir } = await initAgent(base.dir, testPki, { serial, crl, name: `m${++run}` });
+  const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+  const encoded = await writeConfig(card, plan, { sequence: 1, crl: bed.crl1 });
+  const { stateDir } = await initAgent(bed.dir, bed.testPki, { serial, crl: bed.crl1, name: `m${++run}` });
   const agent = await startAgent(stateDir, await DryRunBackend.open({}));
   const counter = new ApduCounter();
   const element = await openElement(card, counter);

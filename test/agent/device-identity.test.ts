@@ -6,7 +6,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import {
   describeDevice,
   loadDeviceIdentity,
@@ -21,18 +21,12 @@ import { issueDeviceCertificate } from "../../src/pki/issue.js";
 import { issueDeviceToDirectory } from "../../src/pki/pki-store.js";
 import { requireOrSkip } from "../helpers/pcsc-env.js";
 import { createSoftHsmToken, softHsmUnavailableReason } from "../helpers/softhsm.js";
-import { createTestPki, type TestPki, tempDir } from "./fixtures.js";
+import { createTestPki, useTestPki } from "./fixtures.js";
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
+const bed = useTestPki();
 let rootDer: Uint8Array;
-beforeAll(async () => {
-  base = await tempDir();
-  testPki = await createTestPki(base.dir);
-  rootDer = new Uint8Array(new X509Certificate(Buffer.from(testPki.rootPem)).raw);
-});
-afterAll(async () => {
-  await base.cleanup();
+beforeAll(() => {
+  rootDer = new Uint8Array(new X509Certificate(Buffer.from(bed.testPki.rootPem)).raw);
 });
 
 const RECEIPT = {
@@ -76,8 +70,8 @@ describe("PKCS#11 URIs", () => {
 
 describe("device key directory", () => {
   test("signs receipts that verify with the device certificate; validated against the root and serial", async () => {
-    const dir = join(base.dir, "device-1234567");
-    await issueDeviceToDirectory(testPki.dir, dir, "1234567");
+    const dir = join(bed.dir, "device-1234567");
+    await issueDeviceToDirectory(bed.testPki.dir, dir, "1234567");
     const identity = await loadDeviceIdentity(dir);
     await validateDeviceIdentity(identity, rootDer, "1234567", new Date());
     await expect(validateDeviceIdentity(identity, rootDer, "7654321", new Date())).rejects.toThrow(
@@ -90,14 +84,14 @@ describe("device key directory", () => {
   });
 
   test("factory-init refuses a device certificate from another manufacturer", async () => {
-    const other = await createTestPki(join(base.dir, "other"));
-    const dir = join(base.dir, "foreign-device");
+    const other = await createTestPki(join(bed.dir, "other"));
+    const dir = join(bed.dir, "foreign-device");
     await issueDeviceToDirectory(other.dir, dir, "1234567");
     await expect(
       factoryInit({
-        stateDir: join(base.dir, "foreign-state"),
+        stateDir: join(bed.dir, "foreign-state"),
         serial: "1234567",
-        root: testPki.rootPem,
+        root: bed.testPki.rootPem,
         device: dir,
         applier: "dry-run",
       }),
@@ -119,7 +113,7 @@ describe.skipIf(!softhsm.ok)("device key in a PKCS#11 token (SoftHSM2)", () => {
         session.login(token.userPin);
         const { spki } = session.generateEcKeyPair({ label: "device", curve: "P-256", id: Uint8Array.of(1) });
         const certificate = await issueDeviceCertificate({
-          deviceCa: testPki.pki.deviceCa,
+          deviceCa: bed.testPki.pki.deviceCa,
           publicKey: spki,
           serial: "1234567",
         });
@@ -130,32 +124,32 @@ describe.skipIf(!softhsm.ok)("device key in a PKCS#11 token (SoftHSM2)", () => {
         });
         session.importCertificate({
           label: "device-ca",
-          der: new Uint8Array(testPki.pki.deviceCa.certificate.rawData),
+          der: new Uint8Array(bed.testPki.pki.deviceCa.certificate.rawData),
           authority: true,
         });
       } finally {
         session.close();
       }
       const withPin = `pkcs11:token=${encodeURIComponent(token.label)};object=device?module-path=${token.modulePath}&pin-value=${token.userPin}`;
-      const refusedDir = join(base.dir, "pkcs11-refused");
+      const refusedDir = join(bed.dir, "pkcs11-refused");
       await expect(
         factoryInit({
           stateDir: refusedDir,
           serial: "1234567",
-          root: testPki.rootPem,
+          root: bed.testPki.rootPem,
           device: withPin,
           applier: "dry-run",
         }),
       ).rejects.toThrow(/pin-value would be stored in the agent state/);
       await expect(readFile(join(refusedDir, "state.json"))).rejects.toThrow(/ENOENT/);
-      const pinFile = join(base.dir, "token.pin");
+      const pinFile = join(bed.dir, "token.pin");
       await writeFile(pinFile, `${token.userPin}\n`, { mode: 0o600 });
       const uri = `pkcs11:token=${encodeURIComponent(token.label)};object=device?module-path=${token.modulePath}&pin-source=file:${pinFile}`;
-      const stateDir = join(base.dir, "pkcs11-state");
+      const stateDir = join(bed.dir, "pkcs11-state");
       await factoryInit({
         stateDir,
         serial: "1234567",
-        root: testPki.rootPem,
+        root: bed.testPki.rootPem,
         device: uri,
         applier: "dry-run",
       });

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { X509Crl } from "@peculiar/x509";
+import { afterAll, beforeAll } from "vitest";
 import { Agent } from "../../src/agent/agent.js";
 import { factoryInit } from "../../src/agent/factory.js";
 import type { NetBackend } from "../../src/agent/net/net-backend.js";
@@ -82,6 +83,34 @@ export async function examplePlan(name: "rack-4.yaml" | "room-40.yaml"): Promise
 export async function tempDir(prefix = "hsm-agent-"): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** A test PKI in a temporary directory of its own, for the tests of one file. */
+export interface PkiBed {
+  /** The temporary directory (the PKI in pki/, and whatever the tests put next to it). */
+  readonly dir: string;
+  readonly testPki: TestPki;
+  /** The token CA's CRL number 1. */
+  readonly crl1: Uint8Array;
+}
+
+/**
+ * Makes the file's PkiBed before its tests (beforeAll) and removes it after them (afterAll). Its
+ * fields are there once the tests run (not while they are collected).
+ */
+export function useTestPki(prefix?: string): PkiBed {
+  const bed = {} as { -readonly [K in keyof PkiBed]: PkiBed[K] } & { cleanup?: () => Promise<void> };
+  beforeAll(async () => {
+    const base = await tempDir(prefix);
+    bed.cleanup = base.cleanup;
+    bed.dir = base.dir;
+    bed.testPki = await createTestPki(base.dir);
+    bed.crl1 = await bed.testPki.crl(1);
+  });
+  afterAll(async () => {
+    await bed.cleanup?.();
+  });
+  return bed;
 }
 
 export interface TestPki {

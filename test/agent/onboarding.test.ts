@@ -8,7 +8,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { KeyUsageFlags } from "@peculiar/x509";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { readAuditLog } from "../../src/agent/audit-log.js";
 import { DryRunBackend } from "../../src/agent/net/dry-run.js";
 import { Iproute2Backend } from "../../src/agent/net/iproute2.js";
@@ -26,7 +26,6 @@ import { requireOrSkip } from "../helpers/pcsc-env.js";
 import {
   ApduCounter,
   cardSigner,
-  createTestPki,
   crlOf,
   flipByte,
   initAgent,
@@ -39,8 +38,8 @@ import {
   pins,
   readItem,
   startAgent,
-  type TestPki,
   tempDir,
+  useTestPki,
   WRONG_PIN,
   writeConfig,
 } from "./fixtures.js";
@@ -55,18 +54,7 @@ function withAddress(plan: NetworkPlan, ipv4: string): NetworkPlan {
   };
 }
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
-let crl1: Uint8Array;
-
-beforeAll(async () => {
-  base = await tempDir();
-  testPki = await createTestPki(base.dir);
-  crl1 = await testPki.crl(1);
-});
-afterAll(async () => {
-  await base.cleanup();
-});
+const bed = useTestPki();
 
 /** One network applier under test, with what "untouched" means for it. */
 interface NetUnderTest {
@@ -182,9 +170,9 @@ for (const applier of appliers) {
     });
 
     test("the same card again: recognised before the PIN, exit 0, still configured, no second receipt", async () => {
-      const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-      const { card } = await personalizeCard(testPki.pki.tokenCa);
-      await writeConfig(card, LAB_PLAN, { sequence: 7, crl: crl1 });
+      const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+      const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+      await writeConfig(card, LAB_PLAN, { sequence: 7, crl: bed.crl1 });
       const first = await attempt(stateDir, env.net, card);
       expect(first.exitCode).toBe(0);
       const again = await attempt(stateDir, env.net, card, []);
@@ -216,9 +204,9 @@ for (const applier of appliers) {
     });
 
     test("happy path: configured, state persisted, receipt on the card verifies with the device certificate", async () => {
-      const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-      const { card } = await personalizeCard(testPki.pki.tokenCa);
-      await writeConfig(card, LAB_PLAN, { sequence: 7, crl: crl1 });
+      const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+      const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+      await writeConfig(card, LAB_PLAN, { sequence: 7, crl: bed.crl1 });
       const result = await attempt(stateDir, env.net, card);
       expect(result).toMatchObject({
         ok: true,
@@ -250,7 +238,7 @@ for (const applier of appliers) {
           const device = await validateChain({
             leaf: chain[0]!,
             intermediates: chain.slice(1),
-            trustAnchor: Buffer.from(testPki.rootPem).toString("utf8"),
+            trustAnchor: Buffer.from(bed.testPki.rootPem).toString("utf8"),
             requireCrl: false,
             requiredEku: VALIDATION_REQUIREMENTS.deviceReceipt.requiredEku,
             requiredKeyUsage: KeyUsageFlags.digitalSignature,
@@ -272,9 +260,9 @@ for (const applier of appliers) {
     });
 
     test("a card pulled out while the receipt is written: configured all the same, no receipt", async () => {
-      const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-      const { card } = await personalizeCard(testPki.pki.tokenCa);
-      await writeConfig(card, LAB_PLAN, { sequence: 7, crl: crl1 });
+      const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+      const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+      await writeConfig(card, LAB_PLAN, { sequence: 7, crl: bed.crl1 });
       // 10 APDUs before the receipt: identity (3), CRL, challenge (2), PIN (2), manifest, shard.
       const result = await attempt(stateDir, env.net, card, [PIN], 10);
       expect(result).toMatchObject({
@@ -289,13 +277,13 @@ for (const applier of appliers) {
     });
 
     test("reconfiguration: the same owner with a higher sequence is accepted", async () => {
-      const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-      const first = await personalizeCard(testPki.pki.tokenCa);
-      await writeConfig(first.card, LAB_PLAN, { sequence: 7, crl: crl1 });
+      const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+      const first = await personalizeCard(bed.testPki.pki.tokenCa);
+      await writeConfig(first.card, LAB_PLAN, { sequence: 7, crl: bed.crl1 });
       expect((await attempt(stateDir, env.net, first.card)).exitCode).toBe(0);
 
-      const second = await personalizeCard(testPki.pki.tokenCa, { officer: "Bob Officer" });
-      await writeConfig(second.card, withAddress(LAB_PLAN, "198.51.100.21"), { sequence: 8, crl: crl1 });
+      const second = await personalizeCard(bed.testPki.pki.tokenCa, { officer: "Bob Officer" });
+      await writeConfig(second.card, withAddress(LAB_PLAN, "198.51.100.21"), { sequence: 8, crl: bed.crl1 });
       const result = await attempt(stateDir, env.net, second.card);
       expect(result).toMatchObject({
         ok: true,
@@ -307,12 +295,12 @@ for (const applier of appliers) {
     });
 
     test("dual control: a co-signature from a second card of the owner meets a quorum of 2", async () => {
-      const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1, quorum: 2 });
-      const { card } = await personalizeCard(testPki.pki.tokenCa);
-      const other = await personalizeCard(testPki.pki.tokenCa, { officer: "Bob Officer" });
+      const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1, quorum: 2 });
+      const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+      const other = await personalizeCard(bed.testPki.pki.tokenCa, { officer: "Bob Officer" });
       const co = await cardSigner(other.card);
       try {
-        await writeConfig(card, LAB_PLAN, { sequence: 1, crl: crl1, coSigners: [co.signer] });
+        await writeConfig(card, LAB_PLAN, { sequence: 1, crl: bed.crl1, coSigners: [co.signer] });
       } finally {
         await co.close();
       }
@@ -344,8 +332,8 @@ for (const applier of appliers) {
         arrange: async () => {
           const foreign = await createPki({ owner: OWNER });
           const { card } = await personalizeCard(foreign.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1 });
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir, card };
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1 });
+          return { stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir, card };
         },
       },
       {
@@ -355,9 +343,9 @@ for (const applier of appliers) {
           /does not hold the private key of its card-authentication certificate \(challenge proof failed\)/,
         noPin: true,
         arrange: async () => {
-          const genuine = await personalizeCard(testPki.pki.tokenCa);
-          const copy = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(copy.card, LAB_PLAN, { crl: crl1 });
+          const genuine = await personalizeCard(bed.testPki.pki.tokenCa);
+          const copy = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(copy.card, LAB_PLAN, { crl: bed.crl1 });
           const original = await openElement(genuine.card);
           const nineE = (await original.identity()).cardAuthentication;
           await original.close();
@@ -369,7 +357,10 @@ for (const applier of appliers) {
           } finally {
             await forger.close();
           }
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir, card: copy.card };
+          return {
+            stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir,
+            card: copy.card,
+          };
         },
       },
       {
@@ -378,12 +369,12 @@ for (const applier of appliers) {
         reason: /certificate revoked: "O=ACME Bank, CN=Alice Officer"/,
         noPin: true,
         arrange: async () => {
-          const { card, cardAuthenticationSerial } = await personalizeCard(testPki.pki.tokenCa);
-          const crl = await testPki.crl(2, [
+          const { card, cardAuthenticationSerial } = await personalizeCard(bed.testPki.pki.tokenCa);
+          const crl = await bed.testPki.crl(2, [
             { serialNumber: cardAuthenticationSerial, revokedAt: new Date(Date.now() - 60_000) },
           ]);
           await writeConfig(card, LAB_PLAN, { crl });
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir, card };
+          return { stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir, card };
         },
       },
       {
@@ -391,10 +382,10 @@ for (const applier of appliers) {
         exit: ExitCode.wrongPin,
         reason: /^wrong PIN, 2 tries left$/,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1 });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1 });
           return {
-            stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir,
+            stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir,
             card,
             pins: [WRONG_PIN],
           };
@@ -412,9 +403,9 @@ for (const applier of appliers) {
         reason: /PIN is blocked; unblock it with the PUK/,
         noPin: true,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1 });
-          const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1 });
+          const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
           // Each of the three wrong PINs is exit 13, the third too: the card answers it 63C0 (wrong,
           // counter now 0), as it counts. 14 is the card that is blocked before the PIN is asked for:
           // the attempt below, refused without a prompt.
@@ -439,11 +430,11 @@ for (const applier of appliers) {
         exit: ExitCode.noCard,
         reason: /the card was removed/,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1 });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1 });
           // After 9E, 9C, certificates, CRL, the challenge (9E again, sign) and the PIN (2): the manifest read.
           return {
-            stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir,
+            stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir,
             card,
             pullAfterApdus: 8,
           };
@@ -454,10 +445,10 @@ for (const applier of appliers) {
         exit: ExitCode.integrity,
         reason: /signature does not verify/,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          const encoded = await writeConfig(card, LAB_PLAN, { crl: crl1 });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          const encoded = await writeConfig(card, LAB_PLAN, { crl: bed.crl1 });
           await flipByte(card, "manifest", Math.floor(encoded.manifest.length / 3));
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir, card };
+          return { stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir, card };
         },
       },
       {
@@ -465,10 +456,10 @@ for (const applier of appliers) {
         exit: ExitCode.integrity,
         reason: /shard 0x5FFF[0-9A-F]{2}: SHA-256 does not match the signed manifest/,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1 });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1 });
           await flipByte(card, "shard-0", -3);
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir, card };
+          return { stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir, card };
         },
       },
       {
@@ -476,19 +467,19 @@ for (const applier of appliers) {
         exit: ExitCode.integrity,
         reason: /not signed by this card's signing key/,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          const other = await personalizeCard(testPki.pki.tokenCa);
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          const other = await personalizeCard(bed.testPki.pki.tokenCa);
           const co = await cardSigner(other.card);
           try {
             await writeConfig(card, LAB_PLAN, {
-              crl: crl1,
+              crl: bed.crl1,
               coSigners: [co.signer],
               withoutOwnSignature: true,
             });
           } finally {
             await co.close();
           }
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir, card };
+          return { stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir, card };
         },
       },
       {
@@ -496,10 +487,10 @@ for (const applier of appliers) {
         exit: ExitCode.notForThisHsm,
         reason: /serial 7654321 is not in this configuration/,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1 });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1 });
           return {
-            stateDir: (await initAgent(dir.dir, testPki, { crl: crl1, serial: "7654321" })).stateDir,
+            stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1, serial: "7654321" })).stateDir,
             card,
           };
         },
@@ -511,11 +502,11 @@ for (const applier of appliers) {
           /the card of "Globex" comes from a token CA whose key this HSM is not bound to \(it belongs to "ACME Bank"\)/,
         noPin: true,
         arrange: async () => {
-          const globex = await otherOwnerTokenCa(testPki.pki, "Globex");
+          const globex = await otherOwnerTokenCa(bed.testPki.pki, "Globex");
           const { card } = await personalizeCard(globex, { owner: "Globex" });
           await writeConfig(card, { ...LAB_PLAN, owner: "Globex" }, { crl: await crlOf(globex, 1) });
           return {
-            stateDir: (await initAgent(dir.dir, testPki, { crl: crl1, owner: OWNER })).stateDir,
+            stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1, owner: OWNER })).stateDir,
             card,
           };
         },
@@ -527,11 +518,11 @@ for (const applier of appliers) {
           /the card of "Globex" comes from a token CA whose key this HSM is not bound to \(it belongs to "ACME Bank"\)/,
         noPin: true,
         arrange: async () => {
-          const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-          const acme = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(acme.card, LAB_PLAN, { sequence: 7, crl: crl1 });
+          const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+          const acme = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(acme.card, LAB_PLAN, { sequence: 7, crl: bed.crl1 });
           expect((await attempt(stateDir, env.net, acme.card)).exitCode).toBe(0);
-          const globex = await otherOwnerTokenCa(testPki.pki, "Globex");
+          const globex = await otherOwnerTokenCa(bed.testPki.pki, "Globex");
           const { card } = await personalizeCard(globex, { owner: "Globex" });
           await writeConfig(
             card,
@@ -546,12 +537,12 @@ for (const applier of appliers) {
         exit: ExitCode.replay,
         reason: /sequence 6 is not newer than the applied 7/,
         arrange: async () => {
-          const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-          const first = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(first.card, LAB_PLAN, { sequence: 7, crl: crl1 });
+          const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+          const first = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(first.card, LAB_PLAN, { sequence: 7, crl: bed.crl1 });
           expect((await attempt(stateDir, env.net, first.card)).exitCode).toBe(0);
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, withAddress(LAB_PLAN, "198.51.100.31"), { sequence: 6, crl: crl1 });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, withAddress(LAB_PLAN, "198.51.100.31"), { sequence: 6, crl: bed.crl1 });
           return { stateDir, card };
         },
       },
@@ -560,11 +551,11 @@ for (const applier of appliers) {
         exit: ExitCode.replay,
         reason: /sequence 7 is not newer than the applied 7/,
         arrange: async () => {
-          const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { sequence: 7, crl: crl1 });
+          const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { sequence: 7, crl: bed.crl1 });
           expect((await attempt(stateDir, env.net, card)).exitCode).toBe(0);
-          await writeConfig(card, withAddress(LAB_PLAN, "198.51.100.32"), { sequence: 7, crl: crl1 });
+          await writeConfig(card, withAddress(LAB_PLAN, "198.51.100.32"), { sequence: 7, crl: bed.crl1 });
           return { stateDir, card };
         },
       },
@@ -574,9 +565,9 @@ for (const applier of appliers) {
         reason: /CRL number 3, older than the 5 already seen/,
         noPin: true,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: await testPki.crl(3) });
-          const { stateDir } = await initAgent(dir.dir, testPki, { crl: await testPki.crl(5) });
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: await bed.testPki.crl(3) });
+          const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: await bed.testPki.crl(5) });
           return { stateDir, card };
         },
       },
@@ -586,9 +577,9 @@ for (const applier of appliers) {
         reason: /configuration expired at/,
         arrange: async () => {
           const now = Math.floor(Date.now() / 1000);
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1, notBefore: now - 7200, notAfter: now - 60 });
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir, card };
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1, notBefore: now - 7200, notAfter: now - 60 });
+          return { stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir, card };
         },
       },
       {
@@ -597,9 +588,9 @@ for (const applier of appliers) {
         reason: /configuration not valid before/,
         arrange: async () => {
           const now = Math.floor(Date.now() / 1000);
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1, notBefore: now + 3600, notAfter: now + 7200 });
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1 })).stateDir, card };
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1, notBefore: now + 3600, notAfter: now + 7200 });
+          return { stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 })).stateDir, card };
         },
       },
       {
@@ -607,9 +598,12 @@ for (const applier of appliers) {
         exit: ExitCode.quorum,
         reason: /1 valid signature\(s\) on the configuration; this HSM requires 2/,
         arrange: async () => {
-          const { card } = await personalizeCard(testPki.pki.tokenCa);
-          await writeConfig(card, LAB_PLAN, { crl: crl1 });
-          return { stateDir: (await initAgent(dir.dir, testPki, { crl: crl1, quorum: 2 })).stateDir, card };
+          const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+          await writeConfig(card, LAB_PLAN, { crl: bed.crl1 });
+          return {
+            stateDir: (await initAgent(dir.dir, bed.testPki, { crl: bed.crl1, quorum: 2 })).stateDir,
+            card,
+          };
         },
         afterwards: async (result, { card }) => {
           // The officer sees why at the station: a failure receipt with the outcome.

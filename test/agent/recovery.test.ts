@@ -10,7 +10,7 @@
  */
 import { cp, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test } from "vitest";
 import { Agent } from "../../src/agent/agent.js";
 import { readAuditLog } from "../../src/agent/audit-log.js";
 import { DryRunBackend } from "../../src/agent/net/dry-run.js";
@@ -21,7 +21,6 @@ import { AgentStateStore, STATE_FILES } from "../../src/agent/state-store.js";
 import { IntegrityError, UsageError } from "../../src/errors.js";
 import { requireOrSkip } from "../helpers/pcsc-env.js";
 import {
-  createTestPki,
   initAgent,
   LAB_PLAN,
   openElement,
@@ -29,23 +28,13 @@ import {
   personalizeCard,
   pins,
   startAgent,
-  type TestPki,
   tempDir,
+  useTestPki,
   writeConfig,
 } from "./fixtures.js";
 import { addrJson, ip, NetnsLab, netnsCapability, routesJson, settled } from "./netns.js";
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
-let crl1: Uint8Array;
-beforeAll(async () => {
-  base = await tempDir();
-  testPki = await createTestPki(base.dir);
-  crl1 = await testPki.crl(1);
-});
-afterAll(async () => {
-  await base.cleanup();
-});
+const bed = useTestPki();
 
 /** An applier that applies, then "loses power": apply never returns until released, and nothing after counts. */
 class PowerCut implements NetBackend {
@@ -93,8 +82,8 @@ async function crashDuringApply(
   inner: NetBackend,
   crashedDir: string,
 ): Promise<{ card: Awaited<ReturnType<typeof personalizeCard>>["card"] }> {
-  const { card } = await personalizeCard(testPki.pki.tokenCa);
-  await writeConfig(card, LAB_PLAN, { sequence: 3, crl: crl1 });
+  const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+  await writeConfig(card, LAB_PLAN, { sequence: 3, crl: bed.crl1 });
   const cut = new PowerCut(inner);
   const agent = await startAgent(stateDir, cut);
   const element = await openElement(card);
@@ -124,9 +113,9 @@ describe("state persistence", () => {
 
   test("each stage is on disk before the next step runs", async () => {
     dir = await tempDir();
-    const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-    const { card } = await personalizeCard(testPki.pki.tokenCa);
-    await writeConfig(card, LAB_PLAN, { sequence: 1, crl: crl1 });
+    const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+    const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+    await writeConfig(card, LAB_PLAN, { sequence: 1, crl: bed.crl1 });
     const onDisk = async () => JSON.parse(await readFile(join(stateDir, STATE_FILES.state), "utf8"));
     const seen: string[] = [];
     const inner = await DryRunBackend.open({});
@@ -172,9 +161,9 @@ describe("state persistence", () => {
 
   test("applied but `configured` cannot be recorded: the network is rolled back too", async () => {
     dir = await tempDir();
-    const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
-    const { card } = await personalizeCard(testPki.pki.tokenCa);
-    await writeConfig(card, LAB_PLAN, { sequence: 1, crl: crl1 });
+    const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
+    const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+    await writeConfig(card, LAB_PLAN, { sequence: 1, crl: bed.crl1 });
     const inner = await DryRunBackend.open({});
     const { mkdir, rm } = await import("node:fs/promises");
     const breaking: NetBackend = {
@@ -209,7 +198,7 @@ describe("state persistence", () => {
   test("a state file that is not there, not JSON, or not a state is a clear usage error", async () => {
     dir = await tempDir();
     await expect(AgentStateStore.open(join(dir.dir, "none"))).rejects.toThrow(/agent factory-init/);
-    const { stateDir } = await initAgent(dir.dir, testPki);
+    const { stateDir } = await initAgent(dir.dir, bed.testPki);
     const file = join(stateDir, STATE_FILES.state);
     const { writeFile } = await import("node:fs/promises");
     await writeFile(file, "{ not json");
@@ -223,7 +212,7 @@ describe("state persistence", () => {
 
   test("one agent per state directory: a second is refused while the first runs", async () => {
     dir = await tempDir();
-    const { stateDir } = await initAgent(dir.dir, testPki);
+    const { stateDir } = await initAgent(dir.dir, bed.testPki);
     const first = await Agent.open({ stateDir, net: await DryRunBackend.open({}) });
     try {
       const { writeFile } = await import("node:fs/promises");
@@ -246,7 +235,7 @@ describe("an apply interrupted by a crash is rolled back at the next start (dry-
 
   test("rolled back, recorded, and the same card then onboards", async () => {
     dir = await tempDir();
-    const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
+    const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
     const crashed = join(dir.dir, "crashed-state");
     const inner = await DryRunBackend.open({ file: join(stateDir, STATE_FILES.dryRun) });
     const { card } = await crashDuringApply(stateDir, inner, crashed);
@@ -288,7 +277,7 @@ describe("an apply interrupted by a crash is rolled back at the next start (dry-
 
   test("the rollback fails and the audit log is damaged: start refuses (15), `applying` stays for the next start", async () => {
     dir = await tempDir();
-    const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
+    const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
     const crashed = join(dir.dir, "crashed-state");
     const inner = await DryRunBackend.open({ file: join(stateDir, STATE_FILES.dryRun) });
     await crashDuringApply(stateDir, inner, crashed);
@@ -319,7 +308,7 @@ describe("an apply interrupted by a crash is rolled back at the next start (dry-
 
   test("the interrupted apply is rolled back only with the applier that made it", async () => {
     dir = await tempDir();
-    const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
+    const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
     const crashed = join(dir.dir, "crashed-state");
     await crashDuringApply(
       stateDir,
@@ -361,7 +350,7 @@ describe.skipIf(!netns.ok)(
         routes: routesJson(hsm),
       });
       const before = network();
-      const { stateDir } = await initAgent(dir.dir, testPki, { crl: crl1 });
+      const { stateDir } = await initAgent(dir.dir, bed.testPki, { crl: bed.crl1 });
       const crashed = join(dir.dir, "crashed-state");
       const net = () => new Iproute2Backend({ netns: hsm, probeWindowMs: 300 });
       const { card } = await crashDuringApply(stateDir, net(), crashed);

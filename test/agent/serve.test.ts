@@ -3,7 +3,7 @@
  * virtual cards. The card source stands in for the reader only: it hands out the cards in order,
  * and "removing" a card happens at once.
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { CardSource } from "../../src/agent/card-source.js";
 import { DryRunBackend } from "../../src/agent/net/dry-run.js";
 import type { OnboardingResult } from "../../src/agent/onboarding.js";
@@ -11,7 +11,6 @@ import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js
 import { ApplicationNotAvailableError, ExitCode, NoCardError, PcscError } from "../../src/errors.js";
 import type { SecureElement } from "../../src/secure-element/secure-element.js";
 import {
-  createTestPki,
   initAgent,
   LAB_PLAN,
   openElement,
@@ -19,20 +18,11 @@ import {
   personalizeCard,
   pins,
   startAgent,
-  type TestPki,
-  tempDir,
+  useTestPki,
   writeConfig,
 } from "./fixtures.js";
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
-beforeAll(async () => {
-  base = await tempDir();
-  testPki = await createTestPki(base.dir);
-});
-afterAll(async () => {
-  await base.cleanup();
-});
+const bed = useTestPki();
 
 /** Hands out `cards` in order (an Error: a card that cannot be opened), then runs out (NoCardError). */
 function queueSource(cards: (VirtualPivCard | Error)[]) {
@@ -63,14 +53,14 @@ function queueSource(cards: (VirtualPivCard | Error)[]) {
 }
 
 async function cardWithConfig(): Promise<VirtualPivCard> {
-  const { card } = await personalizeCard(testPki.pki.tokenCa);
-  await writeConfig(card, LAB_PLAN, { crl: await testPki.crl(1) });
+  const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
+  await writeConfig(card, LAB_PLAN, { crl: await bed.testPki.crl(1) });
   return card;
 }
 
 describe("Agent.serve", () => {
   test("with once: onboards the first card, reports and returns its result, releases the card", async () => {
-    const { stateDir } = await initAgent(base.dir, testPki, { name: "serve-once" });
+    const { stateDir } = await initAgent(bed.dir, bed.testPki, { name: "serve-once" });
     const agent = await startAgent(stateDir, await DryRunBackend.open({}));
     try {
       const { source, events } = queueSource([await cardWithConfig(), await cardWithConfig()]);
@@ -92,7 +82,7 @@ describe("Agent.serve", () => {
   });
 
   test("without once: a card it cannot open is reported and must be removed; then card after card until stopped", async () => {
-    const { stateDir } = await initAgent(base.dir, testPki, { name: "serve-loop" });
+    const { stateDir } = await initAgent(bed.dir, bed.testPki, { name: "serve-loop" });
     const log: string[] = [];
     const agent = await startAgent(stateDir, await DryRunBackend.open({}), log);
     const controller = new AbortController();
@@ -136,7 +126,7 @@ describe("Agent.serve", () => {
   });
 
   test("without once, pcscd refusing a context is waited out like pcscd gone (seen: SCARD_E_NO_ACCESS while it restarts); with once it is thrown", async () => {
-    const { stateDir } = await initAgent(base.dir, testPki, { name: "serve-pcscd" });
+    const { stateDir } = await initAgent(bed.dir, bed.testPki, { name: "serve-pcscd" });
     const log: string[] = [];
     const agent = await startAgent(stateDir, await DryRunBackend.open({}), log);
     const refused = () =>
@@ -167,7 +157,7 @@ describe("Agent.serve", () => {
   });
 
   test("throws what ends the wait: no card in time (10), or with once a card it cannot open (11)", async () => {
-    const { stateDir } = await initAgent(base.dir, testPki, { name: "serve-errors" });
+    const { stateDir } = await initAgent(bed.dir, bed.testPki, { name: "serve-errors" });
     const agent = await startAgent(stateDir, await DryRunBackend.open({}));
     try {
       await expect(agent.serve({ source: queueSource([]).source, pinSource: pins() })).rejects.toThrow(

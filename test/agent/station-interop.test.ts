@@ -4,14 +4,13 @@
  * reads their receipts back and verifies each against the plan (src/station/read-receipts.ts).
  */
 import { join } from "node:path";
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import { DryRunBackend } from "../../src/agent/net/dry-run.js";
 import { parseCrlFile, updateStationCrl } from "../../src/station/crl-update.js";
 import { initStation } from "../../src/station/init-station.js";
 import { readReceipts } from "../../src/station/read-receipts.js";
 import { writeConfigurationToCard } from "../../src/station/write-card.js";
 import {
-  createTestPki,
   examplePlan,
   initAgent,
   openElement,
@@ -19,29 +18,20 @@ import {
   personalizeCard,
   pins,
   startAgent,
-  type TestPki,
-  tempDir,
+  useTestPki,
 } from "./fixtures.js";
 
-let base: { dir: string; cleanup: () => Promise<void> };
-let testPki: TestPki;
-beforeAll(async () => {
-  base = await tempDir();
-  testPki = await createTestPki(base.dir);
-});
-afterAll(async () => {
-  await base.cleanup();
-});
+const bed = useTestPki();
 
 test("station writes rack-4, four HSMs onboard from one card, the station verifies every receipt", async () => {
-  const stationDir = join(base.dir, "station");
-  const crl = await testPki.crl(1);
-  await initStation(stationDir, testPki.pki.root.certificate);
+  const stationDir = join(bed.dir, "station");
+  const crl = await bed.testPki.crl(1);
+  await initStation(stationDir, bed.testPki.pki.root.certificate);
   await updateStationCrl(stationDir, parseCrlFile(crl, "crl"), {
-    issuers: [testPki.pki.tokenCa.certificate],
+    issuers: [bed.testPki.pki.tokenCa.certificate],
   });
 
-  const { card } = await personalizeCard(testPki.pki.tokenCa);
+  const { card } = await personalizeCard(bed.testPki.pki.tokenCa);
   const plan = await examplePlan("rack-4.yaml");
   const station = await openElement(card);
   try {
@@ -52,7 +42,7 @@ test("station writes rack-4, four HSMs onboard from one card, the station verifi
   }
 
   for (const hsm of plan.hsms) {
-    const { stateDir } = await initAgent(base.dir, testPki, { serial: hsm.serial, crl });
+    const { stateDir } = await initAgent(bed.dir, bed.testPki, { serial: hsm.serial, crl });
     const agent = await startAgent(stateDir, await DryRunBackend.open({}));
     const element = await openElement(card);
     try {
