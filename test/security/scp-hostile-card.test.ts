@@ -42,7 +42,7 @@ import {
 import type { PivElement } from "../../src/secure-element/piv-element.js";
 import { writeConfigurationToCard } from "../../src/station/write-card.js";
 import { initAgent, LAB_PLAN, PIN, pins } from "../agent/fixtures.js";
-import { cardOf, scpCardBed, useScpCardBed } from "./scp-support.js";
+import { cardOf, expectRefusedWhileOpening, scpCardBed, useScpCardBed } from "./scp-support.js";
 import {
   dryRunIn,
   dryRunRecord,
@@ -143,17 +143,7 @@ describe("hostile card during the SCP11 handshake: refused before any PIN, the c
       hostile!.armed = true;
       const before = persistent(store);
       const meter = new TransportMeter();
-      const failure = await openScp(card, meter).then(
-        async (element) => {
-          await element.close();
-          return undefined;
-        },
-        (error: unknown) => error,
-      );
-      expect(hostile!.lies, "the hostile card was never reached").toBeGreaterThan(0);
-      expectTypedError(failure, c.error, c.exit);
-      expect((failure as Error).message).toMatch(c.reason);
-      expect(meter.instructions, "no VERIFY (no PIN) after a failed handshake").not.toContain(INS_VERIFY);
+      await expectRefusedWhileOpening(() => openScp(card, meter), hostile, meter, c);
       // Nothing after the handshake: no wrapped command was sent.
       expect(meter.instructions.at(-1)).toBe(c.mode.startsWith("scp-store") ? 0xca : 0x88);
       expect(persistent(store)).toEqual(before);

@@ -7,7 +7,7 @@
  * them). Plus the hooks that make and remove a bed for a test file, and a fresh, possibly hostile,
  * card of a template.
  */
-import { afterAll, beforeAll } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import type { OceCredentials } from "../../src/apdu/scp11/host.js";
 import type { MemoryCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import {
@@ -18,12 +18,16 @@ import {
 } from "../../src/card-emulator/hostile-card.js";
 import { provisionScpKey } from "../../src/card-emulator/scp-provision.js";
 import type { VirtualPivCard } from "../../src/card-emulator/virtual-piv-card.js";
+import type { OnboardError } from "../../src/errors.js";
 import type { IssuerCredentials } from "../../src/pki/issue.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
+import type { PivElement } from "../../src/secure-element/piv-element.js";
 import { installOceCaOnCard, issueStationOce, readStationOce } from "../../src/station/oce.js";
 import { InProcessTransport } from "../../src/transport/in-process.js";
 import { createTestPki, LAB_PLAN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { CardTemplate } from "./support.js";
+import { CardTemplate, expectTypedError, type TransportMeter } from "./support.js";
+
+const INS_VERIFY = 0x20;
 
 export interface ScpCardBed {
   /** The bed's temporary directory (removed by cleanup). */
@@ -127,4 +131,33 @@ export function cardOf(
   const clone = template.clone(hostile?.intercept);
   card = clone.card;
   return { ...clone, hostile };
+}
+
+/**
+ * Opens the channel (`open`, through `meter`) on a card that lies while it opens, and expects the
+ * refusal: the hostile card did lie, the failure is `error` with exit code `exit` and a message
+ * matching `reason`, and no VERIFY (no PIN) crossed the transport. A channel that opens anyway is
+ * closed, and the expectations fail.
+ */
+export async function expectRefusedWhileOpening(
+  open: () => Promise<PivElement>,
+  hostile: HostileCard | undefined,
+  meter: TransportMeter,
+  expected: {
+    readonly error: abstract new (...args: never[]) => OnboardError;
+    readonly exit: number;
+    readonly reason: RegExp;
+  },
+): Promise<void> {
+  const failure = await open().then(
+    async (element) => {
+      await element.close();
+      return undefined;
+    },
+    (error: unknown) => error,
+  );
+  expect(hostile!.lies, "the hostile card was never reached").toBeGreaterThan(0);
+  expectTypedError(failure, expected.error, expected.exit);
+  expect((failure as Error).message).toMatch(expected.reason);
+  expect(meter.instructions, "no VERIFY (no PIN) after a failed handshake").not.toContain(INS_VERIFY);
 }

@@ -31,10 +31,9 @@ import {
   ScpOceRefusedError,
 } from "../../src/errors.js";
 import type { PivElement } from "../../src/secure-element/piv-element.js";
-import { cardOf, scp11aCardBed, useScpCardBed } from "./scp-support.js";
-import { expectTypedError, openMetered, persistentState as persistent, TransportMeter } from "./support.js";
+import { cardOf, expectRefusedWhileOpening, scp11aCardBed, useScpCardBed } from "./scp-support.js";
+import { openMetered, persistentState as persistent, TransportMeter } from "./support.js";
 
-const INS_VERIFY = 0x20;
 const INS_GET_DATA = 0xca;
 const INS_PSO = 0x2a;
 const INS_MUTUAL_AUTHENTICATE = 0x82;
@@ -220,17 +219,7 @@ describe("hostile card during SCP11a: refused while the channel opens, before an
       const { card, store, hostile } = cardWith(c.mode, c.options ?? {});
       const before = persistent(store);
       const meter = new TransportMeter();
-      const failure = await openScp11a(card, meter).then(
-        async (element) => {
-          await element.close();
-          return undefined;
-        },
-        (error: unknown) => error,
-      );
-      expect(hostile!.lies, "the hostile card was never reached").toBeGreaterThan(0);
-      expectTypedError(failure, c.error, c.exit);
-      expect((failure as Error).message).toMatch(c.reason);
-      expect(meter.instructions, "no VERIFY (no PIN) after a failed handshake").not.toContain(INS_VERIFY);
+      await expectRefusedWhileOpening(() => openScp11a(card, meter), hostile, meter, c);
       expect(meter.instructions.at(-1)).toBe(c.last);
       expect(meter.bytesReceived).toBeLessThanOrEqual(2 * MAX_READER_RESPONSE_BYTES + 8_192);
       expect(persistent(store)).toEqual(before);
