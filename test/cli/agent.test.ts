@@ -63,58 +63,37 @@ afterAll(async () => {
 
 const agentEnv = () => ({ [VIRTUAL_CARD_ENV]: cardFile });
 
+/** `agent factory-init` of HSM `serial` into `dir`: the test PKI's root, the device identity in deviceDir; `more` appended. */
+const factoryInitArgs = (dir: string, serial: string, ...more: string[]) => [
+  "agent",
+  "factory-init",
+  "--state-dir",
+  dir,
+  "--serial",
+  serial,
+  "--trust",
+  join(testPki.dir, "root.pem"),
+  "--device",
+  deviceDir,
+  ...more,
+];
+
 describe("agent CLI", () => {
   test("factory-init installs the trust anchor and device identity", async () => {
-    const result = await runCliInProcess([
-      "agent",
-      "factory-init",
-      "--state-dir",
-      stateDir,
-      "--serial",
-      "1234567",
-      "--trust",
-      join(testPki.dir, "root.pem"),
-      "--device",
-      deviceDir,
-      "--crl",
-      crlFile,
-      "--net",
-      "dry-run",
-    ]);
+    const result = await runCliInProcess(
+      factoryInitArgs(stateDir, "1234567", "--crl", crlFile, "--net", "dry-run"),
+    );
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).toMatch(
       /HSM 1234567 initialised .*network applier dry-run \(dry run: nothing will be applied\).* quorum 1, CRL number 1/,
     );
-    const again = await runCliInProcess([
-      "agent",
-      "factory-init",
-      "--state-dir",
-      stateDir,
-      "--serial",
-      "1234567",
-      "--trust",
-      join(testPki.dir, "root.pem"),
-      "--device",
-      deviceDir,
-    ]);
+    const again = await runCliInProcess(factoryInitArgs(stateDir, "1234567"));
     expect(again.exitCode).toBe(2);
     expect(again.stderr).toMatch(/already holds an agent state/);
   });
 
   test("factory-init refuses a device certificate for another serial (exit 2)", async () => {
-    const result = await runCliInProcess([
-      "agent",
-      "factory-init",
-      "--state-dir",
-      join(base.dir, "wrong"),
-      "--serial",
-      "7654321",
-      "--trust",
-      join(testPki.dir, "root.pem"),
-      "--device",
-      deviceDir,
-      "--json",
-    ]);
+    const result = await runCliInProcess(factoryInitArgs(join(base.dir, "wrong"), "7654321", "--json"));
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/not 7654321/);
   });
@@ -295,19 +274,7 @@ describe("agent CLI", () => {
     ];
     for (const [i, c] of cases.entries()) {
       const dir = join(base.dir, `agent-host-settings-${i}`);
-      const init = await runCliInProcess([
-        "agent",
-        "factory-init",
-        "--state-dir",
-        dir,
-        "--serial",
-        "1234567",
-        "--trust",
-        join(testPki.dir, "root.pem"),
-        "--device",
-        deviceDir,
-        ...c.args,
-      ]);
+      const init = await runCliInProcess(factoryInitArgs(dir, "1234567", ...c.args));
       expect(init.exitCode, init.stderr).toBe(0);
       const human = await runCliInProcess(["agent", "status", "--state-dir", dir]);
       expect(human.exitCode, human.stderr).toBe(0);
@@ -412,24 +379,9 @@ describe("agent run --allow-plaintext: a card that has shown SCP is never read i
     const scpCard = join(base.dir, "card-scp.json");
     await copyFile(cardFile, scpCard);
     await provisionScpKey(VirtualPivCard.fromFile(scpCard), vendor);
-    const init = await runCliInProcess([
-      "agent",
-      "factory-init",
-      "--state-dir",
-      scpState,
-      "--serial",
-      "1234567",
-      "--trust",
-      join(testPki.dir, "root.pem"),
-      "--device",
-      deviceDir,
-      "--crl",
-      crlFile,
-      "--net",
-      "dry-run",
-      "--scp-trust",
-      vendorPem,
-    ]);
+    const init = await runCliInProcess(
+      factoryInitArgs(scpState, "1234567", "--crl", crlFile, "--net", "dry-run", "--scp-trust", vendorPem),
+    );
     expect(init.exitCode, init.stderr).toBe(0);
 
     const hostile = hostileCard("bad-status-word", { when: scpAuthenticate, statusWord: 0x6985 });

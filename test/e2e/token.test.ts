@@ -113,6 +113,20 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     return result;
   };
 
+  /** `station write` of `plan` signed with the officer key on token `uri`, the PIN on standard input. */
+  const tokenWrite = (plan: string, uri: string, ...more: string[]) => [
+    "station",
+    "write",
+    "--plan",
+    plan,
+    "--station-dir",
+    stationDir,
+    "--token",
+    uri,
+    ...more,
+    "--pin-stdin",
+  ];
+
   async function hsmState(serial: string, quorum = 1): Promise<string> {
     const deviceDir = join(work, "devices", serial);
     await issueDeviceToDirectory(join(work, "manufacturer"), deviceDir, serial);
@@ -227,35 +241,9 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
   }, 30_000);
 
   test("station write --token: signed and verified without SCP or --allow-plaintext; wrong PIN 13, other owner 16", async () => {
-    const wrong = await cli(
-      [
-        "station",
-        "write",
-        "--plan",
-        acmePlan,
-        "--station-dir",
-        stationDir,
-        "--token",
-        acmeUri,
-        "--pin-stdin",
-      ],
-      `${WRONG_PIN}\n`,
-    );
+    const wrong = await cli(tokenWrite(acmePlan, acmeUri), `${WRONG_PIN}\n`);
     expect(wrong.exitCode, wrong.stderr).toBe(13);
-    const other = await cli(
-      [
-        "station",
-        "write",
-        "--plan",
-        acmePlan,
-        "--station-dir",
-        stationDir,
-        "--token",
-        globexUri,
-        "--pin-stdin",
-      ],
-      `${GUS_PIN}\n`,
-    );
+    const other = await cli(tokenWrite(acmePlan, globexUri), `${GUS_PIN}\n`);
     expect(other.exitCode, other.stderr).toBe(16);
     expect(other.stderr).toMatch(/the plan is for owner "ACME Bank" but the card belongs to "Globex"/);
     expect(wrong.stderr).toMatch(/wrong PIN; the token reports few tries left/);
@@ -264,21 +252,7 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     expect(JSON.parse(flagged.stdout)).toMatchObject({ pin: { countLow: true, locked: false } });
 
     const started = performance.now();
-    const done = await cli(
-      [
-        "station",
-        "write",
-        "--plan",
-        acmePlan,
-        "--station-dir",
-        stationDir,
-        "--token",
-        acmeUri,
-        "--pin-stdin",
-        "--json",
-      ],
-      `${ALICE_PIN}\n`,
-    );
+    const done = await cli(tokenWrite(acmePlan, acmeUri, "--json"), `${ALICE_PIN}\n`);
     const ms = Math.round(performance.now() - started);
     expect(done.exitCode, done.stderr).toBe(0);
     expect(done.stderr).toContain("Channel: PKCS#11 token");
@@ -290,20 +264,7 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
     console.info(`station write --token (SoftHSM2, 4 HSMs): ${ms} ms`);
 
     // Globex's own configuration on its own token, for the HSM-side refusal below.
-    const globex = await cli(
-      [
-        "station",
-        "write",
-        "--plan",
-        globexPlan,
-        "--station-dir",
-        stationDir,
-        "--token",
-        globexUri,
-        "--pin-stdin",
-      ],
-      `${GUS_PIN}\n`,
-    );
+    const globex = await cli(tokenWrite(globexPlan, globexUri), `${GUS_PIN}\n`);
     expect(globex.exitCode, globex.stderr).toBe(0);
   }, 30_000);
 
@@ -399,22 +360,7 @@ describe.skipIf(skip)("--token on SoftHSM2: personalize → station write → ag
   }, 30_000);
 
   test("dual control with tokens: write --cosigners 1, cosign --token/--signer-token, an HSM with quorum 2 onboards", async () => {
-    const written = await cli(
-      [
-        "station",
-        "write",
-        "--plan",
-        acmePlan,
-        "--station-dir",
-        stationDir,
-        "--token",
-        acmeUri,
-        "--cosigners",
-        "1",
-        "--pin-stdin",
-      ],
-      `${ALICE_PIN}\n`,
-    );
+    const written = await cli(tokenWrite(acmePlan, acmeUri, "--cosigners", "1"), `${ALICE_PIN}\n`);
     expect(written.exitCode, written.stderr).toBe(0);
     const stateDir = await hsmState(serials[3]!, 2);
     const alone = await agentRun(stateDir, acmeUri, ALICE_PIN);
