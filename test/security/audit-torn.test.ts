@@ -16,16 +16,15 @@
  */
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterEach, beforeAll, describe, expect, test } from "vitest";
 import { AgentStateStore, STATE_FILES } from "../../src/agent/state-store.js";
 import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import { ExitCode } from "../../src/errors.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { initAgent, LAB_PLAN, PIN } from "../agent/fixtures.js";
 import { NetnsLab } from "../agent/netns.js";
-import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { type LiveChild, runCliChild, stopChildren } from "./children.js";
-import { emulateCard, stackCapability } from "./stack.js";
+import { emulateCard, stackCapability, useChildTestBed } from "./stack.js";
 import { agentOnceArgs, CardTemplate, dryRunRecord } from "./support.js";
 
 // pcscd + vpcd and network namespaces, both needed.
@@ -34,22 +33,15 @@ const cap = stackCapability();
 describe.skipIf(!cap.ok)(
   `a torn audit log never bricks the HSM (pcscd + vpcd + card emulate, CLI children)${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
   () => {
-    let base: { dir: string; cleanup: () => Promise<void> };
-    let build: PrivateBuild;
-    let testPki: TestPki;
-    let crl: Uint8Array;
     let template: CardTemplate;
     let lab: NetnsLab | undefined;
     let pcscd: PrivatePcscd | undefined;
     const cards: LiveChild[] = [];
 
+    const bed = useChildTestBed("hsm-security-audit-", ["cli/main.js", "agent/faults.js"]);
     beforeAll(async () => {
-      base = await tempDir("hsm-security-audit-");
-      build = await buildForChildren(["cli/main.js", "agent/faults.js"]);
-      testPki = await createTestPki(base.dir);
-      crl = await testPki.crl(1);
-      template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
-      await template.write(LAB_PLAN, { crl, sequence: 1 });
+      template = await CardTemplate.personalise(bed.testPki.pki.tokenCa, bed.dir, "officer");
+      await template.write(LAB_PLAN, { crl: bed.crl1, sequence: 1 });
     }, 180_000);
     afterEach(async () => {
       for (const card of cards.splice(0)) await card.stop();
@@ -59,24 +51,20 @@ describe.skipIf(!cap.ok)(
       await lab?.cleanup();
       lab = undefined;
     });
-    afterAll(async () => {
-      await build?.cleanup();
-      await base?.cleanup();
-    });
 
     /** An HSM killed in the middle of applying the card's configuration; the card stays in the reader. */
     async function interruptedApply(name: string) {
       lab = new NetnsLab();
       const ns = lab.namespace("pcsc");
       pcscd = await startPrivatePcscd({ netns: ns });
-      const { stateDir } = await initAgent(base.dir, testPki, { crl, name });
-      const cardFile = join(base.dir, `${name}-card.json`);
+      const { stateDir } = await initAgent(bed.dir, bed.testPki, { crl: bed.crl1, name });
+      const cardFile = join(bed.dir, `${name}-card.json`);
       new FileCardStateStore(cardFile).save(template.cardState);
-      cards.push(await emulateCard(build, cardFile, pcscd, ns));
+      cards.push(await emulateCard(bed.build, cardFile, pcscd, ns));
       const env = pcscd.env;
       /** `agent run --once` (dry run) in the namespace, with this pcscd and the PIN. */
       const runAgent = (extraEnv: Record<string, string> = {}) =>
-        runCliChild(build, agentOnceArgs(stateDir, "--timeout", "20"), {
+        runCliChild(bed.build, agentOnceArgs(stateDir, "--timeout", "20"), {
           netns: ns,
           env: { ...env, ...extraEnv },
           stdin: `${PIN}\n`,
@@ -116,7 +104,7 @@ describe.skipIf(!cap.ok)(
       const now = await readFile(auditFile(stateDir));
       expect(now.subarray(0, whole.length)).toEqual(whole);
 
-      const verify = await runCliChild(build, [
+      const verify = await runCliChild(bed.build, [
         "agent",
         "audit",
         "--state-dir",

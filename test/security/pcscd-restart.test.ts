@@ -12,16 +12,15 @@
  * anything is applied — or, if the restart lands after the apply, only the receipt is lost.
  */
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterEach, beforeAll, describe, expect, test } from "vitest";
 import { AgentStateStore } from "../../src/agent/state-store.js";
 import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import { ExitCode } from "../../src/errors.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { initAgent, LAB_PLAN, PIN } from "../agent/fixtures.js";
 import { NetnsLab } from "../agent/netns.js";
-import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { type LiveChild, runCliChild, startCliChild, stopChildren } from "./children.js";
-import { emulateCard, stackCapability } from "./stack.js";
+import { emulateCard, stackCapability, useChildTestBed } from "./stack.js";
 import { agentOnceArgs, CardTemplate, dryRunRecord } from "./support.js";
 
 // pcscd + vpcd and network namespaces, both needed.
@@ -30,22 +29,15 @@ const cap = stackCapability();
 describe.skipIf(!cap.ok)(
   `pcscd restarting while the agent waits${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
   () => {
-    let base: { dir: string; cleanup: () => Promise<void> };
-    let build: PrivateBuild;
-    let testPki: TestPki;
-    let crl: Uint8Array;
     let template: CardTemplate;
     let lab: NetnsLab;
     let pcscd: PrivatePcscd | undefined;
     const cards: LiveChild[] = [];
 
+    const bed = useChildTestBed("hsm-security-pcscd-", ["cli/main.js", "transport/reader-watcher.js"]);
     beforeAll(async () => {
-      base = await tempDir("hsm-security-pcscd-");
-      build = await buildForChildren(["cli/main.js", "transport/reader-watcher.js"]);
-      testPki = await createTestPki(base.dir);
-      crl = await testPki.crl(1);
-      template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
-      await template.write(LAB_PLAN, { crl, sequence: 1 });
+      template = await CardTemplate.personalise(bed.testPki.pki.tokenCa, bed.dir, "officer");
+      await template.write(LAB_PLAN, { crl: bed.crl1, sequence: 1 });
     }, 180_000);
     afterEach(async () => {
       // Children first (by PID), then pcscd, then the namespaces.
@@ -55,31 +47,27 @@ describe.skipIf(!cap.ok)(
       pcscd = undefined;
       await lab?.cleanup();
     });
-    afterAll(async () => {
-      await build?.cleanup();
-      await base?.cleanup();
-    });
 
     async function setUp(name: string) {
       lab = new NetnsLab();
       const ns = lab.namespace("pcsc");
       pcscd = await startPrivatePcscd({ netns: ns });
-      const { stateDir } = await initAgent(base.dir, testPki, { crl, name });
-      const cardFile = join(base.dir, `${name}-card.json`);
+      const { stateDir } = await initAgent(bed.dir, bed.testPki, { crl: bed.crl1, name });
+      const cardFile = join(bed.dir, `${name}-card.json`);
       new FileCardStateStore(cardFile).save(template.cardState);
       const agentArgs = (timeoutSeconds: number) =>
         agentOnceArgs(stateDir, "--json", "--timeout", String(timeoutSeconds));
       const insertCard = async () => {
-        const card = await emulateCard(build, cardFile, pcscd!, ns);
+        const card = await emulateCard(bed.build, cardFile, pcscd!, ns);
         cards.push(card);
         return card;
       };
       const env = pcscd.env;
       /** The agent as a child in the namespace, with this pcscd and the PIN: started, or run to its end. */
       const startAgent = (timeoutSeconds: number) =>
-        startCliChild(build, agentArgs(timeoutSeconds), { netns: ns, env, stdin: `${PIN}\n` });
+        startCliChild(bed.build, agentArgs(timeoutSeconds), { netns: ns, env, stdin: `${PIN}\n` });
       const runAgent = () =>
-        runCliChild(build, agentArgs(20), { netns: ns, env, stdin: `${PIN}\n`, timeoutMs: 40_000 });
+        runCliChild(bed.build, agentArgs(20), { netns: ns, env, stdin: `${PIN}\n`, timeoutMs: 40_000 });
       return { stateDir, insertCard, startAgent, runAgent };
     }
 

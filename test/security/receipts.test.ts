@@ -7,13 +7,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterEach, beforeAll, describe, expect, test } from "vitest";
 import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import { planToYaml } from "../../src/config/plan.js";
 import { ExitCode } from "../../src/errors.js";
-import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
-import { put, Stack, stackCapability } from "./stack.js";
+import { initAgent, LAB_PLAN, PIN } from "../agent/fixtures.js";
+import { put, Stack, stackCapability, useChildTestBed } from "./stack.js";
 import { agentOnceArgs, CardTemplate } from "./support.js";
 
 const cap = stackCapability();
@@ -21,52 +20,41 @@ const cap = stackCapability();
 describe.skipIf(!cap.ok)(
   `one bad receipt object never stops or hides the others (real stack)${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
   () => {
-    let base: { dir: string; cleanup: () => Promise<void> };
-    let build: PrivateBuild;
-    let testPki: TestPki;
-    let crl: Uint8Array;
     let template: CardTemplate;
     let stack: Stack | undefined;
 
+    const bed = useChildTestBed("hsm-security-receipts-", ["cli/main.js"]);
     beforeAll(async () => {
-      base = await tempDir("hsm-security-receipts-");
-      build = await buildForChildren(["cli/main.js"]);
-      testPki = await createTestPki(base.dir);
-      crl = await testPki.crl(1);
-      template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
+      template = await CardTemplate.personalise(bed.testPki.pki.tokenCa, bed.dir, "officer");
     }, 180_000);
     afterEach(async () => {
       await stack?.close();
       stack = undefined;
     });
-    afterAll(async () => {
-      await build?.cleanup();
-      await base?.cleanup();
-    });
 
     test("a 40 KB receipt-0: the agent writes its receipt to receipt-1 (exit 0); the station shows it verified beside the unreadable object", async () => {
-      stack = await Stack.start(build);
-      const { stateDir } = await initAgent(base.dir, testPki, { crl, name: "receipts" });
-      const stationDir = join(base.dir, "station");
-      const root = await put(join(base.dir, "root.pem"), testPki.rootPem);
+      stack = await Stack.start(bed.build);
+      const { stateDir } = await initAgent(bed.dir, bed.testPki, { crl: bed.crl1, name: "receipts" });
+      const stationDir = join(bed.dir, "station");
+      const root = await put(join(bed.dir, "root.pem"), bed.testPki.rootPem);
       const init = await stack.cli([
         "station",
         "init",
         "--trust",
         root,
         "--crl",
-        await put(join(base.dir, "token-ca.crl"), crl),
+        await put(join(bed.dir, "token-ca.crl"), bed.crl1),
         "--issuer",
-        join(testPki.dir, "token-ca.pem"),
+        join(bed.testPki.dir, "token-ca.pem"),
         "--station-dir",
         stationDir,
       ]);
       expect(init.code, init.stderr).toBe(ExitCode.ok);
 
       // The station writes the configuration; then receipt-0 gets an object no reader accepts.
-      const cardFile = join(base.dir, "card.json");
+      const cardFile = join(bed.dir, "card.json");
       await stack.insert(cardFile, template.cardState);
-      const plan = await put(join(base.dir, "lab.yaml"), planToYaml(LAB_PLAN));
+      const plan = await put(join(bed.dir, "lab.yaml"), planToYaml(LAB_PLAN));
       const write = await stack.cli(
         ["station", "write", "--allow-plaintext", "--plan", plan, "--station-dir", stationDir, "--pin-stdin"],
         {

@@ -17,21 +17,16 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test } from "vitest";
 import { AgentStateStore } from "../../src/agent/state-store.js";
 import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { initAgent, LAB_PLAN, PIN } from "../agent/fixtures.js";
 import { ip, NetnsLab, netnsCapability } from "../agent/netns.js";
 import { listenNotifySocket } from "../helpers/notify-socket.js";
-import {
-  buildForChildren,
-  type PrivateBuild,
-  pcscE2eCapability,
-  requireOrSkip,
-  toolAvailable,
-} from "../helpers/pcsc-env.js";
+import { pcscE2eCapability, requireOrSkip, toolAvailable } from "../helpers/pcsc-env.js";
 import { type LiveChild, startCliChild, stopChildren } from "./children.js";
+import { useChildTestBed } from "./stack.js";
 import { CardTemplate } from "./support.js";
 
 const pcsc = requireOrSkip(pcscE2eCapability());
@@ -54,19 +49,12 @@ function procStat(pid: number): Promise<{ rssKb: number; cpuTicks: number }> {
 }
 
 describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: ${cap.reason}`}`, () => {
-  let base: { dir: string; cleanup: () => Promise<void> };
-  let build: PrivateBuild;
-  let testPki: TestPki;
   let lab: NetnsLab | undefined;
   let pcscd: PrivatePcscd | undefined;
   const cards: LiveChild[] = [];
   let listener: Awaited<ReturnType<typeof listenNotifySocket>> | undefined;
 
-  beforeAll(async () => {
-    base = await tempDir("hsm-service-mode-");
-    build = await buildForChildren(["cli/main.js", "transport/reader-watcher.js"]);
-    testPki = await createTestPki(base.dir);
-  }, 180_000);
+  const bed = useChildTestBed("hsm-service-mode-", ["cli/main.js", "transport/reader-watcher.js"]);
   afterEach(async () => {
     for (const card of cards.splice(0)) await card.stop();
     await stopChildren();
@@ -75,21 +63,17 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
     await listener?.stop();
     await lab?.cleanup();
   });
-  afterAll(async () => {
-    await build?.cleanup();
-    await base?.cleanup();
-  });
 
   test("three cards in turn, pcscd gone twice in between: never exits, onboards each, notifies systemd; the same card again needs no PIN; SIGTERM → 0", async () => {
-    const crl = await testPki.crl(1);
+    const crl = await bed.testPki.crl(1);
     const officers = ["Alice Officer", "Bob Officer", "Carol Officer"];
     const cardFiles: string[] = [];
     for (const [i, officer] of officers.entries()) {
-      const template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, `card${i + 1}`, {
+      const template = await CardTemplate.personalise(bed.testPki.pki.tokenCa, bed.dir, `card${i + 1}`, {
         officer,
       });
       await template.write(LAB_PLAN, { crl, sequence: i + 1 });
-      const file = join(base.dir, `card${i + 1}.json`);
+      const file = join(bed.dir, `card${i + 1}.json`);
       new FileCardStateStore(file).save(template.cardState);
       cardFiles.push(file);
     }
@@ -100,11 +84,11 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
     lab.link(ns, "eth0", peer, "lan0");
     ip(["-n", peer, "link", "set", "lan0", "up"]);
     pcscd = await startPrivatePcscd({ netns: ns });
-    const { stateDir } = await initAgent(base.dir, testPki, { crl, name: "service" });
-    const socketPath = join(base.dir, "notify.sock");
-    listener = await listenNotifySocket(socketPath, join(base.dir, "notify.log"));
-    const told = join(base.dir, "front-panel.log");
-    const frontPanel = join(base.dir, "front-panel.sh");
+    const { stateDir } = await initAgent(bed.dir, bed.testPki, { crl, name: "service" });
+    const socketPath = join(bed.dir, "notify.sock");
+    listener = await listenNotifySocket(socketPath, join(bed.dir, "notify.log"));
+    const told = join(bed.dir, "front-panel.log");
+    const frontPanel = join(bed.dir, "front-panel.sh");
     await writeFile(
       frontPanel,
       `#!/bin/sh\necho "$HSM_ONBOARD_CARD_OFFICER|$HSM_ONBOARD_CARD_OWNER|$HSM_ONBOARD_PIN_TRIES" >> '${told}'\nprintf '%s\\n' '${PIN}'\n`,
@@ -114,7 +98,7 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
     // 2 s here (WATCHDOG=1 every second); the unit's WatchdogSec=60s for the figure in APPLIANCE.md.
     const watchdogUsec = process.env.HSM_ONBOARD_SERVICE_WATCHDOG_USEC ?? "2000000";
     const agent = await startCliChild(
-      build,
+      bed.build,
       [
         "agent",
         "run",
@@ -142,7 +126,7 @@ describe.skipIf(!cap.ok)(`agent run as a service${cap.ok ? "" : ` — skipped: $
     };
     const insert = async (file: string) => {
       const card = await startCliChild(
-        build,
+        bed.build,
         ["card", "emulate", "--state", file, "--vpcd", `127.0.0.1:${pcscd!.vpcdPort}`],
         { netns: ns },
       );

@@ -21,11 +21,10 @@ import { AgentStateStore } from "../../src/agent/state-store.js";
 import { FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import type { NetworkPlan } from "../../src/config/plan-model.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { createTestPki, initAgent, OWNER, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { initAgent, OWNER, PIN } from "../agent/fixtures.js";
 import { ip, NetnsLab, waitUntil } from "../agent/netns.js";
-import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { type LiveChild, startCliChild, stopChildren } from "./children.js";
-import { stackCapability } from "./stack.js";
+import { stackCapability, useChildTestBed } from "./stack.js";
 import { CardTemplate } from "./support.js";
 
 // pcscd + vpcd and network namespaces, both needed.
@@ -64,25 +63,18 @@ interface Result {
 describe.skipIf(!cap.ok)(
   `agent run: SIGTERM in the middle of a card${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
   () => {
-    let base: { dir: string; cleanup: () => Promise<void> };
-    let build: PrivateBuild;
-    let testPki: TestPki;
-    let crl: Uint8Array;
     let template: CardTemplate;
     let pcscd: PrivatePcscd | undefined;
     const lab = new NetnsLab();
     let pcNs: string;
     let run = 0;
 
+    const bed = useChildTestBed("hsm-sigterm-", ["cli/main.js", "agent/faults.js"]);
     beforeAll(async () => {
-      base = await tempDir("hsm-sigterm-");
-      build = await buildForChildren(["cli/main.js", "agent/faults.js"]);
-      testPki = await createTestPki(base.dir);
-      crl = await testPki.crl(1);
-      template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "card", {
+      template = await CardTemplate.personalise(bed.testPki.pki.tokenCa, bed.dir, "card", {
         officer: "Alice Officer",
       });
-      await template.write(PLAN, { crl, sequence: 1 });
+      await template.write(PLAN, { crl: bed.crl1, sequence: 1 });
       pcNs = lab.namespace("pc");
       pcscd = await startPrivatePcscd({ netns: pcNs });
     }, 180_000);
@@ -90,8 +82,6 @@ describe.skipIf(!cap.ok)(
       await stopChildren();
       await pcscd?.stop();
       await lab.cleanup();
-      await build?.cleanup();
-      await base?.cleanup();
     });
 
     /**
@@ -105,24 +95,28 @@ describe.skipIf(!cap.ok)(
       lab.link(hsm, "eth0", peer, "lan0");
       ip(["-n", peer, "addr", "add", "198.51.100.1/24", "dev", "lan0"]);
       ip(["-n", peer, "link", "set", "lan0", "up"]);
-      const { stateDir } = await initAgent(base.dir, testPki, { crl, name, applier: "iproute2" });
-      const told = join(base.dir, `${name}-front-panel.log`);
-      const frontPanel = join(base.dir, `${name}-front-panel.sh`);
+      const { stateDir } = await initAgent(bed.dir, bed.testPki, {
+        crl: bed.crl1,
+        name,
+        applier: "iproute2",
+      });
+      const told = join(bed.dir, `${name}-front-panel.log`);
+      const frontPanel = join(bed.dir, `${name}-front-panel.sh`);
       await writeFile(
         frontPanel,
         `#!/bin/sh\necho "$$ $HSM_ONBOARD_CARD_OFFICER" >> '${told}'\n${waitPin ? "sleep 20\n" : ""}printf '%s\\n' '${PIN}'\n`,
         { mode: 0o755 },
       );
       const agent = await startCliChild(
-        build,
+        bed.build,
         ["agent", "run", "--allow-plaintext", "--state-dir", stateDir, "--json", "--pin-command", frontPanel],
         { netns: hsm, env: { ...pcscd!.env, ...env } },
       );
       await agent.waitForStderr(/waiting for a card/, 20_000);
-      const cardFile = join(base.dir, `${name}-card.json`);
+      const cardFile = join(bed.dir, `${name}-card.json`);
       new FileCardStateStore(cardFile).save(template.cardState);
       const card = await startCliChild(
-        build,
+        bed.build,
         ["card", "emulate", "--state", cardFile, "--vpcd", `127.0.0.1:${pcscd!.vpcdPort}`],
         { netns: pcNs },
       );

@@ -5,10 +5,18 @@
  * their PIDs, then pcscd, then the namespace.
  */
 import { writeFile } from "node:fs/promises";
+import { afterAll, beforeAll } from "vitest";
 import { type CardState, FileCardStateStore } from "../../src/card-emulator/card-state-store.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
+import { createTestPki, type TestPki, tempDir } from "../agent/fixtures.js";
 import { NetnsLab, netnsCapability } from "../agent/netns.js";
-import { type Capability, type PrivateBuild, pcscE2eCapability, requireOrSkip } from "../helpers/pcsc-env.js";
+import {
+  buildForChildren,
+  type Capability,
+  type PrivateBuild,
+  pcscE2eCapability,
+  requireOrSkip,
+} from "../helpers/pcsc-env.js";
 import {
   type ChildResult,
   type LiveChild,
@@ -23,6 +31,41 @@ export function stackCapability(): Capability {
   const pcsc = requireOrSkip(pcscE2eCapability());
   const netns = requireOrSkip(netnsCapability());
   return pcsc.ok && netns.ok ? pcsc : { ok: false, reason: pcsc.ok ? netns.reason : pcsc.reason };
+}
+
+/** What a security test with `hsm-onboard` children starts from. */
+export interface ChildTestBed {
+  /** The temporary directory (removed after the tests). */
+  readonly dir: string;
+  /** The private build the children run. */
+  readonly build: PrivateBuild;
+  readonly testPki: TestPki;
+  /** The token CA's CRL number 1. */
+  readonly crl1: Uint8Array;
+}
+
+/**
+ * Makes the bed before the tests of the calling describe block (a temporary directory `prefix…`, a
+ * build with `entries` for the children, a test PKI) and removes it after them, after the block's
+ * own after-hooks (vitest runs after-hooks in reverse order). Its fields are there once the tests run.
+ */
+export function useChildTestBed(prefix: string, entries: string[]): ChildTestBed {
+  const bed = {} as { -readonly [K in keyof ChildTestBed]: ChildTestBed[K] } & {
+    cleanup?: () => Promise<void>;
+  };
+  beforeAll(async () => {
+    const base = await tempDir(prefix);
+    bed.cleanup = base.cleanup;
+    bed.dir = base.dir;
+    bed.build = await buildForChildren(entries);
+    bed.testPki = await createTestPki(base.dir);
+    bed.crl1 = await bed.testPki.crl(1);
+  }, 180_000);
+  afterAll(async () => {
+    await bed.build?.cleanup();
+    await bed.cleanup?.();
+  });
+  return bed;
 }
 
 export class Stack {

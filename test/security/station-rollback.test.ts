@@ -14,9 +14,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { planToYaml } from "../../src/config/plan.js";
 import { ExitCode } from "../../src/errors.js";
-import { createTestPki, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
-import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
-import { put, Stack, stackCapability } from "./stack.js";
+import { LAB_PLAN, PIN } from "../agent/fixtures.js";
+import { put, Stack, stackCapability, useChildTestBed } from "./stack.js";
 import { CardTemplate } from "./support.js";
 
 const cap = stackCapability();
@@ -24,28 +23,21 @@ const cap = stackCapability();
 describe.skipIf(!cap.ok)(
   `the station detects its own rollback (real stack)${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
   () => {
-    let base: { dir: string; cleanup: () => Promise<void> };
-    let build: PrivateBuild;
-    let testPki: TestPki;
     let stack: Stack;
+    const bed = useChildTestBed("hsm-security-station-rollback-", ["cli/main.js"]);
     beforeAll(async () => {
-      base = await tempDir("hsm-security-station-rollback-");
-      build = await buildForChildren(["cli/main.js"]);
-      testPki = await createTestPki(base.dir);
-      stack = await Stack.start(build);
+      stack = await Stack.start(bed.build);
     }, 180_000);
     afterAll(async () => {
       await stack?.close();
-      await build?.cleanup();
-      await base?.cleanup();
     });
 
     test("a lowered inventory and an older CRL file are refused with 17; an edited journal with 15", async () => {
-      const station = join(base.dir, "station");
-      const issuer = join(testPki.dir, "token-ca.pem");
-      const crl1 = await put(join(base.dir, "crl-1.der"), await testPki.crl(1));
-      const crl2 = await put(join(base.dir, "crl-2.der"), await testPki.crl(2));
-      const root = await put(join(base.dir, "root.pem"), testPki.rootPem);
+      const station = join(bed.dir, "station");
+      const issuer = join(bed.testPki.dir, "token-ca.pem");
+      const crl1 = await put(join(bed.dir, "crl-1.der"), await bed.testPki.crl(1));
+      const crl2 = await put(join(bed.dir, "crl-2.der"), await bed.testPki.crl(2));
+      const root = await put(join(bed.dir, "root.pem"), bed.testPki.rootPem);
       const ok = (r: { code: number | null; stderr: string }) => expect(r.code, r.stderr).toBe(ExitCode.ok);
       ok(
         await stack.cli([
@@ -77,9 +69,9 @@ describe.skipIf(!cap.ok)(
         ]),
       );
 
-      const template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
-      await stack.insert(join(base.dir, "card.json"), template.cardState);
-      const plan = await put(join(base.dir, "plan.yaml"), planToYaml(LAB_PLAN));
+      const template = await CardTemplate.personalise(bed.testPki.pki.tokenCa, bed.dir, "officer");
+      await stack.insert(join(bed.dir, "card.json"), template.cardState);
+      const plan = await put(join(bed.dir, "plan.yaml"), planToYaml(LAB_PLAN));
       const write = () =>
         stack.cli(
           [
