@@ -36,11 +36,10 @@ import type { IssuerCredentials } from "../../src/pki/issue.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
 import { installScpTrust } from "../../src/secure-element/channel-policy.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { createTestPki, initAgent, OWNER, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
+import { initAgent, OWNER, PIN } from "../agent/fixtures.js";
 import { addrJson, ip, NetnsLab, settled } from "../agent/netns.js";
-import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
 import { runCliChild, stopChildren } from "../security/children.js";
-import { stackCapability } from "../security/stack.js";
+import { stackCapability, useChildTestBed } from "../security/stack.js";
 import { CardTemplate } from "../security/support.js";
 
 // pcscd + vpcd and network namespaces, both needed.
@@ -97,10 +96,6 @@ async function cardObjects(
 describe.skipIf(!cap.ok)(
   `SCP11 tampering on the wire (real pcscd)${cap.ok ? "" : ` — skipped: ${cap.reason}`}`,
   () => {
-    let base: { dir: string; cleanup: () => Promise<void> };
-    let build: PrivateBuild;
-    let testPki: TestPki;
-    let crl: Uint8Array;
     let template: CardTemplate;
     let vendor: IssuerCredentials;
     let vendorPem: string;
@@ -111,13 +106,10 @@ describe.skipIf(!cap.ok)(
     let hsm: string;
     let pristine: unknown;
 
+    const bed = useChildTestBed("hsm-scp-tamper-", ["cli/main.js"]);
     beforeAll(async () => {
-      base = await tempDir("hsm-scp-tamper-");
-      build = await buildForChildren(["cli/main.js"]);
-      testPki = await createTestPki(base.dir);
-      crl = await testPki.crl(1);
-      template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
-      await template.write(PLAN, { crl, sequence: 1 });
+      template = await CardTemplate.personalise(bed.testPki.pki.tokenCa, bed.dir, "officer");
+      await template.write(PLAN, { crl: bed.crl1, sequence: 1 });
       vendor = await createScpVendorCa("Tamper Test Card Vendor");
       vendorPem = vendor.certificate.toString("pem");
       pcscd = await startPrivatePcscd();
@@ -133,8 +125,6 @@ describe.skipIf(!cap.ok)(
       await stopChildren();
       await pcscd?.stop();
       await lab.cleanup();
-      await build?.cleanup();
-      await base?.cleanup();
     });
 
     /** Inserts the card; `tamper` (if any) stands between pcscd and the card. */
@@ -158,8 +148,8 @@ describe.skipIf(!cap.ok)(
      * process, as `station write` writes it) with its SCP11b key.
      */
     async function setUp(name: string) {
-      const dir = join(base.dir, name);
-      const { stateDir } = await initAgent(dir, testPki, { crl, name: "hsm" });
+      const dir = join(bed.dir, name);
+      const { stateDir } = await initAgent(dir, bed.testPki, { crl: bed.crl1, name: "hsm" });
       await installScpTrust(stateDir, vendorPem, "vendor");
       const cardFile = join(dir, "card.json");
       new FileCardStateStore(cardFile).save(template.cardState);
@@ -170,7 +160,7 @@ describe.skipIf(!cap.ok)(
     /** `agent run --once` in the HSM's namespace with the real iproute2 applier. */
     const onboard = (stateDir: string) =>
       runCliChild(
-        build,
+        bed.build,
         ["agent", "run", "--state-dir", stateDir, "--once", "--net", "iproute2", "--json", "--pin-stdin"],
         { env: pcscd.env, netns: hsm, timeoutMs: 90_000, stdin: `${PIN}\n` },
       );
@@ -204,8 +194,20 @@ describe.skipIf(!cap.ok)(
         return { fault, run, before, after: await cardObjects(s.cardFile) };
       }
 
+      /** A channel failure (exit 15) before the PIN was verified, and nothing changed at the HSM or on the card. */
+      async function expectRefusedUnchanged({
+        run,
+        before,
+        after,
+      }: Omit<Awaited<ReturnType<typeof tampered>>, "fault">) {
+        expect(run.code, run.stderr).toBe(ExitCode.integrity);
+        expect(run.stderr).not.toMatch(/PIN verified/);
+        await expectNothingApplied(s.stateDir);
+        expect(after).toEqual(before);
+      }
+
       test("one flipped bit in the wrapped VERIFY (the PIN) → card 6982, exit 15, nothing applied or written", async () => {
-        const { fault, run, before, after } = await tampered((command, answer, f) => {
+        const { fault, ...outcome } = await tampered((command, answer, f) => {
           if (f.fired || !isWrapped(command) || command[1] !== INS_VERIFY) return answer(command);
           f.fired = true;
           const flipped = Buffer.from(command);
@@ -216,14 +218,11 @@ describe.skipIf(!cap.ok)(
         });
         expect(fault.fired).toBe(true);
         expect(fault.cardAnswered).toBe(SW_SECURITY);
-        expect(run.code, run.stderr).toBe(ExitCode.integrity);
-        expect(run.stderr).not.toMatch(/PIN verified/);
-        await expectNothingApplied(s.stateDir);
-        expect(after).toEqual(before);
+        await expectRefusedUnchanged(outcome);
       }, 300_000);
 
       test("one flipped bit in a wrapped answer (GET DATA) → exit 15, nothing applied or written", async () => {
-        const { fault, run, before, after } = await tampered((command, answer, f) => {
+        const { fault, ...outcome } = await tampered((command, answer, f) => {
           const r = answer(command);
           if (f.fired || !isWrapped(command) || command[1] !== INS_GET_DATA || r.length < 40) return r;
           f.fired = true;
@@ -234,15 +233,12 @@ describe.skipIf(!cap.ok)(
         });
         expect(fault.fired).toBe(true);
         expect(fault.cardAnswered).toBe(0x9000); // the card was content; the host saw the change
-        expect(run.code, run.stderr).toBe(ExitCode.integrity);
-        expect(run.stderr).not.toMatch(/PIN verified/);
-        await expectNothingApplied(s.stateDir);
-        expect(after).toEqual(before);
+        await expectRefusedUnchanged(outcome);
       }, 300_000);
 
       test("a wrapped command replayed in place of the next one → card 6982, exit 15, nothing applied or written", async () => {
         let previous: Buffer | undefined;
-        const { fault, run, before, after } = await tampered((command, answer, f) => {
+        const { fault, ...outcome } = await tampered((command, answer, f) => {
           if (f.fired || !isWrapped(command)) return answer(command);
           if (previous === undefined || command[1] !== INS_VERIFY) {
             previous = Buffer.from(command);
@@ -257,10 +253,7 @@ describe.skipIf(!cap.ok)(
         });
         expect(fault.fired).toBe(true);
         expect(fault.cardAnswered).toBe(SW_SECURITY);
-        expect(run.code, run.stderr).toBe(ExitCode.integrity);
-        expect(run.stderr).not.toMatch(/PIN verified/);
-        await expectNothingApplied(s.stateDir);
-        expect(after).toEqual(before);
+        await expectRefusedUnchanged(outcome);
       }, 300_000);
 
       /** A hostile-card mode on the handshake (src/card-emulator/hostile-card.ts), as a tamper. */

@@ -24,15 +24,10 @@ import type { IssuerCredentials } from "../../src/pki/issue.js";
 import { createScpVendorCa } from "../../src/pki/scp-certificates.js";
 import { installScpTrust } from "../../src/secure-element/channel-policy.js";
 import { type PrivatePcscd, startPrivatePcscd } from "../../src/sim/pcscd.js";
-import { createTestPki, initAgent, LAB_PLAN, PIN, type TestPki, tempDir } from "../agent/fixtures.js";
-import {
-  buildForChildren,
-  type PrivateBuild,
-  pcscE2eCapability,
-  requireOrSkip,
-} from "../helpers/pcsc-env.js";
+import { initAgent, LAB_PLAN, PIN } from "../agent/fixtures.js";
+import { pcscE2eCapability, requireOrSkip } from "../helpers/pcsc-env.js";
 import { runCliChild, stopChildren } from "../security/children.js";
-import { put } from "../security/stack.js";
+import { put, useChildTestBed } from "../security/stack.js";
 import { CardTemplate } from "../security/support.js";
 
 const cap = requireOrSkip(pcscE2eCapability());
@@ -89,22 +84,15 @@ function found(tap: Apdu[], afterHandshake: boolean): Set<string> {
 }
 
 describe.skipIf(!cap.ok)(`SCP11 on the wire (real pcscd)${cap.ok ? "" : ` — skipped: ${cap.reason}`}`, () => {
-  let base: { dir: string; cleanup: () => Promise<void> };
-  let build: PrivateBuild;
-  let testPki: TestPki;
-  let crl: Uint8Array;
   let template: CardTemplate;
   let vendor: IssuerCredentials;
   let vendorPem: string;
   let pcscd: PrivatePcscd;
   let bridge: VpcdBridge | undefined;
 
+  const bed = useChildTestBed("hsm-scp-tap-", ["cli/main.js"]);
   beforeAll(async () => {
-    base = await tempDir("hsm-scp-tap-");
-    build = await buildForChildren(["cli/main.js"]);
-    testPki = await createTestPki(base.dir);
-    crl = await testPki.crl(1);
-    template = await CardTemplate.personalise(testPki.pki.tokenCa, base.dir, "officer");
+    template = await CardTemplate.personalise(bed.testPki.pki.tokenCa, bed.dir, "officer");
     vendor = await createScpVendorCa("Tap Test Card Vendor");
     vendorPem = vendor.certificate.toString("pem");
     pcscd = await startPrivatePcscd();
@@ -113,8 +101,6 @@ describe.skipIf(!cap.ok)(`SCP11 on the wire (real pcscd)${cap.ok ? "" : ` — sk
     await bridge?.stop();
     await stopChildren();
     await pcscd?.stop();
-    await build?.cleanup();
-    await base?.cleanup();
   });
 
   async function insert(cardFile: string, tap: Apdu[]): Promise<void> {
@@ -128,22 +114,22 @@ describe.skipIf(!cap.ok)(`SCP11 on the wire (real pcscd)${cap.ok ? "" : ` — sk
   }
 
   const cli = (args: string[], stdin?: string) =>
-    runCliChild(build, args, { env: pcscd.env, timeoutMs: 90_000, ...(stdin ? { stdin } : {}) });
+    runCliChild(bed.build, args, { env: pcscd.env, timeoutMs: 90_000, ...(stdin ? { stdin } : {}) });
 
   async function setUp(name: string, scp: boolean, cardHasScp: boolean) {
-    const dir = join(base.dir, name);
-    const { stateDir } = await initAgent(dir, testPki, { crl, name: "hsm" });
+    const dir = join(bed.dir, name);
+    const { stateDir } = await initAgent(dir, bed.testPki, { crl: bed.crl1, name: "hsm" });
     const stationDir = join(dir, "station");
-    const vendorFile = await put(join(base.dir, `${name}-vendor.pem`), vendorPem);
+    const vendorFile = await put(join(bed.dir, `${name}-vendor.pem`), vendorPem);
     const init = await cli([
       "station",
       "init",
       "--trust",
-      await put(join(dir, "root.pem"), testPki.rootPem),
+      await put(join(dir, "root.pem"), bed.testPki.rootPem),
       "--crl",
-      await put(join(dir, "token-ca.crl"), crl),
+      await put(join(dir, "token-ca.crl"), bed.crl1),
       "--issuer",
-      join(testPki.dir, "token-ca.pem"),
+      join(bed.testPki.dir, "token-ca.pem"),
       "--station-dir",
       stationDir,
       ...(scp ? ["--scp-trust", vendorFile] : []),
