@@ -160,7 +160,7 @@ describe("card pulled during a station write", () => {
     console.info(
       `station write pulled at ${points.length} points (${puts.length} PUT DATA + read-back, before/after): card left with ${[...seen].sort().join(", ")}`,
     );
-  });
+  }, 120_000);
 
   test("after a write interrupted at the commit point, an agent onboards from the card written again", async () => {
     const card = oldConfigured.card();
@@ -268,5 +268,6 @@ describe("card pulled during an agent onboarding", () => {
     );
     expect(outcomes).toContain("refused");
     expect(outcomes).toContain("configured, receipt missing");
-  });
+    // Two whole onboardings per command and side (≈ 76): 14 s alone, 30 s in a loaded CI run.
+  }, 180_000);
 });
