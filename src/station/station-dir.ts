@@ -18,6 +18,8 @@
  *     totp.json                 officers' TOTP enrolments and last accepted time steps (totp.ts)
  *     oce.key.pem, oce.pem      the station's SCP11a OCE key (0600) and certificate (oce.ts, pki issue-oce)
  *     receipts-archive/         receipts taken off a card when it was rewritten (write-card.ts)
+ *     card-sets/<cfg id>.json   a card set being written (plans larger than one card): which of its
+ *                               cards are written, for `station write --resume` (card-set-journal.ts)
  *     .<name>.lock              lock files (withStationLock)
  *
  * `<id>` names a token CA by the SHA-256 of its subject name (DER), so a station can serve several
