@@ -283,6 +283,12 @@ describe("agent CLI", () => {
         (await runCliInProcess(["agent", "status", "--state-dir", dir, "--json"])).stdout,
       );
       expect(json).toMatchObject({ stage: "factory", applier: c.applier, hostSettings: c.hostSettings });
+      // The networkd applier's directory is shown with it (factory-init's default here).
+      const networkDir = c.applier === "networkd" ? "/etc/systemd/network" : null;
+      expect(json.networkDir).toBe(networkDir);
+      expect(outputLines(human.stdout)).toContain(
+        `network applier: ${c.applier}${networkDir ? ` (.network files in ${networkDir})` : ""}`,
+      );
       // The choice read is the one in the state file, not a default of the status command.
       const state = JSON.parse(await readFile(join(dir, "state.json"), "utf8"));
       expect(state.hostSettings).toBe(c.hostSettings);

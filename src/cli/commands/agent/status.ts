@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { describeDevice } from "../../../agent/device-identity.js";
+import { DEFAULT_NETWORKD_DIR } from "../../../agent/factory.js";
 import type { HostSettingsChoice } from "../../../agent/host-settings.js";
 import { plannedAddresses } from "../../../agent/net/net-backend.js";
 import { AgentStateStore } from "../../../agent/state-store.js";
@@ -48,7 +49,7 @@ export function agentStatusCommand(ctx: CliContext): Command {
 "network applier" and "host settings" are the choices recorded by factory-init (--net,
 --host-settings hostnamed|sethostname|none; a state without a host-settings choice reads as none);
 agent run --net/--host-settings override them for that run only. --json carries them as "applier"
-and "hostSettings".
+and "hostSettings"; with the networkd applier, "networkDir" is where its .network files go.
 
 Examples:
   $ hsm-onboard agent status --state-dir /var/lib/hsm-onboard
@@ -83,6 +84,8 @@ Examples:
         /** The configuration was verified but nothing applied (a dry-run applier): never "configured". */
         dryRun: configured?.backend === "dry-run",
         applier: state.applier ?? null,
+        /** Where the networkd applier writes its .network files (factory-init --network-dir). */
+        networkDir: state.applier === "networkd" ? (state.networkDir ?? DEFAULT_NETWORKD_DIR) : null,
         /** factory-init --host-settings (absent in older states: none, as agent run reads it). */
         hostSettings: state.hostSettings ?? "none",
         channel: configured?.card.channel ?? null,
@@ -99,7 +102,7 @@ Examples:
       const lines = [
         `HSM ${status.serial}: ${status.stage}`,
         `owner: ${status.owner ? `${status.owner.name} (${status.owner.boundBy === "factory" ? "bound at the factory" : "pinned at first onboarding"})` : "not yet bound"}; quorum ${status.quorum}`,
-        `network applier: ${status.applier ?? "none chosen (factory-init --net)"}`,
+        `network applier: ${status.applier ?? "none chosen (factory-init --net)"}${status.networkDir ? ` (.network files in ${status.networkDir})` : ""}`,
         `host settings: ${describeHostSettings(status.hostSettings, status.applier)}`,
         configured && status.dryRun
           ? `dry run — nothing applied: ${status.hostname} ${status.addresses.join(" ")} recorded only (sequence ${status.sequence}, ${status.appliedAt}; card read over ${status.channel ?? "an unrecorded channel"})`
