@@ -29,6 +29,7 @@ import {
   otherOwnerPki,
   PIN,
   personaliseCardFile,
+  plaintextWrite,
   removeTempDirs,
   stationInitArgs,
   tempDir,
@@ -61,19 +62,6 @@ async function station(): Promise<string> {
   expect(init.exitCode, init.stderr).toBe(0);
   return dir;
 }
-
-/** `station write --allow-plaintext` of `plan` (default examples/rack-4.yaml), the PIN on standard input. */
-const plaintextWrite = (dir: string, plan = join(EXAMPLES, "rack-4.yaml"), ...more: string[]) => [
-  "station",
-  "write",
-  "--allow-plaintext",
-  "--plan",
-  plan,
-  "--station-dir",
-  dir,
-  "--pin-stdin",
-  ...more,
-];
 
 /** The manifest on the card, verified against the station's trust as `station write` verifies it. */
 async function verifiedManifest(element: PivElement, dir: string): Promise<Manifest> {

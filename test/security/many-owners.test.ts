@@ -31,6 +31,7 @@ import { exportPrivateKeyPem } from "../../src/pki/keys.js";
 import { loadPkiDirectory, loadTokenCaDirectory } from "../../src/pki/pki-store.js";
 import { LAB_PLAN, openElement, PIN, personalizeCard, tempDir, writeConfig } from "../agent/fixtures.js";
 import { buildForChildren, type PrivateBuild } from "../helpers/pcsc-env.js";
+import { plaintextWrite } from "../station/fixtures.js";
 import { Stack, stackCapability } from "./stack.js";
 
 const cap = stackCapability();
@@ -73,17 +74,11 @@ describe.skipIf(!cap.ok)(
       const plan = path(`${station}-plan.yaml`);
       await writeFile(plan, planToYaml({ ...LAB_PLAN, owner }));
       return stack.cli(
-        [
-          "station",
-          "write",
-          "--allow-plaintext",
-          "--plan",
-          plan,
-          "--station-dir",
+        plaintextWrite(
           path(station),
-          "--pin-stdin",
+          plan,
           ...(sequence === undefined ? [] : ["--sequence", String(sequence)]),
-        ],
+        ),
         { stdin: `${PIN}\n` },
       );
     }

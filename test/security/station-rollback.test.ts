@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { planToYaml } from "../../src/config/plan.js";
 import { ExitCode } from "../../src/errors.js";
 import { LAB_PLAN, PIN } from "../agent/fixtures.js";
+import { plaintextWrite } from "../station/fixtures.js";
 import { put, Stack, stackCapability, useChildTestBed } from "./stack.js";
 import { CardTemplate } from "./support.js";
 
@@ -73,22 +74,9 @@ describe.skipIf(!cap.ok)(
       await stack.insert(join(bed.dir, "card.json"), template.cardState);
       const plan = await put(join(bed.dir, "plan.yaml"), planToYaml(LAB_PLAN));
       const write = () =>
-        stack.cli(
-          [
-            "station",
-            "write",
-            "--allow-plaintext",
-            "--plan",
-            plan,
-            "--station-dir",
-            station,
-            "--pin-stdin",
-            "--json",
-          ],
-          {
-            stdin: `${PIN}\n`,
-          },
-        );
+        stack.cli(plaintextWrite(station, plan, "--json"), {
+          stdin: `${PIN}\n`,
+        });
       const sequenceOf = (r: { stdout: string }) => (JSON.parse(r.stdout) as { sequence: number }).sequence;
       const first = await write();
       ok(first);

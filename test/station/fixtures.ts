@@ -185,6 +185,28 @@ export function stationInitArgs(stationDir: string, ...more: string[]): string[]
   ];
 }
 
+/**
+ * The arguments of `station write --allow-plaintext` of `plan` (default examples/rack-4.yaml) with
+ * the station directory `stationDir`, the PIN on standard input; `more` appended.
+ */
+export function plaintextWrite(
+  stationDir: string,
+  plan = join(EXAMPLES, "rack-4.yaml"),
+  ...more: string[]
+): string[] {
+  return [
+    "station",
+    "write",
+    "--allow-plaintext",
+    "--plan",
+    plan,
+    "--station-dir",
+    stationDir,
+    "--pin-stdin",
+    ...more,
+  ];
+}
+
 /** A valid plan of `count` HSMs on one /16 (for capacity tests). */
 export function generatedPlan(count: number, owner = OWNER): NetworkPlan {
   const lines = [
