@@ -30,6 +30,7 @@ import {
   cliLauncher,
   NodeChild,
   netnsCapability,
+  nextWake,
   nowMs,
   type PrivateBuild,
   pcscClientLauncher,
@@ -108,15 +109,7 @@ class CliRun {
       if (left <= 0 || !this.running) {
         throw new Error(`CLI never printed ${pattern} within ${timeoutMs} ms:\n${this.stderr.slice(-2000)}`);
       }
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        this.waiters.add(done);
-      });
+      await nextWake(this.waiters, left);
     }
   }
 

@@ -142,6 +142,22 @@ export async function buildForChildren(required: readonly string[]): Promise<Pri
 export type ChildMessage = Record<string, unknown> & { ev?: string };
 
 /**
+ * Resolves at the next call of a function in `waiters` (a child's new output or its exit) or after
+ * `ms`, whichever comes first; the waiter is removed either way.
+ */
+export function nextWake(waiters: Set<() => void>, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      waiters.delete(done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    waiters.add(done);
+  });
+}
+
+/**
  * A node child running an ES module script; each stdout line that parses as JSON is a message.
  * Stdin takes one command per line.
  */
@@ -218,15 +234,7 @@ export class NodeChild {
       if (index >= 0) return { message: this.messages[index]!, index };
       const left = deadline - Date.now();
       if (left <= 0 || !this.running) break;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        this.waiters.add(done);
-      });
+      await nextWake(this.waiters, left);
     }
     throw new Error(
       `child ${this.pid}: no matching message within ${timeoutMs} ms (running: ${this.running});\n` +
@@ -242,15 +250,7 @@ export class NodeChild {
       if (m) return m;
       const left = deadline - Date.now();
       if (left <= 0 || !this.running) break;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        this.waiters.add(done);
-      });
+      await nextWake(this.waiters, left);
     }
     throw new Error(
       `child ${this.pid}: stderr never matched ${pattern} within ${timeoutMs} ms:\n${this.stderr.slice(-3000)}`,
