@@ -2,7 +2,8 @@
  * Issue 14: the rack view (`station serve`) over real HTTP on loopback — the page and its assets
  * from the package, the inventory as a compact JSON list (brotli or gzip when accepted), one HSM's
  * full record, a live "changed" event when a receipt is recorded, read-only, Host checked, plain
- * HTTP refused beyond loopback, and the access token (bearer or login cookie) when there is one.
+ * HTTP refused beyond loopback, and the access token (bearer or login cookie) when there is one:
+ * sessions that expire (a moved clock, no sleeping), logout, and the brake on wrong tokens.
  * TLS beyond loopback in network namespaces: serve-tls.test.ts; in a browser: serve-browser.test.ts.
  */
 import { chmod, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
@@ -20,6 +21,7 @@ import {
   secretsEqual,
   startRackServer,
 } from "../../src/station/serve/server.js";
+import { clientKey, LoginThrottle, SessionStore } from "../../src/station/serve/sessions.js";
 import { checkGivenToken, stationToken } from "../../src/station/serve/token.js";
 import { runCliInProcess } from "../helpers/cli.js";
 
@@ -294,5 +296,170 @@ describe("station serve: the rack view over HTTP", () => {
     await expect(startRackServer({ inventory, port: 0, token: "short" })).rejects.toThrow(
       /at least 20 characters/,
     );
+  });
+});
+
+describe("station serve: browser sessions, logout and the brake on wrong tokens", () => {
+  const token = "session-test-token-0123456789";
+  const form = { "content-type": "application/x-www-form-urlencoded" };
+  const MIN = 60_000;
+  let now = Date.UTC(2026, 11, 7, 8);
+  const clock = () => now;
+  const login = async (base: string, tried = token) => {
+    const res = await get("/login", {
+      base,
+      method: "POST",
+      headers: form,
+      body: `token=${encodeURIComponent(tried)}`,
+    });
+    return { status: res.status, res, cookie: String(res.headers["set-cookie"]).split(";")[0] as string };
+  };
+  const status = async (base: string, headers: Record<string, string>) =>
+    (await get("/api/inventory", { base, headers })).status;
+
+  it("a session ends after 30 idle minutes, and 12 hours after its login however busy; each login is a new id", async () => {
+    const guarded = await startRackServer({ inventory, port: 0, token, clock });
+    try {
+      const base = guarded.url;
+      const first = await login(base);
+      expect(first.status).toBe(303);
+      expect(first.cookie).toMatch(/^hsm_onboard_session=[A-Za-z0-9_-]{43}$/); // 256 random bits
+      const cookie = { cookie: first.cookie };
+      now += 29 * MIN;
+      expect(await status(base, cookie)).toBe(200);
+      now += 29 * MIN; // 58 min after the login, 29 after the last request
+      expect(await status(base, cookie)).toBe(200);
+      now += 30 * MIN;
+      expect(await status(base, cookie)).toBe(401);
+
+      const second = await login(base);
+      expect(second.cookie).not.toBe(first.cookie);
+      let steps = 0;
+      while (steps < 28) {
+        now += 25 * MIN; // busy: never idle for long
+        expect(await status(base, { cookie: second.cookie })).toBe(200);
+        steps += 1;
+      }
+      now += 25 * MIN; // 12 h 5 min after the login
+      expect(await status(base, { cookie: second.cookie })).toBe(401);
+    } finally {
+      await guarded.close();
+    }
+  });
+
+  it("logout (same origin only) ends the session and its event stream; the old cookie is refused; a restart ends every session", async () => {
+    const guarded = await startRackServer({ inventory, port: 0, token, clock });
+    const again = await startRackServer({ inventory, port: 0, token, clock });
+    try {
+      const base = guarded.url;
+      const origin = base.slice(0, -1);
+      expect((await login(base)).status).toBe(303);
+      // Cross-site posts are refused, whatever they carry.
+      const forged = { ...form, origin: "https://evil.example" };
+      expect(
+        (await get("/login", { base, method: "POST", headers: forged, body: `token=${token}` })).status,
+      ).toBe(403);
+      const { cookie } = await login(base);
+      const page = await get("/", { base, headers: { cookie } });
+      expect(page.body).toContain('<form id="logout" method="post" action="/logout">');
+      const bearerPage = await get("/", { base, headers: { authorization: `Bearer ${token}` } });
+      expect(bearerPage.body).not.toContain('id="logout"'); // no session, nothing to log out of
+
+      // The other server, with the same token, never issued this cookie.
+      expect(await status(again.url, { cookie })).toBe(401);
+
+      let opened: () => void = () => undefined;
+      const streamOpen = new Promise<void>((resolve) => {
+        opened = resolve;
+      });
+      const streamEnded = new Promise<string>((resolve, reject) => {
+        const req = request(new URL("/api/events", base), { headers: { cookie } }, (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (d: string) => {
+            text += d;
+            opened();
+          });
+          res.on("end", () => resolve(text));
+        });
+        req.on("error", reject);
+        req.setTimeout(10_000, () => reject(new Error("the event stream outlived its session")));
+        req.end();
+      });
+      await streamOpen;
+      expect(
+        (await get("/logout", { base, method: "POST", headers: { cookie, "sec-fetch-site": "cross-site" } }))
+          .status,
+      ).toBe(403);
+      expect((await get("/logout", { base, headers: { cookie } })).status).toBe(405);
+      expect(await status(base, { cookie })).toBe(200);
+
+      const out = await get("/logout", { base, method: "POST", headers: { cookie, origin } });
+      expect(out.status).toBe(303);
+      expect(out.headers.location).toBe("/");
+      expect(String(out.headers["set-cookie"])).toBe(
+        "hsm_onboard_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+      );
+      expect(await streamEnded).toContain("event: hello");
+      expect(await status(base, { cookie })).toBe(401);
+      expect((await get("/", { base, headers: { cookie } })).body).toContain('action="/login"');
+      expect(await status(base, { authorization: `Bearer ${token}` })).toBe(200); // scripts unaffected
+    } finally {
+      await guarded.close();
+      await again.close();
+    }
+  });
+
+  it("wrong tokens: after 5 the address waits (429, Retry-After doubling up to 10 min), uncompared; the right one later works", async () => {
+    const guarded = await startRackServer({ inventory, port: 0, token, clock });
+    try {
+      const base = guarded.url;
+      for (let i = 0; i < 4; i++)
+        expect((await login(base, `wrong-${i}-wrong-wrong-wrong`)).status).toBe(401);
+      expect(await status(base, { authorization: "Bearer wrong-token-wrong-token" })).toBe(401); // the 5th
+      const refused = await login(base); // the right token, but the address is waiting
+      expect(refused.status).toBe(429);
+      expect(refused.res.headers["retry-after"]).toBe("1");
+      expect(refused.res.body).toContain("Too many wrong tokens from this address: try again in 1 s.");
+      expect(refused.res.headers["set-cookie"]).toBeUndefined();
+      const bearer = await get("/api/inventory", { base, headers: { authorization: `Bearer ${token}` } });
+      expect(bearer.status).toBe(429);
+      expect(bearer.headers["retry-after"]).toBe("1");
+      now += 1000;
+      expect(await status(base, { authorization: `Bearer ${token}` })).toBe(200); // and the count restarts
+      expect((await login(base)).status).toBe(303);
+
+      for (let i = 0; i < 5; i++)
+        expect((await login(base, `wrong-${i}-wrong-wrong-wrong`)).status).toBe(401);
+      const waits: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        const r = await login(base, "wrong-again-wrong-again");
+        expect(r.status).toBe(429);
+        const wait = Number(r.res.headers["retry-after"]);
+        waits.push(wait);
+        now += wait * 1000;
+        expect((await login(base, "wrong-again-wrong-again")).status).toBe(401);
+      }
+      expect(waits).toEqual([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
+      now += 600_000;
+      expect((await login(base)).status).toBe(303);
+    } finally {
+      await guarded.close();
+    }
+  });
+
+  it("bounded memory: at most 4096 addresses tracked (IPv6 by /64), at most 1000 sessions", () => {
+    const throttle = new LoginThrottle(clock);
+    for (let i = 0; i < 5000; i++) throttle.failed(`10.${i >> 8}.${i & 255}.1`);
+    expect(throttle.size).toBe(4096);
+    expect(clientKey("2001:db8:1:2:aaaa::1")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("2001:db8:1:2:bbbb:cccc:dddd:eeee")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("::1")).toBe("0:0:0:0::/64");
+    expect(clientKey("::ffff:192.0.2.7")).toBe("192.0.2.7");
+    const sessions = new SessionStore(30 * MIN, 720 * MIN, clock);
+    const first = sessions.create();
+    for (let i = 0; i < 1000; i++) sessions.create();
+    expect(sessions.size).toBe(1000);
+    expect(sessions.check(first, false)).toBeUndefined(); // the oldest went first
   });
 });

@@ -4,9 +4,12 @@
  * detail (its plan entry, its write and its verified receipt, fetched for that one HSM). The first
  * load is the compact list (/api/inventory: one short array per HSM); the script listens to
  * /api/events and reloads it when the inventory changes. Everything shown is set with textContent,
- * never as HTML.
+ * never as HTML. A view opened with a session cookie (`station serve` with a token) has a logout
+ * form; when the session ends (idle, lifetime, logout elsewhere) the script goes back to the token page.
  */
-export const PAGE_HTML = `<!doctype html>
+/** The page; with `logout`, a logout button (POST /logout) in the header. */
+export function pageHtml(logout: boolean): string {
+  return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -20,7 +23,11 @@ export const PAGE_HTML = `<!doctype html>
   <label>Owner <select id="owner"><option value="">all</option></select></label>
   <label>State <select id="state"><option value="">all</option></select></label>
   <label>Find <input id="find" placeholder="serial, hostname, address"></label>
-  <span id="live" title="live updates">●</span>
+  <span id="live" title="live updates">●</span>${
+    logout
+      ? '\n  <form id="logout" method="post" action="/logout"><button type="submit">Log out</button></form>'
+      : ""
+  }
 </header>
 <main id="racks"></main>
 <aside id="detail" hidden><button id="close">×</button><h2 id="detail-title"></h2><dl id="detail-body"></dl></aside>
@@ -28,9 +35,15 @@ export const PAGE_HTML = `<!doctype html>
 </body>
 </html>
 `;
+}
 
-/** Shown (with status 401) when the view needs a token and the request carries none that is right. */
-export function loginPage(wrong: boolean): string {
+export const PAGE_HTML = pageHtml(false);
+
+/**
+ * Shown (with status 401, or 429 while the address is throttled) when the view needs a token and
+ * the request carries none that is right; `note` (our own text, never the client's) says why.
+ */
+export function loginPage(note?: string): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -43,7 +56,7 @@ export function loginPage(wrong: boolean): string {
 <form id="login" method="post" action="/login">
   <p>This rack view needs its access token (the file <code>serve-token</code> in the station directory, or
   the token given to <code>station serve</code>).</p>
-  ${wrong ? '<p id="wrong">That token is not right.</p>' : ""}
+  ${note === undefined ? "" : `<p id="wrong">${note}</p>`}
   <label>Access token <input type="password" name="token" autocomplete="off" required></label>
   <button type="submit">Open</button>
 </form>
@@ -57,6 +70,7 @@ body { font: 14px system-ui, sans-serif; margin: 0; background: #f4f5f7; color: 
 header { display: flex; gap: 1.5em; align-items: center; padding: .6em 1em; background: #1d2330; color: #fff; }
 header h1 { font-size: 1.1em; margin: 0; }
 #live { color: #888; } #live.on { color: #3c3; }
+form#logout { margin-left: auto; }
 main { display: flex; flex-wrap: wrap; gap: 1em; padding: 1em; }
 section.rack { background: #fff; border: 1px solid #ccd; border-radius: 6px; padding: .5em; }
 section.rack h2 { font-size: .9em; margin: 0 0 .4em; }
@@ -193,6 +207,7 @@ for (const id of ["owner", "state"]) $(id).addEventListener("change", render);
 $("find").addEventListener("input", render);
 async function load() {
   const r = await fetch("/api/inventory", { cache: "no-store" });
+  if (r.status === 401) { location.assign("/"); return; } // the session ended: back to the token page
   data = await r.json();
   const owners = [...new Set(data.plans.map((p) => p.owner))].sort();
   const select = $("owner"), chosen = select.value;
@@ -206,6 +221,9 @@ async function load() {
 const events = new EventSource("/api/events");
 events.addEventListener("hello", () => $("live").classList.add("on"));
 events.addEventListener("changed", () => { load(); });
-events.onerror = () => $("live").classList.remove("on");
+events.onerror = () => {
+  $("live").classList.remove("on");
+  if (events.readyState === EventSource.CLOSED) load(); // refused (401): load() goes to the token page
+};
 load();
 `;

@@ -8,14 +8,18 @@
  * Loopback (127.0.0.1, ::1, localhost) is the default and needs neither TLS nor a token. Any other
  * address needs both: TLS (a certificate and key the operator gives) and an access token, or the
  * server refuses to start (UsageError, exit 2) — plain HTTP beyond loopback is never served. The
- * token is checked on every request, in constant time: `Authorization: Bearer TOKEN`, or the
- * session cookie a browser gets from the login form (POST /login; the cookie is an HMAC of a fixed
- * label under the token, HttpOnly, Secure, SameSite=Strict — never the token itself). Without a
- * token (loopback) the Host header must name the address listened on, so a page on another site
- * cannot reach the view through DNS rebinding. The page's Content Security Policy allows only this
- * origin. Only GET and HEAD, and POST /login when there is a token.
+ * token is checked on every request, in constant time: `Authorization: Bearer TOKEN` (scripts), or
+ * the session cookie a browser gets from the login form (POST /login). The cookie is a random
+ * session id kept in this process's memory (sessions.ts): it ends after 30 idle minutes, 12 hours
+ * after the login, at POST /logout, or when the server stops; it is HttpOnly, SameSite=Strict,
+ * Secure under TLS — never the token itself. Wrong tokens (form or bearer) are throttled per client
+ * address (429 with Retry-After). POST /login and /logout from a browser must come from this
+ * origin (Origin and Sec-Fetch-Site checked, besides SameSite). Without a token (loopback) the
+ * Host header must name the address listened on, so a page on another site cannot reach the view
+ * through DNS rebinding. The page's Content Security Policy allows only this origin. Only GET and
+ * HEAD, and POST /login and /logout when there is a token.
  */
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -24,7 +28,15 @@ import { brotliCompress, gzip, constants as zlib } from "node:zlib";
 import { UsageError } from "../../errors.js";
 import type { Inventory } from "../inventory/inventory.js";
 import { compactInventory, hsmStateJson } from "../inventory/state.js";
-import { loginPage, PAGE_HTML, PAGE_SCRIPT, PAGE_STYLE } from "./page.js";
+import { loginPage, PAGE_SCRIPT, PAGE_STYLE, pageHtml } from "./page.js";
+import {
+  type Clock,
+  clientKey,
+  DEFAULT_IDLE_MS,
+  DEFAULT_LIFETIME_MS,
+  LoginThrottle,
+  SessionStore,
+} from "./sessions.js";
 
 const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
 const POLL_MS = 1000;
@@ -46,6 +58,12 @@ export interface RackServerOptions {
   readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
   /** The access token every request must carry. Required beyond loopback. */
   readonly token?: string;
+  /** A browser session ends after this long without a request (default 30 min)… */
+  readonly sessionIdleMs?: number;
+  /** …and this long after its login in any case (default 12 h). */
+  readonly sessionLifetimeMs?: number;
+  /** Milliseconds now, for sessions and the throttle (tests move it; default Date.now). */
+  readonly clock?: Clock;
 }
 
 export interface RackServer {
@@ -74,10 +92,6 @@ export function secretsEqual(given: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-function sessionValue(token: string): string {
-  return createHmac("sha256", token).update("hsm-onboard rack view session").digest("base64url");
-}
-
 export async function startRackServer(options: RackServerOptions): Promise<RackServer> {
   const host = options.host ?? "127.0.0.1";
   const { tls, token } = options;
@@ -91,12 +105,28 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
   if (token !== undefined && token.length < MIN_TOKEN_LENGTH) {
     throw new UsageError(`the access token must be at least ${MIN_TOKEN_LENGTH} characters`);
   }
-  const session = token === undefined ? undefined : sessionValue(token);
+  const clock = options.clock ?? Date.now;
+  const sessions = new SessionStore(
+    options.sessionIdleMs ?? DEFAULT_IDLE_MS,
+    options.sessionLifetimeMs ?? DEFAULT_LIFETIME_MS,
+    clock,
+  );
+  const throttle = new LoginThrottle(clock);
   const { inventory } = options;
-  const streams = new Set<ServerResponse>();
+  /** Open event streams, with the session each was opened under (none: bearer or no token). */
+  const streams = new Map<ServerResponse, string | undefined>();
+  const endStreams = (ended: (key: string) => boolean) => {
+    for (const [s, key] of streams) {
+      if (key !== undefined && ended(key)) {
+        streams.delete(s);
+        s.end();
+      }
+    }
+  };
   let mark = await inventory.changeMark();
   let polling = false;
   const timer = setInterval(() => {
+    endStreams((key) => !sessions.checkKey(key, false)); // a session that expired takes its stream
     if (polling || streams.size === 0) return;
     polling = true;
     inventory
@@ -104,7 +134,7 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
       .then((now) => {
         if (now === mark) return;
         mark = now;
-        for (const s of streams) s.write(`event: changed\ndata: ${JSON.stringify(now)}\n\n`);
+        for (const s of streams.keys()) s.write(`event: changed\ndata: ${JSON.stringify(now)}\n\n`);
       })
       .catch(() => undefined)
       .finally(() => {
@@ -136,35 +166,99 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
     );
   }
 
-  function authorized(req: IncomingMessage): boolean {
-    if (token === undefined || session === undefined) return true;
+  type Access =
+    | { readonly kind: "open" | "bearer" | "none" }
+    | { readonly kind: "session"; readonly key: string }
+    | { readonly kind: "throttled"; readonly seconds: number };
+
+  /** Who the request is: no token needed, the bearer token, a live session, nobody, or throttled. */
+  function access(req: IncomingMessage): Access {
+    if (token === undefined) return { kind: "open" };
     const auth = req.headers.authorization;
     if (auth !== undefined) {
+      const client = clientKey(req.socket.remoteAddress);
+      const seconds = throttle.retryAfter(client);
+      if (seconds > 0) return { kind: "throttled", seconds };
       const m = /^Bearer ([\x21-\x7e]{1,512})$/.exec(auth);
-      return m !== null && secretsEqual(m[1] as string, token);
+      if (m !== null && secretsEqual(m[1] as string, token)) {
+        throttle.succeeded(client);
+        return { kind: "bearer" };
+      }
+      throttle.failed(client);
+      return { kind: "none" };
     }
-    const cookie = cookieOf(req, SESSION_COOKIE);
-    return cookie !== undefined && secretsEqual(cookie, session);
+    const id = cookieOf(req, SESSION_COOKIE);
+    const key = id === undefined ? undefined : sessions.check(id, true);
+    return key === undefined ? { kind: "none" } : { kind: "session", key };
   }
+
+  /**
+   * A POST a browser sent from this origin, or one from a client that is no browser (no Origin,
+   * no Sec-Fetch-Site). SameSite=Strict already keeps the cookie off cross-site requests.
+   */
+  function sameOrigin(req: IncomingMessage): boolean {
+    const site = req.headers["sec-fetch-site"];
+    if (site !== undefined && site !== "same-origin" && site !== "none") return false;
+    const origin = req.headers.origin;
+    if (origin === undefined) return true;
+    return req.headers.host !== undefined && origin === `${tls ? "https" : "http"}://${req.headers.host}`;
+  }
+
+  const cookie = (value: string, extra = "") =>
+    `${SESSION_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict${tls ? "; Secure" : ""}${extra}`;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (token === undefined && !allowedHosts.has(req.headers.host ?? "")) {
       return send(req, res, 403, "text/plain", "wrong Host\n");
     }
     const path = new URL(req.url ?? "/", "http://x").pathname;
-    if (path === "/login" && token !== undefined && session !== undefined) {
+    if (path === "/login" && token !== undefined) {
       if (req.method === "GET" || req.method === "HEAD") {
-        return send(req, res, 200, "text/html; charset=utf-8", loginPage(false));
+        return send(req, res, 200, "text/html; charset=utf-8", loginPage());
       }
       if (req.method !== "POST") return send(req, res, 405, "text/plain", "GET or POST\n");
+      if (!sameOrigin(req)) return send(req, res, 403, "text/plain", "cross-origin request refused\n");
+      const client = clientKey(req.socket.remoteAddress);
+      const seconds = throttle.retryAfter(client);
+      if (seconds > 0) {
+        res.setHeader("Retry-After", String(seconds));
+        const note = `Too many wrong tokens from this address: try again in ${seconds} s.`;
+        return send(req, res, 429, "text/html; charset=utf-8", loginPage(note));
+      }
       const form = new URLSearchParams(await readBody(req, MAX_LOGIN_BODY));
       if (!secretsEqual(form.get("token") ?? "", token)) {
-        return send(req, res, 401, "text/html; charset=utf-8", loginPage(true));
+        throttle.failed(client);
+        return send(req, res, 401, "text/html; charset=utf-8", loginPage("That token is not right."));
+      }
+      throttle.succeeded(client);
+      const previous = cookieOf(req, SESSION_COOKIE);
+      if (previous !== undefined) sessions.end(previous);
+      res.writeHead(303, {
+        ...HEADERS,
+        Location: "/",
+        "Set-Cookie": cookie(sessions.create()),
+        "Content-Length": 0,
+      });
+      res.end();
+      return;
+    }
+    if (path === "/logout" && token !== undefined) {
+      if (req.method !== "POST") {
+        res.setHeader("Allow", "POST");
+        return send(req, res, 405, "text/plain", "POST\n");
+      }
+      if (!sameOrigin(req)) return send(req, res, 403, "text/plain", "cross-origin request refused\n");
+      req.resume(); // the form's body says nothing
+      const id = cookieOf(req, SESSION_COOKIE);
+      if (id !== undefined) {
+        const key = sessions.check(id, false);
+        sessions.end(id);
+        if (key !== undefined) endStreams((k) => k === key);
       }
       res.writeHead(303, {
         ...HEADERS,
         Location: "/",
-        "Set-Cookie": `${SESSION_COOKIE}=${session}; Path=/; HttpOnly; SameSite=Strict${tls ? "; Secure" : ""}`,
+        "Set-Cookie": cookie("", "; Max-Age=0"),
         "Content-Length": 0,
       });
       res.end();
@@ -176,13 +270,19 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
     }
     // The style sheet holds no data; the login page uses it.
     if (path === "/app.css") return send(req, res, 200, "text/css; charset=utf-8", PAGE_STYLE);
-    if (!authorized(req)) {
+    const who = access(req);
+    if (who.kind === "throttled") {
+      res.setHeader("Retry-After", String(who.seconds));
+      return send(req, res, 429, "text/plain", `too many wrong tokens: try again in ${who.seconds} s\n`);
+    }
+    if (who.kind === "none") {
       res.setHeader("WWW-Authenticate", 'Bearer realm="hsm-onboard rack view"');
       return path === "/"
-        ? send(req, res, 401, "text/html; charset=utf-8", loginPage(false))
+        ? send(req, res, 401, "text/html; charset=utf-8", loginPage())
         : send(req, res, 401, "text/plain", "access token needed\n");
     }
-    if (path === "/") return send(req, res, 200, "text/html; charset=utf-8", PAGE_HTML);
+    if (path === "/")
+      return send(req, res, 200, "text/html; charset=utf-8", pageHtml(who.kind === "session"));
     if (path === "/app.js") return send(req, res, 200, "text/javascript; charset=utf-8", PAGE_SCRIPT);
     if (path === "/api/inventory") {
       const now = await inventory.changeMark();
@@ -204,7 +304,7 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
     if (path === "/api/events") {
       res.writeHead(200, { ...HEADERS, "Content-Type": "text/event-stream", "Cache-Control": "no-store" });
       res.write(`event: hello\ndata: ${JSON.stringify(mark)}\n\n`);
-      streams.add(res);
+      streams.set(res, who.kind === "session" ? who.key : undefined);
       req.on("close", () => streams.delete(res));
       return;
     }
@@ -222,7 +322,7 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
     url: `${tls ? "https" : "http"}://${shown}:${address.port}/`,
     async close() {
       clearInterval(timer);
-      for (const s of streams) s.end();
+      for (const s of streams.keys()) s.end();
       server.closeAllConnections?.();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
