@@ -2,7 +2,7 @@
  * Issue 14: the rack view in a real browser — Debian's chromium, headless, driven by playwright-core
  * — on a 40-HSM room in every state: tiles coloured by state (dry runs drawn unlike configured
  * ones), filters, the per-HSM detail with the verified receipt, the live update while a receipt
- * arrives, and the login form of a view that needs a token. One browser for the file. Screenshots
+ * arrives, and the login form and logout of a view that needs a token. One browser for the file. Screenshots
  * docs/rack-view-40.png and docs/rack-view-detail.png (written when HSM_ONBOARD_SCREENSHOT=1).
  */
 import { existsSync } from "node:fs";
@@ -201,7 +201,7 @@ describe.skipIf(missing !== undefined)(
       await page.close();
     }, 60_000);
 
-    it("a view with a token asks for it once (login form), then keeps a session cookie", async () => {
+    it("a view with a token asks for it once (login form), keeps a session cookie, and logs out", async () => {
       const token = "rack-view-token-for-the-browser-test";
       const guarded = await startRackServer({ inventory, host: "127.0.0.1", port: 0, token });
       const context = await browser.newContext();
@@ -223,6 +223,16 @@ describe.skipIf(missing !== undefined)(
           ["hsm_onboard_session", true, "Strict"],
         ]);
         expect(cookies[0]?.value).not.toContain(token);
+
+        // Log out: back at the token page, the cookie gone, and the old one refused if sent again.
+        await page.click("#logout button");
+        await page.waitForSelector("form#login");
+        expect(page.url()).toBe(guarded.url);
+        expect(await context.cookies()).toEqual([]);
+        await context.addCookies(cookies);
+        const after = await page.goto(guarded.url);
+        expect(after?.status()).toBe(401);
+        expect(await page.locator("input[name=token]").count()).toBe(1);
       } finally {
         await context.close();
         await guarded.close();

@@ -224,6 +224,9 @@ describe("station serve: the rack view over HTTP", () => {
     expect(cli.stderr).toMatch(
       /refuses plain HTTP beyond loopback: listening on 192\.0\.2\.1 needs --tls-cert and --tls-key/,
     );
+    const idle = await runCliInProcess(["station", "serve", "--session-idle", "0", "--station-dir", scratch]);
+    expect(idle.exitCode).toBe(2);
+    expect(idle.stderr).toContain('--session-idle must be a whole number from 1 to 1440, not "0"');
   });
 
   it("the station's own token: created once 0600 and reused; a file others may read is refused", async () => {

@@ -332,7 +332,9 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
 const HEADERS = {
   "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
   "X-Content-Type-Options": "nosniff",
-  "Referrer-Policy": "no-referrer",
+  // Not "no-referrer": under it a browser sends "Origin: null" with the login and logout forms, and
+  // the same-origin check could not tell them from a cross-site post. Other origins get nothing.
+  "Referrer-Policy": "same-origin",
 };
 
 function cookieOf(req: IncomingMessage, name: string): string | undefined {

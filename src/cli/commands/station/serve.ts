@@ -15,9 +15,25 @@ interface ServeOptions {
   readonly tokenFd?: number;
   readonly stationDir?: string;
   readonly db?: string;
+  readonly sessionIdle: number;
+  readonly sessionLifetime: number;
 }
 
-/** `hsm-onboard station serve [--listen HOST:PORT] [--tls-cert F --tls-key F] [--token-fd N]` (issue 14): the read-only rack view. */
+/** A whole number from `min` to `max`, for option `name`. */
+function wholeNumber(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d{1,6}$/.test(value) || n < min || n > max) {
+      throw new UsageError(`${name} must be a whole number from ${min} to ${max}, not "${value}"`);
+    }
+    return n;
+  };
+}
+
+/**
+ * `hsm-onboard station serve [--listen HOST:PORT] [--tls-cert F --tls-key F] [--token-fd N]
+ * [--session-idle MIN] [--session-lifetime H]` (issue 14): the read-only rack view.
+ */
 export function stationServeCommand(ctx: CliContext): Command {
   return new Command("serve")
     .description("Serve a read-only rack view of the inventory (live while receipts arrive)")
@@ -36,6 +52,18 @@ export function stationServeCommand(ctx: CliContext): Command {
         return Number(value);
       },
     )
+    .option(
+      "--session-idle <minutes>",
+      "a browser session ends after this many minutes without a request",
+      wholeNumber("--session-idle", 1, 1440),
+      30,
+    )
+    .option(
+      "--session-lifetime <hours>",
+      "a browser session ends this many hours after its login in any case",
+      wholeNumber("--session-lifetime", 1, 168),
+      12,
+    )
     .option("--station-dir <dir>", STATION_DIR_HELP)
     .option("--db <url>", DB_HELP)
     .addHelpText(
@@ -48,7 +76,12 @@ On loopback (127.0.0.1, ::1) the view is plain HTTP without a token, unless a to
 to start (exit 2): --tls-cert and --tls-key name the certificate and key, and the token is the one
 given (--token-fd N or $${TOKEN_ENV}, never on the command line) or the station's own, generated
 once into serve-token in the station directory (mode 0600). Scripts send it as
-"Authorization: Bearer TOKEN"; a browser asks for it once and keeps a session cookie.
+"Authorization: Bearer TOKEN" on every request. A browser asks for it once and gets a session: a
+random cookie (HttpOnly, SameSite=Strict, Secure under TLS) that ends after --session-idle minutes
+without a request (30), --session-lifetime hours after the login (12), at "Log out" (POST /logout),
+or when station serve stops — sessions live only in this process's memory. After 5 wrong tokens
+(form or bearer) a client address must wait before trying again: 1 s, doubling to 10 min (HTTP 429
+with Retry-After); the right token resets its count.
 
 Examples:
   $ hsm-onboard station serve
@@ -101,6 +134,8 @@ Examples:
           port,
           ...(tls ? { tls } : {}),
           ...(token === undefined ? {} : { token }),
+          sessionIdleMs: options.sessionIdle * 60_000,
+          sessionLifetimeMs: options.sessionLifetime * 3_600_000,
         });
       } catch (error) {
         await inventory.close();
