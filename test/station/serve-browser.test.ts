@@ -203,7 +203,9 @@ describe.skipIf(missing !== undefined)(
 
     it("a view with a token asks for it once (login form), keeps a session cookie, and logs out", async () => {
       const token = "rack-view-token-for-the-browser-test";
-      const guarded = await startRackServer({ inventory, host: "127.0.0.1", port: 0, token });
+      let now = Date.now();
+      const clock = () => now;
+      const guarded = await startRackServer({ inventory, host: "127.0.0.1", port: 0, token, clock });
       const context = await browser.newContext();
       try {
         const page = await context.newPage();
@@ -233,6 +235,13 @@ describe.skipIf(missing !== undefined)(
         const after = await page.goto(guarded.url);
         expect(after?.status()).toBe(401);
         expect(await page.locator("input[name=token]").count()).toBe(1);
+
+        // A session that idles out: the open page goes back to the token form by itself.
+        await page.fill("input[name=token]", token);
+        await page.click("button[type=submit]");
+        await page.waitForSelector("#live.on");
+        now += 31 * 60_000;
+        await page.waitForSelector("form#login", { timeout: 10_000 });
       } finally {
         await context.close();
         await guarded.close();

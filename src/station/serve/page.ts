@@ -221,6 +221,7 @@ async function load() {
 const events = new EventSource("/api/events");
 events.addEventListener("hello", () => $("live").classList.add("on"));
 events.addEventListener("changed", () => { load(); });
+events.addEventListener("ended", () => { events.close(); location.assign("/"); }); // the session ended
 events.onerror = () => {
   $("live").classList.remove("on");
   if (events.readyState === EventSource.CLOSED) load(); // refused (401): load() goes to the token page

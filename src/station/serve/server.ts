@@ -119,7 +119,7 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
     for (const [s, key] of streams) {
       if (key !== undefined && ended(key)) {
         streams.delete(s);
-        s.end();
+        s.end('event: ended\ndata: "session"\n\n'); // the page goes back to the token form
       }
     }
   };
