@@ -221,10 +221,14 @@ async function load() {
 const events = new EventSource("/api/events");
 events.addEventListener("hello", () => $("live").classList.add("on"));
 events.addEventListener("changed", () => { load(); });
-events.addEventListener("ended", () => { events.close(); location.assign("/"); }); // the session ended
+// The session ended (expired, or logged out in another tab): back to the token form — unless this
+// page is logging out itself, whose own navigation must not be cut short (it clears the cookie).
+let leaving = false;
+if ($("logout")) $("logout").addEventListener("submit", () => { leaving = true; });
+events.addEventListener("ended", () => { events.close(); if (!leaving) location.assign("/"); });
 events.onerror = () => {
   $("live").classList.remove("on");
-  if (events.readyState === EventSource.CLOSED) load(); // refused (401): load() goes to the token page
+  if (events.readyState === EventSource.CLOSED && !leaving) load(); // refused (401): load() goes to the token page
 };
 load();
 `;
