@@ -403,7 +403,7 @@ describe("station serve: browser sessions, logout and the brake on wrong tokens"
       expect(String(out.headers["set-cookie"])).toBe(
         "hsm_onboard_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
       );
-      expect(await streamEnded).toMatch(/^event: hello\n[^]*event: ended\ndata: "session"\n\n$/);
+      expect(await streamEnded).toMatch(/^event: hello\n[\s\S]*event: ended\ndata: "session"\n\n$/);
       expect(await status(base, { cookie })).toBe(401);
       expect((await get("/", { base, headers: { cookie } })).body).toContain('action="/login"');
       expect(await status(base, { authorization: `Bearer ${token}` })).toBe(200); // scripts unaffected
