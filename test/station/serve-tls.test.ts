@@ -3,7 +3,7 @@
  * (a private build) listens on an address of a veth pair between two network namespaces this test
  * creates, and independent clients (curl, openssl s_client) connect from the other namespace. No
  * traffic leaves these namespaces. Without the token or with a wrong one: 401; with it: the page
- * and the inventory. The generated token file is 0600; plain HTTP to the TLS port gets no page; plain
+ * and the inventory; the login form's cookie is Secure and logout ends it. The generated token file is 0600; plain HTTP to the TLS port gets no page; plain
  * HTTP beyond loopback is refused at start (exit 2).
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -224,6 +224,39 @@ describe.skipIf(missing !== undefined)(
         15_000,
       );
       expect(plain.stdout).not.toBe("200");
+    });
+
+    it("curl over TLS: the login form gives a Secure session cookie; logout ends it (the old cookie → 401)", async () => {
+      const token = (await readFile(join(stationDir, TOKEN_FILE), "utf8")).trim();
+      const form = join(scratch, "login-token");
+      await writeFile(form, token, { mode: 0o600 }); // curl reads it from the file, not from argv
+      const jar = join(scratch, "cookies");
+      const login = await curl("/login", undefined, ["-c", jar, "--data-urlencode", `token@${form}`]);
+      expect(login.status).toBe(303);
+      const saved = await readFile(jar, "utf8");
+      // Netscape cookie file: #HttpOnly_ host, subdomains, path, Secure, expiry (0: session), name, value.
+      expect(saved).toMatch(
+        new RegExp(
+          `^#HttpOnly_${serverIp.replaceAll(".", "\\.")}\tFALSE\t/\tTRUE\t0\thsm_onboard_session\t[A-Za-z0-9_-]{43}$`,
+          "m",
+        ),
+      );
+      const old = join(scratch, "cookies-before-logout");
+      await writeFile(old, saved);
+      expect((await curl("/api/inventory", undefined, ["-b", jar])).status).toBe(200);
+      const out = await curl("/logout", undefined, [
+        "-b",
+        jar,
+        "-c",
+        jar,
+        "-X",
+        "POST",
+        "-H",
+        `Origin: ${url.slice(0, -1)}`,
+      ]);
+      expect(out.status).toBe(303);
+      expect(await readFile(jar, "utf8")).not.toContain("hsm_onboard_session");
+      expect((await curl("/api/inventory", undefined, ["-b", old])).status).toBe(401);
     });
 
     it("openssl s_client: TLS 1.2 or newer, the certificate verifies for the view's address", async () => {

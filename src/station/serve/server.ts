@@ -390,7 +390,8 @@ function send(req: IncomingMessage, res: ServerResponse, status: number, type: s
   let cache = FIXED.get(body);
   if (!cache) {
     cache = { body: Buffer.from(body) };
-    if (body.length >= COMPRESS_FROM && FIXED.size < 16) FIXED.set(body, cache);
+    // A 429 page names its wait in seconds: one body per wait, not worth keeping.
+    if (body.length >= COMPRESS_FROM && status !== 429 && FIXED.size < 16) FIXED.set(body, cache);
   }
   void sendCached(req, res, cache, status, type).catch(() => res.end());
 }
