@@ -37,8 +37,6 @@ export function pageHtml(logout: boolean): string {
 `;
 }
 
-export const PAGE_HTML = pageHtml(false);
-
 /**
  * Shown (with status 401, or 429 while the address is throttled) when the view needs a token and
  * the request carries none that is right; `note` (our own text, never the client's) says why.
