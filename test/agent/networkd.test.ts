@@ -144,6 +144,22 @@ class Networkd {
   }
 
   /** What networkd says about a link (its own state file). */
+  /**
+   * networkd's state of `device` once it has finished with it (ADMIN_STATE no longer "configuring"
+   * or "pending", bounded): the addresses and routes it asked for can all be in the kernel a moment
+   * before networkd has taken every answer and written "configured" (seen once in a loaded CI run).
+   */
+  async settledLinkState(device: string, timeoutMs = 10_000): Promise<Record<string, string>> {
+    const deadline = Date.now() + timeoutMs;
+    let state = await this.linkState(device);
+    for (let turn = 0; turn < 1000 && Date.now() < deadline; turn++) {
+      if (!["configuring", "pending", "initialized"].includes(state.ADMIN_STATE ?? "")) break;
+      await sleep(20);
+      state = await this.linkState(device);
+    }
+    return state;
+  }
+
   async linkState(device: string): Promise<Record<string, string>> {
     const index = (
       JSON.parse(ip(["-n", this.ns, "-json", "link", "show", device])) as { ifindex: number }[]
@@ -224,7 +240,7 @@ describe.skipIf(!networkdCap.ok)(
       expect(JSON.stringify(routesJson(hsm))).toMatch(
         /"dst":"default","gateway":"198\.51\.100\.1","dev":"eth0","protocol":"static","metric":100/,
       );
-      const state = await networkd.linkState("eth0");
+      const state = await networkd.settledLinkState("eth0");
       expect(state).toMatchObject({
         ADMIN_STATE: "configured",
         DNS: "198.51.100.53 2001:db8:120::53",
