@@ -12,7 +12,12 @@
  * whole input against a size limit, so a header claiming a 4 GB string or a 2^32-element array
  * fails at once. Failures are MalformedError; nothing else escapes a decoder.
  */
-import { Decoder, Encoder } from "cbor-x";
+// The package's `decode`/`encode` entries (its plain JavaScript codec), not its main entry: that one
+// also loads the optional native string extractor (cbor-extract), ≈ 6 MiB of resident memory in the
+// agent for no gain on objects of at most 3 KB — and no C++ between a card's bytes and the scanner's
+// checks. test/repo/agent-imports.test.ts keeps the main entry off the agent's path.
+import { Decoder } from "cbor-x/decode";
+import { Encoder } from "cbor-x/encode";
 import { IntegrityError, MalformedError, UsageError } from "../errors.js";
 
 /**

@@ -7,7 +7,7 @@
  * `keyFor` returned for it. Trust in that key (x5chain validation) is the caller's (src/pki).
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { Tag } from "cbor-x";
+import { Tag } from "cbor-x/decode";
 import { ECDSA_PROFILES, type EcdsaAlgorithm, verifyEcdsaRaw } from "../crypto/ecdsa.js";
 import type { Signer } from "../crypto/signer.js";
 import { IntegrityError, MalformedError, UsageError } from "../errors.js";

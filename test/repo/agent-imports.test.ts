@@ -7,6 +7,7 @@
  * Source-level and conservative: `import { X }` counts even where TypeScript would elide it (write
  * `import type` for types), and a dynamic import counts whether or not it runs.
  */
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,6 +17,13 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), "../../src");
 
 /** Packages the agent must never load: @peculiar/x509 and what it is built on. */
 const FORBIDDEN = [/^@peculiar\//, /^asn1js$/, /^pkijs$/, /^tsyringe$/, /^reflect-metadata$/];
+
+/**
+ * cbor-x's main entry, which also loads its optional native string extractor (cbor-extract: ≈ 6 MiB
+ * of resident memory, and C++ on a card's bytes); src/config/cbor.ts takes the plain JavaScript codec
+ * from `cbor-x/decode` and `cbor-x/encode`.
+ */
+const NATIVE_CBOR = [/^cbor-x$/, /^cbor-extract$/];
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
@@ -47,7 +55,7 @@ function loadedSpecifiers(text: string): string[] {
 }
 
 /** The module graph from `roots`: for each forbidden package reached, one chain of files to it. */
-function reach(roots: readonly string[]): Map<string, string[]> {
+function reach(roots: readonly string[], forbidden: readonly RegExp[] = FORBIDDEN): Map<string, string[]> {
   const found = new Map<string, string[]>();
   const parent = new Map<string, string | undefined>();
   const queue: string[] = [];
@@ -69,7 +77,7 @@ function reach(roots: readonly string[]): Map<string, string[]> {
           parent.set(target, file);
           queue.push(target);
         }
-      } else if (FORBIDDEN.some((re) => re.test(spec)) && !found.has(spec)) {
+      } else if (forbidden.some((re) => re.test(spec)) && !found.has(spec)) {
         found.set(spec, [...chain(file), spec]);
       }
     }
@@ -87,6 +95,23 @@ describe("the agent's import graph", () => {
       [...found.values()].map((c) => c.join(" → ")),
       "the agent must validate with src/pki/path-validation.ts (node:crypto only)",
     ).toEqual([]);
+  });
+
+  it("reaches cbor-x only through its JavaScript entries (no native extractor)", () => {
+    expect([...reach(agentModules, NATIVE_CBOR).values()].map((c) => c.join(" → "))).toEqual([]);
+    // …and those entries really leave the extractor out, while the main entry would load it here.
+    const probe = (specifier: string) =>
+      spawnSync(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `const m = await import("${specifier}"); console.log(m.isNativeAccelerationEnabled)`,
+        ],
+        { cwd: resolve(SRC, ".."), encoding: "utf8" },
+      ).stdout.trim();
+    expect(probe("cbor-x/decode")).toBe("false");
+    expect(probe("cbor-x")).toBe("true");
   });
 
   it("the walker sees what it must: the station's graph does reach @peculiar/x509", () => {
