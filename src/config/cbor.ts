@@ -13,9 +13,9 @@
  * fails at once. Failures are MalformedError; nothing else escapes a decoder.
  */
 // The package's `decode`/`encode` entries (its plain JavaScript codec), not its main entry: that one
-// also loads the optional native string extractor (cbor-extract), ≈ 6 MiB of resident memory in the
-// agent for no gain on objects of at most 3 KB — and no C++ between a card's bytes and the scanner's
-// checks. test/repo/agent-imports.test.ts keeps the main entry off the agent's path.
+// also loads the optional native string extractor (cbor-extract), C++ that parses the untrusted
+// buffer's string heads itself, for no gain on objects of at most 3 KB. Memory is not the reason
+// (≈ 0.2 MiB in the agent). test/repo/agent-imports.test.ts keeps the main entry off the agent's path.
 import { Decoder } from "cbor-x/decode";
 import { Encoder } from "cbor-x/encode";
 import { IntegrityError, MalformedError, UsageError } from "../errors.js";

@@ -19,9 +19,9 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), "../../src");
 const FORBIDDEN = [/^@peculiar\//, /^asn1js$/, /^pkijs$/, /^tsyringe$/, /^reflect-metadata$/];
 
 /**
- * cbor-x's main entry, which also loads its optional native string extractor (cbor-extract: ≈ 6 MiB
- * of resident memory, and C++ on a card's bytes); src/config/cbor.ts takes the plain JavaScript codec
- * from `cbor-x/decode` and `cbor-x/encode`.
+ * cbor-x's main entry, which also loads its optional native string extractor (cbor-extract: C++ that
+ * reads a card's untrusted bytes); src/config/cbor.ts takes the plain JavaScript codec from
+ * `cbor-x/decode` and `cbor-x/encode`.
  */
 const NATIVE_CBOR = [/^cbor-x$/, /^cbor-extract$/];
 
