@@ -453,6 +453,66 @@ describe("station serve: browser sessions, logout and the brake on wrong tokens"
     }
   });
 
+  it("logins sent at once from one address: their heads all in before any failure, still at most 5 tokens compared", async () => {
+    const guarded = await startRackServer({ inventory, port: 0, token, clock });
+    try {
+      const url = new URL("/login", guarded.url);
+      // 12 requests whose heads reach the server (and pass its first throttle check) before any body:
+      // 11 wrong tokens, then the right one last.
+      const guesses = [...Array.from({ length: 11 }, (_, i) => `wrong-${i}-wrong-wrong-wrong`), token];
+      const pending = guesses.map((guess) => {
+        const body = `token=${encodeURIComponent(guess)}`;
+        const req = request(url, {
+          method: "POST",
+          headers: { ...form, "content-length": String(Buffer.byteLength(body)) },
+        });
+        const answered = new Promise<number>((resolve, reject) => {
+          req.on("response", (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on("error", reject);
+        });
+        req.flushHeaders();
+        return { req, body, answered };
+      });
+      // One full round trip on another connection: by then the server has taken the 12 heads.
+      expect((await get("/login", { base: guarded.url })).status).toBe(200);
+      for (const p of pending) p.req.end(p.body);
+      const statuses = await Promise.all(pending.map((p) => p.answered));
+      expect(statuses.filter((s) => s === 401)).toHaveLength(5); // the 5th shuts the address out
+      expect(statuses.filter((s) => s === 429)).toHaveLength(7);
+      expect(statuses.at(-1)).toBe(429); // the right token, sent last, was not compared either
+    } finally {
+      await guarded.close();
+    }
+  });
+
+  it("more addresses than the table holds buy nothing: new ones share one count while it is full", () => {
+    // Round robin over N /64s, one wrong token each per round, a round every 4.1 s (a fast guesser):
+    // how many tokens are compared in 50 rounds. Evicting the oldest address would let 4,097
+    // prefixes (a /52) keep every count at 1 and have every guess compared (204,850).
+    const compared = (prefixes: number) => {
+      let t = now;
+      const throttle = new LoginThrottle(() => t);
+      let n = 0;
+      for (let round = 0; round < 50; round++, t += 4100) {
+        for (let p = 0; p < prefixes; p++) {
+          const client = clientKey(`2001:db8:${(p >> 12) & 0xf}:${(p & 0xfff).toString(16)}::1`);
+          if (throttle.retryAfter(client) > 0) continue;
+          throttle.failed(client);
+          n++;
+        }
+      }
+      return n;
+    };
+    const within = compared(4096);
+    expect(within).toBeLessThan(4096 * 15);
+    // The addresses beyond the table share one count: at most one more guess per round in all.
+    expect(compared(4097)).toBeLessThanOrEqual(within + 50);
+    expect(compared(8192)).toBeLessThanOrEqual(within + 50);
+  });
+
   it("bounded memory: at most 4096 addresses tracked (IPv6 by /64), at most 1000 sessions", () => {
     const throttle = new LoginThrottle(clock);
     for (let i = 0; i < 5000; i++) throttle.failed(`10.${i >> 8}.${i & 255}.1`);

@@ -219,13 +219,20 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
       if (req.method !== "POST") return send(req, res, 405, "text/plain", "GET or POST\n");
       if (!sameOrigin(req)) return send(req, res, 403, "text/plain", "cross-origin request refused\n");
       const client = clientKey(req.socket.remoteAddress);
-      const seconds = throttle.retryAfter(client);
-      if (seconds > 0) {
+      const throttled = () => {
+        const seconds = throttle.retryAfter(client);
+        if (seconds === 0) return false;
         res.setHeader("Retry-After", String(seconds));
         const note = `Too many wrong tokens from this address: try again in ${seconds} s.`;
-        return send(req, res, 429, "text/html; charset=utf-8", loginPage(note));
-      }
+        send(req, res, 429, "text/html; charset=utf-8", loginPage(note));
+        return true;
+      };
+      if (throttled()) return; // before the body is read
       const form = new URLSearchParams(await readBody(req, MAX_LOGIN_BODY));
+      // Again once the body is in: requests whose heads all came before the failures that shut this
+      // address out would otherwise each have their token compared (N connections, N guesses). From
+      // here to failed()/succeeded() nothing yields, so no other request's count slips in between.
+      if (throttled()) return;
       if (!secretsEqual(form.get("token") ?? "", token)) {
         throttle.failed(client);
         return send(req, res, 401, "text/html; charset=utf-8", loginPage("That token is not right."));

@@ -12,8 +12,10 @@
  * one as IPv4). The FREE_FAILURES-th wrong token and each one after it shut the address out for a
  * delay that doubles from 1 s up to 10 min, during which any further attempt with a token (the
  * login form or a bearer header) is refused with 429 and Retry-After, without being compared.
- * The right token clears the address's count. The table holds at most MAX_TRACKED addresses (the
- * one that failed longest ago is dropped) and forgets an address an hour after its last failure.
+ * The right token clears the address's count. The table holds at most MAX_TRACKED addresses and
+ * forgets an address an hour after its last failure; while it is full, every address not in it
+ * shares one count (so more addresses than the table holds buy an attacker nothing; the others
+ * then wait together, and open sessions are never throttled).
  */
 import { createHash, randomBytes } from "node:crypto";
 import { isIPv6 } from "node:net";
@@ -126,37 +128,38 @@ export function clientKey(address: string | undefined): string {
 }
 
 export class LoginThrottle {
+  /** Tracked addresses, the one that failed longest ago first. */
   readonly #table = new Map<string, Failures>();
+  /**
+   * One shared count for every address that failed while the table was full: evicting the oldest
+   * instead would let an attacker with more than MAX_TRACKED addresses (a /52 of IPv6) keep each
+   * one's count at 1 by taking them in turn, and guess without any limit.
+   */
+  #overflow: Failures | undefined;
 
   constructor(private readonly now: Clock) {}
 
   /** Seconds the client must wait before trying a token again, or 0 if it may try now. */
   retryAfter(client: string): number {
-    const entry = this.#table.get(client);
-    if (entry === undefined) return 0;
     const now = this.now();
-    if (now - entry.last >= FORGET_AFTER_MS) {
-      this.#table.delete(client);
-      return 0;
-    }
+    this.#forgetStale(now);
+    const entry = this.#table.get(client) ?? (this.#table.size >= MAX_TRACKED ? this.#overflow : undefined);
+    if (entry === undefined || now - entry.last >= FORGET_AFTER_MS) return 0;
     return entry.until > now ? Math.ceil((entry.until - now) / 1000) : 0;
   }
 
   /** A wrong token from `client`. */
   failed(client: string): void {
     const now = this.now();
-    const entry = this.#table.get(client);
-    const count = entry !== undefined && now - entry.last < FORGET_AFTER_MS ? entry.count + 1 : 1;
-    const delay =
-      count < FREE_FAILURES
-        ? 0
-        : Math.min(FIRST_DELAY_MS * 2 ** Math.min(count - FREE_FAILURES, 20), MAX_DELAY_MS);
-    // Most recently failed last: the first key is the one to drop when the table is full.
-    this.#table.delete(client);
-    while (this.#table.size >= MAX_TRACKED) {
-      this.#table.delete(this.#table.keys().next().value as string);
+    this.#forgetStale(now);
+    const own = this.#table.get(client);
+    if (own === undefined && this.#table.size >= MAX_TRACKED) {
+      this.#overflow = nextFailure(this.#overflow, now);
+      return;
     }
-    this.#table.set(client, { count, last: now, until: now + delay });
+    // Most recently failed last, so the stale ones are found at the front.
+    this.#table.delete(client);
+    this.#table.set(client, nextFailure(own, now));
   }
 
   /** The right token from `client`: its count starts again. */
@@ -164,7 +167,27 @@ export class LoginThrottle {
     this.#table.delete(client);
   }
 
+  /** Drops the addresses whose last failure is FORGET_AFTER_MS old (they are at the front). */
+  #forgetStale(now: number): void {
+    for (const [key, entry] of this.#table) {
+      if (now - entry.last < FORGET_AFTER_MS) break;
+      this.#table.delete(key);
+    }
+    if (this.#overflow !== undefined && now - this.#overflow.last >= FORGET_AFTER_MS)
+      this.#overflow = undefined;
+  }
+
   get size(): number {
     return this.#table.size;
   }
+}
+
+/** The count after one more wrong token, and the wait it earns (none for the first FREE_FAILURES − 1). */
+function nextFailure(entry: Failures | undefined, now: number): Failures {
+  const count = entry !== undefined && now - entry.last < FORGET_AFTER_MS ? entry.count + 1 : 1;
+  const delay =
+    count < FREE_FAILURES
+      ? 0
+      : Math.min(FIRST_DELAY_MS * 2 ** Math.min(count - FREE_FAILURES, 20), MAX_DELAY_MS);
+  return { count, last: now, until: now + delay };
 }
