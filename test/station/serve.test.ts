@@ -8,6 +8,7 @@
  */
 import { chmod, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { request } from "node:http";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { brotliDecompressSync, gunzipSync } from "node:zlib";
@@ -511,6 +512,22 @@ describe("station serve: browser sessions, logout and the brake on wrong tokens"
     // The addresses beyond the table share one count: at most one more guess per round in all.
     expect(compared(4097)).toBeLessThanOrEqual(within + 50);
     expect(compared(8192)).toBeLessThanOrEqual(within + 50);
+  });
+
+  it("a request path that is no URL path is 400, not a server error", async () => {
+    const reply = await new Promise<string>((resolve, reject) => {
+      const url = new URL(server.url);
+      const socket = connect(Number(url.port), url.hostname, () => {
+        socket.end(`GET //[ HTTP/1.1\r\nHost: ${url.host}\r\nConnection: close\r\n\r\n`);
+      });
+      let data = "";
+      socket.on("data", (d: Buffer) => {
+        data += d.toString("latin1");
+      });
+      socket.on("end", () => resolve(data));
+      socket.on("error", reject);
+    });
+    expect(reply.split("\r\n")[0]).toBe("HTTP/1.1 400 Bad Request");
   });
 
   it("bounded memory: at most 4096 addresses tracked (IPv6 by /64), at most 1000 sessions", () => {

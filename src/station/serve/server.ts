@@ -211,7 +211,10 @@ export async function startRackServer(options: RackServerOptions): Promise<RackS
     if (token === undefined && !allowedHosts.has(req.headers.host ?? "")) {
       return send(req, res, 403, "text/plain", "wrong Host\n");
     }
-    const path = new URL(req.url ?? "/", "http://x").pathname;
+    const path = URL.canParse(req.url ?? "/", "http://x")
+      ? new URL(req.url ?? "/", "http://x").pathname
+      : undefined;
+    if (path === undefined) return send(req, res, 400, "text/plain", "bad request path\n");
     if (path === "/login" && token !== undefined) {
       if (req.method === "GET" || req.method === "HEAD") {
         return send(req, res, 200, "text/html; charset=utf-8", loginPage());
