@@ -39,6 +39,7 @@ import { createPki, type IssuerCredentials, type OnboardingPki } from "../../../
 import { createScpVendorCa } from "../../../src/pki/scp-certificates.js";
 import { installOceCaOnCard, issueStationOce, readStationOce } from "../../../src/station/oce.js";
 import { InProcessTransport } from "../../../src/transport/in-process.js";
+import { fixedAnswerTransport } from "../../helpers/fixed-answer-transport.js";
 
 const x = (b: Uint8Array) => Buffer.from(b).toString("hex").toUpperCase();
 
@@ -351,17 +352,7 @@ describe("openScp03 against arbitrary INITIALIZE UPDATE answers (untrusted bytes
         fc.uint8Array({ maxLength: 40 }),
         fc.constantFrom(0x9000, 0x6a88, 0x6982),
         async (answer, sw) => {
-          const sent: Uint8Array[] = [];
-          const transport = {
-            atr: Uint8Array.of(0x3b, 0x00),
-            contactless: false,
-            readerName: "arbitrary",
-            transmit: async (command: Uint8Array) => {
-              sent.push(command);
-              return Uint8Array.from([...answer, sw >> 8, sw & 0xff]);
-            },
-            close: async () => {},
-          };
+          const { transport, sent } = fixedAnswerTransport(answer, sw);
           const err = await openScp03(new SmartCardProtocol(transport)).catch((e: unknown) => e);
           expect(
             err instanceof ScpMalformedError ||

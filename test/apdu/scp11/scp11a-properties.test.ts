@@ -26,6 +26,7 @@ import {
 } from "../../../src/apdu/scp11/index.js";
 import { encodeTlv } from "../../../src/apdu/tlv.js";
 import { ExitCode, type OnboardError, ScpUnavailableError } from "../../../src/errors.js";
+import { fixedAnswerTransport } from "../../helpers/fixed-answer-transport.js";
 
 /** Tags no SCP11a answer expects, of every form (1, 2, 3 bytes; primitive and constructed). */
 const STRAY_TAGS = fc.constantFrom(
@@ -160,17 +161,7 @@ describe("GET DATA FF33 (the card's OCE CA identifiers)", () => {
         fc.uint8Array({ maxLength: 80 }),
         fc.constantFrom(0x9000, 0x6a88, 0x6a82, 0x6f00, 0x6982, 0x6985, 0x6d00, 0x6283),
         async (data, sw) => {
-          const sent: Uint8Array[] = [];
-          const transport = {
-            atr: Uint8Array.of(0x3b, 0x00),
-            contactless: false,
-            readerName: "arbitrary",
-            transmit: async (command: Uint8Array) => {
-              sent.push(command);
-              return Uint8Array.from([...data, sw >> 8, sw & 0xff]);
-            },
-            close: async () => {},
-          };
+          const { transport, sent } = fixedAnswerTransport(data, sw);
           const out = await readOceCaIdentifiers(new SmartCardProtocol(transport)).catch((e: unknown) => e);
           expect(sent).toHaveLength(1);
           if (sw === 0x6a88 || sw === 0x6a82) expect(out).toEqual([]);
