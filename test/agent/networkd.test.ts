@@ -351,6 +351,9 @@ describe.skipIf(!networkdCap.ok)(
           await applyWithRollback(viaDbus, A, await viaDbus.snapshot(A));
           await settled(hsm);
           await applyWithRollback(viaDbus, B, await viaDbus.snapshot(B));
+          // The applier returned once networkd itself was done with the link, not merely once the
+          // kernel showed the plan (a CI run saw networkd take the addresses away again after that).
+          expect((await networkd.linkState("eth0")).ADMIN_STATE).toBe("configured");
           await viaDbus.verify(B);
           expect(networkd.pid).toBe(pid);
           expect(() => process.kill(pid, 0)).not.toThrow(); // the same networkd, told over D-Bus

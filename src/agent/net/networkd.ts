@@ -14,7 +14,8 @@
  * apply(config): the IPv4 conflict probe first (planned devices brought up; VLAN subinterfaces do
  * not exist yet, so only addresses on physical devices are probed), then the files (crash point
  * `mid-apply:N` after each), then networkd is told (`reload`: `networkctl reload` and `networkctl
- * reconfigure` by default), then the live state is awaited (bounded) through `ip -json`.
+ * reconfigure` by default, then networkd's own word that it is done with each link), then the live
+ * state is awaited (bounded) through `ip -json`.
  * verify(config): the files are exactly the planned ones and `ip -json` shows exactly the plan.
  * snapshot(config): the live state (as the iproute2 applier reads it) plus the applier's files.
  * rollback(snapshot): the files back as they were (ours not in the snapshot removed), networkd told,
@@ -92,17 +93,62 @@ export function networkdFiles(config: HostNetworkConfig): Map<string, string> {
   return files;
 }
 
-function networkctl(args: string[], netns: string | undefined): Promise<void> {
+function networkctl(args: string[], netns: string | undefined): Promise<string> {
   const [cmd, full] = netns ? ["ip", ["netns", "exec", netns, "networkctl", ...args]] : ["networkctl", args];
   return new Promise((resolve, reject) => {
-    execFile(cmd, full, { timeout: 30_000, killSignal: "SIGKILL" }, (error, _out, stderr) => {
-      if (error)
-        reject(
-          new NetworkApplyError(`networkctl ${args.join(" ")}: ${String(stderr).trim() || error.message}`),
-        );
-      else resolve();
-    });
+    execFile(
+      cmd,
+      full,
+      { timeout: 30_000, killSignal: "SIGKILL", maxBuffer: 4 * 1024 * 1024 },
+      (error, out, stderr) => {
+        if (error)
+          reject(
+            new NetworkApplyError(`networkctl ${args.join(" ")}: ${String(stderr).trim() || error.message}`),
+          );
+        else resolve(String(out));
+      },
+    );
   });
+}
+
+/**
+ * Waits (bounded) until networkd itself says it is done with each device (`networkctl --json=short
+ * status DEV`: AdministrativeState "configured", or "unmanaged" when no file of ours matches it any
+ * more). `reload` and `reconfigure` return once networkd has
+ * started over on a link; its addresses and routes then go and come back asynchronously, so the
+ * kernel can show the plan (the old addresses, or the first of two reconfigurations) a moment before
+ * networkd takes them away again — seen in a clean-clone CI run: settled, then verify found the
+ * addresses gone. "failed" or "linger" is an error at once.
+ */
+async function awaitNetworkdConfigured(
+  devices: readonly string[],
+  netns: string | undefined,
+  timeoutMs: number,
+  pollMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const maxTurns = Math.ceil(timeoutMs / pollMs) + 2;
+  for (const device of devices) {
+    let state = "";
+    for (let turn = 0; turn < maxTurns; turn++) {
+      const out = await networkctl(["--json=short", "status", device], netns);
+      try {
+        state = String((JSON.parse(out) as { AdministrativeState?: unknown }).AdministrativeState ?? "");
+      } catch {
+        throw new NetworkApplyError(`networkctl status ${device}: not JSON: ${out.slice(0, 80)}`);
+      }
+      // "unmanaged": no .network file matches it any more (a rollback removed ours): nothing to wait for.
+      if (state === "configured" || state === "unmanaged") break;
+      if (state === "failed" || state === "linger")
+        throw new NetworkApplyError(`systemd-networkd says ${device} is ${state}`);
+      if (Date.now() >= deadline) break;
+      await sleep(pollMs);
+    }
+    if (state !== "configured" && state !== "unmanaged")
+      throw new NetworkApplyError(
+        `systemd-networkd did not finish configuring ${device} in ${timeoutMs} ms (${state || "no state"})`,
+      );
+  }
 }
 
 export class NetworkdBackend implements NetBackend {
@@ -119,14 +165,16 @@ export class NetworkdBackend implements NetBackend {
     this.dir = options.dir;
     this.#runner = options.runner ?? execIpRunner(options.netns ? { netns: options.netns } : {});
     this.#ip = new Iproute2Backend({ runner: this.#runner });
+    this.#settleTimeoutMs = options.settleTimeoutMs ?? 15_000;
+    this.#pollMs = options.pollMs ?? 100;
     this.#reload =
       options.reload ??
       (async (devices) => {
         await networkctl(["reload"], options.netns);
-        if (devices.length > 0) await networkctl(["reconfigure", ...devices], options.netns);
+        if (devices.length === 0) return;
+        await networkctl(["reconfigure", ...devices], options.netns);
+        await awaitNetworkdConfigured(devices, options.netns, this.#settleTimeoutMs, this.#pollMs);
       });
-    this.#settleTimeoutMs = options.settleTimeoutMs ?? 15_000;
-    this.#pollMs = options.pollMs ?? 100;
     this.#faults = options.faults ?? NO_FAULTS;
   }
 
